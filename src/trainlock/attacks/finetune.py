@@ -1,0 +1,139 @@
+"""The plain fine-tuning attack: train a (locked or base) model on an unauthorized task.
+
+Records the per-step loss, test accuracy every `eval_every` steps and per epoch, and the number
+of steps to reach `target_accuracy` (None when not reached). A non-finite loss keeps the last
+good state (an attacker can always checkpoint) and is recorded as `diverged`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from ..config import to_dict
+from ..models import find_head, replace_head
+from ..tasks import Task
+from ..training import LoopConfig, accuracy, clone_model, fit, resolve_device
+
+HEAD_MODES = ("auto", "keep", "reset")
+
+
+@dataclass
+class FineTuneConfig:
+    """A fine-tuning attack. Defaults: Adam at 1e-3 for one epoch, the usual first try."""
+
+    optimizer: str = "adam"  # sgd (momentum 0.9), adam, adamw, adadelta, or any registered name
+    lr: float = 1e-3
+    epochs: int = 1
+    batch_size: int = 64
+    seed: int = 0
+    max_steps: int | None = None  # cap on steps in all (None: every epoch)
+    momentum: float | None = None  # SGD momentum (None: 0.9)
+    weight_decay: float | None = None  # None: the optimizer's default (AdamW: 0.01)
+    lr_gamma: float | None = None  # step-LR decay per epoch; None: constant
+    head: str = "auto"  # "auto": fresh head when the label count differs; "keep"; "reset"
+    target_accuracy: float = 0.7  # steps_to_target counts steps until test accuracy >= this
+    eval_every: int = 50  # steps between accuracy checks for steps_to_target
+    eval_samples: int = 2000  # test samples used by those checks (final accuracy uses all)
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.head not in HEAD_MODES:
+            raise ValueError(f"head must be one of {HEAD_MODES}, got {self.head!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
+            raise ValueError("epochs, batch_size and eval_every must be >= 1")
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    def loop(self) -> LoopConfig:
+        return LoopConfig(
+            optimizer=self.optimizer, lr=self.lr, epochs=self.epochs, batch_size=self.batch_size,
+            seed=self.seed, max_steps=self.max_steps, lr_gamma=self.lr_gamma,
+            weight_decay=self.weight_decay, momentum=self.momentum, device=self.device,
+        )
+
+
+@dataclass
+class AttackResult:
+    """Outcome of one attack run. `accuracy` is the final test accuracy on the attack task."""
+
+    task: str
+    config: dict
+    accuracy: float
+    curve: list[float]  # test accuracy after each epoch
+    evals: list[tuple[int, float]]  # (step, test accuracy on eval_samples) every eval_every steps
+    losses: list[float]  # training loss per step
+    steps_to_target: int | None  # None: target not reached
+    steps: int
+    diverged: str | None = None
+    wall_s: float = 0.0
+    model: nn.Module | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        """JSON-ready (the model is left out)."""
+        return {
+            "task": self.task, "config": self.config, "accuracy": self.accuracy, "curve": self.curve,
+            "evals": [list(e) for e in self.evals], "losses": self.losses,
+            "steps_to_target": self.steps_to_target, "steps": self.steps, "diverged": self.diverged,
+            "wall_s": self.wall_s,
+        }
+
+
+def prepare(model: nn.Module, task: Task, head: str, seed: int) -> tuple[nn.Module, Task]:
+    """Copy the model, fit the task to its input shape, and swap the head if asked or needed."""
+    model = clone_model(model)
+    shape = getattr(model, "input_shape", None)
+    task = task.adapt(shape) if shape is not None else task
+    _, old = find_head(model)
+    if head == "reset" or (head == "auto" and old.out_features != task.num_classes):
+        replace_head(model, task.num_classes, seed=seed)
+        if hasattr(model, "num_classes"):
+            model.num_classes = task.num_classes
+            if isinstance(getattr(model, "config", None), dict):
+                model.config["num_classes"] = task.num_classes
+    elif old.out_features < task.num_classes:
+        raise ValueError(
+            f"head has {old.out_features} outputs but task {task.name!r} has {task.num_classes} "
+            f"classes; use head='reset' (or 'auto')"
+        )
+    return model, task
+
+
+def finetune(model: nn.Module, cfg: FineTuneConfig, task: Task, progress: bool = True) -> AttackResult:
+    """Fine-tune a copy of `model` on `task` with `cfg`; the input model is not modified."""
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    model, task = prepare(model, task, cfg.head, cfg.seed)
+    model.to(resolve_device(cfg.device))
+    probe = task.subset(n_test=cfg.eval_samples, seed=cfg.seed)
+    evals: list[tuple[int, float]] = []
+    first: list[int] = []
+
+    def check(step: int) -> None:
+        acc = accuracy(model, probe.x_test, probe.y_test)
+        evals.append((step, acc))
+        if acc >= cfg.target_accuracy and not first:
+            first.append(step)
+
+    check(0)
+
+    def on_step(step: int, loss: float, extras: dict) -> None:
+        if step % cfg.eval_every == 0:
+            check(step)
+
+    def on_epoch(epoch: int) -> dict:
+        return {"accuracy": accuracy(model, task.x_test, task.y_test)}
+
+    res = fit(model, task, cfg.loop(), on_step=on_step, on_epoch=on_epoch, desc=f"attack {task.name}", progress=progress)
+    final = accuracy(model, task.x_test, task.y_test)
+    if res.stopped and res.steps and (not evals or evals[-1][0] != res.steps):
+        check(res.steps)
+    return AttackResult(
+        task=task.name, config=cfg.to_dict(), accuracy=final, curve=[e["accuracy"] for e in res.epochs],
+        evals=evals, losses=res.losses, steps_to_target=first[0] if first else None, steps=res.steps,
+        diverged=res.stopped, wall_s=time.perf_counter() - t0, model=model,
+    )

@@ -1,0 +1,251 @@
+"""`trainlock` command line: a thin layer over the Python API.
+
+    trainlock tasks
+    trainlock train  --task mnist --model cnn --out runs/base
+    trainlock lock   runs/base --out runs/locked
+    trainlock attack runs/locked --task fashion-mnist --optimizer adam --lr 1e-3 --epochs 1
+    trainlock eval   runs/locked --task mnist
+    trainlock demo   [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  trainlock tasks                                    list tasks and whether their data is installed
+  trainlock train  --task mnist --model cnn --out runs/base
+  trainlock lock   runs/base --out runs/locked --alpha 0.5 --top-k 1 --epochs 5 --lr 5
+  trainlock attack runs/locked --task fashion-mnist --optimizer adam --lr 1e-3 --json attack.json
+  trainlock eval   runs/locked --task mnist
+  trainlock demo   --quick                           the whole story in under two minutes
+
+Tasks are registered names (see `trainlock tasks`) or npz:PATH / idx:DIR for your own data.
+"""
+
+HELP = {  # one line per config field, shared by every command that takes the field
+    "optimizer": "optimizer name (sgd, adam, adamw, adadelta)",
+    "lr": "learning rate",
+    "epochs": "passes over the training split",
+    "batch_size": "minibatch size",
+    "seed": "random seed (data order, fresh heads)",
+    "max_steps": "stop after this many optimizer steps in all",
+    "lr_gamma": "step-LR decay per epoch (0.7 in the paper); 0 for a constant rate",
+    "weight_decay": "weight decay (default: the optimizer's own)",
+    "momentum": "SGD momentum (default 0.9)",
+    "device": "cpu, cuda, or auto",
+    "alpha": "retain-loss weight; 1 - alpha weighs the spectral term",
+    "top_k": "singular values per weight matrix to inflate",
+    "retain": "retain loss: ce (task cross-entropy), kl (KL to the original), ce+kl",
+    "include": "regex on parameter names to lock (default: every Linear and Conv weight)",
+    "exclude": "regex on parameter names to leave alone",
+    "conv_mode": "reshape: conv kernel as (out, in*kh*kw) matrix; operator: true conv operator norm",
+    "head": "auto: fresh head when the label count differs; keep; reset",
+    "target_accuracy": "accuracy whose first crossing gives steps_to_target",
+    "eval_every": "steps between accuracy checks",
+    "eval_samples": "test samples used by those checks",
+    "snapshot_every": "steps between last-good-state snapshots",
+}
+
+
+def _add_config_flags(p: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One --flag per dataclass field, typed from its default; defaults shown in --help."""
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        default = f.default
+        kind = type(default) if default is not None else (int if f.name in ("max_steps",) else float)
+        if f.name in ("include", "exclude"):
+            kind = str
+        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=default,
+                       help=f"{HELP.get(f.name, f.name)} (default: {default})")
+
+
+def _config(cls, args: argparse.Namespace):
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def _write_json(path: str | None, data: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(data, indent=2, sort_keys=True))
+        print(f"wrote {path}")
+
+
+def cmd_tasks(args) -> int:
+    from . import tasks
+
+    rows = tasks.available()
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        mark = "yes" if r["present"] else f"no   install: {r['install_hint']}"
+        print(f"{r['name']:<{width}}  {r['description']:<34}  present: {mark}")
+    print("\nalso: npz:PATH (arrays x_train, y_train, x_test, y_test) and idx:DIR (MNIST-format IDX files)")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from . import models, tasks
+    from .artifacts import save
+    from .training import LoopConfig, evaluate, fit
+
+    task = tasks.get(args.task)
+    kwargs = json.loads(args.model_kwargs) if args.model_kwargs else {}
+    model = models.build(args.model, input_shape=task.input_shape, num_classes=task.num_classes, **kwargs)
+    cfg = _config(LoopConfig, args)
+    res = fit(model, task, cfg, desc=f"train {args.model} on {task.name}")
+    acc = evaluate(model, task)
+    print(f"{args.model} on {task.name}: test accuracy {acc:.4f} after {res.steps} steps")
+    if res.stopped:
+        print(f"warning: {res.stopped}", file=sys.stderr)
+    save(model, args.out, {"task": task.name, "metrics": {"accuracy": acc}, "train": cfg.to_dict(), "stopped": res.stopped})
+    print(f"saved {args.out}")
+    return 0
+
+
+def cmd_lock(args) -> int:
+    from . import tasks
+    from .api import lock_report
+    from .artifacts import load, save
+    from .locks import SpecDefConfig
+
+    model, meta = load(args.model_dir)
+    retain_name = args.retain_task or meta.get("task")
+    if not retain_name:
+        raise SystemExit("error: the model records no task; pass --retain-task")
+    cfg = _config(SpecDefConfig, args)
+    report = lock_report(model, cfg, tasks.get(retain_name), progress=True)
+    s0, s1 = report.sigma_before, report.sigma_after
+    print(f"retain task {retain_name}: accuracy {report.accuracy_before:.4f} -> {report.accuracy_after:.4f}")
+    print(f"mean top-{cfg.top_k} sigma {s0['mean_topk']:.4g} -> {s1['mean_topk']:.4g}; "
+          f"max sigma {s0['max_sigma']:.4g} -> {s1['max_sigma']:.4g}")
+    if report.stopped:
+        print(f"warning: {report.stopped}", file=sys.stderr)
+    out = {**meta, "task": retain_name, "metrics": {"accuracy": report.accuracy_after}, "base": str(args.model_dir)}
+    out.pop("lock", None)
+    save(report.model, args.out, out)
+    print(f"saved {args.out}")
+    _write_json(args.json, report.summary())
+    return 0
+
+
+def cmd_attack(args) -> int:
+    from . import tasks
+    from .api import attack
+    from .artifacts import load, save
+    from .attacks import FineTuneConfig
+
+    model, meta = load(args.model_dir)
+    cfg = _config(FineTuneConfig, args)
+    res = attack(model, cfg, tasks.get(args.task), progress=True)
+    reached = f"{res.steps_to_target} steps" if res.steps_to_target is not None else "not reached"
+    print(f"attack {cfg.optimizer} lr={cfg.lr:g} on {res.task}: accuracy {res.accuracy:.4f} after {res.steps} steps; "
+          f"per epoch {[round(a, 4) for a in res.curve]}; target {cfg.target_accuracy:g}: {reached}")
+    if res.diverged:
+        print(f"diverged: {res.diverged}", file=sys.stderr)
+    if args.save:
+        save(res.model, args.save, {"task": res.task, "metrics": {"accuracy": res.accuracy}, "attack": res.to_dict()})
+    _write_json(args.json, res.to_dict())
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from . import tasks
+    from .artifacts import load
+    from .training import evaluate
+
+    model, meta = load(args.model_dir)
+    name = args.task or meta.get("task")
+    if not name:
+        raise SystemExit("error: the model records no task; pass --task")
+    acc = evaluate(model, tasks.get(name))
+    print(f"{args.model_dir} on {name}: accuracy {acc:.4f}")
+    _write_json(args.json, {"accuracy": acc, "task": name})
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run
+
+    run(quick=args.quick, out=args.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .attacks import FineTuneConfig
+    from .locks import SpecDefConfig
+    from .training import LoopConfig
+
+    p = argparse.ArgumentParser(
+        prog="trainlock", description="Lock models against unauthorized fine-tuning, and attack the lock.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    s = sub.add_parser("tasks", help="list tasks and whether their data is installed")
+    s.set_defaults(fn=cmd_tasks)
+
+    s = sub.add_parser("train", help="train a base model on a task", description="Train a built-in model and save it.")
+    s.add_argument("--task", required=True, help="task name, npz:PATH or idx:DIR")
+    s.add_argument("--model", default="cnn", help="mlp, cnn, resnet18, transformer (default: cnn)")
+    s.add_argument("--model-kwargs", default=None, help='JSON of size options, e.g. \'{"hidden": [64]}\'')
+    s.add_argument("--out", required=True, help="model directory to write")
+    _add_config_flags(s, LoopConfig, skip=("snapshot_every",))
+    s.set_defaults(fn=cmd_train, optimizer="adadelta", lr=1.0, epochs=2, lr_gamma=0.7)
+
+    s = sub.add_parser("lock", help="lock a saved model with SpecDef",
+                       description="SpecDef: loss = alpha*retain - (1-alpha)*mean(top-k sigma of every weight).")
+    s.add_argument("model_dir", help="model directory (from train)")
+    s.add_argument("--out", required=True, help="model directory to write the locked model to")
+    s.add_argument("--retain-task", default=None, help="task the lock must keep (default: the model's own task)")
+    s.add_argument("--json", default=None, help="write the lock report (history, sigma before/after) here")
+    _add_config_flags(s, SpecDefConfig)
+    s.set_defaults(fn=cmd_lock)
+
+    s = sub.add_parser("attack", help="fine-tune a saved model on an unauthorized task",
+                       description="Fine-tune a copy of the model on TASK and report how fast it learns.")
+    s.add_argument("model_dir", help="model directory (base or locked)")
+    s.add_argument("--task", required=True, help="the unauthorized task")
+    s.add_argument("--json", default=None, help='write {"accuracy", "curve", "steps_to_target", ...} here')
+    s.add_argument("--save", default=None, help="also save the fine-tuned model to this directory")
+    _add_config_flags(s, FineTuneConfig)
+    s.set_defaults(fn=cmd_attack)
+
+    s = sub.add_parser("eval", help="test accuracy of a saved model", formatter_class=fmt)
+    s.add_argument("model_dir")
+    s.add_argument("--task", default=None, help="task (default: the model's own task)")
+    s.add_argument("--json", default=None, help='write {"accuracy": ...} here')
+    s.set_defaults(fn=cmd_eval)
+
+    s = sub.add_parser("demo", help="train, lock and attack on MNIST -> Fashion-MNIST; print the table",
+                       formatter_class=fmt)
+    s.add_argument("--quick", action="store_true", help="small subsets: under two minutes on 2 CPU cores")
+    s.add_argument("--out", default="runs/demo", help="where to write results.json and curves.png")
+    s.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .artifacts import ArtifactError
+    from .registry import UnknownNameError
+    from .tasks import TaskDataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ArtifactError, TaskDataError, UnknownNameError, ValueError, json.JSONDecodeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""The model registry. A builder takes `input_shape`, `num_classes` and size keywords, returns an nn.Module.
+
+Every built-in model names its final classifier `head` (an nn.Linear), so attacks can swap it;
+locks and attacks never rely on that for other modules (see `trainlock.models.find_head`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+
+from ..registry import Registry
+
+ModelBuilder = Callable[..., nn.Module]
+MODELS: Registry[ModelBuilder] = Registry("model")
+
+
+def build(name: str, **kwargs) -> nn.Module:
+    """Build a registered model: `build("cnn", input_shape=(1, 28, 28), num_classes=10)`."""
+    builder = MODELS.get(name)
+    try:
+        return builder(**kwargs)
+    except TypeError as e:  # a bad keyword: say which model and what it accepts
+        import inspect
+
+        params = ", ".join(inspect.signature(builder).parameters)
+        raise TypeError(f"model {name!r}: {e}; it accepts: {params}") from None
+
+
+def find_head(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The classifier layer: `model.head` if it is a Linear, else the last nn.Linear in module order."""
+    head = getattr(model, "head", None)
+    if isinstance(head, nn.Linear):
+        return "head", head
+    last = None
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Linear):
+            last = (name, mod)
+    if last is None:
+        raise ValueError("model has no nn.Linear layer to use as a classifier head")
+    return last
+
+
+def replace_head(model: nn.Module, num_classes: int, seed: int | None = None) -> nn.Module:
+    """Swap the classifier for a freshly initialised Linear with `num_classes` outputs (in place)."""
+    import torch
+
+    name, old = find_head(model)
+    if seed is not None:
+        torch.manual_seed(seed)
+    new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+    new.to(device=old.weight.device, dtype=old.weight.dtype)
+    parent = model
+    *path, leaf = name.split(".")
+    for part in path:
+        parent = getattr(parent, part)
+    setattr(parent, leaf, new)
+    return model

@@ -1,0 +1,167 @@
+"""Top-k singular values by warm-started block power iteration, differentiable in the weights.
+
+The bases are detached; the values are the Ritz values sigma(W V) of the current right basis V,
+computed with autograd through W, so d sigma_i / dW = u_i v_i^T exactly for the Ritz pairs
+(for k=1 this is the familiar u v^T of spectral normalisation). Each call advances the basis by
+one full iteration (two products with W); a cold start iterates to tolerance first.
+
+The same routine runs on any linear operator given its forward map (with autograd) and adjoint
+(without): dense matrices, and convolutions as true operators through conv / conv_transpose.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+
+class SpectralState(NamedTuple):
+    """Warm-start state: an orthonormal right basis (n, r) for matrices, (r, *in_shape) for operators."""
+
+    V: Tensor
+    iters: int  # iterations run so far (cold start included)
+
+
+def _orth(x: Tensor) -> Tensor:
+    """Orthonormal basis of the columns of x (n, r), by reduced QR."""
+    return torch.linalg.qr(x, mode="reduced").Q
+
+
+def _block_power(
+    matvec: Callable[[Tensor], Tensor],
+    rmatvec: Callable[[Tensor], Tensor],
+    V: Tensor,
+    k: int,
+    iters: int,
+    tol: float,
+) -> tuple[Tensor, Tensor, int]:
+    """Block power iteration on columns. V: (n, r) orthonormal. matvec: (n, r) -> (m, r).
+
+    Runs up to `iters` no-grad iterations (stopping early when the top-k Ritz values change by
+    less than `tol`, relatively), then one differentiable Rayleigh-Ritz step and one more
+    no-grad basis update for the next call. Returns (sigma (k,), next V (n, r), iterations).
+    """
+    done = 0
+    with torch.no_grad():
+        prev = None
+        for _ in range(iters):
+            U = _orth(matvec(V))  # (m, r)
+            V, R = torch.linalg.qr(rmatvec(U), mode="reduced")  # (n, r), (r, r); U^T W V = R^T
+            done += 1
+            est = torch.linalg.svdvals(R)[:k]
+            if prev is not None and torch.all((est - prev).abs() <= tol * est.abs().clamp_min(1e-30)):
+                break
+            prev = est
+    Y = matvec(V)  # (m, r), differentiable through W
+    U = _orth(Y.detach())  # (m, r) spans W V
+    sigma = torch.linalg.svdvals(U.T @ Y)[:k]  # (k,) = svdvals(W V)
+    with torch.no_grad():
+        V = _orth(rmatvec(U))  # advance the basis for the next call
+    return sigma, V, done + 1
+
+
+def _tol(tol: float | None, dtype: torch.dtype) -> float:
+    """Default stopping tolerance on the relative change of the Ritz values.
+
+    Ritz values converge as the square of the basis error, so a value tolerance of t leaves the
+    singular vectors (and so the gradient u v^T) accurate to about sqrt(t).
+    """
+    if tol is not None:
+        return tol
+    return 1e-13 if dtype == torch.float64 else 1e-7
+
+
+def _block_size(k: int, n: int, m: int, oversample: int | None) -> int:
+    p = min(k, 4) if oversample is None else oversample
+    return max(k, min(k + p, n, m))
+
+
+def top_singular_values(
+    W: Tensor,
+    k: int = 1,
+    state: SpectralState | None = None,
+    *,
+    iters: int | None = None,
+    tol: float | None = None,
+    oversample: int | None = None,
+) -> tuple[Tensor, SpectralState]:
+    """Top-k singular values of W (m, n) (or any (out, ...) tensor, read as (out, prod(...))).
+
+    Returns `(sigma, state)`: sigma (k,) in descending order, differentiable w.r.t. W; pass
+    `state` back to warm-start. With no state the basis is iterated until the values change by
+    less than `tol` (relative; default 1e-13 in float64, 1e-7 otherwise), at most 300 iterations
+    or `iters`; with a state, one iteration per call unless `iters` says more.
+    """
+    if W.dim() < 2:
+        raise ValueError(f"top_singular_values needs a matrix, got shape {tuple(W.shape)}")
+    W2 = W.reshape(W.shape[0], -1)  # (m, n)
+    m, n = W2.shape
+    if not 1 <= k <= min(m, n):
+        raise ValueError(f"k={k} must be between 1 and min(m, n)={min(m, n)} for shape {(m, n)}")
+    work = W2.float() if W2.dtype in (torch.float16, torch.bfloat16) else W2
+    r = _block_size(k, n, m, oversample)
+    if state is None or state.V.shape != (n, r) or state.V.device != W.device:
+        g = torch.Generator().manual_seed(0)
+        V0 = _orth(torch.randn(n, r, generator=g, dtype=work.dtype).to(W.device))
+        steps, prior = (300 if iters is None else iters), 0
+    else:
+        V0, steps, prior = state.V.to(work.dtype), (0 if iters is None else iters), state.iters
+    Wd = work.detach()
+
+    def rmatvec(U: Tensor) -> Tensor:  # W^T U as (U^T W)^T: the thin W.T @ U is a slow path on CPU
+        return (U.T @ Wd).T
+
+    sigma, V, done = _block_power(lambda V: work @ V, rmatvec, V0, k, steps, _tol(tol, work.dtype))
+    return sigma.to(W.dtype), SpectralState(V, prior + done)
+
+
+def conv_singular_values(
+    conv: nn.Conv2d,
+    input_hw: tuple[int, int],
+    k: int = 1,
+    state: SpectralState | None = None,
+    *,
+    iters: int | None = None,
+    tol: float | None = None,
+    oversample: int | None = None,
+) -> tuple[Tensor, SpectralState]:
+    """Top-k singular values of a Conv2d as the linear operator on (C_in, H, W) inputs.
+
+    This is the true operator norm (zero padding, stride and dilation included), not the norm of
+    the reshaped (out, in*kh*kw) kernel. Differentiable w.r.t. conv.weight; bias is ignored.
+    """
+    c_in, (h, w) = conv.in_channels, input_hw
+    weight = conv.weight
+    kw = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups)
+    if not isinstance(conv.padding, tuple) or conv.padding_mode != "zeros":
+        raise ValueError("conv_singular_values supports numeric zero padding only")
+    in_shape = (c_in, h, w)
+    n = c_in * h * w
+    out_shape = F.conv2d(torch.zeros(1, *in_shape).to(weight), weight.detach(), **kw).shape[1:]
+    m = int(torch.tensor(out_shape).prod())
+    r = _block_size(k, n, m, oversample)
+    # output_padding so conv_transpose maps back exactly onto in_shape
+    probe = F.conv_transpose2d(torch.zeros(1, *out_shape).to(weight), weight.detach(), **kw)
+    out_pad = (h - probe.shape[2], w - probe.shape[3])
+
+    def matvec(V: Tensor) -> Tensor:  # (n, r) -> (m, r)
+        x = V.T.reshape(r, *in_shape)  # (r, C, H, W)
+        return F.conv2d(x, weight, **kw).reshape(r, m).T
+
+    def rmatvec(U: Tensor) -> Tensor:  # (m, r) -> (n, r), the adjoint, no grad
+        y = U.T.reshape(r, *out_shape)
+        return F.conv_transpose2d(y, weight.detach(), output_padding=out_pad, **kw).reshape(r, n).T
+
+    if state is None or state.V.shape != (n, r):
+        g = torch.Generator().manual_seed(0)
+        V0 = _orth(torch.randn(n, r, generator=g).to(weight))
+        steps, prior = (300 if iters is None else iters), 0
+    else:
+        V0, steps, prior = state.V, (0 if iters is None else iters), state.iters
+    sigma, V, done = _block_power(matvec, rmatvec, V0, k, steps, _tol(tol, weight.dtype))
+    return sigma, SpectralState(V, prior + done)

@@ -1,0 +1,63 @@
+"""Classification tasks: built-in offline data sets, derived tasks, and your own files.
+
+`get(name)` takes a registered name (see `names()`), or `npz:PATH`, `idx:DIR`,
+`torchvision:NAME`, `hf:DATASET`. Importing this package loads no data.
+"""
+
+from __future__ import annotations
+
+from ..registry import UnknownNameError
+from . import builtin  # noqa: F401  (registers the built-in tasks)
+from .base import TASKS, Task, TaskDataError, TaskSpec
+from .builtin import permuted
+from .files import load_hf, load_idx_dir, load_npz, load_torchvision, read_idx
+
+_PREFIXES = {"npz:": load_npz, "idx:": load_idx_dir, "torchvision:": load_torchvision, "hf:": load_hf}
+FORMS = (
+    "npz:PATH (x_train/y_train/x_test/y_test arrays), idx:DIR (MNIST-format IDX files), "
+    "torchvision:NAME, hf:DATASET"
+)
+
+
+def get(name: str) -> Task:
+    """The Task called `name`: a registered name or one of the npz:/idx:/torchvision:/hf: forms."""
+    for prefix, loader in _PREFIXES.items():
+        if name.startswith(prefix):
+            arg = name[len(prefix):]
+            if not arg:
+                raise TaskDataError(f"task {name!r} names no {prefix[:-1]} source; use {prefix}...")
+            return loader(arg)
+    try:
+        spec = TASKS.get(name)
+    except UnknownNameError as e:
+        raise UnknownNameError(f"{e}; or use {FORMS}") from None
+    if not spec.available():
+        raise TaskDataError(f"task {name!r} needs data that is not installed; install it with: {spec.install_hint}")
+    return spec.load()
+
+
+def names() -> list[str]:
+    """The registered task names, sorted."""
+    return TASKS.names()
+
+
+def available() -> list[dict]:
+    """One dict per registered task: name, present (data installed), install_hint, description."""
+    return [
+        {"name": n, "present": bool(s.available()), "install_hint": s.install_hint, "description": s.description}
+        for n, s in ((n, TASKS.get(n)) for n in TASKS.names())
+    ]
+
+
+__all__ = [
+    "TASKS",
+    "Task",
+    "TaskDataError",
+    "TaskSpec",
+    "UnknownNameError",
+    "available",
+    "get",
+    "names",
+    "permuted",
+    "read_idx",
+]

@@ -1,0 +1,85 @@
+import dataclasses
+
+import pytest
+import torch
+
+import trainlock as tl
+from trainlock.attacks.finetune import prepare
+
+ATTACK = dict(optimizer="sgd", lr=1e-2, epochs=3, batch_size=32, eval_every=10, target_accuracy=0.6, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def locked(tiny_base, digits):
+    return tl.lock(tiny_base, tl.SpecDefConfig(alpha=0.5, lr=5.0, epochs=3, batch_size=32, device="cpu"), digits)
+
+
+def test_locked_model_learns_slower_than_its_base(tiny_base, locked, digits_permuted):
+    cfg = tl.FineTuneConfig(**ATTACK)
+    base = tl.attack(tiny_base, cfg, digits_permuted)
+    lock = tl.attack(locked, cfg, digits_permuted)
+    # measured (seed 0): base reaches the target; the locked model stays far below it
+    assert base.steps_to_target is not None and base.accuracy > 0.75
+    assert lock.steps_to_target is None and lock.accuracy < 0.4
+    assert base.accuracy - lock.accuracy > 0.4
+    assert len(base.curve) == 3 and base.steps == 3 * 45
+    assert base.evals[0][0] == 0 and base.evals[-1][0] == base.steps - base.steps % 10
+
+
+def test_attack_is_deterministic_and_leaves_input_alone(tiny_base, digits_permuted):
+    before = [p.clone() for p in tiny_base.parameters()]
+    cfg = tl.FineTuneConfig(**{**ATTACK, "epochs": 1})
+    a, b = tl.attack(tiny_base, cfg, digits_permuted), tl.attack(tiny_base, cfg, digits_permuted)
+    assert a.accuracy == b.accuracy and a.losses == b.losses
+    assert all(torch.equal(p, q) for p, q in zip(before, tiny_base.parameters()))
+
+
+def test_steps_to_target_is_the_first_crossing(tiny_base, digits_permuted):
+    res = tl.attack(tiny_base, tl.FineTuneConfig(**ATTACK), digits_permuted)
+    first = next(s for s, acc in res.evals if acc >= 0.6)
+    assert res.steps_to_target == first
+
+
+def _three_class(task):
+    keep_tr, keep_te = task.y_train < 3, task.y_test < 3
+    return dataclasses.replace(task, name="digits-3", x_train=task.x_train[keep_tr], y_train=task.y_train[keep_tr],
+                               x_test=task.x_test[keep_te], y_test=task.y_test[keep_te], num_classes=3)
+
+
+def test_head_modes(tiny_base, digits):
+    three = _three_class(digits)
+    model, _ = prepare(tiny_base, three, "auto", seed=0)
+    assert model.head.out_features == 3 and model.config["num_classes"] == 3
+    model, _ = prepare(tiny_base, digits, "auto", seed=0)
+    assert torch.equal(model.head.weight, tiny_base.head.weight)
+    model, _ = prepare(tiny_base, digits, "reset", seed=0)
+    assert not torch.equal(model.head.weight, tiny_base.head.weight)
+    small = tl.models.build("mlp", input_shape=digits.input_shape, num_classes=3, hidden=[8])
+    with pytest.raises(ValueError, match="head='reset'"):
+        prepare(small, digits, "keep", seed=0)
+
+
+def test_diverging_attack_is_recorded_not_dropped(tiny_base, digits_permuted):
+    res = tl.attack(tiny_base, tl.FineTuneConfig(optimizer="sgd", lr=1e8, epochs=1, device="cpu"), digits_permuted)
+    assert res.diverged and "non-finite" in res.diverged
+    assert 0.0 <= res.accuracy <= 1.0  # the last good state is kept and evaluated
+
+
+def test_input_shape_mismatch_is_a_clear_error(digits):
+    mnist1d_like = dataclasses.replace(digits, x_train=torch.rand(10, 40), x_test=torch.rand(5, 40),
+                                       y_train=torch.zeros(10, dtype=torch.long), y_test=torch.zeros(5, dtype=torch.long))
+    model = tl.models.build("cnn", input_shape=[1, 8, 8], num_classes=10, channels=[2], hidden=4)
+    with pytest.raises(tl.tasks.TaskDataError, match="do not fit"):
+        tl.attack(model, tl.FineTuneConfig(device="cpu"), mnist1d_like)
+
+
+def test_images_are_resized_to_the_model(digits):
+    model = tl.models.build("mlp", input_shape=[1, 16, 16], num_classes=10, hidden=[8])
+    res = tl.attack(model, tl.FineTuneConfig(max_steps=2, device="cpu"), digits)
+    assert res.steps == 2
+
+
+@pytest.mark.parametrize("kwargs", [dict(head="new"), dict(epochs=0), dict(eval_every=0)])
+def test_bad_attack_config(kwargs):
+    with pytest.raises(ValueError):
+        tl.FineTuneConfig(**kwargs)
