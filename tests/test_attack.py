@@ -6,22 +6,22 @@ import torch
 import trainlock as tl
 from trainlock.attacks.finetune import prepare
 
-ATTACK = dict(optimizer="sgd", lr=1e-2, epochs=3, batch_size=32, eval_every=10, target_accuracy=0.6, device="cpu")
+ATTACK = dict(optimizer="sgd", lr=1e-1, epochs=3, batch_size=32, eval_every=10, target_accuracy=0.6, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def locked(tiny_base, digits):
-    return tl.lock(tiny_base, tl.SpecDefConfig(alpha=0.5, lr=5.0, epochs=3, batch_size=32, device="cpu"), digits)
+    return tl.lock(tiny_base, tl.SpecDefConfig(alpha=0.5, lr=10.0, epochs=5, batch_size=32, device="cpu"), digits)
 
 
 def test_locked_model_learns_slower_than_its_base(tiny_base, locked, digits_permuted):
     cfg = tl.FineTuneConfig(**ATTACK)
     base = tl.attack(tiny_base, cfg, digits_permuted)
     lock = tl.attack(locked, cfg, digits_permuted)
-    # measured (seed 0): base reaches the target; the locked model stays far below it
-    assert base.steps_to_target is not None and base.accuracy > 0.75
-    assert lock.steps_to_target is None and lock.accuracy < 0.4
-    assert base.accuracy - lock.accuracy > 0.4
+    # measured (seed 0): base 0.947, target at step 20; locked 0.336, target never reached
+    assert base.steps_to_target is not None and base.steps_to_target <= 30 and base.accuracy > 0.9
+    assert lock.steps_to_target is None and lock.accuracy < 0.45
+    assert base.accuracy - lock.accuracy > 0.45
     assert len(base.curve) == 3 and base.steps == 3 * 45
     assert base.evals[0][0] == 0 and base.evals[-1][0] == base.steps - base.steps % 10
 
@@ -60,7 +60,7 @@ def test_head_modes(tiny_base, digits):
 
 
 def test_diverging_attack_is_recorded_not_dropped(tiny_base, digits_permuted):
-    res = tl.attack(tiny_base, tl.FineTuneConfig(optimizer="sgd", lr=1e8, epochs=1, device="cpu"), digits_permuted)
+    res = tl.attack(tiny_base, tl.FineTuneConfig(optimizer="sgd", lr=1e30, epochs=1, device="cpu"), digits_permuted)
     assert res.diverged and "non-finite" in res.diverged
     assert 0.0 <= res.accuracy <= 1.0  # the last good state is kept and evaluated
 

@@ -58,10 +58,17 @@ def _block_power(
                 break
             prev = est
     Y = matvec(V)  # (m, r), differentiable through W
-    U = _orth(Y.detach())  # (m, r) spans W V
-    sigma = torch.linalg.svdvals(U.T @ Y)[:k]  # (k,) = svdvals(W V)
+    if Y.shape[1] == 1:  # plain power iteration: sigma = ||W v||, u = W v / sigma
+        sigma = torch.linalg.vector_norm(Y, dim=0)  # (1,)
+        U = Y.detach() / sigma.detach().clamp_min(1e-30)
+        with torch.no_grad():
+            Z = rmatvec(U)  # (n, 1)
+            V = Z / torch.linalg.vector_norm(Z).clamp_min(1e-30)
+        return sigma, V, done + 1
+    U, S, _ = torch.linalg.svd(Y, full_matrices=False)  # S: Ritz values, svdvals(W V); U: (m, r)
+    sigma = S[:k]  # (k,); the gradient flows through S only: d sigma_i / dW = u_i (V q_i)^T
     with torch.no_grad():
-        V = _orth(rmatvec(U))  # advance the basis for the next call
+        V = _orth(rmatvec(U.detach()))  # advance the basis for the next call
     return sigma, V, done + 1
 
 
@@ -77,7 +84,9 @@ def _tol(tol: float | None, dtype: torch.dtype) -> float:
 
 
 def _block_size(k: int, n: int, m: int, oversample: int | None) -> int:
-    p = min(k, 4) if oversample is None else oversample
+    """Basis width: k plus `oversample` extra vectors (default: none for k=1, the cheap classic
+    power iteration of spectral normalisation; min(k, 4) otherwise, for faster convergence)."""
+    p = (0 if k == 1 else min(k, 4)) if oversample is None else oversample
     return max(k, min(k + p, n, m))
 
 
