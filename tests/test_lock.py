@@ -103,3 +103,10 @@ def test_sigma_report_is_exact(tiny_base):
     rep = sigma_report(find_lockable(tiny_base), 3)
     W = tiny_base.head.weight.detach()
     assert rep["layers"]["head.weight"] == pytest.approx(torch.linalg.svdvals(W)[:3].tolist())
+
+
+def test_non_finite_lock_stops_and_keeps_the_last_good_state(tiny_base, digits):
+    cfg = tl.SpecDefConfig(optimizer="sgd", lr=1e38, alpha=0.0, epochs=1, device="cpu")
+    rep = tl.lock_report(tiny_base, cfg, digits)
+    assert rep.stopped and "non-finite" in rep.stopped and "restored the last good state" in rep.stopped
+    assert all(torch.isfinite(p).all() for p in rep.model.parameters())
