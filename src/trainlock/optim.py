@@ -1,6 +1,11 @@
 """Optimizers by name. Each entry builds a torch optimizer from (params, lr, **options).
 
-One line registers one optimizer; the red team adds more in its own files.
+One line registers one optimizer; the red team adds more in its own files (trainlock.optimizers).
+A factory that also takes `model` receives the nn.Module (K-FAC needs its layers). An optimizer
+instance may set `trainlock_step` to tell the training loop how to step it:
+  "plain"   (default) loss.backward(); opt.step()
+  "closure" opt.step(closure) where closure re-evaluates the loss (L-BFGS)
+  "hessian" loss.backward(create_graph=True); opt.step() (Hessian-vector products: AdaHessian)
 """
 
 from __future__ import annotations
@@ -15,13 +20,29 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizer")
 
 
+STEP_MODES = ("plain", "closure", "hessian")
+
+
 def make_optimizer(
-    name: str, params: Iterable[torch.nn.Parameter], lr: float, **options
+    name: str, params: Iterable[torch.nn.Parameter], lr: float, model: torch.nn.Module | None = None, **options
 ) -> torch.optim.Optimizer:
     """Build a registered optimizer; `options` (momentum, weight_decay, ...) go to its constructor."""
+    import inspect
+
     if not lr > 0:
         raise ValueError(f"learning rate must be positive, got {lr}")
-    return OPTIMIZERS.get(name)(params, lr=lr, **options)
+    factory = OPTIMIZERS.get(name)
+    if "model" in inspect.signature(factory).parameters:
+        options["model"] = model
+    return factory(params, lr=lr, **options)
+
+
+def step_mode(opt: torch.optim.Optimizer) -> str:
+    """How the training loop must step `opt` (see the module docstring)."""
+    mode = getattr(opt, "trainlock_step", "plain")
+    if mode not in STEP_MODES:
+        raise ValueError(f"optimizer step mode {mode!r} is not one of {STEP_MODES}")
+    return mode
 
 
 def _sgd(params, lr, momentum=0.9, weight_decay=0.0, nesterov=False):

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .optim import make_optimizer
+from .optim import make_optimizer, step_mode
 from .tasks import Task
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]]
@@ -104,7 +104,35 @@ def _optimizer(model: nn.Module, cfg: LoopConfig) -> torch.optim.Optimizer:
     if cfg.momentum is not None:
         opts["momentum"] = cfg.momentum
     params = [p for p in model.parameters() if p.requires_grad]
-    return make_optimizer(cfg.optimizer, params, cfg.lr, **opts)
+    return make_optimizer(cfg.optimizer, params, cfg.lr, model=model, **opts)
+
+
+def _step(opt, mode: str, model, loss_fn: LossFn, xb, yb) -> tuple[float, dict, bool]:
+    """One optimizer step. Returns (loss value before the step, extras, ok); ok=False on a
+    non-finite loss, in which case no update was made (except inside an L-BFGS closure)."""
+    if mode == "closure":
+        box: dict = {}
+
+        def closure():
+            opt.zero_grad(set_to_none=True)
+            loss, extras = loss_fn(model, xb, yb)
+            box.setdefault("first", (float(loss.detach()), extras))
+            if math.isfinite(float(loss.detach())):
+                loss.backward()
+            return loss
+
+        opt.step(closure)
+        value, extras = box["first"]
+        finite = math.isfinite(value) and all(torch.isfinite(p).all() for p in model.parameters())
+        return value, extras, finite
+    loss, extras = loss_fn(model, xb, yb)
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        return value, extras, False
+    opt.zero_grad(set_to_none=True)
+    loss.backward(create_graph=(mode == "hessian"))
+    opt.step()
+    return value, extras, True
 
 
 def fit(
@@ -125,6 +153,7 @@ def fit(
     device = resolve_device(cfg.device)
     model.to(device).train()
     opt = _optimizer(model, cfg)
+    mode = step_mode(opt)
     sched = torch.optim.lr_scheduler.StepLR(opt, 1, gamma=cfg.lr_gamma) if cfg.lr_gamma else None
     x, y = task.x_train, task.y_train
     per_epoch = math.ceil(len(y) / cfg.batch_size)
@@ -137,20 +166,18 @@ def fit(
             for xb, yb in batches(x, y, cfg.batch_size, seed=cfg.seed * 100_003 + epoch):
                 if res.steps >= total:
                     break
-                loss, extras = loss_fn(model, xb.to(device), yb.to(device))
-                value = float(loss.detach())
-                if not math.isfinite(value):
+                due = res.steps % cfg.snapshot_every == 0 and res.steps > 0
+                candidate = _snapshot(model) if due else None  # good once its loss proves finite
+                value, extras, ok = _step(opt, mode, model, loss_fn, xb.to(device), yb.to(device))
+                if ok and candidate is not None:
+                    good, good_step = candidate, res.steps
+                if not ok:
                     model.load_state_dict(good)
                     res.stopped = (
                         f"non-finite loss ({value}) at epoch {epoch + 1}, step {res.steps + 1}; "
                         f"restored the last good state (from step {good_step})"
                     )
                     return res
-                if res.steps % cfg.snapshot_every == 0:  # these weights gave a finite loss
-                    good, good_step = _snapshot(model), res.steps
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
                 res.steps += 1
                 res.losses.append(value)
                 bar.update(1)
