@@ -12,11 +12,12 @@ from .api import attack, lock, lock_report
 from .artifacts import ArtifactError, load, save
 from .attacks import AttackResult, FineTuneConfig
 from .locks import LockReport, SpecDefConfig
+from .redteam import RedTeamConfig, redteam
 from .spectral import SpectralState, conv_singular_values, top_singular_values
 from .training import LoopConfig, evaluate
 
 __all__ = [
     "__version__", "models", "tasks", "attack", "lock", "lock_report", "load", "save", "ArtifactError",
-    "AttackResult", "FineTuneConfig", "LockReport", "SpecDefConfig", "SpectralState",
+    "AttackResult", "FineTuneConfig", "RedTeamConfig", "redteam", "LockReport", "SpecDefConfig", "SpectralState",
     "conv_singular_values", "top_singular_values", "LoopConfig", "evaluate",
 ]

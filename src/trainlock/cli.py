@@ -22,6 +22,7 @@ EPILOG = """examples:
   trainlock lock   runs/base --out runs/locked --alpha 0.5 --top-k 1 --epochs 5 --lr 5
   trainlock attack runs/locked --task fashion-mnist --optimizer adam --lr 1e-3 --json attack.json
   trainlock eval   runs/locked --task mnist
+  trainlock redteam runs/locked --task fashion-mnist --budget 20 --base runs/base
   trainlock demo   --quick                           the whole story in under two minutes
 
 Tasks are registered names (see `trainlock tasks`) or npz:PATH / idx:DIR for your own data.
@@ -169,6 +170,35 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_redteam(args) -> int:
+    from . import tasks
+    from .artifacts import load
+    from .redteam import RedTeamConfig, redteam
+
+    model, meta = load(args.model_dir)
+    base = load(args.base)[0] if args.base else None
+    retain_name = args.retain_task or meta.get("task")
+    retain = tasks.get(retain_name) if retain_name else None
+    cfg = RedTeamConfig(budget=args.budget, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
+                        workers=args.workers, seed=args.seed, target_accuracy=args.target_accuracy,
+                        search_trials=args.search_trials, include=tuple(args.include or ()))
+    out = Path(args.out or f"runs/redteam-{Path(args.model_dir).name}-{args.task.replace(':', '_').replace('/', '_')}")
+    res = redteam(model, tasks.get(args.task), out=out, config=cfg, retain=retain, base=base, progress=True)
+    w = res["worst"]
+    if w is None:
+        print("no run completed; see the report")
+    else:
+        steps = "not reached" if w["steps_to_target"] is None else w["steps_to_target"]
+        print(f"worst case: {w['attack']} -> accuracy {w['accuracy']:.4f} on {args.task} (steps to target: {steps})")
+    if res.get("base_worst"):
+        print(f"unlocked base, same suite: {res['base_worst']['attack']} -> {res['base_worst']['accuracy']:.4f}")
+    c = res["comparison"]
+    print(f"an adaptive attack beats every plain optimizer: {'yes' if c['adaptive_beats_every_plain'] else 'no'}")
+    print(f"report: {out / 'report.md'}  rows: {out / 'runs.jsonl'}")
+    _write_json(args.json, {"worst": w, "comparison": c, "base_worst": res.get("base_worst"), "runs": res["runs"]})
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run
 
@@ -222,6 +252,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task", default=None, help="task (default: the model's own task)")
     s.add_argument("--json", default=None, help='write {"accuracy": ...} here')
     s.set_defaults(fn=cmd_eval)
+
+    s = sub.add_parser("redteam", help="run the attack suite against a model; worst case first", formatter_class=fmt,
+                       description="Plain optimizers over a learning-rate grid, adaptive weight-space transforms, "
+                                   "reparametrizations and backdoor data against MODEL_DIR on TASK. Resumable: rerun "
+                                   "the same command after an interruption and finished runs are kept.")
+    s.add_argument("model_dir", help="model directory (the locked model)")
+    s.add_argument("--task", required=True, help="the unauthorized task")
+    s.add_argument("--budget", type=int, default=None, help="at most this many runs, in the suite's priority order")
+    s.add_argument("--out", default=None, help="results directory (default runs/redteam-MODEL-TASK)")
+    s.add_argument("--base", default=None, help="unlocked base model directory: run the same suite on it too")
+    s.add_argument("--retain-task", default=None, help="authorized task (default: the model's own)")
+    s.add_argument("--workers", type=int, default=2, help="process pool size (0: in this process)")
+    s.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs per run")
+    s.add_argument("--max-steps", type=int, default=None, help="cap on fine-tuning steps per run")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--target-accuracy", type=float, default=0.7, help="accuracy that defines steps_to_target")
+    s.add_argument("--search-trials", type=int, default=0, help="Optuna trials after the suite (resumable)")
+    s.add_argument("--include", nargs="*", default=None, help="run only attacks whose name contains one of these")
+    s.add_argument("--json", default=None, help='write {"worst": ..., "runs": [...]} here')
+    s.set_defaults(fn=cmd_redteam)
 
     s = sub.add_parser("demo", help="train, lock and attack on MNIST -> Fashion-MNIST; print the table",
                        formatter_class=fmt)

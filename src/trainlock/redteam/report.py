@@ -1,0 +1,127 @@
+"""Worst-case aggregation, report.md, and the plots (accuracy vs learning rate per optimizer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+NOT_REACHED = 10**12
+
+
+def _rank(row: dict) -> tuple:
+    """Stronger attack first: higher accuracy, then fewer steps to target; the key breaks ties."""
+    steps = row.get("steps_to_target")
+    return (-row["accuracy"], NOT_REACHED if steps is None else steps, row["key"])
+
+
+def ranked(rows: list[dict]) -> list[dict]:
+    """Completed runs, strongest attack first (order-independent, so worker count cannot change it)."""
+    return sorted((r for r in rows if r.get("accuracy") is not None), key=_rank)
+
+
+def worst_case(rows: list[dict]) -> dict | None:
+    """The strongest attack: {"attack", "config", "accuracy", "steps_to_target", "diverged", "key"}."""
+    top = ranked(rows)
+    if not top:
+        return None
+    r = top[0]
+    return {k: r.get(k) for k in ("attack", "config", "accuracy", "steps_to_target", "diverged", "key")}
+
+
+def adaptive_vs_plain(rows: list[dict]) -> dict:
+    """Best adaptive (with transforms) and best plain run, and whether adaptive beats every plain one."""
+    top = ranked(rows)
+    adaptive = next((r for r in top if r.get("adaptive")), None)
+    plain = next((r for r in top if not r.get("adaptive")), None)
+    beats = adaptive is not None and (plain is None or _rank(adaptive) < _rank(plain))
+    pick = lambda r: None if r is None else {"attack": r["attack"], "accuracy": r["accuracy"]}  # noqa: E731
+    return {"best_adaptive": pick(adaptive), "best_plain": pick(plain), "adaptive_beats_every_plain": beats}
+
+
+def _fmt_steps(v) -> str:
+    return "not reached" if v is None else str(v)
+
+
+def write_report(out: Path, title: str, rows: list[dict], base_rows: list[dict] | None = None) -> Path:
+    """report.md (worst case first) plus lr_sweep.png; returns the report path."""
+    out.mkdir(parents=True, exist_ok=True)
+    worst = worst_case(rows)
+    cmp_ = adaptive_vs_plain(rows)
+    lines = [f"# Red team: {title}", ""]
+    if worst is None:
+        lines.append("No run completed.")
+    else:
+        div = f" (diverged; last good state: {worst['diverged']})" if worst["diverged"] else ""
+        lines.append(f"**Worst case: `{worst['attack']}` reaches accuracy {worst['accuracy']:.4f}; steps to "
+                     f"target {worst['config']['target_accuracy']:g}: {_fmt_steps(worst['steps_to_target'])}**{div}")
+    if base_rows:
+        bw = worst_case(base_rows)
+        if bw:
+            lines.append(f"\nUnlocked base under the same suite: worst case `{bw['attack']}` reaches {bw['accuracy']:.4f}.")
+    if cmp_["best_plain"] or cmp_["best_adaptive"]:
+        def show(r):
+            return "none completed" if r is None else "`{}` {:.4f}".format(r["attack"], r["accuracy"])
+
+        yes = "yes" if cmp_["adaptive_beats_every_plain"] else "no"
+        lines.append("")
+        lines.append(f"Best adaptive attack: {show(cmp_['best_adaptive'])}; best plain optimizer: "
+                     f"{show(cmp_['best_plain'])}. An adaptive attack beats every plain optimizer: **{yes}**.")
+    lines += ["", "## Every run, strongest first", "",
+              "| # | attack | accuracy | steps to target | authorized after transform | diverged | s |",
+              "|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(ranked(rows), 1):
+        auth = r.get("authorized_after_transform")
+        auth = "" if auth is None else f"{auth:.4f}"
+        div = "yes" if r.get("diverged") else ""
+        lines.append(f"| {i} | `{r['attack']}` | {r['accuracy']:.4f} | {_fmt_steps(r.get('steps_to_target'))} | "
+                     f"{auth} | {div} | {r.get('wall_s', 0):.1f} |")
+    skipped = [r for r in rows if r.get("skipped")]
+    if skipped:
+        lines += ["", "## Skipped: the transform does not apply to this architecture", ""]
+        lines += [f"- `{r['attack']}`: {r['skipped']}" for r in skipped]
+    errors = [r for r in rows if r.get("error")]
+    if errors:
+        lines += ["", "## Runs that raised an error", ""]
+        lines += [f"- `{r['attack']}`: {r['error']}" for r in errors]
+    plot = lr_plot(rows, out / "lr_sweep.png", base_rows)
+    if plot:
+        lines += ["", "## Accuracy versus learning rate (plain optimizers)", "", f"![lr sweep]({plot.name})"]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def lr_plot(rows: list[dict], path: Path, base_rows: list[dict] | None = None) -> Path | None:
+    """Accuracy vs learning rate, one line per optimizer (plain runs only), like the paper's Fig. 3/4."""
+    def series(rs):
+        by: dict[str, list[tuple[float, float]]] = {}
+        for r in rs:
+            if r.get("accuracy") is None or r.get("adaptive") or r["config"].get("head") != "auto" \
+                    or r["config"].get("data") != "clean":
+                continue
+            by.setdefault(r["config"]["optimizer"], []).append((r["config"]["lr"], r["accuracy"]))
+        return {k: sorted(v) for k, v in by.items() if len(v) >= 1}
+
+    locked, base = series(rows), series(base_rows or [])
+    if not locked:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for i, (opt, pts) in enumerate(sorted(locked.items())):
+        color = f"C{i % 10}"
+        ax.plot(*zip(*pts), "o-", color=color, label=f"{opt} (locked)")
+        if opt in base:
+            ax.plot(*zip(*base[opt]), "x--", color=color, alpha=0.6, label=f"{opt} (base)")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("test accuracy after fine-tuning")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,157 @@
+"""Run attack specs against one model: in a process pool, resumable, one JSON row per run.
+
+Each run uses one torch thread whatever the pool size, so a run's numbers (and the worst case)
+do not depend on the worker count. Rows are appended to `runs.jsonl` as runs finish; a restarted
+sweep skips every spec whose key is already there.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from ..attacks import finetune
+from ..attacks.transforms import TRANSFORMS, TransformContext, TransformNotApplicable
+from ..tasks import Task
+from ..training import accuracy, clone_model
+from .spec import AttackSpec
+
+RESULTS = "runs.jsonl"
+_STATE: dict = {}  # per-process: model, task, retain (set once per worker)
+
+
+def _init(model: nn.Module, task: Task, retain: Task | None) -> None:
+    torch.set_num_threads(1)
+    _STATE.update(model=model, task=task, retain=retain)
+
+
+def _adapted(model: nn.Module, task: Task | None) -> Task | None:
+    shape = getattr(model, "input_shape", None)
+    return task.adapt(shape) if task is not None and shape is not None else task
+
+
+def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None = None) -> dict:
+    """One attack: transforms, fine-tuning, folding back. Returns a JSON-ready row."""
+    t0 = time.perf_counter()
+    row = {"key": spec.key(), "attack": spec.name, "config": spec.to_dict(), "seed": spec.seed,
+           "adaptive": bool(spec.transforms), "skipped": None, "diverged": None, "notes": []}
+    m = clone_model(model)
+    retain = _adapted(m, retain)
+    ctx = TransformContext(sample=None if retain is None else retain.x_train[:256],
+                           lock_meta=getattr(model, "trainlock_lock", None), seed=spec.seed)
+    folds = []
+    for name, opts in spec.transforms:
+        try:
+            out = TRANSFORMS.get(name)(**opts)(m, ctx)
+        except TransformNotApplicable as e:
+            row.update(skipped=f"{name}: {e}", wall_s=time.perf_counter() - t0)
+            return row
+        m = out.model
+        folds.append(out.fold)
+        row["notes"].append(f"{name}: {out.note}" if out.note else name)
+    if retain is not None:
+        row["authorized_after_transform"] = accuracy(m, retain.x_test, retain.y_test)
+    train_task = task
+    if spec.data == "backdoor":
+        from ..attacks.backdoor import BackdoorConfig, attack_success_rate, poison
+
+        bd = BackdoorConfig(seed=spec.seed)
+        train_task = poison(_adapted(m, task), bd)
+        row["asr_before"] = attack_success_rate(m, _adapted(m, task), bd)
+    res = finetune(m, spec.finetune_config("cpu"), train_task, progress=False)
+    trained = res.model
+    for fold in reversed(folds):
+        trained = fold(trained) if fold is not None else trained
+    final_task = _adapted(trained, task)
+    row.update(
+        accuracy=accuracy(trained, final_task.x_test, final_task.y_test), accuracy_before_fold=res.accuracy,
+        curve=res.curve, evals=[list(e) for e in res.evals], steps_to_target=res.steps_to_target,
+        steps=res.steps, diverged=res.diverged, wall_s=time.perf_counter() - t0,
+    )
+    if retain is not None:
+        row["authorized_after_attack"] = accuracy(trained, retain.x_test, retain.y_test)
+    if spec.data == "backdoor":
+        row["asr_after"] = attack_success_rate(trained, final_task, bd)
+    return row
+
+
+def _worker(spec_dict: dict) -> dict:
+    spec = AttackSpec.from_dict(spec_dict)
+    try:
+        return run_spec(_STATE["model"], _STATE["task"], spec, _STATE["retain"])
+    except Exception as e:  # a crashing attack is a result to report, not a reason to stop the sweep
+        return {"key": spec.key(), "attack": spec.name, "config": spec.to_dict(), "seed": spec.seed,
+                "adaptive": bool(spec.transforms), "skipped": None, "diverged": None,
+                "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=3)}
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows already in a results file (a torn last line from a killed run is ignored)."""
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def run_suite(
+    model: nn.Module,
+    task: Task,
+    specs: Iterable[AttackSpec],
+    out: Path | None = None,
+    retain: Task | None = None,
+    workers: int = 2,
+    progress: bool = True,
+    on_row: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Run every spec not already in `out/runs.jsonl`; returns all rows (old and new) in spec order."""
+    specs = list(specs)
+    path = Path(out) / RESULTS if out is not None else None
+    done = {r["key"]: r for r in read_rows(path)} if path else {}
+    todo = [s for s in specs if s.key() not in done]
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=len(todo), desc="red team", disable=None if progress else True)
+
+    def keep(row: dict) -> None:
+        done[row["key"]] = row
+        if path:
+            with open(path, "a") as f:
+                f.write(json.dumps(row, sort_keys=True) + "\n")
+        if on_row:
+            on_row(row)
+        bar.update(1)
+        bar.set_postfix_str(f"{row['attack']}: {row.get('accuracy', row.get('skipped') or row.get('error'))}")
+
+    try:
+        if workers <= 0 or len(todo) <= 1:
+            threads = torch.get_num_threads()
+            _init(model, task, retain)
+            try:
+                for s in todo:
+                    keep(_worker(s.to_dict()))
+            finally:
+                torch.set_num_threads(threads)
+        else:
+            # fork where the platform has it (as DataLoader workers do; no __main__ guard needed in
+            # user scripts); spawn elsewhere
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(model, task, retain)) as pool:
+                futures = [pool.submit(_worker, s.to_dict()) for s in todo]
+                for fut in as_completed(futures):
+                    keep(fut.result())
+    finally:
+        bar.close()
+    return [done[s.key()] for s in specs if s.key() in done]

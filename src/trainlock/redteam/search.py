@@ -1,0 +1,73 @@
+"""Budgeted adaptive search with Optuna (TPE) over optimizer, log learning rate, transform, head.
+
+The study lives in SQLite (out/optuna.db) and every finished run in out/runs.jsonl, so a killed
+search restarts where it stopped: finished trials are counted from the study, and a trial whose
+spec already has a row reuses it instead of training again.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from ..attacks.transforms import TRANSFORMS
+from ..optim import OPTIMIZERS
+from ..tasks import Task
+from .runner import RESULTS, read_rows, run_spec
+from .spec import AttackSpec, RedTeamConfig
+
+
+def search(model: nn.Module, task: Task, cfg: RedTeamConfig, out: Path | None, retain: Task | None = None,
+           progress: bool = False) -> list[dict]:
+    """Run `cfg.search_trials` trials in all (finished ones included); returns the search's rows."""
+    try:
+        import optuna
+    except ImportError:
+        raise ImportError("the adaptive search needs Optuna: pip install 'trainlock[redteam]'") from None
+    if not progress:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = None
+    cache: dict[str, dict] = {}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        storage = f"sqlite:///{(out / 'optuna.db').resolve()}"
+        cache = {r["key"]: r for r in read_rows(out / RESULTS)}
+    study = optuna.create_study(study_name="redteam", storage=storage, load_if_exists=True, direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=cfg.seed))
+    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    rows = [cache[t.user_attrs["key"]] for t in finished if t.user_attrs.get("key") in cache]
+
+    def objective(trial: "optuna.Trial") -> float:
+        transform = trial.suggest_categorical("transform", ["none", *TRANSFORMS.names()])
+        spec = AttackSpec(
+            optimizer=trial.suggest_categorical("optimizer", OPTIMIZERS.names()),
+            lr=trial.suggest_float("lr", 1e-5, 1.0, log=True),
+            transforms=() if transform == "none" else ((transform, {}),),
+            head=trial.suggest_categorical("head", ["auto", "reset"]),
+            epochs=cfg.epochs, max_steps=cfg.max_steps, batch_size=cfg.batch_size, seed=cfg.seed,
+            target_accuracy=cfg.target_accuracy,
+        )
+        trial.set_user_attr("key", spec.key())
+        row = cache.get(spec.key())
+        if row is None:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # the same numbers as the pool's runs
+            try:
+                row = run_spec(model, task, spec, retain)
+            finally:
+                torch.set_num_threads(threads)
+            row["search"] = True
+            cache[spec.key()] = row
+            if out is not None:
+                with open(out / RESULTS, "a") as f:
+                    f.write(json.dumps(row, sort_keys=True) + "\n")
+        rows.append(row)
+        return float(row.get("accuracy") or 0.0)
+
+    remaining = max(0, cfg.search_trials - len(finished))
+    if remaining:
+        study.optimize(objective, n_trials=remaining)
+    return rows
