@@ -1,0 +1,79 @@
+"""A learning-rate sweep batched with torch.func: L copies of the parameters stacked on a leading
+axis, one vmapped gradient per step, SGD with momentum applied to all copies at once.
+
+Same data order and the same update as torch.optim.SGD(momentum=mu) run L times one after the
+other (tests check the parameters agree), at a fraction of the per-step overhead on small models.
+BatchNorm in training mode cannot be vmapped this way (its running statistics are shared state).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
+
+from ..tasks import Task
+from ..training import batches
+
+
+def _check(model: nn.Module) -> None:
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise ValueError("batched_sgd_sweep cannot vmap BatchNorm running statistics; sweep such models one by one")
+
+
+def batched_sgd_sweep(model: nn.Module, task: Task, lrs: list[float], steps: int, batch_size: int = 64,
+                      momentum: float = 0.9, seed: int = 0) -> tuple[list[float], dict[str, torch.Tensor]]:
+    """Fine-tune L = len(lrs) copies of `model` on `task` for `steps` SGD steps, one per lr.
+
+    Returns (test accuracy per lr, stacked final parameters {name: (L, *shape)}).
+    """
+    _check(model)
+    shape = getattr(model, "input_shape", None)
+    task = task.adapt(shape) if shape is not None else task
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+    stacked = {k: v.detach().unsqueeze(0).repeat(len(lrs), *[1] * v.dim()) for k, v in model.named_parameters()}
+    velocity = {k: torch.zeros_like(v) for k, v in stacked.items()}
+    lr = torch.tensor(lrs, dtype=torch.float32)
+
+    def loss(params, x, y):
+        return F.cross_entropy(functional_call(model, (params, buffers), (x,)), y)
+
+    grads_of = vmap(grad(loss), in_dims=(0, None, None))  # (L, *shape) per parameter
+    done, epoch = 0, 0
+    while done < steps:
+        for xb, yb in batches(task.x_train, task.y_train, batch_size, seed=seed * 100_003 + epoch):
+            if done >= steps:
+                break
+            g = grads_of(stacked, xb, yb)
+            for k in stacked:
+                velocity[k] = g[k] if done == 0 else momentum * velocity[k] + g[k]
+                stacked[k] = stacked[k] - lr.view(-1, *[1] * (stacked[k].dim() - 1)) * velocity[k]
+            done += 1
+        epoch += 1
+
+    def logits(params, x):
+        return functional_call(model, (params, buffers), (x,))
+
+    with torch.no_grad():
+        out = vmap(logits, in_dims=(0, None))(stacked, task.x_test)  # (L, N, C)
+        ok = (out.argmax(-1) == task.y_test) & torch.isfinite(out).all(-1)
+    return ok.float().mean(1).tolist(), stacked
+
+
+def sequential_sgd_sweep(model: nn.Module, task: Task, lrs: list[float], steps: int, batch_size: int = 64,
+                         momentum: float = 0.9, seed: int = 0) -> tuple[list[float], list[dict[str, torch.Tensor]]]:
+    """The same sweep, one run after another with torch.optim.SGD (the reference)."""
+    from ..training import LoopConfig, accuracy, clone_model, fit
+
+    accs, params = [], []
+    shape = getattr(model, "input_shape", None)
+    task = task.adapt(shape) if shape is not None else task
+    for lr in lrs:
+        m = clone_model(model)
+        cfg = LoopConfig(optimizer="sgd", lr=lr, momentum=momentum, epochs=10**6, max_steps=steps,
+                         batch_size=batch_size, seed=seed, device="cpu", snapshot_every=10**9)
+        fit(m, task, cfg, progress=False)
+        accs.append(accuracy(m, task.x_test, task.y_test))
+        params.append({k: v.detach() for k, v in m.named_parameters()})
+    return accs, params
