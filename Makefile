@@ -27,6 +27,7 @@ test-all: install data  # slow tests too
 bench: install data
 	$(PY) benchmarks/bench_spectral.py
 	$(PY) benchmarks/bench_specdef_step.py
+	$(PY) benchmarks/bench_vmap_sweep.py
 
 install: $(STAMP)
 

@@ -40,14 +40,15 @@ def redteam(
         cfg.budget = budget
     specs = build_suite(cfg)
     out = Path(out) if out is not None else None
-    rows = run_suite(model, task, specs, out, retain, cfg.workers, progress)
+    rows = run_suite(model, task, specs, out, retain, cfg.workers, progress, device=cfg.device)
     if cfg.search_trials:
         from .search import search
 
         rows += search(model, task, cfg, out, retain, progress)
     base_rows = None
     if base is not None:
-        base_rows = run_suite(base, task, specs, None if out is None else out / "base", retain, cfg.workers, progress)
+        base_rows = run_suite(base, task, specs, None if out is None else out / "base", retain, cfg.workers, progress,
+                              device=cfg.device)
     result = {"worst": worst_case(rows), "comparison": adaptive_vs_plain(rows), "runs": rows}
     if base_rows is not None:
         result["base_worst"] = worst_case(base_rows)

@@ -26,12 +26,12 @@ from ..training import accuracy, clone_model
 from .spec import AttackSpec
 
 RESULTS = "runs.jsonl"
-_STATE: dict = {}  # per-process: model, task, retain (set once per worker)
+_STATE: dict = {}  # per-process: model, task, retain, device (set once per worker)
 
 
-def _init(model: nn.Module, task: Task, retain: Task | None) -> None:
+def _init(model: nn.Module, task: Task, retain: Task | None, device: str = "cpu") -> None:
     torch.set_num_threads(1)
-    _STATE.update(model=model, task=task, retain=retain)
+    _STATE.update(model=model, task=task, retain=retain, device=device)
 
 
 def _adapted(model: nn.Module, task: Task | None) -> Task | None:
@@ -39,7 +39,7 @@ def _adapted(model: nn.Module, task: Task | None) -> Task | None:
     return task.adapt(shape) if task is not None and shape is not None else task
 
 
-def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None = None) -> dict:
+def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None = None, device: str = "cpu") -> dict:
     """One attack: transforms, fine-tuning, folding back. Returns a JSON-ready row."""
     t0 = time.perf_counter()
     row = {"key": spec.key(), "attack": spec.name, "config": spec.to_dict(), "seed": spec.seed,
@@ -67,7 +67,7 @@ def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None
         bd = BackdoorConfig(seed=spec.seed)
         train_task = poison(_adapted(m, task), bd)
         row["asr_before"] = attack_success_rate(m, _adapted(m, task), bd)
-    res = finetune(m, spec.finetune_config("cpu"), train_task, progress=False)
+    res = finetune(m, spec.finetune_config(device), train_task, progress=False)
     trained = res.model
     for fold in reversed(folds):
         trained = fold(trained) if fold is not None else trained
@@ -87,7 +87,7 @@ def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None
 def _worker(spec_dict: dict) -> dict:
     spec = AttackSpec.from_dict(spec_dict)
     try:
-        return run_spec(_STATE["model"], _STATE["task"], spec, _STATE["retain"])
+        return run_spec(_STATE["model"], _STATE["task"], spec, _STATE["retain"], _STATE.get("device", "cpu"))
     except Exception as e:  # a crashing attack is a result to report, not a reason to stop the sweep
         return {"key": spec.key(), "attack": spec.name, "config": spec.to_dict(), "seed": spec.seed,
                 "adaptive": bool(spec.transforms), "skipped": None, "diverged": None,
@@ -115,6 +115,7 @@ def run_suite(
     workers: int = 2,
     progress: bool = True,
     on_row: Callable[[dict], None] | None = None,
+    device: str = "cpu",
 ) -> list[dict]:
     """Run every spec not already in `out/runs.jsonl`; returns all rows (old and new) in spec order."""
     specs = list(specs)
@@ -136,9 +137,9 @@ def run_suite(
         bar.set_postfix_str(f"{row['attack']}: {row.get('accuracy', row.get('skipped') or row.get('error'))}")
 
     try:
-        if workers <= 0 or len(todo) <= 1:
+        if workers <= 0 or len(todo) <= 1 or device != "cpu":
             threads = torch.get_num_threads()
-            _init(model, task, retain)
+            _init(model, task, retain, device)
             try:
                 for s in todo:
                     keep(_worker(s.to_dict()))
