@@ -179,3 +179,17 @@ def test_python_api_and_cli(locked, tiny_base, digits, digits_permuted, tmp_path
     data = json.loads((tmp_path / "rt.json").read_text())
     assert data["worst"]["accuracy"] == max(r["accuracy"] for r in data["runs"])
     assert "worst case:" in capsys.readouterr().out
+
+
+def test_selection_and_lr_grid():
+    suite = build_suite(RedTeamConfig(optimizers=("sgd",), transforms=(), lrs=(1e-8, 1e-5, 1e-3)))
+    plain = [s.name for s in suite if not s.transforms and s.head == "auto" and s.data == "clean"]
+    assert plain == ["sgd@0.01", "sgd@1e-08", "sgd@1e-05", "sgd@0.001"]
+    from trainlock.registry import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="valid: .*adam"):
+        build_suite(RedTeamConfig(optimizers=("adamm",)))
+    with pytest.raises(UnknownNameError, match="valid: .*rescale"):
+        build_suite(RedTeamConfig(transforms=("rescal",)))
+    with pytest.raises(ValueError, match="positive"):
+        build_suite(RedTeamConfig(lrs=(0.0,)))

@@ -181,7 +181,9 @@ def cmd_redteam(args) -> int:
     retain = tasks.get(retain_name) if retain_name else None
     cfg = RedTeamConfig(budget=args.budget, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
                         workers=args.workers, seed=args.seed, target_accuracy=args.target_accuracy,
-                        search_trials=args.search_trials, include=tuple(args.include or ()))
+                        search_trials=args.search_trials, include=tuple(args.include or ()),
+                        optimizers=tuple(args.optimizers or ()), transforms=tuple(args.transforms or ()),
+                        lrs=tuple(args.lrs or ()), device=args.device)
     out = Path(args.out or f"runs/redteam-{Path(args.model_dir).name}-{args.task.replace(':', '_').replace('/', '_')}")
     res = redteam(model, tasks.get(args.task), out=out, config=cfg, retain=retain, base=base, progress=True)
     w = res["worst"]
@@ -271,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target-accuracy", type=float, default=0.7, help="accuracy that defines steps_to_target")
     s.add_argument("--search-trials", type=int, default=0, help="Optuna trials after the suite (resumable)")
     s.add_argument("--include", nargs="*", default=None, help="run only attacks whose name contains one of these")
+    s.add_argument("--optimizers", nargs="*", default=None, help="only these optimizers (default: every registered one)")
+    s.add_argument("--transforms", nargs="*", default=None, help="only these transforms (default: every registered one)")
+    s.add_argument("--lrs", nargs="*", type=float, default=None,
+                   help="one learning-rate grid for every optimizer, e.g. 1e-8 1e-7 1e-6 1e-5 1e-4 1e-3 (paper Fig. 3)")
+    s.add_argument("--device", default="cpu", help="cpu, or cuda (runs then go one at a time)")
     s.add_argument("--json", default=None, help='write {"worst": ..., "runs": [...]} here')
     s.set_defaults(fn=cmd_redteam)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator
 
@@ -130,8 +131,15 @@ def _step(opt, mode: str, model, loss_fn: LossFn, xb, yb) -> tuple[float, dict, 
     if not math.isfinite(value):
         return value, extras, False
     opt.zero_grad(set_to_none=True)
-    loss.backward(create_graph=(mode == "hessian"))
-    opt.step()
+    if mode == "hessian":
+        with warnings.catch_warnings():  # the grad<->param reference cycle is broken below
+            warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
+            loss.backward(create_graph=True)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    else:
+        loss.backward()
+        opt.step()
     return value, extras, True
 
 

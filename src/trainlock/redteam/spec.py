@@ -75,6 +75,9 @@ class RedTeamConfig:
     target_accuracy: float = 0.7
     search_trials: int = 0  # extra Optuna trials after the suite (0: none)
     include: tuple = field(default_factory=tuple)  # run only attacks whose name contains one of these
+    optimizers: tuple = field(default_factory=tuple)  # restrict to these optimizers (empty: all registered)
+    transforms: tuple = field(default_factory=tuple)  # restrict to these transforms (empty: all registered)
+    lrs: tuple = field(default_factory=tuple)  # one log grid for every optimizer (empty: suite.LR_GRID)
     device: str = "cpu"  # runs on CUDA go one at a time in this process (workers is then ignored)
 
     def to_dict(self) -> dict:

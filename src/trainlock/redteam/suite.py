@@ -38,13 +38,20 @@ def build_suite(cfg: RedTeamConfig) -> list[AttackSpec]:
     """The suite for `cfg`, deduplicated, in priority order, cut to `cfg.budget`."""
     common = dict(epochs=cfg.epochs, max_steps=cfg.max_steps, batch_size=cfg.batch_size, seed=cfg.seed,
                   target_accuracy=cfg.target_accuracy)
-    specs = [AttackSpec("adam", 1e-3, **common), AttackSpec("sgd", 1e-2, **common)]
-    transforms = TRANSFORMS.names()
-    specs += [AttackSpec("adam", 1e-3, transforms=((t, {}),), **common) for t in transforms]
-    for opt in OPTIMIZERS.names():
-        specs += [AttackSpec(opt, lr, **common) for lr in LR_GRID.get(opt, DEFAULT_LRS)]
-    specs += [AttackSpec("sgd", 1e-2, transforms=((t, {}),), **common) for t in transforms]
-    specs += [AttackSpec("adam", 1e-3, head="reset", **common), AttackSpec("adam", 1e-3, data="backdoor", **common)]
+    optimizers = [OPTIMIZERS.get(o) and o for o in cfg.optimizers] or OPTIMIZERS.names()  # get() names the valid ones
+    transforms = [TRANSFORMS.get(t) and t for t in cfg.transforms] or TRANSFORMS.names()
+    if any(not lr > 0 for lr in cfg.lrs):
+        raise ValueError(f"learning rates must be positive, got {list(cfg.lrs)}")
+    core = [o for o in ("adam", "sgd") if o in optimizers] or optimizers[:1]
+    first, second = (core + core)[:2]
+    lr_of = {"adam": 1e-3, "sgd": 1e-2}
+    specs = [AttackSpec(o, lr_of.get(o, 1e-3), **common) for o in dict.fromkeys(core)]
+    specs += [AttackSpec(first, lr_of.get(first, 1e-3), transforms=((t, {}),), **common) for t in transforms]
+    for opt in optimizers:
+        specs += [AttackSpec(opt, lr, **common) for lr in (cfg.lrs or LR_GRID.get(opt, DEFAULT_LRS))]
+    specs += [AttackSpec(second, lr_of.get(second, 1e-3), transforms=((t, {}),), **common) for t in transforms]
+    specs += [AttackSpec(first, lr_of.get(first, 1e-3), head="reset", **common),
+              AttackSpec(first, lr_of.get(first, 1e-3), data="backdoor", **common)]
     seen, out = set(), []
     for s in specs:
         if s.key() not in seen and (not cfg.include or any(i in s.name for i in cfg.include)):
