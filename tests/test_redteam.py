@@ -193,3 +193,15 @@ def test_selection_and_lr_grid():
         build_suite(RedTeamConfig(transforms=("rescal",)))
     with pytest.raises(ValueError, match="positive"):
         build_suite(RedTeamConfig(lrs=(0.0,)))
+
+
+def test_backdoor_run_reports_asr_before_and_after(tiny_base, digits, tmp_path):
+    from trainlock.redteam import run_spec
+
+    spec = AttackSpec("adam", 1e-2, epochs=2, batch_size=32, data="backdoor")
+    row = run_spec(tiny_base, digits, spec, digits)
+    assert set(row["backdoor_after"]) == {"clean_accuracy", "clean_f1", "asr"}
+    # measured on the unlocked base: ASR 0.00 -> ~0.8 after two poisoned epochs
+    assert row["backdoor_before"]["asr"] < 0.1 and row["backdoor_after"]["asr"] > 0.5
+    report = write_report(tmp_path, "t", [row]).read_text()
+    assert "Backdoor injection" in report

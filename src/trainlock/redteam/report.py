@@ -74,6 +74,15 @@ def write_report(out: Path, title: str, rows: list[dict], base_rows: list[dict] 
         div = "yes" if r.get("diverged") else ""
         lines.append(f"| {i} | `{r['attack']}` | {r['accuracy']:.4f} | {_fmt_steps(r.get('steps_to_target'))} | "
                      f"{auth} | {div} | {r.get('wall_s', 0):.1f} |")
+    poisoned = [r for r in rows if r.get("backdoor_after")]
+    if poisoned:
+        lines += ["", "## Backdoor injection (poisoned fine-tuning)", "",
+                  "| attack | clean acc before | clean F1 before | ASR before | clean acc after | clean F1 after | ASR after |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in poisoned:
+            b, a = r["backdoor_before"], r["backdoor_after"]
+            lines.append(f"| `{r['attack']}` | {b['clean_accuracy']:.4f} | {b['clean_f1']:.4f} | {b['asr']:.4f} | "
+                         f"{a['clean_accuracy']:.4f} | {a['clean_f1']:.4f} | {a['asr']:.4f} |")
     skipped = [r for r in rows if r.get("skipped")]
     if skipped:
         lines += ["", "## Skipped: the transform does not apply to this architecture", ""]

@@ -62,11 +62,11 @@ def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None
         row["authorized_after_transform"] = accuracy(m, retain.x_test, retain.y_test)
     train_task = task
     if spec.data == "backdoor":
-        from ..attacks.backdoor import BackdoorConfig, attack_success_rate, poison
+        from ..attacks.backdoor import BackdoorConfig, backdoor_metrics, poison
 
         bd = BackdoorConfig(seed=spec.seed)
         train_task = poison(_adapted(m, task), bd)
-        row["asr_before"] = attack_success_rate(m, _adapted(m, task), bd)
+        row["backdoor_before"] = backdoor_metrics(m, _adapted(m, task), bd)
     res = finetune(m, spec.finetune_config(device), train_task, progress=False)
     trained = res.model
     for fold in reversed(folds):
@@ -80,7 +80,7 @@ def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None
     if retain is not None:
         row["authorized_after_attack"] = accuracy(trained, retain.x_test, retain.y_test)
     if spec.data == "backdoor":
-        row["asr_after"] = attack_success_rate(trained, final_task, bd)
+        row["backdoor_after"] = backdoor_metrics(trained, final_task, bd)  # clean accuracy, clean F1, ASR
     return row
 
 

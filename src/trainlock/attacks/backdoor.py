@@ -1,0 +1,154 @@
+"""The backdoor attack: fine-tune on a poisoned copy of a task and measure the attack success rate.
+
+A fraction of the training samples gets a trigger and the target label; a model that learns the
+backdoor predicts the target on any triggered input while staying accurate on clean ones. A lock
+that slows fine-tuning should also slow (or stop) the backdoor from being planted.
+
+Trigger "patch": a `size` x `size` square of value 1.0 at the bottom-right corner of every channel
+of an image (N, C, H, W); for vector tasks (N, D) the last `size` features are set to 1.0. The
+trigger is applied in the task's own input space, before any resizing to the model's input shape
+(the same path `finetune` takes for the poisoned training data).
+
+Text triggers (a prefix such as "☆☃☆" prepended to the prompt) are out of scope until trainlock has
+text tasks; only image and vector inputs are supported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..config import to_dict
+from ..tasks import Task, TaskDataError
+from ..training import accuracy, predict
+from .finetune import FineTuneConfig, finetune, prepare
+
+TRIGGERS = ("patch",)
+
+
+@dataclass
+class BackdoorConfig:
+    trigger: str = "patch"  # the only kind so far (see the module docstring)
+    size: int = 3  # side of the square patch (images) or number of trailing features (vectors)
+    target: int = 0  # the label a triggered input should get
+    poison_fraction: float = 0.1  # fraction of training samples triggered and relabelled
+    seed: int = 0  # picks which training samples are poisoned
+
+    def __post_init__(self):
+        if self.trigger not in TRIGGERS:
+            raise ValueError(f"trigger must be one of {TRIGGERS}, got {self.trigger!r}")
+        if self.size < 1:
+            raise ValueError(f"size must be >= 1, got {self.size}")
+        if not 0.0 <= self.poison_fraction <= 1.0:
+            raise ValueError(f"poison_fraction must be in [0, 1], got {self.poison_fraction}")
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+def apply_trigger(x: torch.Tensor, cfg: BackdoorConfig) -> torch.Tensor:
+    """A copy of the batch `x` with the trigger stamped on every sample."""
+    x = x.clone()
+    if x.dim() == 4:  # (N, C, H, W)
+        if cfg.size > min(x.shape[-2:]):
+            raise TaskDataError(f"a {cfg.size}x{cfg.size} patch does not fit {tuple(x.shape[-2:])} images")
+        x[..., -cfg.size :, -cfg.size :] = 1.0
+    elif x.dim() == 2:  # (N, D)
+        if cfg.size > x.shape[1]:
+            raise TaskDataError(f"a {cfg.size}-feature trigger does not fit {x.shape[1]}-feature inputs")
+        x[:, -cfg.size :] = 1.0
+    else:
+        raise TaskDataError(
+            f"the patch trigger needs image (N, C, H, W) or vector (N, D) inputs, got shape {tuple(x.shape)}"
+        )
+    return x
+
+
+def _check_target(task: Task, cfg: BackdoorConfig) -> None:
+    if not 0 <= cfg.target < task.num_classes:
+        raise ValueError(f"target {cfg.target} is not a label of task {task.name!r} ({task.num_classes} classes)")
+
+
+def poison(task: Task, cfg: BackdoorConfig) -> Task:
+    """A new Task whose training split has round(poison_fraction * N) samples (picked by `seed`)
+    triggered and relabelled to `target`; the test split is the clean original.
+    `meta["poisoned_indices"]` lists the poisoned training rows."""
+    _check_target(task, cfg)
+    n = int(round(cfg.poison_fraction * len(task.y_train)))
+    idx = torch.randperm(len(task.y_train), generator=torch.Generator().manual_seed(cfg.seed))[:n]
+    idx, _ = idx.sort()
+    x, y = task.x_train.clone(), task.y_train.clone()
+    if n:
+        x[idx] = apply_trigger(x[idx], cfg)
+        y[idx] = cfg.target
+    return dataclasses.replace(
+        task, name=f"{task.name}-backdoor", x_train=x, y_train=y,
+        description=f"{task.description} with {n} training samples poisoned ({cfg.trigger} trigger -> {cfg.target})",
+        meta={**task.meta, "base": task.name, "backdoor": cfg.to_dict(), "poisoned_indices": idx},
+    )
+
+
+def _fit_inputs(model: nn.Module, task: Task, x: torch.Tensor) -> torch.Tensor:
+    """Test inputs `x` of `task` adapted to the model's input shape (the training split untouched)."""
+    shape = getattr(model, "input_shape", None)
+    if shape is None:
+        return x
+    probe = dataclasses.replace(task, x_train=x[:1], y_train=task.y_test[:1], x_test=x, y_test=task.y_test[: len(x)])
+    return probe.adapt(shape).x_test
+
+
+def attack_success_rate(model: nn.Module, task: Task, cfg: BackdoorConfig) -> float:
+    """Fraction of the triggered test samples whose true label is not `target` that `model`
+    predicts as `target` (NaN when every test label is the target)."""
+    _check_target(task, cfg)
+    keep = task.y_test != cfg.target
+    if not bool(keep.any()):
+        return float("nan")
+    x = _fit_inputs(model, task, apply_trigger(task.x_test[keep], cfg))
+    logits = predict(model, x)
+    hit = (logits.argmax(1) == cfg.target) & torch.isfinite(logits).all(1)
+    return float(hit.float().mean())
+
+
+def macro_f1(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Macro-averaged F1 over the classes present in `y` or in the predictions (as scikit-learn's
+    default); a non-finite logit row counts as a wrong prediction of no class."""
+    logits = predict(model, x)
+    pred = logits.argmax(1)
+    pred = torch.where(torch.isfinite(logits).all(1), pred, torch.full_like(pred, -1))
+    classes = torch.unique(torch.cat([y, pred[pred >= 0]]))
+    scores = []
+    for c in classes:
+        tp = int(((pred == c) & (y == c)).sum())
+        fp = int(((pred == c) & (y != c)).sum())
+        fn = int(((pred != c) & (y == c)).sum())
+        scores.append(2 * tp / (2 * tp + fp + fn))
+    return float(sum(scores) / len(scores)) if scores else 0.0
+
+
+def backdoor_metrics(model: nn.Module, task: Task, cfg: BackdoorConfig) -> dict:
+    """Clean test accuracy, clean macro-F1 and attack success rate of `model` on `task`."""
+    x = _fit_inputs(model, task, task.x_test)
+    return {
+        "clean_accuracy": accuracy(model, x, task.y_test),
+        "clean_f1": macro_f1(model, x, task.y_test),
+        "asr": attack_success_rate(model, task, cfg),
+    }
+
+
+def backdoor_attack(model: nn.Module, ft_cfg: FineTuneConfig, task: Task, cfg: BackdoorConfig,
+                    progress: bool = False) -> dict:
+    """Fine-tune a copy of `model` on `poison(task, cfg)` with `finetune`; the input model is not modified.
+
+    "before" is measured on the model fine-tuning starts from (after `prepare`, i.e. with the head
+    swapped when the class count differs), "after" on the fine-tuned model, both on the clean test
+    split (accuracy, macro-F1) and its triggered copy (ASR). "run" is the AttackResult as a dict."""
+    poisoned = poison(task, cfg)
+    start, _ = prepare(model, task, ft_cfg.head, ft_cfg.seed)
+    before = backdoor_metrics(start, task, cfg)
+    run = finetune(model, ft_cfg, poisoned, progress=progress)
+    after = backdoor_metrics(run.model, task, cfg)
+    return {"before": before, "after": after, "run": run.to_dict(), "backdoor": cfg.to_dict()}
