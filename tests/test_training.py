@@ -48,11 +48,11 @@ def test_max_steps_and_callback_stop(digits):
 
 
 def test_unknown_optimizer_lists_valid_names(digits):
-    with pytest.raises(UnknownNameError, match="valid: adadelta, adam, adamw, sgd"):
+    with pytest.raises(UnknownNameError, match="valid: adadelta, .*adam, .*sgd"):
         fit(_mlp(digits), digits, LoopConfig(optimizer="sgdd", device="cpu"), progress=False)
 
 
-@pytest.mark.parametrize("name", OPTIMIZERS.names())
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "adadelta"])  # the zoo: test_optimizers.py
 def test_every_optimizer_takes_a_step(name):
     w = torch.nn.Parameter(torch.ones(3))
     opt = make_optimizer(name, [w], lr=0.1)

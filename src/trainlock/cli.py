@@ -50,6 +50,13 @@ HELP = {  # one line per config field, shared by every command that takes the fi
     "eval_every": "steps between accuracy checks",
     "eval_samples": "test samples used by those checks",
     "snapshot_every": "steps between last-good-state snapshots",
+    "forget_class": "the class to unlearn and then relearn",
+    "unlearn_epochs": "epochs of continued training without the class",
+    "unlearn_optimizer": "optimizer for unlearning",
+    "unlearn_lr": "learning rate for unlearning",
+    "relearn_optimizer": "optimizer of the relearning attack (the paper: sgd)",
+    "relearn_lr": "learning rate of the relearning attack (the paper: 0.1)",
+    "relearn_epochs": "epochs of the relearning attack",
 }
 
 
@@ -201,6 +208,29 @@ def cmd_redteam(args) -> int:
     return 0
 
 
+def cmd_relearn(args) -> int:
+    from . import tasks
+    from .api import lock
+    from .artifacts import load
+    from .attacks.relearn import RelearnConfig, relearning_study
+    from .locks import SpecDefConfig
+
+    model, meta = load(args.model_dir)
+    name = args.task or meta.get("task")
+    if not name:
+        raise SystemExit("error: the model records no task; pass --task")
+    cfg = _config(RelearnConfig, args)
+    lock_cfg = SpecDefConfig(alpha=args.lock_alpha, top_k=args.lock_top_k, lr=args.lock_lr, epochs=args.lock_epochs,
+                             device=args.device)
+    rows = relearning_study(model, tasks.get(name), cfg, lambda m, t: lock(m, lock_cfg, t, progress=True), progress=True)
+    n = len(rows[0]["per_class"])
+    print(f"{'stage':<36}" + "".join(f"{c:>7}" for c in range(n)) + f"{'others':>8}")
+    for r in rows:
+        print(f"{r['name']:<36}" + "".join(f"{a:>7.3f}" for a in r["per_class"]) + f"{r['retain_accuracy']:>8.3f}")
+    _write_json(args.json, {"task": name, "config": cfg.to_dict(), "lock": lock_cfg.to_dict(), "rows": rows})
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run
 
@@ -280,6 +310,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", help="cpu, or cuda (runs then go one at a time)")
     s.add_argument("--json", default=None, help='write {"worst": ..., "runs": [...]} here')
     s.set_defaults(fn=cmd_redteam)
+
+    s = sub.add_parser("relearn", help="unlearn a class, lock, relearn: per-class accuracy at every stage",
+                       description="The paper's forgetting study: continue training MODEL_DIR without one class "
+                                   "(unlearning), lock the result with SpecDef on the remaining classes, then relearn "
+                                   "with SGD on the full task; prints per-class test accuracy after each stage.")
+    from .attacks.relearn import RelearnConfig
+
+    s.add_argument("model_dir", help="the trained base model")
+    s.add_argument("--task", default=None, help="task (default: the model's own)")
+    s.add_argument("--lock-alpha", type=float, default=0.5, help="SpecDef alpha (default 0.5)")
+    s.add_argument("--lock-top-k", type=int, default=1, help="SpecDef top_k (default 1)")
+    s.add_argument("--lock-lr", type=float, default=5.0, help="SpecDef Adadelta lr (default 5, as the demo)")
+    s.add_argument("--lock-epochs", type=int, default=5, help="SpecDef epochs (default 5, as the demo)")
+    s.add_argument("--json", default=None, help="write the rows here")
+    _add_config_flags(s, RelearnConfig)
+    s.set_defaults(fn=cmd_relearn)
 
     s = sub.add_parser("demo", help="train, lock and attack on MNIST -> Fashion-MNIST; print the table",
                        formatter_class=fmt)
