@@ -131,16 +131,20 @@ class Injected(nn.Module):
         return mod
 
 
-def fold_injections(model: nn.Module, inplace: bool = False) -> nn.Module:
-    """Fold every `Injected` wrapper in `model` back into its original layer (innermost first).
-
-    Returns the folded model: a copy unless `inplace` (the input is then changed and returned)."""
+def fold_wrappers(model: nn.Module, kind: type, inplace: bool = False) -> nn.Module:
+    """Replace every `kind` module (a wrapper with a `fold()` method) by its folded layer,
+    innermost first. Returns a copy unless `inplace` (the input is then changed and returned)."""
     if not inplace:
         model = clone_model(model)
-    wrappers = [(n, m) for n, m in model.named_modules() if isinstance(m, Injected)]
+    wrappers = [(n, m) for n, m in model.named_modules() if isinstance(m, kind)]
     for name, w in reversed(wrappers):
         model = replace_module(model, name, w.fold())
     return model
+
+
+def fold_injections(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """Fold every `Injected` wrapper in `model` back into its original layer."""
+    return fold_wrappers(model, Injected, inplace)
 
 
 class LayerInjection:

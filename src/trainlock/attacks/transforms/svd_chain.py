@@ -46,9 +46,8 @@ import copy
 import torch
 import torch.nn as nn
 
-from ...training import clone_model
 from .base import TRANSFORMS, TransformContext, TransformNotApplicable, TransformOutcome
-from .inject import _CONVS, count_params, replace_module, select_layers
+from .inject import _CONVS, count_params, fold_wrappers, replace_module, select_layers
 
 
 class SVDChain(nn.Sequential):
@@ -114,15 +113,8 @@ def build_chain(mod: nn.Module, m: int) -> SVDChain:
 
 
 def fold_svd_chains(model: nn.Module, inplace: bool = False) -> nn.Module:
-    """Fold every `SVDChain` in `model` back into one layer of the original type (innermost first).
-
-    Returns the folded model: a copy unless `inplace` (the input is then changed and returned)."""
-    if not inplace:
-        model = clone_model(model)
-    chains = [(n, c) for n, c in model.named_modules() if isinstance(c, SVDChain)]
-    for name, chain in reversed(chains):
-        model = replace_module(model, name, chain.fold())
-    return model
+    """Fold every `SVDChain` in `model` back into one layer of the original type."""
+    return fold_wrappers(model, SVDChain, inplace)
 
 
 class SVDChainTransform:
