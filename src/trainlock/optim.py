@@ -65,3 +65,4 @@ OPTIMIZERS.add("sgd", _sgd)  # SGD with momentum 0.9 unless momentum=0
 OPTIMIZERS.add("adam", _adam)
 OPTIMIZERS.add("adamw", _adamw)  # decoupled weight decay 0.01 by default, as in the paper's attack
 OPTIMIZERS.add("adadelta", _adadelta)  # the paper trains and locks with Adadelta, lr 1
+from . import optimizers  # noqa: E402,F401  (registers the red team's optimizers)

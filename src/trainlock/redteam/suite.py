@@ -27,7 +27,7 @@ LR_GRID: dict[str, tuple[float, ...]] = {
     "soap": (1e-3, 1e-2),
     "muon": (2e-3, 2e-2),
     "adahessian": (1e-2, 1e-1),
-    "sophia": (1e-3, 1e-2),
+    "sophia": (1e-2, 1e-1, 1.0),  # updates are clipped to lr * 0.01 per coordinate: ~100x Adam's scale
     "xmat": (1e-3, 1e-2),
     "kfac": (1e-3, 1e-2),
 }
