@@ -18,8 +18,9 @@ demo: install data
 quick: install data
 	$(VENV)/bin/trainlock demo --quick
 
+# PASSIVE: idle OpenMP threads sleep instead of spinning, so a loaded 2-core machine stays usable
 test: install data
-	$(PY) -m pytest -q
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 
 test-all: install data  # slow tests too
 	$(PY) -m pytest -q -m "not gpu"
