@@ -1,0 +1,84 @@
+"""The lock interface and its certificate.
+
+A lock turns a model into a locked model (`apply`) and measures, from the weights alone, the
+invariant it claims (`certify`). Its certificate says what is claimed, the measured and required
+values, why the invariant blocks the bad region (proof of gap), why training keeps it
+(preservation), and the threat model: a release-time lock against an adversary who holds the
+weights (SpecDef), or a training-time constraint that protects one's own training run (frozen
+layers, spectral caps, sparsity), which an adversary holding the weights can simply remove.
+
+Register one lock class per file: `LOCKS.add("name", LockClass)`; the class is built from its
+config dict: `LockClass.from_config(dict)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import operator
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol, runtime_checkable
+
+import torch.nn as nn
+
+from ..registry import Registry
+from ..tasks import Task
+
+RELATIONS = {">=": operator.ge, "<=": operator.le, "==": operator.eq}
+THREAT_MODELS = ("release-time", "training-time")
+
+
+def now() -> str:
+    """UTC time stamp for certificates (ISO 8601, seconds)."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+@dataclass
+class Certificate:
+    """What one lock claims about one set of weights, and whether the claim holds."""
+
+    lock: str  # registered lock type, e.g. "spectral-cap"
+    invariant: str  # what is measured, e.g. "max over layers of sigma_max(W)"
+    measured: float
+    required: float
+    relation: str  # ">=", "<=" or "==": the claim is `measured <relation> required`
+    proof_of_gap: str  # why the invariant keeps the model out of the bad region
+    preservation: str  # why training (with the lock's mechanism) keeps the invariant
+    threat_model: str  # "release-time" or "training-time"
+    adversary_can_remove: bool  # can someone holding the weights simply undo it?
+    removal: str  # how (or why not)
+    method: str  # how `measured` was computed
+    measured_at: str = field(default_factory=now)
+    details: dict = field(default_factory=dict)  # per-layer values, names, tolerances
+    holds: bool | None = None  # filled by __post_init__ from measured, relation, required
+
+    def __post_init__(self):
+        if self.relation not in RELATIONS:
+            raise ValueError(f"relation must be one of {sorted(RELATIONS)}, got {self.relation!r}")
+        if self.threat_model not in THREAT_MODELS:
+            raise ValueError(f"threat_model must be one of {THREAT_MODELS}, got {self.threat_model!r}")
+        self.holds = bool(RELATIONS[self.relation](self.measured, self.required))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Certificate":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names and k != "holds"})
+
+
+@runtime_checkable
+class Lock(Protocol):
+    """A lock: `apply` returns the locked model (a copy); `certify` measures the claim from weights."""
+
+    name: ClassVar[str]
+
+    def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module: ...
+
+    def certify(self, model: nn.Module) -> list[Certificate]: ...
+
+    def config(self) -> dict: ...
+
+
+LOCKS: Registry[type] = Registry("lock")
