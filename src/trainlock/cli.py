@@ -118,27 +118,42 @@ def cmd_train(args) -> int:
 
 def cmd_lock(args) -> int:
     from . import tasks
-    from .api import lock_report
+    from .api import carried_meta, certified
     from .artifacts import load, save
-    from .locks import SpecDefConfig
+    from .locks import lock_factory
+    from .locks.specdef import SpecDefLock, SpecDefLockConfig
 
     model, meta = load(args.model_dir)
     retain_name = args.retain_task or meta.get("task")
-    if not retain_name:
+    if args.spec:
+        lock = lock_factory(args.spec)
+    elif not retain_name:
         raise SystemExit("error: the model records no task; pass --retain-task")
-    cfg = _config(SpecDefConfig, args)
-    report = lock_report(model, cfg, tasks.get(retain_name), progress=True)
-    s0, s1 = report.sigma_before, report.sigma_after
-    print(f"retain task {retain_name}: accuracy {report.accuracy_before:.4f} -> {report.accuracy_after:.4f}")
-    print(f"mean top-{cfg.top_k} sigma {s0['mean_topk']:.4g} -> {s1['mean_topk']:.4g}; "
-          f"max sigma {s0['max_sigma']:.4g} -> {s1['max_sigma']:.4g}")
-    if report.stopped:
-        print(f"warning: {report.stopped}", file=sys.stderr)
-    out = {**meta, "task": retain_name, "metrics": {"accuracy": report.accuracy_after}, "base": str(args.model_dir)}
-    out.pop("lock", None)
-    save(report.model, args.out, out)
-    print(f"saved {args.out}")
-    _write_json(args.json, report.summary())
+    else:
+        lock = SpecDefLock(_config(SpecDefLockConfig, args))
+    retain = tasks.get(retain_name) if retain_name else None
+    locked, record = certified(model, lock, retain, progress=True)
+    report = getattr(lock, "last_report", None)
+    if report is not None:
+        s0, s1 = report.sigma_before, report.sigma_after
+        print(f"mean top-{report.config['top_k']} sigma {s0['mean_topk']:.4g} -> {s1['mean_topk']:.4g}; "
+              f"max sigma {s0['max_sigma']:.4g} -> {s1['max_sigma']:.4g}")
+        if report.stopped:
+            print(f"warning: {report.stopped}", file=sys.stderr)
+    for c in record["certificates"]:
+        print(f"{c['lock']}: {c['invariant']}: measured {c['measured']:.6g} {c['relation']} required "
+              f"{c['required']:.6g}: {'holds' if c['holds'] else 'FAILS'}")
+    out = carried_meta(meta, base=str(args.model_dir), **record)
+    cons = record.get("conservation")
+    if cons is not None:
+        acc = cons["accuracy"]
+        out.update(task=retain_name, metrics={"accuracy": acc["modified"]})
+        print(f"retain task {retain_name}: accuracy {acc['original']:.4f} -> {acc['modified']:.4f} "
+              f"(drop {acc['drop']:.4f}); KL {cons['kl']['mean']:.4g}, TV {cons['tv']['mean']:.4g} "
+              f"<= Pinsker {cons['tv']['pinsker_bound']:.4g}")
+    save(locked, args.out, out)
+    print(f"saved {args.out}  (check it with: trainlock verify {args.out})")
+    _write_json(args.json, {**record, **({"report": report.summary()} if report is not None else {})})
     return 0
 
 
@@ -267,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="model directory to write the locked model to")
     s.add_argument("--retain-task", default=None, help="task the lock must keep (default: the model's own task)")
     s.add_argument("--json", default=None, help="write the lock report (history, sigma before/after) here")
+    s.add_argument("--spec", default=None, metavar="FILE",
+                   help="build the lock from a JSON / YAML spec ({\"type\": NAME, ...config}, or a list of them) "
+                        "instead of the SpecDef flags; saves meta['locks'] and meta['certificates']")
     _add_config_flags(s, SpecDefConfig)
     s.set_defaults(fn=cmd_lock)
 
@@ -332,7 +350,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quick", action="store_true", help="small subsets: under two minutes on 2 CPU cores")
     s.add_argument("--out", default="runs/demo", help="where to write results.json and curves.png")
     s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("verify", help="check a model directory's weights, metadata and certificates",
+                       formatter_class=fmt,
+                       description="Re-hash every tensor, compare the safetensors header with trainlock.json, "
+                                   "re-certify every recorded lock from the weights, and re-check a conservation "
+                                   "certificate. Exit 0 when every check holds, 1 when one fails, 2 on unreadable "
+                                   "input.")
+    s.add_argument("model_dir", help="model directory")
+    s.add_argument("--json", default=None, help='write {"ok", "rows": [...]} here')
+    s.set_defaults(fn=cmd_verify)
     return p
+
+
+def cmd_verify(args) -> int:
+    from .verify import verify
+
+    report = verify(args.model_dir)
+    print(report.table())
+    _write_json(args.json, report.to_dict())
+    return 0 if report.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:

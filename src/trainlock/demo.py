@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from . import models, tasks
-from .api import attack, lock_report
+from .api import attack, certified
 from .artifacts import save
 from .attacks import FineTuneConfig
-from .locks import SpecDefConfig
+from .locks.specdef import SpecDefLock, SpecDefLockConfig
 from .plotting import accuracy_curves
 from .training import LoopConfig, evaluate, fit
 
@@ -36,12 +36,12 @@ class Plan:
     n_train: int | None  # training examples per task (None: all)
     n_test: int | None
     base_epochs: int
-    lock: SpecDefConfig
+    lock: SpecDefLockConfig
     attacks: list[FineTuneConfig] = field(default_factory=list)
 
 
 def plan(quick: bool) -> Plan:
-    lock = SpecDefConfig(alpha=0.5, top_k=1, optimizer="adadelta", lr=5.0, epochs=5, lr_gamma=0.7)
+    lock = SpecDefLockConfig(alpha=0.5, top_k=1, optimizer="adadelta", lr=5.0, epochs=5, lr_gamma=0.7)
     attacks = [FineTuneConfig(optimizer="sgd", lr=1e-2), FineTuneConfig(optimizer="adam", lr=1e-3)]
     if quick:
         for a in attacks:
@@ -71,8 +71,9 @@ def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = Tru
 
     say(f"[2/4] locking with SpecDef (alpha={p.lock.alpha}, top_k={p.lock.top_k}, {p.lock.optimizer} "
         f"lr={p.lock.lr:g}, {p.lock.epochs} epochs)")
-    rep = lock_report(base, p.lock, mnist, progress=progress)
-    locked = rep.model
+    lock = SpecDefLock(p.lock)
+    locked, record = certified(base, lock, mnist, progress=progress)
+    rep = lock.last_report
     say(f"      locked MNIST accuracy {rep.accuracy_after:.4f}; max sigma "
         f"{rep.sigma_before['max_sigma']:.3g} -> {rep.sigma_after['max_sigma']:.3g}")
 
@@ -103,11 +104,12 @@ def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = Tru
     say("[4/4] results")
     out.mkdir(parents=True, exist_ok=True)
     save(base, out / "base", {"task": "mnist", "metrics": {"accuracy": base_acc}})
-    save(locked, out / "locked", {"task": "mnist", "metrics": {"accuracy": rep.accuracy_after}})
+    save(locked, out / "locked", {"task": "mnist", "metrics": {"accuracy": rep.accuracy_after}, **record})
     curves = accuracy_curves(panels, out / "curves.png", title="Fine-tuning a base vs a SpecDef-locked MNIST CNN")
     results = {
         "quick": quick, "authorized": {"task": "mnist", "base": base_acc, "locked": rep.accuracy_after},
-        "lock": rep.summary(), "unauthorized": rows, "wall_s": time.perf_counter() - t0,
+        "lock": rep.summary(), "certificates": record["certificates"], "conservation": record["conservation"],
+        "unauthorized": rows, "wall_s": time.perf_counter() - t0,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
     print(table(results))

@@ -72,15 +72,19 @@ class AttackResult:
     diverged: str | None = None
     wall_s: float = 0.0
     model: nn.Module | None = field(default=None, repr=False)
+    monitor_first_broken: dict | None = None  # {"lock: invariant": first checked step it broke}; monitor runs only
 
     def to_dict(self) -> dict:
-        """JSON-ready (the model is left out)."""
-        return {
+        """JSON-ready (the model is left out; monitor_first_broken only when a monitor was used)."""
+        out = {
             "task": self.task, "config": self.config, "accuracy": self.accuracy, "curve": self.curve,
             "evals": [list(e) for e in self.evals], "losses": self.losses,
             "steps_to_target": self.steps_to_target, "steps": self.steps, "diverged": self.diverged,
             "wall_s": self.wall_s,
         }
+        if self.monitor_first_broken is not None:
+            out["monitor_first_broken"] = dict(self.monitor_first_broken)
+        return out
 
 
 def prepare(model: nn.Module, task: Task, head: str, seed: int) -> tuple[nn.Module, Task]:
@@ -103,8 +107,12 @@ def prepare(model: nn.Module, task: Task, head: str, seed: int) -> tuple[nn.Modu
     return model, task
 
 
-def finetune(model: nn.Module, cfg: FineTuneConfig, task: Task, progress: bool = True) -> AttackResult:
-    """Fine-tune a copy of `model` on `task` with `cfg`; the input model is not modified."""
+def finetune(model: nn.Module, cfg: FineTuneConfig, task: Task, progress: bool = True, monitor=None) -> AttackResult:
+    """Fine-tune a copy of `model` on `task` with `cfg`; the input model is not modified.
+
+    `monitor`: a `trainlock.monitor.LockMonitor`, bound to the training copy and checked at step 0
+    and then as fit's on_step (it may stop the run); its first_broken goes to the result.
+    """
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     model, task = prepare(model, task, cfg.head, cfg.seed)
@@ -120,10 +128,15 @@ def finetune(model: nn.Module, cfg: FineTuneConfig, task: Task, progress: bool =
             first.append(step)
 
     check(0)
+    if monitor is not None:
+        if hasattr(monitor, "bind"):
+            monitor.bind(model)
+        monitor(0)
 
-    def on_step(step: int, loss: float, extras: dict) -> None:
+    def on_step(step: int, loss: float, extras: dict) -> bool | None:
         if step % cfg.eval_every == 0:
             check(step)
+        return monitor(step, loss, extras) if monitor is not None else None
 
     def on_epoch(epoch: int) -> dict:
         return {"accuracy": accuracy(model, task.x_test, task.y_test)}
@@ -136,4 +149,5 @@ def finetune(model: nn.Module, cfg: FineTuneConfig, task: Task, progress: bool =
         task=task.name, config=cfg.to_dict(), accuracy=final, curve=[e["accuracy"] for e in res.epochs],
         evals=evals, losses=res.losses, steps_to_target=first[0] if first else None, steps=res.steps,
         diverged=res.stopped, wall_s=time.perf_counter() - t0, model=model,
+        monitor_first_broken=dict(getattr(monitor, "first_broken", {})) if monitor is not None else None,
     )

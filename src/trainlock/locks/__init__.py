@@ -1,6 +1,13 @@
-"""Locks. Each lock lives in its own module and registers by name."""
+"""Locks. Each lock lives in its own module and registers by name (`LOCKS`); `lock_factory` builds
+one from a spec (dict, list or JSON / YAML file)."""
 
+from . import architecture, composite, energy, frozen, sparsity, specdef_reparam, spectral_cap  # noqa: F401
+from .base import LOCKS, Certificate, Lock
+from .factory import lock_factory, lock_from_meta
 from .lockable import Lockable, find_lockable, sigma_report
-from .specdef import LockReport, SpecDefConfig, specdef, spectral_term
+from .specdef import LockReport, SpecDefConfig, SpecDefLock, specdef, spectral_term
 
-__all__ = ["Lockable", "LockReport", "SpecDefConfig", "find_lockable", "sigma_report", "specdef", "spectral_term"]
+__all__ = [
+    "LOCKS", "Certificate", "Lock", "Lockable", "LockReport", "SpecDefConfig", "SpecDefLock", "find_lockable",
+    "lock_factory", "lock_from_meta", "sigma_report", "specdef", "spectral_term",
+]

@@ -153,3 +153,107 @@ def specdef(model: nn.Module, cfg: SpecDefConfig, retain: Task, progress: bool =
     if result.stopped:
         print(f"  lock stopped early: {result.stopped}")
     return report
+
+
+# ---------------------------------------------------------------- the registered lock
+
+
+from ..config import from_dict  # noqa: E402  (appended: the Lock interface over specdef())
+from .base import LOCKS, Certificate  # noqa: E402
+
+
+@dataclass
+class SpecDefLockConfig(SpecDefConfig):
+    """SpecDefConfig plus what the certificate needs: the per-layer sigma_max recorded at lock time."""
+
+    recorded_sigma_max: dict | None = None  # by apply: {parameter name: sigma_max of the (out, -1) matrix}
+    tol: float = 1e-3  # certify: every layer keeps sigma_max >= (1 - tol) * recorded
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 <= self.tol < 1:
+            raise ValueError(f"specdef: tol must be in [0, 1), got {self.tol}")
+
+    def base(self) -> SpecDefConfig:
+        return SpecDefConfig(**{f: getattr(self, f) for f in SpecDefConfig.__dataclass_fields__})
+
+
+class SpecDefLock:
+    """SpecDef as a registered lock: `apply` runs `specdef()` on the retain task; `certify` checks that
+    every lockable weight still has (at least, within tol) the sigma_max recorded at lock time.
+
+    sigma_max is measured on each weight read as an (out, in*kh*kw) matrix by an exact SVD, also
+    when the lock ran with conv_mode="operator" (the operator norm needs input sizes, not only
+    weights), so recorded and measured values always use the same method.
+    """
+
+    name = "specdef"
+
+    def __init__(self, config: SpecDefLockConfig | None = None):
+        self.cfg = config or SpecDefLockConfig()
+        self.last_report: LockReport | None = None
+        self.progress = False  # progress bar and per-epoch log during apply
+
+    @classmethod
+    def from_config(cls, data: dict) -> "SpecDefLock":
+        return cls(from_dict(SpecDefLockConfig, dict(data)))
+
+    def config(self) -> dict:
+        return to_dict(self.cfg)
+
+    def _layers(self, model: nn.Module) -> dict[str, float]:
+        lockables = find_lockable(model, self.cfg.include, self.cfg.exclude)
+        return {n: v[0] for n, v in sigma_report(lockables, 1)["layers"].items()}
+
+    def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
+        if retain is None:
+            raise ValueError("specdef: apply needs the retain (authorized) task; got retain=None")
+        find_lockable(model, self.cfg.include, self.cfg.exclude)  # ValueError before any training
+        report = specdef(model, self.cfg.base(), retain, progress=self.progress)
+        from ..api import LOCK_ATTR  # late: trainlock.api imports this package
+
+        setattr(report.model, LOCK_ATTR, {"type": "specdef", "retain_task": retain.name, **report.summary()})
+        self.cfg.recorded_sigma_max = self._layers(report.model)
+        self.last_report = report
+        return report.model
+
+    def certify(self, model: nn.Module) -> list[Certificate]:
+        if not self.cfg.recorded_sigma_max:
+            raise ValueError("specdef: no sigma_max recorded; apply the lock first")
+        try:
+            measured = self._layers(model)
+        except ValueError:
+            measured = {}
+        ratios = {n: (measured[n] / r if r > 0 else float("inf")) if n in measured else 0.0
+                  for n, r in self.cfg.recorded_sigma_max.items()}
+        return [Certificate(
+            lock=self.name,
+            invariant="min over lockable weights of sigma_max(W) / sigma_max recorded at lock time",
+            measured=min(ratios.values()),
+            required=1.0 - self.cfg.tol,
+            relation=">=",
+            proof_of_gap=(
+                "SpecDef's argument: the inflated top singular values make the fine-tuning loss's curvature "
+                "(and gradient scale) huge along those directions, so a first-order optimizer must take tiny "
+                "steps or diverge, which makes learning the bad task slow; an empirical cost claim about "
+                "fine-tuning, not an unreachability proof"
+            ),
+            preservation=(
+                "none enforced: nothing keeps sigma_max up; fine-tuning that lowers it shows up here as a "
+                "ratio below 1"
+            ),
+            threat_model="release-time",
+            adversary_can_remove=True,
+            removal=(
+                "an adversary holding the weights can clip or renormalize the singular values (the red team's "
+                "`sv-clip` transform) or move the scale between layers through positively homogeneous "
+                "activations (the `rescale` transform) before fine-tuning; the lock claims a fine-tuning cost, "
+                "not resistance to removal"
+            ),
+            method="exact SVD (sigma_report) of each weight read as an (out, in*kh*kw) matrix",
+            details={"measured": measured, "recorded": dict(self.cfg.recorded_sigma_max), "ratios": ratios,
+                     "tol": self.cfg.tol},
+        )]
+
+
+LOCKS.add("specdef", SpecDefLock)

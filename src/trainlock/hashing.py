@@ -1,0 +1,55 @@
+"""SHA-256 of tensors and of whole state dicts, so that any change to any weight is detectable.
+
+A tensor's hash covers its dtype, its shape and the raw bytes of its CPU contiguous copy, so a
+change of one element by one ulp, a sign flip (including 0.0 -> -0.0), a cast to another dtype
+with the same bytes, or a reshape all give a different hash. The state hash is the SHA-256 over
+the sorted (name, tensor hash) pairs, so it changes when any tensor changes, or when a tensor is
+added, removed or renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Mapping
+
+import torch
+import torch.nn as nn
+
+__all__ = ["tensor_sha256", "state_hashes", "state_sha256"]
+
+
+def _raw_bytes(t: torch.Tensor) -> bytes:
+    flat = t.detach().cpu().contiguous().reshape(-1)
+    if flat.dtype != torch.uint8:
+        flat = flat.view(torch.uint8)  # reinterpret, no conversion: every bit counts
+    return flat.numpy().tobytes()
+
+
+def tensor_sha256(t: torch.Tensor) -> str:
+    """Hex SHA-256 over the dtype, the shape and the raw bytes of the CPU contiguous tensor."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(t).__name__}")
+    h = hashlib.sha256()
+    h.update(f"trainlock-tensor-v1|{str(t.dtype).removeprefix('torch.')}|{list(t.shape)}|".encode())
+    h.update(_raw_bytes(t))
+    return h.hexdigest()
+
+
+def state_sha256(tensor_hashes: Mapping[str, str]) -> str:
+    """Hex SHA-256 over the sorted (name, tensor hash) pairs."""
+    h = hashlib.sha256(b"trainlock-state-v1\n")
+    for name in sorted(tensor_hashes):
+        h.update(f"{name}\t{tensor_hashes[name]}\n".encode())
+    return h.hexdigest()
+
+
+def state_hashes(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor]) -> dict:
+    """{"tensors": {name: hex}, "state": hex} for a module (its state_dict) or a state dict."""
+    if isinstance(model_or_state_dict, nn.Module):
+        state = model_or_state_dict.state_dict()
+    elif isinstance(model_or_state_dict, Mapping):
+        state = model_or_state_dict
+    else:
+        raise TypeError(f"expected an nn.Module or a state dict, got {type(model_or_state_dict).__name__}")
+    tensors = {str(k): tensor_sha256(v) for k, v in state.items()}
+    return {"tensors": tensors, "state": state_sha256(tensors)}

@@ -1,0 +1,99 @@
+"""`architecture`: the network's structure (layer count, every parameter's name and shape) is fixed.
+
+The lock factory note's "topological lock": L(theta) = L_0 and d_l(theta) = d_l^0. `apply` records
+the number of layers, counted as the modules that own parameters directly (a Linear, a Conv, a
+norm layer, a custom module with its own nn.Parameter), and the (name, shape) of every parameter;
+it changes nothing (returns a plain copy). `certify` counts mismatches against the record: each
+missing, added or re-shaped parameter is one, and a different layer count is one more.
+
+Plain gradient training never changes shapes, so the invariant holds for any optimizer; whoever
+holds the weights swaps or adds modules at will (this is how the red team's merge / injection
+transforms work), so it is a training-time statement about one's own run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+from ..config import from_dict, to_dict
+from ..tasks import Task
+from ..training import clone_model
+from .base import LOCKS, Certificate
+
+
+def layer_count(model: nn.Module) -> int:
+    """Modules that own at least one parameter directly."""
+    return sum(1 for m in model.modules() if next(m.parameters(recurse=False), None) is not None)
+
+
+def parameter_shapes(model: nn.Module) -> list[list]:
+    """[[name, [sizes...]], ...] for every parameter, in module order."""
+    return [[n, list(p.shape)] for n, p in model.named_parameters()]
+
+
+@dataclass
+class ArchitectureConfig:
+    """Recorded by apply; an empty config records the model it is applied to."""
+
+    layers: int | None = None
+    shapes: tuple | None = None  # ([name, [sizes]], ...)
+
+
+class ArchitectureLock:
+    name = "architecture"
+
+    def __init__(self, config: ArchitectureConfig | None = None):
+        self.cfg = config or ArchitectureConfig()
+
+    @classmethod
+    def from_config(cls, data: dict) -> "ArchitectureLock":
+        return cls(from_dict(ArchitectureConfig, dict(data)))
+
+    def config(self) -> dict:
+        return to_dict(self.cfg)
+
+    def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
+        if next(model.parameters(), None) is None:
+            raise ValueError("architecture: the model has no parameters to record")
+        locked = clone_model(model)
+        self.cfg.layers = layer_count(locked)
+        self.cfg.shapes = tuple(parameter_shapes(locked))
+        return locked
+
+    def certify(self, model: nn.Module) -> list[Certificate]:
+        if self.cfg.layers is None or self.cfg.shapes is None:
+            raise ValueError("architecture: nothing recorded; apply the lock first")
+        want = {n: list(s) for n, s in self.cfg.shapes}
+        have = {n: s for n, s in parameter_shapes(model)}
+        missing = sorted(set(want) - set(have))
+        added = sorted(set(have) - set(want))
+        reshaped = sorted(n for n in set(want) & set(have) if want[n] != have[n])
+        layers = layer_count(model)
+        mismatches = len(missing) + len(added) + len(reshaped) + int(layers != self.cfg.layers)
+        return [Certificate(
+            lock=self.name,
+            invariant="number of mismatches against the recorded architecture (parameter names and shapes, "
+                      "layer count)",
+            measured=float(mismatches),
+            required=0.0,
+            relation="==",
+            proof_of_gap=(
+                "configurations with another layer count or other layer widths are not points of this "
+                "parameter space at all, so no trajectory in it reaches them"
+            ),
+            preservation="gradient steps update values, never shapes or the module tree",
+            threat_model="training-time",
+            adversary_can_remove=True,
+            removal="whoever holds the weights replaces, adds or folds modules (e.g. the red team's merge or "
+                    "layer-injection transforms) and trains the new architecture",
+            method="compare named_parameters() names and shapes, and the count of parameter-owning modules",
+            details={"layers_recorded": self.cfg.layers, "layers_measured": layers, "missing": missing,
+                     "added": added, "reshaped": reshaped},
+        )]
+
+
+LOCKS.add("architecture", ArchitectureLock)
+
+__all__ = ["ArchitectureConfig", "ArchitectureLock", "layer_count", "parameter_shapes"]

@@ -1,0 +1,138 @@
+"""`frozen`: the parameters whose names match `names` keep their exact values.
+
+The lock factory note's "layer freezing lock": {theta : theta_frozen = theta_0^frozen} is invariant
+under training when those parameters get no update. `apply` sets requires_grad=False on a copy
+(so `trainlock.training.fit`, which optimizes only parameters that require grad, never steps
+them; weight decay included) and records a SHA-256 of each matched tensor in the config.
+
+The hash covers the tensor's dtype and shape and then its raw bytes (C-contiguous, on CPU), so a
+single changed bit, a cast or a reshape all show. `certify` recomputes the hashes from the weights.
+Anyone holding the weights sets requires_grad back to True: a training-time lock only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..config import from_dict, to_dict
+from ..tasks import Task
+from ..training import clone_model
+from .base import LOCKS, Certificate
+
+
+def tensor_sha256(t: torch.Tensor) -> str:
+    """SHA-256 of dtype, shape and raw bytes of `t` (any dtype, bfloat16 included)."""
+    t = t.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}|".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class FrozenConfig:
+    """`names`: regular expressions over parameter names (re.search); each must match something."""
+
+    names: tuple[str, ...] = ()
+    hashes: dict | None = None  # recorded by apply: {parameter name: SHA-256}
+
+    def __post_init__(self):
+        if isinstance(self.names, str):
+            self.names = (self.names,)
+        if not self.names:
+            raise ValueError("frozen: 'names' must list at least one regular expression over parameter names")
+        for pat in self.names:
+            if not isinstance(pat, str):
+                raise ValueError(f"frozen: names must be strings (regular expressions), got {pat!r}")
+            try:
+                re.compile(pat)
+            except re.error as e:
+                raise ValueError(f"frozen: {pat!r} is not a valid regular expression ({e})") from None
+
+
+def matched_parameters(model: nn.Module, patterns) -> dict[str, nn.Parameter]:
+    """{name: parameter} for every parameter whose name matches one of `patterns`.
+
+    Raises ValueError naming the pattern that matches nothing, with a few parameter names."""
+    params = dict(model.named_parameters())
+    found: dict[str, nn.Parameter] = {}
+    for pat in patterns:
+        rx = re.compile(pat)
+        hits = [n for n in params if rx.search(n)]
+        if not hits:
+            few = list(params)[:8]
+            more = f" (and {len(params) - len(few)} more)" if len(params) > len(few) else ""
+            raise ValueError(f"frozen: {pat!r} matches no parameter name; the model has e.g. {few}{more}")
+        for n in hits:
+            found[n] = params[n]
+    return found
+
+
+class FrozenLock:
+    """Freeze matched parameters (requires_grad=False) and certify them by SHA-256."""
+
+    name = "frozen"
+
+    def __init__(self, config: FrozenConfig):
+        self.cfg = config
+
+    @classmethod
+    def from_config(cls, data: dict) -> "FrozenLock":
+        return cls(from_dict(FrozenConfig, dict(data)))
+
+    def config(self) -> dict:
+        return to_dict(self.cfg)
+
+    def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
+        matched_parameters(model, self.cfg.names)  # fails on the original, before any copy or training
+        locked = clone_model(model)
+        params = matched_parameters(locked, self.cfg.names)
+        for p in params.values():
+            p.requires_grad_(False)
+        self.cfg.hashes = {n: tensor_sha256(p) for n, p in params.items()}
+        return locked
+
+    def certify(self, model: nn.Module) -> list[Certificate]:
+        if not self.cfg.hashes:
+            raise ValueError("frozen: no hashes recorded; apply the lock first")
+        params = dict(model.named_parameters())
+        changed, missing = [], []
+        for n, h in self.cfg.hashes.items():
+            if n not in params:
+                missing.append(n)
+            elif tensor_sha256(params[n]) != h:
+                changed.append(n)
+        n_frozen = len(self.cfg.hashes)
+        unchanged = n_frozen - len(changed) - len(missing)
+        still_frozen = [n for n in self.cfg.hashes if n in params and not params[n].requires_grad]
+        return [Certificate(
+            lock=self.name,
+            invariant="number of frozen tensors whose SHA-256 equals the one recorded at lock time",
+            measured=float(unchanged),
+            required=float(n_frozen),
+            relation="==",
+            proof_of_gap=(
+                "the frozen tensors are bit-identical to their recorded values, so every configuration with "
+                "different values in them (e.g. changed pretrained layers) is outside the locked subspace"
+            ),
+            preservation=(
+                "requires_grad=False: the training loop builds its optimizer from parameters that require "
+                "grad only, so frozen tensors receive no update (no gradient step, no weight decay)"
+            ),
+            threat_model="training-time",
+            adversary_can_remove=True,
+            removal="set requires_grad back to True (or optimize the tensors directly): nothing in the weights "
+                    "resists change",
+            method="SHA-256 over dtype, shape and raw bytes of each recorded tensor",
+            details={"frozen": sorted(self.cfg.hashes), "changed": changed, "missing": missing,
+                     "requires_grad_false": len(still_frozen)},
+        )]
+
+
+LOCKS.add("frozen", FrozenLock)
+
+__all__ = ["FrozenConfig", "FrozenLock", "matched_parameters", "tensor_sha256"]
