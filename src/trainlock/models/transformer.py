@@ -6,7 +6,6 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .base import MODELS
 from .mlp import check_common
@@ -29,7 +28,11 @@ class Attention(nn.Module):
         def split(y: torch.Tensor) -> torch.Tensor:
             return y.view(b, t, self.heads, d // self.heads).transpose(1, 2)  # (B, heads, T, D/heads)
 
-        y = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)))  # (B, heads, T, D/h)
+        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))  # (B, heads, T, D/h)
+        # explicit attention: the same as F.scaled_dot_product_attention, and vmap has batching
+        # rules for every op here (the fused kernel has none on CPU and falls back to a loop)
+        att = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (B, heads, T, T)
+        y = att.softmax(dim=-1) @ v  # (B, heads, T, D/h)
         return self.o(y.transpose(1, 2).reshape(b, t, d))  # (B, T, D)
 
 

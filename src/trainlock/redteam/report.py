@@ -117,19 +117,27 @@ def lr_plot(rows: list[dict], path: Path, base_rows: list[dict] | None = None) -
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for i, (opt, pts) in enumerate(sorted(locked.items())):
-        color = f"C{i % 10}"
-        ax.plot(*zip(*pts), "o-", color=color, label=f"{opt} (locked)")
+    names = sorted(locked)
+    cols = min(5, len(names))
+    rows_n = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(2.6 * cols, 2.2 * rows_n), squeeze=False, sharey=True)
+    for ax, opt in zip(axes.flat, names):
         if opt in base:
-            ax.plot(*zip(*base[opt]), "x--", color=color, alpha=0.6, label=f"{opt} (base)")
-    ax.set_xscale("log")
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("test accuracy after fine-tuning")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+            ax.plot(*zip(*base[opt]), "x--", color="grey", label="base")
+        ax.plot(*zip(*locked[opt]), "o-", color="C3", label="locked")
+        ax.set_title(opt, fontsize=9)
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded minor labels
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="lower left")
+    fig.supxlabel("learning rate", fontsize=9)
+    fig.supylabel("test accuracy after fine-tuning", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
