@@ -205,3 +205,20 @@ def test_backdoor_run_reports_asr_before_and_after(tiny_base, digits, tmp_path):
     assert row["backdoor_before"]["asr"] < 0.1 and row["backdoor_after"]["asr"] > 0.5
     report = write_report(tmp_path, "t", [row]).read_text()
     assert "Backdoor injection" in report
+
+
+def test_recorded_locks_are_monitored_and_recertified(tiny_base, digits, digits_permuted, tmp_path):
+    lock = tl.locks.lock_factory({"type": "spectral-cap", "max_sigma": 1.0})
+    locked, record = tl.api.certified(tiny_base, lock, digits)
+    tl.save(locked, tmp_path / "m", record)
+    locked, meta = tl.load(tmp_path / "m")  # as an adversary gets it: weights, no training-time hooks
+    specs = [AttackSpec("sgd", 1.0, max_steps=20, eval_every=5),
+             AttackSpec("sgd", 1e-2, max_steps=5, transforms=(("sv-clip", {}),))]
+    rows = run_suite(locked, digits_permuted, specs, tmp_path, digits, workers=0, progress=False,
+                     locks=meta["locks"])
+    plain, clipped = rows
+    key = next(iter(plain["certificates_after"]))
+    # the cap is not enforced in a reloaded/attacked model: a big-lr attack breaks it, found at a check step
+    assert plain["certificates_after"][key] is False and plain["lock_first_broken"][key] in (5, 10, 15, 20)
+    assert clipped["lock_first_broken"] is None and key in clipped["certificates_after"]
+    assert "certificates after each attack" in write_report(tmp_path, "t", rows).read_text()

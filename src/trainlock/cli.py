@@ -207,7 +207,8 @@ def cmd_redteam(args) -> int:
                         optimizers=tuple(args.optimizers or ()), transforms=tuple(args.transforms or ()),
                         lrs=tuple(args.lrs or ()), device=args.device)
     out = Path(args.out or f"runs/redteam-{Path(args.model_dir).name}-{args.task.replace(':', '_').replace('/', '_')}")
-    res = redteam(model, tasks.get(args.task), out=out, config=cfg, retain=retain, base=base, progress=True)
+    res = redteam(model, tasks.get(args.task), out=out, config=cfg, retain=retain, base=base, progress=True,
+                  locks=meta.get("locks"))
     w = res["worst"]
     if w is None:
         print("no run completed; see the report")

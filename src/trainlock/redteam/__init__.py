@@ -28,11 +28,13 @@ def redteam(
     retain: Task | None = None,
     base: nn.Module | None = None,
     progress: bool = False,
+    locks: list | None = None,
 ) -> dict:
     """Run the suite against `model` on the unauthorized `task`; returns {"worst", "runs", ...}.
 
     `retain` (the authorized task) adds its accuracy after each transform; `base` runs the same
-    suite on the unlocked model for comparison. With `out`, rows go to out/runs.jsonl (resumable)
+    suite on the unlocked model for comparison; `locks` (a model directory's meta["locks"]) adds,
+    per run, the step at which each certificate first broke and the certificates after. With `out`, rows go to out/runs.jsonl (resumable)
     and report.md / lr_sweep.png are written there.
     """
     cfg = config or RedTeamConfig()
@@ -40,7 +42,7 @@ def redteam(
         cfg.budget = budget
     specs = build_suite(cfg)
     out = Path(out) if out is not None else None
-    rows = run_suite(model, task, specs, out, retain, cfg.workers, progress, device=cfg.device)
+    rows = run_suite(model, task, specs, out, retain, cfg.workers, progress, device=cfg.device, locks=locks)
     if cfg.search_trials:
         from .search import search
 

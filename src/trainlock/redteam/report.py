@@ -74,6 +74,16 @@ def write_report(out: Path, title: str, rows: list[dict], base_rows: list[dict] 
         div = "yes" if r.get("diverged") else ""
         lines.append(f"| {i} | `{r['attack']}` | {r['accuracy']:.4f} | {_fmt_steps(r.get('steps_to_target'))} | "
                      f"{auth} | {div} | {r.get('wall_s', 0):.1f} |")
+    certified = [r for r in ranked(rows) if r.get("certificates_after")]
+    if certified:
+        lines += ["", "## The lock's certificates after each attack", "",
+                  "| attack | accuracy | certificates holding after | first broken at step (plain runs) |", "|---|---|---|---|"]
+        for r in certified:
+            after = r["certificates_after"]
+            held = after.get("error") or f"{sum(bool(v) for v in after.values())}/{len(after)}"
+            first = r.get("lock_first_broken") or {}
+            first = ", ".join(f"{k.split(':')[0]}: {v}" for k, v in first.items()) or "-"
+            lines.append(f"| `{r['attack']}` | {r['accuracy']:.4f} | {held} | {first} |")
     poisoned = [r for r in rows if r.get("backdoor_after")]
     if poisoned:
         lines += ["", "## Backdoor injection (poisoned fine-tuning)", "",

@@ -29,9 +29,21 @@ RESULTS = "runs.jsonl"
 _STATE: dict = {}  # per-process: model, task, retain, device (set once per worker)
 
 
-def _init(model: nn.Module, task: Task, retain: Task | None, device: str = "cpu") -> None:
+def _init(model: nn.Module, task: Task, retain: Task | None, device: str = "cpu", locks: list | None = None) -> None:
     torch.set_num_threads(1)
-    _STATE.update(model=model, task=task, retain=retain, device=device)
+    _STATE.update(model=model, task=task, retain=retain, device=device, locks=locks)
+
+
+def _certify(locks: list | None, model: nn.Module) -> dict | None:
+    """{"lock: invariant": holds} for the recorded locks on `model` (None without locks)."""
+    if not locks:
+        return None
+    from ..locks.factory import lock_from_meta
+
+    try:
+        return {f"{c.lock}: {c.invariant}": bool(c.holds) for c in lock_from_meta(locks).certify(model)}
+    except Exception as e:  # a transform can change the architecture a lock measures
+        return {"error": f"{type(e).__name__}: {e}"}
 
 
 def _adapted(model: nn.Module, task: Task | None) -> Task | None:
@@ -39,8 +51,13 @@ def _adapted(model: nn.Module, task: Task | None) -> Task | None:
     return task.adapt(shape) if task is not None and shape is not None else task
 
 
-def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None = None, device: str = "cpu") -> dict:
-    """One attack: transforms, fine-tuning, folding back. Returns a JSON-ready row."""
+def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None = None, device: str = "cpu",
+             locks: list | None = None) -> dict:
+    """One attack: transforms, fine-tuning, folding back. Returns a JSON-ready row.
+
+    With `locks` (the model's recorded meta["locks"]), plain runs are watched by a LockMonitor
+    (the first step at which each certificate broke) and every run's final model is re-certified.
+    """
     t0 = time.perf_counter()
     row = {"key": spec.key(), "attack": spec.name, "config": spec.to_dict(), "seed": spec.seed,
            "adaptive": bool(spec.transforms), "skipped": None, "diverged": None, "notes": []}
@@ -67,7 +84,13 @@ def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None
         bd = BackdoorConfig(seed=spec.seed)
         train_task = poison(_adapted(m, task), bd)
         row["backdoor_before"] = backdoor_metrics(m, _adapted(m, task), bd)
-    res = finetune(m, spec.finetune_config(device), train_task, progress=False)
+    monitor = None
+    if locks and not spec.transforms:
+        from ..locks.factory import lock_from_meta
+        from ..monitor import LockMonitor
+
+        monitor = LockMonitor(lock_from_meta(locks), every=spec.eval_every)
+    res = finetune(m, spec.finetune_config(device), train_task, progress=False, monitor=monitor)
     trained = res.model
     for fold in reversed(folds):
         trained = fold(trained) if fold is not None else trained
@@ -79,6 +102,9 @@ def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None
     )
     if retain is not None:
         row["authorized_after_attack"] = accuracy(trained, retain.x_test, retain.y_test)
+    if locks:
+        row["lock_first_broken"] = res.monitor_first_broken
+        row["certificates_after"] = _certify(locks, trained)
     if spec.data == "backdoor":
         row["backdoor_after"] = backdoor_metrics(trained, final_task, bd)  # clean accuracy, clean F1, ASR
     return row
@@ -87,7 +113,8 @@ def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None
 def _worker(spec_dict: dict) -> dict:
     spec = AttackSpec.from_dict(spec_dict)
     try:
-        return run_spec(_STATE["model"], _STATE["task"], spec, _STATE["retain"], _STATE.get("device", "cpu"))
+        return run_spec(_STATE["model"], _STATE["task"], spec, _STATE["retain"], _STATE.get("device", "cpu"),
+                        _STATE.get("locks"))
     except Exception as e:  # a crashing attack is a result to report, not a reason to stop the sweep
         return {"key": spec.key(), "attack": spec.name, "config": spec.to_dict(), "seed": spec.seed,
                 "adaptive": bool(spec.transforms), "skipped": None, "diverged": None,
@@ -116,6 +143,7 @@ def run_suite(
     progress: bool = True,
     on_row: Callable[[dict], None] | None = None,
     device: str = "cpu",
+    locks: list | None = None,
 ) -> list[dict]:
     """Run every spec not already in `out/runs.jsonl`; returns all rows (old and new) in spec order."""
     specs = list(specs)
@@ -139,7 +167,7 @@ def run_suite(
     try:
         if workers <= 0 or len(todo) <= 1 or device != "cpu":
             threads = torch.get_num_threads()
-            _init(model, task, retain, device)
+            _init(model, task, retain, device, locks)
             try:
                 for s in todo:
                     keep(_worker(s.to_dict()))
@@ -149,7 +177,8 @@ def run_suite(
             # fork where the platform has it (as DataLoader workers do; no __main__ guard needed in
             # user scripts); spawn elsewhere
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(model, task, retain)) as pool:
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init,
+                                     initargs=(model, task, retain, device, locks)) as pool:
                 futures = [pool.submit(_worker, s.to_dict()) for s in todo]
                 for fut in as_completed(futures):
                     keep(fut.result())
