@@ -330,3 +330,18 @@ def test_reparam_model_saves_and_loads_with_its_inserted_layers(tmp_path, digits
     torch.testing.assert_close(loaded(x), locked(x))
     report = verify(tmp_path)
     assert report.ok, report.table()
+
+
+def test_inline_json_spec_through_the_cli(tmp_path, digits):
+    import numpy as np
+
+    from trainlock.cli import main
+
+    np.savez(tmp_path / "d.npz", x_train=digits.x_train.numpy(), y_train=digits.y_train.numpy(),
+             x_test=digits.x_test.numpy(), y_test=digits.y_test.numpy())
+    model = tl.models.build("mlp", input_shape=[1, 8, 8], num_classes=10, hidden=[16])
+    tl.save(model, tmp_path / "base", {"task": f"npz:{tmp_path / 'd.npz'}"})
+    spec = '{"type": "spectral-cap", "max_sigma": 0.5}'
+    assert main(["lock", str(tmp_path / "base"), "--out", str(tmp_path / "capped"), "--spec", spec]) == 0
+    assert main(["verify", str(tmp_path / "capped")]) == 0
+    assert main(["lock", str(tmp_path / "base"), "--out", str(tmp_path / "x"), "--spec", "{bad"]) == 2

@@ -22,6 +22,8 @@ EPILOG = """examples:
   trainlock lock   runs/base --out runs/locked --alpha 0.5 --top-k 1 --epochs 5 --lr 5
   trainlock attack runs/locked --task fashion-mnist --optimizer adam --lr 1e-3 --json attack.json
   trainlock eval   runs/locked --task mnist
+  trainlock lock   runs/base --out runs/capped --spec '{"type": "spectral-cap", "max_sigma": 2.0}'
+  trainlock verify runs/locked                       recompute every claim from the weights
   trainlock redteam runs/locked --task fashion-mnist --budget 20 --base runs/base
   trainlock demo   --quick                           the whole story in under two minutes
 
@@ -277,15 +279,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(s, LoopConfig, skip=("snapshot_every",))
     s.set_defaults(fn=cmd_train, optimizer="adadelta", lr=1.0, epochs=2, lr_gamma=0.7)
 
-    s = sub.add_parser("lock", help="lock a saved model with SpecDef",
+    s = sub.add_parser("lock", help="lock a saved model (SpecDef by default, any lock with --spec)",
                        description="SpecDef: loss = alpha*retain - (1-alpha)*mean(top-k sigma of every weight).")
     s.add_argument("model_dir", help="model directory (from train)")
     s.add_argument("--out", required=True, help="model directory to write the locked model to")
     s.add_argument("--retain-task", default=None, help="task the lock must keep (default: the model's own task)")
     s.add_argument("--json", default=None, help="write the lock report (history, sigma before/after) here")
-    s.add_argument("--spec", default=None, metavar="FILE",
-                   help="build the lock from a JSON / YAML spec ({\"type\": NAME, ...config}, or a list of them) "
-                        "instead of the SpecDef flags; saves meta['locks'] and meta['certificates']")
+    s.add_argument("--spec", default=None, metavar="FILE|JSON",
+                   help="build the lock from a JSON / YAML spec file or inline JSON ({\"type\": NAME, ...config}, "
+                        "or a list of them: all must hold); lock types: specdef, specdef-reparam, frozen, "
+                        "spectral-cap, sparsity, energy, architecture, composite; replaces the SpecDef flags")
     _add_config_flags(s, SpecDefConfig)
     s.set_defaults(fn=cmd_lock)
 

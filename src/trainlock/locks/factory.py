@@ -50,8 +50,14 @@ def read_spec(path: str | Path):
 
 
 def lock_factory(spec: dict | list | str | Path) -> Lock:
-    """A lock from a spec dict, a list of specs (composite "all"), or a JSON / YAML spec file."""
-    if isinstance(spec, (str, Path)):
+    """A lock from a spec dict, a list of specs (composite "all"), a JSON / YAML spec file, or an
+    inline JSON string (one starting with '{' or '[')."""
+    if isinstance(spec, str) and spec.lstrip()[:1] in ("{", "["):
+        try:
+            spec = json.loads(spec)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"inline lock spec is not valid JSON ({e})") from None
+    elif isinstance(spec, (str, Path)):
         spec = read_spec(spec)
     if isinstance(spec, (list, tuple)):
         spec = {"type": "composite", "mode": "all", "locks": list(spec)}
