@@ -76,6 +76,10 @@ def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = Tru
     rep = lock.last_report
     say(f"      locked MNIST accuracy {rep.accuracy_after:.4f}; max sigma "
         f"{rep.sigma_before['max_sigma']:.3g} -> {rep.sigma_after['max_sigma']:.3g}")
+    cons = record["conservation"]
+    say(f"      conservation: accuracy drop {cons['accuracy']['drop']:.4f} (epsilon {cons['epsilon']:g}: "
+        f"{'holds' if cons['accuracy']['holds'] else 'FAILS'}), KL {cons['kl']['mean']:.3g}, "
+        f"TV {cons['tv']['mean']:.3g} <= Pinsker {cons['tv']['pinsker_bound']:.3g}")
 
     say(f"[3/4] fine-tuning base and locked on {', '.join(UNAUTHORIZED)}")
     rows, panels = [], {}
