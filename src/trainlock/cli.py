@@ -249,6 +249,36 @@ def cmd_relearn(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    from .reproduce import run
+
+    res = run(args.figure, Path(args.out or f"runs/{args.figure}"), quick=args.quick)
+    print(f"{args.figure}: {len(res['rows'])} rows -> {args.out or f'runs/{args.figure}'} "
+          f"(results.json, table.md, {', '.join(res['plots'])})")
+    return 0
+
+
+def cmd_diagnose(args) -> int:
+    from . import tasks
+    from .artifacts import load
+    from .diagnostics import diagnose, format_table, plot_diagnostics, to_json
+
+    model, meta = load(args.model_dir)
+    name = args.task or meta.get("task")
+    if not name:
+        raise SystemExit("error: the model records no task; pass --task")
+    task = tasks.get(name)
+    results = {}
+    if args.base:
+        results["base"] = diagnose(load(args.base)[0], task, n=args.samples)
+    results["locked" if args.base else "model"] = diagnose(model, task, n=args.samples)
+    print(format_table(results))
+    out = Path(args.out or f"runs/diagnose-{Path(args.model_dir).name}")
+    print(f"plots: {plot_diagnostics(results, out / 'diagnostics.png')}")
+    _write_json(args.json, to_json(results))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run
 
@@ -348,6 +378,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", default=None, help="write the rows here")
     _add_config_flags(s, RelearnConfig)
     s.set_defaults(fn=cmd_relearn)
+
+    s = sub.add_parser("reproduce", help="reproduce the paper's Figure 1 (quadratic) or Figure 2 (Theorem 2.1)",
+                       formatter_class=fmt)
+    s.add_argument("figure", choices=["fig1", "fig2"], help="fig1: GD/Nesterov on quadratics; fig2: small nets")
+    s.add_argument("--out", default=None, help="output directory (default: runs/FIGURE)")
+    s.add_argument("--quick", action="store_true", help="fewer kappas / scales / iterations: seconds")
+    s.set_defaults(fn=cmd_reproduce)
+
+    s = sub.add_parser("diagnose", help="per-layer Jacobian spectra, locking severity, gradient bottleneck bound",
+                       formatter_class=fmt,
+                       description="Split the model into blocks; per block: Jacobian spectral norm, sigma_min, "
+                                   "rank, condition number, locking severity 1 - sigma_min/sigma_max, parameter-"
+                                   "gradient norm; and check the chain-rule bound on the first block's gradient.")
+    s.add_argument("model_dir", help="model directory (e.g. the locked model)")
+    s.add_argument("--task", default=None, help="task for the batch (default: the model's own task)")
+    s.add_argument("--base", default=None, help="unlocked base model directory: shown side by side")
+    s.add_argument("--out", default=None, help="plot directory (default runs/diagnose-<name>)")
+    s.add_argument("--json", default=None, help="write the full results here")
+    s.add_argument("--samples", type=int, default=64, help="test samples in the batch")
+    s.set_defaults(fn=cmd_diagnose)
 
     s = sub.add_parser("demo", help="train, lock and attack on MNIST -> Fashion-MNIST; print the table",
                        formatter_class=fmt)
