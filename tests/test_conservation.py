@@ -28,8 +28,10 @@ def test_pinsker_holds_per_input_and_on_averages(pair):
     a, b = (torch.from_numpy(x) for x in pair)
     kl, tv = kl_tv(a, b)
     assert (kl >= 0).all() and (tv >= 0).all() and (tv <= 1 + 1e-12).all()
-    assert (tv <= torch.sqrt(kl / 2) + 1e-12).all()  # Pinsker, per input
-    assert float(tv.mean()) <= pinsker_bound(float(kl.mean())) + 1e-12  # Pinsker + Jensen, on averages
+    # Pinsker is tight to first order as TV -> 0 (KL = 2 TV^2 + O(TV^4)), where KL's rounding error is
+    # relative: allow 1e-6 relative slack (hypothesis found TV = sqrt(KL/2) = 2.5e-6 to the last bit)
+    assert (tv <= torch.sqrt(kl / 2) * (1 + 1e-6) + 1e-12).all()  # Pinsker, per input
+    assert float(tv.mean()) <= pinsker_bound(float(kl.mean())) * (1 + 1e-6) + 1e-12  # Pinsker + Jensen
     # TV is the largest change of any decision's probability: sup over label sets A of |P(A) - Q(A)|
     p, q = torch.softmax(a, 1), torch.softmax(b, 1)
     k = a.shape[1]

@@ -279,6 +279,35 @@ def cmd_diagnose(args) -> int:
     return 0
 
 
+def cmd_compact(args) -> int:
+    from . import tasks
+    from .artifacts import load
+    from .compact import compaction_report, regularization_path
+
+    model, meta = load(args.model_dir)
+    name = args.task or meta.get("task")
+    if not name:
+        raise SystemExit("error: the model records no task; pass --task")
+    task = tasks.get(name)
+    path = regularization_path(model, task, lambdas=args.lambdas, steps=args.steps, lr=args.lr,
+                               batch_size=args.batch_size, seed=args.seed)
+    print("regularization path: SGD on CE + lambda ||theta||^2; bound sqrt(C/lambda), C = end objective")
+    print(f"{'lambda':>10} {'||theta||':>10} {'bound':>10} {'holds':>6} {'accuracy':>9}")
+    for r in path:
+        print(f"{r['lambda']:>10.3g} {r['norm']:>10.4f} {r['bound']:>10.4f} {'yes' if r['holds'] else 'NO':>6} "
+              f"{r['accuracy']:>9.4f}")
+    rep = compaction_report(model, task)
+    print(f"\npruning / quantization (base accuracy {rep['base_accuracy']:.4f})")
+    print(f"{'transform':<20} {'accuracy':>9}  detail")
+    for r in rep["prune"]:
+        print(f"{'prune ' + format(r['fraction'], 'g'):<20} {r['accuracy']:>9.4f}  sparsity {r['sparsity']:.4f}")
+    for r in rep["quantize"]:
+        print(f"{'quantize ' + str(r['bits']) + ' bits':<20} {r['accuracy']:>9.4f}  "
+              f"max distinct values per tensor {r['max_levels']}")
+    _write_json(args.json, {"task": name, "path": path, "report": rep})
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run
 
@@ -398,6 +427,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", default=None, help="write the full results here")
     s.add_argument("--samples", type=int, default=64, help="test samples in the batch")
     s.set_defaults(fn=cmd_diagnose)
+
+    s = sub.add_parser("compact", help="regularization path with its sublevel-set bound; pruning/quantization accuracy",
+                       formatter_class=fmt,
+                       description="Per lambda, train a copy with plain SGD on CE + lambda ||theta||^2 and check "
+                                   "||theta|| <= sqrt(C/lambda), C = the objective at the end; then the test "
+                                   "accuracy after magnitude pruning (50/80/90%%) and quantization (8/4/2 bits).")
+    s.add_argument("model_dir", help="model directory")
+    s.add_argument("--task", default=None, help="task (default: the model's own task)")
+    s.add_argument("--lambdas", type=float, nargs="+", default=[1e-4, 1e-3, 1e-2, 1e-1], help="penalty strengths")
+    s.add_argument("--steps", type=int, default=100, help="SGD steps per lambda")
+    s.add_argument("--lr", type=float, default=0.05, help="SGD learning rate")
+    s.add_argument("--batch-size", dest="batch_size", type=int, default=64, help="minibatch size")
+    s.add_argument("--seed", type=int, default=0, help="data-order seed")
+    s.add_argument("--json", default=None, help="write the path and the report here")
+    s.set_defaults(fn=cmd_compact)
 
     s = sub.add_parser("demo", help="train, lock and attack on MNIST -> Fashion-MNIST; print the table",
                        formatter_class=fmt)
