@@ -80,6 +80,17 @@ def _config(cls, args: argparse.Namespace):
     return cls(**{k: v for k, v in vars(args).items() if k in names})
 
 
+def _load_with_task(args) -> tuple:
+    """(model, meta, task name) for commands that take MODEL_DIR and --task (default: the model's own)."""
+    from .artifacts import load
+
+    model, meta = load(args.model_dir)
+    name = args.task or meta.get("task")
+    if not name:
+        raise SystemExit("error: the model records no task; pass --task")
+    return model, meta, name
+
+
 def _write_json(path: str | None, data: dict) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -181,13 +192,9 @@ def cmd_attack(args) -> int:
 
 def cmd_eval(args) -> int:
     from . import tasks
-    from .artifacts import load
     from .training import evaluate
 
-    model, meta = load(args.model_dir)
-    name = args.task or meta.get("task")
-    if not name:
-        raise SystemExit("error: the model records no task; pass --task")
+    model, meta, name = _load_with_task(args)
     acc = evaluate(model, tasks.get(name))
     print(f"{args.model_dir} on {name}: accuracy {acc:.4f}")
     _write_json(args.json, {"accuracy": acc, "task": name})
@@ -229,14 +236,10 @@ def cmd_redteam(args) -> int:
 def cmd_relearn(args) -> int:
     from . import tasks
     from .api import lock
-    from .artifacts import load
     from .attacks.relearn import RelearnConfig, relearning_study
     from .locks import SpecDefConfig
 
-    model, meta = load(args.model_dir)
-    name = args.task or meta.get("task")
-    if not name:
-        raise SystemExit("error: the model records no task; pass --task")
+    model, meta, name = _load_with_task(args)
     cfg = _config(RelearnConfig, args)
     lock_cfg = SpecDefConfig(alpha=args.lock_alpha, top_k=args.lock_top_k, lr=args.lock_lr, epochs=args.lock_epochs,
                              device=args.device)
@@ -263,10 +266,7 @@ def cmd_diagnose(args) -> int:
     from .artifacts import load
     from .diagnostics import diagnose, format_table, plot_diagnostics, to_json
 
-    model, meta = load(args.model_dir)
-    name = args.task or meta.get("task")
-    if not name:
-        raise SystemExit("error: the model records no task; pass --task")
+    model, meta, name = _load_with_task(args)
     task = tasks.get(name)
     results = {}
     if args.base:
@@ -281,13 +281,9 @@ def cmd_diagnose(args) -> int:
 
 def cmd_compact(args) -> int:
     from . import tasks
-    from .artifacts import load
     from .compact import compaction_report, regularization_path
 
-    model, meta = load(args.model_dir)
-    name = args.task or meta.get("task")
-    if not name:
-        raise SystemExit("error: the model records no task; pass --task")
+    model, meta, name = _load_with_task(args)
     task = tasks.get(name)
     path = regularization_path(model, task, lambdas=args.lambdas, steps=args.steps, lr=args.lr,
                                batch_size=args.batch_size, seed=args.seed)

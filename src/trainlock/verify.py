@@ -187,7 +187,7 @@ def _check_tensors(report: VerifyReport, tensors: dict, meta: dict) -> str:
     derived = state_sha256(recorded)
     ok = rec_state == derived
     report.add("state", "hashes (json)", derived[:16], str(rec_state)[:16], ok,
-               f"recorded state hash agrees with the recorded tensor hashes" if ok else
+               "recorded state hash agrees with the recorded tensor hashes" if ok else
                f"{META} is inconsistent: its state hash {str(rec_state)[:16]}... is not the hash of its own tensor "
                f"hashes ({derived[:16]}...); the hash list was edited")
     return actual["state"]
