@@ -1,5 +1,10 @@
 import pytest
 import torch
+from hypothesis import settings
+
+# property tests draw the same examples on every run (fixed seeds, like the rest of the suite)
+settings.register_profile("trainlock", derandomize=True, database=None)
+settings.load_profile("trainlock")
 
 import trainlock as tl
 from trainlock.training import LoopConfig, fit
