@@ -14,7 +14,6 @@ and "locks" (JSON of meta["certificates"] and meta["locks"], [] when absent), an
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ._version import __version__
-from .hashing import state_hashes
+from .hashing import file_sha256 as _sha256, state_hashes
 from .models import MODELS, build
 
 WEIGHTS = "model.safetensors"
@@ -51,12 +50,6 @@ def architecture(model: nn.Module) -> dict | None:
     return {"name": name, "kwargs": dict(cfg)} if name and isinstance(cfg, dict) else None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save(model: nn.Module, path: str | Path, meta: dict | None = None) -> Path:

@@ -53,3 +53,12 @@ def state_hashes(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor]) ->
         raise TypeError(f"expected an nn.Module or a state dict, got {type(model_or_state_dict).__name__}")
     tensors = {str(k): tensor_sha256(v) for k, v in state.items()}
     return {"tensors": tensors, "state": state_sha256(tensors)}
+
+
+def file_sha256(path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -29,7 +29,6 @@ parsed, e.g. truncated) raises `trainlock.artifacts.ArtifactError` instead of re
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -41,7 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .artifacts import META, WEIGHTS, ArtifactError, _json_default, read_header, read_meta
-from .hashing import state_hashes, state_sha256
+from .hashing import file_sha256 as _file_sha256, state_hashes, state_sha256
 
 __all__ = ["Row", "VerifyReport", "verify", "format_table"]
 
@@ -112,12 +111,6 @@ def format_table(report: VerifyReport) -> str:
     return "\n".join(out)
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _canon(obj) -> str:
