@@ -147,6 +147,15 @@ def fold_injections(model: nn.Module, inplace: bool = False) -> nn.Module:
     return fold_wrappers(model, Injected, inplace)
 
 
+def select_or_skip(model: nn.Module, which: str | None, what: str) -> tuple[list, dict]:
+    """`select_layers`, raising TransformNotApplicable (with every layer's reason) when none qualifies."""
+    chosen, skipped = select_layers(model, which)
+    if not chosen:
+        why = "; ".join(f"{k}: {v}" for k, v in skipped.items()) or f"no layer matches which={which!r}"
+        raise TransformNotApplicable(f"{what} ({why})")
+    return chosen, skipped
+
+
 class LayerInjection:
     """Factory options: `freeze_locked` (freeze the original layers; default True), `which`
     (regex on module names, e.g. "^body" or "head"; default: every lockable Linear/Conv)."""
@@ -158,10 +167,7 @@ class LayerInjection:
         self.which = which
 
     def __call__(self, model: nn.Module, ctx: TransformContext | None = None) -> TransformOutcome:
-        chosen, skipped = select_layers(model, self.which)
-        if not chosen:
-            why = "; ".join(f"{k}: {v}" for k, v in skipped.items()) or f"no layer matches which={self.which!r}"
-            raise TransformNotApplicable(f"layer-injection: nothing to wrap ({why})")
+        chosen, skipped = select_or_skip(model, self.which, "layer-injection: nothing to wrap")
         before = count_params(model)
         layers = {}
         for name, mod in chosen:

@@ -46,8 +46,8 @@ import copy
 import torch
 import torch.nn as nn
 
-from .base import TRANSFORMS, TransformContext, TransformNotApplicable, TransformOutcome
-from .inject import _CONVS, count_params, fold_wrappers, replace_module, select_layers
+from .base import TRANSFORMS, TransformContext, TransformOutcome
+from .inject import _CONVS, count_params, fold_wrappers, replace_module, select_or_skip
 
 
 class SVDChain(nn.Sequential):
@@ -130,10 +130,7 @@ class SVDChainTransform:
         self.which = which
 
     def __call__(self, model: nn.Module, ctx: TransformContext | None = None) -> TransformOutcome:
-        chosen, skipped = select_layers(model, self.which)
-        if not chosen:
-            why = "; ".join(f"{k}: {v}" for k, v in skipped.items()) or f"no layer matches which={self.which!r}"
-            raise TransformNotApplicable(f"svd-chain: nothing to factor ({why})")
+        chosen, skipped = select_or_skip(model, self.which, "svd-chain: nothing to factor")
         before = count_params(model)
         layers = {}
         for name, mod in chosen:
