@@ -12,12 +12,15 @@ from . import theory
 FIG1_COLS = ["kappa", "gd_opt_measured", "gd_opt_theory", "gd_1L_measured", "gd_1L_theory",
              "nesterov_measured", "nesterov_theory"]
 FIG2_COLS = ["arch", "seed", "scale", "sigma_max_W", "iterations", "converged", "sigma_max_H", "bound", "ratio",
-             "vacuous", "k", "topk_ratio", "factorization_ok"]
+             "vacuous", "k", "topk_ratio", "restricted_ratio", "alignment", "factorization_ok"]
+THM22_COLS = ["weight", "seed", "scale", "sigma_max_W", "iterations", "converged", "hessian_lambda_max",
+              "own_block_sigma", "checked", "sigma_max_H", "ratio", "vacuous", "topk_ratio", "restricted_ratio",
+              "alignment", "ratio_GN"]
 
 
 def _fmt(v) -> str:
     if isinstance(v, float):
-        return "inf" if math.isinf(v) else (f"{v:.4g}")
+        return "inf" if math.isinf(v) else "-" if math.isnan(v) else f"{v:.4g}"
     return str(v)
 
 
@@ -88,10 +91,40 @@ def _plot_fig2(rows, out: Path) -> list[str]:
     return ["fig2.png"]
 
 
+def _plot_thm22(rows, out: Path) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    weights = list(dict.fromkeys(r["weight"] for r in rows))
+    fig, axes = plt.subplots(2, len(weights), figsize=(3.2 * len(weights), 6.5), squeeze=False)
+    for j, w in enumerate(weights):
+        ax, bx = axes[0][j], axes[1][j]
+        for seed in sorted({r["seed"] for r in rows if r["weight"] == w}):
+            rs = sorted((r for r in rows if r["weight"] == w and r["seed"] == seed), key=lambda r: r["scale"])
+            sx = [r["sigma_max_W"] for r in rs]
+            ax.plot(sx, [r["iterations"] for r in rs], "o-", color=f"C{seed}", label=f"seed {seed}")
+            bx.semilogy(sx, [r["hessian_lambda_max"] for r in rs], "o-", color=f"C{seed}")
+            bx.semilogy(sx, [r["own_block_sigma"] for r in rs], "x--", color=f"C{seed}")
+        ax.set_title(w.replace(".weight", ""))
+        ax.set_xlabel("sigma_max(W)")
+        bx.set_xlabel("sigma_max(W)")
+        if j == 0:
+            ax.set_ylabel("Adam iterations to converge")
+            bx.set_ylabel("lambda_max(H) (o-), sigma_max(H_WW) (x--)")
+            ax.legend(fontsize=7)
+    fig.suptitle("Theorem 2.2: scaling one Transformer weight's sigma_max")
+    fig.tight_layout()
+    fig.savefig(out / "theorem22.png", dpi=120)
+    plt.close(fig)
+    return ["theorem22.png"]
+
+
 def run(figure: str, out: Path, quick: bool = False) -> dict:
     """Compute ``figure`` ("fig1" or "fig2"), write results.json, table.md and PNGs into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    extra: dict = {}
     if figure == "fig1":
         params = {"kappas": [10.0, 100.0, 1000.0] if quick else [1e1, 3e1, 1e2, 3e2, 1e3, 3e3, 1e4, 3e4],
                   "dim": 20, "tol": 1e-6}
@@ -105,11 +138,16 @@ def run(figure: str, out: Path, quick: bool = False) -> dict:
                   {"seeds": [0, 1, 2], "scales": [1.0, 2.0, 4.0, 8.0, 16.0], "max_iters": 20000, "tol": 0.9,
                    "archs": ["mlp", "cnn", "transformer"]})
         rows = theory.fig2(**params)
-        table = _table(rows, FIG2_COLS)
-        plots = _plot_fig2(rows, out)
+        t22 = {k: params[k] for k in ("seeds", "scales", "max_iters", "tol")}
+        extra["theorem22"] = theory.theorem22(**t22)
+        table = (_table(rows, FIG2_COLS) + "\n## Theorem 2.2: one Transformer weight's sigma_max scaled\n\n"
+                 "`checked`: the weight whose Hessian block is bounded (`-`: none exists, the residual stream "
+                 "bypasses this weight; only the measured scaling is reported).\n\n"
+                 + _table(extra["theorem22"], THM22_COLS))
+        plots = _plot_fig2(rows, out) + _plot_thm22(extra["theorem22"], out)
     else:
         raise ValueError(f"unknown figure {figure!r}: expected fig1 or fig2")
-    result = {"figure": figure, "quick": quick, "params": params, "rows": rows, "plots": plots}
+    result = {"figure": figure, "quick": quick, "params": params, "rows": rows, **extra, "plots": plots}
     (out / "results.json").write_text(json.dumps(_json_safe(result), indent=2))
     (out / "table.md").write_text(f"# {figure}{' (quick)' if quick else ''}\n\n" + table)
     return result

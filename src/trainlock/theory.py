@@ -16,30 +16,8 @@ f(w_t) <= tol * f(w0).  Theory (all exact upper bounds for these methods on stro
   general (eta sqrt(kappa) = sqrt(kappa)/L); it coincides with the correct factor only because mu = 1 here.
   The correct factor, implemented here, is (1 - 1/sqrt(kappa)) = (1 - sqrt(eta mu)) with eta = 1/L.
 
-Theorem 2.1 (``theorem_check``): the paper's proof (Appendix A.1) treats a 2-layer ReLU MLP, block
-d2L/dW1^2 = D W2^T W2 D (x) x x^T.  What we implement and can justify, for a Linear layer i (weight W_i)
-whose output z_i reaches the prediction only through a later Linear layer j (u = input of j, v = W_j u + b):
-
-  B_n = dyhat_n/dz_i = P_n W_j Q_n,   P_n = dyhat_n/dv_n,  Q_n = du_n/dz_i  (both computed numerically).
-  Gauss-Newton part GN = J^T H_out J >= c sum_n (B_n^T B_n) (x) (a_n a_n^T),   c = lambda_min(H_out)
-  (c = 2/(N m) for mean MSE), a_n the input of layer i.  Every term is PSD, so
-  sigma_max(GN) >= c ||a_n||^2 sigma_max(B_n)^2 for every n, and by the paper's Lemma A.1 chain
-  sigma_max(Q^T W^T G W Q) >= sigma_min(Q) sigma_max(W_j) sigma_min(G) sigma_out(W_j Q),  G = P^T P:
-
-  bound = max_n  sigma_max(W_j) * sigma_min(A_n),
-  sigma_min(A_n) := c ||a_n||^2 sigma_{out_j}(P_n)^2 sigma_{out_j}(W_j Q_n) sigma_{in_j}(Q_n)
-
-  where sigma_k(M) is the k-th largest singular value and 0 if k > min(M.shape) (the convention under which
-  sigma_max(XY) >= sigma_max(X) sigma_min(Y) is true for rectangular factors; the paper leaves this implicit).
-  The Hessian block is H = GN + R; R = 0 when the net is piecewise linear in W_i (ReLU), so then
-  sigma_max(H) >= bound is rigorous.  With Tanh / LayerNorm / attention downstream R != 0 and the bound only
-  covers GN; we still report the ratio against the true Hessian.  Looseness: the paper's bound is linear in
-  sigma_max(W_j), but a second W_j hides inside sigma_min(A) (sigma_out(W_j Q)); and sigma_min(Q) = 0 as soon
-  as one ReLU is off for a sample (and sigma_out(P) = 0 whenever the output dim < out_j), i.e. the bound is
-  vacuous for most samples of a ReLU net -- we flag that (``vacuous``) and report Remark A.3's top-k form:
-  sum_{i<=k} sigma_i(XY) >= sum_{i<=k} sigma_i(X) sigma_{n-i+1}(Y)  (n = inner dimension), giving
-  sum_{i<=k} sigma_i(H) >= max_n c ||a_n||^2 sigma_{out_j}(P_n)^2 (sum_{i<=k} sigma_i(W_j) sigma_{n-i+1}(Q_n))^2 / k
-  (Ky Fan + Cauchy-Schwarz; rigorous when R = 0).  Non-zero only if Q_n has fewer than k zero singular values.
+Theorems 2.1 and 2.2 (``theorem_check``, in ``trainlock.bounds``): the Hessian block of a weight W_i against
+sigma_max(W_j) sigma_min(A) for a later Linear W_j, per-sample or per-token; see that module for what is proved.
 
 Figure 2 (``fig2``): Appendix B.1 sizes, x ~ N(0, I_4) (64 samples), y ~ N(0, I_4), Xavier-uniform init,
 zero biases, mean MSE, Adam lr 1e-3.  One chosen weight (the output layer W_j) gets sigma_max multiplied by s
@@ -54,7 +32,8 @@ import math
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
+
+from .bounds import theorem_check  # noqa: F401  (re-exported: theory.theorem_check)
 
 # ------------------------------------------------------------------ Figure 1
 
@@ -181,98 +160,6 @@ def scale_sigma_max(weight: torch.Tensor, s: float) -> None:
         weight.copy_(U @ torch.diag(S) @ Vh)
 
 
-# ------------------------------------------------------------------ Theorem 2.1
-
-
-def _sv(M: torch.Tensor, k: int) -> float:
-    """k-th largest singular value (1-based); 0 if k > min(M.shape)."""
-    s = torch.linalg.svdvals(M)
-    return float(s[k - 1]) if k <= s.numel() else 0.0
-
-
-def _module_of(model: nn.Module, param_name: str) -> tuple[str, nn.Module]:
-    mod_name = param_name.rsplit(".", 1)[0]
-    return mod_name, model.get_submodule(mod_name)
-
-
-def theorem_check(model: nn.Module, loss_fn, batch, param_name: str, partner: str | None = None,
-                  k: int | None = None) -> dict:
-    """Hessian block d2L/dW_i^2 (dense, numerical) vs the Theorem 2.1 bound (module docstring).
-
-    ``param_name`` is a Linear weight; ``partner`` (W_j) is the next nn.Linear in module order by default.
-    Returns sigma_max (of the block), bound, ratio (inf when vacuous), vacuous, and the Remark A.3 top-k
-    numbers (topk_sum, topk_bound, topk_ratio), factorization_ok (B_n == P_n W_j Q_n numerically)."""
-    x, y = batch
-    W = dict(model.named_parameters())[param_name]
-    mi_name, mi = _module_of(model, param_name)
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if partner is None:
-        names = [n for n, _ in linears]
-        if mi_name not in names or names.index(mi_name) + 1 >= len(names):
-            raise ValueError(f"{param_name}: no later nn.Linear to pair with")
-        partner = names[names.index(mi_name) + 1] + ".weight"
-    mj_name, mj = _module_of(model, partner)
-    Wj = mj.weight.detach()
-
-    # dense Hessian block over W_i only
-    def loss_of(w):
-        return loss_fn(functional_call(model, {param_name: w}, (x,)), y)
-    Hb = torch.autograd.functional.hessian(loss_of, W.detach().clone()).reshape(W.numel(), W.numel())
-    Hb = 0.5 * (Hb + Hb.T)
-    evals = torch.linalg.eigvalsh(Hb)
-    svals = evals.abs().sort(descending=True).values
-    sigma_H = float(svals[0])
-
-    # numerical factors via additive probes on the outputs of layers i and j
-    cap: dict = {}
-
-    def forward(di, dj):
-        hooks = [mi.register_forward_hook(lambda m, inp, out: (cap.__setitem__("a", inp[0]), out + di)[1]),
-                 mj.register_forward_hook(lambda m, inp, out: (cap.__setitem__("u", inp[0]), out + dj)[1])]
-        try:
-            return model(x)
-        finally:
-            for h in hooks:
-                h.remove()
-
-    with torch.no_grad():
-        yhat0 = forward(0.0, 0.0)
-    a = cap["a"].detach()
-    if a.dim() != 2 or cap["u"].dim() != 2:
-        raise ValueError("theorem_check needs layers acting on per-sample vectors (2-D activations)")
-    N, m = yhat0.shape
-    zi, zj = torch.zeros(N, mi.out_features), torch.zeros(N, mj.out_features)
-    idx = torch.arange(N)
-    P = torch.autograd.functional.jacobian(lambda dj: forward(zi, dj), zj)[idx, :, idx, :]      # N, m, out_j
-    Q = torch.autograd.functional.jacobian(lambda di: (forward(di, zj), cap["u"])[1], zi)[idx, :, idx, :]
-    B = torch.autograd.functional.jacobian(lambda di: forward(di, zj), zi)[idx, :, idx, :]      # N, m, out_i
-    fact_ok = bool(torch.allclose(B, P @ Wj @ Q, atol=1e-5, rtol=1e-4))
-    c = float(torch.linalg.eigvalsh(torch.autograd.functional.hessian(
-        lambda yh: loss_fn(yh, y), yhat0).reshape(N * m, N * m))[0])
-    c = max(c, 0.0)
-
-    out_j, in_j = Wj.shape
-    k = k or min(out_j, in_j)
-    sW = torch.linalg.svdvals(Wj)
-    smax_Wj = float(sW[0])
-    best, best_topk = 0.0, 0.0
-    for n in range(N):
-        an2 = float(a[n] @ a[n])
-        sp = _sv(P[n], out_j)
-        sminA = c * an2 * sp ** 2 * _sv(Wj @ Q[n], out_j) * _sv(Q[n], in_j)
-        best = max(best, smax_Wj * sminA)
-        inner = sum(float(sW[i - 1]) * _sv(Q[n], in_j - i + 1) for i in range(1, k + 1) if i <= sW.numel())
-        best_topk = max(best_topk, c * an2 * sp ** 2 * inner ** 2 / k)
-    topk_sum = float(svals[:k].sum())
-    vac = best <= 1e-12 * max(sigma_H, 1e-30)
-    return {"param": param_name, "partner": partner, "sigma_max_H": sigma_H, "sigma_max_Wj": smax_Wj,
-            "bound": best, "ratio": sigma_H / best if not vac else float("inf"), "vacuous": bool(vac),
-            "k": k, "topk_sum": topk_sum, "topk_bound": best_topk,
-            "topk_ratio": topk_sum / best_topk if best_topk > 0 else float("inf"),
-            "topk_vacuous": bool(best_topk <= 1e-12 * max(topk_sum, 1e-30)),
-            "factorization_ok": fact_ok, "min_eig_H": float(evals[0]), "loss_curvature_c": c}
-
-
 # ------------------------------------------------------------------ Figure 2
 
 
@@ -315,5 +202,63 @@ def fig2(seeds=(0, 1, 2), scales=(1, 2, 4, 8, 16), max_iters: int = 20_000, tol:
                              "converged": iters < max_iters,
                              **{k: chk[k] for k in ("sigma_max_H", "bound", "ratio", "vacuous", "k", "topk_sum",
                                                     "topk_bound", "topk_ratio", "topk_vacuous",
-                                                    "factorization_ok", "min_eig_H")}})
+                                                    "restricted_bound", "restricted_ratio", "restricted_vacuous",
+                                                    "alignment", "ratio_GN", "factorization_ok", "min_eig_H")}})
+    return rows
+
+
+# ------------------------------------------------------------------ Theorem 2.2 (Transformer weights)
+
+# Theorem 2.2's per-token weights of the Figure 2 Transformer, each with the weight whose Hessian block it bounds
+# (a W_i every path of which to the prediction passes through W_j), or None where no such W_i exists: the
+# residual stream bypasses W_Q, W_K, W_V and W_1, so for them only the measured scaling is reported.
+THEOREM22_PAIRS = {"q.weight": None, "k.weight": None, "v.weight": None, "o.weight": "v.weight",
+                   "mlp.0.weight": None, "mlp.2.weight": "mlp.0.weight"}
+_PAIR_KEYS = ("sigma_max_H", "sigma_max_GN", "bound", "ratio", "vacuous", "topk_ratio", "topk_vacuous",
+              "restricted_bound", "restricted_ratio", "restricted_vacuous", "alignment", "ratio_GN",
+              "factorization_ok")
+
+
+def own_block_sigma_max(model: nn.Module, loss_fn, batch, param_name: str) -> float:
+    """sigma_max of the dense Hessian block d2L/dW^2 of one (small) parameter."""
+    x, y = batch
+    W = dict(model.named_parameters())[param_name].detach().clone()
+    H = torch.autograd.functional.hessian(
+        lambda w: loss_fn(torch.func.functional_call(model, {param_name: w}, (x,)), y), W)
+    return float(torch.linalg.eigvalsh(H.reshape(W.numel(), W.numel())).abs().max())
+
+
+def theorem22(seeds=(0, 1, 2), scales=(1, 2, 4, 8, 16), max_iters: int = 20_000, tol: float = 0.9,
+              weights=tuple(THEOREM22_PAIRS)) -> list[dict]:
+    """Per Transformer weight W (attention W_Q/W_K/W_V/W_O, MLP W_1/W_2), seed and scale s: sigma_max(W) *= s;
+    measured: sigma_max of W's own Hessian block, the full Hessian's lambda_max (Lanczos), Adam steps to
+    converge (as ``fig2``); and where a paired block exists (``THEOREM22_PAIRS``) the ``theorem_check`` numbers."""
+    from .curvature import hessian_eigenvalues
+
+    mse = nn.functional.mse_loss
+    rows = []
+    for w in weights:
+        if w not in THEOREM22_PAIRS:
+            raise ValueError(f"unknown Transformer weight {w!r}: expected one of {sorted(THEOREM22_PAIRS)}")
+        for seed in seeds:
+            x, y = fig2_data(seed)
+            for s in scales:
+                torch.manual_seed(seed)
+                model = Transformer()
+                scale_sigma_max(dict(model.named_parameters())[w], float(s))
+                row = {"weight": w, "seed": seed, "scale": float(s),
+                       "sigma_max_W": float(torch.linalg.matrix_norm(dict(model.named_parameters())[w].detach(), ord=2)),
+                       "own_block_sigma": own_block_sigma_max(model, mse, (x, y), w),
+                       "hessian_lambda_max": float(hessian_eigenvalues(
+                           model, lambda m, b: mse(m(b[0]), b[1]), (x, y), k=1)[0]),
+                       "checked": THEOREM22_PAIRS[w] or "-"}
+                if THEOREM22_PAIRS[w]:
+                    chk = theorem_check(model, mse, (x, y), THEOREM22_PAIRS[w], partner=w)
+                    row.update({k: chk[k] for k in _PAIR_KEYS})
+                else:
+                    row.update({k: float("nan") for k in _PAIR_KEYS})
+                torch.manual_seed(seed)
+                row["iterations"] = iterations_to_converge(model, x, y, tol, max_iters)
+                row["converged"] = row["iterations"] < max_iters
+                rows.append(row)
     return rows
