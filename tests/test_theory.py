@@ -103,3 +103,21 @@ def test_reproduce_fig1_quick(tmp_path):
 def test_cli_reproduce(tmp_path):
     assert main(["reproduce", "fig1", "--quick", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "table.md").exists()
+
+
+def test_reproduce_fig2_writes_theorem22(tmp_path, monkeypatch):
+    """The fig2 writer on real (but few) rows: both tables, both plots, NaN cells for unpaired weights."""
+    real_fig2, real_t22 = theory.fig2, theory.theorem22
+    monkeypatch.setattr(theory, "fig2", lambda **kw: real_fig2(seeds=(0,), scales=(1.0,), max_iters=500,
+                                                               archs=("mlp",)))
+    monkeypatch.setattr(theory, "theorem22", lambda **kw: real_t22(seeds=(0,), scales=(1.0, 2.0), max_iters=500,
+                                                                   weights=("q.weight", "o.weight")))
+    res = run("fig2", tmp_path, quick=True)
+    assert res["plots"] == ["fig2.png", "theorem22.png"]
+    assert len(res["theorem22"]) == 4
+    table = (tmp_path / "table.md").read_text()
+    assert "## Theorem 2.2" in table and "| q.weight | 0 | 1 |" in table and "| v.weight |" in table
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["theorem22"][0]["ratio_GN"] == "nan" and isinstance(saved["theorem22"][2]["ratio_GN"], float)
+    for f in ("fig2.png", "theorem22.png"):
+        assert (tmp_path / f).stat().st_size > 10_000

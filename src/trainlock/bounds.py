@@ -53,6 +53,8 @@ from torch import nn
 from torch.func import functional_call
 
 _EPS64 = torch.finfo(torch.float64).eps
+MAX_BLOCK = 5000            # entries of W_i: the block is built densely (|W_i|^2 float64)
+MAX_JACOBIAN = 50_000_000   # entries of the batch Jacobian dyhat/dv (N m x N T out_j) before taking diagonals
 
 
 def _sv(s: torch.Tensor, k: int) -> float:
@@ -133,7 +135,13 @@ def theorem_check(model: nn.Module, loss_fn, batch, param_name: str, partner: st
     numbers; the ``restricted_*`` numbers and ``alignment``; ``ratio_GN`` (min over the three of GN / bound);
     ``factorization_ok``; ``residual`` = sigma_max(H - GN)."""
     model, (x, y) = _as64(model, batch)
-    W = dict(model.named_parameters())[param_name].detach()
+    params = dict(model.named_parameters())
+    if param_name not in params:
+        raise ValueError(f"no parameter {param_name!r} in the model")
+    W = params[param_name].detach()
+    if W.numel() > MAX_BLOCK:
+        raise ValueError(f"{param_name} has {W.numel()} entries: theorem_check builds its Hessian block densely "
+                         f"(at most {MAX_BLOCK}); check a smaller layer")
     partner = partner or _default_partner(model, param_name)
     _, mj = _module_of(model, partner)
     if not isinstance(mj, nn.Linear) or partner.rsplit(".", 1)[1] != "weight":
@@ -154,6 +162,9 @@ def theorem_check(model: nn.Module, loss_fn, batch, param_name: str, partner: st
     m = yhat0[0].numel()
     out_shape = probe.out_shape
     T = out_shape[1:-1].numel()
+    if N * m * out_shape.numel() > MAX_JACOBIAN:
+        raise ValueError(f"batch too large for theorem_check's dense per-sample Jacobians ({N} samples x {m} outputs "
+                         f"x {out_shape.numel()} activations > {MAX_JACOBIAN:.0e}): pass fewer samples")
     zero_dj = torch.zeros(out_shape, dtype=torch.float64)
     P = _per_sample(torch.autograd.functional.jacobian(lambda d: probe(W, d), zero_dj), N, m)
     Mfull = torch.autograd.functional.jacobian(lambda w: (probe(w, zero_dj), probe.u)[1], W.clone())

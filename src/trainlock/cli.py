@@ -404,9 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(s, RelearnConfig)
     s.set_defaults(fn=cmd_relearn)
 
-    s = sub.add_parser("reproduce", help="reproduce the paper's Figure 1 (quadratic) or Figure 2 (Theorem 2.1)",
+    s = sub.add_parser("reproduce", help="reproduce the paper's Figure 1 (quadratic) or Figure 2 (Theorems 2.1, 2.2)",
                        formatter_class=fmt)
-    s.add_argument("figure", choices=["fig1", "fig2"], help="fig1: GD/Nesterov on quadratics; fig2: small nets")
+    s.add_argument("figure", choices=["fig1", "fig2"], help="fig1: GD/Nesterov on quadratics; fig2: small nets (Theorem 2.1) "
+                   "and each Transformer weight scaled in turn (Theorem 2.2)")
     s.add_argument("--out", default=None, help="output directory (default: runs/FIGURE)")
     s.add_argument("--quick", action="store_true", help="fewer kappas / scales / iterations: seconds")
     s.set_defaults(fn=cmd_reproduce)
