@@ -26,9 +26,11 @@ test-all: install data  # slow tests too
 	$(PY) -m pytest -q -m "not gpu"
 
 bench: install data
+	$(PIP) -e '.[bench]'
 	$(PY) benchmarks/bench_spectral.py
 	$(PY) benchmarks/bench_specdef_step.py
 	$(PY) benchmarks/bench_vmap_sweep.py
+	$(PY) benchmarks/bench_hessian.py
 
 install: $(STAMP)
 

@@ -104,8 +104,8 @@ def _second(grads: list, params: list[Tensor], v: Sequence[Tensor], retain: bool
     out = [torch.zeros_like(p) for p in params]
     if not idx:
         return out
-    dot = sum((grads[i] * v[i]).sum() for i in idx)
-    hv = torch.autograd.grad(dot, params, retain_graph=retain, allow_unused=True)
+    hv = torch.autograd.grad([grads[i] for i in idx], params, grad_outputs=[v[i] for i in idx],
+                             retain_graph=retain, allow_unused=True)
     return [h.detach() if h is not None else o for h, o in zip(hv, out)]
 
 
@@ -207,7 +207,7 @@ def lanczos(
             q -= Q[:m].T @ (Q[:m] @ q) if m else 0
         return q / q.norm()
 
-    Q = torch.zeros(iters + 1, n, dtype=torch.float64, device=device)
+    Q = torch.empty(iters + 1, n, dtype=torch.float64, device=device)  # rows filled as they are reached
     alpha, beta = [], []  # beta[j] couples q_j and q_{j+1}
     Q[0] = rand(Q, 0)
     theta = res = conv = None
@@ -216,9 +216,13 @@ def lanczos(
         w = matvec(Q[j]).to(torch.float64).reshape(-1)
         a = torch.dot(w, Q[j])
         alpha.append(a.item())
-        for _ in range(2):  # full reorthogonalization, twice is enough
-            w = w - Q[: j + 1].T @ (Q[: j + 1] @ w)
+        w = w - a * Q[j] - (beta[-1] * Q[j - 1] if j else 0.0)  # the three-term recurrence
         b = w.norm().item()
+        for _ in range(2):  # full reorthogonalization; a second pass only if the first cancelled much
+            w = w - Q[: j + 1].T @ (Q[: j + 1] @ w)  # (Daniel-Gragg-Kaufman-Stewart: "twice is enough")
+            b, before = w.norm().item(), b
+            if b > before / math.sqrt(2):
+                break
         m = j + 1
         scale = max(abs(x) for x in alpha) + (max(beta) if beta else 0.0)
         if b <= 1e-12 * max(scale, 1e-300):  # invariant subspace: exact Ritz values here
