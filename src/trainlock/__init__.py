@@ -15,10 +15,12 @@ from .locks import LockReport, SpecDefConfig
 from .redteam import RedTeamConfig, redteam
 from .spectral import SpectralState, conv_singular_values, top_singular_values
 from .curvature import hessian_eigenvalues
+from .bounds import theorem_check
 from .training import LoopConfig, evaluate
 
 __all__ = [
     "__version__", "models", "tasks", "attack", "lock", "lock_report", "load", "save", "ArtifactError",
     "AttackResult", "FineTuneConfig", "RedTeamConfig", "redteam", "LockReport", "SpecDefConfig", "SpectralState",
     "conv_singular_values", "top_singular_values", "LoopConfig", "evaluate", "hessian_eigenvalues",
+    "theorem_check",
 ]
