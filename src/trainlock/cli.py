@@ -413,10 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "'inf' = vacuous), then each Transformer weight W_Q/W_K/W_V/W_O/W_1/W_2 scaled "
                                    "in turn (Theorem 2.2: iterations, lambda_max, bound ratios where a block can "
                                    "be bounded).")
-    s.add_argument("figure", choices=["fig1", "fig2"], help="fig1: GD/Nesterov on quadratics; fig2: small nets (Theorem 2.1) "
-                   "and each Transformer weight scaled in turn (Theorem 2.2)")
+    s.add_argument("figure", choices=["fig1", "fig2"],
+                   help="fig1: GD/Nesterov on quadratics; fig2: small nets (Theorem 2.1) "
+                        "and each Transformer weight scaled in turn (Theorem 2.2)")
     s.add_argument("--out", default=None, help="output directory (default: runs/FIGURE)")
-    s.add_argument("--quick", action="store_true", help="fewer kappas / scales / iterations (fig1: seconds; fig2: about a minute)")
+    s.add_argument("--quick", action="store_true",
+                   help="fewer kappas / scales / iterations (fig1: seconds; fig2: about a minute)")
     s.set_defaults(fn=cmd_reproduce)
 
     s = sub.add_parser("diagnose", help="per-layer Jacobian spectra, locking severity, gradient bottleneck bound",

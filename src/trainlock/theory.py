@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .bounds import theorem_check  # noqa: F401  (re-exported: theory.theorem_check)
+from .bounds import block_hessian, theorem_check  # noqa: F401  (theorem_check re-exported)
 
 # ------------------------------------------------------------------ Figure 1
 
@@ -221,11 +221,7 @@ _PAIR_KEYS = ("sigma_max_H", "sigma_max_GN", "bound", "ratio", "vacuous", "topk_
 
 def own_block_sigma_max(model: nn.Module, loss_fn, batch, param_name: str) -> float:
     """sigma_max of the dense Hessian block d2L/dW^2 of one (small) parameter."""
-    x, y = batch
-    W = dict(model.named_parameters())[param_name].detach().clone()
-    H = torch.autograd.functional.hessian(
-        lambda w: loss_fn(torch.func.functional_call(model, {param_name: w}, (x,)), y), W)
-    return float(torch.linalg.eigvalsh(H.reshape(W.numel(), W.numel())).abs().max())
+    return float(torch.linalg.eigvalsh(block_hessian(model, loss_fn, batch, param_name)).abs().max())
 
 
 def theorem22(seeds=(0, 1, 2), scales=(1, 2, 4, 8, 16), max_iters: int = 20_000, tol: float = 0.9,
@@ -247,7 +243,7 @@ def theorem22(seeds=(0, 1, 2), scales=(1, 2, 4, 8, 16), max_iters: int = 20_000,
                 model = Transformer()
                 scale_sigma_max(dict(model.named_parameters())[w], float(s))
                 row = {"weight": w, "seed": seed, "scale": float(s),
-                       "sigma_max_W": float(torch.linalg.matrix_norm(dict(model.named_parameters())[w].detach(), ord=2)),
+                       "sigma_max_W": float(torch.linalg.matrix_norm(model.get_parameter(w).detach(), ord=2)),
                        "own_block_sigma": own_block_sigma_max(model, mse, (x, y), w),
                        "hessian_lambda_max": float(hessian_eigenvalues(
                            model, lambda m, b: mse(m(b[0]), b[1]), (x, y), k=1)[0]),
