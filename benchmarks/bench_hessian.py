@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 import trainlock as tl
-from trainlock.curvature import hessian_spectrum, hvp
+from trainlock.linalg.curvature import hessian_spectrum, hvp
 
 
 def loss_fn(model, batch):

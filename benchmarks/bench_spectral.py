@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from trainlock.spectral import top_singular_values
+from trainlock.linalg.spectral import top_singular_values
 
 
 def _time(fn, reps: int, device: torch.device) -> float:

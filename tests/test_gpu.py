@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import trainlock as tl
-from trainlock.spectral import top_singular_values
+from trainlock.linalg.spectral import top_singular_values
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

@@ -9,14 +9,14 @@
 from . import models, tasks
 from ._version import __version__
 from .api import attack, lock, lock_report
-from .artifacts import ArtifactError, load, save
+from .io.artifacts import ArtifactError, load, save
 from .attacks import AttackResult, FineTuneConfig
 from .locks import LockReport, SpecDefConfig
 from .redteam import RedTeamConfig, redteam
-from .spectral import SpectralState, conv_singular_values, top_singular_values
-from .curvature import hessian_eigenvalues
-from .bounds import theorem_check
-from .training import LoopConfig, evaluate
+from .linalg.spectral import SpectralState, conv_singular_values, top_singular_values
+from .linalg.curvature import hessian_eigenvalues
+from .analysis.bounds import theorem_check
+from .train.loop import LoopConfig, evaluate
 
 __all__ = [
     "__version__", "models", "tasks", "attack", "lock", "lock_report", "load", "save", "ArtifactError",

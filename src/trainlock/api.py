@@ -37,7 +37,7 @@ def certified(model: nn.Module, lock, retain: Task | None, progress: bool = Fals
     Returns the locked model and the record to store beside it: {"locks": [{"type", "config"}],
     "certificates": [...], "conservation": {...} (when a retain task is given)}.
     """
-    from .conservation import conservation_certificate
+    from .certify.conservation import conservation_certificate
 
     if hasattr(lock, "progress"):
         lock.progress = progress

@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from ..config import to_dict
 from ..tasks import Task, TaskDataError
-from ..training import accuracy, predict
+from ..train.loop import accuracy, predict
 from .finetune import FineTuneConfig, finetune, prepare
 
 TRIGGERS = ("patch",)

@@ -16,7 +16,7 @@ import torch.nn as nn
 from ..config import to_dict
 from ..models import find_head, replace_head
 from ..tasks import Task
-from ..training import LoopConfig, accuracy, clone_model, fit, resolve_device
+from ..train.loop import LoopConfig, accuracy, clone_model, fit, resolve_device
 
 HEAD_MODES = ("auto", "keep", "reset")
 
@@ -110,7 +110,7 @@ def prepare(model: nn.Module, task: Task, head: str, seed: int) -> tuple[nn.Modu
 def finetune(model: nn.Module, cfg: FineTuneConfig, task: Task, progress: bool = True, monitor=None) -> AttackResult:
     """Fine-tune a copy of `model` on `task` with `cfg`; the input model is not modified.
 
-    `monitor`: a `trainlock.monitor.LockMonitor`, bound to the training copy and checked at step 0
+    `monitor`: a `trainlock.certify.monitor.LockMonitor`, bound to the training copy and checked at step 0
     and then as fit's on_step (it may stop the run); its first_broken goes to the result.
     """
     t0 = time.perf_counter()

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from ..config import from_dict, to_dict
 from ..tasks import Task
-from ..training import clone_model
+from ..train.loop import clone_model
 from .base import LOCKS, Certificate
 
 

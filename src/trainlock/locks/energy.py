@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from .. import tasks as _tasks
 from ..config import from_dict, to_dict
 from ..tasks import Task
-from ..training import clone_model, predict
+from ..train.loop import clone_model, predict
 from .base import LOCKS, Certificate
 
 

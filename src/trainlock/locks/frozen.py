@@ -2,7 +2,7 @@
 
 The lock factory note's "layer freezing lock": {theta : theta_frozen = theta_0^frozen} is invariant
 under training when those parameters get no update. `apply` sets requires_grad=False on a copy
-(so `trainlock.training.fit`, which optimizes only parameters that require grad, never steps
+(so `trainlock.train.loop.fit`, which optimizes only parameters that require grad, never steps
 them; weight decay included) and records a SHA-256 of each matched tensor in the config.
 
 The hash covers the tensor's dtype and shape and then its raw bytes (C-contiguous, on CPU), so a
@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from ..config import from_dict, to_dict
 from ..tasks import Task
-from ..training import clone_model
+from ..train.loop import clone_model
 from .base import LOCKS, Certificate
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from ..spectral import SpectralState, conv_singular_values, top_singular_values
+from ..linalg.spectral import SpectralState, conv_singular_values, top_singular_values
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 

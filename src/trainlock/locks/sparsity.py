@@ -1,6 +1,6 @@
 """`sparsity`: ||theta||_0 <= k over the lockable weights, by magnitude pruning and a kept mask.
 
-The lock factory note's "capacity lock". Pruning is `trainlock.compact.magnitude_prune` (global
+The lock factory note's "capacity lock". Pruning is `trainlock.locks.compress.magnitude_prune` (global
 threshold by default, ties broken by position so the counts are exact) over the lockable weights
 (every nn.Linear weight and conv kernel). Config: `fraction` (of those weights set to zero) or
 `k` (how many may stay nonzero; pruned with the global threshold), exactly one of them.
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..compact import magnitude_prune
+from .compress import magnitude_prune
 from ..config import from_dict, to_dict
 from ..tasks import Task
-from ..training import clone_model
+from ..train.loop import clone_model
 from .base import LOCKS, Certificate
 from .lockable import find_lockable
 from .spectral_cap import ProjectionHook, attach_projection

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..config import to_dict
 from ..tasks import Task
-from ..training import LoopConfig, LoopResult, clone_model, evaluate, fit, resolve_device
+from ..train.loop import LoopConfig, LoopResult, clone_model, evaluate, fit, resolve_device
 from .lockable import Lockable, find_lockable, sigma_report
 
 RETAIN_LOSSES = ("ce", "kl", "ce+kl")

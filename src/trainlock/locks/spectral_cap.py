@@ -43,7 +43,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from ..config import from_dict, to_dict
 from ..tasks import Task
-from ..training import clone_model
+from ..train.loop import clone_model
 from .base import LOCKS, Certificate
 from .lockable import find_lockable
 

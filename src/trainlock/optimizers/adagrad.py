@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..optim import OPTIMIZERS
+from ..train.optim import OPTIMIZERS
 
 
 def adagrad(

@@ -10,7 +10,7 @@ gradients carry no graph, and a post-step hook detaches p.grad, breaking the par
 
 from __future__ import annotations
 
-from ..optim import OPTIMIZERS
+from ..train.optim import OPTIMIZERS
 
 _INSTALL_HINT = "pytorch-optimizer is needed for this optimizer: pip install 'trainlock[redteam]'"
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..optim import OPTIMIZERS
+from ..train.optim import OPTIMIZERS
 
 
 def _rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:

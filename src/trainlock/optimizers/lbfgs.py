@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..optim import OPTIMIZERS
+from ..train.optim import OPTIMIZERS
 
 
 def lbfgs(

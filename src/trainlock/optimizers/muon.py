@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..optim import OPTIMIZERS
+from ..train.optim import OPTIMIZERS
 
 
 class MuonAdamW(torch.optim.Optimizer):

@@ -12,7 +12,7 @@ compile_mode=None for short GPU runs too.
 
 from __future__ import annotations
 
-from ..optim import OPTIMIZERS
+from ..train.optim import OPTIMIZERS
 
 _INSTALL_HINT = "heavyball is needed for this optimizer: pip install 'trainlock[redteam]'"
 

@@ -5,7 +5,7 @@ heavyball is optional and imported lazily; compile_mode works as in psgd_kron (o
 
 from __future__ import annotations
 
-from ..optim import OPTIMIZERS
+from ..train.optim import OPTIMIZERS
 from .psgd_kron import heavyball_for
 
 

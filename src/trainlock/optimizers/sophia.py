@@ -7,7 +7,7 @@ Momentum divided by an EMA of a Hutchinson Hessian-diagonal estimate, clipped pe
 
 from __future__ import annotations
 
-from ..optim import OPTIMIZERS
+from ..train.optim import OPTIMIZERS
 from .adahessian import hutchinson_stepped, pytorch_optimizer
 
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..attacks import finetune
 from ..attacks.transforms import TRANSFORMS, TransformContext, TransformNotApplicable
 from ..tasks import Task
-from ..training import accuracy, clone_model
+from ..train.loop import accuracy, clone_model
 from .spec import AttackSpec
 
 RESULTS = "runs.jsonl"
@@ -87,7 +87,7 @@ def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None
     monitor = None
     if locks and not spec.transforms:
         from ..locks.factory import lock_from_meta
-        from ..monitor import LockMonitor
+        from ..certify.monitor import LockMonitor
 
         monitor = LockMonitor(lock_from_meta(locks), every=spec.eval_every)
     res = finetune(m, spec.finetune_config(device), train_task, progress=False, monitor=monitor)

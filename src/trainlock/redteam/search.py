@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from ..attacks.transforms import TRANSFORMS
-from ..optim import OPTIMIZERS
+from ..train.optim import OPTIMIZERS
 from ..tasks import Task
 from .runner import RESULTS, read_rows, run_spec
 from .spec import AttackSpec, RedTeamConfig

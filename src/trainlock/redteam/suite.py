@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from ..attacks.transforms import TRANSFORMS
-from ..optim import OPTIMIZERS
+from ..train.optim import OPTIMIZERS
 from .spec import AttackSpec, RedTeamConfig
 
 # Learning rates per optimizer. Appendix C of the paper uses the largest rate at which the

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from ...compact import quantize
+from ...locks.compress import quantize
 from .base import TRANSFORMS, TransformContext, TransformNotApplicable, TransformOutcome
 from .graph import sigma_max_by_layer, sigma_stats
 

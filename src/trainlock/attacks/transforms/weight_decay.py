@@ -4,7 +4,7 @@ Every weight matrix (parameter with >= 2 dimensions) is multiplied by `factor` (
 This does not target the lock: SpecDef-inflated directions shrink by the same factor as all the
 others, so the spectrum's *shape* (the ratio sigma_max / bulk) is unchanged. The point is a bounded
 region: with weight decay lam, any fine-tuning run whose objective L + lam ||theta||^2 stays below C
-(L >= 0) is confined to ||theta|| <= sqrt(C / lam) (`trainlock.compact.sublevel_radius`), and
+(L >= 0) is confined to ||theta|| <= sqrt(C / lam) (`trainlock.locks.compress.sublevel_radius`), and
 starting from a pulled-in point puts the run well inside that ball, where the inflated sigma_max
 (and the gradient scale it induces) is proportionally smaller. Biases and norms are left alone;
 with ReLU networks this is a rescaling of the logits (argmax mostly kept), not function-preserving.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from ...compact import weight_decay_pull
+from ...locks.compress import weight_decay_pull
 from .base import TRANSFORMS, TransformContext, TransformNotApplicable, TransformOutcome
 from .graph import sigma_max_by_layer, sigma_stats
 

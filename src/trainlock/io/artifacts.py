@@ -1,0 +1,187 @@
+"""Model directories: `model.safetensors` (weights, never pickle) + `trainlock.json` (metadata).
+
+The JSON records the architecture (registry name and kwargs) so `load` can rebuild the model,
+the task, metrics, the lock config and sigma statistics when locked, the package version, and
+the SHA-256 of the weights file so that a changed or corrupt file is caught with a clear error,
+and per-tensor SHA-256 hashes (`meta["hashes"]`, see `trainlock.io.hashing`) for `trainlock.certify.verify`.
+
+The safetensors header metadata (strings only) repeats what must travel with the weights:
+"trainlock_version", "format", "state_sha256" (the state hash over all tensors), "certificates"
+and "locks" (JSON of meta["certificates"] and meta["locks"], [] when absent), and "conservation"
+(JSON of meta["conservation"], only when present). `verify` checks the header and the JSON agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from .._version import __version__
+from .hashing import file_sha256 as _sha256, state_hashes
+from ..models import MODELS, build
+
+WEIGHTS = "model.safetensors"
+META = "trainlock.json"
+FORMAT = 1
+
+
+class ArtifactError(RuntimeError):
+    """A model directory is missing, incomplete, corrupt, or does not match its model."""
+
+
+def model_name(model: nn.Module) -> str | None:
+    """The registry name of a built-in model's class, or None for any other module."""
+    for name in MODELS.names():
+        if MODELS.get(name) is type(model):
+            return name
+    return None
+
+
+def architecture(model: nn.Module) -> dict | None:
+    """{"name", "kwargs"} for a built-in model (enough to rebuild it), else None."""
+    name = model_name(model)
+    cfg = getattr(model, "config", None)
+    return {"name": name, "kwargs": dict(cfg)} if name and isinstance(cfg, dict) else None
+
+
+
+
+def save(model: nn.Module, path: str | Path, meta: dict | None = None) -> Path:
+    """Write `model` and `meta` to directory `path` (created). Returns the directory."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    # clone: tensors that share storage (tied weights) cannot be written as views
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    meta = dict(meta or {})
+    if "lock" not in meta and getattr(model, "trainlock_lock", None):
+        meta["lock"] = model.trainlock_lock
+    from ..models.compensated import structure_meta  # inserted layers (specdef-reparam), rebuilt by load
+
+    structure = structure_meta(model)
+    meta.pop("structure", None)
+    if structure["wrappers"]:
+        meta["structure"] = structure
+    meta["hashes"] = state_hashes(tensors)
+    save_file(tensors, str(path / WEIGHTS), metadata=header_metadata(meta))
+    meta.update(
+        trainlock_version=__version__,
+        format=FORMAT,
+        architecture=architecture(model) or meta.get("architecture"),
+        weights_sha256=_sha256(path / WEIGHTS),
+    )
+    (path / META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=_json_default))
+    return path
+
+
+def canonical_json(obj) -> str:
+    """The JSON text written to the header for a meta value: sorted keys, no spaces."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def header_metadata(meta: dict) -> dict[str, str]:
+    """The safetensors header metadata for `meta` (after meta["hashes"] is set)."""
+    header = {
+        "trainlock_version": __version__,
+        "format": str(FORMAT),
+        "state_sha256": str(meta["hashes"]["state"]),
+        "certificates": canonical_json(meta.get("certificates") or []),
+        "locks": canonical_json(meta.get("locks") or []),
+    }
+    if meta.get("conservation") is not None:
+        header["conservation"] = canonical_json(meta["conservation"])
+    return header
+
+
+def read_header(path: str | Path) -> dict:
+    """The safetensors header metadata (a dict of strings; {} when there is none).
+
+    `path` is a model directory or a .safetensors file. Raises ArtifactError when the file is
+    missing or is not a readable safetensors file (bad header, truncated data).
+    """
+    path = Path(path)
+    weights = path / WEIGHTS if path.is_dir() else path
+    if not weights.is_file():
+        raise ArtifactError(f"{path}: missing {WEIGHTS}")
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ArtifactError(f"{weights}: unreadable safetensors file ({e})") from None
+
+
+def _json_default(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, tuple):
+        return list(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):  # e.g. a lock's Certificate
+        return dataclasses.asdict(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to trainlock.json")
+
+
+def read_meta(path: str | Path) -> dict:
+    """The parsed `trainlock.json` of a model directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: not a model directory (expected {WEIGHTS} and {META} inside)")
+    meta_file = path / META
+    if not meta_file.is_file():
+        raise ArtifactError(f"{path}: missing {META}")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{meta_file}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{meta_file}: expected a JSON object")
+    return meta
+
+
+def rebuild(tensors: dict, meta: dict, model: nn.Module | None = None, where: str = "") -> nn.Module:
+    """Build the recorded architecture (or take `model`), re-insert recorded layers, load `tensors`."""
+    where = f"{where}: " if where else ""
+    if model is None:
+        arch = meta.get("architecture")
+        if not arch:
+            raise ArtifactError(f"{where}holds a custom model; pass the module: load(path, model=...)")
+        model = build(arch["name"], **arch["kwargs"])
+    if meta.get("structure"):
+        from ..models.compensated import restore_structure
+
+        try:
+            restore_structure(model, meta["structure"])
+        except ValueError as e:
+            raise ArtifactError(f"{where}{e}") from None
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        raise ArtifactError(f"{where}weights do not fit the model: {e}") from None
+    return model
+
+
+def load(path: str | Path, model: nn.Module | None = None) -> tuple[nn.Module, dict]:
+    """Load a model directory. Built-in architectures are rebuilt; pass `model` for any other."""
+    path = Path(path)
+    meta = read_meta(path)
+    weights = path / WEIGHTS
+    if not weights.is_file():
+        raise ArtifactError(f"{path}: missing {WEIGHTS}")
+    expected = meta.get("weights_sha256")
+    if expected and _sha256(weights) != expected:
+        raise ArtifactError(
+            f"{weights}: SHA-256 differs from the one recorded in {META}; the file is corrupt, "
+            f"truncated, or was changed after saving"
+        )
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ArtifactError(f"{weights}: unreadable safetensors file ({e})") from None
+    model = rebuild(tensors, meta, model, where=str(path))
+    if meta.get("lock"):
+        model.trainlock_lock = meta["lock"]
+    return model, meta

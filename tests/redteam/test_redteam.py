@@ -1,0 +1,224 @@
+import json
+import random
+
+import pytest
+import torch
+
+import trainlock as tl
+from trainlock.attacks.transforms import TRANSFORMS, TransformNotApplicable, TransformOutcome
+from trainlock.cli.main import main
+from trainlock.redteam import AttackSpec, RedTeamConfig, build_suite, read_rows, run_suite, worst_case
+from trainlock.redteam.report import adaptive_vs_plain, write_report
+
+FAST = dict(max_steps=20, batch_size=32, workers=0)
+
+
+@pytest.fixture(scope="module")
+def locked(tiny_base, digits):
+    return tl.lock(tiny_base, tl.SpecDefConfig(lr=10.0, epochs=5, batch_size=32, device="cpu"), digits)
+
+
+def test_suite_priority_budget_and_include():
+    suite = build_suite(RedTeamConfig())
+    assert [s.name for s in suite[:2]] == ["adam@0.001", "sgd@0.01"]
+    assert len({s.key() for s in suite}) == len(suite)
+    assert [s.name for s in build_suite(RedTeamConfig(budget=3))] == [s.name for s in suite[:3]]
+    only = build_suite(RedTeamConfig(include=("sgd@",)))
+    assert only and all("sgd@" in s.name for s in only)
+    # every registered optimizer and transform appears in the full suite
+    names = " ".join(s.name for s in suite)
+    from trainlock.train.optim import OPTIMIZERS
+
+    for opt in OPTIMIZERS.names():
+        assert f"{opt}@" in names
+    for t in TRANSFORMS.names():
+        assert f"{t}+" in names or f"{t}(" in names
+
+
+def test_spec_round_trip_and_stable_key():
+    s = AttackSpec("sgd", 0.1, transforms=(("rescale", {"mode": "scalar"}),), head="reset")
+    back = AttackSpec.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert back == s and back.key() == s.key()
+    assert s.name == "rescale(mode=scalar)+sgd@0.1[head=reset]"
+    with pytest.raises(ValueError, match="data"):
+        AttackSpec(data="poison")
+    with pytest.raises(ValueError, match="unknown field"):
+        AttackSpec.from_dict({"optimiser": "sgd"})
+
+
+def _row(key, acc, steps=None, adaptive=False):
+    return {"key": key, "attack": key, "config": {"target_accuracy": 0.7}, "accuracy": acc,
+            "steps_to_target": steps, "adaptive": adaptive, "diverged": None}
+
+
+def test_worst_case_is_order_independent():
+    rows = [_row("a", 0.5), _row("b", 0.8, 40), _row("c", 0.8, 20, adaptive=True), _row("d", 0.1),
+            {"key": "e", "attack": "e", "skipped": "nope"}]
+    for _ in range(5):
+        random.shuffle(rows)
+        w = worst_case(rows)
+        assert w["attack"] == "c" and w["accuracy"] == 0.8 and w["steps_to_target"] == 20
+    cmp_ = adaptive_vs_plain(rows)
+    assert cmp_["adaptive_beats_every_plain"] and cmp_["best_plain"]["attack"] == "b"
+    assert worst_case([{"key": "x", "skipped": "n/a"}]) is None
+
+
+def test_worker_count_does_not_change_the_result(locked, digits, digits_permuted, tmp_path):
+    specs = build_suite(RedTeamConfig(budget=4, max_steps=20, batch_size=32))
+    one = run_suite(locked, digits_permuted, specs, None, digits, workers=0, progress=False)
+    two = run_suite(locked, digits_permuted, specs, None, digits, workers=2, progress=False)
+    assert [r.get("accuracy") for r in one] == [r.get("accuracy") for r in two]
+    assert worst_case(one) == worst_case(two)
+
+
+def test_interrupted_sweep_resumes_without_redoing_runs(locked, digits_permuted, tmp_path):
+    specs = build_suite(RedTeamConfig(budget=5, max_steps=10, batch_size=32))
+    seen = []
+
+    def stop_after_two(row):
+        seen.append(row["key"])
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(locked, digits_permuted, specs, tmp_path, workers=0, progress=False, on_row=stop_after_two)
+    assert len(read_rows(tmp_path / "runs.jsonl")) == 2
+    with open(tmp_path / "runs.jsonl", "a") as f:
+        f.write('{"key": "torn')  # a line cut off by the kill
+    again = []
+    rows = run_suite(locked, digits_permuted, specs, tmp_path, workers=0, progress=False, on_row=lambda r: again.append(r["key"]))
+    assert len(again) == 3 and not set(again) & set(seen)
+    assert [r["key"] for r in rows] == [s.key() for s in specs]
+
+
+def test_diverged_skipped_and_failing_runs_are_recorded(locked, digits_permuted, tmp_path):
+    class Skip:
+        function_preserving = True
+
+        def __call__(self, model, ctx):
+            raise TransformNotApplicable("needs a ReLU; found tanh")
+
+    class Boom:
+        function_preserving = False
+
+        def __call__(self, model, ctx):
+            raise RuntimeError("kaboom")
+
+    TRANSFORMS.add("test-skip", Skip)
+    TRANSFORMS.add("test-boom", Boom)
+    try:
+        specs = [AttackSpec("sgd", 1e30, max_steps=5), AttackSpec("adam", 1e-3, transforms=(("test-skip", {}),)),
+                 AttackSpec("adam", 1e-3, transforms=(("test-boom", {}),))]
+        rows = run_suite(locked, digits_permuted, specs, tmp_path, workers=0, progress=False)
+    finally:
+        TRANSFORMS._items.pop("test-skip")
+        TRANSFORMS._items.pop("test-boom")
+    assert rows[0]["diverged"] and 0 <= rows[0]["accuracy"] <= 1
+    assert rows[1]["skipped"] == "test-skip: needs a ReLU; found tanh" and "accuracy" not in rows[1]
+    assert "kaboom" in rows[2]["error"]
+    report = write_report(tmp_path, "t", rows).read_text()
+    assert "needs a ReLU; found tanh" in report and "kaboom" in report and "Worst case: `sgd@1e+30`" in report
+
+
+def test_transforms_fold_back_and_report_authorized_accuracy(locked, digits, digits_permuted):
+    class Scale:
+        """A toy function-preserving transform with a (trivial) fold."""
+
+        function_preserving = True
+
+        def __call__(self, model, ctx):
+            def fold(m):
+                return m
+
+            return TransformOutcome(model, note="identity", fold=fold)
+
+    TRANSFORMS.add("test-identity", Scale)
+    try:
+        spec = AttackSpec("sgd", 1e-2, transforms=(("test-identity", {}),), max_steps=10)
+        from trainlock.redteam import run_spec
+
+        r = run_spec(locked, digits_permuted, spec, digits)
+    finally:
+        TRANSFORMS._items.pop("test-identity")
+    assert r["adaptive"] and r["notes"] == ["test-identity: identity"]
+    assert r["authorized_after_transform"] == pytest.approx(tl.evaluate(locked, digits))
+    assert r["accuracy"] == pytest.approx(r["accuracy_before_fold"])
+
+
+def test_optuna_search_resumes(locked, digits_permuted, tmp_path):
+    pytest.importorskip("optuna")
+    from trainlock.redteam.search import search
+
+    cfg = RedTeamConfig(max_steps=5, batch_size=32, search_trials=2)
+    rows = search(locked, digits_permuted, cfg, tmp_path)
+    assert len(rows) == 2
+    cfg.search_trials = 3
+    rows = search(locked, digits_permuted, cfg, tmp_path)
+    assert len(rows) == 3  # two reused from the study, one new
+    import optuna
+
+    study = optuna.load_study(study_name="redteam", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert len(study.trials) == 3
+
+
+def test_python_api_and_cli(locked, tiny_base, digits, digits_permuted, tmp_path, capsys):
+    cfg = RedTeamConfig(**{**FAST, "max_steps": 100})
+    res = tl.redteam(locked, digits_permuted, budget=2, out=tmp_path / "api", config=cfg, retain=digits, base=tiny_base)
+    assert set(res) >= {"worst", "runs", "comparison", "base_worst"} and len(res["runs"]) == 2
+    # measured (adam 1e-3 and sgd 1e-2, 100 steps): base worst case 0.617, locked 0.333
+    assert res["base_worst"]["accuracy"] > res["worst"]["accuracy"] + 0.2
+    assert (tmp_path / "api" / "report.md").is_file() and (tmp_path / "api" / "lr_sweep.png").is_file()
+    import numpy as np
+
+    np.savez(tmp_path / "perm.npz", x_train=digits_permuted.x_train.numpy(), y_train=digits_permuted.y_train.numpy(),
+             x_test=digits_permuted.x_test.numpy(), y_test=digits_permuted.y_test.numpy())
+    tl.save(locked, tmp_path / "locked", {"task": "digits"})
+    assert main(["redteam", str(tmp_path / "locked"), "--task", f"npz:{tmp_path / 'perm.npz'}", "--budget", "2",
+                 "--max-steps", "10", "--workers", "0", "--out", str(tmp_path / "cli"),
+                 "--json", str(tmp_path / "rt.json")]) == 0
+    data = json.loads((tmp_path / "rt.json").read_text())
+    assert data["worst"]["accuracy"] == max(r["accuracy"] for r in data["runs"])
+    assert "worst case:" in capsys.readouterr().out
+
+
+def test_selection_and_lr_grid():
+    suite = build_suite(RedTeamConfig(optimizers=("sgd",), transforms=(), lrs=(1e-8, 1e-5, 1e-3)))
+    plain = [s.name for s in suite if not s.transforms and s.head == "auto" and s.data == "clean"]
+    assert plain == ["sgd@0.01", "sgd@1e-08", "sgd@1e-05", "sgd@0.001"]
+    from trainlock.registry import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="valid: .*adam"):
+        build_suite(RedTeamConfig(optimizers=("adamm",)))
+    with pytest.raises(UnknownNameError, match="valid: .*rescale"):
+        build_suite(RedTeamConfig(transforms=("rescal",)))
+    with pytest.raises(ValueError, match="positive"):
+        build_suite(RedTeamConfig(lrs=(0.0,)))
+
+
+def test_backdoor_run_reports_asr_before_and_after(tiny_base, digits, tmp_path):
+    from trainlock.redteam import run_spec
+
+    spec = AttackSpec("adam", 1e-2, epochs=2, batch_size=32, data="backdoor")
+    row = run_spec(tiny_base, digits, spec, digits)
+    assert set(row["backdoor_after"]) == {"clean_accuracy", "clean_f1", "asr"}
+    # measured on the unlocked base: ASR 0.00 -> ~0.8 after two poisoned epochs
+    assert row["backdoor_before"]["asr"] < 0.1 and row["backdoor_after"]["asr"] > 0.5
+    report = write_report(tmp_path, "t", [row]).read_text()
+    assert "Backdoor injection" in report
+
+
+def test_recorded_locks_are_monitored_and_recertified(tiny_base, digits, digits_permuted, tmp_path):
+    lock = tl.locks.lock_factory({"type": "spectral-cap", "max_sigma": 1.0})
+    locked, record = tl.api.certified(tiny_base, lock, digits)
+    tl.save(locked, tmp_path / "m", record)
+    locked, meta = tl.load(tmp_path / "m")  # as an adversary gets it: weights, no training-time hooks
+    specs = [AttackSpec("sgd", 1.0, max_steps=20, eval_every=5),
+             AttackSpec("sgd", 1e-2, max_steps=5, transforms=(("sv-clip", {}),))]
+    rows = run_suite(locked, digits_permuted, specs, tmp_path, digits, workers=0, progress=False,
+                     locks=meta["locks"])
+    plain, clipped = rows
+    key = next(iter(plain["certificates_after"]))
+    # the cap is not enforced in a reloaded/attacked model: a big-lr attack breaks it, found at a check step
+    assert plain["certificates_after"][key] is False and plain["lock_first_broken"][key] in (5, 10, 15, 20)
+    assert clipped["lock_first_broken"] is None and key in clipped["certificates_after"]
+    assert "certificates after each attack" in write_report(tmp_path, "t", rows).read_text()

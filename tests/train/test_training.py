@@ -1,0 +1,66 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import trainlock as tl
+from trainlock.train.optim import OPTIMIZERS, make_optimizer
+from trainlock.registry import UnknownNameError
+from trainlock.train.loop import LoopConfig, accuracy, fit
+
+
+def _mlp(task, hidden=(16,)):
+    return tl.models.build("mlp", input_shape=task.input_shape, num_classes=task.num_classes, hidden=list(hidden))
+
+
+def test_fit_learns_digits(digits):
+    model = _mlp(digits)
+    before = accuracy(model, digits.x_test, digits.y_test)
+    res = fit(model, digits, LoopConfig(optimizer="adam", lr=1e-2, epochs=4, batch_size=32, device="cpu"), progress=False)
+    after = accuracy(model, digits.x_test, digits.y_test)
+    assert res.steps == 4 * math.ceil(len(digits.y_train) / 32)
+    assert before < 0.3 and after > 0.85
+
+
+def test_non_finite_loss_restores_last_good_state(digits):
+    model = _mlp(digits)
+    calls = {"n": 0}
+
+    def loss_fn(m, x, y):
+        calls["n"] += 1
+        loss = F.cross_entropy(m(x), y)
+        return (loss * float("nan") if calls["n"] == 7 else loss), {}
+
+    cfg = LoopConfig(optimizer="sgd", lr=1e-2, epochs=1, batch_size=32, snapshot_every=5, device="cpu")
+    res = fit(model, digits, cfg, loss_fn=loss_fn, progress=False)
+    assert res.steps == 6 and "non-finite" in res.stopped and "step 7" in res.stopped
+    assert "from step 5" in res.stopped
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_max_steps_and_callback_stop(digits):
+    model = _mlp(digits)
+    res = fit(model, digits, LoopConfig(max_steps=4, device="cpu"), progress=False)
+    assert res.steps == 4
+    res = fit(model, digits, LoopConfig(epochs=3, device="cpu"), on_step=lambda s, l, e: s == 3, progress=False)
+    assert res.steps == 3 and "callback" in res.stopped
+
+
+def test_unknown_optimizer_lists_valid_names(digits):
+    with pytest.raises(UnknownNameError, match="valid: adadelta, .*adam, .*sgd"):
+        fit(_mlp(digits), digits, LoopConfig(optimizer="sgdd", device="cpu"), progress=False)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "adadelta"])  # the zoo: test_optimizers.py
+def test_every_optimizer_takes_a_step(name):
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = make_optimizer(name, [w], lr=0.1)
+    (w**2).sum().backward()
+    opt.step()
+    assert not torch.equal(w.detach(), torch.ones(3))
+
+
+def test_bad_learning_rate():
+    with pytest.raises(ValueError, match="positive"):
+        make_optimizer("sgd", [torch.nn.Parameter(torch.ones(1))], lr=0.0)
