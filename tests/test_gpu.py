@@ -5,6 +5,8 @@ import torch
 
 import trainlock as tl
 from trainlock.linalg.spectral import top_singular_values
+from trainlock.locks import specdef_loop
+from trainlock.train import LoopConfig
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -31,10 +33,10 @@ def test_bf16_weights_are_measured_in_float32():
 def test_lock_and_attack_on_cuda(digits, digits_permuted):
     torch.manual_seed(0)
     model = tl.models.build("cnn", input_shape=[1, 8, 8], num_classes=10, channels=[8], hidden=32)
-    rep = tl.lock_report(model, tl.SpecDefConfig(lr=5.0, epochs=2, batch_size=32, device="cuda"), digits)
+    rep = tl.lock(model, tl.SpecDefConfig(loop=specdef_loop(lr=5.0, epochs=2, batch_size=32, device="cuda")), digits).report
     assert next(rep.model.parameters()).device.type == "cuda"
     assert rep.sigma_after["mean_topk"] > 5 * rep.sigma_before["mean_topk"]
-    res = tl.attack(rep.model, tl.FineTuneConfig(max_steps=20, device="cuda"), digits_permuted)
+    res = tl.attack(rep.model, tl.FineTuneConfig(loop=LoopConfig(max_steps=20, device="cuda")), digits_permuted)
     assert res.steps == 20 and 0 <= res.accuracy <= 1
     path = tl.save(rep.model, "/tmp/trainlock-gpu-test", {"task": "digits"})
     loaded, _ = tl.load(path)

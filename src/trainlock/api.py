@@ -1,55 +1,91 @@
-"""The short public API: lock, attack, evaluate. The CLI is a thin layer over these."""
+"""The short public API: lock, attack. The CLI, the demo, the red team and the studies go through these.
+
+    result = tl.lock(model, "specdef", retain="mnist")         # a name, a Lock, a spec, or a config
+    result.model, result.record, result.report                   # locked copy, what save() stores, run report
+    tl.save(result.model, "runs/locked", {"task": "mnist", **result.record})
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch.nn as nn
 
+from . import tasks as _tasks
 from .attacks import AttackResult, FineTuneConfig, finetune
-from .locks import LockReport, SpecDefConfig, specdef
+from .certify.conservation import conservation_certificate
+from .locks import LOCKS, Lock, LockReport, SpecDefConfig, SpecDefLock, lock_factory
 from .tasks import Task
 
-LOCK_ATTR = "trainlock_lock"  # a locked module carries its lock summary here; save() records it
-
-
-def lock_report(model: nn.Module, config: SpecDefConfig, retain: Task, progress: bool = False) -> LockReport:
-    """Lock a copy of `model` with SpecDef; returns the report (locked model, history, sigma stats)."""
-    report = specdef(model, config, retain, progress=progress)
-    setattr(report.model, LOCK_ATTR, {"type": "specdef", "retain_task": retain.name, **report.summary()})
-    return report
-
-
-def lock(model: nn.Module, config: SpecDefConfig, retain: Task, progress: bool = False) -> nn.Module:
-    """Lock a copy of `model` with SpecDef on the retain task; returns the locked model."""
-    return lock_report(model, config, retain, progress).model
-
-
-def attack(model: nn.Module, config: FineTuneConfig, task: Task, progress: bool = False) -> AttackResult:
-    """Fine-tune a copy of `model` on `task`; returns accuracy, per-epoch curve, steps to target."""
-    return finetune(model, config, task, progress=progress)
-
-
+LOCK_ATTR = "trainlock_lock"  # a locked module carries its lock summary here (sv-clip reads it); save() records it
 STALE = ("lock", "locks", "certificates", "conservation", "hashes", "weights_sha256", "metrics", "stopped")
 
 
-def certified(model: nn.Module, lock, retain: Task | None, progress: bool = False) -> tuple[nn.Module, dict]:
-    """Apply `lock` (any registered Lock) to a copy of `model` and measure what it claims.
+@dataclass
+class LockResult:
+    """What `lock` returns: the locked copy, the record `save` stores beside it, and the run report."""
 
-    Returns the locked model and the record to store beside it: {"locks": [{"type", "config"}],
-    "certificates": [...], "conservation": {...} (when a retain task is given)}.
+    model: nn.Module
+    record: dict  # {"locks": [{"type", "config"}], "certificates": [...], "conservation": {...}?, "lock": {...}?}
+    report: LockReport | None = None  # history, sigma before / after (locks that train), else None
+
+
+def as_lock(lock: Lock | str | dict | list | SpecDefConfig | Path) -> Lock:
+    """A Lock from what `lock` accepts: a Lock, a registered name (built with its defaults), a spec
+    dict / list, a JSON / YAML spec file or inline JSON, or a SpecDefConfig."""
+    if isinstance(lock, SpecDefConfig):
+        return SpecDefLock(lock)
+    if isinstance(lock, str) and lock in LOCKS:
+        return LOCKS.get(lock).from_config({})
+    if isinstance(lock, (str, Path, dict, list, tuple)):
+        return lock_factory(lock)
+    if isinstance(lock, Lock):
+        return lock
+    raise ValueError(f"lock must be a Lock, a lock name ({', '.join(LOCKS.names())}), a spec dict / list, a spec "
+                     f"file or a SpecDefConfig; got {type(lock).__name__}")
+
+
+def as_task(task: Task | str | None, what: str = "task") -> Task | None:
+    """A Task from a Task or a task name (registered, npz:PATH, idx:DIR); None stays None."""
+    if task is None or isinstance(task, Task):
+        return task
+    if isinstance(task, str):
+        return _tasks.get(task)
+    raise ValueError(f"{what} must be a Task or a task name, got {type(task).__name__}: {task!r}")
+
+
+def lock(model: nn.Module, lock: Lock | str | dict | list | SpecDefConfig = "specdef",
+         retain: Task | str | None = None, progress: bool = False) -> LockResult:
+    """Lock a copy of `model` and measure what the lock claims; the input model is not modified.
+
+    `lock`: see `as_lock`. `retain`: the authorized task (a Task or its name); locks that train need it,
+    and with it the record also holds the conservation certificate (accuracy drop, KL, Pinsker bound).
     """
-    from .certify.conservation import conservation_certificate
-
-    if hasattr(lock, "progress"):
-        lock.progress = progress
-    locked = lock.apply(model, retain)
-    record = {"locks": [{"type": lock.name, "config": lock.config()}],
-              "certificates": [c.to_dict() for c in lock.certify(locked)]}
+    lk = as_lock(lock)
+    retain = as_task(retain, "retain")
+    lk.progress = progress
+    locked = lk.apply(model, retain)
+    report = lk.report()
+    record: dict = {"locks": [{"type": lk.name, "config": lk.config()}],
+                    "certificates": [c.to_dict() for c in lk.certify(locked)]}
+    if report is not None:
+        record["lock"] = {"type": lk.name, "retain_task": None if retain is None else retain.name,
+                          **report.summary()}
+        setattr(locked, LOCK_ATTR, record["lock"])
     if retain is not None:
-        report = getattr(lock, "last_report", None)
         history = report.history if report is not None and report.history else None
         record["conservation"] = conservation_certificate(
             model, locked, retain, history=history, objective_key="retain_loss" if history else None)
-    return locked, record
+    return LockResult(model=locked, record=record, report=report)
+
+
+def attack(model: nn.Module, config: FineTuneConfig | None = None, task: Task | str | None = None,
+           progress: bool = False) -> AttackResult:
+    """Fine-tune a copy of `model` on `task`; returns accuracy, per-epoch curve, steps to target."""
+    if task is None:
+        raise ValueError("attack needs the unauthorized task: a Task or a task name")
+    return finetune(model, config or FineTuneConfig(), as_task(task), progress=progress)
 
 
 def carried_meta(meta: dict, **updates) -> dict:

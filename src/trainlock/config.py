@@ -1,32 +1,100 @@
-"""Configs are dataclasses that round-trip through JSON; unknown keys fail with the valid ones."""
+"""Configs are dataclasses that round-trip through JSON; unknown keys fail with the valid ones.
+
+A config may nest another (`FineTuneConfig(loop=LoopConfig(...), ...)`): `to_dict` writes the nested
+dict and `from_dict` rebuilds it. Flat dicts written before configs were nested (version 0.1: the
+loop's fields beside the others) still load: a key that is not a field of the config but is a field
+of exactly one nested config goes to that one.
+
+Each field carries its help text in `metadata["help"]` (use `option`); the CLI builds its flags and
+`--help` from it, with the valid names listed where `metadata["choices"]` names a registry.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, TypeVar
+import typing
+from typing import Any, Callable, Iterable, TypeVar
 
 C = TypeVar("C")
+_MISSING = dataclasses.MISSING
+
+
+def option(default: Any = _MISSING, help: str = "", *, factory: Callable[[], Any] | None = None,
+           choices: Callable[[], Iterable[str]] | None = None, cli: bool = True) -> Any:
+    """A dataclass field with its help text (and, optionally, a callable giving its valid names).
+
+    `factory` makes a mutable default (a nested config, a dict); `cli=False` keeps the field off the
+    command line (it is still saved and loaded)."""
+    meta = {"help": help, "cli": cli}
+    if choices is not None:
+        meta["choices"] = choices
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def nested_types(cls: type) -> dict[str, type]:
+    """{field name: dataclass type} for the fields of `cls` that are themselves configs."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)
+            if isinstance(hints.get(f.name), type) and dataclasses.is_dataclass(hints[f.name])}
 
 
 def to_dict(cfg: Any) -> dict:
-    """The config as a plain dict (tuples become lists, so it survives JSON unchanged)."""
+    """The config as a plain dict, nested configs as nested dicts (tuples become lists, so it survives
+    JSON unchanged)."""
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+def _route_flat(cls: type, data: dict, nested: dict[str, type]) -> dict:
+    """Move keys of a version-0.1 flat dict into the nested config that owns them."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    out = {k: v for k, v in data.items() if k in names}
+    for key, value in data.items():
+        if key in names:
+            continue
+        owners = [n for n, t in nested.items() if key in {f.name for f in dataclasses.fields(t)}]
+        if len(owners) != 1:
+            out[key] = value  # unknown (or ambiguous): from_dict names it
+            continue
+        sub = out.setdefault(owners[0], {})
+        if isinstance(sub, dict):
+            sub = out[owners[0]] = dict(sub)
+            sub.setdefault(key, value)
+    return out
+
+
 def from_dict(cls: type[C], data: dict) -> C:
-    """Build `cls` from a dict, rejecting unknown keys with the list of valid ones."""
+    """Build `cls` from a dict (nested or version-0.1 flat), rejecting unknown keys with the valid ones."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__}: expected a dict of fields, got {type(data).__name__}: {data!r}")
+    nested = nested_types(cls)
+    data = _route_flat(cls, data, nested) if nested else data
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; valid: {sorted(names)}")
     kwargs = {}
     for f in dataclasses.fields(cls):
-        if f.name in data:
-            v = data[f.name]
-            kwargs[f.name] = tuple(v) if isinstance(v, list) else v
+        if f.name not in data:
+            continue
+        v = data[f.name]
+        if f.name in nested and isinstance(v, dict):
+            v = from_dict(nested[f.name], v)
+        elif isinstance(v, list):
+            v = tuple(v)
+        kwargs[f.name] = v
     return cls(**kwargs)
 
 
 def to_json(cfg: Any) -> str:
     return json.dumps(to_dict(cfg), sort_keys=True, indent=2)
+
+
+def help_of(cls: type, name: str) -> str:
+    """The help text of field `name` of config `cls` ('' when it has none)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.metadata.get("help", "")
+    raise KeyError(f"{cls.__name__} has no field {name!r}")

@@ -18,11 +18,19 @@ class Registry(Generic[T]):
     """Maps names to objects of one kind (locks, attacks, tasks, models, optimizers).
 
     Duplicate names are rejected; a miss raises `UnknownNameError` naming every valid entry.
+    `load` (optional) imports the modules that register the rest of the entries; it runs once, the
+    first time a name is missed or the names are listed, so a registry can be cheap to import.
     """
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, load: Callable[[], None] | None = None):
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._load = load
+
+    def _ensure_loaded(self) -> None:
+        if self._load is not None:
+            load, self._load = self._load, None
+            load()
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: `@REGISTRY.register("name")` above a class or function."""
@@ -39,6 +47,8 @@ class Registry(Generic[T]):
         self._items[name] = obj
 
     def get(self, name: str) -> T:
+        if name not in self._items:
+            self._ensure_loaded()
         try:
             return self._items[name]
         except KeyError:
@@ -46,13 +56,17 @@ class Registry(Generic[T]):
             raise UnknownNameError(f"unknown {self.kind} {name!r}; valid: {valid}") from None
 
     def names(self) -> list[str]:
+        self._ensure_loaded()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        if name not in self._items:
+            self._ensure_loaded()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
+        self._ensure_loaded()
         return len(self._items)

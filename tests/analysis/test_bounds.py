@@ -4,11 +4,12 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
-from trainlock.paper import theory
 from trainlock.analysis.bounds import _range_basis, theorem_check
+from trainlock.paper import theory
 
 MSE = nn.functional.mse_loss
 

@@ -43,8 +43,8 @@ def test_compaction_report(digits, tiny_base):
 
 
 def test_compact_cli(tmp_path, digits, tiny_base, capsys):
-    from trainlock.io.artifacts import save
     from trainlock.cli.main import main
+    from trainlock.io.artifacts import save
 
     npz = tmp_path / "digits.npz"
     np.savez(npz, x_train=digits.x_train.numpy(), y_train=digits.y_train.numpy(),

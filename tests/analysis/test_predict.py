@@ -4,9 +4,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-import trainlock
-from trainlock.paper import theory
 from trainlock.analysis.predict import measure_curvature, predict_steps, spearman
+from trainlock.paper import theory
 
 
 class Quad(nn.Module):

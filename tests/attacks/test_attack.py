@@ -5,13 +5,16 @@ import torch
 
 import trainlock as tl
 from trainlock.attacks.finetune import prepare
+from trainlock.locks import specdef_loop
+from trainlock.train import LoopConfig
 
-ATTACK = dict(optimizer="sgd", lr=1e-1, epochs=3, batch_size=32, eval_every=10, target_accuracy=0.6, device="cpu")
+ATTACK = dict(loop=LoopConfig(optimizer="sgd", lr=1e-1, epochs=3, batch_size=32, device="cpu"), eval_every=10,
+              target_accuracy=0.6)
 
 
 @pytest.fixture(scope="module")
 def locked(tiny_base, digits):
-    return tl.lock(tiny_base, tl.SpecDefConfig(alpha=0.5, lr=10.0, epochs=5, batch_size=32, device="cpu"), digits)
+    return tl.lock(tiny_base, tl.SpecDefConfig(loop=specdef_loop(lr=10.0, epochs=5, batch_size=32, device="cpu"), alpha=0.5), digits).model
 
 
 def test_locked_model_learns_slower_than_its_base(tiny_base, locked, digits_permuted):
@@ -28,7 +31,7 @@ def test_locked_model_learns_slower_than_its_base(tiny_base, locked, digits_perm
 
 def test_attack_is_deterministic_and_leaves_input_alone(tiny_base, digits_permuted):
     before = [p.clone() for p in tiny_base.parameters()]
-    cfg = tl.FineTuneConfig(**{**ATTACK, "epochs": 1})
+    cfg = tl.FineTuneConfig(**dict(ATTACK, loop=dataclasses.replace(ATTACK["loop"], epochs=1)))
     a, b = tl.attack(tiny_base, cfg, digits_permuted), tl.attack(tiny_base, cfg, digits_permuted)
     assert a.accuracy == b.accuracy and a.losses == b.losses
     assert all(torch.equal(p, q) for p, q in zip(before, tiny_base.parameters()))
@@ -60,7 +63,7 @@ def test_head_modes(tiny_base, digits):
 
 
 def test_diverging_attack_is_recorded_not_dropped(tiny_base, digits_permuted):
-    res = tl.attack(tiny_base, tl.FineTuneConfig(optimizer="sgd", lr=1e30, epochs=1, device="cpu"), digits_permuted)
+    res = tl.attack(tiny_base, tl.FineTuneConfig(loop=LoopConfig(optimizer="sgd", lr=1e30, epochs=1, device="cpu")), digits_permuted)
     assert res.diverged and "non-finite" in res.diverged
     assert 0.0 <= res.accuracy <= 1.0  # the last good state is kept and evaluated
 
@@ -70,16 +73,16 @@ def test_input_shape_mismatch_is_a_clear_error(digits):
                                        y_train=torch.zeros(10, dtype=torch.long), y_test=torch.zeros(5, dtype=torch.long))
     model = tl.models.build("cnn", input_shape=[1, 8, 8], num_classes=10, channels=[2], hidden=4)
     with pytest.raises(tl.tasks.TaskDataError, match="do not fit"):
-        tl.attack(model, tl.FineTuneConfig(device="cpu"), mnist1d_like)
+        tl.attack(model, tl.FineTuneConfig(loop=LoopConfig(device="cpu")), mnist1d_like)
 
 
 def test_images_are_resized_to_the_model(digits):
     model = tl.models.build("mlp", input_shape=[1, 16, 16], num_classes=10, hidden=[8])
-    res = tl.attack(model, tl.FineTuneConfig(max_steps=2, device="cpu"), digits)
+    res = tl.attack(model, tl.FineTuneConfig(loop=LoopConfig(max_steps=2, device="cpu")), digits)
     assert res.steps == 2
 
 
-@pytest.mark.parametrize("kwargs", [dict(head="new"), dict(epochs=0), dict(eval_every=0)])
+@pytest.mark.parametrize("kwargs", [dict(head="new"), dict(loop=LoopConfig(epochs=0)), dict(eval_every=0)])
 def test_bad_attack_config(kwargs):
     with pytest.raises(ValueError):
         tl.FineTuneConfig(**kwargs)

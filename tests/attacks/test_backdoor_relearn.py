@@ -6,11 +6,23 @@ import torch.nn as nn
 
 import trainlock as tl
 from trainlock.attacks.backdoor import (
-    BackdoorConfig, apply_trigger, attack_success_rate, backdoor_attack, macro_f1, poison,
+    BackdoorConfig,
+    apply_trigger,
+    attack_success_rate,
+    backdoor_attack,
+    macro_f1,
+    poison,
 )
 from trainlock.attacks.relearn import (
-    RelearnConfig, drop_class, per_class_accuracy, relearn, relearning_study, unlearn,
+    RelearnConfig,
+    drop_class,
+    per_class_accuracy,
+    relearn,
+    relearning_study,
+    unlearn,
 )
+from trainlock.locks import specdef_loop
+from trainlock.train import LoopConfig
 
 
 class LabelReader(nn.Module):
@@ -94,7 +106,7 @@ def test_macro_f1_matches_scikit_learn(tiny_base, digits):
 
 
 def test_backdoor_attack_plants_the_backdoor(tiny_base, digits):
-    ft = tl.FineTuneConfig(optimizer="adam", lr=1e-2, epochs=2, batch_size=32, device="cpu")
+    ft = tl.FineTuneConfig(loop=LoopConfig(optimizer="adam", lr=1e-2, epochs=2, batch_size=32, device="cpu"))
     res = backdoor_attack(tiny_base, ft, digits, BackdoorConfig(size=3, target=0, poison_fraction=0.1, seed=0))
     before, after = res["before"], res["after"]
     assert set(before) == set(after) == {"clean_accuracy", "clean_f1", "asr"}
@@ -130,8 +142,8 @@ def test_per_class_accuracy_averages_to_accuracy(tiny_base, digits):
 
 def test_relearning_study_rows(tiny_base, digits):
     # defaults (sgd 0.01, 2 epochs) only reach 0.81 on class 1 for digits' 42 steps; 3 epochs at 0.1 forget it
-    cfg = RelearnConfig(forget_class=1, unlearn_lr=0.1, unlearn_epochs=3, device="cpu")
-    lock_fn = lambda m, t: tl.lock(m, tl.SpecDefConfig(lr=5.0, epochs=2, batch_size=32, device="cpu"), t)  # noqa: E731
+    cfg = RelearnConfig(forget_class=1, unlearn=LoopConfig(optimizer="sgd", lr=0.1, epochs=3, device="cpu"), relearn=LoopConfig(optimizer="sgd", lr=0.1, device="cpu"))
+    lock_fn = lambda m, t: tl.lock(m, tl.SpecDefConfig(loop=specdef_loop(lr=5.0, epochs=2, batch_size=32, device="cpu")), t).model  # noqa: E731
     rows = relearning_study(tiny_base, digits, cfg, lock_fn)
     names = [r["name"] for r in rows]
     assert names == ["base", "unlearned", "unlearned + relearned", "unlearned + SpecDef",
@@ -150,8 +162,9 @@ def test_relearning_study_rows(tiny_base, digits):
 
 def test_unlearn_and_relearn_leave_the_input_alone(tiny_base, digits):
     before = [p.clone() for p in tiny_base.parameters()]
-    cfg = RelearnConfig(device="cpu")
+    cfg = RelearnConfig(unlearn=LoopConfig(optimizer="sgd", lr=0.01, epochs=2, device="cpu"), relearn=LoopConfig(optimizer="sgd", lr=0.1, device="cpu"))
     m = unlearn(tiny_base, digits, cfg)
     res = relearn(m, digits, cfg)
-    assert res.config["optimizer"] == "sgd" and res.config["lr"] == 0.1 and res.config["epochs"] == 1
+    loop = res.config["loop"]
+    assert loop["optimizer"] == "sgd" and loop["lr"] == 0.1 and loop["epochs"] == 1
     assert all(torch.equal(p, q) for p, q in zip(before, tiny_base.parameters()))

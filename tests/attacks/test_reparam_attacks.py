@@ -156,7 +156,7 @@ def _three_class(task):
 def test_finetune_then_fold_including_a_head_swap(name, opts, digits):
     base = _build("mlp")
     out = _apply(name, opts, base)
-    cfg = tl.FineTuneConfig(optimizer="sgd", lr=0.05, max_steps=5, batch_size=32, device="cpu")
+    cfg = tl.FineTuneConfig(loop=LoopConfig(optimizer="sgd", lr=0.05, max_steps=5, batch_size=32, device="cpu"))
     for task, classes in ((digits, 10), (_three_class(digits), 3)):
         res = tl.attack(out.model, cfg, task)
         folded = out.fold(res.model).eval()

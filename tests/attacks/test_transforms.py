@@ -8,8 +8,8 @@ import torch.nn as nn
 import trainlock as tl
 from trainlock.attacks.transforms import TRANSFORMS, TransformContext, TransformNotApplicable, TransformOutcome
 from trainlock.attacks.transforms.graph import find_chains, linear_pairs, norm_pairs, sigma_max_by_layer
-from trainlock.locks.compress import magnitude_prune, quantize, sublevel_radius, weight_decay_pull
 from trainlock.locks import find_lockable
+from trainlock.locks.compress import magnitude_prune, quantize, sublevel_radius, weight_decay_pull
 
 SHAPE = [1, 8, 8]
 

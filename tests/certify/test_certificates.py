@@ -14,11 +14,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import trainlock as tl
-from trainlock.io.artifacts import META, WEIGHTS, ArtifactError, _sha256, read_header, save
+from trainlock.certify.verify import verify
 from trainlock.cli.main import main
+from trainlock.io.artifacts import META, WEIGHTS, ArtifactError, _sha256, read_header, save
 from trainlock.io.hashing import state_hashes, tensor_sha256
 from trainlock.locks.base import LOCKS, Certificate
-from trainlock.certify.verify import verify
 
 
 class ToyMaxAbsLock:

@@ -12,11 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from trainlock.io.artifacts import META, save
 from trainlock.certify.conservation import (
-    check_conservation, conservation_certificate, feature_drift, kl_tv, pinsker_bound, progress_bound,
+    check_conservation,
+    conservation_certificate,
+    feature_drift,
+    kl_tv,
+    pinsker_bound,
+    progress_bound,
 )
 from trainlock.certify.verify import verify
+from trainlock.io.artifacts import META, save
 
 LOGITS = st.integers(1, 6).flatmap(lambda n: st.integers(2, 6).flatmap(lambda k: st.tuples(
     arrays(np.float64, (n, k), elements=st.floats(-30, 30)), arrays(np.float64, (n, k), elements=st.floats(-30, 30)))))

@@ -8,12 +8,15 @@ import torch
 import torch.nn as nn
 
 import trainlock as tl
+from trainlock.train import LoopConfig
 from trainlock.attacks.finetune import finetune
-from trainlock.locks.base import Certificate
 from trainlock.certify.monitor import LockMonitor
+from trainlock.locks.base import Certificate
 from trainlock.train.loop import LoopConfig, fit
 
-ATTACK = dict(optimizer="sgd", batch_size=32, eval_every=1000, device="cpu")
+def attack_cfg(lr: float, max_steps: int) -> "tl.FineTuneConfig":
+    loop = LoopConfig(optimizer="sgd", lr=lr, max_steps=max_steps, batch_size=32, device="cpu")
+    return tl.FineTuneConfig(loop=loop, eval_every=1000)
 
 
 class ToyFrozenLock:
@@ -82,7 +85,7 @@ def test_first_step_an_attack_breaks_a_frozen_lock(tiny_base, digits_permuted, k
     lock = _frozen_lock("body.0.weight", kind)
     locked = lock.apply(tiny_base)
     key = _key(lock, locked)
-    cfg = tl.FineTuneConfig(lr=0.1, max_steps=7, **ATTACK)
+    cfg = attack_cfg(0.1, 7)
 
     kept = LockMonitor(lock, every=every)  # the lock's own mechanism: the frozen weight gets no update
     res = finetune(locked, cfg, digits_permuted, progress=False, monitor=kept)
@@ -104,7 +107,7 @@ def test_first_step_an_attack_breaks_a_frozen_lock(tiny_base, digits_permuted, k
 
 
 def test_no_monitor_leaves_the_result_as_it_was(tiny_base, digits_permuted):
-    res = finetune(tiny_base, tl.FineTuneConfig(lr=0.1, max_steps=2, **ATTACK), digits_permuted, progress=False)
+    res = finetune(tiny_base, attack_cfg(0.1, 2), digits_permuted, progress=False)
     assert res.monitor_first_broken is None and "monitor_first_broken" not in res.to_dict()
 
 
@@ -113,7 +116,7 @@ def _sigma_trajectory(model, task, lr, steps):
     cap = ToySpectralCap(float("inf"))
     rec = LockMonitor(lambda m: [{"lock": "rec", "invariant": "sigma", "holds": True,
                                   "measured": cap.certify(m)[0].measured}], every=1)
-    finetune(model, tl.FineTuneConfig(lr=lr, max_steps=steps, **ATTACK), task, progress=False, monitor=rec)
+    finetune(model, attack_cfg(lr, steps), task, progress=False, monitor=rec)
     return [h["measured"]["rec: sigma"] for h in rec.history]
 
 
@@ -129,7 +132,7 @@ def test_a_big_lr_attack_breaks_a_spectral_cap_at_a_recorded_step(tiny_base, dig
 
     for every in (1, 2):
         mon = LockMonitor(lock, every=every)
-        res = finetune(tiny_base, tl.FineTuneConfig(lr=0.5, max_steps=steps, **ATTACK), digits_permuted,
+        res = finetune(tiny_base, attack_cfg(0.5, steps), digits_permuted,
                        progress=False, monitor=mon)
         first_check_after = -(-expected // every) * every
         assert mon.first_broken == {key: first_check_after}
@@ -138,12 +141,12 @@ def test_a_big_lr_attack_breaks_a_spectral_cap_at_a_recorded_step(tiny_base, dig
         assert measured[first_check_after] > lock.cap >= max(v for s, v in measured.items() if s < first_check_after)
 
     stop = LockMonitor(lock, every=1, stop_on_break=True)
-    res = finetune(tiny_base, tl.FineTuneConfig(lr=0.5, max_steps=steps, **ATTACK), digits_permuted,
+    res = finetune(tiny_base, attack_cfg(0.5, steps), digits_permuted,
                    progress=False, monitor=stop)
     assert res.steps == expected == stop.stopped_at and f"at step {expected}" in res.diverged
 
     small = LockMonitor(lock, every=1)
-    finetune(tiny_base, tl.FineTuneConfig(lr=0.05, max_steps=steps, **ATTACK), digits_permuted,
+    finetune(tiny_base, attack_cfg(0.05, steps), digits_permuted,
              progress=False, monitor=small)
     assert small.first_broken == {} and len(small.history) == steps + 1
 
@@ -153,10 +156,10 @@ def test_real_spectral_cap_certificate_in_the_monitor(tiny_base, digits_permuted
     sigma0 = ToySpectralCap(0).certify(tiny_base)[0].measured
     lock = sc.SpectralCapLock(sc.SpectralCapConfig(max_sigma=1.25 * sigma0))
     mon = LockMonitor(lock, every=1)
-    finetune(tiny_base, tl.FineTuneConfig(lr=0.5, max_steps=10, **ATTACK), digits_permuted, progress=False,
+    finetune(tiny_base, attack_cfg(0.5, 10), digits_permuted, progress=False,
              monitor=mon)
     toy = LockMonitor(ToySpectralCap(1.25 * sigma0 * (1 + lock.cfg.tol)), every=1)
-    finetune(tiny_base, tl.FineTuneConfig(lr=0.5, max_steps=10, **ATTACK), digits_permuted, progress=False,
+    finetune(tiny_base, attack_cfg(0.5, 10), digits_permuted, progress=False,
              monitor=toy)
     assert list(mon.first_broken.values()) == list(toy.first_broken.values()) and mon.first_broken
 

@@ -6,6 +6,7 @@ import torch.nn as nn
 
 import trainlock as tl
 from trainlock.io.artifacts import META, WEIGHTS, ArtifactError, load, read_meta, save
+from trainlock.locks import specdef_loop
 
 
 def _model():
@@ -78,7 +79,7 @@ def test_weights_that_do_not_fit(tmp_path):
 
 def test_lock_summary_travels_with_the_model(tmp_path, digits):
     model = tl.models.build("mlp", input_shape=digits.input_shape, num_classes=10, hidden=[16])
-    locked = tl.lock(model, tl.SpecDefConfig(max_steps=3, device="cpu"), retain=digits)
+    locked = tl.lock(model, tl.SpecDefConfig(loop=specdef_loop(max_steps=3, device="cpu")), retain=digits).model
     save(locked, tmp_path, {"task": "digits"})
     loaded, meta = load(tmp_path)
     assert meta["lock"]["type"] == "specdef" and meta["lock"]["config"]["alpha"] == 0.5

@@ -3,16 +3,16 @@ import torch
 import torch.nn as nn
 
 import trainlock as tl
-from trainlock.locks import find_lockable, sigma_report, spectral_term
+from trainlock.locks import find_lockable, sigma_report, specdef_loop, spectral_term
 from trainlock.registry import UnknownNameError
 from trainlock.train.loop import evaluate
 
-LOCK = dict(alpha=0.5, lr=5.0, epochs=3, batch_size=32, device="cpu")
+LOCK = dict(alpha=0.5, loop=specdef_loop(lr=5.0, epochs=3, batch_size=32, device="cpu"))
 
 
 @pytest.fixture(scope="module")
 def locked_report(tiny_base, digits):
-    return tl.lock_report(tiny_base, tl.SpecDefConfig(**LOCK), digits)
+    return tl.lock(tiny_base, tl.SpecDefConfig(**LOCK), digits).report
 
 
 def test_lock_inflates_sigma_and_keeps_utility(locked_report, tiny_base, digits):
@@ -36,7 +36,7 @@ def rep_params_differ(a, b):
 
 
 def test_alpha_one_is_retain_training_only(tiny_base, digits):
-    rep = tl.lock_report(tiny_base, tl.SpecDefConfig(alpha=1.0, lr=1.0, max_steps=20, device="cpu"), digits)
+    rep = tl.lock(tiny_base, tl.SpecDefConfig(loop=specdef_loop(lr=1.0, max_steps=20, device="cpu"), alpha=1.0), digits).report
     ratio = rep.sigma_after["mean_topk"] / rep.sigma_before["mean_topk"]
     assert 0.8 < ratio < 1.25  # no spectral pressure: sigma moves only through the retain loss
 
@@ -70,14 +70,14 @@ def test_any_module_with_a_matrix_parameter_can_be_locked(digits):
             return x.flatten(1) @ self.M
 
     model = Custom()
-    rep = tl.lock_report(model, tl.SpecDefConfig(include="M", lr=1.0, max_steps=10, device="cpu"), digits)
+    rep = tl.lock(model, tl.SpecDefConfig(loop=specdef_loop(lr=1.0, max_steps=10, device="cpu"), include="M"), digits).report
     assert rep.sigma_after["layers"]["M"][0] > rep.sigma_before["layers"]["M"][0]
 
 
 def test_conv_operator_mode_and_kl_retain(digits):
     model = tl.models.build("cnn", input_shape=list(digits.input_shape), num_classes=10, channels=[2, 4], hidden=8)
-    cfg = tl.SpecDefConfig(conv_mode="operator", retain="ce+kl", top_k=2, max_steps=5, device="cpu")
-    rep = tl.lock_report(model, cfg, digits)
+    cfg = tl.SpecDefConfig(loop=specdef_loop(max_steps=5, device="cpu"), conv_mode="operator", retain="ce+kl", top_k=2)
+    rep = tl.lock(model, cfg, digits).report
     conv = rep.sigma_after["layers"]["features.0.weight"]
     assert len(conv) == 2 and conv[0] >= conv[1] > 0
     lockables = find_lockable(rep.model, conv_mode="operator", sample=digits.x_train[:1])
@@ -94,9 +94,9 @@ def test_bad_config(kwargs, match):
 
 def test_bad_conv_mode_and_optimizer(tiny_base, digits):
     with pytest.raises(ValueError, match="conv_mode"):
-        tl.lock(tiny_base, tl.SpecDefConfig(conv_mode="exact", device="cpu"), digits)
+        tl.lock(tiny_base, tl.SpecDefConfig(loop=specdef_loop(device="cpu"), conv_mode="exact"), digits).model
     with pytest.raises(UnknownNameError, match="valid"):
-        tl.lock(tiny_base, tl.SpecDefConfig(optimizer="lion", device="cpu"), digits)
+        tl.lock(tiny_base, tl.SpecDefConfig(loop=specdef_loop(optimizer="lion", device="cpu")), digits).model
 
 
 def test_sigma_report_is_exact(tiny_base):
@@ -106,7 +106,7 @@ def test_sigma_report_is_exact(tiny_base):
 
 
 def test_non_finite_lock_stops_and_keeps_the_last_good_state(tiny_base, digits):
-    cfg = tl.SpecDefConfig(optimizer="sgd", lr=1e38, alpha=0.0, epochs=1, device="cpu")
-    rep = tl.lock_report(tiny_base, cfg, digits)
+    cfg = tl.SpecDefConfig(loop=specdef_loop(optimizer="sgd", lr=1e38, epochs=1, device="cpu"), alpha=0.0)
+    rep = tl.lock(tiny_base, cfg, digits).report
     assert rep.stopped and "non-finite" in rep.stopped and "restored the last good state" in rep.stopped
     assert all(torch.isfinite(p).all() for p in rep.model.parameters())

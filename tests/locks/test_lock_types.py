@@ -322,7 +322,8 @@ def test_reparam_model_saves_and_loads_with_its_inserted_layers(tmp_path, digits
 
     model = tl.models.build("mlp", input_shape=[1, 8, 8], num_classes=10, hidden=[16])
     lock = tl.locks.lock_factory({"type": "specdef-reparam", "factor": 100.0})
-    locked, record = tl.api.certified(model, lock, digits)
+    res = tl.lock(model, lock, digits)
+    locked, record = res.model, res.record
     tl.save(locked, tmp_path, {"task": "digits", **record})
     loaded, meta = tl.load(tmp_path)
     assert meta["structure"]["wrappers"] and "comp" in " ".join(n for n, _ in loaded.named_parameters())

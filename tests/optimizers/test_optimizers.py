@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import trainlock as tl
-from trainlock.train.optim import OPTIMIZERS, make_optimizer, step_mode
+from trainlock.optimizers import OPTIMIZERS, make_optimizer, step_mode
 from trainlock.train.loop import LoopConfig, fit
 
 # lr per optimizer for 30 steps of a tiny MLP on digits (batch 32); unknown names get 1e-2

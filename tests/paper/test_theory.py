@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from trainlock.paper import theory
 from trainlock.cli.main import main
+from trainlock.paper import theory
 from trainlock.paper.reproduce import run
 
 

@@ -2,20 +2,20 @@ import json
 import random
 
 import pytest
-import torch
 
 import trainlock as tl
 from trainlock.attacks.transforms import TRANSFORMS, TransformNotApplicable, TransformOutcome
 from trainlock.cli.main import main
-from trainlock.redteam import AttackSpec, RedTeamConfig, build_suite, read_rows, run_suite, worst_case
+from trainlock.locks import specdef_loop
+from trainlock.redteam import AttackSpec, RedTeamConfig, Target, build_suite, read_rows, run_suite, worst_case
 from trainlock.redteam.report import adaptive_vs_plain, write_report
+from trainlock.train import LoopConfig
 
-FAST = dict(max_steps=20, batch_size=32, workers=0)
 
 
 @pytest.fixture(scope="module")
 def locked(tiny_base, digits):
-    return tl.lock(tiny_base, tl.SpecDefConfig(lr=10.0, epochs=5, batch_size=32, device="cpu"), digits)
+    return tl.lock(tiny_base, tl.SpecDefConfig(loop=specdef_loop(lr=10.0, epochs=5, batch_size=32, device="cpu")), digits).model
 
 
 def test_suite_priority_budget_and_include():
@@ -27,7 +27,7 @@ def test_suite_priority_budget_and_include():
     assert only and all("sgd@" in s.name for s in only)
     # every registered optimizer and transform appears in the full suite
     names = " ".join(s.name for s in suite)
-    from trainlock.train.optim import OPTIMIZERS
+    from trainlock.optimizers import OPTIMIZERS
 
     for opt in OPTIMIZERS.names():
         assert f"{opt}@" in names
@@ -64,15 +64,15 @@ def test_worst_case_is_order_independent():
 
 
 def test_worker_count_does_not_change_the_result(locked, digits, digits_permuted, tmp_path):
-    specs = build_suite(RedTeamConfig(budget=4, max_steps=20, batch_size=32))
-    one = run_suite(locked, digits_permuted, specs, None, digits, workers=0, progress=False)
-    two = run_suite(locked, digits_permuted, specs, None, digits, workers=2, progress=False)
+    specs = build_suite(RedTeamConfig(loop=LoopConfig(device="cpu", max_steps=20, batch_size=32), budget=4))
+    one = run_suite(Target(locked, digits_permuted, digits), specs, None, workers=0, progress=False)
+    two = run_suite(Target(locked, digits_permuted, digits), specs, None, workers=2, progress=False)
     assert [r.get("accuracy") for r in one] == [r.get("accuracy") for r in two]
     assert worst_case(one) == worst_case(two)
 
 
 def test_interrupted_sweep_resumes_without_redoing_runs(locked, digits_permuted, tmp_path):
-    specs = build_suite(RedTeamConfig(budget=5, max_steps=10, batch_size=32))
+    specs = build_suite(RedTeamConfig(loop=LoopConfig(device="cpu", max_steps=10, batch_size=32), budget=5))
     seen = []
 
     def stop_after_two(row):
@@ -81,12 +81,12 @@ def test_interrupted_sweep_resumes_without_redoing_runs(locked, digits_permuted,
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_suite(locked, digits_permuted, specs, tmp_path, workers=0, progress=False, on_row=stop_after_two)
+        run_suite(Target(locked, digits_permuted), specs, tmp_path, workers=0, progress=False, on_row=stop_after_two)
     assert len(read_rows(tmp_path / "runs.jsonl")) == 2
     with open(tmp_path / "runs.jsonl", "a") as f:
         f.write('{"key": "torn')  # a line cut off by the kill
     again = []
-    rows = run_suite(locked, digits_permuted, specs, tmp_path, workers=0, progress=False, on_row=lambda r: again.append(r["key"]))
+    rows = run_suite(Target(locked, digits_permuted), specs, tmp_path, workers=0, progress=False, on_row=lambda r: again.append(r["key"]))
     assert len(again) == 3 and not set(again) & set(seen)
     assert [r["key"] for r in rows] == [s.key() for s in specs]
 
@@ -109,7 +109,7 @@ def test_diverged_skipped_and_failing_runs_are_recorded(locked, digits_permuted,
     try:
         specs = [AttackSpec("sgd", 1e30, max_steps=5), AttackSpec("adam", 1e-3, transforms=(("test-skip", {}),)),
                  AttackSpec("adam", 1e-3, transforms=(("test-boom", {}),))]
-        rows = run_suite(locked, digits_permuted, specs, tmp_path, workers=0, progress=False)
+        rows = run_suite(Target(locked, digits_permuted), specs, tmp_path, workers=0, progress=False)
     finally:
         TRANSFORMS._items.pop("test-skip")
         TRANSFORMS._items.pop("test-boom")
@@ -149,7 +149,7 @@ def test_optuna_search_resumes(locked, digits_permuted, tmp_path):
     pytest.importorskip("optuna")
     from trainlock.redteam.search import search
 
-    cfg = RedTeamConfig(max_steps=5, batch_size=32, search_trials=2)
+    cfg = RedTeamConfig(loop=LoopConfig(device="cpu", max_steps=5, batch_size=32), search_trials=2)
     rows = search(locked, digits_permuted, cfg, tmp_path)
     assert len(rows) == 2
     cfg.search_trials = 3
@@ -162,8 +162,8 @@ def test_optuna_search_resumes(locked, digits_permuted, tmp_path):
 
 
 def test_python_api_and_cli(locked, tiny_base, digits, digits_permuted, tmp_path, capsys):
-    cfg = RedTeamConfig(**{**FAST, "max_steps": 100})
-    res = tl.redteam(locked, digits_permuted, budget=2, out=tmp_path / "api", config=cfg, retain=digits, base=tiny_base)
+    cfg = RedTeamConfig(loop=LoopConfig(device="cpu", max_steps=100, batch_size=32), workers=0, budget=2)
+    res = tl.redteam(locked, digits_permuted, cfg, out=tmp_path / "api", retain=digits, base=tiny_base)
     assert set(res) >= {"worst", "runs", "comparison", "base_worst"} and len(res["runs"]) == 2
     # measured (adam 1e-3 and sgd 1e-2, 100 steps): base worst case 0.617, locked 0.333
     assert res["base_worst"]["accuracy"] > res["worst"]["accuracy"] + 0.2
@@ -209,13 +209,14 @@ def test_backdoor_run_reports_asr_before_and_after(tiny_base, digits, tmp_path):
 
 def test_recorded_locks_are_monitored_and_recertified(tiny_base, digits, digits_permuted, tmp_path):
     lock = tl.locks.lock_factory({"type": "spectral-cap", "max_sigma": 1.0})
-    locked, record = tl.api.certified(tiny_base, lock, digits)
+    res = tl.lock(tiny_base, lock, digits)
+    locked, record = res.model, res.record
     tl.save(locked, tmp_path / "m", record)
     locked, meta = tl.load(tmp_path / "m")  # as an adversary gets it: weights, no training-time hooks
     specs = [AttackSpec("sgd", 1.0, max_steps=20, eval_every=5),
              AttackSpec("sgd", 1e-2, max_steps=5, transforms=(("sv-clip", {}),))]
-    rows = run_suite(locked, digits_permuted, specs, tmp_path, digits, workers=0, progress=False,
-                     locks=meta["locks"])
+    rows = run_suite(Target(locked, digits_permuted, digits, meta["locks"]), specs, tmp_path, workers=0,
+                     progress=False)
     plain, clipped = rows
     key = next(iter(plain["certificates_after"]))
     # the cap is not enforced in a reloaded/attacked model: a big-lr attack breaks it, found at a check step

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import trainlock as tl
-from trainlock.train.optim import OPTIMIZERS, make_optimizer
+from trainlock.optimizers import make_optimizer
 from trainlock.registry import UnknownNameError
 from trainlock.train.loop import LoopConfig, accuracy, fit
 

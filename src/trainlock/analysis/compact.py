@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from ..locks.compress import lockable_weights, magnitude_prune, quantize, sublevel_radius
 
+
 def _sq_norm(model: nn.Module) -> float:
     """||theta||^2 over every trainable parameter (weights and biases): the penalized vector."""
     return float(sum(p.detach().double().pow(2).sum() for p in model.parameters() if p.requires_grad))

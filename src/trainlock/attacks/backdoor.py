@@ -147,7 +147,7 @@ def backdoor_attack(model: nn.Module, ft_cfg: FineTuneConfig, task: Task, cfg: B
     swapped when the class count differs), "after" on the fine-tuned model, both on the clean test
     split (accuracy, macro-F1) and its triggered copy (ASR). "run" is the AttackResult as a dict."""
     poisoned = poison(task, cfg)
-    start, _ = prepare(model, task, ft_cfg.head, ft_cfg.seed)
+    start, _ = prepare(model, task, ft_cfg.head, ft_cfg.loop.seed)
     before = backdoor_metrics(start, task, cfg)
     run = finetune(model, ft_cfg, poisoned, progress=progress)
     after = backdoor_metrics(run.model, task, cfg)

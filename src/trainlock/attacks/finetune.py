@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from ..config import to_dict
+from ..config import option, to_dict
 from ..models import find_head, replace_head
 from ..tasks import Task
 from ..train.loop import LoopConfig, accuracy, clone_model, fit, resolve_device
@@ -23,38 +23,24 @@ HEAD_MODES = ("auto", "keep", "reset")
 
 @dataclass
 class FineTuneConfig:
-    """A fine-tuning attack. Defaults: Adam at 1e-3 for one epoch, the usual first try."""
+    """A fine-tuning attack: the loop (default: Adam at 1e-3 for one epoch, the usual first try) and
+    what is measured along the way."""
 
-    optimizer: str = "adam"  # sgd (momentum 0.9), adam, adamw, adadelta, or any registered name
-    lr: float = 1e-3
-    epochs: int = 1
-    batch_size: int = 64
-    seed: int = 0
-    max_steps: int | None = None  # cap on steps in all (None: every epoch)
-    momentum: float | None = None  # SGD momentum (None: 0.9)
-    weight_decay: float | None = None  # None: the optimizer's default (AdamW: 0.01)
-    lr_gamma: float | None = None  # step-LR decay per epoch; None: constant
-    head: str = "auto"  # "auto": fresh head when the label count differs; "keep"; "reset"
-    target_accuracy: float = 0.7  # steps_to_target counts steps until test accuracy >= this
-    eval_every: int = 50  # steps between accuracy checks for steps_to_target
-    eval_samples: int = 2000  # test samples used by those checks (final accuracy uses all)
-    device: str = "auto"
+    loop: LoopConfig = option(factory=LoopConfig, help="the training loop")
+    head: str = option("auto", "auto: a fresh head when the label count differs; keep; reset",
+                       choices=lambda: HEAD_MODES)
+    target_accuracy: float = option(0.7, "accuracy whose first crossing gives steps_to_target")
+    eval_every: int = option(50, "steps between accuracy checks for steps_to_target")
+    eval_samples: int = option(2000, "test samples used by those checks (the final accuracy uses all)")
 
     def __post_init__(self):
         if self.head not in HEAD_MODES:
             raise ValueError(f"head must be one of {HEAD_MODES}, got {self.head!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
+        if self.loop.epochs < 1 or self.loop.batch_size < 1 or self.eval_every < 1:
             raise ValueError("epochs, batch_size and eval_every must be >= 1")
 
     def to_dict(self) -> dict:
         return to_dict(self)
-
-    def loop(self) -> LoopConfig:
-        return LoopConfig(
-            optimizer=self.optimizer, lr=self.lr, epochs=self.epochs, batch_size=self.batch_size,
-            seed=self.seed, max_steps=self.max_steps, lr_gamma=self.lr_gamma,
-            weight_decay=self.weight_decay, momentum=self.momentum, device=self.device,
-        )
 
 
 @dataclass
@@ -114,10 +100,10 @@ def finetune(model: nn.Module, cfg: FineTuneConfig, task: Task, progress: bool =
     and then as fit's on_step (it may stop the run); its first_broken goes to the result.
     """
     t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    model, task = prepare(model, task, cfg.head, cfg.seed)
-    model.to(resolve_device(cfg.device))
-    probe = task.subset(n_test=cfg.eval_samples, seed=cfg.seed)
+    torch.manual_seed(cfg.loop.seed)
+    model, task = prepare(model, task, cfg.head, cfg.loop.seed)
+    model.to(resolve_device(cfg.loop.device))
+    probe = task.subset(n_test=cfg.eval_samples, seed=cfg.loop.seed)
     evals: list[tuple[int, float]] = []
     first: list[int] = []
 
@@ -141,7 +127,7 @@ def finetune(model: nn.Module, cfg: FineTuneConfig, task: Task, progress: bool =
     def on_epoch(epoch: int) -> dict:
         return {"accuracy": accuracy(model, task.x_test, task.y_test)}
 
-    res = fit(model, task, cfg.loop(), on_step=on_step, on_epoch=on_epoch, desc=f"attack {task.name}", progress=progress)
+    res = fit(model, task, cfg.loop, on_step=on_step, on_epoch=on_epoch, desc=f"attack {task.name}", progress=progress)
     final = accuracy(model, task.x_test, task.y_test)
     if res.stopped and res.steps and (not evals or evals[-1][0] != res.steps):
         check(res.steps)

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ..config import to_dict
+from ..config import option, to_dict
 from ..tasks import Task
 from ..train.loop import LoopConfig, clone_model, fit, predict
 from .finetune import AttackResult, FineTuneConfig, finetune
@@ -27,31 +27,23 @@ from .finetune import AttackResult, FineTuneConfig, finetune
 
 @dataclass
 class RelearnConfig:
-    forget_class: int = 1  # the class the model unlearns and the attacker relearns
-    unlearn_epochs: int = 2  # continued training on the task without the class
-    unlearn_optimizer: str = "sgd"
-    unlearn_lr: float = 0.01
-    relearn_optimizer: str = "sgd"  # the paper's relearning attack: SGD at lr 0.1 for one epoch
-    relearn_lr: float = 0.1
-    relearn_epochs: int = 1
-    batch_size: int = 64
-    seed: int = 0
-    device: str = "auto"
+    """The forgetting study: which class, how it is unlearned, and the relearning attack."""
+
+    forget_class: int = option(1, "the class the model unlearns and the attacker relearns")
+    unlearn: LoopConfig = option(factory=lambda: LoopConfig(optimizer="sgd", lr=0.01, epochs=2),
+                                 help="continued training on the task without the class")
+    relearn: LoopConfig = option(factory=lambda: LoopConfig(optimizer="sgd", lr=0.1, epochs=1),
+                                 help="the relearning attack (the paper: SGD at lr 0.1 for one epoch)")
 
     def __post_init__(self):
-        if self.unlearn_epochs < 1 or self.relearn_epochs < 1 or self.batch_size < 1:
-            raise ValueError("unlearn_epochs, relearn_epochs and batch_size must be >= 1")
+        if self.unlearn.epochs < 1 or self.relearn.epochs < 1 or min(self.unlearn.batch_size, self.relearn.batch_size) < 1:
+            raise ValueError("unlearn and relearn epochs and batch sizes must be >= 1")
 
     def to_dict(self) -> dict:
         return to_dict(self)
 
-    def unlearn_loop(self) -> LoopConfig:
-        return LoopConfig(optimizer=self.unlearn_optimizer, lr=self.unlearn_lr, epochs=self.unlearn_epochs,
-                          batch_size=self.batch_size, seed=self.seed, device=self.device)
-
     def relearn_attack(self) -> FineTuneConfig:
-        return FineTuneConfig(optimizer=self.relearn_optimizer, lr=self.relearn_lr, epochs=self.relearn_epochs,
-                              batch_size=self.batch_size, seed=self.seed, head="keep", device=self.device)
+        return FineTuneConfig(loop=self.relearn, head="keep")
 
 
 def _check_class(task: Task, c: int) -> None:
@@ -91,9 +83,9 @@ def unlearn(model: nn.Module, task: Task, cfg: RelearnConfig, progress: bool = F
     retain = drop_class(task, cfg.forget_class)
     shape = getattr(model, "input_shape", None)
     retain = retain.adapt(shape) if shape is not None else retain
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.unlearn.seed)
     out = clone_model(model)
-    fit(out, retain, cfg.unlearn_loop(), desc="unlearn", progress=progress)
+    fit(out, retain, cfg.unlearn, desc="unlearn", progress=progress)
     return out
 
 

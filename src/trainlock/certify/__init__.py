@@ -1,0 +1,1 @@
+"""Checking claims: re-verify a model directory, watch certificates during training, the conservation certificate."""

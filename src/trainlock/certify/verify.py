@@ -40,7 +40,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..io.artifacts import META, WEIGHTS, ArtifactError, _json_default, read_header, read_meta
-from ..io.hashing import file_sha256 as _file_sha256, state_hashes, state_sha256
+from ..io.hashing import file_sha256 as _file_sha256
+from ..io.hashing import state_hashes, state_sha256
 
 __all__ = ["Row", "VerifyReport", "verify", "format_table"]
 

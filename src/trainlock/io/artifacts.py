@@ -23,8 +23,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .._version import __version__
-from .hashing import file_sha256 as _sha256, state_hashes
 from ..models import MODELS, build
+from .hashing import file_sha256 as _sha256
+from .hashing import state_hashes
 
 WEIGHTS = "model.safetensors"
 META = "trainlock.json"

@@ -2,12 +2,13 @@
 one from a spec (dict, list or JSON / YAML file)."""
 
 from . import architecture, composite, energy, frozen, sparsity, specdef_reparam, spectral_cap  # noqa: F401
-from .base import LOCKS, Certificate, Lock
+from .base import LOCKS, Certificate, Lock, LockDefaults, register_lock
 from .factory import lock_factory, lock_from_meta
 from .lockable import Lockable, find_lockable, sigma_report
-from .specdef import LockReport, SpecDefConfig, SpecDefLock, specdef, spectral_term
+from .specdef import LockReport, SpecDefConfig, SpecDefLock, specdef, specdef_loop, spectral_term
 
 __all__ = [
-    "LOCKS", "Certificate", "Lock", "Lockable", "LockReport", "SpecDefConfig", "SpecDefLock", "find_lockable",
-    "lock_factory", "lock_from_meta", "sigma_report", "specdef", "spectral_term",
+    "LOCKS", "Certificate", "Lock", "LockDefaults", "Lockable", "LockReport", "SpecDefConfig", "SpecDefLock",
+    "find_lockable", "lock_factory", "lock_from_meta", "register_lock", "sigma_report", "specdef", "specdef_loop",
+    "spectral_term",
 ]

@@ -13,6 +13,7 @@ transforms work), so it is a training-time statement about one's own run.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch.nn as nn
@@ -20,7 +21,7 @@ import torch.nn as nn
 from ..config import from_dict, to_dict
 from ..tasks import Task
 from ..train.loop import clone_model
-from .base import LOCKS, Certificate
+from .base import Certificate, LockDefaults, register_lock
 
 
 def layer_count(model: nn.Module) -> int:
@@ -41,11 +42,12 @@ class ArchitectureConfig:
     shapes: tuple | None = None  # ([name, [sizes]], ...)
 
 
-class ArchitectureLock:
+@register_lock
+class ArchitectureLock(LockDefaults):
     name = "architecture"
 
     def __init__(self, config: ArchitectureConfig | None = None):
-        self.cfg = config or ArchitectureConfig()
+        self.cfg = dataclasses.replace(config) if config is not None else ArchitectureConfig()
 
     @classmethod
     def from_config(cls, data: dict) -> "ArchitectureLock":
@@ -94,6 +96,5 @@ class ArchitectureLock:
         )]
 
 
-LOCKS.add("architecture", ArchitectureLock)
 
 __all__ = ["ArchitectureConfig", "ArchitectureLock", "layer_count", "parameter_shapes"]

@@ -7,8 +7,8 @@ values, why the invariant blocks the bad region (proof of gap), why training kee
 weights (SpecDef), or a training-time constraint that protects one's own training run (frozen
 layers, spectral caps, sparsity), which an adversary holding the weights can simply remove.
 
-Register one lock class per file: `LOCKS.add("name", LockClass)`; the class is built from its
-config dict: `LockClass.from_config(dict)`.
+Register one lock class per file with `@register_lock` (it reads the class's `name`); the class is
+built from its config dict: `LockClass.from_config(dict)`.
 """
 
 from __future__ import annotations
@@ -68,17 +68,75 @@ class Certificate:
         return cls(**{k: v for k, v in data.items() if k in names and k != "holds"})
 
 
+@dataclass
+class LockReport:
+    """What a lock run that trains (SpecDef) did: the locked model, per-epoch log, sigma before and after."""
+
+    model: nn.Module
+    config: dict
+    history: list[dict] = field(default_factory=list)
+    sigma_before: dict = field(default_factory=dict)
+    sigma_after: dict = field(default_factory=dict)
+    accuracy_before: float | None = None
+    accuracy_after: float | None = None
+    stopped: str | None = None  # set when the run stopped early (e.g. non-finite loss)
+
+    def summary(self) -> dict:
+        """JSON-ready metrics (no tensors, no model)."""
+        return {
+            "config": self.config,
+            "history": self.history,
+            "sigma_before": self.sigma_before,
+            "sigma_after": self.sigma_after,
+            "accuracy_before": self.accuracy_before,
+            "accuracy_after": self.accuracy_after,
+            "stopped": self.stopped,
+        }
+
+
 @runtime_checkable
 class Lock(Protocol):
-    """A lock: `apply` returns the locked model (a copy); `certify` measures the claim from weights."""
+    """A lock: everything the factory (`from_config`), `trainlock.lock` and the verifier call.
+
+    `apply` returns the locked model (a copy; the input is not modified) and keeps what it measured
+    (recorded values) on the lock itself, so `config()` then returns the config plus those records
+    and `from_config(lock.config())` rebuilds a lock that can `certify`. `report()` is the last
+    apply's run report (per-epoch history, sigma before / after) for locks that train, else None.
+    """
 
     name: ClassVar[str]
+    progress: bool  # show a progress bar and per-epoch logs during apply
+
+    @classmethod
+    def from_config(cls, data: dict) -> "Lock": ...
+
+    def config(self) -> dict: ...
 
     def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module: ...
 
     def certify(self, model: nn.Module) -> list[Certificate]: ...
 
-    def config(self) -> dict: ...
+    def report(self) -> LockReport | None: ...
+
+    def use_tasks(self, *tasks: Task) -> "Lock": ...
+
+
+class LockDefaults:
+    """What most locks share: no progress output, no run report, no Task objects to hand over."""
+
+    progress: bool = False
+
+    def report(self) -> LockReport | None:
+        return None
+
+    def use_tasks(self, *tasks: Task) -> "LockDefaults":
+        return self
 
 
 LOCKS: Registry[type] = Registry("lock")
+
+
+def register_lock(cls: type) -> type:
+    """Class decorator: register a lock under its own `name` (written once, on the class)."""
+    LOCKS.add(cls.name, cls)
+    return cls

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from ..config import from_dict
 from ..tasks import Task
-from .base import LOCKS, Certificate, Lock
+from .base import Certificate, Lock, LockDefaults, register_lock
 from .factory import lock_from_spec
 
 MODES = ("all", "any")
@@ -38,7 +38,8 @@ class CompositeConfig:
             raise ValueError("composite: 'locks' must list at least one lock spec {'type': NAME, ...}")
 
 
-class CompositeLock:
+@register_lock
+class CompositeLock(LockDefaults):
     name = "composite"
 
     def __init__(self, config: CompositeConfig):
@@ -55,14 +56,18 @@ class CompositeLock:
     def use_tasks(self, *tasks: Task) -> "CompositeLock":
         """Hand Task objects to every child that takes them (the energy lock)."""
         for c in self.children:
-            if hasattr(c, "use_tasks"):
-                c.use_tasks(*tasks)
+            c.use_tasks(*tasks)
         return self
 
     def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
         for child in self.children:
+            child.progress = self.progress
             model = child.apply(model, retain)
         return model
+
+    def report(self):
+        """The first child's run report (a composite of one training lock reports that lock's run)."""
+        return next((r for r in (c.report() for c in self.children) if r is not None), None)
 
     def certify(self, model: nn.Module) -> list[Certificate]:
         certs: list[Certificate] = []
@@ -100,6 +105,5 @@ class CompositeLock:
         return certs
 
 
-LOCKS.add("composite", CompositeLock)
 
 __all__ = ["CompositeConfig", "CompositeLock"]

@@ -19,6 +19,7 @@ registered name) and measures L_bad on the current weights, cross-entropy on the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ from .. import tasks as _tasks
 from ..config import from_dict, to_dict
 from ..tasks import Task
 from ..train.loop import clone_model, predict
-from .base import LOCKS, Certificate
+from .base import Certificate, LockDefaults, register_lock
 
 
 @dataclass
@@ -64,13 +65,14 @@ def task_loss(model: nn.Module, task: Task, max_samples: int) -> float:
     return float(F.cross_entropy(logits, y))
 
 
-class EnergyLock:
+@register_lock
+class EnergyLock(LockDefaults):
     """Certify L_bad >= L_auth(lock time) + delta; changes no weight."""
 
     name = "energy"
 
     def __init__(self, config: EnergyConfig, tasks: dict[str, Task] | None = None):
-        self.cfg = config
+        self.cfg = dataclasses.replace(config)
         self._tasks: dict[str, Task] = dict(tasks or {})
 
     @classmethod
@@ -144,6 +146,5 @@ class EnergyLock:
         )]
 
 
-LOCKS.add("energy", EnergyLock)
 
 __all__ = ["EnergyConfig", "EnergyLock", "task_loss"]

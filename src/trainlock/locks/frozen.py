@@ -12,6 +12,7 @@ Anyone holding the weights sets requires_grad back to True: a training-time lock
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import torch.nn as nn
 from ..config import from_dict, to_dict
 from ..tasks import Task
 from ..train.loop import clone_model
-from .base import LOCKS, Certificate
+from .base import Certificate, LockDefaults, register_lock
 
 
 def tensor_sha256(t: torch.Tensor) -> str:
@@ -72,13 +73,14 @@ def matched_parameters(model: nn.Module, patterns) -> dict[str, nn.Parameter]:
     return found
 
 
-class FrozenLock:
+@register_lock
+class FrozenLock(LockDefaults):
     """Freeze matched parameters (requires_grad=False) and certify them by SHA-256."""
 
     name = "frozen"
 
     def __init__(self, config: FrozenConfig):
-        self.cfg = config
+        self.cfg = dataclasses.replace(config)
 
     @classmethod
     def from_config(cls, data: dict) -> "FrozenLock":
@@ -133,6 +135,5 @@ class FrozenLock:
         )]
 
 
-LOCKS.add("frozen", FrozenLock)
 
 __all__ = ["FrozenConfig", "FrozenLock", "matched_parameters", "tensor_sha256"]

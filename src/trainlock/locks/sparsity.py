@@ -19,16 +19,17 @@ weights into a fresh module) lets training fill the zeros in again: training-tim
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from .compress import magnitude_prune
 from ..config import from_dict, to_dict
 from ..tasks import Task
 from ..train.loop import clone_model
-from .base import LOCKS, Certificate
+from .base import Certificate, LockDefaults, register_lock
+from .compress import magnitude_prune
 from .lockable import find_lockable
 from .spectral_cap import ProjectionHook, attach_projection
 
@@ -76,13 +77,14 @@ def count_nonzero(model: nn.Module) -> dict[str, int]:
     return {l.name: int(torch.count_nonzero(l.param.detach())) for l in find_lockable(model)}
 
 
-class SparsityLock:
+@register_lock
+class SparsityLock(LockDefaults):
     """Magnitude-prune the lockable weights and keep the pruned entries at zero."""
 
     name = "sparsity"
 
     def __init__(self, config: SparsityConfig):
-        self.cfg = config
+        self.cfg = dataclasses.replace(config)
 
     @classmethod
     def from_config(cls, data: dict) -> "SparsityLock":
@@ -145,6 +147,5 @@ class SparsityLock:
         )]
 
 
-LOCKS.add("sparsity", SparsityLock)
 
 __all__ = ["MaskHook", "SparsityConfig", "SparsityLock", "count_nonzero"]

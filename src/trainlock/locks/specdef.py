@@ -8,38 +8,49 @@ The mean runs over the union of all layers' top-k values (the paper's (1/n) sum_
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+import logging
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import to_dict
+from ..config import from_dict, option, to_dict
 from ..tasks import Task
 from ..train.loop import LoopConfig, LoopResult, clone_model, evaluate, fit, resolve_device
+from .base import Certificate, LockDefaults, LockReport, register_lock
 from .lockable import Lockable, find_lockable, sigma_report
 
+logger = logging.getLogger(__name__)
+
 RETAIN_LOSSES = ("ce", "kl", "ce+kl")
+CONV_MODES = ("reshape", "operator")
+
+
+def specdef_loop(**changes) -> LoopConfig:
+    """SpecDef's default loop, the paper's image setting (Appendix B.2): Adadelta at lr 1 with a step-LR
+    decay of 0.7 per epoch, one epoch; `changes` override fields, e.g. `specdef_loop(lr=5.0, epochs=5)`."""
+    return dataclasses.replace(LoopConfig(optimizer="adadelta", lr=1.0, lr_gamma=0.7), **changes)
 
 
 @dataclass
 class SpecDefConfig:
-    """SpecDef hyper-parameters. Defaults follow the paper's image setting (Appendix B.2)."""
+    """SpecDef hyper-parameters. The loop's defaults are the paper's (`specdef_loop`); build a changed
+    loop with `specdef_loop(...)`, not a bare `LoopConfig(...)`, which starts from Adam's defaults."""
 
-    alpha: float = 0.5  # weight of the retain loss; 1 - alpha weighs the spectral term
-    top_k: int = 1  # singular values per weight (Remark A.3: k > 1 keeps the bound non-vacuous)
-    lr: float = 1.0  # the paper locks with Adadelta at lr 1
-    optimizer: str = "adadelta"
-    epochs: int = 1
-    batch_size: int = 64
-    lr_gamma: float | None = 0.7  # step-LR decay per epoch, as in the paper
-    max_steps: int | None = None  # cap on steps in all (None: every epoch)
-    retain: str = "ce"  # "ce": task cross-entropy; "kl": KL to the original model; "ce+kl": both
-    include: str | None = None  # regex on parameter names to lock (default: Linear and Conv weights)
-    exclude: str | None = None  # regex on parameter names to leave alone
-    conv_mode: str = "reshape"  # "reshape": (out, in*kh*kw) kernel; "operator": true conv norm
-    seed: int = 0
-    device: str = "auto"
+    loop: LoopConfig = option(factory=specdef_loop, help="the locking loop")
+    alpha: float = option(0.5, "retain-loss weight; 1 - alpha weighs the spectral term")
+    top_k: int = option(1, "singular values per weight matrix to inflate (Remark A.3: k > 1 keeps the "
+                           "bound non-vacuous)")
+    retain: str = option("ce", "retain loss: ce (task cross-entropy), kl (KL to the original model), ce+kl",
+                         choices=lambda: RETAIN_LOSSES)
+    include: str | None = option(None, "regex on parameter names to lock (default: every Linear and Conv weight)")
+    exclude: str | None = option(None, "regex on parameter names to leave alone")
+    conv_mode: str = option("reshape", "reshape: a conv kernel as an (out, in*kh*kw) matrix; operator: the "
+                                       "true conv operator norm", choices=lambda: CONV_MODES)
+    tol: float = option(1e-3, "certificate: every layer keeps sigma_max >= (1 - tol) * the value recorded at "
+                              "lock time")
 
     def __post_init__(self):
         if not 0.0 <= self.alpha <= 1.0:
@@ -48,41 +59,11 @@ class SpecDefConfig:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if self.retain not in RETAIN_LOSSES:
             raise ValueError(f"retain must be one of {RETAIN_LOSSES}, got {self.retain!r}")
+        if not 0 <= self.tol < 1:
+            raise ValueError(f"specdef: tol must be in [0, 1), got {self.tol}")
 
     def to_dict(self) -> dict:
         return to_dict(self)
-
-    def loop(self) -> LoopConfig:
-        return LoopConfig(
-            optimizer=self.optimizer, lr=self.lr, epochs=self.epochs, batch_size=self.batch_size,
-            seed=self.seed, max_steps=self.max_steps, lr_gamma=self.lr_gamma, device=self.device,
-        )
-
-
-@dataclass
-class LockReport:
-    """What a lock run did: the locked model, per-epoch log, sigma before and after."""
-
-    model: nn.Module
-    config: dict
-    history: list[dict] = field(default_factory=list)
-    sigma_before: dict = field(default_factory=dict)
-    sigma_after: dict = field(default_factory=dict)
-    accuracy_before: float | None = None
-    accuracy_after: float | None = None
-    stopped: str | None = None  # set when the run stopped early (e.g. non-finite loss)
-
-    def summary(self) -> dict:
-        """JSON-ready metrics (no tensors, no model)."""
-        return {
-            "config": self.config,
-            "history": self.history,
-            "sigma_before": self.sigma_before,
-            "sigma_after": self.sigma_after,
-            "accuracy_before": self.accuracy_before,
-            "accuracy_after": self.accuracy_after,
-            "stopped": self.stopped,
-        }
 
 
 def spectral_term(lockables: list[Lockable], k: int) -> torch.Tensor:
@@ -107,7 +88,7 @@ def _retain_loss(kind: str, original: nn.Module | None):
 
 def specdef(model: nn.Module, cfg: SpecDefConfig, retain: Task, progress: bool = True) -> LockReport:
     """Lock a copy of `model` with SpecDef on the retain task. The input model is not modified."""
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.loop.seed)
     shape = getattr(model, "input_shape", None)
     retain = retain.adapt(shape) if shape is not None else retain
     locked = clone_model(model)
@@ -136,70 +117,57 @@ def specdef(model: nn.Module, cfg: SpecDefConfig, retain: Task, progress: bool =
         log = {"retain_loss": sums["retain"] / n, "mean_topk_sigma": sums["sigma"] / n,
                "retain_accuracy": evaluate(locked, retain)}
         sums.update(retain=0.0, sigma=0.0, n=0)
-        if progress:
-            print(f"  lock epoch {epoch}: retain loss {log['retain_loss']:.4f}  "
-                  f"retain acc {log['retain_accuracy']:.4f}  mean top-{cfg.top_k} sigma {log['mean_topk_sigma']:.4g}")
+        log_fn = logger.info if progress else logger.debug
+        log_fn("lock epoch %d: retain loss %.4f  retain acc %.4f  mean top-%d sigma %.4g", epoch, log["retain_loss"],
+               log["retain_accuracy"], cfg.top_k, log["mean_topk_sigma"])
         return log
 
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.loop.device)
     locked.to(device)
     if original is not None:
         original.to(device)
-    result: LoopResult = fit(locked, retain, cfg.loop(), loss_fn, on_epoch=on_epoch, desc="lock", progress=progress)
+    result: LoopResult = fit(locked, retain, cfg.loop, loss_fn, on_epoch=on_epoch, desc="lock", progress=progress)
     report.history = result.epochs
     report.stopped = result.stopped
     report.sigma_after = sigma_report(lockables, cfg.top_k)
     report.accuracy_after = evaluate(locked, retain)
     if result.stopped:
-        print(f"  lock stopped early: {result.stopped}")
+        logger.warning("lock stopped early: %s", result.stopped)
     return report
 
 
 # ---------------------------------------------------------------- the registered lock
 
 
-from ..config import from_dict  # noqa: E402  (appended: the Lock interface over specdef())
-from .base import LOCKS, Certificate  # noqa: E402
-
-
-@dataclass
-class SpecDefLockConfig(SpecDefConfig):
-    """SpecDefConfig plus what the certificate needs: the per-layer sigma_max recorded at lock time."""
-
-    recorded_sigma_max: dict | None = None  # by apply: {parameter name: sigma_max of the (out, -1) matrix}
-    tol: float = 1e-3  # certify: every layer keeps sigma_max >= (1 - tol) * recorded
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not 0 <= self.tol < 1:
-            raise ValueError(f"specdef: tol must be in [0, 1), got {self.tol}")
-
-    def base(self) -> SpecDefConfig:
-        return SpecDefConfig(**{f: getattr(self, f) for f in SpecDefConfig.__dataclass_fields__})
-
-
-class SpecDefLock:
-    """SpecDef as a registered lock: `apply` runs `specdef()` on the retain task; `certify` checks that
-    every lockable weight still has (at least, within tol) the sigma_max recorded at lock time.
+@register_lock
+class SpecDefLock(LockDefaults):
+    """SpecDef as a registered lock: `apply` runs `specdef()` on the retain task and records each
+    lockable weight's sigma_max; `certify` checks that every one still has (within tol) at least that.
 
     sigma_max is measured on each weight read as an (out, in*kh*kw) matrix by an exact SVD, also
     when the lock ran with conv_mode="operator" (the operator norm needs input sizes, not only
-    weights), so recorded and measured values always use the same method.
+    weights), so recorded and measured values always use the same method. The records live on the
+    lock (`recorded_sigma_max`), and `config()` returns them beside the config's fields.
     """
 
     name = "specdef"
 
-    def __init__(self, config: SpecDefLockConfig | None = None):
-        self.cfg = config or SpecDefLockConfig()
-        self.last_report: LockReport | None = None
-        self.progress = False  # progress bar and per-epoch log during apply
+    def __init__(self, config: SpecDefConfig | None = None, recorded_sigma_max: dict | None = None):
+        self.cfg = config if config is not None else SpecDefConfig()
+        self.recorded_sigma_max = dict(recorded_sigma_max) if recorded_sigma_max else None
+        self._report: LockReport | None = None
 
     @classmethod
     def from_config(cls, data: dict) -> "SpecDefLock":
-        return cls(from_dict(SpecDefLockConfig, dict(data)))
+        data = dict(data)
+        recorded = data.pop("recorded_sigma_max", None)
+        return cls(from_dict(SpecDefConfig, data), recorded)
 
     def config(self) -> dict:
-        return to_dict(self.cfg)
+        return {**to_dict(self.cfg), "recorded_sigma_max": self.recorded_sigma_max}
+
+    def report(self) -> LockReport | None:
+        return self._report
 
     def _layers(self, model: nn.Module) -> dict[str, float]:
         lockables = find_lockable(model, self.cfg.include, self.cfg.exclude)
@@ -209,23 +177,20 @@ class SpecDefLock:
         if retain is None:
             raise ValueError("specdef: apply needs the retain (authorized) task; got retain=None")
         find_lockable(model, self.cfg.include, self.cfg.exclude)  # ValueError before any training
-        report = specdef(model, self.cfg.base(), retain, progress=self.progress)
-        from ..api import LOCK_ATTR  # late: trainlock.api imports this package
-
-        setattr(report.model, LOCK_ATTR, {"type": "specdef", "retain_task": retain.name, **report.summary()})
-        self.cfg.recorded_sigma_max = self._layers(report.model)
-        self.last_report = report
+        report = specdef(model, self.cfg, retain, progress=self.progress)
+        self.recorded_sigma_max = self._layers(report.model)
+        self._report = report
         return report.model
 
     def certify(self, model: nn.Module) -> list[Certificate]:
-        if not self.cfg.recorded_sigma_max:
+        if not self.recorded_sigma_max:
             raise ValueError("specdef: no sigma_max recorded; apply the lock first")
         try:
             measured = self._layers(model)
         except ValueError:
             measured = {}
         ratios = {n: (measured[n] / r if r > 0 else float("inf")) if n in measured else 0.0
-                  for n, r in self.cfg.recorded_sigma_max.items()}
+                  for n, r in self.recorded_sigma_max.items()}
         return [Certificate(
             lock=self.name,
             invariant="min over lockable weights of sigma_max(W) / sigma_max recorded at lock time",
@@ -251,9 +216,7 @@ class SpecDefLock:
                 "not resistance to removal"
             ),
             method="exact SVD (sigma_report) of each weight read as an (out, in*kh*kw) matrix",
-            details={"measured": measured, "recorded": dict(self.cfg.recorded_sigma_max), "ratios": ratios,
+            details={"measured": measured, "recorded": dict(self.recorded_sigma_max), "ratios": ratios,
                      "tol": self.cfg.tol},
         )]
 
-
-LOCKS.add("specdef", SpecDefLock)

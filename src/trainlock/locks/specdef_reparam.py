@@ -34,6 +34,7 @@ and gets the original W back. The certificate states the structure, not a fine-t
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -41,10 +42,12 @@ import torch
 import torch.nn as nn
 
 from ..config import from_dict, to_dict
+from ..models.compensated import Compensated, restore_structure, structure_meta
+from ..models.compensated import get_module as _get
+from ..models.compensated import set_module as _set
 from ..tasks import Task
-from ..models.compensated import Compensated, get_module as _get, restore_structure, set_module as _set, structure_meta
 from ..train.loop import clone_model
-from .base import LOCKS, Certificate
+from .base import Certificate, LockDefaults, register_lock
 
 
 @dataclass
@@ -111,11 +114,12 @@ def _product(w: Compensated) -> torch.Tensor:
     return w.comp.weight.detach().double() @ w.layer.weight.detach().double()
 
 
-class SpecDefReparamLock:
+@register_lock
+class SpecDefReparamLock(LockDefaults):
     name = "specdef-reparam"
 
     def __init__(self, config: SpecDefReparamConfig | None = None):
-        self.cfg = config or SpecDefReparamConfig()
+        self.cfg = dataclasses.replace(config) if config is not None else SpecDefReparamConfig()
 
     @classmethod
     def from_config(cls, data: dict) -> "SpecDefReparamLock":
@@ -239,7 +243,6 @@ class SpecDefReparamLock:
         return certs
 
 
-LOCKS.add("specdef-reparam", SpecDefReparamLock)
 
 __all__ = [
     "Compensated", "SpecDefReparamConfig", "SpecDefReparamLock", "deform", "restore_structure",

@@ -33,6 +33,7 @@ training-time constraint that protects one's own training run, not a release-tim
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import weakref
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from ..config import from_dict, to_dict
 from ..tasks import Task
 from ..train.loop import clone_model
-from .base import LOCKS, Certificate
+from .base import Certificate, LockDefaults, register_lock
 from .lockable import find_lockable
 
 # ------------------------------------------------------------------ shared projection machinery
@@ -196,13 +197,14 @@ def _check_regex(what: str, pattern: str | None) -> None:
         raise ValueError(f"{what} is not a valid regular expression ({pattern!r}: {e})") from None
 
 
-class SpectralCapLock:
+@register_lock
+class SpectralCapLock(LockDefaults):
     """Cap every lockable weight's spectral norm at `max_sigma` and keep it there in training."""
 
     name = "spectral-cap"
 
     def __init__(self, config: SpectralCapConfig | None = None):
-        self.cfg = config or SpectralCapConfig()
+        self.cfg = dataclasses.replace(config) if config is not None else SpectralCapConfig()
 
     @classmethod
     def from_config(cls, data: dict) -> "SpectralCapLock":
@@ -249,7 +251,6 @@ class SpectralCapLock:
         )]
 
 
-LOCKS.add("spectral-cap", SpectralCapLock)
 
 __all__ = [
     "ProjectionHook", "SpectralCapConfig", "SpectralCapHook", "SpectralCapLock", "attach_projection",

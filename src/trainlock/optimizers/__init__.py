@@ -1,19 +1,5 @@
-"""The red team's optimizers: importing this package registers each one in trainlock.optim.OPTIMIZERS.
+"""Optimizers by name (`OPTIMIZERS`): four built in, the red team's zoo one file each, loaded on first use."""
 
-Optional dependencies (heavyball, pytorch_optimizer) are imported inside the factories, so this
-import stays cheap.
-"""
+from .base import OPTIMIZERS, STEP_MODES, ZOO, make_optimizer, options, step_mode
 
-from . import (  # noqa: F401  (each import registers one optimizer)
-    adagrad,
-    adahessian,
-    kfac,
-    lbfgs,
-    muon,
-    nesterov,
-    psgd_kron,
-    rmsprop,
-    soap,
-    sophia,
-    xmat,
-)
+__all__ = ["OPTIMIZERS", "STEP_MODES", "ZOO", "make_optimizer", "options", "step_mode"]

@@ -10,7 +10,9 @@ gradients carry no graph, and a post-step hook detaches p.grad, breaking the par
 
 from __future__ import annotations
 
-from ..train.optim import OPTIMIZERS
+from dataclasses import dataclass, field
+
+from .base import OPTIMIZERS, options
 
 _INSTALL_HINT = "pytorch-optimizer is needed for this optimizer: pip install 'trainlock[redteam]'"
 
@@ -47,22 +49,35 @@ def hutchinson_stepped(opt, name: str):
     return opt
 
 
+@dataclass
+class AdaHessianOptions:
+    """`adahessian` options beyond lr, weight_decay and momentum (keyword arguments of the factory)."""
+
+    beta2: float = field(
+        default=0.999, metadata={"help": "decay of the squared Hessian-diagonal average"})
+    hessian_power: float = field(
+        default=1.0, metadata={"help": "exponent k of the denominator (sqrt of the averaged D^2)^k, in (0, 1]"})
+    update_period: int = field(
+        default=1, metadata={"help": "steps between Hutchinson estimates"})
+    num_samples: int = field(
+        default=1, metadata={"help": "Hutchinson probe vectors per estimate"})
+    eps: float = field(
+        default=1e-4, metadata={"help": "added to the denominator (the AdaHessian paper's value)"})
+
+
 def adahessian(
     params,
     lr,
     weight_decay=0.0,  # decoupled weight decay
     momentum=None,  # beta1 of the gradient average (None: 0.9)
-    beta2=0.999,  # decay of the squared Hessian-diagonal average
-    hessian_power=1.0,  # exponent k of the denominator (sqrt of the averaged D^2)^k, in (0, 1]
-    update_period=1,  # steps between Hutchinson estimates
-    num_samples=1,  # Hutchinson probe vectors per estimate
-    eps=1e-4,  # added to the denominator (the AdaHessian paper's value)
+    **extra,  # the fields of AdaHessianOptions
 ):
+    o = options(AdaHessianOptions, "adahessian", extra)
     po = pytorch_optimizer()
     opt = po.AdaHessian(
-        params, lr=lr, betas=(0.9 if momentum is None else momentum, beta2), weight_decay=weight_decay,
-        hessian_power=hessian_power, update_period=update_period, num_samples=num_samples,
-        hessian_distribution="rademacher", eps=eps,
+        params, lr=lr, betas=(0.9 if momentum is None else momentum, o.beta2), weight_decay=weight_decay,
+        hessian_power=o.hessian_power, update_period=o.update_period, num_samples=o.num_samples,
+        hessian_distribution="rademacher", eps=o.eps,
     )
     return hutchinson_stepped(opt, "adahessian")
 

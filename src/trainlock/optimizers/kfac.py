@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import math
 import weakref
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..train.optim import OPTIMIZERS
+from .base import OPTIMIZERS, options
 
 
 def _rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -159,22 +160,35 @@ def _remove_all(handles: list) -> None:
     handles.clear()
 
 
+@dataclass
+class KFACOptions:
+    """`kfac` options beyond lr, weight_decay and momentum (keyword arguments of the factory)."""
+
+    damping: float = field(
+        default=1e-3, metadata={"help": "Tikhonov damping lambda, split between A and G as sqrt(lambda) (pi-corrected)"})
+    decay: float = field(
+        default=0.95, metadata={"help": "EMA decay of the A and G statistics"})
+    inv_every: int = field(
+        default=10, metadata={"help": "steps between recomputations of the damped inverses"})
+    kl_clip: float | None = field(
+        default=1e-3, metadata={"help": "cap on lr^2 <update, grad> of the preconditioned layers (None: no KL clipping)"})
+    pi_damping: bool = field(
+        default=True, metadata={"help": "False: plain sqrt(lambda) on both factors"})
+
+
 def kfac(
     params,
     lr,
     model=None,  # the nn.Module being trained (K-FAC hooks its Linear / Conv2d layers)
     momentum=0.9,  # SGD momentum applied after preconditioning
-    damping=1e-3,  # Tikhonov damping lambda, split between A and G as sqrt(lambda) (pi-corrected)
-    decay=0.95,  # EMA decay of the A and G statistics
-    inv_every=10,  # steps between recomputations of the damped inverses
     weight_decay=0.0,  # L2 term added to the (preconditioned) update
-    kl_clip=1e-3,  # cap on lr^2 <update, grad> of the preconditioned layers (None: no KL clipping)
-    pi_damping=True,  # False: plain sqrt(lambda) on both factors
+    **extra,  # the fields of KFACOptions
 ):
+    o = options(KFACOptions, "kfac", extra)
     if model is None:
         raise ValueError("kfac needs the model (make_optimizer(..., model=model)) to hook its layers")
-    return KFAC(model, params, lr, momentum=momentum, damping=damping, decay=decay, inv_every=inv_every,
-                weight_decay=weight_decay, kl_clip=kl_clip, pi_damping=pi_damping)
+    return KFAC(model, params, lr, momentum=momentum, damping=o.damping, decay=o.decay, inv_every=o.inv_every,
+                weight_decay=weight_decay, kl_clip=o.kl_clip, pi_damping=o.pi_damping)
 
 
 OPTIMIZERS.add("kfac", kfac)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..train.optim import OPTIMIZERS
+from .base import OPTIMIZERS
 
 
 class MuonAdamW(torch.optim.Optimizer):

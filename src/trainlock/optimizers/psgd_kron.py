@@ -12,7 +12,9 @@ compile_mode=None for short GPU runs too.
 
 from __future__ import annotations
 
-from ..train.optim import OPTIMIZERS
+from dataclasses import dataclass, field
+
+from .base import OPTIMIZERS, options
 
 _INSTALL_HINT = "heavyball is needed for this optimizer: pip install 'trainlock[redteam]'"
 
@@ -33,23 +35,36 @@ def heavyball_for(params: list, compile_mode="auto"):
     return heavyball
 
 
+@dataclass
+class PSGDKronOptions:
+    """`psgd_kron` options beyond lr, weight_decay and momentum (keyword arguments of the factory)."""
+
+    precond_lr: float = field(
+        default=0.1, metadata={"help": "step size of the preconditioner fit on its Lie group"})
+    max_size_triangular: int = field(
+        default=2048, metadata={"help": "dims larger than this get a diagonal factor instead of a triangular one"})
+    merge_dims: bool = field(
+        default=False, metadata={"help": "True: merge tensor dims into (at most) a matrix before factoring"})
+    compile_mode: str | None = field(
+        default="auto", metadata={"help": "heavyball's kernel compile: 'auto' (off on CPU), None (off), or a torch.compile mode"})
+    compile_step: bool = field(
+        default=False, metadata={"help": "True: torch.compile the whole step (GPU only; slow to start)"})
+
+
 def psgd_kron(
     params,
     lr,
     weight_decay=0.0,  # decoupled weight decay
     momentum=None,  # beta of the gradient EMA fed to the preconditioner (None: heavyball's 0.9)
-    precond_lr=0.1,  # step size of the preconditioner fit on its Lie group
-    max_size_triangular=2048,  # dims larger than this get a diagonal factor instead of a triangular one
-    merge_dims=False,  # True: merge tensor dims into (at most) a matrix before factoring
-    compile_mode="auto",  # heavyball's kernel compile: "auto" (off on CPU), None (off), or a torch.compile mode
-    compile_step=False,  # True: torch.compile the whole step (GPU only; slow to start)
+    **extra,  # the fields of PSGDKronOptions
 ):
+    o = options(PSGDKronOptions, "psgd_kron", extra)
     params = list(params)
-    hb = heavyball_for(params, compile_mode)
+    hb = heavyball_for(params, o.compile_mode)
     betas = (0.9 if momentum is None else momentum, 0.999)
     return hb.PSGDKron(
-        params, lr=lr, betas=betas, weight_decay=weight_decay, precond_lr=precond_lr,
-        max_size_triangular=max_size_triangular, merge_dims=merge_dims, compile_step=compile_step,
+        params, lr=lr, betas=betas, weight_decay=weight_decay, precond_lr=o.precond_lr,
+        max_size_triangular=o.max_size_triangular, merge_dims=o.merge_dims, compile_step=o.compile_step,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..train.optim import OPTIMIZERS
+from .base import OPTIMIZERS
 
 
 def rmsprop(

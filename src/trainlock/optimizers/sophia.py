@@ -7,8 +7,26 @@ Momentum divided by an EMA of a Hutchinson Hessian-diagonal estimate, clipped pe
 
 from __future__ import annotations
 
-from ..train.optim import OPTIMIZERS
+from dataclasses import dataclass, field
+
 from .adahessian import hutchinson_stepped, pytorch_optimizer
+from .base import OPTIMIZERS, options
+
+
+@dataclass
+class SophiaOptions:
+    """`sophia` options beyond lr, weight_decay and momentum (keyword arguments of the factory)."""
+
+    beta2: float = field(
+        default=0.99, metadata={"help": "EMA decay of the Hessian-diagonal estimate"})
+    p: float = field(
+        default=0.01, metadata={"help": "clip bound on each coordinate of momentum / hessian (the step is at most lr * p)"})
+    update_period: int = field(
+        default=10, metadata={"help": "steps between Hutchinson estimates (the Sophia paper's k = 10)"})
+    num_samples: int = field(
+        default=1, metadata={"help": "Hutchinson probe vectors per estimate"})
+    eps: float = field(
+        default=1e-12, metadata={"help": "floor of the Hessian estimate in the denominator"})
 
 
 def sophia(
@@ -16,16 +34,13 @@ def sophia(
     lr,
     weight_decay=0.0,  # decoupled weight decay
     momentum=None,  # beta1 of the gradient momentum (None: 0.96, the library default)
-    beta2=0.99,  # EMA decay of the Hessian-diagonal estimate
-    p=0.01,  # clip bound on each coordinate of momentum / hessian (the step is at most lr * p)
-    update_period=10,  # steps between Hutchinson estimates (the Sophia paper's k = 10)
-    num_samples=1,  # Hutchinson probe vectors per estimate
-    eps=1e-12,  # floor of the Hessian estimate in the denominator
+    **extra,  # the fields of SophiaOptions
 ):
+    o = options(SophiaOptions, "sophia", extra)
     po = pytorch_optimizer()
     opt = po.SophiaH(
-        params, lr=lr, betas=(0.96 if momentum is None else momentum, beta2), weight_decay=weight_decay,
-        p=p, update_period=update_period, num_samples=num_samples, eps=eps,
+        params, lr=lr, betas=(0.96 if momentum is None else momentum, o.beta2), weight_decay=weight_decay,
+        p=o.p, update_period=o.update_period, num_samples=o.num_samples, eps=o.eps,
     )
     return hutchinson_stepped(opt, "sophia")
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from ..train.optim import OPTIMIZERS
+from .base import OPTIMIZERS
 
 
 def _qx(a, b, x):  # Q x

@@ -12,6 +12,7 @@ measured sweep on MNIST -> Fashion-MNIST that keeps MNIST accuracy within one po
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +20,14 @@ from pathlib import Path
 import torch
 
 from .. import models, tasks
-from ..api import attack, certified
-from ..io.artifacts import save
+from ..api import attack, lock
 from ..attacks import FineTuneConfig
-from ..locks.specdef import SpecDefLock, SpecDefLockConfig
+from ..io.artifacts import save
+from ..locks import SpecDefConfig, specdef_loop
 from ..plotting import accuracy_curves
 from ..train.loop import LoopConfig, evaluate, fit
+
+logger = logging.getLogger(__name__)
 
 UNAUTHORIZED = ("fashion-mnist", "fashion-mnist-permuted")
 
@@ -36,13 +39,13 @@ class Plan:
     n_train: int | None  # training examples per task (None: all)
     n_test: int | None
     base_epochs: int
-    lock: SpecDefLockConfig
+    lock: SpecDefConfig
     attacks: list[FineTuneConfig] = field(default_factory=list)
 
 
 def plan(quick: bool) -> Plan:
-    lock = SpecDefLockConfig(alpha=0.5, top_k=1, optimizer="adadelta", lr=5.0, epochs=5, lr_gamma=0.7)
-    attacks = [FineTuneConfig(optimizer="sgd", lr=1e-2), FineTuneConfig(optimizer="adam", lr=1e-3)]
+    lock = SpecDefConfig(loop=specdef_loop(optimizer="adadelta", lr=5.0, epochs=5, lr_gamma=0.7), alpha=0.5, top_k=1)
+    attacks = [FineTuneConfig(loop=LoopConfig(optimizer="sgd", lr=1e-2)), FineTuneConfig(loop=LoopConfig(optimizer="adam", lr=1e-3))]
     if quick:
         for a in attacks:
             a.eval_every = 25
@@ -51,7 +54,7 @@ def plan(quick: bool) -> Plan:
 
 
 def _label(cfg: FineTuneConfig) -> str:
-    return f"{cfg.optimizer} lr={cfg.lr:g}"
+    return f"{cfg.loop.optimizer} lr={cfg.loop.lr:g}"
 
 
 def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = True) -> dict:
@@ -60,7 +63,7 @@ def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = Tru
     torch.manual_seed(0)
     p = plan(quick)
     out = Path(out)
-    say = print if progress else (lambda *a, **k: None)
+    say = logger.info if progress else logger.debug
 
     mnist = tasks.get("mnist").subset(p.n_train, p.n_test)
     say(f"[1/4] training a CNN on MNIST ({len(mnist.y_train)} examples, {p.base_epochs} epochs)")
@@ -69,11 +72,10 @@ def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = Tru
     base_acc = evaluate(base, mnist)
     say(f"      base MNIST accuracy {base_acc:.4f}")
 
-    say(f"[2/4] locking with SpecDef (alpha={p.lock.alpha}, top_k={p.lock.top_k}, {p.lock.optimizer} "
-        f"lr={p.lock.lr:g}, {p.lock.epochs} epochs)")
-    lock = SpecDefLock(p.lock)
-    locked, record = certified(base, lock, mnist, progress=progress)
-    rep = lock.last_report
+    say(f"[2/4] locking with SpecDef (alpha={p.lock.alpha}, top_k={p.lock.top_k}, {p.lock.loop.optimizer} "
+        f"lr={p.lock.loop.lr:g}, {p.lock.loop.epochs} epochs)")
+    res = lock(base, p.lock, retain=mnist, progress=progress)
+    locked, record, rep = res.model, res.record, res.report
     say(f"      locked MNIST accuracy {rep.accuracy_after:.4f}; max sigma "
         f"{rep.sigma_before['max_sigma']:.3g} -> {rep.sigma_after['max_sigma']:.3g}")
     cons = record["conservation"]
@@ -116,9 +118,8 @@ def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = Tru
         "unauthorized": rows, "wall_s": time.perf_counter() - t0,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
-    print(table(results))
-    print(f"\nwrote {out / 'results.json'}, {curves}, and models {out / 'base'}, {out / 'locked'} "
-          f"({results['wall_s']:.0f} s)")
+    results["written"] = {"results": str(out / "results.json"), "curves": str(curves),
+                          "models": [str(out / "base"), str(out / "locked")]}
     return results
 
 

@@ -11,13 +11,13 @@ import torch.nn.functional as F
 
 from ..analysis.predict import measure_curvature, predict_steps, summary
 from ..attacks.finetune import FineTuneConfig, finetune
+from ..train import LoopConfig
 from . import theory
 
 
 def default_attack() -> FineTuneConfig:
     """The demo study's fine-tuning run: Adam 1e-3, batch 32, 500 steps, target 0.7 checked every 10."""
-    return FineTuneConfig(optimizer="adam", lr=1e-3, epochs=10_000, batch_size=32, max_steps=500,
-                          target_accuracy=0.7, eval_every=10, device="cpu")
+    return FineTuneConfig(loop=LoopConfig(optimizer="adam", lr=1e-3, epochs=10_000, batch_size=32, max_steps=500, device="cpu"), target_accuracy=0.7, eval_every=10)
 
 
 def prediction_study_fig2(seeds=(0,), scales=(1, 2, 4, 8), quick: bool = False,
@@ -60,7 +60,7 @@ def prediction_study_demo(base: nn.Module, locked: nn.Module, task, attack: Fine
     When the locked run does not reach the target, ``agrees`` says whether the prediction also exceeds
     the budget (or says "diverges")."""
     cfg = attack or default_attack()
-    optimizer, lr, max_steps = cfg.optimizer, cfg.lr, cfg.max_steps
+    optimizer, lr, max_steps = cfg.loop.optimizer, cfg.loop.lr, cfg.loop.max_steps
 
     def run(model):
         return finetune(model, cfg, task, progress=False).steps_to_target

@@ -12,6 +12,7 @@ import multiprocessing as mp
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -29,9 +30,22 @@ RESULTS = "runs.jsonl"
 _STATE: dict = {}  # per-process: model, task, retain, device (set once per worker)
 
 
-def _init(model: nn.Module, task: Task, retain: Task | None, device: str = "cpu", locks: list | None = None) -> None:
+@dataclass
+class Target:
+    """What the suite attacks: the model, the unauthorized task, the authorized task (its accuracy is
+    measured after each transform), the model's recorded locks (re-certified per run) and the device."""
+
+    model: nn.Module
+    task: Task
+    retain: Task | None = None
+    locks: list | None = None  # a model directory's meta["locks"]
+    device: str = "cpu"
+
+
+def _init(target: Target) -> None:
     torch.set_num_threads(1)
-    _STATE.update(model=model, task=task, retain=retain, device=device, locks=locks)
+    _STATE.update(model=target.model, task=target.task, retain=target.retain, device=target.device,
+                  locks=target.locks)
 
 
 def _certify(locks: list | None, model: nn.Module) -> dict | None:
@@ -86,8 +100,8 @@ def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None
         row["backdoor_before"] = backdoor_metrics(m, _adapted(m, task), bd)
     monitor = None
     if locks and not spec.transforms:
-        from ..locks.factory import lock_from_meta
         from ..certify.monitor import LockMonitor
+        from ..locks.factory import lock_from_meta
 
         monitor = LockMonitor(lock_from_meta(locks), every=spec.eval_every)
     res = finetune(m, spec.finetune_config(device), train_task, progress=False, monitor=monitor)
@@ -134,18 +148,15 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def run_suite(
-    model: nn.Module,
-    task: Task,
+    target: Target,
     specs: Iterable[AttackSpec],
     out: Path | None = None,
-    retain: Task | None = None,
     workers: int = 2,
     progress: bool = True,
     on_row: Callable[[dict], None] | None = None,
-    device: str = "cpu",
-    locks: list | None = None,
 ) -> list[dict]:
-    """Run every spec not already in `out/runs.jsonl`; returns all rows (old and new) in spec order."""
+    """Run every spec not already in `out/runs.jsonl` against `target`; returns all rows (old and new) in
+    spec order. Runs on CUDA (or with workers <= 0, or a single run) go one at a time in this process."""
     specs = list(specs)
     path = Path(out) / RESULTS if out is not None else None
     done = {r["key"]: r for r in read_rows(path)} if path else {}
@@ -165,9 +176,9 @@ def run_suite(
         bar.set_postfix_str(f"{row['attack']}: {row.get('accuracy', row.get('skipped') or row.get('error'))}")
 
     try:
-        if workers <= 0 or len(todo) <= 1 or device != "cpu":
+        if workers <= 0 or len(todo) <= 1 or target.device != "cpu":
             threads = torch.get_num_threads()
-            _init(model, task, retain, device, locks)
+            _init(target)
             try:
                 for s in todo:
                     keep(_worker(s.to_dict()))
@@ -178,7 +189,7 @@ def run_suite(
             # user scripts); spawn elsewhere
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
             with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init,
-                                     initargs=(model, task, retain, device, locks)) as pool:
+                                     initargs=(target,)) as pool:
                 futures = [pool.submit(_worker, s.to_dict()) for s in todo]
                 for fut in as_completed(futures):
                     keep(fut.result())

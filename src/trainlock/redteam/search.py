@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from ..attacks.transforms import TRANSFORMS
-from ..train.optim import OPTIMIZERS
+from ..optimizers import OPTIMIZERS
 from ..tasks import Task
 from .runner import RESULTS, read_rows, run_spec
 from .spec import AttackSpec, RedTeamConfig
@@ -36,7 +36,7 @@ def search(model: nn.Module, task: Task, cfg: RedTeamConfig, out: Path | None, r
         storage = f"sqlite:///{(out / 'optuna.db').resolve()}"
         cache = {r["key"]: r for r in read_rows(out / RESULTS)}
     study = optuna.create_study(study_name="redteam", storage=storage, load_if_exists=True, direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=cfg.seed))
+                                sampler=optuna.samplers.TPESampler(seed=cfg.loop.seed))
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     rows = [cache[t.user_attrs["key"]] for t in finished if t.user_attrs.get("key") in cache]
 
@@ -47,7 +47,7 @@ def search(model: nn.Module, task: Task, cfg: RedTeamConfig, out: Path | None, r
             lr=trial.suggest_float("lr", 1e-5, 1.0, log=True),
             transforms=() if transform == "none" else ((transform, {}),),
             head=trial.suggest_categorical("head", ["auto", "reset"]),
-            epochs=cfg.epochs, max_steps=cfg.max_steps, batch_size=cfg.batch_size, seed=cfg.seed,
+            epochs=cfg.loop.epochs, max_steps=cfg.loop.max_steps, batch_size=cfg.loop.batch_size, seed=cfg.loop.seed,
             target_accuracy=cfg.target_accuracy,
         )
         trial.set_user_attr("key", spec.key())

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..attacks import FineTuneConfig
-from ..config import from_dict, to_dict
+from ..attacks.transforms import TRANSFORMS
+from ..config import from_dict, option, to_dict
+from ..optimizers import OPTIMIZERS
+from ..train import LoopConfig
 
 DATA_MODES = ("clean", "backdoor")
 
@@ -55,30 +58,30 @@ class AttackSpec:
         return from_dict(cls, data)
 
     def finetune_config(self, device: str = "cpu") -> FineTuneConfig:
-        return FineTuneConfig(
-            optimizer=self.optimizer, lr=self.lr, epochs=self.epochs, max_steps=self.max_steps,
-            batch_size=self.batch_size, lr_gamma=self.lr_gamma, head=self.head, seed=self.seed,
-            target_accuracy=self.target_accuracy, eval_every=self.eval_every, device=device,
-        )
+        loop = LoopConfig(optimizer=self.optimizer, lr=self.lr, epochs=self.epochs, max_steps=self.max_steps,
+                          batch_size=self.batch_size, lr_gamma=self.lr_gamma, seed=self.seed, device=device)
+        return FineTuneConfig(loop=loop, head=self.head, target_accuracy=self.target_accuracy,
+                              eval_every=self.eval_every)
 
 
 @dataclass
 class RedTeamConfig:
     """The suite and how to run it."""
 
-    budget: int | None = None  # at most this many runs (the suite's priority order decides which)
-    epochs: int = 1
-    max_steps: int | None = None  # cap on fine-tuning steps per run (None: whole epochs)
-    batch_size: int = 64
-    workers: int = 2  # process pool size; 0 runs in this process
-    seed: int = 0
-    target_accuracy: float = 0.7
-    search_trials: int = 0  # extra Optuna trials after the suite (0: none)
-    include: tuple = field(default_factory=tuple)  # run only attacks whose name contains one of these
-    optimizers: tuple = field(default_factory=tuple)  # restrict to these optimizers (empty: all registered)
-    transforms: tuple = field(default_factory=tuple)  # restrict to these transforms (empty: all registered)
-    lrs: tuple = field(default_factory=tuple)  # one log grid for every optimizer (empty: suite.LR_GRID)
-    device: str = "cpu"  # runs on CUDA go one at a time in this process (workers is then ignored)
+    loop: LoopConfig = option(factory=lambda: LoopConfig(device="cpu"),
+                              help="epochs, step cap, batch size, seed and device of every run (the suite sets "
+                                   "the optimizer and learning rate per run; on cuda runs go one at a time)")
+    budget: int | None = option(None, "at most this many runs, in the suite's priority order (default: all)")
+    workers: int = option(2, "process pool size (0: in this process)")
+    target_accuracy: float = option(0.7, "accuracy that defines steps_to_target")
+    search_trials: int = option(0, "Optuna trials after the suite (resumable)")
+    include: tuple = option(factory=tuple, help="run only attacks whose name contains one of these")
+    optimizers: tuple = option(factory=tuple, help="only these optimizers (default: every registered one)",
+                               choices=lambda: OPTIMIZERS.names())
+    transforms: tuple = option(factory=tuple, help="only these transforms (default: every registered one)",
+                               choices=lambda: TRANSFORMS.names())
+    lrs: tuple = option(factory=tuple, help="one learning-rate grid for every optimizer, e.g. 1e-8 1e-7 1e-6 1e-5 "
+                                            "1e-4 1e-3 (paper Fig. 3; default: a grid per optimizer)")
 
     def to_dict(self) -> dict:
         return to_dict(self)

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from ..attacks.transforms import TRANSFORMS
-from ..train.optim import OPTIMIZERS
+from ..optimizers import OPTIMIZERS
 from .spec import AttackSpec, RedTeamConfig
 
 # Learning rates per optimizer. Appendix C of the paper uses the largest rate at which the
@@ -36,8 +36,8 @@ DEFAULT_LRS = (1e-3, 1e-2)  # for an optimizer registered without a grid here
 
 def build_suite(cfg: RedTeamConfig) -> list[AttackSpec]:
     """The suite for `cfg`, deduplicated, in priority order, cut to `cfg.budget`."""
-    common = dict(epochs=cfg.epochs, max_steps=cfg.max_steps, batch_size=cfg.batch_size, seed=cfg.seed,
-                  target_accuracy=cfg.target_accuracy)
+    common = dict(epochs=cfg.loop.epochs, max_steps=cfg.loop.max_steps, batch_size=cfg.loop.batch_size,
+                  seed=cfg.loop.seed, target_accuracy=cfg.target_accuracy)
     optimizers = [OPTIMIZERS.get(o) and o for o in cfg.optimizers] or OPTIMIZERS.names()  # get() names the valid ones
     transforms = [TRANSFORMS.get(t) and t for t in cfg.transforms] or TRANSFORMS.names()
     if any(not lr > 0 for lr in cfg.lrs):

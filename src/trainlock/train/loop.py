@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
@@ -17,7 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .optim import make_optimizer, step_mode
+from ..config import option, to_dict
+from ..optimizers import make_optimizer, step_mode
 from ..tasks import Task
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]]
@@ -70,24 +71,30 @@ def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[t
     return F.cross_entropy(model(x), y), {}
 
 
+def _optimizer_names() -> list[str]:
+    from ..optimizers import OPTIMIZERS
+
+    return OPTIMIZERS.names()
+
+
 @dataclass
 class LoopConfig:
-    """How to run the loop. Each field is also a CLI flag of the commands that train."""
+    """How to run the training loop; base training, locks, attacks and studies nest one of these."""
 
-    optimizer: str = "adam"  # a name from trainlock.optimizers.OPTIMIZERS
-    lr: float = 1e-3
-    epochs: int = 1
-    batch_size: int = 64
-    seed: int = 0
-    max_steps: int | None = None  # stop after this many steps in all (None: run every epoch)
-    lr_gamma: float | None = None  # step-LR decay per epoch (the paper uses 0.7); None or 0: constant
-    weight_decay: float | None = None  # None: the optimizer's own default
-    momentum: float | None = None  # SGD only; None: 0.9
-    device: str = "auto"
-    snapshot_every: int = 200  # steps between last-good-state snapshots (non-finite guard)
+    optimizer: str = option("adam", "optimizer", choices=_optimizer_names)
+    lr: float = option(1e-3, "learning rate")
+    epochs: int = option(1, "passes over the training split")
+    batch_size: int = option(64, "minibatch size")
+    seed: int = option(0, "random seed (data order, fresh heads)")
+    max_steps: int | None = option(None, "stop after this many optimizer steps in all (default: every epoch)")
+    lr_gamma: float | None = option(None, "step-LR decay per epoch (the paper: 0.7); unset or 0: a constant rate")
+    weight_decay: float | None = option(None, "weight decay (default: the optimizer's own)")
+    momentum: float | None = option(None, "SGD momentum (default 0.9)")
+    device: str = option("auto", "cpu, cuda, or auto (CUDA when present)")
+    snapshot_every: int = option(200, "steps between last-good-state snapshots (non-finite guard)", cli=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return to_dict(self)
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """Optimizers by name. Each entry builds a torch optimizer from (params, lr, **options).
 
-One line registers one optimizer; the red team adds more in its own files (trainlock.optimizers).
+sgd, adam, adamw and adadelta are registered here; the red team's zoo (one file each in this
+package, `ZOO`) registers on first use: looking up a name that is not here, or listing the names,
+imports them, so `import trainlock` stays cheap.
 A factory that also takes `model` receives the nn.Module (K-FAC needs its layers). An optimizer
 instance may set `trainlock_step` to tell the training loop how to step it:
   "plain"   (default) loss.backward(); opt.step()
@@ -10,14 +12,27 @@ instance may set `trainlock_step` to tell the training loop how to step it:
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeVar
 
 import torch
 
+from ..config import from_dict
 from ..registry import Registry
 
+C = TypeVar("C")
+
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
-OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizer")
+ZOO = ("adagrad", "adahessian", "kfac", "lbfgs", "muon", "nesterov", "psgd_kron", "rmsprop", "soap", "sophia", "xmat")
+
+
+def _load_zoo() -> None:
+    import importlib
+
+    for mod in ZOO:
+        importlib.import_module(f"{__package__}.{mod}")
+
+
+OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizer", load=_load_zoo)
 
 
 STEP_MODES = ("plain", "closure", "hessian")
@@ -65,4 +80,11 @@ OPTIMIZERS.add("sgd", _sgd)  # SGD with momentum 0.9 unless momentum=0
 OPTIMIZERS.add("adam", _adam)
 OPTIMIZERS.add("adamw", _adamw)  # decoupled weight decay 0.01 by default, as in the paper's attack
 OPTIMIZERS.add("adadelta", _adadelta)  # the paper trains and locks with Adadelta, lr 1
-from .. import optimizers  # noqa: E402,F401  (registers the red team's optimizers)
+
+
+def options(cls: type[C], name: str, given: dict) -> C:
+    """An optimizer's extra options as its options dataclass; an unknown key names the valid ones."""
+    try:
+        return from_dict(cls, given)
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None

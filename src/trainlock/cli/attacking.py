@@ -1,0 +1,146 @@
+"""Commands that attack a lock: attack, redteam, relearn."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from .common import add_config_flags, config_from_args, load_with_task, write_json
+
+logger = logging.getLogger(__name__)
+
+# the red team sets the optimizer and learning rate per run; these loop fields are not flags of `redteam`
+_PER_RUN = ("optimizer", "lr", "lr_gamma", "weight_decay", "momentum")
+
+
+def add_attack(p) -> None:
+    from ..attacks import FineTuneConfig
+
+    p.add_argument("model_dir", help="model directory (base or locked)")
+    p.add_argument("--task", required=True, help="the unauthorized task")
+    p.add_argument("--json", default=None, help='write {"accuracy", "curve", "steps_to_target", ...} here')
+    p.add_argument("--save", default=None, help="also save the fine-tuned model to this directory")
+    add_config_flags(p, FineTuneConfig)
+
+
+def cmd_attack(args) -> int:
+    from ..api import attack
+    from ..attacks import FineTuneConfig
+    from ..io.artifacts import load, save
+
+    model, meta = load(args.model_dir)
+    cfg = config_from_args(FineTuneConfig, args)
+    res = attack(model, cfg, args.task, progress=True)
+    reached = f"{res.steps_to_target} steps" if res.steps_to_target is not None else "not reached"
+    print(f"attack {cfg.loop.optimizer} lr={cfg.loop.lr:g} on {res.task}: accuracy {res.accuracy:.4f} after "
+          f"{res.steps} steps; per epoch {[round(a, 4) for a in res.curve]}; target {cfg.target_accuracy:g}: {reached}")
+    if res.diverged:
+        logger.warning("diverged: %s", res.diverged)
+    if args.save:
+        save(res.model, args.save, {"task": res.task, "metrics": {"accuracy": res.accuracy}, "attack": res.to_dict()})
+    write_json(args.json, res.to_dict())
+    return 0
+
+
+REDTEAM_DESCRIPTION = ("Plain optimizers over a learning-rate grid, adaptive weight-space transforms, "
+                       "reparametrizations and backdoor data against MODEL_DIR on TASK. Resumable: rerun the same "
+                       "command after an interruption and finished runs are kept.")
+
+
+def add_redteam(p) -> None:
+    from ..redteam import RedTeamConfig
+
+    p.add_argument("model_dir", help="model directory (the locked model)")
+    p.add_argument("--task", required=True, help="the unauthorized task")
+    p.add_argument("--out", default=None, help="results directory (default runs/redteam-MODEL-TASK)")
+    p.add_argument("--base", default=None, help="unlocked base model directory: run the same suite on it too")
+    p.add_argument("--retain-task", default=None, help="authorized task (default: the model's own)")
+    p.add_argument("--json", default=None, help='write {"worst": ..., "runs": [...]} here')
+    add_config_flags(p, RedTeamConfig, skip=_PER_RUN)
+
+
+def cmd_redteam(args) -> int:
+    from .. import tasks
+    from ..io.artifacts import load
+    from ..redteam import RedTeamConfig, redteam
+
+    model, meta = load(args.model_dir)
+    base = load(args.base)[0] if args.base else None
+    retain_name = args.retain_task or meta.get("task")
+    retain = tasks.get(retain_name) if retain_name else None
+    cfg = config_from_args(RedTeamConfig, args)
+    out = Path(args.out or f"runs/redteam-{Path(args.model_dir).name}-{args.task.replace(':', '_').replace('/', '_')}")
+    res = redteam(model, tasks.get(args.task), cfg, out=out, retain=retain, base=base, locks=meta.get("locks"),
+                  progress=True)
+    w = res["worst"]
+    if w is None:
+        print("no run completed; see the report")
+    else:
+        steps = "not reached" if w["steps_to_target"] is None else w["steps_to_target"]
+        print(f"worst case: {w['attack']} -> accuracy {w['accuracy']:.4f} on {args.task} (steps to target: {steps})")
+    if res.get("base_worst"):
+        print(f"unlocked base, same suite: {res['base_worst']['attack']} -> {res['base_worst']['accuracy']:.4f}")
+    c = res["comparison"]
+    print(f"an adaptive attack beats every plain optimizer: {'yes' if c['adaptive_beats_every_plain'] else 'no'}")
+    print(f"report: {out / 'report.md'}  rows: {out / 'runs.jsonl'}")
+    write_json(args.json, {"worst": w, "comparison": c, "base_worst": res.get("base_worst"), "runs": res["runs"]})
+    return 0
+
+
+RELEARN_DESCRIPTION = ("The paper's forgetting study: continue training MODEL_DIR without one class (unlearning), "
+                       "lock the result with SpecDef on the remaining classes (the --lock-* flags), then relearn with "
+                       "SGD on the full task; prints per-class test accuracy after each stage.")
+
+
+def _relearn_lock_defaults():
+    from ..locks import SpecDefConfig, specdef_loop
+
+    return SpecDefConfig(loop=specdef_loop(lr=5.0, epochs=5))  # the demo's lock setting
+
+
+def add_relearn(p) -> None:
+    from ..attacks.relearn import RelearnConfig
+    from ..locks import SpecDefConfig
+
+    p.add_argument("model_dir", help="the trained base model")
+    p.add_argument("--task", default=None, help="task (default: the model's own)")
+    p.add_argument("--json", default=None, help="write the rows here")
+    p.add_argument("--device", default=None, help="cpu, cuda or auto for all three loops (unlearn, lock, relearn); "
+                                                   "overrides their own --*-device flags")
+    add_config_flags(p, RelearnConfig)
+    lock = p.add_argument_group("the SpecDef lock applied to the unlearned model")
+    add_config_flags(lock, SpecDefConfig, _relearn_lock_defaults(), prefix="lock_")
+
+
+def cmd_relearn(args) -> int:
+    from .. import tasks
+    from ..api import lock
+    from ..attacks.relearn import RelearnConfig, relearning_study
+    from ..locks import SpecDefConfig
+
+    model, meta, name = load_with_task(args)
+    cfg = config_from_args(RelearnConfig, args)
+    lock_cfg = config_from_args(SpecDefConfig, args, _relearn_lock_defaults(), prefix="lock_")
+    if args.device is not None:
+        cfg = dataclasses.replace(cfg, unlearn=dataclasses.replace(cfg.unlearn, device=args.device),
+                                  relearn=dataclasses.replace(cfg.relearn, device=args.device))
+        lock_cfg = dataclasses.replace(lock_cfg, loop=dataclasses.replace(lock_cfg.loop, device=args.device))
+    rows = relearning_study(model, tasks.get(name), cfg, lambda m, t: lock(m, lock_cfg, t, progress=True).model,
+                            progress=True)
+    n = len(rows[0]["per_class"])
+    print(f"{'stage':<36}" + "".join(f"{c:>7}" for c in range(n)) + f"{'others':>8}")
+    for r in rows:
+        print(f"{r['name']:<36}" + "".join(f"{a:>7.3f}" for a in r["per_class"]) + f"{r['retain_accuracy']:>8.3f}")
+    write_json(args.json, {"task": name, "config": cfg.to_dict(), "lock": lock_cfg.to_dict(), "rows": rows})
+    return 0
+
+
+COMMANDS = [
+    ("attack", "fine-tune a saved model on an unauthorized task",
+     "Fine-tune a copy of the model on TASK and report how fast it learns.", add_attack, cmd_attack),
+    ("redteam", "run the attack suite against a model; worst case first", REDTEAM_DESCRIPTION, add_redteam,
+     cmd_redteam),
+    ("relearn", "unlearn a class, lock, relearn: per-class accuracy at every stage", RELEARN_DESCRIPTION, add_relearn,
+     cmd_relearn),
+]

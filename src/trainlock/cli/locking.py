@@ -1,0 +1,91 @@
+"""Commands that make and check locks: lock, verify."""
+
+from __future__ import annotations
+
+import logging
+
+from .common import add_config_flags, config_from_args, write_json
+
+logger = logging.getLogger(__name__)
+
+LOCK_DESCRIPTION = """\
+SpecDef by default: loss = alpha * retain_loss - (1 - alpha) * mean(top-k sigma of every weight), on
+the model's own task (or --retain-task), with the flags below. --spec builds any registered lock
+instead (frozen, spectral-cap, sparsity, energy, architecture, specdef-reparam, composite) from a
+JSON / YAML file or inline JSON, and then the SpecDef flags are ignored. The locked model is saved
+with its certificates (what the lock claims, measured from the weights) and, with a retain task, its
+conservation certificate (accuracy drop, KL, Pinsker bound); check it later with `trainlock verify`."""
+
+
+def add_lock(p) -> None:
+    from ..locks import LOCKS, SpecDefConfig
+
+    p.add_argument("model_dir", help="model directory (from train)")
+    p.add_argument("--out", required=True, help="model directory to write the locked model to")
+    p.add_argument("--retain-task", default=None, help="task the lock must keep (default: the model's own task)")
+    p.add_argument("--json", default=None, help="write the lock record and report (history, sigma before/after) here")
+    p.add_argument("--spec", default=None, metavar="FILE|JSON",
+                   help="build the lock from a JSON / YAML spec file or inline JSON ({\"type\": NAME, ...config}, "
+                        "or a list of them: all must hold); lock types: " + ", ".join(LOCKS.names()))
+    add_config_flags(p, SpecDefConfig)
+
+
+def cmd_lock(args) -> int:
+    from ..api import carried_meta, lock
+    from ..io.artifacts import load, save
+    from ..locks import SpecDefConfig
+
+    model, meta = load(args.model_dir)
+    retain_name = args.retain_task or meta.get("task")
+    if not args.spec and not retain_name:
+        raise ValueError("the model records no task; pass --retain-task")
+    spec = args.spec or config_from_args(SpecDefConfig, args)
+    res = lock(model, spec, retain=retain_name, progress=True)
+    report, record = res.report, res.record
+    if report is not None:
+        s0, s1 = report.sigma_before, report.sigma_after
+        print(f"mean top-{report.config['top_k']} sigma {s0['mean_topk']:.4g} -> {s1['mean_topk']:.4g}; "
+              f"max sigma {s0['max_sigma']:.4g} -> {s1['max_sigma']:.4g}")
+        if report.stopped:
+            logger.warning(report.stopped)
+    for c in record["certificates"]:
+        print(f"{c['lock']}: {c['invariant']}: measured {c['measured']:.6g} {c['relation']} required "
+              f"{c['required']:.6g}: {'holds' if c['holds'] else 'FAILS'}")
+    out = carried_meta(meta, base=str(args.model_dir), **record)
+    cons = record.get("conservation")
+    if cons is not None:
+        acc = cons["accuracy"]
+        out.update(task=retain_name, metrics={"accuracy": acc["modified"]})
+        print(f"retain task {retain_name}: accuracy {acc['original']:.4f} -> {acc['modified']:.4f} "
+              f"(drop {acc['drop']:.4f}); KL {cons['kl']['mean']:.4g}, TV {cons['tv']['mean']:.4g} "
+              f"<= Pinsker {cons['tv']['pinsker_bound']:.4g}")
+    save(res.model, args.out, out)
+    print(f"saved {args.out}  (check it with: trainlock verify {args.out})")
+    write_json(args.json, {**{k: v for k, v in record.items() if k != "lock"},
+                           **({"report": report.summary()} if report is not None else {})})
+    return 0
+
+
+def add_verify(p) -> None:
+    p.add_argument("model_dir", help="model directory")
+    p.add_argument("--json", default=None, help='write {"ok", "rows": [...]} here')
+
+
+def cmd_verify(args) -> int:
+    from ..certify.verify import verify
+
+    report = verify(args.model_dir)
+    print(report.table())
+    write_json(args.json, report.to_dict())
+    return 0 if report.ok else 1
+
+
+VERIFY_DESCRIPTION = ("Re-hash every tensor, compare the safetensors header with trainlock.json, re-certify every "
+                      "recorded lock from the weights, and re-check a conservation certificate. Exit 0 when every "
+                      "check holds, 1 when one fails, 2 on unreadable input.")
+
+COMMANDS = [
+    ("lock", "lock a saved model (SpecDef by default, any lock with --spec)", LOCK_DESCRIPTION, add_lock, cmd_lock),
+    ("verify", "check a model directory's weights, metadata and certificates", VERIFY_DESCRIPTION, add_verify,
+     cmd_verify),
+]

@@ -1,0 +1,83 @@
+"""Commands about data and models: tasks, train, eval."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from .common import add_config_flags, config_from_args, load_with_task, write_json
+
+logger = logging.getLogger(__name__)
+
+
+def _train_defaults():
+    from ..train import LoopConfig
+
+    # the paper trains its base models with Adadelta at lr 1, step-LR 0.7 per epoch
+    return LoopConfig(optimizer="adadelta", lr=1.0, epochs=2, lr_gamma=0.7)
+
+
+def cmd_tasks(args) -> int:
+    from .. import tasks
+
+    rows = tasks.available()
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        mark = "yes" if r["present"] else f"no   install: {r['install_hint']}"
+        print(f"{r['name']:<{width}}  {r['description']:<34}  present: {mark}")
+    print("\nalso: npz:PATH (arrays x_train, y_train, x_test, y_test) and idx:DIR (MNIST-format IDX files)")
+    return 0
+
+
+def add_train(p) -> None:
+    from ..train import LoopConfig
+
+    p.add_argument("--task", required=True, help="task name, npz:PATH or idx:DIR")
+    p.add_argument("--model", default="cnn", help="mlp, cnn, resnet18, transformer (default: cnn)")
+    p.add_argument("--model-kwargs", default=None, help='JSON of size options, e.g. \'{"hidden": [64]}\'')
+    p.add_argument("--out", required=True, help="model directory to write")
+    add_config_flags(p, LoopConfig, _train_defaults())
+
+
+def cmd_train(args) -> int:
+    from .. import models, tasks
+    from ..io.artifacts import save
+    from ..train import LoopConfig, evaluate, fit
+
+    task = tasks.get(args.task)
+    kwargs = json.loads(args.model_kwargs) if args.model_kwargs else {}
+    model = models.build(args.model, input_shape=task.input_shape, num_classes=task.num_classes, **kwargs)
+    cfg = config_from_args(LoopConfig, args, _train_defaults())
+    res = fit(model, task, cfg, desc=f"train {args.model} on {task.name}")
+    acc = evaluate(model, task)
+    print(f"{args.model} on {task.name}: test accuracy {acc:.4f} after {res.steps} steps")
+    if res.stopped:
+        logger.warning(res.stopped)
+    save(model, args.out, {"task": task.name, "metrics": {"accuracy": acc}, "train": cfg.to_dict(),
+                           "stopped": res.stopped})
+    print(f"saved {args.out}")
+    return 0
+
+
+def add_eval(p) -> None:
+    p.add_argument("model_dir")
+    p.add_argument("--task", default=None, help="task (default: the model's own task)")
+    p.add_argument("--json", default=None, help='write {"accuracy": ...} here')
+
+
+def cmd_eval(args) -> int:
+    from .. import tasks
+    from ..train import evaluate
+
+    model, meta, name = load_with_task(args)
+    acc = evaluate(model, tasks.get(name))
+    print(f"{args.model_dir} on {name}: accuracy {acc:.4f}")
+    write_json(args.json, {"accuracy": acc, "task": name})
+    return 0
+
+
+COMMANDS = [
+    ("tasks", "list tasks and whether their data is installed", None, None, cmd_tasks),
+    ("train", "train a base model on a task", "Train a built-in model and save it.", add_train, cmd_train),
+    ("eval", "test accuracy of a saved model", None, add_eval, cmd_eval),
+]
