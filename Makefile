@@ -20,10 +20,12 @@ quick: install data
 
 # PASSIVE: idle OpenMP threads sleep instead of spinning, so a loaded 2-core machine stays usable
 test: install data
+	$(VENV)/bin/ruff check src tests benchmarks
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 
 test-all: install data  # slow tests too
-	$(PY) -m pytest -q -m "not gpu"
+	$(VENV)/bin/ruff check src tests benchmarks
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -m "not gpu"
 
 bench: install data
 	$(PIP) -e '.[bench]'

@@ -4,7 +4,7 @@ Model: trainlock.models.build("cnn", input_shape=[1, 28, 28], num_classes=10) (e
 cross-entropy on one batch of 128 random MNIST-like inputs (uniform [0, 1] pixels, random labels).
 The "truth" is Lanczos to tol=1e-10 on a float64 copy of the model and batch; the timed rows
 run the float32 model, so errors near 1e-7..1e-6 are float32 rounding. Rows:
-  lanczos (same hvp)   - hessian_spectrum(..., reuse_graph=False): every product calls `hvp`
+  lanczos (same hvp)   - hessian_spectrum(..., LanczosOptions(reuse_graph=False)): every product calls `hvp`
   lanczos (reuse graph)- the default: first-gradient graph built once, one backward per product
   power iteration      - a reference written here on the same `hvp`, stopped when successive
                          Rayleigh quotients agree to `--power-tol` (relative)
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 import trainlock as tl
-from trainlock.linalg.curvature import hessian_spectrum, hvp
+from trainlock.linalg.curvature import LanczosOptions, hessian_spectrum, hvp
 
 
 def loss_fn(model, batch):
@@ -106,15 +106,17 @@ def main() -> None:
 
     # truth: the same network and batch in float64, Lanczos to tol=1e-10
     batch64 = (batch[0].double(), batch[1])
-    ref = hessian_spectrum(copy.deepcopy(model).double(), loss_fn, batch64, k=1, tol=1e-10, iters=200)
+    ref = hessian_spectrum(copy.deepcopy(model).double(), loss_fn, batch64, 1,
+                           options=LanczosOptions(tol=1e-10, iters=200))
     truth = float(ref.eigenvalues[0])
     print(f"truth (float64 copy, lanczos tol=1e-10): lambda_max = {truth:.12g}, "
           f"residual {float(ref.residuals[0]):.2e}, {ref.iters} iters, converged={bool(ref.converged[0])}")
 
     rows = []
-    t, r = timed(lambda: hessian_spectrum(model, loss_fn, batch, tol=args.tol, reuse_graph=False), args.reps)
+    t, r = timed(lambda: hessian_spectrum(
+        model, loss_fn, batch, options=LanczosOptions(tol=args.tol, reuse_graph=False)), args.reps)
     rows.append(("lanczos (same hvp)", t, r.iters, float(r.eigenvalues[0])))
-    t, r = timed(lambda: hessian_spectrum(model, loss_fn, batch, k=1, tol=args.tol), args.reps)
+    t, r = timed(lambda: hessian_spectrum(model, loss_fn, batch, 1, options=LanczosOptions(tol=args.tol)), args.reps)
     rows.append(("lanczos (reuse graph)", t, r.iters, float(r.eigenvalues[0])))
     t, (lam, its) = timed(lambda: power_iteration(model, batch, args.power_tol), args.reps)
     rows.append(("power iteration", t, its, lam))
@@ -145,8 +147,8 @@ def main() -> None:
         err = abs(lam - truth) / abs(truth)
         print(f"{name:<24}{t:>10.3f}{t / base:>10.2f}{its_s:>10}{lam:>18.10g}{err:>11.2e}")
 
-    methods = {"lanczos (reuse graph)": lambda tol: float(hessian_spectrum(model, loss_fn, batch, k=1, tol=tol,
-                                                                           warn=False).eigenvalues[0]),
+    methods = {"lanczos (reuse graph)": lambda tol: float(hessian_spectrum(
+                   model, loss_fn, batch, 1, options=LanczosOptions(tol=tol, warn=False)).eigenvalues[0]),
                "power iteration": lambda tol: power_iteration(model, batch, tol)[0]}
     if PyHessian is not None:
         methods["pyhessian 0.1 (power)"] = run_pyhessian

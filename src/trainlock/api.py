@@ -36,8 +36,8 @@ def as_lock(lock: Lock | str | dict | list | SpecDefConfig | Path) -> Lock:
     dict / list, a JSON / YAML spec file or inline JSON, or a SpecDefConfig."""
     if isinstance(lock, SpecDefConfig):
         return SpecDefLock(lock)
-    if isinstance(lock, str) and lock in LOCKS:
-        return LOCKS.get(lock).from_config({})
+    if isinstance(lock, str) and lock.lstrip()[:1] not in ("{", "[") and not Path(lock).is_file():
+        return LOCKS.get(lock).from_config({})  # a name; an unknown one raises, listing the valid names
     if isinstance(lock, (str, Path, dict, list, tuple)):
         return lock_factory(lock)
     if isinstance(lock, Lock):

@@ -1,9 +1,10 @@
 """Configs are dataclasses that round-trip through JSON; unknown keys fail with the valid ones.
 
 A config may nest another (`FineTuneConfig(loop=LoopConfig(...), ...)`): `to_dict` writes the nested
-dict and `from_dict` rebuilds it. Flat dicts written before configs were nested (version 0.1: the
-loop's fields beside the others) still load: a key that is not a field of the config but is a field
-of exactly one nested config goes to that one.
+dict and `from_dict` rebuilds it; keys a nested dict leaves out take the parent's default for that
+nested config (SpecDef's loop starts from Adadelta, not from LoopConfig's Adam). Flat dicts written
+before configs were nested (version 0.1: the loop's fields beside the others) still load: a key that
+is not a field of the config but is a field of exactly one nested config goes to that one.
 
 Each field carries its help text in `metadata["help"]` (use `option`); the CLI builds its flags and
 `--help` from it, with the valid names listed where `metadata["choices"]` names a registry.
@@ -65,6 +66,13 @@ def _route_flat(cls: type, data: dict, nested: dict[str, type]) -> dict:
     return out
 
 
+def _default_dict(f: dataclasses.Field) -> dict:
+    """A nested field's default as a dict (the parent's default, e.g. SpecDef's Adadelta loop)."""
+    if f.default_factory is not _MISSING:
+        return to_dict(f.default_factory())
+    return {} if f.default is _MISSING or f.default is None else to_dict(f.default)
+
+
 def from_dict(cls: type[C], data: dict) -> C:
     """Build `cls` from a dict (nested or version-0.1 flat), rejecting unknown keys with the valid ones."""
     if not isinstance(data, dict):
@@ -81,7 +89,7 @@ def from_dict(cls: type[C], data: dict) -> C:
             continue
         v = data[f.name]
         if f.name in nested and isinstance(v, dict):
-            v = from_dict(nested[f.name], v)
+            v = from_dict(nested[f.name], {**_default_dict(f), **v})  # unset keys: this config's default
         elif isinstance(v, list):
             v = tuple(v)
         kwargs[f.name] = v

@@ -96,6 +96,7 @@ def test_per_sample_case_matches_theorem_21_form():
     assert r["tokens"] == 1
 
 
+@pytest.mark.slow  # about 10 s on 2 cores (60 s on a loaded machine)
 def test_theorem22_study_quick():
     rows = theory.theorem22(seeds=(0,), scales=(1.0, 8.0), max_iters=3000, weights=("q.weight", "o.weight"))
     assert [(r["weight"], r["scale"]) for r in rows] == [("q.weight", 1.0), ("q.weight", 8.0),

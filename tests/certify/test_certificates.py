@@ -18,10 +18,12 @@ from trainlock.certify.verify import verify
 from trainlock.cli.main import main
 from trainlock.io.artifacts import META, WEIGHTS, ArtifactError, _sha256, read_header, save
 from trainlock.io.hashing import state_hashes, tensor_sha256
-from trainlock.locks.base import LOCKS, Certificate
+from trainlock.locks.base import LOCKS, Certificate, LockDefaults
+from trainlock.locks.frozen import FrozenConfig, FrozenLock
+from trainlock.locks.spectral_cap import SpectralCapConfig, SpectralCapLock, sigma_max
 
 
-class ToyMaxAbsLock:
+class ToyMaxAbsLock(LockDefaults):
     """A toy lock for these tests: max |w| over every parameter <= cap."""
 
     name = "toy-max-abs"
@@ -284,12 +286,11 @@ def test_unreadable_input_raises_artifact_error(saved, tmp_path):
 
 
 def test_real_spectral_cap_lock_is_recertified(tmp_path):
-    sc = pytest.importorskip("trainlock.locks.spectral_cap")
-    lock = sc.SpectralCapLock(sc.SpectralCapConfig(max_sigma=0.5))
+    lock = SpectralCapLock(SpectralCapConfig(max_sigma=0.5))
     locked = _model()  # projected by hand: certify reads the weights only (apply's hooks are not needed here)
     with torch.no_grad():
         for p in (locked.body[0].weight, locked.head.weight):
-            p.mul_(0.5 / max(0.5, sc.sigma_max(p)))
+            p.mul_(0.5 / max(0.5, sigma_max(p)))
     meta = {"locks": [{"type": lock.name, "config": lock.config()}],
             "certificates": [c.to_dict() for c in lock.certify(locked)]}
     path = save(locked, tmp_path / "m", meta)
@@ -305,8 +306,7 @@ def test_real_spectral_cap_lock_is_recertified(tmp_path):
 
 
 def test_real_frozen_lock_is_recertified(tmp_path):
-    fz = pytest.importorskip("trainlock.locks.frozen")
-    lock = fz.FrozenLock(fz.FrozenConfig(names=("body",)))
+    lock = FrozenLock(FrozenConfig(names=("body",)))
     locked = lock.apply(_model())
     path = save(locked, tmp_path / "m", {"locks": [{"type": lock.name, "config": lock.config()}],
                                          "certificates": [c.to_dict() for c in lock.certify(locked)]})

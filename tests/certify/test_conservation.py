@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from trainlock.certify.conservation import (
+    ConservationConfig,
     check_conservation,
     conservation_certificate,
     feature_drift,
@@ -57,7 +58,7 @@ def test_kl_tv_known_values():
 
 
 def test_identical_models_conserve_everything(tiny_base, digits):
-    cert = conservation_certificate(tiny_base, copy.deepcopy(tiny_base), digits, epsilon=0.0)
+    cert = conservation_certificate(tiny_base, copy.deepcopy(tiny_base), digits, config=ConservationConfig(epsilon=0.0))
     assert cert["kl"]["mean"] == 0 and cert["kl"]["max"] == 0
     assert cert["tv"]["mean"] == 0 and cert["tv"]["pinsker_bound"] == 0
     assert cert["accuracy"]["drop"] == 0 and cert["accuracy"]["holds"] and cert["holds"]
@@ -78,7 +79,7 @@ def perturbed(tiny_base):
 
 
 def test_perturbed_model_gives_positive_numbers(tiny_base, perturbed, digits):
-    cert = conservation_certificate(tiny_base, perturbed, digits, epsilon=0.05, max_samples=300)
+    cert = conservation_certificate(tiny_base, perturbed, digits, config=ConservationConfig(epsilon=0.05, max_samples=300))
     kl, tv = cert["kl"], cert["tv"]
     # measured on the whole test set (seed 1, noise 0.05): mean KL 0.0090, mean TV 0.0218, Pinsker bound 0.0670,
     # max TV 0.300 <= sqrt(max KL / 2) = 0.338; relative drift about 0.10 per layer
@@ -104,7 +105,7 @@ def test_accuracy_drop_beyond_epsilon_does_not_hold(tiny_base, digits):
     with torch.no_grad():
         broken.head.weight.zero_()
         broken.head.bias.copy_(torch.arange(10.0))  # always predicts class 9
-    cert = conservation_certificate(tiny_base, broken, digits, epsilon=0.01, max_samples=200)
+    cert = conservation_certificate(tiny_base, broken, digits, config=ConservationConfig(epsilon=0.01, max_samples=200))
     assert cert["accuracy"]["drop"] > 0.5 and not cert["accuracy"]["holds"] and not cert["holds"]
     rows = {r["subject"]: r for r in check_conservation(cert)}
     assert not rows["accuracy drop"]["holds"] and rows["pinsker"]["holds"]
@@ -148,14 +149,14 @@ def test_history_dicts_and_floats(tiny_base, digits):
     other = copy.deepcopy(tiny_base)
     hist = [{"epoch": 1, "retain_loss": 0.9, "mean_topk_sigma": 3.0}, {"epoch": 2, "retain_loss": 0.5},
             {"epoch": 3, "retain_loss": 0.4}]
-    cert = conservation_certificate(tiny_base, other, digits, history=hist, max_samples=50)
+    cert = conservation_certificate(tiny_base, other, digits, history=hist, config=ConservationConfig(max_samples=50))
     p = cert["progress"]
     assert p["key"] == "retain_loss" and p["delta"] == pytest.approx(0.1) and p["n_bound"] == pytest.approx(9.0)
-    cert2 = conservation_certificate(tiny_base, other, digits, history=[3.0, 2.0, 2.5], max_samples=50)
+    cert2 = conservation_certificate(tiny_base, other, digits, history=[3.0, 2.0, 2.5], config=ConservationConfig(max_samples=50))
     assert cert2["progress"]["n_bound"] is None and cert2["holds"]  # no bound claimed is not a failed claim
     assert all(r["holds"] for r in check_conservation(cert2))
     with pytest.raises(ValueError, match="objective_key"):
-        conservation_certificate(tiny_base, other, digits, history=[{"x": 1}, {"x": 0}], max_samples=50)
+        conservation_certificate(tiny_base, other, digits, history=[{"x": 1}, {"x": 0}], config=ConservationConfig(max_samples=50))
 
 
 # ----------------------------------------------------------------------------- re-checking stored numbers
@@ -163,8 +164,7 @@ def test_history_dicts_and_floats(tiny_base, digits):
 
 @pytest.fixture(scope="module")
 def stored(tiny_base, perturbed, digits):
-    return conservation_certificate(tiny_base, perturbed, digits, epsilon=1.0, history=[1.0, 0.6, 0.3],
-                                    max_samples=200)
+    return conservation_certificate(tiny_base, perturbed, digits, history=[1.0, 0.6, 0.3], config=ConservationConfig(epsilon=1.0, max_samples=200))
 
 
 @pytest.mark.parametrize("edit,subject", [

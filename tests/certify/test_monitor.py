@@ -8,11 +8,12 @@ import torch
 import torch.nn as nn
 
 import trainlock as tl
-from trainlock.train import LoopConfig
 from trainlock.attacks.finetune import finetune
 from trainlock.certify.monitor import LockMonitor
 from trainlock.locks.base import Certificate
+from trainlock.locks.spectral_cap import SpectralCapConfig, SpectralCapLock
 from trainlock.train.loop import LoopConfig, fit
+
 
 def attack_cfg(lr: float, max_steps: int) -> "tl.FineTuneConfig":
     loop = LoopConfig(optimizer="sgd", lr=lr, max_steps=max_steps, batch_size=32, device="cpu")
@@ -152,9 +153,8 @@ def test_a_big_lr_attack_breaks_a_spectral_cap_at_a_recorded_step(tiny_base, dig
 
 
 def test_real_spectral_cap_certificate_in_the_monitor(tiny_base, digits_permuted):
-    sc = pytest.importorskip("trainlock.locks.spectral_cap")
     sigma0 = ToySpectralCap(0).certify(tiny_base)[0].measured
-    lock = sc.SpectralCapLock(sc.SpectralCapConfig(max_sigma=1.25 * sigma0))
+    lock = SpectralCapLock(SpectralCapConfig(max_sigma=1.25 * sigma0))
     mon = LockMonitor(lock, every=1)
     finetune(tiny_base, attack_cfg(0.5, 10), digits_permuted, progress=False,
              monitor=mon)

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 import trainlock as tl
 from trainlock.linalg.curvature import (
     ConvergenceWarning,
+    LanczosOptions,
     condition_estimate,
     dense_hessian,
     hessian_eigenvalues,
@@ -51,7 +52,7 @@ def test_lanczos_matches_dense_hessian(tiny, which):
     ref = ref.flip(0)[:2] if which == "largest" else ref[:2]
     got = hessian_eigenvalues(model, ce_loss, batch, k=2, which=which, tol=1e-10)
     assert torch.allclose(got, ref, rtol=1e-6, atol=0), (got, ref)
-    res = hessian_spectrum(model, ce_loss, batch, k=2, which=which, tol=1e-8)
+    res = hessian_spectrum(model, ce_loss, batch, k=2, which=which, options=LanczosOptions(tol=1e-8))
     assert bool(res.converged.all()) and res.iters <= H.shape[0]
     assert torch.allclose(res.eigenvalues, ref, rtol=1e-6, atol=0)
 
@@ -115,7 +116,7 @@ def test_non_convergence_warns_and_reports():
     d = torch.logspace(0, 4, 200, dtype=torch.float64)
     model = Quadratic(d)
     with pytest.warns(ConvergenceWarning, match="residuals"):
-        res = hessian_spectrum(model, quad_loss, None, k=1, iters=2)
+        res = hessian_spectrum(model, quad_loss, None, k=1, options=LanczosOptions(iters=2))
     assert res.iters == 2 and not bool(res.converged[0])
     assert float(res.residuals[0]) > 1e-6 * abs(float(res.eigenvalues[0]))
     with pytest.warns(ConvergenceWarning):

@@ -80,6 +80,7 @@ def test_theorem_bound_grows_with_sigma_max():
     assert vals[1]["sigma_max_H"] > 4 * vals[0]["sigma_max_H"]
 
 
+@pytest.mark.slow  # about 10 s on 2 cores (60 s on a loaded machine)
 def test_fig2_iterations_grow_with_sigma_max():
     rows = theory.fig2(seeds=(0, 1, 2), scales=(1.0, 16.0), max_iters=3000, archs=("mlp",))
     lo = [r["iterations"] for r in rows if r["scale"] == 1.0]
@@ -105,6 +106,7 @@ def test_cli_reproduce(tmp_path):
     assert (tmp_path / "table.md").exists()
 
 
+@pytest.mark.slow  # about 10 s on 2 cores (60 s on a loaded machine)
 def test_reproduce_fig2_writes_theorem22(tmp_path, monkeypatch):
     """The fig2 writer on real (but few) rows: both tables, both plots, NaN cells for unpaired weights."""
     real_fig2, real_t22 = theory.fig2, theory.theorem22

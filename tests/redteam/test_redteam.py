@@ -12,7 +12,6 @@ from trainlock.redteam.report import adaptive_vs_plain, write_report
 from trainlock.train import LoopConfig
 
 
-
 @pytest.fixture(scope="module")
 def locked(tiny_base, digits):
     return tl.lock(tiny_base, tl.SpecDefConfig(loop=specdef_loop(lr=10.0, epochs=5, batch_size=32, device="cpu")), digits).model

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..config import to_dict
+from ..config import option, to_dict
 from ..tasks import Task, TaskDataError
 from ..train.loop import accuracy, predict
 from .finetune import FineTuneConfig, finetune, prepare
@@ -31,11 +31,11 @@ TRIGGERS = ("patch",)
 
 @dataclass
 class BackdoorConfig:
-    trigger: str = "patch"  # the only kind so far (see the module docstring)
-    size: int = 3  # side of the square patch (images) or number of trailing features (vectors)
-    target: int = 0  # the label a triggered input should get
-    poison_fraction: float = 0.1  # fraction of training samples triggered and relabelled
-    seed: int = 0  # picks which training samples are poisoned
+    trigger: str = option("patch", "trigger kind; the only one so far is a patch (see the module docstring)")
+    size: int = option(3, "side of the square patch (images) or number of trailing features (vectors)")
+    target: int = option(0, "the label a triggered input should get")
+    poison_fraction: float = option(0.1, "fraction of training samples triggered and relabelled")
+    seed: int = option(0, "picks which training samples are poisoned")
 
     def __post_init__(self):
         if self.trigger not in TRIGGERS:

@@ -50,12 +50,14 @@ and `trainlock.certify.verify` re-checks its numbers for internal consistency wi
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..config import option
 from ..tasks import Task
 
 __all__ = [
@@ -216,40 +218,48 @@ def progress_bound(objective: Sequence[float], lower_bound: float = 0.0) -> dict
     return out
 
 
+@dataclass
+class ConservationConfig:
+    """What the conservation certificate measures and requires."""
+
+    epsilon: float = option(0.01, "the certificate holds when the accuracy drop is at most this")
+    max_samples: int = option(2000, "test inputs measured (a fixed random subset)")
+    seed: int = option(0, "picks that subset")
+    lower_bound: float = option(0.0, "L*: a lower bound of the objective, for the progress bound")
+    layers: tuple | None = option(None, "module names whose feature drift is measured (default: every leaf layer)")
+    batch_size: int = option(512, "inputs per forward pass")
+
+
 def conservation_certificate(
     original: nn.Module,
     modified: nn.Module,
     task: Task,
-    epsilon: float = 0.01,
     history: list | None = None,
-    max_samples: int = 2000,
-    *,
     objective_key: str | None = None,
-    lower_bound: float = 0.0,
-    layers: Sequence[str] | None = None,
-    seed: int = 0,
-    batch_size: int = 512,
+    config: ConservationConfig | None = None,
 ) -> dict:
     """The conservation certificate for `original` -> `modified` on `task`'s held-out test split.
 
-    Measured on at most `max_samples` test inputs (a fixed random subset, `seed`):
-    accuracy drop (holds when <= epsilon), mean/max KL(p_original || p_modified), mean/max TV
+    Measured on at most `config.max_samples` test inputs (a fixed random subset, `config.seed`):
+    accuracy drop (holds when <= config.epsilon), mean/max KL(p_original || p_modified), mean/max TV
     beside the Pinsker bound sqrt(mean KL / 2) (which bounds the mean TV: how much the probability
     of any decision can change), soft accuracies, per-layer feature drift, and, given `history`
     (per-epoch objective values, or per-epoch dicts read at `objective_key`, default "objective",
     then "retain_loss", then "loss"), the progress bound N <= (L0 - L*)/delta with L* =
-    `lower_bound`. See the module docstring for what each number means and where the conservation
+    `config.lower_bound`. See the module docstring for what each number means and where the conservation
     note is corrected. `holds` is True when the accuracy drop is within epsilon, the Pinsker
     and soft-accuracy checks pass, and the progress bound holds where one follows (when delta <= 0
     no bound is claimed: progress["n_bound"] is None and progress["reason"] says why).
     """
+    c = config or ConservationConfig()
+    epsilon, lower_bound = c.epsilon, c.lower_bound
     shape = getattr(original, "input_shape", None)
     task = task.adapt(shape) if shape is not None else task
-    sub = task.subset(n_test=max_samples, seed=seed)
+    sub = task.subset(n_test=c.max_samples, seed=c.seed)
     x, y = sub.x_test, sub.y_test
     if len(y) == 0:
         raise ValueError(f"task {task.name!r} has no test inputs")
-    drift, lo, lm = feature_drift(original, modified, x, layers=layers, batch_size=batch_size)
+    drift, lo, lm = feature_drift(original, modified, x, layers=c.layers, batch_size=c.batch_size)
     if lo.shape != lm.shape:
         raise ValueError(f"the models' outputs differ in shape: {tuple(lo.shape)} vs {tuple(lm.shape)}")
     kl, tv = kl_tv(lo, lm)

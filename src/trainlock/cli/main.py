@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+from typing import Iterable
 
 from . import attacking, locking, models, studies
 
@@ -32,9 +33,10 @@ Tasks are registered names (see `trainlock tasks`) or npz:PATH / idx:DIR for you
 COMMANDS = [*models.COMMANDS, *locking.COMMANDS, *attacking.COMMANDS, *studies.COMMANDS]
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser. Every command's flags when `only` is None; else only `only`'s (the others are listed
-    with their one-line help, which is all `trainlock --help` shows)."""
+def build_parser(only: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The parser: every command's flags when `only` is None, else only those of the commands named in
+    `only` (the others are listed with their one-line help, which is all `trainlock --help` shows)."""
+    only = None if only is None else set(only)
     p = argparse.ArgumentParser(
         prog="trainlock", description="Lock models against unauthorized fine-tuning, and attack the lock.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -45,7 +47,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help_line, description=description or help_line[:1].upper() + help_line[1:],
                            formatter_class=argparse.RawDescriptionHelpFormatter if description else
                            argparse.HelpFormatter)
-        if add is not None and only in (None, name):
+        if add is not None and (only is None or name in only):
             add(s)
         s.set_defaults(fn=run)
     return p
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..registry import UnknownNameError
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(only=_command(argv)).parse_args(argv)
+    command = _command(argv)
+    args = build_parser(only=[command] if command else []).parse_args(argv)
     setup_logging(args.debug)
     try:
         return args.fn(args)

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
 
+from ..config import option
+
 __all__ = ["ConvergenceWarning", "LanczosResult", "hvp", "lanczos", "hessian_eigenvalues",
-           "hessian_spectrum", "condition_estimate", "dense_hessian"]
+           "hessian_spectrum", "LanczosOptions", "condition_estimate", "dense_hessian"]
 
 LossFn = Callable[[torch.nn.Module, Any], Tensor]
 DENSE_MAX_PARAMS = 5000
@@ -246,24 +249,33 @@ def lanczos(
 # --------------------------------------------------------------------------- public Hessian API
 
 
+@dataclass
+class LanczosOptions:
+    """How `hessian_spectrum` runs Lanczos on Hessian-vector products."""
+
+    iters: int | None = option(None, "Krylov steps at most (default: enough for the tolerance, capped)")
+    tol: float = option(1e-6, "stop when every wanted eigenvalue's residual is below tol * |eigenvalue|")
+    chunks: int = option(1, "split the batch into this many chunks per product (memory)")
+    seed: int = option(0, "seed of the random start vector")
+    reuse_graph: bool = option(True, "build the first-gradient graph once (False: a fresh `hvp` per product)")
+    warn: bool = option(True, "warn with ConvergenceWarning when a value is not converged")
+
+
 def hessian_spectrum(
     model: torch.nn.Module,
     loss_fn: LossFn,
     batch: Any,
     k: int = 1,
     which: str = "largest",
-    iters: int | None = None,
-    tol: float = 1e-6,
-    chunks: int = 1,
-    seed: int = 0,
-    reuse_graph: bool = True,
-    warn: bool = True,
+    options: LanczosOptions | None = None,
 ) -> LanczosResult:
     """The full Lanczos result (values, residuals, convergence flags, iterations) for the k
     extreme Hessian eigenvalues; warns with ConvergenceWarning when any is not converged."""
-    mv, n, device = _matvec(model, loss_fn, batch, chunks, reuse_graph)
-    result = lanczos(mv, n, k=k, iters=iters, tol=tol, seed=seed, which=which, device=device)
-    if warn and not bool(result.converged.all()):
+    o = options or LanczosOptions()
+    tol = o.tol
+    mv, n, device = _matvec(model, loss_fn, batch, o.chunks, o.reuse_graph)
+    result = lanczos(mv, n, k=k, iters=o.iters, tol=tol, seed=o.seed, which=which, device=device)
+    if o.warn and not bool(result.converged.all()):
         warnings.warn(
             f"Lanczos ({which}) did not converge in {result.iters} iterations: "
             f"eigenvalues {result.eigenvalues.tolist()}, residuals {result.residuals.tolist()}, "
@@ -288,7 +300,7 @@ def hessian_eigenvalues(
     ``which="largest"``: largest algebraic (lambda_max first); ``"smallest"``: smallest
     algebraic (most negative, lambda_min first). Not converged values are still returned, with a
     ConvergenceWarning naming their residuals; use ``hessian_spectrum`` for the full result."""
-    res = hessian_spectrum(model, loss_fn, batch, k=k, which=which, iters=iters, tol=tol, chunks=chunks)
+    res = hessian_spectrum(model, loss_fn, batch, k, which, LanczosOptions(iters=iters, tol=tol, chunks=chunks))
     return res.eigenvalues
 
 
@@ -312,9 +324,9 @@ def condition_estimate(
     the condition number of H_+ + mu I, H_+ being H with its negative eigenvalues clipped to 0
     (1.0 when lambda_max <= 0). Also ``mu``, ``converged_max``/``converged_min``,
     ``residual_max``/``residual_min`` and ``iters_max``/``iters_min``."""
-    kw = dict(k=1, iters=iters, tol=tol, chunks=chunks, seed=seed)
-    top = hessian_spectrum(model, loss_fn, batch, which="largest", **kw)
-    bot = hessian_spectrum(model, loss_fn, batch, which="smallest", **kw)
+    opts = LanczosOptions(iters=iters, tol=tol, chunks=chunks, seed=seed)
+    top = hessian_spectrum(model, loss_fn, batch, 1, "largest", opts)
+    bot = hessian_spectrum(model, loss_fn, batch, 1, "smallest", opts)
     lmax, lmin = float(top.eigenvalues[0]), float(bot.eigenvalues[0])
     mu = damping * max(lmax, 0.0)
     ratio = lmax / abs(lmin) if lmin != 0 else math.copysign(math.inf, lmax)

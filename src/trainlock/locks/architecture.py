@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from ..config import from_dict, to_dict
+from ..config import from_dict, option, to_dict
 from ..tasks import Task
 from ..train.loop import clone_model
 from .base import Certificate, LockDefaults, register_lock
@@ -38,8 +38,8 @@ def parameter_shapes(model: nn.Module) -> list[list]:
 class ArchitectureConfig:
     """Recorded by apply; an empty config records the model it is applied to."""
 
-    layers: int | None = None
-    shapes: tuple | None = None  # ([name, [sizes]], ...)
+    layers: int | None = option(None, "number of lockable layers (recorded by apply when unset)")
+    shapes: tuple | None = option(None, "([name, [sizes]], ...) of the lockable layers (recorded by apply when unset)")
 
 
 @register_lock

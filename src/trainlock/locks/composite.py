@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from ..config import from_dict
+from ..config import from_dict, option
 from ..tasks import Task
 from .base import Certificate, Lock, LockDefaults, register_lock
 from .factory import lock_from_spec
@@ -28,8 +28,8 @@ MODES = ("all", "any")
 
 @dataclass
 class CompositeConfig:
-    mode: str = "all"
-    locks: tuple = ()  # ({"type": NAME, **config}, ...)
+    mode: str = option("all", "all: every child must hold; any: at least one")
+    locks: tuple = option((), "the children: ({'type': NAME, **config}, ...)")
 
     def __post_init__(self):
         if self.mode not in MODES:

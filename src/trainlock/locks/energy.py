@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import tasks as _tasks
-from ..config import from_dict, to_dict
+from ..config import from_dict, option, to_dict
 from ..tasks import Task
 from ..train.loop import clone_model, predict
 from .base import Certificate, LockDefaults, register_lock
@@ -36,12 +36,12 @@ from .base import Certificate, LockDefaults, register_lock
 
 @dataclass
 class EnergyConfig:
-    bad_task: str | None = None
-    delta: float = 0.5
-    max_samples: int = 2000
-    retain_task: str | None = None  # recorded by apply
-    auth_loss: float | None = None  # recorded by apply: L_auth at lock time
-    bad_loss: float | None = None  # recorded by apply: L_bad at lock time (informative)
+    bad_task: str | None = option(None, "the task whose loss must stay above the authorized loss + delta")
+    delta: float = option(0.5, "the barrier: L_bad >= L_auth + delta")
+    max_samples: int = option(2000, "test samples per loss evaluation")
+    retain_task: str | None = option(None, "recorded by apply: the authorized task")
+    auth_loss: float | None = option(None, "recorded by apply: L_auth at lock time")
+    bad_loss: float | None = option(None, "recorded by apply: L_bad at lock time (informative)")
 
     def __post_init__(self):
         if not isinstance(self.bad_task, str) or not self.bad_task:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..config import from_dict, to_dict
+from ..config import from_dict, option, to_dict
 from ..tasks import Task
 from ..train.loop import clone_model
 from .base import Certificate, LockDefaults, register_lock
@@ -38,8 +38,8 @@ def tensor_sha256(t: torch.Tensor) -> str:
 class FrozenConfig:
     """`names`: regular expressions over parameter names (re.search); each must match something."""
 
-    names: tuple[str, ...] = ()
-    hashes: dict | None = None  # recorded by apply: {parameter name: SHA-256}
+    names: tuple[str, ...] = option((), "regular expressions over parameter names (re.search); each must match")
+    hashes: dict | None = option(None, "recorded by apply: {parameter name: SHA-256}")
 
     def __post_init__(self):
         if isinstance(self.names, str):

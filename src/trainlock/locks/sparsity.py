@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..config import from_dict, to_dict
+from ..config import from_dict, option, to_dict
 from ..tasks import Task
 from ..train.loop import clone_model
 from .base import Certificate, LockDefaults, register_lock
@@ -53,10 +53,10 @@ class MaskHook(ProjectionHook):
 class SparsityConfig:
     """Prune `fraction` of the lockable weights, or keep at most `k` of them nonzero."""
 
-    fraction: float | None = None
-    k: int | None = None
-    scope: str = "global"  # magnitude_prune scope for `fraction` ("global" or "layer")
-    max_nonzero: int | None = None  # recorded by apply: the certified bound
+    fraction: float | None = option(None, "prune this fraction of the lockable weights (give fraction or k)")
+    k: int | None = option(None, "keep at most this many lockable weights nonzero (give fraction or k)")
+    scope: str = option("global", "magnitude_prune scope for fraction: global or layer")
+    max_nonzero: int | None = option(None, "recorded by apply: the certified bound")
 
     def __post_init__(self):
         if (self.fraction is None) == (self.k is None):

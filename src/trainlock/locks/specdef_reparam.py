@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..config import from_dict, to_dict
+from ..config import from_dict, option, to_dict
 from ..models.compensated import Compensated, restore_structure, structure_meta
 from ..models.compensated import get_module as _get
 from ..models.compensated import set_module as _set
@@ -52,12 +52,12 @@ from .base import Certificate, LockDefaults, register_lock
 
 @dataclass
 class SpecDefReparamConfig:
-    layers: str | None = None  # regex (re.search) on module names, or on "<name>.weight"; default every nn.Linear
-    k: int = 1  # singular values inflated per layer
-    factor: float = 1e4  # multiplier of the top-k singular values
-    tol: float = 1e-3  # relative tolerance of the certificates
-    recorded: dict | None = None  # by apply: {name: {"in", "out", "bias", "sigma": top-k of C W~,
-    #   "fold_error": ||C W~ - W||_2 / ||W||_2 of the stored weights (the dtype's rounding, ~ factor * eps)}}
+    layers: str | None = option(None, "regex (re.search) on module names, or on '<name>.weight'; default every nn.Linear")
+    k: int = option(1, "singular values inflated per layer")
+    factor: float = option(1e4, "multiplier of the top-k singular values")
+    tol: float = option(1e-3, "relative tolerance of the certificates")
+    recorded: dict | None = option(None, "recorded by apply: {name: {in, out, bias, sigma: top-k of C W~, fold_error: "
+                                         "||C W~ - W||_2 / ||W||_2 of the stored weights (the dtype's rounding)}}")
 
     def __post_init__(self):
         if not isinstance(self.k, int) or self.k < 1:

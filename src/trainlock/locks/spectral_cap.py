@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from ..config import from_dict, to_dict
+from ..config import from_dict, option, to_dict
 from ..tasks import Task
 from ..train.loop import clone_model
 from .base import Certificate, LockDefaults, register_lock
@@ -174,10 +174,10 @@ class SpectralCapHook(ProjectionHook):
 class SpectralCapConfig:
     """sigma_max(W) <= max_sigma for each lockable weight (find_lockable's include/exclude)."""
 
-    max_sigma: float = 1.0
-    include: str | None = None  # regex on parameter names (default: every Linear and Conv weight)
-    exclude: str | None = None
-    tol: float = 1e-4  # certify: sigma_max <= max_sigma * (1 + tol)
+    max_sigma: float = option(1.0, "the cap L: sigma_max(W) <= L for every lockable weight")
+    include: str | None = option(None, "regex on parameter names (default: every Linear and Conv weight)")
+    exclude: str | None = option(None, "regex on parameter names to leave alone")
+    tol: float = option(1e-4, "certify: sigma_max <= max_sigma * (1 + tol)")
 
     def __post_init__(self):
         if not (isinstance(self.max_sigma, (int, float)) and self.max_sigma > 0):
