@@ -86,3 +86,36 @@ def test_relearn_command(tmp_path, npz_tasks, capsys):
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
     assert [r["name"] for r in rows][:2] == ["base", "unlearned"] and len(rows) == 5
     assert "unlearned + SpecDef + relearned" in capsys.readouterr().out
+
+
+def _help(cmd, capsys) -> str:
+    with pytest.raises(SystemExit):
+        main([cmd, "--help"])
+    return " ".join(capsys.readouterr().out.split())  # unwrap argparse's line breaks
+
+
+def test_help_is_built_from_the_configs(capsys):
+    from trainlock.optimizers import OPTIMIZERS
+
+    train = _help("train", capsys)
+    assert "(default: adadelta)" in train and "learning rate (default: 1.0)" in train  # what the run uses
+    assert all(name in train for name in OPTIMIZERS.names())  # every registered optimizer, not a stale list
+    lock = _help("lock", capsys)
+    assert "(default: adadelta)" in lock and "retain-loss weight" in lock
+    for cmd in ("train", "lock", "attack", "redteam", "relearn"):
+        text = _help(cmd, capsys)
+        for piece in text.split("--")[1:]:  # one flag's help each
+            assert piece.count("(default:") <= 1, piece
+
+
+def test_flags_round_trip_into_the_config():
+    import argparse
+
+    from trainlock.cli.common import add_config_flags, config_from_args
+    from trainlock.locks import SpecDefConfig, specdef_loop
+
+    p = argparse.ArgumentParser()
+    add_config_flags(p, SpecDefConfig)
+    assert config_from_args(SpecDefConfig, p.parse_args([])) == SpecDefConfig()
+    cfg = config_from_args(SpecDefConfig, p.parse_args(["--lr", "5", "--top-k", "2", "--optimizer", "kfac"]))
+    assert cfg == SpecDefConfig(loop=specdef_loop(lr=5.0, optimizer="kfac"), top_k=2)

@@ -61,7 +61,11 @@ def add_config_flags(p: argparse.ArgumentParser, cls: type, defaults: Any = None
         value = getattr(defaults, f.name)
         if dataclasses.is_dataclass(value):
             sub = prefix if f.name == "loop" else f"{prefix}{f.name}_"
-            add_config_flags(p, type(value), value, skip, sub)
+            target = p
+            if isinstance(p, argparse.ArgumentParser):  # one titled group per nested config in --help
+                title = f.metadata.get("help", f.name)
+                target = p.add_argument_group(title if f.name == "loop" else f"{_flag(sub, '*')}: {title}")
+            add_config_flags(target, type(value), value, skip, sub)
             continue
         kind, optional, many = _scalar(hints[f.name])
         help_text = f.metadata.get("help", f.name)
@@ -76,8 +80,12 @@ def add_config_flags(p: argparse.ArgumentParser, cls: type, defaults: Any = None
             kwargs["choices"] = LazyChoices(f.metadata["choices"])
             kwargs["metavar"] = "NAME"
             help_text += "; one of: %(choices)s"
-        shown = "unset" if value is None else (" ".join(map(str, value)) or "all") if many else value
-        kwargs["help"] = f"{help_text} (default: {shown})".replace("%", "%%").replace("%%(choices)s", "%(choices)s")
+        help_text = help_text.replace("%", "%%").replace("%%(choices)s", "%(choices)s")
+        if (value is None or (many and not value)) and "default" in help_text:  # it says what unset means
+            kwargs["help"] = help_text
+        else:
+            shown = "unset" if value is None else (" ".join(map(str, value)) or "none") if many else value
+            kwargs["help"] = f"{help_text} (default: {shown})"
         p.add_argument(_flag(prefix, f.name), **kwargs)
 
 

@@ -75,7 +75,7 @@ class RedTeamConfig:
     workers: int = option(2, "process pool size (0: in this process)")
     target_accuracy: float = option(0.7, "accuracy that defines steps_to_target")
     search_trials: int = option(0, "Optuna trials after the suite (resumable)")
-    include: tuple = option(factory=tuple, help="run only attacks whose name contains one of these")
+    include: tuple = option(factory=tuple, help="run only attacks whose name contains one of these (default: every attack)")
     optimizers: tuple = option(factory=tuple, help="only these optimizers (default: every registered one)",
                                choices=lambda: OPTIMIZERS.names())
     transforms: tuple = option(factory=tuple, help="only these transforms (default: every registered one)",

@@ -81,7 +81,7 @@ def _optimizer_names() -> list[str]:
 class LoopConfig:
     """How to run the training loop; base training, locks, attacks and studies nest one of these."""
 
-    optimizer: str = option("adam", "optimizer", choices=_optimizer_names)
+    optimizer: str = option("adam", "optimizer by name", choices=_optimizer_names)
     lr: float = option(1e-3, "learning rate")
     epochs: int = option(1, "passes over the training split")
     batch_size: int = option(64, "minibatch size")
