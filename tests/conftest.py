@@ -7,7 +7,7 @@ settings.register_profile("trainlock", derandomize=True, database=None)
 settings.load_profile("trainlock")
 
 import trainlock as tl
-from trainlock.train.loop import LoopConfig, fit
+from trainlock.train import LoopConfig, fit
 
 
 @pytest.fixture(autouse=True)

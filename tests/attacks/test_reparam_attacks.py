@@ -9,7 +9,7 @@ import trainlock as tl
 from trainlock.attacks.transforms.base import TRANSFORMS, TransformContext, TransformNotApplicable
 from trainlock.attacks.transforms.inject import Injected, fold_injections  # noqa: F401  (registers)
 from trainlock.attacks.transforms.svd_chain import SVDChain, fold_svd_chains  # noqa: F401  (registers)
-from trainlock.train.loop import LoopConfig, fit
+from trainlock.train import LoopConfig, fit
 
 ARCHS = {
     "mlp": dict(hidden=[16]),

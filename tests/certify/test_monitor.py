@@ -12,7 +12,7 @@ from trainlock.attacks.finetune import finetune
 from trainlock.certify.monitor import LockMonitor
 from trainlock.locks.base import Certificate
 from trainlock.locks.spectral_cap import SpectralCapConfig, SpectralCapLock
-from trainlock.train.loop import LoopConfig, fit
+from trainlock.train import LoopConfig, fit
 
 
 def attack_cfg(lr: float, max_steps: int) -> "tl.FineTuneConfig":

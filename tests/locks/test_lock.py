@@ -5,7 +5,7 @@ import torch.nn as nn
 import trainlock as tl
 from trainlock.locks import find_lockable, sigma_report, specdef_loop, spectral_term
 from trainlock.registry import UnknownNameError
-from trainlock.train.loop import evaluate
+from trainlock.train import evaluate
 
 LOCK = dict(alpha=0.5, loop=specdef_loop(lr=5.0, epochs=3, batch_size=32, device="cpu"))
 

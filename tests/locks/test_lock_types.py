@@ -9,7 +9,7 @@ import trainlock as tl
 from trainlock.locks import LOCKS, Certificate, Lock, lock_factory, lock_from_meta
 from trainlock.locks.specdef_reparam import Compensated, restore_structure, structure_meta
 from trainlock.registry import UnknownNameError
-from trainlock.train.loop import LoopConfig, fit
+from trainlock.train import LoopConfig, fit
 
 BUILTIN = {"architecture", "composite", "energy", "frozen", "sparsity", "specdef", "specdef-reparam", "spectral-cap"}
 

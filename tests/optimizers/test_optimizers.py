@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import trainlock as tl
 from trainlock.optimizers import OPTIMIZERS, make_optimizer, step_mode
-from trainlock.train.loop import LoopConfig, fit
+from trainlock.train import LoopConfig, fit
 
 # lr per optimizer for 30 steps of a tiny MLP on digits (batch 32); unknown names get 1e-2
 LRS = {

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import trainlock as tl
 from trainlock.optimizers import make_optimizer
 from trainlock.registry import UnknownNameError
-from trainlock.train.loop import LoopConfig, accuracy, fit
+from trainlock.train import LoopConfig, accuracy, fit
 
 
 def _mlp(task, hidden=(16,)):

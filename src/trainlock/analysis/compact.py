@@ -23,7 +23,7 @@ def _sq_norm(model: nn.Module) -> float:
 @torch.no_grad()
 def _train_loss(model: nn.Module, task) -> float:
     """Mean cross-entropy over the whole training split, in eval mode (L in the objective)."""
-    from ..train.loop import predict
+    from ..train import predict
 
     logits = predict(model, task.x_train)
     return float(F.cross_entropy(logits.double(), task.y_train))
@@ -49,7 +49,7 @@ def regularization_path(model: nn.Module, task, lambdas=(1e-4, 1e-3, 1e-2, 1e-1)
     iterate kept J_lam <= C_start, which minibatch SGD does not promise (full-batch gradient descent
     with a small enough step would). The input model is not modified.
     """
-    from ..train.loop import LoopConfig, evaluate, fit
+    from ..train import LoopConfig, evaluate, fit
 
     shape = getattr(model, "input_shape", None)
     task = task.adapt(shape) if shape is not None else task
@@ -96,7 +96,7 @@ def compaction_report(model: nn.Module, task, fractions=(0.5, 0.8, 0.9), bits=(8
     `accuracy`, `levels` = {weight name: distinct values in that tensor} (at most 2^bits - 1 for
     bits >= 2, see `quantize`), `max_levels`. Only the lockable weights change; `model` is untouched.
     """
-    from ..train.loop import evaluate
+    from ..train import evaluate
 
     out = {"base_accuracy": evaluate(model, task), "prune": [], "quantize": []}
     for f in fractions:

@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from ..config import option, to_dict
 from ..tasks import Task, TaskDataError
-from ..train.loop import accuracy, predict
+from ..train import accuracy, predict
 from .finetune import FineTuneConfig, finetune, prepare
 
 TRIGGERS = ("patch",)

@@ -16,7 +16,7 @@ import torch.nn as nn
 from ..config import option, to_dict
 from ..models import find_head, replace_head
 from ..tasks import Task
-from ..train.loop import LoopConfig, accuracy, clone_model, fit, resolve_device
+from ..train import LoopConfig, accuracy, clone_model, fit, resolve_device
 
 HEAD_MODES = ("auto", "keep", "reset")
 

@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from ..config import option, to_dict
 from ..tasks import Task
-from ..train.loop import LoopConfig, clone_model, fit, predict
+from ..train import LoopConfig, clone_model, fit, predict
 from .finetune import AttackResult, FineTuneConfig, finetune
 
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from .. import tasks as _tasks
 from ..config import from_dict, option, to_dict
 from ..tasks import Task
-from ..train.loop import clone_model, predict
+from ..train import clone_model, predict
 from .base import Certificate, LockDefaults, register_lock
 
 

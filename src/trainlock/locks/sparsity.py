@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from ..config import from_dict, option, to_dict
 from ..tasks import Task
-from ..train.loop import clone_model
+from ..train import clone_model
 from .base import Certificate, LockDefaults, register_lock
 from .compress import magnitude_prune
 from .lockable import find_lockable

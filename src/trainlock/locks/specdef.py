@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..config import from_dict, option, to_dict
 from ..tasks import Task
-from ..train.loop import LoopConfig, LoopResult, clone_model, evaluate, fit, resolve_device
+from ..train import LoopConfig, LoopResult, clone_model, evaluate, fit, resolve_device
 from .base import Certificate, LockDefaults, LockReport, register_lock
 from .lockable import Lockable, find_lockable, sigma_report
 

@@ -46,7 +46,7 @@ from ..models.compensated import Compensated, restore_structure, structure_meta
 from ..models.compensated import get_module as _get
 from ..models.compensated import set_module as _set
 from ..tasks import Task
-from ..train.loop import clone_model
+from ..train import clone_model
 from .base import Certificate, LockDefaults, register_lock
 
 

@@ -44,7 +44,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from ..config import from_dict, option, to_dict
 from ..tasks import Task
-from ..train.loop import clone_model
+from ..train import clone_model
 from .base import Certificate, LockDefaults, register_lock
 from .lockable import find_lockable
 

@@ -25,7 +25,7 @@ from ..attacks import FineTuneConfig
 from ..io.artifacts import save
 from ..locks import SpecDefConfig, specdef_loop
 from ..plotting import accuracy_curves
-from ..train.loop import LoopConfig, evaluate, fit
+from ..train import LoopConfig, evaluate, fit
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..attacks import finetune
 from ..attacks.transforms import TRANSFORMS, TransformContext, TransformNotApplicable
 from ..tasks import Task
-from ..train.loop import accuracy, clone_model
+from ..train import accuracy, clone_model
 from .spec import AttackSpec
 
 RESULTS = "runs.jsonl"

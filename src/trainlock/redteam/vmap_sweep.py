@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from ..tasks import Task
-from ..train.loop import batches
+from ..train import batches
 
 
 def _check(model: nn.Module) -> None:
@@ -64,7 +64,7 @@ def batched_sgd_sweep(model: nn.Module, task: Task, lrs: list[float], steps: int
 def sequential_sgd_sweep(model: nn.Module, task: Task, lrs: list[float], steps: int, batch_size: int = 64,
                          momentum: float = 0.9, seed: int = 0) -> tuple[list[float], list[dict[str, torch.Tensor]]]:
     """The same sweep, one run after another with torch.optim.SGD (the reference)."""
-    from ..train.loop import LoopConfig, accuracy, clone_model, fit
+    from ..train import LoopConfig, accuracy, clone_model, fit
 
     accs, params = [], []
     shape = getattr(model, "input_shape", None)

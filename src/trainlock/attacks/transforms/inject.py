@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 
 from ...locks.lockable import find_lockable
-from ...train.loop import clone_model
+from ...train import clone_model
 from .base import TRANSFORMS, TransformContext, TransformNotApplicable, TransformOutcome
 
 _CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
