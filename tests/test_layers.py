@@ -98,14 +98,3 @@ def test_the_checker_sees_a_violation(tmp_path):
 def test_layers_are_listed_once(layer):
     assert sum(name == layer for name, _ in LAYERS) == 1
 
-
-def test_the_library_does_not_print():
-    """Progress and logs go through `logging` and tqdm; only the command line prints."""
-    found = []
-    for path in sorted(SRC.rglob("*.py")):
-        if path.relative_to(SRC).parts[0] == "cli":
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
-                found.append(f"{path.relative_to(SRC.parent)}:{node.lineno}")
-    assert found == []
