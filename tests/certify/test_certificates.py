@@ -190,6 +190,7 @@ def test_edited_certificate_number_is_caught_precisely(saved, tmp_path):
     bad = {(r.check, r.subject): r for r in _failed(report)}
     row = bad.pop(("header", "certificates"))
     assert "certificates[0].measured" in row.reason and "0.123" in row.reason
+    assert "was edited after saving" in bad.pop(("record", "certificates")).reason  # the claim is bound
     (recert,) = bad.values()  # and re-measuring from the weights disagrees with the edited number
     assert recert.check == "lock" and "the stored certificate says 0.123" in recert.reason
 
@@ -199,7 +200,7 @@ def test_edited_tensor_hash_is_caught(saved, tmp_path):
     _edit_json(d, lambda m: m["hashes"]["tensors"].update({"head.bias": "0" * 64}))
     report = verify(d)
     bad = {(r.check, r.subject): r for r in _failed(report)}
-    assert set(bad) == {("tensor", "head.bias"), ("state", "hashes (json)")}
+    assert set(bad) == {("tensor", "head.bias"), ("state", "hashes (json)"), ("record", "hashes.tensors")}
     assert "the hash list was edited" in bad["state", "hashes (json)"].reason
 
 
@@ -208,7 +209,8 @@ def test_edited_state_hash_is_caught(saved, tmp_path):
     _edit_json(d, lambda m: m["hashes"].update(state="f" * 64))
     report = verify(d)
     subjects = {(r.check, r.subject) for r in _failed(report)}
-    assert subjects == {("state", "state_sha256"), ("state", "hashes (json)"), ("header", "state_sha256")}
+    assert subjects == {("state", "state_sha256"), ("state", "hashes (json)"), ("header", "state_sha256"),
+                        ("record", "hashes.state")}
     header_row = next(r for r in report.rows if r.check == "header" and r.subject == "state_sha256")
     assert "trainlock.json says" in header_row.reason
 
@@ -238,8 +240,9 @@ def test_consistent_forgery_is_caught_by_recertification(saved, tmp_path):
     _rewrite_weights(d, load_file(str(d / WEIGHTS)), header)
     _edit_json(d, lambda m: m.update(weights_sha256=_sha256(d / WEIGHTS)))
     report = verify(d)
-    (row,) = _failed(report)
-    assert row.check == "lock" and "the stored certificate says 0.01" in row.reason
+    bad = {(r.check, r.subject): r for r in _failed(report)}
+    assert set(bad) == {("lock", "toy-max-abs: max |w| over all parameters"), ("record", "certificates")}
+    assert "the stored certificate says 0.01" in bad["lock", "toy-max-abs: max |w| over all parameters"].reason
 
 
 def test_a_broken_lock_fails_verify(tmp_path):

@@ -12,6 +12,10 @@ reason); `report.ok` is True when every row holds. What is checked:
 * header: the safetensors header metadata against trainlock.json: state_sha256, certificates,
   locks (and conservation when present), trainlock_version and format; a difference names the
   first differing fields, e.g. "certificates[0].measured: header 2.5, trainlock.json 9.0";
+* record: every field of trainlock.json (but weights_sha256, the hash of the weights file itself)
+  against the record hash in the safetensors header; an edited, added or removed field gives a row
+  naming it (e.g. "metrics.accuracy"). The hash binds the claims to the weights file; it does not stop
+  someone who rewrites both (that is what `trainlock sign` is for);
 * certificate: each stored certificate in meta["certificates"] is internally consistent (its
   `holds` flag agrees with `measured relation required`);
 * lock: every lock in meta["locks"] is rebuilt (`trainlock.locks.factory.lock_from_meta`) and
@@ -39,7 +43,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from ..io.artifacts import META, WEIGHTS, ArtifactError, _json_default, read_header, read_meta
+from ..io.artifacts import META, WEIGHTS, ArtifactError, _json_default, read_header, read_meta, record_hashes
 from ..io.hashing import file_sha256 as _file_sha256
 from ..io.hashing import state_hashes, state_sha256
 
@@ -224,6 +228,32 @@ def _check_header(report: VerifyReport, header: dict, meta: dict) -> None:
                    f"{META} differs from the header: " + "; ".join(diffs or ["(values differ)"]))
 
 
+def _check_record(report: VerifyReport, header: dict, meta: dict) -> None:
+    """Every claim in trainlock.json against the record hash in the safetensors header."""
+    want = header.get("record_sha256")
+    if want is None:
+        report.add("record", META, None, None, False,
+                   f"the claims in {META} are not bound to the weights: the safetensors header has no record hash "
+                   f"(saved by trainlock {meta.get('trainlock_version', '< 0.2.0')}); load and save it again to bind them")
+        return
+    got = record_hashes(meta)
+    if got["record"] == want:
+        report.add("record", META, got["record"][:16], want[:16], True,
+                   f"every field of {META} (but weights_sha256, checked against the file) matches the header's hash")
+        return
+    try:
+        fields = json.loads(header.get("record_fields") or "{}")
+    except json.JSONDecodeError:
+        fields = {}
+    changed = sorted(k for k in set(fields) | set(got["fields"]) if fields.get(k) != got["fields"].get(k))
+    named = [k for k in changed if not any(c.startswith(k + ".") for c in changed)] or ["(the header's field list)"]
+    for key in named:
+        what = ("added after saving" if key not in fields else "removed after saving" if key not in got["fields"]
+                else "edited after saving")
+        report.add("record", key, None, None, False,
+                   f"{META} field {key!r} was {what}: it no longer matches the record hash bound to the weights")
+
+
 def _stored_certificates(report: VerifyReport, meta: dict) -> list[dict]:
     from ..locks.base import RELATIONS
 
@@ -379,6 +409,7 @@ def verify(model_dir: str | Path, model: nn.Module | None = None) -> VerifyRepor
                                                      f"the weights file was changed after saving")
     _check_tensors(report, tensors, meta)
     _check_header(report, header, meta)
+    _check_record(report, header, meta)
     stored = _stored_certificates(report, meta)
     _check_locks(report, tensors, meta, stored, model)
     _check_conservation(report, meta)

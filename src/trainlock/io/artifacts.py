@@ -7,13 +7,17 @@ and per-tensor SHA-256 hashes (`meta["hashes"]`, see `trainlock.io.hashing`) for
 
 The safetensors header metadata (strings only) repeats what must travel with the weights:
 "trainlock_version", "format", "state_sha256" (the state hash over all tensors), "certificates"
-and "locks" (JSON of meta["certificates"] and meta["locks"], [] when absent), and "conservation"
-(JSON of meta["conservation"], only when present). `verify` checks the header and the JSON agree.
+and "locks" (JSON of meta["certificates"] and meta["locks"], [] when absent), "conservation"
+(JSON of meta["conservation"], only when present), and the record binding: "record_sha256" (the
+SHA-256 of the canonical JSON of every field of trainlock.json but weights_sha256, which is the
+hash of this very file) and "record_fields" (one hash per field, so an edit can be named).
+`verify` checks the header and the JSON agree.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -24,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from .._version import __version__
 from ..models import MODELS, build
+from .atomic import replace_dir, stale_copies
 from .hashing import file_sha256 as _sha256
 from .hashing import state_hashes
 
@@ -53,10 +58,37 @@ def architecture(model: nn.Module) -> dict | None:
 
 
 
+UNBOUND = ("weights_sha256", "record_sha256")  # the file's own hash cannot be inside the file it hashes
+
+
+def record_hashes(meta: dict) -> dict:
+    """{"record": SHA-256 of the canonical JSON of `meta` (sorted keys, UNBOUND keys left out),
+    "fields": {path: SHA-256} for every top-level field and every key of a top-level object}.
+
+    Stored in the safetensors header, it binds every claim of trainlock.json to the weights file:
+    `verify` recomputes it and names the fields whose hash changed."""
+    meta = json.loads(canonical_json({k: v for k, v in meta.items() if k not in UNBOUND}))
+    fields = {}
+    for key, value in meta.items():
+        fields[key] = _sha(canonical_json(value))
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                fields[f"{key}.{sub}"] = _sha(canonical_json(v))
+    return {"record": _sha(canonical_json(meta)), "fields": fields}
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def save(model: nn.Module, path: str | Path, meta: dict | None = None) -> Path:
-    """Write `model` and `meta` to directory `path` (created). Returns the directory."""
+    """Write `model` and `meta` to directory `path` (created). Returns the directory.
+
+    `meta` must be JSON-serializable (tensors, tuples and dataclasses are converted); a value that is
+    not raises ValueError before anything is written. The directory is written complete or not at all:
+    a killed save leaves the previous directory (or none) in place, and files of the user's already in
+    the directory are kept."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     # clone: tensors that share storage (tied weights) cannot be written as views
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     meta = dict(meta or {})
@@ -69,15 +101,21 @@ def save(model: nn.Module, path: str | Path, meta: dict | None = None) -> Path:
     if structure["wrappers"]:
         meta["structure"] = structure
     meta["hashes"] = state_hashes(tensors)
-    save_file(tensors, str(path / WEIGHTS), metadata=header_metadata(meta))
-    meta.update(
-        trainlock_version=__version__,
-        format=FORMAT,
-        architecture=architecture(model) or meta.get("architecture"),
-        weights_sha256=_sha256(path / WEIGHTS),
-    )
-    (path / META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=_json_default))
-    return path
+    meta.update(trainlock_version=__version__, format=FORMAT,
+                architecture=architecture(model) or meta.get("architecture"))
+    try:
+        meta = json.loads(canonical_json(meta))  # what trainlock.json will hold, exactly
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"save: the metadata is not JSON-serializable ({e}); nothing was written") from None
+    meta.pop("weights_sha256", None)
+    header = header_metadata(meta)
+
+    def build(tmp: Path) -> None:
+        save_file(tensors, str(tmp / WEIGHTS), metadata=header)
+        meta["weights_sha256"] = _sha256(tmp / WEIGHTS)
+        (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+    return replace_dir(path, build)  # complete or not at all, also over an existing model directory
 
 
 def canonical_json(obj) -> str:
@@ -86,7 +124,7 @@ def canonical_json(obj) -> str:
 
 
 def header_metadata(meta: dict) -> dict[str, str]:
-    """The safetensors header metadata for `meta` (after meta["hashes"] is set)."""
+    """The safetensors header metadata for `meta` (complete but for weights_sha256)."""
     header = {
         "trainlock_version": __version__,
         "format": str(FORMAT),
@@ -96,6 +134,9 @@ def header_metadata(meta: dict) -> dict[str, str]:
     }
     if meta.get("conservation") is not None:
         header["conservation"] = canonical_json(meta["conservation"])
+    bound = record_hashes(meta)
+    header["record_sha256"] = bound["record"]
+    header["record_fields"] = canonical_json(bound["fields"])
     return header
 
 
@@ -130,7 +171,9 @@ def read_meta(path: str | Path) -> dict:
     """The parsed `trainlock.json` of a model directory."""
     path = Path(path)
     if not path.is_dir():
-        raise ArtifactError(f"{path}: not a model directory (expected {WEIGHTS} and {META} inside)")
+        left = stale_copies(path) if not path.exists() else []
+        hint = f"; a complete copy from an interrupted save is at {left[0]}" if left else ""
+        raise ArtifactError(f"{path}: not a model directory (expected {WEIGHTS} and {META} inside){hint}")
     meta_file = path / META
     if not meta_file.is_file():
         raise ArtifactError(f"{path}: missing {META}")
