@@ -246,7 +246,9 @@ def _check_record(report: VerifyReport, header: dict, meta: dict) -> None:
     except json.JSONDecodeError:
         fields = {}
     changed = sorted(k for k in set(fields) | set(got["fields"]) if fields.get(k) != got["fields"].get(k))
-    named = [k for k in changed if not any(c.startswith(k + ".") for c in changed)] or ["(the header's field list)"]
+    whole = {k for k in changed if "." not in k and (k not in fields or k not in got["fields"])}  # added / removed
+    named = sorted(whole | {k for k in changed if k.split(".")[0] not in whole
+                            and not any(c.startswith(k + ".") for c in changed)}) or ["(the header's field list)"]
     for key in named:
         what = ("added after saving" if key not in fields else "removed after saving" if key not in got["fields"]
                 else "edited after saving")
