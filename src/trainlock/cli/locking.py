@@ -68,24 +68,63 @@ def cmd_lock(args) -> int:
 
 def add_verify(p) -> None:
     p.add_argument("model_dir", help="model directory")
+    p.add_argument("--public-key", default=None, metavar="PUB.pem",
+                   help="also check the directory's signature (model.sig, from `trainlock sign`) with this key: "
+                        "signer, time, and every file added, removed or changed since signing")
     p.add_argument("--json", default=None, help='write {"ok", "rows": [...]} here')
 
 
 def cmd_verify(args) -> int:
     from ..certify.verify import verify
 
-    report = verify(args.model_dir)
+    report = verify(args.model_dir, public_key=args.public_key)
     print(report.table())
     write_json(args.json, report.to_dict())
     return 0 if report.ok else 1
+
+
+def add_keygen(p) -> None:
+    p.add_argument("--out", required=True, help="directory for private.pem and public.pem")
+    p.add_argument("--overwrite", action="store_true", help="replace keys already there")
+
+
+def cmd_keygen(args) -> int:
+    from ..io.signing import fingerprint, keygen
+
+    private, public = keygen(args.out, overwrite=args.overwrite)
+    print(f"wrote {private} (keep it secret; mode 0600) and {public}")
+    print(f"public key fingerprint {fingerprint(public.read_bytes())}")
+    return 0
+
+
+def add_sign(p) -> None:
+    p.add_argument("model_dir", help="model directory to sign (every file in it)")
+    p.add_argument("--key", required=True, metavar="PRIVATE.pem", help="private key (from trainlock keygen)")
+
+
+def cmd_sign(args) -> int:
+    from ..io.signing import SIGNED_INFO, sign
+
+    path = sign(args.model_dir, args.key)
+    print(f"signed {args.model_dir}: {path} (signer and time in {SIGNED_INFO}); check it with: trainlock verify "
+          f"{args.model_dir} --public-key PUBLIC.pem")
+    return 0
 
 
 VERIFY_DESCRIPTION = ("Re-hash every tensor, compare the safetensors header with trainlock.json, re-certify every "
                       "recorded lock from the weights, and re-check a conservation certificate. Exit 0 when every "
                       "check holds, 1 when one fails, 2 on unreadable input.")
 
+KEYGEN_DESCRIPTION = ("Write DIR/private.pem (PKCS#8, mode 0600) and DIR/public.pem: a P-256 key pair for "
+                      "`trainlock sign` and `trainlock verify --public-key`. Works offline.")
+SIGN_DESCRIPTION = ("Sign every file of MODEL_DIR with the OpenSSF model-signing library (elliptic-curve key, offline): "
+                    "writes trainlock.sig.json (signer fingerprint, time, file hashes) and model.sig. Anyone with "
+                    "the public key can then check that no file was added, removed or changed.")
+
 COMMANDS = [
     ("lock", "lock a saved model (SpecDef by default, any lock with --spec)", LOCK_DESCRIPTION, add_lock, cmd_lock),
-    ("verify", "check a model directory's weights, metadata and certificates", VERIFY_DESCRIPTION, add_verify,
-     cmd_verify),
+    ("verify", "check a model directory's weights, metadata, certificates (and signature)", VERIFY_DESCRIPTION,
+     add_verify, cmd_verify),
+    ("keygen", "write an elliptic-curve key pair for signing releases", KEYGEN_DESCRIPTION, add_keygen, cmd_keygen),
+    ("sign", "sign every file of a model directory with a private key", SIGN_DESCRIPTION, add_sign, cmd_sign),
 ]

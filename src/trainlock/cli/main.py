@@ -91,7 +91,7 @@ def _data_errors() -> tuple[type[Exception], ...]:
     from ..io.artifacts import ArtifactError
     from ..tasks import TaskDataError
 
-    return ArtifactError, TaskDataError
+    return ArtifactError, TaskDataError, OSError
 
 
 if __name__ == "__main__":
