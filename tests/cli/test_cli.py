@@ -119,3 +119,27 @@ def test_flags_round_trip_into_the_config():
     assert config_from_args(SpecDefConfig, p.parse_args([])) == SpecDefConfig()
     cfg = config_from_args(SpecDefConfig, p.parse_args(["--lr", "5", "--top-k", "2", "--optimizer", "kfac"]))
     assert cfg == SpecDefConfig(loop=specdef_loop(lr=5.0, optimizer="kfac"), top_k=2)
+
+
+@pytest.mark.parametrize("argv, env, want", [
+    (["--threads", "1", "tasks"], {}, "PASSIVE 1"),
+    (["tasks", "--threads=1"], {}, "PASSIVE 1"),
+    (["tasks"], {"OMP_NUM_THREADS": "1"}, "PASSIVE 1"),
+    (["tasks"], {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "2"}, "ACTIVE 2"),  # the user's choice is kept
+])
+def test_thread_policy_is_set_before_torch_starts(argv, env, want):
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, os\nfrom trainlock.cli.main import main\nmain(sys.argv[1:])\nimport torch\n"
+            "print(os.environ['OMP_WAIT_POLICY'], torch.get_num_threads())")
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True,
+                         env={**base, **env, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.stdout.strip().splitlines()[-1] == want
+
+
+def test_bad_threads_is_refused():
+    with pytest.raises(SystemExit, match="positive integer"):
+        main(["--threads", "0", "tasks"])
