@@ -12,9 +12,9 @@ HEAVY = ("trainlock.redteam", "trainlock.optimizers.", "trainlock.analysis", "tr
 
 def _loaded(code: str) -> list[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    out = subprocess.run([sys.executable, "-c", code + "\nimport sys\nprint('\\n'.join(sorted(sys.modules)))"],
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys\nprint('MODULES', *sorted(sys.modules))"],
                          capture_output=True, text=True, env=env, check=True)
-    return out.stdout.split()
+    return out.stdout.split("MODULES", 1)[1].split()
 
 
 def _heavy(modules: list[str]) -> list[str]:

@@ -17,6 +17,7 @@ from .attacks import AttackResult, FineTuneConfig, finetune
 from .certify.conservation import conservation_certificate
 from .locks import LOCKS, Lock, LockReport, SpecDefConfig, SpecDefLock, lock_factory
 from .tasks import Task
+from .train import Checkpoint
 
 LOCK_ATTR = "trainlock_lock"  # a locked module carries its lock summary here (sv-clip reads it); save() records it
 STALE = ("lock", "locks", "certificates", "conservation", "hashes", "weights_sha256", "metrics", "stopped")
@@ -48,23 +49,21 @@ def as_lock(lock: Lock | str | dict | list | SpecDefConfig | Path) -> Lock:
 
 def as_task(task: Task | str | None, what: str = "task") -> Task | None:
     """A Task from a Task or a task name (registered, npz:PATH, idx:DIR); None stays None."""
-    if task is None or isinstance(task, Task):
-        return task
-    if isinstance(task, str):
-        return _tasks.get(task)
-    raise ValueError(f"{what} must be a Task or a task name, got {type(task).__name__}: {task!r}")
+    return None if task is None else _tasks.as_task(task, what)
 
 
 def lock(model: nn.Module, lock: Lock | str | dict | list | SpecDefConfig = "specdef",
-         retain: Task | str | None = None, progress: bool = False) -> LockResult:
+         retain: Task | str | None = None, progress: bool = False, checkpoint: Checkpoint | None = None) -> LockResult:
     """Lock a copy of `model` and measure what the lock claims; the input model is not modified.
 
     `lock`: see `as_lock`. `retain`: the authorized task (a Task or its name); locks that train need it,
     and with it the record also holds the conservation certificate (accuracy drop, KL, Pinsker bound).
+    `checkpoint`: a lock that trains writes its state there and resumes from it (`Checkpoint.resume`).
     """
     lk = as_lock(lock)
     retain = as_task(retain, "retain")
     lk.progress = progress
+    lk.checkpoint = checkpoint
     locked = lk.apply(model, retain)
     report = lk.report()
     record: dict = {"locks": [{"type": lk.name, "config": lk.config()}],
@@ -81,11 +80,12 @@ def lock(model: nn.Module, lock: Lock | str | dict | list | SpecDefConfig = "spe
 
 
 def attack(model: nn.Module, config: FineTuneConfig | None = None, task: Task | str | None = None,
-           progress: bool = False) -> AttackResult:
-    """Fine-tune a copy of `model` on `task`; returns accuracy, per-epoch curve, steps to target."""
+           progress: bool = False, checkpoint: Checkpoint | None = None) -> AttackResult:
+    """Fine-tune a copy of `model` on `task`; returns accuracy, per-epoch curve, steps to target.
+    `checkpoint`: write the run's state there and resume from it (`Checkpoint.resume`)."""
     if task is None:
         raise ValueError("attack needs the unauthorized task: a Task or a task name")
-    return finetune(model, config or FineTuneConfig(), as_task(task), progress=progress)
+    return finetune(model, config or FineTuneConfig(), as_task(task), progress=progress, checkpoint=checkpoint)
 
 
 def carried_meta(meta: dict, **updates) -> dict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -94,6 +95,29 @@ def from_dict(cls: type[C], data: dict) -> C:
             v = tuple(v)
         kwargs[f.name] = v
     return cls(**kwargs)
+
+
+def check_int(owner: str, name: str, value: Any, low: int | None = None, allow_none: bool = False) -> None:
+    """ValueError unless `value` is an integer (not a bool) >= `low` (or None when allowed)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
+        need = "an integer" + (f" >= {low}" if low is not None else "") + (" (or unset)" if allow_none else "")
+        raise ValueError(f"{owner}: {name} must be {need}, got {value!r}")
+
+
+def check_float(owner: str, name: str, value: Any, low: float | None = None, high: float | None = None,
+                allow_none: bool = False, open_low: bool = False) -> None:
+    """ValueError unless `value` is a finite number in [low, high] ((low, high] with `open_low`)."""
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (low is None or (value > low if open_low else value >= low)) and (high is None or value <= high)
+    if not ok:
+        lo = "" if low is None else (f"> {low:g}" if open_low else f">= {low:g}")
+        hi = "" if high is None else f"<= {high:g}"
+        need = "a finite number" + (f" {lo}" if lo else "") + (" and " if lo and hi else " " if hi else "") + hi
+        raise ValueError(f"{owner}: {name} must be {need.strip()}{' (or unset)' if allow_none else ''}, got {value!r}")
 
 
 def to_json(cfg: Any) -> str:

@@ -82,7 +82,9 @@ def test_images_are_resized_to_the_model(digits):
     assert res.steps == 2
 
 
-@pytest.mark.parametrize("kwargs", [dict(head="new"), dict(loop=LoopConfig(epochs=0)), dict(eval_every=0)])
-def test_bad_attack_config(kwargs):
+@pytest.mark.parametrize("build", [lambda: tl.FineTuneConfig(head="new"), lambda: LoopConfig(epochs=0),
+                                   lambda: tl.FineTuneConfig(eval_every=0),
+                                   lambda: tl.FineTuneConfig(target_accuracy=5)])
+def test_bad_attack_config(build):
     with pytest.raises(ValueError):
-        tl.FineTuneConfig(**kwargs)
+        build()

@@ -12,7 +12,7 @@ from trainlock.attacks.finetune import finetune
 from trainlock.certify.monitor import LockMonitor
 from trainlock.locks.base import Certificate
 from trainlock.locks.spectral_cap import SpectralCapConfig, SpectralCapLock
-from trainlock.train import LoopConfig, fit
+from trainlock.train import LoopConfig, LoopHooks, fit
 
 
 def attack_cfg(lr: float, max_steps: int) -> "tl.FineTuneConfig":
@@ -175,7 +175,7 @@ def test_monitor_in_fit_and_in_a_hand_written_loop(digits):
     model.head.bias.requires_grad_(True)
     mon = LockMonitor(lock, every=2, model=model)
     res = fit(model, digits, LoopConfig(optimizer="sgd", lr=0.1, max_steps=5, batch_size=32, device="cpu"),
-              on_step=mon, progress=False)
+              hooks=LoopHooks(on_step=mon), progress=False)
     assert res.steps == 5 and mon.first_broken == {_key(lock, model): 2}
     assert [h["step"] for h in mon.history] == [2, 4]
 

@@ -140,6 +140,7 @@ def test_thread_policy_is_set_before_torch_starts(argv, env, want):
     assert out.stdout.strip().splitlines()[-1] == want
 
 
-def test_bad_threads_is_refused():
-    with pytest.raises(SystemExit, match="positive integer"):
+def test_bad_threads_is_refused(capsys):
+    with pytest.raises(SystemExit) as e:
         main(["--threads", "0", "tasks"])
+    assert e.value.code == 2 and "positive integer" in capsys.readouterr().err

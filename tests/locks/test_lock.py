@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 
 import trainlock as tl
-from trainlock.locks import find_lockable, sigma_report, specdef_loop, spectral_term
+from trainlock.locks import find_lockable, sigma_report, specdef, specdef_loop, spectral_term
 from trainlock.registry import UnknownNameError
 from trainlock.train import evaluate
 
@@ -107,6 +107,8 @@ def test_sigma_report_is_exact(tiny_base):
 
 def test_non_finite_lock_stops_and_keeps_the_last_good_state(tiny_base, digits):
     cfg = tl.SpecDefConfig(loop=specdef_loop(optimizer="sgd", lr=1e38, epochs=1, device="cpu"), alpha=0.0)
-    rep = tl.lock(tiny_base, cfg, digits).report
+    rep = specdef(tiny_base, cfg, digits, progress=False)  # the run itself: stopped, last good state kept
     assert rep.stopped and "non-finite" in rep.stopped and "restored the last good state" in rep.stopped
     assert all(torch.isfinite(p).all() for p in rep.model.parameters())
+    with pytest.raises(ValueError, match="left the model unchanged"):  # and no certificate for a lock not there
+        tl.lock(tiny_base, cfg, digits)

@@ -132,7 +132,7 @@ def test_bad_arguments_raise_value_error(name: str, kwargs: dict, match: str) ->
 
 @pytest.mark.parametrize("name", NAMES)
 def test_bad_kwarg_is_type_error_naming_model(name: str) -> None:
-    with pytest.raises(TypeError, match=rf"model '{name}'.*accepts: input_shape, num_classes"):
+    with pytest.raises(ValueError, match=rf"model '{name}'.*accepts: input_shape, num_classes"):
         build(name, input_shape=IMAGE, num_classes=10, no_such_size=3)
 
 

@@ -88,6 +88,8 @@ def test_interrupted_sweep_resumes_without_redoing_runs(locked, digits_permuted,
     rows = run_suite(Target(locked, digits_permuted), specs, tmp_path, workers=0, progress=False, on_row=lambda r: again.append(r["key"]))
     assert len(again) == 3 and not set(again) & set(seen)
     assert [r["key"] for r in rows] == [s.key() for s in specs]
+    on_disk = read_rows(tmp_path / "runs.jsonl")  # the torn line did not swallow the row written after it
+    assert sorted(r["key"] for r in on_disk) == sorted(s.key() for s in specs)
 
 
 def test_diverged_skipped_and_failing_runs_are_recorded(locked, digits_permuted, tmp_path):
@@ -190,7 +192,7 @@ def test_selection_and_lr_grid():
         build_suite(RedTeamConfig(optimizers=("adamm",)))
     with pytest.raises(UnknownNameError, match="valid: .*rescale"):
         build_suite(RedTeamConfig(transforms=("rescal",)))
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="lrs must be a finite number > 0"):
         build_suite(RedTeamConfig(lrs=(0.0,)))
 
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import trainlock as tl
 from trainlock.optimizers import make_optimizer
 from trainlock.registry import UnknownNameError
-from trainlock.train import LoopConfig, accuracy, fit
+from trainlock.train import LoopConfig, LoopHooks, accuracy, fit
 
 
 def _mlp(task, hidden=(16,)):
@@ -43,7 +43,7 @@ def test_max_steps_and_callback_stop(digits):
     model = _mlp(digits)
     res = fit(model, digits, LoopConfig(max_steps=4, device="cpu"), progress=False)
     assert res.steps == 4
-    res = fit(model, digits, LoopConfig(epochs=3, device="cpu"), on_step=lambda s, l, e: s == 3, progress=False)
+    res = fit(model, digits, LoopConfig(epochs=3, device="cpu"), hooks=LoopHooks(on_step=lambda s, l, e: s == 3), progress=False)
     assert res.steps == 3 and "callback" in res.stopped
 
 

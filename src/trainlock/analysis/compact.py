@@ -49,7 +49,7 @@ def regularization_path(model: nn.Module, task, lambdas=(1e-4, 1e-3, 1e-2, 1e-1)
     iterate kept J_lam <= C_start, which minibatch SGD does not promise (full-batch gradient descent
     with a small enough step would). The input model is not modified.
     """
-    from ..train import LoopConfig, evaluate, fit
+    from ..train import LoopConfig, LoopHooks, evaluate, fit
 
     shape = getattr(model, "input_shape", None)
     task = task.adapt(shape) if shape is not None else task
@@ -74,7 +74,7 @@ def regularization_path(model: nn.Module, task, lambdas=(1e-4, 1e-3, 1e-2, 1e-1)
         torch.manual_seed(seed)
         cfg = LoopConfig(optimizer="sgd", lr=lr, momentum=0.0, weight_decay=0.0, batch_size=batch_size, seed=seed,
                          epochs=math.ceil(steps / per_epoch), max_steps=steps, lr_gamma=None, device=device)
-        res = fit(m, task, cfg, loss_fn=loss_fn, on_step=on_step, progress=False, desc=f"lam={lam:g}")
+        res = fit(m, task, cfg, loss_fn=loss_fn, hooks=LoopHooks(on_step=on_step), progress=False, desc=f"lam={lam:g}")
         m.eval()
         sq = _sq_norm(m)
         c_end = _train_loss(m, task) + lam * sq

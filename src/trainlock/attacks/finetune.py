@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from ..config import option, to_dict
+from ..config import check_float, check_int, option, to_dict
 from ..models import find_head, replace_head
 from ..tasks import Task
-from ..train import LoopConfig, accuracy, clone_model, fit, resolve_device
+from ..train import Checkpoint, LoopConfig, LoopHooks, accuracy, clone_model, fit, resolve_device
 
 HEAD_MODES = ("auto", "keep", "reset")
 
@@ -36,8 +36,9 @@ class FineTuneConfig:
     def __post_init__(self):
         if self.head not in HEAD_MODES:
             raise ValueError(f"head must be one of {HEAD_MODES}, got {self.head!r}")
-        if self.loop.epochs < 1 or self.loop.batch_size < 1 or self.eval_every < 1:
-            raise ValueError("epochs, batch_size and eval_every must be >= 1")
+        check_int("attack", "eval_every", self.eval_every, 1)
+        check_int("attack", "eval_samples", self.eval_samples, 1)
+        check_float("attack", "target_accuracy", self.target_accuracy, 0.0, 1.0)
 
     def to_dict(self) -> dict:
         return to_dict(self)
@@ -93,8 +94,25 @@ def prepare(model: nn.Module, task: Task, head: str, seed: int) -> tuple[nn.Modu
     return model, task
 
 
-def finetune(model: nn.Module, cfg: FineTuneConfig, task: Task, progress: bool = True, monitor=None) -> AttackResult:
+class _Checks:
+    """The attack's accuracy checks, carried in a checkpoint so a resumed attack reports what a whole one does."""
+
+    def __init__(self, evals: list, first: list):
+        self.evals, self.first = evals, first
+
+    def state_dict(self) -> dict:
+        return {"evals": [list(e) for e in self.evals], "first": list(self.first)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.evals[:] = [tuple(e) for e in state["evals"]]
+        self.first[:] = state["first"]
+
+
+def finetune(model: nn.Module, cfg: FineTuneConfig, task: Task, progress: bool = True, monitor=None,
+             checkpoint: Checkpoint | None = None) -> AttackResult:
     """Fine-tune a copy of `model` on `task` with `cfg`; the input model is not modified.
+
+    `checkpoint`: write the run's state there every `checkpoint.every` steps (and resume from it).
 
     `monitor`: a `trainlock.certify.monitor.LockMonitor`, bound to the training copy and checked at step 0
     and then as fit's on_step (it may stop the run); its first_broken goes to the result.
@@ -127,7 +145,10 @@ def finetune(model: nn.Module, cfg: FineTuneConfig, task: Task, progress: bool =
     def on_epoch(epoch: int) -> dict:
         return {"accuracy": accuracy(model, task.x_test, task.y_test)}
 
-    res = fit(model, task, cfg.loop, on_step=on_step, on_epoch=on_epoch, desc=f"attack {task.name}", progress=progress)
+    if checkpoint is not None:
+        checkpoint.state = _Checks(evals, first)
+    res = fit(model, task, cfg.loop, hooks=LoopHooks(on_step, on_epoch, checkpoint), desc=f"attack {task.name}",
+              progress=progress)
     final = accuracy(model, task.x_test, task.y_test)
     if res.stopped and res.steps and (not evals or evals[-1][0] != res.steps):
         check(res.steps)

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ..config import option, to_dict
+from ..config import check_int, option, to_dict
 from ..tasks import Task
 from ..train import LoopConfig, clone_model, fit, predict
 from .finetune import AttackResult, FineTuneConfig, finetune
@@ -36,8 +36,7 @@ class RelearnConfig:
                                  help="the relearning attack (the paper: SGD at lr 0.1 for one epoch)")
 
     def __post_init__(self):
-        if self.unlearn.epochs < 1 or self.relearn.epochs < 1 or min(self.unlearn.batch_size, self.relearn.batch_size) < 1:
-            raise ValueError("unlearn and relearn epochs and batch sizes must be >= 1")
+        check_int("relearn", "forget_class", self.forget_class, 0)
 
     def to_dict(self) -> dict:
         return to_dict(self)

@@ -374,8 +374,10 @@ def check_conservation(cert: dict) -> list[dict]:
                 row("accuracy drop", drop, eps, False,
                     f"stored holds={flag} but drop {drop:.6g} {'<=' if within else '>'} epsilon {eps:g}")
             else:
+                n = cert.get("n_samples")
+                on = f" on {n:,} test samples of {cert.get('task')}" if isinstance(n, int) else ""
                 row("accuracy drop", drop, eps, within,
-                    f"authorized accuracy {a_o:.4f} -> {a_m:.4f}: drop {drop:.6g} {'<=' if within else '>'} "
+                    f"authorized accuracy{on} {a_o:.4f} -> {a_m:.4f}: drop {drop:.6g} {'<=' if within else '>'} "
                     f"epsilon {eps:g}")
 
     prog = cert.get("progress")

@@ -1,7 +1,7 @@
 """Watch locks during training: the first step at which each certificate stops holding.
 
     monitor = LockMonitor([frozen_lock, cap_lock], every=10, model=model)
-    fit(model, task, cfg, on_step=monitor)            # or call monitor(step) in any loop
+    fit(model, task, cfg, hooks=LoopHooks(on_step=monitor))            # or call monitor(step) in any loop
     monitor.first_broken   # {"frozen: max |W - W0| over frozen parameters": 10, ...}
 
 `LockMonitor` is a plain callable with fit's on_step signature, `monitor(step, loss=None,

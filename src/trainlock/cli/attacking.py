@@ -6,7 +6,17 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from .common import add_config_flags, config_from_args, load_with_task, write_json
+from .common import (
+    add_checkpoint_flags,
+    add_config_flags,
+    check_output_dir,
+    check_output_file,
+    checkpoint_for,
+    config_from_args,
+    done_with,
+    load_with_task,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -21,24 +31,34 @@ def add_attack(p) -> None:
     p.add_argument("--task", required=True, help="the unauthorized task")
     p.add_argument("--json", default=None, help='write {"accuracy", "curve", "steps_to_target", ...} here')
     p.add_argument("--save", default=None, help="also save the fine-tuned model to this directory")
+    p.add_argument("--overwrite", action="store_true", help="replace a model already in --save")
+    add_checkpoint_flags(p, where="--save")
     add_config_flags(p, FineTuneConfig)
 
 
 def cmd_attack(args) -> int:
     from ..api import attack
+    from ..atomic import exclusive
     from ..attacks import FineTuneConfig
     from ..io.artifacts import load, save
 
-    model, meta = load(args.model_dir)
+    if args.save:
+        check_output_dir(args.save, [args.model_dir], args.overwrite, flag="--save")
+    check_output_file(args.json)
     cfg = config_from_args(FineTuneConfig, args)
-    res = attack(model, cfg, args.task, progress=True)
+    checkpoint = checkpoint_for(args, args.save, flag="--save")
+    model, meta = load(args.model_dir)
+    res = attack(model, cfg, args.task, progress=True, checkpoint=checkpoint)
     reached = f"{res.steps_to_target} steps" if res.steps_to_target is not None else "not reached"
     print(f"attack {cfg.loop.optimizer} lr={cfg.loop.lr:g} on {res.task}: accuracy {res.accuracy:.4f} after "
           f"{res.steps} steps; per epoch {[round(a, 4) for a in res.curve]}; target {cfg.target_accuracy:g}: {reached}")
     if res.diverged:
         logger.warning("diverged: %s", res.diverged)
     if args.save:
-        save(res.model, args.save, {"task": res.task, "metrics": {"accuracy": res.accuracy}, "attack": res.to_dict()})
+        with exclusive(args.save):
+            save(res.model, args.save, {"task": res.task, "metrics": {"accuracy": res.accuracy},
+                                        "attack": res.to_dict()})
+        done_with(checkpoint)
     write_json(args.json, res.to_dict())
     return 0
 
@@ -62,17 +82,22 @@ def add_redteam(p) -> None:
 
 def cmd_redteam(args) -> int:
     from .. import tasks
+    from ..atomic import exclusive
     from ..io.artifacts import load
     from ..redteam import RedTeamConfig, redteam
 
+    cfg = config_from_args(RedTeamConfig, args)
+    out = Path(args.out or f"runs/redteam-{Path(args.model_dir).name}-{args.task.replace(':', '_').replace('/', '_')}")
+    inputs = [args.model_dir] + ([args.base] if args.base else [])
+    check_output_dir(out, inputs, overwrite=True)  # an existing --out is resumed (when it holds this model's runs)
+    check_output_file(args.json)
     model, meta = load(args.model_dir)
     base = load(args.base)[0] if args.base else None
     retain_name = args.retain_task or meta.get("task")
     retain = tasks.get(retain_name) if retain_name else None
-    cfg = config_from_args(RedTeamConfig, args)
-    out = Path(args.out or f"runs/redteam-{Path(args.model_dir).name}-{args.task.replace(':', '_').replace('/', '_')}")
-    res = redteam(model, tasks.get(args.task), cfg, out=out, retain=retain, base=base, locks=meta.get("locks"),
-                  progress=True)
+    with exclusive(out):
+        res = redteam(model, tasks.get(args.task), cfg, out=out, retain=retain, base=base, locks=meta.get("locks"),
+                      progress=True)
     w = res["worst"]
     if w is None:
         print("no run completed; see the report")
@@ -119,8 +144,9 @@ def cmd_relearn(args) -> int:
     from ..attacks.relearn import RelearnConfig, relearning_study
     from ..locks import SpecDefConfig
 
-    model, meta, name = load_with_task(args)
+    check_output_file(args.json)
     cfg = config_from_args(RelearnConfig, args)
+    model, meta, name = load_with_task(args)
     lock_cfg = config_from_args(SpecDefConfig, args, _relearn_lock_defaults(), prefix="lock_")
     if args.device is not None:
         cfg = dataclasses.replace(cfg, unlearn=dataclasses.replace(cfg.unlearn, device=args.device),

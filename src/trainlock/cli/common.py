@@ -10,8 +10,10 @@ the config back from the parsed flags.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import types
 import typing
 from pathlib import Path
@@ -122,6 +124,80 @@ def load_with_task(args) -> tuple:
 
 def write_json(path: str | None, data: dict) -> None:
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(data, indent=2, sort_keys=True))
+        from ..atomic import write_text
+
+        write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))
         print(f"wrote {path}")
+
+
+def check_output_dir(out: str | Path, inputs: Iterable[str | Path] = (), overwrite: bool = False,
+                     flag: str = "--out") -> Path:
+    """Refuse, before any work, an output directory that is an input, inside one, holds one, is an
+    existing non-empty directory (without --overwrite), or cannot be created."""
+    out = Path(out).resolve()
+    for given in inputs:
+        src = Path(given).resolve()
+        if out == src:
+            raise ValueError(f"{flag} {out} is the input directory; writing there would replace it. "
+                             f"Choose another {flag}")
+        if src in out.parents or out in src.parents:
+            raise ValueError(f"{flag} {out} is inside {src} (or holds it); choose a directory outside the input")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{flag} {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f"{flag} {out} exists and is not empty; pass --overwrite to replace the model there "
+                         f"(other files in it are kept)")
+    _check_writable(out.parent if not out.exists() else out, flag)
+    return out
+
+
+def check_output_file(path: str | Path | None, flag: str = "--json") -> None:
+    """Refuse, before any work, an output file whose directory cannot be created or written."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a directory; give a file name")
+    _check_writable(path.parent, flag)
+
+
+def _check_writable(directory: Path, flag: str) -> None:
+    probe = directory
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{flag}: cannot create {directory}: {probe} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag}: cannot write to {probe} (permission denied)")
+
+
+def add_checkpoint_flags(p: argparse.ArgumentParser, where: str = "--out") -> None:
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help=f"write a resumable checkpoint every N steps (a hidden file beside {where}; removed when the "
+                        f"run ends)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its checkpoint (same command, same flags); the result is "
+                        "the one an uninterrupted run gives")
+
+
+def checkpoint_for(args, out: str | Path | None, flag: str = "--out"):
+    """The Checkpoint the flags ask for (None without them); refuses them without an output path."""
+    every, resume = getattr(args, "checkpoint_every", None), getattr(args, "resume", False)
+    if every is None and not resume:
+        return None
+    if out is None:
+        raise ValueError(f"--checkpoint-every and --resume need {flag}: the checkpoint is kept beside it")
+    from ..train import Checkpoint
+
+    out = Path(out)
+    path = out.parent / f".{out.name}.checkpoint.safetensors"
+    if resume and not path.is_file():
+        print(f"no checkpoint at {path}: starting from the beginning")
+    return Checkpoint(path, every=every if every is not None else 200, resume=resume)
+
+
+def done_with(checkpoint) -> None:
+    """Remove a finished run's checkpoint."""
+    if checkpoint is not None:
+        with contextlib.suppress(OSError):
+            checkpoint.path.unlink()

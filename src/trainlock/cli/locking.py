@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import logging
 
-from .common import add_config_flags, config_from_args, write_json
+from .common import (
+    add_checkpoint_flags,
+    add_config_flags,
+    check_output_dir,
+    check_output_file,
+    checkpoint_for,
+    config_from_args,
+    done_with,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +31,8 @@ def add_lock(p) -> None:
 
     p.add_argument("model_dir", help="model directory (from train)")
     p.add_argument("--out", required=True, help="model directory to write the locked model to")
+    p.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    add_checkpoint_flags(p)
     p.add_argument("--retain-task", default=None, help="task the lock must keep (default: the model's own task)")
     p.add_argument("--json", default=None, help="write the lock record and report (history, sigma before/after) here")
     p.add_argument("--spec", default=None, metavar="FILE|JSON",
@@ -32,15 +43,19 @@ def add_lock(p) -> None:
 
 def cmd_lock(args) -> int:
     from ..api import carried_meta, lock
+    from ..atomic import exclusive
     from ..io.artifacts import load, save
     from ..locks import SpecDefConfig
 
+    check_output_dir(args.out, [args.model_dir], args.overwrite)
+    check_output_file(args.json)
     model, meta = load(args.model_dir)
     retain_name = args.retain_task or meta.get("task")
     if not args.spec and not retain_name:
         raise ValueError("the model records no task; pass --retain-task")
     spec = args.spec or config_from_args(SpecDefConfig, args)
-    res = lock(model, spec, retain=retain_name, progress=True)
+    checkpoint = checkpoint_for(args, args.out)
+    res = lock(model, spec, retain=retain_name, progress=True, checkpoint=checkpoint)
     report, record = res.report, res.record
     if report is not None:
         s0, s1 = report.sigma_before, report.sigma_after
@@ -56,10 +71,13 @@ def cmd_lock(args) -> int:
     if cons is not None:
         acc = cons["accuracy"]
         out.update(task=retain_name, metrics={"accuracy": acc["modified"]})
-        print(f"retain task {retain_name}: accuracy {acc['original']:.4f} -> {acc['modified']:.4f} "
+        print(f"retain task {retain_name} ({cons['n_samples']:,} test samples): accuracy {acc['original']:.4f} -> "
+              f"{acc['modified']:.4f} "
               f"(drop {acc['drop']:.4f}); KL {cons['kl']['mean']:.4g}, TV {cons['tv']['mean']:.4g} "
               f"<= Pinsker {cons['tv']['pinsker_bound']:.4g}")
-    save(res.model, args.out, out)
+    with exclusive(args.out):
+        save(res.model, args.out, out)
+    done_with(checkpoint)
     print(f"saved {args.out}  (check it with: trainlock verify {args.out})")
     write_json(args.json, {**{k: v for k, v in record.items() if k != "lock"},
                            **({"report": report.summary()} if report is not None else {})})
@@ -77,6 +95,7 @@ def add_verify(p) -> None:
 def cmd_verify(args) -> int:
     from ..certify.verify import verify
 
+    check_output_file(args.json)
     report = verify(args.model_dir, public_key=args.public_key)
     print(report.table())
     write_json(args.json, report.to_dict())

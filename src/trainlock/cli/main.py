@@ -72,9 +72,10 @@ def _threads_flag(argv: list[str]) -> int | None:
             try:
                 n = int(value)
             except ValueError:
-                raise SystemExit(f"trainlock: error: --threads takes a positive integer, got {value!r}") from None
+                n = 0
             if n < 1:
-                raise SystemExit(f"trainlock: error: --threads takes a positive integer, got {n}")
+                print(f"trainlock: error: --threads takes a positive integer, got {value!r}", file=sys.stderr)
+                raise SystemExit(2)
             return n
     return None
 

@@ -5,7 +5,17 @@ from __future__ import annotations
 import json
 import logging
 
-from .common import add_config_flags, config_from_args, load_with_task, write_json
+from .common import (
+    add_checkpoint_flags,
+    add_config_flags,
+    check_output_dir,
+    check_output_file,
+    checkpoint_for,
+    config_from_args,
+    done_with,
+    load_with_task,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,25 +46,37 @@ def add_train(p) -> None:
     p.add_argument("--model", default="cnn", help="mlp, cnn, resnet18, transformer (default: cnn)")
     p.add_argument("--model-kwargs", default=None, help='JSON of size options, e.g. \'{"hidden": [64]}\'')
     p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    add_checkpoint_flags(p)
     add_config_flags(p, LoopConfig, _train_defaults())
 
 
 def cmd_train(args) -> int:
     from .. import models, tasks
+    from ..atomic import exclusive
     from ..io.artifacts import save
-    from ..train import LoopConfig, evaluate, fit
+    from ..train import LoopConfig, LoopHooks, evaluate, fit
 
+    check_output_dir(args.out, overwrite=args.overwrite)
+    cfg = config_from_args(LoopConfig, args, _train_defaults())
+    checkpoint = checkpoint_for(args, args.out)
     task = tasks.get(args.task)
     kwargs = json.loads(args.model_kwargs) if args.model_kwargs else {}
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"--model-kwargs must be a JSON object, got {args.model_kwargs!r}")
+    import torch
+
+    torch.manual_seed(cfg.seed)  # the initial weights too follow --seed
     model = models.build(args.model, input_shape=task.input_shape, num_classes=task.num_classes, **kwargs)
-    cfg = config_from_args(LoopConfig, args, _train_defaults())
-    res = fit(model, task, cfg, desc=f"train {args.model} on {task.name}")
+    res = fit(model, task, cfg, hooks=LoopHooks(checkpoint=checkpoint), desc=f"train {args.model} on {task.name}")
     acc = evaluate(model, task)
     print(f"{args.model} on {task.name}: test accuracy {acc:.4f} after {res.steps} steps")
     if res.stopped:
         logger.warning(res.stopped)
-    save(model, args.out, {"task": task.name, "metrics": {"accuracy": acc}, "train": cfg.to_dict(),
-                           "stopped": res.stopped})
+    with exclusive(args.out):
+        save(model, args.out, {"task": task.name, "metrics": {"accuracy": acc}, "train": cfg.to_dict(),
+                               "stopped": res.stopped})
+    done_with(checkpoint)
     print(f"saved {args.out}")
     return 0
 
@@ -69,6 +91,7 @@ def cmd_eval(args) -> int:
     from .. import tasks
     from ..train import evaluate
 
+    check_output_file(args.json)
     model, meta, name = load_with_task(args)
     acc = evaluate(model, tasks.get(name))
     print(f"{args.model_dir} on {name}: accuracy {acc:.4f}")

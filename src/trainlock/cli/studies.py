@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import load_with_task, write_json
+from .common import check_output_file, load_with_task, write_json
 
 
 def add_diagnose(p) -> None:
@@ -21,6 +21,7 @@ def cmd_diagnose(args) -> int:
     from ..analysis.diagnostics import diagnose, format_table, plot_diagnostics, to_json
     from ..io.artifacts import load
 
+    check_output_file(args.json)
     model, meta, name = load_with_task(args)
     task = tasks.get(name)
     results = {}
@@ -50,6 +51,7 @@ def cmd_compact(args) -> int:
     from .. import tasks
     from ..analysis.compact import compaction_report, regularization_path
 
+    check_output_file(args.json)
     model, meta, name = load_with_task(args)
     task = tasks.get(name)
     path = regularization_path(model, task, lambdas=args.lambdas, steps=args.steps, lr=args.lr,
@@ -103,9 +105,11 @@ def add_demo(p) -> None:
 
 
 def cmd_demo(args) -> int:
+    from ..atomic import exclusive
     from ..paper.demo import run, table
 
-    results = run(quick=args.quick, out=args.out)
+    with exclusive(args.out):
+        results = run(quick=args.quick, out=args.out)
     w = results["written"]
     print(table(results))
     print(f"\nwrote {w['results']}, {w['curves']}, and models {', '.join(w['models'])} ({results['wall_s']:.0f} s)")

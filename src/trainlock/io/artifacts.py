@@ -27,8 +27,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .._version import __version__
+from ..atomic import replace_dir, stale_copies
 from ..models import MODELS, build
-from .atomic import replace_dir, stale_copies
 from .hashing import file_sha256 as _sha256
 from .hashing import state_hashes
 
@@ -183,7 +183,40 @@ def read_meta(path: str | Path) -> dict:
         raise ArtifactError(f"{meta_file}: not valid JSON ({e})") from None
     if not isinstance(meta, dict):
         raise ArtifactError(f"{meta_file}: expected a JSON object")
+    for key, kinds, need in (("task", (str,), "a task name"), ("locks", (list,), "a list of {type, config}"),
+                             ("certificates", (list,), "a list"), ("metrics", (dict,), "an object"),
+                             ("hashes", (dict,), "an object"), ("lock", (dict,), "an object")):
+        if meta.get(key) is not None and not isinstance(meta[key], kinds):
+            raise ArtifactError(f"{meta_file}: {key!r} must be {need}, got {_clip(meta[key])}")
     return meta
+
+
+def _build_checked(arch, tensors: dict, where: str) -> nn.Module:
+    """Build the recorded architecture, after checking on the meta device (no memory) that its parameter
+    shapes are those of the weights file: absurd declared sizes fail here, not after a huge allocation."""
+    if not isinstance(arch, dict) or not isinstance(arch.get("name"), str) or not isinstance(arch.get("kwargs"), dict):
+        raise ArtifactError(f"{where}{META}: 'architecture' must be {{\"name\": str, \"kwargs\": {{...}}}}, "
+                            f"got {_clip(arch)}")
+    if arch["name"] not in MODELS:
+        raise ArtifactError(f"{where}{META}: unknown architecture {arch['name']!r}; built in: "
+                            f"{', '.join(MODELS.names())} (pass the module for others: load(path, model=...))")
+    try:
+        with torch.device("meta"):
+            skeleton = build(arch["name"], **arch["kwargs"])
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise ArtifactError(f"{where}{META}: cannot build {arch['name']!r} from its recorded kwargs ({e})") from None
+    shapes = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    bad = [k for k in shapes if k in tensors and shapes[k] != tuple(tensors[k].shape)]
+    if bad:
+        k = bad[0]
+        raise ArtifactError(f"{where}{META} declares {arch['name']} with {k} of shape {list(shapes[k])}, but "
+                            f"{WEIGHTS} holds {list(tensors[k].shape)}: the metadata does not describe these weights")
+    return build(arch["name"], **arch["kwargs"])
+
+
+def _clip(value, n: int = 60) -> str:
+    s = repr(value)
+    return s if len(s) <= n else s[: n - 3] + "..."
 
 
 def rebuild(tensors: dict, meta: dict, model: nn.Module | None = None, where: str = "") -> nn.Module:
@@ -193,7 +226,7 @@ def rebuild(tensors: dict, meta: dict, model: nn.Module | None = None, where: st
         arch = meta.get("architecture")
         if not arch:
             raise ArtifactError(f"{where}holds a custom model; pass the module: load(path, model=...)")
-        model = build(arch["name"], **arch["kwargs"])
+        model = _build_checked(arch, tensors, where)
     if meta.get("structure"):
         from ..models.compensated import restore_structure
 
@@ -201,6 +234,9 @@ def rebuild(tensors: dict, meta: dict, model: nn.Module | None = None, where: st
             restore_structure(model, meta["structure"])
         except ValueError as e:
             raise ArtifactError(f"{where}{e}") from None
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ArtifactError(f"{where}{META}: malformed 'structure' ({type(e).__name__}: {e}); expected "
+                                f"{{\"wrappers\": [{{\"name\", \"in\", \"out\", \"bias\"}}, ...]}}") from None
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:

@@ -21,8 +21,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .. import atomic
 from .._version import __version__
-from . import atomic
 
 SIGNATURE = "model.sig"
 SIGNED_INFO = "trainlock.sig.json"

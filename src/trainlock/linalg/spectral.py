@@ -106,12 +106,17 @@ def top_singular_values(
     less than `tol` (relative; default 1e-13 in float64, 1e-7 otherwise), at most 300 iterations
     or `iters`; with a state, one iteration per call unless `iters` says more.
     """
-    if W.dim() < 2:
-        raise ValueError(f"top_singular_values needs a matrix, got shape {tuple(W.shape)}")
+    if not isinstance(W, Tensor) or W.dim() < 2:
+        raise ValueError(f"top_singular_values needs a matrix (a tensor of 2 or more dimensions), got "
+                         f"{tuple(W.shape) if isinstance(W, Tensor) else type(W).__name__}")
+    if not W.is_floating_point():
+        raise ValueError(f"top_singular_values needs a floating-point tensor, got {W.dtype}; convert it with .float()")
     W2 = W.reshape(W.shape[0], -1)  # (m, n)
     m, n = W2.shape
-    if not 1 <= k <= min(m, n):
-        raise ValueError(f"k={k} must be between 1 and min(m, n)={min(m, n)} for shape {(m, n)}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(m, n):
+        raise ValueError(f"k must be an integer between 1 and min(m, n)={min(m, n)} for shape {(m, n)}, got {k!r}")
+    if state is None and not bool(torch.isfinite(W2).all()):  # checked on a cold start, not every warm step
+        raise ValueError("top_singular_values: the matrix has NaN or infinite entries")
     work = W2.float() if W2.dtype in (torch.float16, torch.bfloat16) else W2
     r = _block_size(k, n, m, oversample)
     if state is None or state.V.shape != (n, r) or state.V.device != W.device:

@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from ..registry import Registry
 from ..tasks import Task
+from ..train import Checkpoint
 
 RELATIONS = {">=": operator.ge, "<=": operator.le, "==": operator.eq}
 THREAT_MODELS = ("release-time", "training-time")
@@ -106,6 +107,7 @@ class Lock(Protocol):
 
     name: ClassVar[str]
     progress: bool  # show a progress bar and per-epoch logs during apply
+    checkpoint: Checkpoint | None  # where a lock that trains writes resumable state (others ignore it)
 
     @classmethod
     def from_config(cls, data: dict) -> "Lock": ...
@@ -125,6 +127,7 @@ class LockDefaults:
     """What most locks share: no progress output, no run report, no Task objects to hand over."""
 
     progress: bool = False
+    checkpoint: Checkpoint | None = None
 
     def report(self) -> LockReport | None:
         return None

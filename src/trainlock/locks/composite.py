@@ -34,8 +34,9 @@ class CompositeConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"composite: mode must be one of {MODES}, got {self.mode!r}")
-        if not self.locks:
-            raise ValueError("composite: 'locks' must list at least one lock spec {'type': NAME, ...}")
+        if not self.locks or not isinstance(self.locks, (list, tuple)) or not all(isinstance(s, dict) for s in self.locks):
+            raise ValueError("composite: 'locks' must list at least one lock spec {'type': NAME, ...}, got "
+                             f"{self.locks!r}")
 
 
 @register_lock

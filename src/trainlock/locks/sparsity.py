@@ -62,10 +62,10 @@ class SparsityConfig:
         if (self.fraction is None) == (self.k is None):
             raise ValueError("sparsity: give exactly one of 'fraction' (share of weights pruned) and 'k' "
                              f"(nonzeros kept); got fraction={self.fraction!r}, k={self.k!r}")
-        if self.fraction is not None and not 0.0 <= self.fraction <= 1.0:
-            raise ValueError(f"sparsity: fraction must be in [0, 1], got {self.fraction}")
-        if self.k is not None and (not isinstance(self.k, int) or self.k < 0):
-            raise ValueError(f"sparsity: k must be an integer >= 0, got {self.k!r}")
+        if self.fraction is not None and not (isinstance(self.fraction, (int, float)) and 0.0 <= self.fraction < 1.0):
+            raise ValueError(f"sparsity: fraction must be in [0, 1) (1 would zero every weight), got {self.fraction!r}")
+        if self.k is not None and (isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1):
+            raise ValueError(f"sparsity: k must be an integer >= 1 (0 would zero every weight), got {self.k!r}")
         if self.scope not in SCOPES:
             raise ValueError(f"sparsity: scope must be one of {SCOPES}, got {self.scope!r}")
         if self.k is not None and self.scope != "global":

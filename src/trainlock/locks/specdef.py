@@ -16,9 +16,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import from_dict, option, to_dict
+from ..config import check_float, check_int, from_dict, option, to_dict
+from ..linalg.spectral import SpectralState
 from ..tasks import Task
-from ..train import LoopConfig, LoopResult, clone_model, evaluate, fit, resolve_device
+from ..train import Checkpoint, LoopConfig, LoopHooks, LoopResult, clone_model, evaluate, fit, resolve_device
 from .base import Certificate, LockDefaults, LockReport, register_lock
 from .lockable import Lockable, find_lockable, sigma_report
 
@@ -53,10 +54,8 @@ class SpecDefConfig:
                               "lock time")
 
     def __post_init__(self):
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        check_float("specdef", "alpha", self.alpha, 0.0, 1.0)
+        check_int("specdef", "top_k", self.top_k, 1)
         if self.retain not in RETAIN_LOSSES:
             raise ValueError(f"retain must be one of {RETAIN_LOSSES}, got {self.retain!r}")
         if not 0 <= self.tol < 1:
@@ -86,13 +85,38 @@ def _retain_loss(kind: str, original: nn.Module | None):
     return loss
 
 
-def specdef(model: nn.Module, cfg: SpecDefConfig, retain: Task, progress: bool = True) -> LockReport:
-    """Lock a copy of `model` with SpecDef on the retain task. The input model is not modified."""
+class _SpecDefState:
+    """What a SpecDef run carries in a checkpoint beyond the loop: each weight's power-iteration warm start
+    and the epoch's running sums."""
+
+    def __init__(self, lockables: list[Lockable], sums: dict):
+        self.lockables, self.sums = lockables, sums
+
+    def state_dict(self) -> dict:
+        return {"sums": dict(self.sums),
+                "spectral": [None if lk.state is None else {"V": lk.state.V, "iters": lk.state.iters}
+                             for lk in self.lockables]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums.update(state["sums"])
+        for lk, s in zip(self.lockables, state["spectral"]):
+            lk.state = None if s is None else SpectralState(s["V"].to(lk.param.device), s["iters"])
+
+
+def specdef(model: nn.Module, cfg: SpecDefConfig, retain: Task, progress: bool = True,
+            checkpoint: Checkpoint | None = None) -> LockReport:
+    """Lock a copy of `model` with SpecDef on the retain task. The input model is not modified.
+    `checkpoint`: write the run's state there every `checkpoint.every` steps (and resume from it)."""
     torch.manual_seed(cfg.loop.seed)
     shape = getattr(model, "input_shape", None)
     retain = retain.adapt(shape) if shape is not None else retain
     locked = clone_model(model)
     lockables = find_lockable(locked, cfg.include, cfg.exclude, cfg.conv_mode, sample=retain.x_train[:1])
+    small = [(lk.name, lk.max_k) for lk in lockables if lk.max_k < cfg.top_k]
+    if small:
+        more = f" (and {len(small) - 1} more)" if len(small) > 1 else ""
+        raise ValueError(f"specdef: top_k={cfg.top_k} exceeds the rank of {small[0][0]}, which has at most "
+                         f"{small[0][1]} singular values{more}; lower top_k or leave such weights out with exclude")
     original = None
     if "kl" in cfg.retain:
         original = clone_model(model).eval()
@@ -126,7 +150,10 @@ def specdef(model: nn.Module, cfg: SpecDefConfig, retain: Task, progress: bool =
     locked.to(device)
     if original is not None:
         original.to(device)
-    result: LoopResult = fit(locked, retain, cfg.loop, loss_fn, on_epoch=on_epoch, desc="lock", progress=progress)
+    hooks = LoopHooks(on_epoch=on_epoch, checkpoint=checkpoint)
+    if checkpoint is not None:
+        checkpoint.state = _SpecDefState(lockables, sums)
+    result: LoopResult = fit(locked, retain, cfg.loop, loss_fn, hooks, desc="lock", progress=progress)
     report.history = result.epochs
     report.stopped = result.stopped
     report.sigma_after = sigma_report(lockables, cfg.top_k)
@@ -156,6 +183,7 @@ class SpecDefLock(LockDefaults):
         self.cfg = config if config is not None else SpecDefConfig()
         self.recorded_sigma_max = dict(recorded_sigma_max) if recorded_sigma_max else None
         self._report: LockReport | None = None
+        self.checkpoint: Checkpoint | None = None  # set by the caller for a resumable lock run
 
     @classmethod
     def from_config(cls, data: dict) -> "SpecDefLock":
@@ -177,7 +205,13 @@ class SpecDefLock(LockDefaults):
         if retain is None:
             raise ValueError("specdef: apply needs the retain (authorized) task; got retain=None")
         find_lockable(model, self.cfg.include, self.cfg.exclude)  # ValueError before any training
-        report = specdef(model, self.cfg, retain, progress=self.progress)
+        report = specdef(model, self.cfg, retain, progress=self.progress, checkpoint=self.checkpoint)
+        before = model.state_dict()
+        if all(torch.equal(v.detach().cpu(), before[k].detach().cpu()) for k, v in report.model.state_dict().items()):
+            raise ValueError("specdef: the lock left the model unchanged" +
+                             (f" ({report.stopped})" if report.stopped else "") +
+                             "; a certificate would claim a lock that is not there. Lower the learning rate or check "
+                             "the retain task")
         self.recorded_sigma_max = self._layers(report.model)
         self._report = report
         return report.model

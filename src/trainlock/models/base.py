@@ -25,7 +25,7 @@ def build(name: str, **kwargs) -> nn.Module:
         import inspect
 
         params = ", ".join(inspect.signature(builder).parameters)
-        raise TypeError(f"model {name!r}: {e}; it accepts: {params}") from None
+        raise ValueError(f"model {name!r}: {e}; it accepts: {params}") from None
 
 
 def find_head(model: nn.Module) -> tuple[str, nn.Linear]:

@@ -70,7 +70,7 @@ def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = Tru
     base = models.build("cnn", input_shape=mnist.input_shape, num_classes=mnist.num_classes)
     fit(base, mnist, LoopConfig(optimizer="adadelta", lr=1.0, epochs=p.base_epochs, lr_gamma=0.7), progress=progress)
     base_acc = evaluate(base, mnist)
-    say(f"      base MNIST accuracy {base_acc:.4f}")
+    say(f"      base MNIST accuracy {base_acc:.4f} (full test set, {len(mnist.y_test):,} images)")
 
     say(f"[2/4] locking with SpecDef (alpha={p.lock.alpha}, top_k={p.lock.top_k}, {p.lock.loop.optimizer} "
         f"lr={p.lock.loop.lr:g}, {p.lock.loop.epochs} epochs)")
@@ -79,7 +79,8 @@ def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = Tru
     say(f"      locked MNIST accuracy {rep.accuracy_after:.4f}; max sigma "
         f"{rep.sigma_before['max_sigma']:.3g} -> {rep.sigma_after['max_sigma']:.3g}")
     cons = record["conservation"]
-    say(f"      conservation: accuracy drop {cons['accuracy']['drop']:.4f} (epsilon {cons['epsilon']:g}: "
+    say(f"      conservation ({cons['n_samples']:,} test images): accuracy drop {cons['accuracy']['drop']:.4f} "
+        f"(epsilon {cons['epsilon']:g}: "
         f"{'holds' if cons['accuracy']['holds'] else 'FAILS'}), KL {cons['kl']['mean']:.3g}, "
         f"TV {cons['tv']['mean']:.3g} <= Pinsker {cons['tv']['pinsker_bound']:.3g}")
 
@@ -128,7 +129,7 @@ def table(results: dict) -> str:
     a = results["authorized"]
     lines = [
         f"{'task':<26}{'attack':<16}{'base':>8}{'locked':>8}   steps to target (base / locked)",
-        f"{'mnist (authorized)':<26}{'-':<16}{a['base']:>8.4f}{a['locked']:>8.4f}",
+        f"{'mnist (authorized)':<26}{'-':<16}{a['base']:>8.4f}{a['locked']:>8.4f}   (full test set)",
     ]
     for r in results["unauthorized"]:
         st = lambda v: "-" if v is None else str(v)  # noqa: E731

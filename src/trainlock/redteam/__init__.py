@@ -7,18 +7,61 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import types
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 
 from ..tasks import Task
 from .report import adaptive_vs_plain, ranked, worst_case, write_report
-from .runner import Target, read_rows, run_spec, run_suite
+from .runner import RESULTS, Target, read_rows, run_spec, run_suite
 from .spec import AttackSpec, RedTeamConfig
 from .suite import LR_GRID, build_suite
+
+IDENTITY = "identity.json"
+
+
+def _tensor_sha256(*tensors) -> str:
+    h = hashlib.sha256()
+    for x in tensors:
+        x = x.detach().cpu().contiguous()
+        h.update(f"{x.dtype}|{tuple(x.shape)}|".encode())
+        h.update(x.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def identity(model: nn.Module, task: Task, retain: Task | None = None) -> dict:
+    """What a results directory's rows are about: the model's weights, the task's data, the retain task."""
+    from ..io.hashing import state_hashes
+
+    return {"model_state_sha256": state_hashes(model)["state"], "task": task.name,
+            "task_sha256": _tensor_sha256(task.x_train, task.y_train, task.x_test, task.y_test),
+            "retain": None if retain is None else retain.name}
+
+
+def claim(out: Path, ident: dict) -> None:
+    """Resume `out` only when its rows are about the same model and task; else refuse, naming the difference."""
+    from ..atomic import write_text
+
+    f = Path(out) / IDENTITY
+    if f.is_file():
+        try:
+            old = json.loads(f.read_text())
+        except json.JSONDecodeError:
+            old = {}
+        diff = sorted(k for k in ident if old.get(k) != ident[k])
+        if diff:
+            raise ValueError(f"{out} holds red-team runs of another {' and '.join(diff)}; resuming would report "
+                             f"their numbers as this model's. Choose another --out (or delete {out} to start over)")
+        return
+    if (Path(out) / RESULTS).is_file():
+        raise ValueError(f"{out} holds red-team runs without a record of which model they attacked; choose another "
+                         f"--out (or delete {out / RESULTS} to start over)")
+    write_text(f, json.dumps(ident, indent=2, sort_keys=True))
 
 
 def redteam(
@@ -41,7 +84,14 @@ def redteam(
     """
     cfg = config or RedTeamConfig()
     specs = build_suite(cfg)
+    if not specs:
+        raise ValueError(f"the suite is empty: no attack matches include={list(cfg.include)} among the registered "
+                         f"optimizers and transforms (see `trainlock redteam --help`)")
     out = Path(out) if out is not None else None
+    if out is not None:
+        claim(out, identity(model, task, retain))
+        if base is not None:
+            claim(out / "base", identity(base, task, retain))
     device = cfg.loop.device
     rows = run_suite(Target(model, task, retain, locks, device), specs, out, cfg.workers, progress)
     if cfg.search_trials:

@@ -7,8 +7,14 @@ sweep skips every spec whose key is already there.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import json
 import multiprocessing as mp
+import os
+import signal
+import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -42,7 +48,28 @@ class Target:
     device: str = "cpu"
 
 
-def _init(target: Target) -> None:
+def _die_with_parent() -> None:
+    """In a pool worker: exit when the main process dies, even by kill -9 (no orphans blocked forever)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    try:  # Linux: the kernel sends SIGKILL when the parent exits
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    parent = os.getppid()
+
+    def watch() -> None:  # elsewhere (and as a second guard): poll the parent's pid
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _init(target: Target, worker: bool = False) -> None:
+    if worker:
+        _die_with_parent()
     torch.set_num_threads(1)
     _STATE.update(model=target.model, task=target.task, retain=target.retain, device=target.device,
                   locks=target.locks)
@@ -147,6 +174,18 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and kill the workers (their runs are lost; finished rows are on disk)."""
+    procs = list(getattr(pool, "_processes", {}).values())  # the executor has no public terminate
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.kill()
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.join(timeout=5)
+
+
 def run_suite(
     target: Target,
     specs: Iterable[AttackSpec],
@@ -168,8 +207,15 @@ def run_suite(
     def keep(row: dict) -> None:
         done[row["key"]] = row
         if path:
-            with open(path, "a") as f:
-                f.write(json.dumps(row, sort_keys=True) + "\n")
+            with open(path, "a+b") as f:
+                f.seek(0, os.SEEK_END)
+                if f.tell() > 0:  # a torn last line (a killed run) must not swallow this row
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":
+                        f.write(b"\n")
+                f.write((json.dumps(row, sort_keys=True) + "\n").encode())
+                f.flush()
+                os.fsync(f.fileno())
         if on_row:
             on_row(row)
         bar.update(1)
@@ -188,11 +234,15 @@ def run_suite(
             # fork where the platform has it (as DataLoader workers do; no __main__ guard needed in
             # user scripts); spawn elsewhere
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init,
-                                     initargs=(target,)) as pool:
+            pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(target, True))
+            try:
                 futures = [pool.submit(_worker, s.to_dict()) for s in todo]
                 for fut in as_completed(futures):
                     keep(fut.result())
+            except BaseException:  # Ctrl-C (or any error): stop now, keep the finished rows, leave no process
+                _stop(pool)
+                raise
+            pool.shutdown(wait=True)
     finally:
         bar.close()
     return [done[s.key()] for s in specs if s.key() in done]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..attacks import FineTuneConfig
 from ..attacks.transforms import TRANSFORMS
-from ..config import from_dict, option, to_dict
+from ..config import check_float, check_int, from_dict, option, to_dict
 from ..optimizers import OPTIMIZERS
 from ..train import LoopConfig
 
@@ -82,6 +82,14 @@ class RedTeamConfig:
                                choices=lambda: TRANSFORMS.names())
     lrs: tuple = option(factory=tuple, help="one learning-rate grid for every optimizer, e.g. 1e-8 1e-7 1e-6 1e-5 "
                                             "1e-4 1e-3 (paper Fig. 3; default: a grid per optimizer)")
+
+    def __post_init__(self):
+        check_int("redteam", "budget", self.budget, 1, allow_none=True)
+        check_int("redteam", "workers", self.workers, 0)
+        check_int("redteam", "search_trials", self.search_trials, 0)
+        check_float("redteam", "target_accuracy", self.target_accuracy, 0.0, 1.0)
+        for lr in self.lrs:
+            check_float("redteam", "lrs", lr, 0.0, open_low=True)
 
     def to_dict(self) -> dict:
         return to_dict(self)

@@ -21,6 +21,8 @@ FORMS = (
 
 def get(name: str) -> Task:
     """The Task called `name`: a registered name or one of the npz:/idx:/torchvision:/hf: forms."""
+    if not isinstance(name, str):
+        raise TaskDataError(f"a task name is a string (e.g. 'mnist', 'npz:PATH'), got {type(name).__name__}: {name!r}")
     for prefix, loader in _PREFIXES.items():
         if name.startswith(prefix):
             arg = name[len(prefix):]
@@ -34,6 +36,16 @@ def get(name: str) -> Task:
     if not spec.available():
         raise TaskDataError(f"task {name!r} needs data that is not installed; install it with: {spec.install_hint}")
     return spec.load()
+
+
+def as_task(task: Task | str, what: str = "task") -> Task:
+    """`task` itself, or the Task a name names; None and other types are refused with a clear error."""
+    if isinstance(task, Task):
+        return task
+    if isinstance(task, str):
+        return get(task)
+    raise ValueError(f"{what} must be a Task or a task name (e.g. 'mnist', 'npz:PATH'), got "
+                     f"{type(task).__name__}: {task!r}")
 
 
 def names() -> list[str]:
@@ -55,6 +67,7 @@ __all__ = [
     "TaskDataError",
     "TaskSpec",
     "UnknownNameError",
+    "as_task",
     "available",
     "get",
     "names",

@@ -7,6 +7,7 @@ non-finite guard: on a NaN/Inf loss it restores the last good snapshot and stops
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -17,15 +18,37 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..config import option, to_dict
+from ..config import check_float, check_int, option, to_dict
 from ..optimizers import make_optimizer, step_mode
 from ..tasks import Task
+from .checkpoint import Checkpoint, CheckpointError, load_state, rng_state, save_state, set_rng_state
+
+logger = logging.getLogger(__name__)
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]]
 
 
+def check_device(device: str) -> None:
+    """ValueError unless `device` is auto, cpu, or a CUDA device this machine has."""
+    if device == "auto":
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be auto, cpu or cuda (cuda:N), got {device!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: this torch build sees no CUDA GPU "
+                             f"(torch {torch.__version__}); use cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: there are {torch.cuda.device_count()} CUDA devices")
+    elif dev.type != "cpu":
+        raise ValueError(f"device must be auto, cpu or cuda (cuda:N), got {device!r}")
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """'auto' picks CUDA when present, else CPU."""
+    check_device(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -67,6 +90,18 @@ class LoopConfig:
     momentum: float | None = option(None, "SGD momentum (default 0.9)")
     device: str = option("auto", "cpu, cuda, or auto (CUDA when present)")
     snapshot_every: int = option(200, "steps between last-good-state snapshots (non-finite guard)", cli=False)
+
+    def __post_init__(self):
+        check_int("loop", "epochs", self.epochs, 1)
+        check_int("loop", "batch_size", self.batch_size, 1)
+        check_int("loop", "seed", self.seed, 0)
+        check_int("loop", "max_steps", self.max_steps, 1, allow_none=True)
+        check_int("loop", "snapshot_every", self.snapshot_every, 1)
+        check_float("loop", "lr", self.lr, 0.0, open_low=True)
+        check_float("loop", "lr_gamma", self.lr_gamma, 0.0, 1.0, allow_none=True)
+        check_float("loop", "weight_decay", self.weight_decay, 0.0, allow_none=True)
+        check_float("loop", "momentum", self.momentum, 0.0, 1.0, allow_none=True)
+        check_device(self.device)
 
     def to_dict(self) -> dict:
         return to_dict(self)
@@ -113,16 +148,30 @@ def _step(opt, mode: str, model, loss_fn: LossFn, xb, yb) -> tuple[float, dict, 
     if not math.isfinite(value):
         return value, extras, False
     opt.zero_grad(set_to_none=True)
-    if mode == "hessian":
-        with warnings.catch_warnings():  # the grad<->param reference cycle is broken below
-            warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
-            loss.backward(create_graph=True)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    else:
-        loss.backward()
-        opt.step()
+    try:
+        if mode == "hessian":
+            with warnings.catch_warnings():  # the grad<->param reference cycle is broken below
+                warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
+                loss.backward(create_graph=True)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        else:
+            loss.backward()
+            opt.step()
+    except RuntimeError as e:  # e.g. an lr so large that lr * grad overflows the dtype: a divergence
+        if "overflow" not in str(e):
+            raise
+        return math.inf, extras, False
     return value, extras, True
+
+
+@dataclass
+class LoopHooks:
+    """What a caller plugs into `fit`: per-step and per-epoch callbacks, and a resumable checkpoint."""
+
+    on_step: Callable[[int, float, dict], bool | None] | None = None  # (step, loss, extras); True stops
+    on_epoch: Callable[[int], dict] | None = None  # (epoch) -> a dict to log
+    checkpoint: Checkpoint | None = None  # write the loop's state every checkpoint.every steps; resume from it
 
 
 def fit(
@@ -130,16 +179,19 @@ def fit(
     task: Task,
     cfg: LoopConfig,
     loss_fn: LossFn = cross_entropy,
-    on_step: Callable[[int, float, dict], bool | None] | None = None,
-    on_epoch: Callable[[int], dict] | None = None,
+    hooks: LoopHooks | None = None,
     desc: str = "train",
     progress: bool = True,
 ) -> LoopResult:
     """Minimise `loss_fn` over `task`'s training split. Returns the per-step losses and epoch logs.
 
-    `on_step(step, loss, extras)` may return True to stop; `on_epoch(epoch)` returns a dict to log.
-    A non-finite loss restores the last good snapshot and stops with `result.stopped` set.
+    `hooks.on_step(step, loss, extras)` may return True to stop; `hooks.on_epoch(epoch)` returns a
+    dict to log. A non-finite loss restores the last good snapshot and stops with `result.stopped` set.
+    With `hooks.checkpoint`, the whole loop state is written every `checkpoint.every` steps, and a
+    run started with `checkpoint.resume` continues from it to the same final weights.
     """
+    hooks = hooks or LoopHooks()
+    ck = hooks.checkpoint
     device = resolve_device(cfg.device)
     model.to(device).train()
     opt = _optimizer(model, cfg)
@@ -150,10 +202,40 @@ def fit(
     total = per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.epochs)
     res = LoopResult()
     good, good_step = _snapshot(model), 0
-    bar = tqdm(total=total, desc=desc, disable=None if progress else True, leave=False)
+    start_epoch, skip = 0, 0
+    if ck is not None and ck.resume and ck.path.is_file():
+        state = load_state(ck.path)
+        if state.get("config") != to_dict(cfg) or state.get("total") != total:
+            raise CheckpointError(f"{ck.path} was written by a run with another loop configuration; delete it or "
+                                  f"drop --resume to start afresh")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(state["scheduler"])
+        res.steps, res.losses, res.epochs = state["steps"], list(state["losses"]), list(state["epochs"])
+        good, good_step = state["good"], state["good_step"]
+        start_epoch, skip = state["epoch"], state["in_epoch"]
+        if ck.state is not None:
+            ck.state.load_state_dict(state["extra"])
+        set_rng_state(state["rng"])
+        logger.info("resumed %s from %s at step %d", desc, ck.path, res.steps)
+
+    def write(epoch: int, in_epoch: int) -> None:
+        try:
+            save_state(ck.path, {
+                "config": to_dict(cfg), "total": total, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict() if sched is not None else None, "steps": res.steps,
+                "losses": res.losses, "epochs": res.epochs, "good": good, "good_step": good_step, "epoch": epoch,
+                "in_epoch": in_epoch, "rng": rng_state(), "extra": ck.state.state_dict() if ck.state else None})
+        except TypeError as e:
+            raise CheckpointError(f"optimizer {cfg.optimizer!r}: its state cannot be checkpointed ({e})") from None
+
+    bar = tqdm(total=total, initial=res.steps, desc=desc, disable=None if progress else True, leave=False)
     try:
-        for epoch in range(cfg.epochs):
-            for xb, yb in batches(x, y, cfg.batch_size, seed=cfg.seed * 100_003 + epoch):
+        for epoch in range(start_epoch, cfg.epochs):
+            for i, (xb, yb) in enumerate(batches(x, y, cfg.batch_size, seed=cfg.seed * 100_003 + epoch)):
+                if epoch == start_epoch and i < skip:
+                    continue  # done before the checkpoint
                 if res.steps >= total:
                     break
                 due = res.steps % cfg.snapshot_every == 0 and res.steps > 0
@@ -172,14 +254,16 @@ def fit(
                 res.losses.append(value)
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.4g}", refresh=False)
-                if on_step is not None and on_step(res.steps, value, extras):
+                if hooks.on_step is not None and hooks.on_step(res.steps, value, extras):
                     res.stopped = f"stopped by callback at step {res.steps}"
                     break
+                if ck is not None and res.steps % ck.every == 0:
+                    write(epoch, i + 1)
             if sched is not None:
                 sched.step()
             log = {"epoch": epoch + 1, "step": res.steps}
-            if on_epoch is not None:
-                log.update(on_epoch(epoch + 1))
+            if hooks.on_epoch is not None:
+                log.update(hooks.on_epoch(epoch + 1))
             res.epochs.append(log)
             if res.stopped or res.steps >= total:
                 break

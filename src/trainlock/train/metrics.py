@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..tasks import Task
+from ..tasks import Task, as_task
 
 
 @torch.no_grad()
@@ -26,8 +26,17 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return float(ok.float().mean())
 
 
-def evaluate(model: nn.Module, task: Task) -> float:
-    """Test accuracy of `model` on `task` (inputs adapted to the model's input shape if it has one)."""
+def evaluate(model: nn.Module, task: Task | str) -> float:
+    """Test accuracy of `model` on `task` (a Task or its name; inputs adapted to the model's input shape
+    if it has one). Labels the model cannot output are refused, not scored as wrong."""
+    task = as_task(task)
     shape = getattr(model, "input_shape", None)
     task = task.adapt(shape) if shape is not None else task
+    if len(task.y_test):
+        n_out = predict(model, task.x_test[:1]).shape[1]
+        top = int(task.y_test.max())
+        if top >= n_out:
+            raise ValueError(f"task {task.name!r} has labels up to {top} but the model outputs {n_out} classes; "
+                             f"its accuracy would be meaningless. Evaluate it on a task with the model's labels, "
+                             f"or fine-tune it first (trainlock attack gives it a fresh head)")
     return accuracy(model, task.x_test, task.y_test)

@@ -141,3 +141,36 @@ def replace_dir(path: str | Path, build: Callable[[Path], None], keep: Callable[
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+class Busy(ValueError):
+    """Another process holds the lock on an output path."""
+
+
+@contextlib.contextmanager
+def exclusive(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on output `path` (a file `.NAME.lock` beside it) for the block; a second
+    process asking for the same path fails at once with `Busy` instead of interleaving its writes.
+    The lock dies with the process (flock), so a killed run never leaves a stale lock."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.parent / f".{path.name}.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise Busy(f"{path} is being written by another trainlock process (pid {holder}); wait for it to "
+                       f"finish or choose another output") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(lock)
+    finally:
+        os.close(fd)
