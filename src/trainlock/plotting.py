@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .atomic import writing_file
+
 
 def accuracy_curves(panels: dict[str, list[dict]], path: str | Path, title: str = "") -> Path:
     """One panel per task; each run is {"label", "evals": [(step, acc)], "style", "color"}. Writes a PNG."""
@@ -31,6 +33,7 @@ def accuracy_curves(panels: dict[str, list[dict]], path: str | Path, title: str 
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with writing_file(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return path

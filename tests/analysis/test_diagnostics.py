@@ -109,6 +109,7 @@ def test_skip_connections_reported():
     assert not any(b["skip"] for b in trace_blocks(m, torch.rand(2, 4))[0])
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # no leaked matplotlib warnings
 def test_diagnose_task_compare_and_plot(digits, tmp_path):
     torch.manual_seed(0)
     base = tl.models.build("cnn", input_shape=(1, 8, 8), num_classes=10, channels=[2], hidden=8)

@@ -61,6 +61,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, jvp, vjp, vmap
 
+from ..atomic import writing_file
+
 RESIDUAL_CLASSES = {"BasicBlock", "Bottleneck", "EncoderLayer", "TransformerEncoderLayer", "TransformerDecoderLayer"}
 EPS32 = torch.finfo(torch.float32).eps
 MEMORY = 5e8  # bytes for a Lanczos basis; fewer steps on large blocks
@@ -417,11 +419,14 @@ def plot_diagnostics(results: dict[str, dict], path: str | Path) -> Path:
     for ax, (key, title, log) in zip(axes, (("jacobian_norm", "Jacobian spectral norm", True),
                                             ("severity", "locking severity 1 - smin/smax", False),
                                             ("grad_norm", "parameter-gradient norm", True))):
+        shown = []
         for j, k in enumerate(labels):
             by = {r["name"]: r for r in results[k]["layers"]}
-            vals = [by[n][key] if n in by and (by[n][key] > 0 or not log) else math.nan for n in names]
+            vals = [by[n][key] if n in by and math.isfinite(by[n][key]) and (by[n][key] > 0 or not log) else math.nan
+                    for n in names]  # no bar for a missing, infinite or (on a log axis) zero value
+            shown += [v for v in vals if not math.isnan(v)]
             ax.bar([i + (j - (len(labels) - 1) / 2) * width for i in range(len(names))], vals, width, label=k)
-        if log:
+        if log and shown:  # a log axis with nothing to show makes matplotlib warn; stay linear then
             ax.set_yscale("log")
         ax.set_title(title)
         ax.grid(alpha=0.3, axis="y")
@@ -432,7 +437,8 @@ def plot_diagnostics(results: dict[str, dict], path: str | Path) -> Path:
                              ha="right", fontsize=7)
     fig.tight_layout()
     (path := Path(path)).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with writing_file(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
 

@@ -21,6 +21,7 @@ import torch
 
 from .. import models, tasks
 from ..api import attack, lock
+from ..atomic import write_text
 from ..attacks import FineTuneConfig
 from ..io.artifacts import save
 from ..locks import SpecDefConfig, specdef_loop
@@ -118,7 +119,7 @@ def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = Tru
         "lock": rep.summary(), "certificates": record["certificates"], "conservation": record["conservation"],
         "unauthorized": rows, "wall_s": time.perf_counter() - t0,
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
+    write_text(out / "results.json", json.dumps(results, indent=2, sort_keys=True))
     results["written"] = {"results": str(out / "results.json"), "curves": str(curves),
                           "models": [str(out / "base"), str(out / "locked")]}
     return results

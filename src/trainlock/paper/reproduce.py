@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+from ..atomic import write_text, writing_file
 from . import theory
 
 FIG1_COLS = ["kappa", "gd_opt_measured", "gd_opt_theory", "gd_1L_measured", "gd_1L_theory",
@@ -56,7 +57,8 @@ def _plot_fig1(rows, path: Path) -> None:
     ax.set_title("Figure 1: convex quadratic")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with writing_file(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
 
 
@@ -83,7 +85,8 @@ def _seed_panels(rows, group: str, draw, labels: dict, path: Path, width: float)
             ax.legend(fontsize=7)
     fig.suptitle(labels["title"])
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with writing_file(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
 
 
@@ -143,6 +146,6 @@ def run(figure: str, out: Path, quick: bool = False) -> dict:
     else:
         raise ValueError(f"unknown figure {figure!r}: expected fig1 or fig2")
     result = {"figure": figure, "quick": quick, "params": params, "rows": rows, **extra, "plots": plots}
-    (out / "results.json").write_text(json.dumps(_json_safe(result), indent=2))
-    (out / "table.md").write_text(f"# {figure}{' (quick)' if quick else ''}\n\n" + table)
+    write_text(out / "results.json", json.dumps(_json_safe(result), indent=2))
+    write_text(out / "table.md", f"# {figure}{' (quick)' if quick else ''}\n\n" + table)
     return result

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ..atomic import write_text
 from ..tasks import Task
 from .report import adaptive_vs_plain, ranked, worst_case, write_report
 from .runner import RESULTS, Target, read_rows, run_spec, run_suite
@@ -45,8 +46,6 @@ def identity(model: nn.Module, task: Task, retain: Task | None = None) -> dict:
 
 def claim(out: Path, ident: dict) -> None:
     """Resume `out` only when its rows are about the same model and task; else refuse, naming the difference."""
-    from ..atomic import write_text
-
     f = Path(out) / IDENTITY
     if f.is_file():
         try:
@@ -107,7 +106,7 @@ def redteam(
         result["base_worst"] = worst_case(base_rows)
     if out is not None:
         write_report(out, f"{getattr(task, 'name', 'task')}", rows, base_rows)
-        (out / "summary.json").write_text(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
+        write_text(out / "summary.json", json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
     return result
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..atomic import write_text, writing_file
+
 NOT_REACHED = 10**12
 
 
@@ -105,7 +107,7 @@ def write_report(out: Path, title: str, rows: list[dict], base_rows: list[dict] 
     if plot:
         lines += ["", "## Accuracy versus learning rate (plain optimizers)", "", f"![lr sweep]({plot.name})"]
     path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -149,6 +151,7 @@ def lr_plot(rows: list[dict], path: Path, base_rows: list[dict] | None = None) -
     fig.supxlabel("learning rate", fontsize=9)
     fig.supylabel("test accuracy after fine-tuning", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with writing_file(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return path
