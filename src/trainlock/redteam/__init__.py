@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..atomic import write_text
-from ..tasks import Task
+from ..tasks import Task, as_task
 from .report import adaptive_vs_plain, ranked, worst_case, write_report
 from .runner import RESULTS, Target, read_rows, run_spec, run_suite
 from .spec import AttackSpec, RedTeamConfig
@@ -65,10 +65,10 @@ def claim(out: Path, ident: dict) -> None:
 
 def redteam(
     model: nn.Module,
-    task: Task,
+    task: Task | str,
     config: RedTeamConfig | None = None,
     out: str | Path | None = None,
-    retain: Task | None = None,
+    retain: Task | str | None = None,
     base: nn.Module | None = None,
     locks: list | None = None,
     progress: bool = False,
@@ -81,6 +81,8 @@ def redteam(
     certificates after. With `out`, rows go to out/runs.jsonl (resumable) and report.md /
     lr_sweep.png are written there.
     """
+    task = as_task(task)
+    retain = None if retain is None else as_task(retain, "retain")
     cfg = config or RedTeamConfig()
     specs = build_suite(cfg)
     if not specs:
