@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip install -q --disable-pip-version-check
 STAMP  := $(VENV)/.trainlock-installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo quick test test-all bench install data clean
+.PHONY: demo quick test test-all bench bench-load install data clean
 
 demo: install data
 	$(VENV)/bin/trainlock demo
@@ -33,6 +33,9 @@ bench: install data
 	$(PY) benchmarks/bench_specdef_step.py
 	$(PY) benchmarks/bench_vmap_sweep.py
 	$(PY) benchmarks/bench_hessian.py
+
+bench-load: install data  # the quick demo alone and beside another torch job (several minutes)
+	$(PY) benchmarks/bench_load.py --competitor torch --spinning
 
 install: $(STAMP)
 
