@@ -35,23 +35,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _default_mode(kind: int) -> int:
+    """The mode a plain open()/mkdir() would give (0o666 / 0o777 less the umask); mkstemp/mkdtemp use 0o600 / 0o700."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return kind & ~umask
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     """Write `data` to `path` atomically (temporary file, fsync, rename). Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    with writing_file(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -66,6 +61,7 @@ def writing_file(path: str | Path, suffix: str = "") -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.fchmod(fd, _default_mode(0o666))
     os.close(fd)
     try:
         yield Path(tmp)
@@ -104,6 +100,7 @@ def replace_dir(path: str | Path, build: Callable[[Path], None], keep: Callable[
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.new-", dir=path.parent))
+    os.chmod(tmp, _default_mode(0o777))
     try:
         build(tmp)
         if path.is_dir():

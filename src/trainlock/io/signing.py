@@ -73,8 +73,9 @@ def keygen(out: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     out.mkdir(parents=True, exist_ok=True)
-    atomic.write_bytes(private, pem)
-    os.chmod(private, 0o600)
+    with atomic.writing_file(private) as tmp:
+        os.chmod(tmp, 0o600)  # before the key is in it: never readable by others, not even for a moment
+        tmp.write_bytes(pem)
     atomic.write_bytes(public, key.public_key().public_bytes(serialization.Encoding.PEM,
                                                              serialization.PublicFormat.SubjectPublicKeyInfo))
     return private, public
