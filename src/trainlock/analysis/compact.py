@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..locks.compress import lockable_weights, magnitude_prune, quantize, sublevel_radius
+from ..tasks import for_model
 
 
 def _sq_norm(model: nn.Module) -> float:
@@ -51,8 +52,7 @@ def regularization_path(model: nn.Module, task, lambdas=(1e-4, 1e-3, 1e-2, 1e-1)
     """
     from ..train import LoopConfig, LoopHooks, evaluate, fit
 
-    shape = getattr(model, "input_shape", None)
-    task = task.adapt(shape) if shape is not None else task
+    task = for_model(task, model)
     per_epoch = math.ceil(len(task.y_train) / batch_size)
     rows = []
     for lam in lambdas:

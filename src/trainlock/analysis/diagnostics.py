@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, jvp, vjp, vmap
 
 from ..atomic import writing_file
+from ..tasks import for_model
 
 RESIDUAL_CLASSES = {"BasicBlock", "Bottleneck", "EncoderLayer", "TransformerEncoderLayer", "TransformerDecoderLayer"}
 EPS32 = torch.finfo(torch.float32).eps
@@ -247,8 +248,7 @@ def _batch(model: nn.Module, task_or_batch, n: int, seed: int) -> tuple[torch.Te
     elif isinstance(task_or_batch, torch.Tensor):
         x, y = task_or_batch, None
     else:
-        task, shape = task_or_batch, getattr(model, "input_shape", None)
-        task = task.adapt(shape) if shape is not None else task
+        task = for_model(task_or_batch, model)
         g = torch.Generator().manual_seed(seed)
         idx = torch.randperm(len(task.y_test), generator=g)[:n]
         x, y = task.x_test[idx], task.y_test[idx]

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from ..config import check_float, check_int, option, to_dict
 from ..models import find_head, replace_head
-from ..tasks import Task
+from ..tasks import Task, for_model
 from ..train import Checkpoint, LoopConfig, LoopHooks, accuracy, clone_model, fit, resolve_device
 
 HEAD_MODES = ("auto", "keep", "reset")
@@ -77,8 +77,7 @@ class AttackResult:
 def prepare(model: nn.Module, task: Task, head: str, seed: int) -> tuple[nn.Module, Task]:
     """Copy the model, fit the task to its input shape, and swap the head if asked or needed."""
     model = clone_model(model)
-    shape = getattr(model, "input_shape", None)
-    task = task.adapt(shape) if shape is not None else task
+    task = for_model(task, model)
     _, old = find_head(model)
     if head == "reset" or (head == "auto" and old.out_features != task.num_classes):
         replace_head(model, task.num_classes, seed=seed)

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..config import check_int, option, to_dict
-from ..tasks import Task
+from ..tasks import Task, for_model
 from ..train import LoopConfig, clone_model, fit, predict
 from .finetune import AttackResult, FineTuneConfig, finetune
 
@@ -80,8 +80,7 @@ def unlearn(model: nn.Module, task: Task, cfg: RelearnConfig, progress: bool = F
     """A copy of `model` continued-trained on `task` without `cfg.forget_class` (the baseline
     unlearning of the paper); the input model is not modified."""
     retain = drop_class(task, cfg.forget_class)
-    shape = getattr(model, "input_shape", None)
-    retain = retain.adapt(shape) if shape is not None else retain
+    retain = for_model(retain, model)
     torch.manual_seed(cfg.unlearn.seed)
     out = clone_model(model)
     fit(out, retain, cfg.unlearn, desc="unlearn", progress=progress)

@@ -58,7 +58,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import option
-from ..tasks import Task
+from ..tasks import Task, for_model
 
 __all__ = [
     "conservation_certificate", "check_conservation", "kl_tv", "pinsker_bound", "progress_bound", "feature_drift",
@@ -253,8 +253,7 @@ def conservation_certificate(
     """
     c = config or ConservationConfig()
     epsilon, lower_bound = c.epsilon, c.lower_bound
-    shape = getattr(original, "input_shape", None)
-    task = task.adapt(shape) if shape is not None else task
+    task = for_model(task, original)
     sub = task.subset(n_test=c.max_samples, seed=c.seed)
     x, y = sub.x_test, sub.y_test
     if len(y) == 0:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from .. import tasks as _tasks
 from ..config import from_dict, option, to_dict
-from ..tasks import Task
+from ..tasks import Task, for_model
 from ..train import clone_model, predict
 from .base import Certificate, LockDefaults, register_lock
 
@@ -55,8 +55,7 @@ class EnergyConfig:
 @torch.no_grad()
 def task_loss(model: nn.Module, task: Task, max_samples: int) -> float:
     """Mean cross-entropy of `model` on the first `max_samples` test examples of `task`."""
-    shape = getattr(model, "input_shape", None)
-    t = task.adapt(shape) if shape is not None else task
+    t = for_model(task, model)
     x, y = t.x_test[:max_samples], t.y_test[:max_samples]
     logits = predict(model, x)
     if logits.shape[1] <= int(y.max()):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..config import check_float, check_int, from_dict, option, to_dict
 from ..linalg.spectral import SpectralState
-from ..tasks import Task
+from ..tasks import Task, for_model
 from ..train import Checkpoint, LoopConfig, LoopHooks, LoopResult, clone_model, evaluate, fit, resolve_device
 from .base import Certificate, LockDefaults, LockReport, register_lock
 from .lockable import Lockable, find_lockable, sigma_report
@@ -108,8 +108,7 @@ def specdef(model: nn.Module, cfg: SpecDefConfig, retain: Task, progress: bool =
     """Lock a copy of `model` with SpecDef on the retain task. The input model is not modified.
     `checkpoint`: write the run's state there every `checkpoint.every` steps (and resume from it)."""
     torch.manual_seed(cfg.loop.seed)
-    shape = getattr(model, "input_shape", None)
-    retain = retain.adapt(shape) if shape is not None else retain
+    retain = for_model(retain, model)
     locked = clone_model(model)
     lockables = find_lockable(locked, cfg.include, cfg.exclude, cfg.conv_mode, sample=retain.x_train[:1])
     small = [(lk.name, lk.max_k) for lk in lockables if lk.max_k < cfg.top_k]

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..attacks import finetune
 from ..attacks.transforms import TRANSFORMS, TransformContext, TransformNotApplicable
-from ..tasks import Task
+from ..tasks import Task, for_model
 from ..train import accuracy, clone_model
 from .spec import AttackSpec
 
@@ -88,8 +88,7 @@ def _certify(locks: list | None, model: nn.Module) -> dict | None:
 
 
 def _adapted(model: nn.Module, task: Task | None) -> Task | None:
-    shape = getattr(model, "input_shape", None)
-    return task.adapt(shape) if task is not None and shape is not None else task
+    return None if task is None else for_model(task, model)
 
 
 def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None = None, device: str = "cpu",

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from ..tasks import Task
+from ..tasks import Task, for_model
 from ..train import batches
 
 
@@ -29,8 +29,7 @@ def batched_sgd_sweep(model: nn.Module, task: Task, lrs: list[float], steps: int
     Returns (test accuracy per lr, stacked final parameters {name: (L, *shape)}).
     """
     _check(model)
-    shape = getattr(model, "input_shape", None)
-    task = task.adapt(shape) if shape is not None else task
+    task = for_model(task, model)
     buffers = {k: v.detach() for k, v in model.named_buffers()}
     stacked = {k: v.detach().unsqueeze(0).repeat(len(lrs), *[1] * v.dim()) for k, v in model.named_parameters()}
     velocity = {k: torch.zeros_like(v) for k, v in stacked.items()}
@@ -67,8 +66,7 @@ def sequential_sgd_sweep(model: nn.Module, task: Task, lrs: list[float], steps: 
     from ..train import LoopConfig, accuracy, clone_model, fit
 
     accs, params = [], []
-    shape = getattr(model, "input_shape", None)
-    task = task.adapt(shape) if shape is not None else task
+    task = for_model(task, model)
     for lr in lrs:
         m = clone_model(model)
         cfg = LoopConfig(optimizer="sgd", lr=lr, momentum=momentum, epochs=10**6, max_steps=steps,

@@ -11,10 +11,13 @@ from . import builtin  # noqa: F401  (registers the built-in tasks)
 from .base import TASKS, Task, TaskDataError, TaskSpec
 from .builtin import permuted
 from .files import load_hf, load_idx_dir, load_npz, load_torchvision, read_idx
+from .text import TextTask, for_model, load_csv, load_jsonl
 
-_PREFIXES = {"npz:": load_npz, "idx:": load_idx_dir, "torchvision:": load_torchvision, "hf:": load_hf}
+_PREFIXES = {"npz:": load_npz, "idx:": load_idx_dir, "csv:": load_csv, "jsonl:": load_jsonl,
+             "torchvision:": load_torchvision, "hf:": load_hf}
 FORMS = (
     "npz:PATH (x_train/y_train/x_test/y_test arrays), idx:DIR (MNIST-format IDX files), "
+    "csv:PATH / jsonl:PATH (text, label, optional text_pair and split), "
     "torchvision:NAME, hf:DATASET"
 )
 
@@ -38,9 +41,9 @@ def get(name: str) -> Task:
     return spec.load()
 
 
-def as_task(task: Task | str, what: str = "task") -> Task:
+def as_task(task: Task | TextTask | str, what: str = "task") -> Task | TextTask:
     """`task` itself, or the Task a name names; None and other types are refused with a clear error."""
-    if isinstance(task, Task):
+    if isinstance(task, (Task, TextTask)):
         return task
     if isinstance(task, str):
         return get(task)
@@ -66,9 +69,11 @@ __all__ = [
     "Task",
     "TaskDataError",
     "TaskSpec",
+    "TextTask",
     "UnknownNameError",
     "as_task",
     "available",
+    "for_model",
     "get",
     "names",
     "permuted",

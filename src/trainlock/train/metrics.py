@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..tasks import Task, as_task
+from ..tasks import Task, as_task, for_model
 
 
 @torch.no_grad()
@@ -30,8 +30,7 @@ def evaluate(model: nn.Module, task: Task | str) -> float:
     """Test accuracy of `model` on `task` (a Task or its name; inputs adapted to the model's input shape
     if it has one). Labels the model cannot output are refused, not scored as wrong."""
     task = as_task(task)
-    shape = getattr(model, "input_shape", None)
-    task = task.adapt(shape) if shape is not None else task
+    task = for_model(task, model)
     if len(task.y_test):
         n_out = predict(model, task.x_test[:1]).shape[1]
         top = int(task.y_test.max())
