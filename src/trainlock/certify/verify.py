@@ -197,6 +197,7 @@ def _check_header(report: VerifyReport, header: dict, meta: dict) -> None:
     hashes = meta.get("hashes") if isinstance(meta.get("hashes"), dict) else {}
     plain = [("state_sha256", hashes.get("state")), ("trainlock_version", meta.get("trainlock_version")),
              ("format", None if meta.get("format") is None else str(meta.get("format")))]
+    header = {**header, "format": header.get("trainlock_format", header.get("format"))}  # 0.1 wrote "format"
     for key, expect in plain:
         got = header.get(key)
         if got is None:
@@ -309,13 +310,14 @@ def _rebuild_lock(entry: dict):
     return locks
 
 
-def _build_model(tensors: dict, meta: dict, model: nn.Module | None) -> nn.Module:
+def _build_model(tensors: dict, meta: dict, model: nn.Module | None, directory: Path | None = None) -> nn.Module:
     from ..io.artifacts import rebuild
 
-    return rebuild(tensors, meta, None if model is None else copy.deepcopy(model)).eval()
+    return rebuild(tensors, meta, None if model is None else copy.deepcopy(model), directory=directory).eval()
 
 
-def _check_locks(report: VerifyReport, tensors: dict, meta: dict, stored: list[dict], model: nn.Module | None):
+def _check_locks(report: VerifyReport, tensors: dict, meta: dict, stored: list[dict], model: nn.Module | None,
+                 directory: Path | None = None):
     entries = meta.get("locks") or []
     if not entries:
         return
@@ -323,7 +325,7 @@ def _check_locks(report: VerifyReport, tensors: dict, meta: dict, stored: list[d
         report.add("lock", "locks", None, None, False, f"{META}: 'locks' is not a list")
         return
     try:
-        rebuilt = _build_model(tensors, meta, model)
+        rebuilt = _build_model(tensors, meta, model, directory)
     except (ArtifactError, ValueError, KeyError, TypeError) as e:
         report.add("lock", "model", None, None, False, f"cannot rebuild the model to re-certify its locks: {e}")
         return
@@ -415,7 +417,7 @@ def verify(model_dir: str | Path, model: nn.Module | None = None, public_key: st
     _check_header(report, header, meta)
     _check_record(report, header, meta)
     stored = _stored_certificates(report, meta)
-    _check_locks(report, tensors, meta, stored, model)
+    _check_locks(report, tensors, meta, stored, model, path)
     _check_conservation(report, meta)
     if public_key is not None:
         _check_signature(report, path, public_key)

@@ -43,8 +43,11 @@ def add_train(p) -> None:
     from ..train import LoopConfig
 
     p.add_argument("--task", required=True, help="task name, npz:PATH or idx:DIR")
-    p.add_argument("--model", default="cnn", help="mlp, cnn, resnet18, transformer (default: cnn)")
+    p.add_argument("--model", default="cnn",
+                   help="mlp, cnn, resnet18, transformer (images); minilm-l6, smollm2-135m, hf:DIR (text) (default: cnn)")
     p.add_argument("--model-kwargs", default=None, help='JSON of size options, e.g. \'{"hidden": [64]}\'')
+    p.add_argument("--max-length", type=int, default=None,
+                   help="text models: tokens per input, longer texts are cut (default: 128)")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
     add_checkpoint_flags(p)
@@ -67,7 +70,10 @@ def cmd_train(args) -> int:
     import torch
 
     torch.manual_seed(cfg.seed)  # the initial weights too follow --seed
-    model = models.build(args.model, input_shape=task.input_shape, num_classes=task.num_classes, **kwargs)
+    if args.max_length is not None:
+        kwargs["max_length"] = args.max_length
+    model = models.build(args.model, input_shape=getattr(task, "input_shape", None), num_classes=task.num_classes,
+                         **kwargs)
     res = fit(model, task, cfg, hooks=LoopHooks(checkpoint=checkpoint), desc=f"train {args.model} on {task.name}")
     acc = evaluate(model, task)
     print(f"{args.model} on {task.name}: test accuracy {acc:.4f} after {res.steps} steps")

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from .._version import __version__
 from ..atomic import replace_dir, stale_copies
 from ..models import MODELS, build
+from ..models.hf import HFClassifier, build_from_config
 from .hashing import file_sha256 as _sha256
 from .hashing import state_hashes
 
@@ -89,8 +90,10 @@ def save(model: nn.Module, path: str | Path, meta: dict | None = None) -> Path:
     a killed save leaves the previous directory (or none) in place, and files of the user's already in
     the directory are kept."""
     path = Path(path)
+    hf = isinstance(model, HFClassifier)
+    inner = model.model if hf else model  # a Hugging Face model is written as transformers writes it
     # clone: tensors that share storage (tied weights) cannot be written as views
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in inner.state_dict().items()}
     meta = dict(meta or {})
     if "lock" not in meta and getattr(model, "trainlock_lock", None):
         meta["lock"] = model.trainlock_lock
@@ -102,7 +105,7 @@ def save(model: nn.Module, path: str | Path, meta: dict | None = None) -> Path:
         meta["structure"] = structure
     meta["hashes"] = state_hashes(tensors)
     meta.update(trainlock_version=__version__, format=FORMAT,
-                architecture=architecture(model) or meta.get("architecture"))
+                architecture=(model.architecture() if hf else architecture(model)) or meta.get("architecture"))
     try:
         meta = json.loads(canonical_json(meta))  # what trainlock.json will hold, exactly
     except (TypeError, ValueError) as e:
@@ -112,6 +115,10 @@ def save(model: nn.Module, path: str | Path, meta: dict | None = None) -> Path:
 
     def build(tmp: Path) -> None:
         save_file(tensors, str(tmp / WEIGHTS), metadata=header)
+        if hf:  # config.json and the tokenizer: transformers' from_pretrained loads the directory as it is
+            model.model.config.save_pretrained(tmp)
+            if model.tokenizer is not None:
+                model.tokenizer.save_pretrained(tmp)
         meta["weights_sha256"] = _sha256(tmp / WEIGHTS)
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
 
@@ -127,7 +134,8 @@ def header_metadata(meta: dict) -> dict[str, str]:
     """The safetensors header metadata for `meta` (complete but for weights_sha256)."""
     header = {
         "trainlock_version": __version__,
-        "format": str(FORMAT),
+        "format": "pt",  # what transformers requires of a safetensors file it loads
+        "trainlock_format": str(FORMAT),
         "state_sha256": str(meta["hashes"]["state"]),
         "certificates": canonical_json(meta.get("certificates") or []),
         "locks": canonical_json(meta.get("locks") or []),
@@ -214,16 +222,43 @@ def _build_checked(arch, tensors: dict, where: str) -> nn.Module:
     return build(arch["name"], **arch["kwargs"])
 
 
+def _rebuild_hf(tensors: dict, arch: dict, directory: Path | None, where: str) -> nn.Module:
+    if directory is None or not (Path(directory) / "config.json").is_file():
+        raise ArtifactError(f"{where}a Hugging Face model needs its config.json beside {WEIGHTS}")
+    kwargs = arch.get("kwargs") if isinstance(arch.get("kwargs"), dict) else {}
+    try:
+        skeleton = build_from_config(directory, kwargs, meta_device=True)
+        shapes = {k: tuple(v.shape) for k, v in skeleton.model.state_dict().items()}
+        bad = [k for k in shapes if k in tensors and shapes[k] != tuple(tensors[k].shape)]
+        if bad:
+            raise ArtifactError(f"{where}config.json declares {bad[0]} of shape {list(shapes[bad[0]])}, but {WEIGHTS} "
+                                f"holds {list(tensors[bad[0]].shape)}: the config does not describe these weights")
+        model = build_from_config(directory, kwargs)
+    except ArtifactError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ArtifactError(f"{where}cannot rebuild the Hugging Face model from config.json ({e})") from None
+    try:
+        model.model.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        raise ArtifactError(f"{where}weights do not fit the model: {e}") from None
+    return model
+
+
 def _clip(value, n: int = 60) -> str:
     s = repr(value)
     return s if len(s) <= n else s[: n - 3] + "..."
 
 
-def rebuild(tensors: dict, meta: dict, model: nn.Module | None = None, where: str = "") -> nn.Module:
-    """Build the recorded architecture (or take `model`), re-insert recorded layers, load `tensors`."""
+def rebuild(tensors: dict, meta: dict, model: nn.Module | None = None, where: str = "",
+            directory: Path | None = None) -> nn.Module:
+    """Build the recorded architecture (or take `model`), re-insert recorded layers, load `tensors`.
+    A Hugging Face model is rebuilt from the config and tokenizer in `directory`."""
     where = f"{where}: " if where else ""
+    arch = meta.get("architecture")
+    if model is None and isinstance(arch, dict) and arch.get("name") == "hf":
+        return _rebuild_hf(tensors, arch, directory, where)
     if model is None:
-        arch = meta.get("architecture")
         if not arch:
             raise ArtifactError(f"{where}holds a custom model; pass the module: load(path, model=...)")
         model = _build_checked(arch, tensors, where)
@@ -261,7 +296,7 @@ def load(path: str | Path, model: nn.Module | None = None) -> tuple[nn.Module, d
         tensors = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
         raise ArtifactError(f"{weights}: unreadable safetensors file ({e})") from None
-    model = rebuild(tensors, meta, model, where=str(path))
+    model = rebuild(tensors, meta, model, where=str(path), directory=path)
     if meta.get("lock"):
         model.trainlock_lock = meta["lock"]
     return model, meta

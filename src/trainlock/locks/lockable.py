@@ -46,6 +46,12 @@ class Lockable:
         return min(self.param.shape[0], self.param[0].numel())
 
 
+def _is_gpt2_conv1d(mod: nn.Module) -> bool:
+    """transformers' Conv1D (GPT-2 style): a linear map whose weight is stored (in, out); its singular
+    values are those of the (out, in) matrix, so it is measured as it is."""
+    return type(mod).__name__ == "Conv1D" and type(mod).__module__.startswith("transformers")
+
+
 def find_lockable(
     model: nn.Module,
     include: str | None = None,
@@ -65,13 +71,13 @@ def find_lockable(
             full = f"{mod_name}.{p_name}" if mod_name else p_name
             if id(p) in seen or p.dim() < 2 or (exc and exc.search(full)):
                 continue
-            default = p_name == "weight" and isinstance(mod, (nn.Linear, *_CONV))
+            default = p_name == "weight" and (isinstance(mod, (nn.Linear, *_CONV)) or _is_gpt2_conv1d(mod))
             if (default and not inc) or (inc and inc.search(full)):
                 seen.add(id(p))
                 found.append(Lockable(full, mod, p))
     if not found:
         raise ValueError(
-            "no lockable weights: the model has no nn.Linear / nn.Conv weight"
+            "no lockable weights: the model has no nn.Linear / nn.Conv / transformers Conv1D weight"
             + (f" matching include={include!r}" if include else "")
             + (f" outside exclude={exclude!r}" if exclude else "")
         )

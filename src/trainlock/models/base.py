@@ -17,7 +17,13 @@ MODELS: Registry[ModelBuilder] = Registry("model")
 
 
 def build(name: str, **kwargs) -> nn.Module:
-    """Build a registered model: `build("cnn", input_shape=(1, 28, 28), num_classes=10)`."""
+    """Build a registered model: `build("cnn", input_shape=(1, 28, 28), num_classes=10)`; `hf:DIR` builds a
+    Hugging Face classifier from a local directory."""
+    if isinstance(name, str) and name.startswith("hf:"):
+        from .hf import from_directory
+
+        kwargs.pop("input_shape", None)
+        return from_directory(name[3:], **kwargs)
     builder = MODELS.get(name)
     try:
         return builder(**kwargs)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..config import check_float, check_int, option, to_dict
 from ..optimizers import make_optimizer, step_mode
-from ..tasks import Task
+from ..tasks import Task, for_model
 from .checkpoint import Checkpoint, CheckpointError, load_state, rng_state, save_state, set_rng_state
 
 logger = logging.getLogger(__name__)
@@ -192,6 +192,7 @@ def fit(
     """
     hooks = hooks or LoopHooks()
     ck = hooks.checkpoint
+    task = for_model(task, model)  # text tokenized for a text model, images fitted to an image model
     device = resolve_device(cfg.device)
     model.to(device).train()
     opt = _optimizer(model, cfg)
