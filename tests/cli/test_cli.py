@@ -61,7 +61,7 @@ def test_bad_model_kwargs_and_optimizer(tmp_path, npz_tasks, capsys):
     task = f"npz:{npz_tasks / 'digits.npz'}"
     assert main(["train", "--task", task, "--model", "mlp", "--model-kwargs", "{bad", "--out", str(tmp_path)]) == 2
     assert main(["train", "--task", task, "--model", "mlpp", "--out", str(tmp_path)]) == 2
-    assert "valid: cnn, mlp, resnet18, transformer" in capsys.readouterr().err
+    assert "valid: cnn, minilm-l6, mlp, resnet18, smollm2-135m, transformer" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:  # argparse checks the name against the registry
         main(["train", "--task", task, "--model", "mlp", "--optimizer", "nope", "--out", str(tmp_path)])
     err = capsys.readouterr().err

@@ -32,8 +32,13 @@ class FineTuneConfig:
     target_accuracy: float = option(0.7, "accuracy whose first crossing gives steps_to_target")
     eval_every: int = option(50, "steps between accuracy checks for steps_to_target")
     eval_samples: int = option(2000, "test samples used by those checks (the final accuracy uses all)")
+    lora: int | None = option(None, "LoRA rank: train low-rank adapters (and the head) instead of every weight, "
+                                    "merged back at the end (default: full fine-tuning)")
+    lora_alpha: float | None = option(None, "LoRA scaling alpha (default: 2 x rank)")
 
     def __post_init__(self):
+        check_int("attack", "lora", self.lora, 1, allow_none=True)
+        check_float("attack", "lora_alpha", self.lora_alpha, 0.0, open_low=True, allow_none=True)
         if self.head not in HEAD_MODES:
             raise ValueError(f"head must be one of {HEAD_MODES}, got {self.head!r}")
         check_int("attack", "eval_every", self.eval_every, 1)
@@ -119,6 +124,10 @@ def finetune(model: nn.Module, cfg: FineTuneConfig, task: Task, progress: bool =
     t0 = time.perf_counter()
     torch.manual_seed(cfg.loop.seed)
     model, task = prepare(model, task, cfg.head, cfg.loop.seed)
+    if cfg.lora is not None:
+        from .lora import add_lora
+
+        model = add_lora(model, cfg.lora, cfg.lora_alpha)
     model.to(resolve_device(cfg.loop.device))
     probe = task.subset(n_test=cfg.eval_samples, seed=cfg.loop.seed)
     evals: list[tuple[int, float]] = []
@@ -148,9 +157,13 @@ def finetune(model: nn.Module, cfg: FineTuneConfig, task: Task, progress: bool =
         checkpoint.state = _Checks(evals, first)
     res = fit(model, task, cfg.loop, hooks=LoopHooks(on_step, on_epoch, checkpoint), desc=f"attack {task.name}",
               progress=progress)
-    final = accuracy(model, task.x_test, task.y_test)
     if res.stopped and res.steps and (not evals or evals[-1][0] != res.steps):
         check(res.steps)
+    if cfg.lora is not None:
+        from .lora import merge_lora
+
+        model = merge_lora(model)
+    final = accuracy(model, task.x_test, task.y_test)
     return AttackResult(
         task=task.name, config=cfg.to_dict(), accuracy=final, curve=[e["accuracy"] for e in res.epochs],
         evals=evals, losses=res.losses, steps_to_target=first[0] if first else None, steps=res.steps,

@@ -32,6 +32,12 @@ def add_attack(p) -> None:
     p.add_argument("--json", default=None, help='write {"accuracy", "curve", "steps_to_target", ...} here')
     p.add_argument("--save", default=None, help="also save the fine-tuned model to this directory")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in --save")
+    p.add_argument("--no-scratch", dest="scratch", action="store_false",
+                   help="skip the from-scratch baseline (the same architecture re-initialized, the same attack); by "
+                        "default it runs after the attack, and the report shows the attacker's advantage")
+    p.add_argument("--base", default=None,
+                   help="the unlocked base model, attacked the same way for 'base - scratch' (default: the base "
+                        "recorded by `trainlock lock`, when it is still there)")
     add_checkpoint_flags(p, where="--save")
     add_config_flags(p, FineTuneConfig)
 
@@ -54,13 +60,42 @@ def cmd_attack(args) -> int:
           f"{res.steps} steps; per epoch {[round(a, 4) for a in res.curve]}; target {cfg.target_accuracy:g}: {reached}")
     if res.diverged:
         logger.warning("diverged: %s", res.diverged)
+    out = res.to_dict()
+    if args.scratch:
+        out.update(_baselines(args, meta, model, cfg, res))
     if args.save:
         with exclusive(args.save):
             save(res.model, args.save, {"task": res.task, "metrics": {"accuracy": res.accuracy},
                                         "attack": res.to_dict()})
         done_with(checkpoint)
-    write_json(args.json, res.to_dict())
+    write_json(args.json, out)
     return 0
+
+
+def _baselines(args, meta: dict, model, cfg, res) -> dict:
+    """The from-scratch run and, when the base is at hand, the base's run: accuracies and advantages."""
+    from ..api import attack
+    from ..attacks.scratch import advantage, scratch_baseline
+    from ..io.artifacts import ArtifactError, load
+    from ..tasks import get
+
+    task = get(args.task)
+    scratch = scratch_baseline(model, cfg, task, progress=True).accuracy
+    out = {"scratch_accuracy": scratch, "advantage": advantage(res.accuracy, scratch)}
+    print(f"from scratch (same architecture re-initialized, same attack): {scratch:.4f}; attacker's advantage "
+          f"(this model - scratch): {out['advantage']:+.4f}")
+    base_dir = args.base or meta.get("base")
+    if base_dir and Path(base_dir).resolve() != Path(args.model_dir).resolve():
+        try:
+            base, _ = load(base_dir)
+        except ArtifactError as e:
+            print(f"no base comparison: {e}")
+            return out
+        base_acc = attack(base, cfg, task, progress=True).accuracy
+        out.update(base_accuracy=base_acc, base_advantage=advantage(base_acc, scratch))
+        print(f"base {base_dir}: {base_acc:.4f}; base - scratch {out['base_advantage']:+.4f} (a lock matters only "
+              f"where this is large)")
+    return out
 
 
 REDTEAM_DESCRIPTION = ("Plain optimizers over a learning-rate grid, adaptive weight-space transforms, "

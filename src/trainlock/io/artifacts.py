@@ -116,6 +116,7 @@ def save(model: nn.Module, path: str | Path, meta: dict | None = None) -> Path:
     def build(tmp: Path) -> None:
         save_file(tensors, str(tmp / WEIGHTS), metadata=header)
         if hf:  # config.json and the tokenizer: transformers' from_pretrained loads the directory as it is
+            model.model.config.architectures = [type(model.model).__name__]
             model.model.config.save_pretrained(tmp)
             if model.tokenizer is not None:
                 model.tokenizer.save_pretrained(tmp)

@@ -122,8 +122,8 @@ def from_rows(name: str, rows: list[dict], source: str, description: str = "") -
         names = sorted({str(v) for v in raw})
         index = {n: i for i, n in enumerate(names)}
         labels = [index[str(v)] for v in raw]
-    if len(names) < 2:
-        raise TaskDataError(f"{source}: needs at least 2 labels, found {names}")
+    if len(set(labels)) < 2:
+        raise TaskDataError(f"{source}: needs at least 2 labels, found only {sorted({str(v) for v in raw})}")
     splits = [str(r.get("split") or "").lower() for r in rows]
     if any(splits):
         bad = sorted({s for s in splits if s not in ("train", "test")})
