@@ -1,0 +1,141 @@
+"""SpecDef on a pretrained transformer (MiniLM-L6): step time and peak memory, side by side in one run.
+
+1. A SpecDef step (retain ce+kl, alpha 0.99, top-k 2 over every attention and MLP matrix, warm-started
+   power iteration) against a retain-only step (the same ce+kl loss without the spectral term), in
+   alternating blocks on one batch. Goal: ratio <= 1.10.
+2. Peak memory (max RSS) of a lock run against a plain fine-tuning run of the same steps, each in a fresh
+   process. Goal: ratio <= 1.25.
+
+    python benchmarks/bench_text_lock.py [--tiny] [--batch-size 16] [--max-length 64]
+
+`--tiny` uses a small random BERT instead of MiniLM (no model package needed; a smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def build(tiny: bool, max_length: int):
+    import trainlock as tl
+
+    if not tiny:
+        return tl.models.build("minilm-l6", num_classes=2, max_length=max_length)
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from trainlock.models.hf import HFClassifier
+
+    cfg = BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=128, max_position_embeddings=max_length, num_labels=2)
+    return HFClassifier(BertForSequenceClassification(cfg), None, max_length)
+
+
+def batch(model, n: int, length: int):
+    vocab = model.model.config.vocab_size
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, vocab, (n, length), generator=g)
+    x = torch.stack([ids, torch.ones_like(ids), torch.zeros_like(ids)], dim=1)
+    return x, torch.randint(0, 2, (n,), generator=g)
+
+
+def stepper(model, x, y, spectral: bool, top_k: int = 2, alpha: float = 0.99, plain: bool = False):
+    """One optimizer step as a closure: the lock's (ce+kl against a frozen copy, Adadelta, with or without the
+    spectral term), or with `plain` an ordinary fine-tuning step (cross-entropy, AdamW, no frozen copy)."""
+    from trainlock.locks import find_lockable, spectral_term
+
+    lockables = find_lockable(model)
+    model.train()
+    if plain:
+        opt = torch.optim.AdamW(model.parameters(), lr=5e-5)
+
+        def finetune_step() -> None:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        return finetune_step, len(lockables)
+    ref = copy.deepcopy(model).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.Adadelta(model.parameters(), lr=1.0)
+
+    def step() -> None:
+        logits = model(x)
+        with torch.no_grad():
+            target = F.log_softmax(ref(x), dim=1)
+        retain = F.cross_entropy(logits, y) + F.kl_div(F.log_softmax(logits, 1), target, log_target=True,
+                                                        reduction="batchmean")
+        loss = alpha * retain - (1 - alpha) * spectral_term(lockables, top_k) if spectral else retain
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step, len(lockables)
+
+
+def timing(args) -> None:
+    torch.manual_seed(0)
+    model = build(args.tiny, args.max_length)
+    x, y = batch(model, args.batch_size, args.max_length)
+    plain, _ = stepper(model, x, y, spectral=False)
+    spec, n = stepper(model, x, y, spectral=True)
+    for s in (plain, spec):
+        for _ in range(2):
+            s()
+    ratios, times = [], {True: [], False: []}
+    for b in range(args.blocks):
+        pair = {}
+        for is_spec in ((False, True) if b % 2 == 0 else (True, False)):
+            t = time.perf_counter()
+            for _ in range(args.steps):
+                (spec if is_spec else plain)()
+            pair[is_spec] = (time.perf_counter() - t) / args.steps
+            times[is_spec].append(pair[is_spec])
+        ratios.append(pair[True] / pair[False])
+    r = statistics.median(ratios)
+    print(f"{'tiny BERT' if args.tiny else 'MiniLM-L6'}: batch {args.batch_size} x {args.max_length} tokens, {n} "
+          f"lockable matrices, threads {torch.get_num_threads()}")
+    print(f"  retain-only (ce+kl) step {statistics.median(times[False]):.3f} s | SpecDef step "
+          f"{statistics.median(times[True]):.3f} s | ratio {r:.3f} (median of {len(ratios)} paired blocks) "
+          f"goal <= 1.10: {'ok' if r <= 1.10 else 'MISS'}", flush=True)
+
+
+def peak(args, kind: str) -> float:
+    code = (f"import sys; sys.argv = {sys.argv[:1]!r}; sys.path[:0] = {sys.path!r}\n"
+            f"import bench_text_lock as b, argparse, resource, torch\n"
+            f"a = argparse.Namespace(**{json.dumps(vars(args))})\n"
+            f"torch.manual_seed(0); m = b.build(a.tiny, a.max_length); x, y = b.batch(m, a.batch_size, a.max_length)\n"
+            f"s, _ = b.stepper(m, x, y, spectral=True, plain={kind == 'finetune'})\n"
+            f"[s() for _ in range(a.steps)]\n"
+            f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1]) / 1024  # MB
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiny", action="store_true", help="a small random BERT instead of MiniLM")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--blocks", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=3, help="steps per timed block (and per memory run)")
+    args = ap.parse_args()
+    timing(args)
+    fine, lock = peak(args, "finetune"), peak(args, "lock")
+    print(f"  peak memory (max RSS of a fresh process, {args.steps} steps): plain fine-tuning (AdamW) {fine:.0f} MB | "
+          f"SpecDef lock (ce+kl with a frozen copy, Adadelta) {lock:.0f} MB | ratio {lock / fine:.3f} "
+          f"goal <= 1.25: {'ok' if lock / fine <= 1.25 else 'MISS'}")
+
+
+if __name__ == "__main__":
+    main()
