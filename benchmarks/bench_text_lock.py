@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import subprocess
 import sys
@@ -113,7 +112,7 @@ def timing(args) -> None:
 def peak(args, kind: str) -> float:
     code = (f"import sys; sys.argv = {sys.argv[:1]!r}; sys.path[:0] = {sys.path!r}\n"
             f"import bench_text_lock as b, argparse, resource, torch\n"
-            f"a = argparse.Namespace(**{json.dumps(vars(args))})\n"
+            f"a = argparse.Namespace(**{vars(args)!r})\n"
             f"torch.manual_seed(0); m = b.build(a.tiny, a.max_length); x, y = b.batch(m, a.batch_size, a.max_length)\n"
             f"s, _ = b.stepper(m, x, y, spectral=True, plain={kind == 'finetune'})\n"
             f"[s() for _ in range(a.steps)]\n"
