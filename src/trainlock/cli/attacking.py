@@ -47,6 +47,7 @@ def cmd_attack(args) -> int:
     from ..atomic import exclusive
     from ..attacks import FineTuneConfig
     from ..io.artifacts import load, save
+    from ..tasks import get
 
     if args.save:
         check_output_dir(args.save, [args.model_dir], args.overwrite, flag="--save")
@@ -54,7 +55,8 @@ def cmd_attack(args) -> int:
     cfg = config_from_args(FineTuneConfig, args)
     checkpoint = checkpoint_for(args, args.save, flag="--save")
     model, meta = load(args.model_dir)
-    res = attack(model, cfg, args.task, progress=True, checkpoint=checkpoint)
+    task = get(args.task)  # once: the attack, the scratch baseline and the base share it (and its tokenization)
+    res = attack(model, cfg, task, progress=True, checkpoint=checkpoint)
     reached = f"{res.steps_to_target} steps" if res.steps_to_target is not None else "not reached"
     print(f"attack {cfg.loop.optimizer} lr={cfg.loop.lr:g} on {res.task}: accuracy {res.accuracy:.4f} after "
           f"{res.steps} steps; per epoch {[round(a, 4) for a in res.curve]}; target {cfg.target_accuracy:g}: {reached}")
@@ -62,7 +64,7 @@ def cmd_attack(args) -> int:
         logger.warning("diverged: %s", res.diverged)
     out = res.to_dict()
     if args.scratch:
-        out.update(_baselines(args, meta, model, cfg, res))
+        out.update(_baselines(args, meta, model, cfg, res, task))
     if args.save:
         with exclusive(args.save):
             save(res.model, args.save, {"task": res.task, "metrics": {"accuracy": res.accuracy},
@@ -72,14 +74,12 @@ def cmd_attack(args) -> int:
     return 0
 
 
-def _baselines(args, meta: dict, model, cfg, res) -> dict:
+def _baselines(args, meta: dict, model, cfg, res, task) -> dict:
     """The from-scratch run and, when the base is at hand, the base's run: accuracies and advantages."""
     from ..api import attack
     from ..attacks.scratch import advantage, scratch_baseline
     from ..io.artifacts import ArtifactError, load
-    from ..tasks import get
 
-    task = get(args.task)
     scratch = scratch_baseline(model, cfg, task, progress=True).accuracy
     out = {"scratch_accuracy": scratch, "advantage": advantage(res.accuracy, scratch)}
     print(f"from scratch (same architecture re-initialized, same attack): {scratch:.4f}; attacker's advantage "
