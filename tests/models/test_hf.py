@@ -9,61 +9,19 @@ import torch
 
 pytest.importorskip("transformers")  # the `text` extra; installed by `make test`
 
-from tokenizers import Tokenizer, pre_tokenizers  # noqa: E402
-from tokenizers import models as tok_models  # noqa: E402
-from transformers import (  # noqa: E402
-    AutoModelForSequenceClassification,
-    BertConfig,
-    BertForSequenceClassification,
-    GPT2Config,
-    GPT2ForSequenceClassification,
-    LlamaConfig,
-    LlamaForSequenceClassification,
-    PreTrainedTokenizerFast,
-)
+from transformers import AutoModelForSequenceClassification  # noqa: E402
 
 import trainlock as tl  # noqa: E402
+from hf_tiny import WORDS, tiny, toy_task  # noqa: E402
 from trainlock.certify.verify import verify  # noqa: E402
 from trainlock.locks import SpecDefConfig, find_lockable, specdef_loop  # noqa: E402
-from trainlock.models.hf import HFClassifier  # noqa: E402
 from trainlock.tasks import TaskDataError  # noqa: E402
 from trainlock.tasks.text import from_rows, load_csv, load_jsonl  # noqa: E402
-
-WORDS = "good bad great awful fine movie film plot the a is was not very".split()
-
-
-def tokenizer():
-    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "<s>", "</s>"] + WORDS)}
-    tok = Tokenizer(tok_models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                                   sep_token="[SEP]", bos_token="<s>", eos_token="</s>")
-
-
-def tiny(kind: str) -> HFClassifier:
-    torch.manual_seed(0)
-    tok = tokenizer()
-    if kind == "bert":
-        cfg = BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=32, num_labels=2)
-        model = BertForSequenceClassification(cfg)
-    elif kind == "llama":
-        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                          num_key_value_heads=2, intermediate_size=32, max_position_embeddings=32, num_labels=2,
-                          pad_token_id=tok.pad_token_id)
-        model = LlamaForSequenceClassification(cfg)
-    else:
-        cfg = GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=2, n_head=2, n_positions=32, num_labels=2,
-                         pad_token_id=tok.pad_token_id)
-        model = GPT2ForSequenceClassification(cfg)
-    return HFClassifier(model, tok, max_length=8, source=f"tiny-{kind}")
 
 
 @pytest.fixture(scope="module")
 def toy():
-    rows = [{"text": f"the movie was {'very ' if i % 3 else ''}{'good' if i % 2 else 'bad'}",
-             "label": "pos" if i % 2 else "neg"} for i in range(240)]
-    return from_rows("toy-sentiment", rows, "toy")
+    return toy_task()
 
 
 @pytest.mark.parametrize("kind, expected", [

@@ -1,6 +1,6 @@
 """One training loop shared by base training, locking and attacks, plus evaluation helpers.
 
-The loop owns batching, the optimizer step, a step-LR schedule, a progress bar, and the
+The loop owns batching, the optimizer step, a step-LR or linear schedule, a progress bar, and the
 non-finite guard: on a NaN/Inf loss it restores the last good snapshot and stops, saying where.
 """
 
@@ -75,6 +75,18 @@ def _optimizer_names() -> list[str]:
     return OPTIMIZERS.names()
 
 
+SCHEDULES = ("step", "linear")
+
+
+def linear_factor(step: int, total: int, warmup: int) -> float:
+    """The linear schedule's LR multiplier before optimizer step `step` (0-based) of `total`: step / warmup
+    while warming up, then (total - step) / (total - warmup), which reaches 1 / (total - warmup) at the last
+    step (transformers' `get_linear_schedule_with_warmup`)."""
+    if step < warmup:
+        return step / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
 @dataclass
 class LoopConfig:
     """How to run the training loop; base training, locks, attacks and studies nest one of these."""
@@ -85,7 +97,11 @@ class LoopConfig:
     batch_size: int = option(64, "minibatch size")
     seed: int = option(0, "random seed (data order, fresh heads)")
     max_steps: int | None = option(None, "stop after this many optimizer steps in all (default: every epoch)")
-    lr_gamma: float | None = option(None, "step-LR decay per epoch (the paper: 0.7); unset or 0: a constant rate")
+    lr_gamma: float | None = option(None, "step-LR decay per epoch (the paper: 0.7; the step schedule only); unset or 0: a constant rate")
+    schedule: str = option("step", "step: --lr-gamma per epoch (constant without it); linear: warm up over "
+                                   "--warmup-steps, then decay linearly to 0 at the last step (the paper's text "
+                                   "setting, with AdamW)", choices=lambda: SCHEDULES)
+    warmup_steps: int = option(0, "linear schedule: steps of linear warm-up from 0 (the paper: none)")
     weight_decay: float | None = option(None, "weight decay (default: the optimizer's own)")
     momentum: float | None = option(None, "SGD momentum (default 0.9)")
     device: str = option("auto", "cpu, cuda, or auto (CUDA when present)")
@@ -99,6 +115,9 @@ class LoopConfig:
         check_int("loop", "snapshot_every", self.snapshot_every, 1)
         check_float("loop", "lr", self.lr, 0.0, open_low=True)
         check_float("loop", "lr_gamma", self.lr_gamma, 0.0, 1.0, allow_none=True)
+        check_int("loop", "warmup_steps", self.warmup_steps, 0)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"loop: schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         check_float("loop", "weight_decay", self.weight_decay, 0.0, allow_none=True)
         check_float("loop", "momentum", self.momentum, 0.0, 1.0, allow_none=True)
         check_device(self.device)
@@ -197,10 +216,14 @@ def fit(
     model.to(device).train()
     opt = _optimizer(model, cfg)
     mode = step_mode(opt)
-    sched = torch.optim.lr_scheduler.StepLR(opt, 1, gamma=cfg.lr_gamma) if cfg.lr_gamma else None
     x, y = task.x_train, task.y_train
     per_epoch = math.ceil(len(y) / cfg.batch_size)
     total = per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.epochs)
+    per_step = cfg.schedule == "linear"  # the linear schedule moves every step; step-LR every epoch
+    if per_step:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: linear_factor(s, total, cfg.warmup_steps))
+    else:
+        sched = torch.optim.lr_scheduler.StepLR(opt, 1, gamma=cfg.lr_gamma) if cfg.lr_gamma else None
     res = LoopResult()
     good, good_step = _snapshot(model), 0
     start_epoch, skip = 0, 0
@@ -253,6 +276,8 @@ def fit(
                     return res
                 res.steps += 1
                 res.losses.append(value)
+                if per_step:
+                    sched.step()
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.4g}", refresh=False)
                 if hooks.on_step is not None and hooks.on_step(res.steps, value, extras):
@@ -260,7 +285,7 @@ def fit(
                     break
                 if ck is not None and res.steps % ck.every == 0:
                     write(epoch, i + 1)
-            if sched is not None:
+            if sched is not None and not per_step:
                 sched.step()
             log = {"epoch": epoch + 1, "step": res.steps}
             if hooks.on_epoch is not None:

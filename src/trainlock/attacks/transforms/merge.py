@@ -9,14 +9,16 @@ factors is a gauge the lock can hide in. Three cases (all exact, eval mode):
     the inner width h exceeds r = min(out2, in1) the extra rows of W1' / columns of W2' are zero.
     Both factors then have singular values sqrt(S) (condition number sqrt(cond M), sigma_max
     sqrt(||M||)), the best-conditioned split there is.
-(b) Attention of the built-in transformer (`trainlock.models.transformer.Attention`): per head h,
+(b) Attention blocks (`attention.py`: trainlock's own, BERT- and Llama-family ones): per head h,
     scores depend on W_Q^T W_K (and on the bias terms b_Q^T W_K, W_Q^T b_K) and the value path on
     W_O[:, h] W_V[h]; any invertible R (d_h x d_h) with W_Q' = R W_Q, b_Q' = R b_Q,
     W_K' = R^{-T} W_K, b_K' = R^{-T} b_K (and W_V' = R W_V, b_V' = R b_V, W_O' = W_O R^{-1}) keeps
     all of them. R is the balancing transform: with P = W_Q W_Q^T = L L^T and
     L^T (W_K W_K^T) L = U Sigma^2 U^T, R = Sigma^{1/2} U^T L^{-1}, after which
     W_Q' W_Q'^T = W_K' W_K'^T = Sigma, i.e. both factors get the singular values of
-    (W_Q^T W_K)^{1/2}. (Attention rows sum to 1, so b_V passes to the output unchanged.)
+    (W_Q^T W_K)^{1/2}. (Attention rows sum to 1, so b_V passes to the output unchanged.) Grouped
+    key/value heads share one R over their query heads; under rotary embeddings R is a positive
+    scale per rotary row pair.
 (c) A compensation layer: a later lock (`specdef-reparam`) inserts a square Linear C after the
     locked W~ with C W~ = W. Such a pair is folded back into ONE layer: the first module is
     replaced by a Linear holding the product (and folded bias), the second by nn.Identity. The
@@ -30,6 +32,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .attention import HeadView, attention_views
 from .base import TRANSFORMS, TransformContext, TransformNotApplicable, TransformOutcome
 from .graph import Chain, find_chains, probe_input, set_module, sigma_max_by_layer, sigma_stats
 
@@ -136,46 +139,56 @@ def _balance(P: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return R, Rinv
 
 
+def _apply_rows(layer: nn.Linear, rows: slice, R: torch.Tensor) -> None:
+    """layer.weight[rows] <- R @ layer.weight[rows] (and its bias alike)."""
+    layer.weight[rows] = (R @ layer.weight[rows].double()).to(layer.weight.dtype)
+    if layer.bias is not None:
+        layer.bias[rows] = (R @ layer.bias[rows].double()).to(layer.bias.dtype)
+
+
 @torch.no_grad()
-def balance_attention(attn: nn.Module) -> dict:
-    """(b): per head, balance W_Q/W_K and W_V/W_O in place. Returns per-head notes."""
-    d = attn.q.out_features
-    dh = d // attn.heads
+def balance_attention(view: HeadView) -> dict:
+    """(b): per key/value head, balance W_Q/W_K and W_V/W_O in place (see `attention.py`). Per-head notes."""
+    dh = view.head_dim
     done, skipped = 0, []
-    for h in range(attn.heads):
-        sl = slice(h * dh, (h + 1) * dh)
-        Wq, Wk = attn.q.weight[sl].double(), attn.k.weight[sl].double()
-        rr = _balance(Wq @ Wq.T, Wk @ Wk.T)
+    for g in range(view.kv_heads):
+        kv = slice(g * dh, (g + 1) * dh)
+        qs = [slice(h * dh, (h + 1) * dh) for h in view.group(g)]
+        Wk = view.k.weight[kv].double()
+        if view.rotary:  # a positive scale per rotary row pair (i, i + dh/2): it commutes with the rotations
+            half = dh // 2
+            pair = lambda w: w[:half].pow(2).sum(1) + w[half:].pow(2).sum(1)  # noqa: E731
+            nq = sum(pair(view.q.weight[sl].double()) for sl in qs)
+            nk = pair(Wk)
+            if (nq <= 0).any() or (nk <= 0).any():
+                skipped.append(f"head {g} q/k (a zero rotary pair)")
+            else:
+                c = (nk / nq).pow(0.25).repeat(2)  # after: sum ||q rows||^2 = ||k rows||^2 per pair
+                for sl in qs:
+                    _apply_rows(view.q, sl, torch.diag(c))
+                _apply_rows(view.k, kv, torch.diag(1 / c))
+                done += 1
+        else:
+            rr = _balance(sum(view.q.weight[sl].double() @ view.q.weight[sl].double().T for sl in qs), Wk @ Wk.T)
+            if rr is None:
+                skipped.append(f"head {g} q/k (rank-deficient)")
+            else:
+                R, Rinv = rr
+                for sl in qs:
+                    _apply_rows(view.q, sl, R)
+                _apply_rows(view.k, kv, Rinv.T)
+                done += 1
+        Wv = view.v.weight[kv].double()
+        rr = _balance(Wv @ Wv.T, sum(view.o.weight[:, sl].double().T @ view.o.weight[:, sl].double() for sl in qs))
         if rr is None:
-            skipped.append(f"head {h} q/k (rank-deficient)")
+            skipped.append(f"head {g} v/o (rank-deficient)")
         else:
             R, Rinv = rr
-            RinvT = Rinv.T
-            attn.q.weight[sl] = (R @ Wq).to(attn.q.weight.dtype)
-            attn.k.weight[sl] = (RinvT @ Wk).to(attn.k.weight.dtype)
-            if attn.q.bias is not None:
-                attn.q.bias[sl] = (R @ attn.q.bias[sl].double()).to(attn.q.bias.dtype)
-            if attn.k.bias is not None:
-                attn.k.bias[sl] = (RinvT @ attn.k.bias[sl].double()).to(attn.k.bias.dtype)
-            done += 1
-        Wv, Wo = attn.v.weight[sl].double(), attn.o.weight[:, sl].double()
-        rr = _balance(Wv @ Wv.T, Wo.T @ Wo)
-        if rr is None:
-            skipped.append(f"head {h} v/o (rank-deficient)")
-        else:
-            R, Rinv = rr
-            attn.v.weight[sl] = (R @ Wv).to(attn.v.weight.dtype)
-            if attn.v.bias is not None:
-                attn.v.bias[sl] = (R @ attn.v.bias[sl].double()).to(attn.v.bias.dtype)
-            attn.o.weight[:, sl] = (Wo @ Rinv).to(attn.o.weight.dtype)
+            _apply_rows(view.v, kv, R)
+            for sl in qs:
+                view.o.weight[:, sl] = (view.o.weight[:, sl].double() @ Rinv).to(view.o.weight.dtype)
             done += 1
     return {"kind": "attention", "balanced": done, "skipped": skipped}
-
-
-def _attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    from ...models.transformer import Attention
-
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, Attention)]
 
 
 def _linear_pairs(model: nn.Module) -> list[Chain]:
@@ -199,11 +212,13 @@ class Merge:
         return self.fold == "always" or c.consumer.in_features == c.consumer.out_features
 
     def __call__(self, model: nn.Module, ctx: TransformContext) -> TransformOutcome:
-        attn = _attention_modules(model) if self.attention else []
+        attn, refused_attn = attention_views(model) if self.attention else ([], [])
         pairs = _linear_pairs(model)
         if not pairs and not attn:
+            why = f"; attention blocks not balanced: {'; '.join(refused_attn)}" if refused_attn else ""
             raise TransformNotApplicable(
-                "no Linear -> Linear pair without a nonlinearity between them and no built-in attention module"
+                "no Linear -> Linear pair without a nonlinearity between them and no attention block whose "
+                "q/k and v/o products can be balanced" + why
             )
         before = sigma_max_by_layer(model)
         merged: dict[str, dict] = {}
@@ -227,8 +242,8 @@ class Merge:
                 res["fold_refused"] = True
             merged[c.describe()] = res
         # (b) attention heads
-        for name, m in attn:
-            merged[name or "attention"] = balance_attention(m)
+        for view in attn:
+            merged[view.name or "attention"] = balance_attention(view)
         after = sigma_max_by_layer(model)
         stats = sigma_stats(before, after)
         stats["merged"] = merged
@@ -242,6 +257,8 @@ class Merge:
             else:
                 parts.append(f"balanced {v['balanced']} q/k and v/o head products in {k}"
                              + (f" (skipped {', '.join(v['skipped'])})" if v["skipped"] else ""))
+        if refused_attn:
+            parts.append(f"not balanced: {'; '.join(refused_attn)}")
         note = "; ".join(parts) + f"; max sigma_max {stats['max_sigma_before']:.4g} -> {stats['max_sigma_after']:.4g}"
         return TransformOutcome(model=model, note=note, stats=stats)
 
