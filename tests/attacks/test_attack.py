@@ -88,3 +88,15 @@ def test_images_are_resized_to_the_model(digits):
 def test_bad_attack_config(build):
     with pytest.raises(ValueError):
         build()
+
+
+def test_scratch_baseline_is_the_best_over_its_learning_rates(tiny_base, digits_permuted):
+    from trainlock.attacks.scratch import scratch_baseline
+
+    task = digits_permuted.subset(n_train=256, n_test=200, seed=0)
+    cfg = tl.FineTuneConfig(loop=tl.LoopConfig(optimizer="sgd", lr=1e-5, max_steps=20, batch_size=32, device="cpu"))
+    alone = scratch_baseline(tiny_base, cfg, task)
+    best = scratch_baseline(tiny_base, cfg, task, lrs=(1e-1,))
+    at_big = scratch_baseline(tiny_base, dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, lr=1e-1)), task)
+    assert best.accuracy == max(alone.accuracy, at_big.accuracy) and best.accuracy > alone.accuracy + 0.1
+    assert best.config["loop"]["lr"] == 1e-1

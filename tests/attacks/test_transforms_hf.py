@@ -9,7 +9,6 @@ import torch
 pytest.importorskip("transformers")
 
 from hf_tiny import tiny, toy_task  # noqa: E402
-
 from trainlock.attacks.transforms import TRANSFORMS, TransformContext, TransformNotApplicable  # noqa: E402
 from trainlock.attacks.transforms.attention import attention_views  # noqa: E402
 from trainlock.attacks.transforms.graph import sigma_max_by_layer  # noqa: E402

@@ -150,5 +150,11 @@ def test_cli_attack_records_the_scratch_baseline(toy, tmp_path):
     assert main(argv) == 0
     out = json.loads((tmp_path / "a.json").read_text())
     assert 0 <= out["scratch_accuracy"] <= 1 and out["advantage"] == pytest.approx(out["accuracy"] - out["scratch_accuracy"])
+    assert out["scratch_lr"] == 0.01
+    grid = argv[:-1] + [str(tmp_path / "g.json"), "--scratch-lrs", "1e-9", "--test-samples", "7"]
+    assert main(grid) == 0
+    g = json.loads((tmp_path / "g.json").read_text())
+    assert g["scratch_lr"] in (0.01, 1e-9) and g["scratch_accuracy"] >= out["scratch_accuracy"] - 1e-9
+    assert round(g["accuracy"] * 7) == pytest.approx(g["accuracy"] * 7)  # 7 test samples
     assert main(argv + ["--no-scratch", "--json", str(tmp_path / "b.json")]) == 0
     assert "scratch_accuracy" not in json.loads((tmp_path / "b.json").read_text())

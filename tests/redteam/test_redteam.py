@@ -224,3 +224,14 @@ def test_recorded_locks_are_monitored_and_recertified(tiny_base, digits, digits_
     assert plain["certificates_after"][key] is False and plain["lock_first_broken"][key] in (5, 10, 15, 20)
     assert clipped["lock_first_broken"] is None and key in clipped["certificates_after"]
     assert "certificates after each attack" in write_report(tmp_path, "t", rows).read_text()
+
+
+def test_spec_keys_of_older_results_still_match():
+    """Keys written by 0.2.0 before `schedule` existed (a results directory must still resume)."""
+    from trainlock.redteam.spec import AttackSpec
+
+    assert AttackSpec().key() == "6ad829af3d3530b4"
+    assert AttackSpec("sgd", 1e-2, transforms=(("merge", {}),), max_steps=30).key() == "9624e4a6ad8dba78"
+    linear = AttackSpec(schedule="linear")
+    assert linear.key() != AttackSpec().key()
+    assert linear.finetune_config().loop.schedule == "linear"

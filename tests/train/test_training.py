@@ -64,3 +64,37 @@ def test_every_optimizer_takes_a_step(name):
 def test_bad_learning_rate():
     with pytest.raises(ValueError, match="positive"):
         make_optimizer("sgd", [torch.nn.Parameter(torch.ones(1))], lr=0.0)
+
+
+def test_linear_schedule_is_transformers_linear_warmup():
+    from trainlock.train.loop import linear_factor
+
+    total, warm = 10, 3
+    # transformers' get_linear_schedule_with_warmup, written out: step/warmup, then (total-step)/(total-warmup)
+    expect = [0, 1 / 3, 2 / 3, 1, 6 / 7, 5 / 7, 4 / 7, 3 / 7, 2 / 7, 1 / 7]
+    assert [linear_factor(s, total, warm) for s in range(total)] == pytest.approx(expect)
+    assert [linear_factor(s, 4, 0) for s in range(4)] == pytest.approx([1, 0.75, 0.5, 0.25])
+
+
+def test_fit_with_linear_schedule_takes_the_scheduled_steps(digits):
+    """Full-batch SGD (no momentum, no decay): w_{s+1} = w_s - lr * factor(s) * grad, replayed by hand."""
+    task = digits.subset(n_train=64, seed=0)
+    model = _mlp(task)
+    ref = [p.detach().clone() for p in model.parameters()]
+    cfg = LoopConfig(optimizer="sgd", lr=0.5, momentum=0.0, weight_decay=0.0, batch_size=64, epochs=4,
+                     schedule="linear", warmup_steps=1, device="cpu")
+    fit(model, task, cfg, progress=False)
+    manual = _mlp(task)
+    with torch.no_grad():
+        for p, r in zip(manual.parameters(), ref):
+            p.copy_(r)
+    for s, factor in enumerate([0.0, 1.0, 2 / 3, 1 / 3]):
+        manual.zero_grad()
+        F.cross_entropy(manual(task.x_train), task.y_train).backward()
+        with torch.no_grad():
+            for p in manual.parameters():
+                p -= 0.5 * factor * p.grad
+    for p, q in zip(model.parameters(), manual.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="schedule"):
+        LoopConfig(schedule="cosine")

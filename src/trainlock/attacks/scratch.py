@@ -5,6 +5,8 @@ and step budget. A lock protects something only where fine-tuning the released w
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn as nn
 
@@ -31,9 +33,20 @@ def reinitialized(model: nn.Module, seed: int = 0) -> nn.Module:
     return fresh
 
 
-def scratch_baseline(model: nn.Module, cfg: FineTuneConfig, task: Task, progress: bool = False) -> AttackResult:
-    """The attack `cfg` on `model`'s architecture re-initialized (seed = the attack's seed)."""
-    return finetune(reinitialized(model, cfg.loop.seed), cfg, task, progress=progress)
+def scratch_baseline(model: nn.Module, cfg: FineTuneConfig, task: Task, progress: bool = False,
+                     lrs: tuple[float, ...] = ()) -> AttackResult:
+    """The attack `cfg` on `model`'s architecture re-initialized (seed = the attack's seed). With `lrs`, the
+    best of the runs at `cfg`'s learning rate and at each of `lrs` (a fresh model often wants a larger rate
+    than a pretrained one; the baseline must be the attacker's best, not the attack's own setting); its
+    `config` names the learning rate that won."""
+    fresh = reinitialized(model, cfg.loop.seed)
+    best = None
+    for lr in dict.fromkeys((cfg.loop.lr, *lrs)):
+        run_cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, lr=float(lr)))
+        res = finetune(fresh, run_cfg, task, progress=progress)
+        if best is None or res.accuracy > best.accuracy:
+            best = res
+    return best
 
 
 def advantage(attacked: float, scratch: float) -> float:

@@ -9,12 +9,14 @@ from pathlib import Path
 from .common import (
     add_checkpoint_flags,
     add_config_flags,
+    add_subset_flags,
     check_output_dir,
     check_output_file,
     checkpoint_for,
     config_from_args,
     done_with,
     load_with_task,
+    subset_task,
     write_json,
 )
 
@@ -35,9 +37,13 @@ def add_attack(p) -> None:
     p.add_argument("--no-scratch", dest="scratch", action="store_false",
                    help="skip the from-scratch baseline (the same architecture re-initialized, the same attack); by "
                         "default it runs after the attack, and the report shows the attacker's advantage")
+    p.add_argument("--scratch-lrs", type=float, nargs="+", default=(), metavar="LR",
+                   help="the from-scratch baseline is the best over the attack's --lr and these (e.g. 1e-4 1e-3: a "
+                        "fresh model often trains best at a larger rate than a pretrained one)")
     p.add_argument("--base", default=None,
                    help="the unlocked base model, attacked the same way for 'base - scratch' (default: the base "
                         "recorded by `trainlock lock`, when it is still there)")
+    add_subset_flags(p)
     add_checkpoint_flags(p, where="--save")
     add_config_flags(p, FineTuneConfig)
 
@@ -55,7 +61,7 @@ def cmd_attack(args) -> int:
     cfg = config_from_args(FineTuneConfig, args)
     checkpoint = checkpoint_for(args, args.save, flag="--save")
     model, meta = load(args.model_dir)
-    task = get(args.task)  # once: the attack, the scratch baseline and the base share it (and its tokenization)
+    task = subset_task(get(args.task), args)  # once: the attack, the scratch baseline and the base share it
     res = attack(model, cfg, task, progress=True, checkpoint=checkpoint)
     reached = f"{res.steps_to_target} steps" if res.steps_to_target is not None else "not reached"
     print(f"attack {cfg.loop.optimizer} lr={cfg.loop.lr:g} on {res.task}: accuracy {res.accuracy:.4f} after "
@@ -80,9 +86,11 @@ def _baselines(args, meta: dict, model, cfg, res, task) -> dict:
     from ..attacks.scratch import advantage, scratch_baseline
     from ..io.artifacts import ArtifactError, load
 
-    scratch = scratch_baseline(model, cfg, task, progress=True).accuracy
-    out = {"scratch_accuracy": scratch, "advantage": advantage(res.accuracy, scratch)}
-    print(f"from scratch (same architecture re-initialized, same attack): {scratch:.4f}; attacker's advantage "
+    sres = scratch_baseline(model, cfg, task, progress=True, lrs=tuple(args.scratch_lrs))
+    scratch, lr = sres.accuracy, sres.config["loop"]["lr"]
+    out = {"scratch_accuracy": scratch, "scratch_lr": lr, "advantage": advantage(res.accuracy, scratch)}
+    grid = f", best over lr {sorted({cfg.loop.lr, *args.scratch_lrs})}: lr {lr:g}" if args.scratch_lrs else ""
+    print(f"from scratch (same architecture re-initialized, same attack{grid}): {scratch:.4f}; attacker's advantage "
           f"(this model - scratch): {out['advantage']:+.4f}")
     base_dir = args.base or meta.get("base")
     if base_dir and Path(base_dir).resolve() != Path(args.model_dir).resolve():
@@ -112,6 +120,7 @@ def add_redteam(p) -> None:
     p.add_argument("--base", default=None, help="unlocked base model directory: run the same suite on it too")
     p.add_argument("--retain-task", default=None, help="authorized task (default: the model's own)")
     p.add_argument("--json", default=None, help='write {"worst": ..., "runs": [...]} here')
+    add_subset_flags(p)
     add_config_flags(p, RedTeamConfig, skip=_PER_RUN)
 
 
@@ -131,7 +140,7 @@ def cmd_redteam(args) -> int:
     retain_name = args.retain_task or meta.get("task")
     retain = tasks.get(retain_name) if retain_name else None
     with exclusive(out):
-        res = redteam(model, tasks.get(args.task), cfg, out=out, retain=retain, base=base, locks=meta.get("locks"),
+        res = redteam(model, subset_task(tasks.get(args.task), args), cfg, out=out, retain=retain, base=base, locks=meta.get("locks"),
                       progress=True)
     w = res["worst"]
     if w is None:

@@ -201,3 +201,25 @@ def done_with(checkpoint) -> None:
     if checkpoint is not None:
         with contextlib.suppress(OSError):
             checkpoint.path.unlink()
+
+
+def _positive_int(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return n
+
+
+def add_subset_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--train-samples", type=_positive_int, default=None, metavar="N",
+                   help="train on a seeded subset of N samples of the task (the paper's text setting: at most 5,000)")
+    p.add_argument("--test-samples", type=_positive_int, default=None, metavar="N",
+                   help="evaluate on a seeded subset of N test samples (default: all; a large text test set costs "
+                        "minutes per evaluation on a CPU)")
+
+
+def subset_task(task, args):
+    """The task cut to --train-samples / --test-samples (seed 0: the same subset for every run)."""
+    if args.train_samples is None and args.test_samples is None:
+        return task
+    return task.subset(n_train=args.train_samples, n_test=args.test_samples, seed=0)

@@ -8,12 +8,14 @@ import logging
 from .common import (
     add_checkpoint_flags,
     add_config_flags,
+    add_subset_flags,
     check_output_dir,
     check_output_file,
     checkpoint_for,
     config_from_args,
     done_with,
     load_with_task,
+    subset_task,
     write_json,
 )
 
@@ -35,7 +37,9 @@ def cmd_tasks(args) -> int:
     for r in rows:
         mark = "yes" if r["present"] else f"no   install: {r['install_hint']}"
         print(f"{r['name']:<{width}}  {r['description']:<34}  present: {mark}")
-    print("\nalso: npz:PATH (arrays x_train, y_train, x_test, y_test) and idx:DIR (MNIST-format IDX files)")
+    from ..tasks import FORMS
+
+    print(f"\nalso: {FORMS}")
     return 0
 
 
@@ -50,6 +54,7 @@ def add_train(p) -> None:
                    help="text models: tokens per input, longer texts are cut (default: 128)")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    add_subset_flags(p)
     add_checkpoint_flags(p)
     add_config_flags(p, LoopConfig, _train_defaults())
 
@@ -63,7 +68,7 @@ def cmd_train(args) -> int:
     check_output_dir(args.out, overwrite=args.overwrite)
     cfg = config_from_args(LoopConfig, args, _train_defaults())
     checkpoint = checkpoint_for(args, args.out)
-    task = tasks.get(args.task)
+    task = subset_task(tasks.get(args.task), args)
     kwargs = json.loads(args.model_kwargs) if args.model_kwargs else {}
     if not isinstance(kwargs, dict):
         raise ValueError(f"--model-kwargs must be a JSON object, got {args.model_kwargs!r}")
@@ -91,6 +96,8 @@ def add_eval(p) -> None:
     p.add_argument("model_dir")
     p.add_argument("--task", default=None, help="task (default: the model's own task)")
     p.add_argument("--json", default=None, help='write {"accuracy": ...} here')
+    p.add_argument("--test-samples", type=int, default=None, metavar="N",
+                   help="evaluate on a seeded subset of N test samples (default: all)")
 
 
 def cmd_eval(args) -> int:
@@ -99,14 +106,41 @@ def cmd_eval(args) -> int:
 
     check_output_file(args.json)
     model, meta, name = load_with_task(args)
-    acc = evaluate(model, tasks.get(name))
+    args.train_samples = None
+    acc = evaluate(model, subset_task(tasks.get(name), args))
     print(f"{args.model_dir} on {name}: accuracy {acc:.4f}")
     write_json(args.json, {"accuracy": acc, "task": name})
     return 0
 
 
+FETCH_DESCRIPTION = ("Fetch data that no pip package installs, once, into a local cache; later runs read the "
+                     "cache and never touch the network. bigbench: pip-downloads the bigbench 1.0.0 source package "
+                     "(358 MB; needs setuptools and wheel) and extracts only the named tasks' benchmark_tasks/ "
+                     "directories into $TRAINLOCK_DATA/bigbench (default ~/.cache/trainlock/bigbench).")
+
+
+def add_fetch(p) -> None:
+    from ..tasks.bigbench import DEFAULT_TASKS
+
+    p.add_argument("source", choices=["bigbench"], help="what to fetch")
+    p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), metavar="TASK",
+                   help=f"BIG-bench task directories to extract (default: {' '.join(DEFAULT_TASKS)}); load one "
+                        f"later as bigbench:TASK")
+    p.add_argument("--sdist", default=None, help="extract from this bigbench-1.0.0.tar.gz instead of downloading it")
+
+
+def cmd_fetch(args) -> int:
+    from ..tasks import bigbench
+
+    for d in bigbench.fetch(tuple(args.tasks), args.sdist):
+        print(f"extracted {d}")
+    return 0
+
+
 COMMANDS = [
     ("tasks", "list tasks and whether their data is installed", None, None, cmd_tasks),
+    ("fetch", "fetch data no pip package installs (BIG-bench tasks), once, into a local cache", FETCH_DESCRIPTION,
+     add_fetch, cmd_fetch),
     ("train", "train a base model on a task", "Train a built-in model and save it.", add_train, cmd_train),
     ("eval", "test accuracy of a saved model", None, add_eval, cmd_eval),
 ]

@@ -13,6 +13,7 @@ from ..optimizers import OPTIMIZERS
 from ..train import LoopConfig
 
 DATA_MODES = ("clean", "backdoor")
+_ADDED = {"schedule": "step"}  # field: default, for fields added after results directories existed
 
 
 @dataclass
@@ -26,6 +27,7 @@ class AttackSpec:
     max_steps: int | None = None
     batch_size: int = 64
     lr_gamma: float | None = None  # step-LR decay per epoch
+    schedule: str = "step"  # or "linear" (the paper's text setting); see LoopConfig
     head: str = "auto"  # auto | keep | reset
     data: str = "clean"  # clean | backdoor (poisoned training split, attack success rate reported)
     seed: int = 0
@@ -47,8 +49,10 @@ class AttackSpec:
         return "+".join(parts + [f"{self.optimizer}@{self.lr:g}"]) + extra
 
     def key(self) -> str:
-        """Stable identity for resuming: a hash of the sorted JSON."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        """Stable identity for resuming: a hash of the sorted JSON (fields added since 0.1 count only when
+        they differ from their default, so older results directories still resume)."""
+        d = {k: v for k, v in self.to_dict().items() if not (k in _ADDED and v == _ADDED[k])}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:
         return to_dict(self)
@@ -59,7 +63,8 @@ class AttackSpec:
 
     def finetune_config(self, device: str = "cpu") -> FineTuneConfig:
         loop = LoopConfig(optimizer=self.optimizer, lr=self.lr, epochs=self.epochs, max_steps=self.max_steps,
-                          batch_size=self.batch_size, lr_gamma=self.lr_gamma, seed=self.seed, device=device)
+                          batch_size=self.batch_size, lr_gamma=self.lr_gamma, schedule=self.schedule, seed=self.seed,
+                          device=device)
         return FineTuneConfig(loop=loop, head=self.head, target_accuracy=self.target_accuracy,
                               eval_every=self.eval_every)
 

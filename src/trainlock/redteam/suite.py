@@ -37,7 +37,7 @@ DEFAULT_LRS = (1e-3, 1e-2)  # for an optimizer registered without a grid here
 def build_suite(cfg: RedTeamConfig) -> list[AttackSpec]:
     """The suite for `cfg`, deduplicated, in priority order, cut to `cfg.budget`."""
     common = dict(epochs=cfg.loop.epochs, max_steps=cfg.loop.max_steps, batch_size=cfg.loop.batch_size,
-                  seed=cfg.loop.seed, target_accuracy=cfg.target_accuracy)
+                  seed=cfg.loop.seed, target_accuracy=cfg.target_accuracy, schedule=cfg.loop.schedule)
     optimizers = [OPTIMIZERS.get(o) and o for o in cfg.optimizers] or OPTIMIZERS.names()  # get() names the valid ones
     transforms = [TRANSFORMS.get(t) and t for t in cfg.transforms] or TRANSFORMS.names()
     if any(not lr > 0 for lr in cfg.lrs):

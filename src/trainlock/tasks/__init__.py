@@ -7,17 +7,18 @@
 from __future__ import annotations
 
 from ..registry import UnknownNameError
-from . import builtin  # noqa: F401  (registers the built-in tasks)
+from . import bigbench, builtin  # noqa: F401  (register the built-in tasks)
 from .base import TASKS, Task, TaskDataError, TaskSpec
 from .builtin import permuted
 from .files import load_hf, load_idx_dir, load_npz, load_torchvision, read_idx
 from .text import TextTask, for_model, load_csv, load_jsonl
 
 _PREFIXES = {"npz:": load_npz, "idx:": load_idx_dir, "csv:": load_csv, "jsonl:": load_jsonl,
-             "torchvision:": load_torchvision, "hf:": load_hf}
+             "torchvision:": load_torchvision, "hf:": load_hf, "bigbench:": bigbench.load}
 FORMS = (
     "npz:PATH (x_train/y_train/x_test/y_test arrays), idx:DIR (MNIST-format IDX files), "
     "csv:PATH / jsonl:PATH (text, label, optional text_pair and split), "
+    "bigbench:TASK (a BIG-bench task fetched once with `trainlock fetch bigbench --tasks TASK`), "
     "torchvision:NAME, hf:DATASET"
 )
 
