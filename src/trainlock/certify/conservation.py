@@ -110,7 +110,7 @@ def _first_tensor(out):
 @torch.no_grad()
 def feature_drift(
     original: nn.Module, modified: nn.Module, x: torch.Tensor, layers: Sequence[str] | None = None,
-    batch_size: int = 512,
+    batch_size: int | None = None,
 ) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """Per-layer drift, plus both models' logits on `x` (one pass each).
 
@@ -118,6 +118,8 @@ def feature_drift(
     drift = mean over inputs of ||f_l(theta')(x) - f_l(theta)(x)||_2 (each output flattened per
     input), ref_norm = mean over inputs of ||f_l(theta)(x)||_2 and relative = drift / ref_norm.
     """
+    if batch_size is None:  # every hooked layer's output is held for both models: keep token batches small
+        batch_size = 512 if x.is_floating_point() else 32
     layers = list(layers) if layers is not None else _default_layers(original)
     mods_o, mods_m = dict(original.named_modules()), dict(modified.named_modules())
     missing = [n for n in layers if n not in mods_o or n not in mods_m]
@@ -227,7 +229,7 @@ class ConservationConfig:
     seed: int = option(0, "picks that subset")
     lower_bound: float = option(0.0, "L*: a lower bound of the objective, for the progress bound")
     layers: tuple | None = option(None, "module names whose feature drift is measured (default: every leaf layer)")
-    batch_size: int = option(512, "inputs per forward pass")
+    batch_size: int | None = option(None, "inputs per forward pass (default: 512 images or 32 token sequences)")
 
 
 def conservation_certificate(

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..atomic import write_text
-from ..tasks import Task, as_task
+from ..tasks import Task, as_task, for_model
 from .report import adaptive_vs_plain, ranked, worst_case, write_report
 from .runner import RESULTS, Target, read_rows, run_spec, run_suite
 from .spec import AttackSpec, RedTeamConfig
@@ -81,8 +81,8 @@ def redteam(
     certificates after. With `out`, rows go to out/runs.jsonl (resumable) and report.md /
     lr_sweep.png are written there.
     """
-    task = as_task(task)
-    retain = None if retain is None else as_task(retain, "retain")
+    task = for_model(as_task(task), model)  # text is tokenized once here, not once per run
+    retain = None if retain is None else for_model(as_task(retain, "retain"), model)
     cfg = config or RedTeamConfig()
     specs = build_suite(cfg)
     if not specs:

@@ -118,6 +118,10 @@ def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None
     if retain is not None:
         row["authorized_after_transform"] = accuracy(m, retain.x_test, retain.y_test)
     train_task = task
+    if spec.data == "backdoor" and not _adapted(m, task).x_train.is_floating_point():
+        row.update(skipped="backdoor: the patch trigger is for image and vector inputs; text (token) triggers are "
+                           "not implemented", wall_s=time.perf_counter() - t0)
+        return row
     if spec.data == "backdoor":
         from ..attacks.backdoor import BackdoorConfig, backdoor_metrics, poison
 

@@ -9,8 +9,11 @@ from ..tasks import Task, as_task, for_model
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits (N, C) in eval mode, computed in chunks; restores the model's training mode."""
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Logits (N, C) in eval mode, computed in chunks (default: 1024 images, or 64 token sequences, whose
+    activations are sequence-length times larger); restores the model's training mode."""
+    if batch_size is None:
+        batch_size = 1024 if x.is_floating_point() else 64
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -19,7 +22,7 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.
     return torch.cat(out)
 
 
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> float:
     """Top-1 accuracy in [0, 1]; a non-finite logit row counts as wrong."""
     logits = predict(model, x, batch_size)
     ok = (logits.argmax(1) == y) & torch.isfinite(logits).all(1)
