@@ -19,7 +19,8 @@ def locked(tiny_base, digits):
 
 def test_suite_priority_budget_and_include():
     suite = build_suite(RedTeamConfig())
-    assert [s.name for s in suite[:2]] == ["adam@0.001", "sgd@0.01"]
+    assert [s.name for s in suite[:12]] == [f"{init}{o}@{lr:g}" for init in ("", "scratch:") for o in ("adam", "sgd")
+                                            for lr in (1e-4, 1e-3, 1e-2)]
     assert len({s.key() for s in suite}) == len(suite)
     assert [s.name for s in build_suite(RedTeamConfig(budget=3))] == [s.name for s in suite[:3]]
     only = build_suite(RedTeamConfig(include=("sgd@",)))
@@ -32,6 +33,9 @@ def test_suite_priority_budget_and_include():
         assert f"{opt}@" in names
     for t in TRANSFORMS.names():
         assert f"{t}+" in names or f"{t}(" in names
+    assert "distill:" in names and "sv-clip(use_record=True)" in names
+    insider = [s for s in suite if s.insider]
+    assert [s.name.split("+")[0] for s in insider] == ["sv-clip(use_record=True)"]
 
 
 def test_spec_round_trip_and_stable_key():
@@ -163,8 +167,10 @@ def test_optuna_search_resumes(locked, digits_permuted, tmp_path):
 
 
 def test_python_api_and_cli(locked, tiny_base, digits, digits_permuted, tmp_path, capsys):
-    cfg = RedTeamConfig(loop=LoopConfig(device="cpu", max_steps=100, batch_size=32), workers=0, budget=2)
+    cfg = RedTeamConfig(loop=LoopConfig(device="cpu", max_steps=100, batch_size=32), workers=0, budget=2,
+                        include=("adam@0.001", "sgd@0.01"))
     res = tl.redteam(locked, digits_permuted, cfg, out=tmp_path / "api", retain=digits, base=tiny_base)
+    assert [r["attack"] for r in res["runs"]] == ["adam@0.001", "sgd@0.01"]
     assert set(res) >= {"worst", "runs", "comparison", "base_worst"} and len(res["runs"]) == 2
     # measured (adam 1e-3 and sgd 1e-2, 100 steps): base worst case 0.617, locked 0.333
     assert res["base_worst"]["accuracy"] > res["worst"]["accuracy"] + 0.2
@@ -185,7 +191,8 @@ def test_python_api_and_cli(locked, tiny_base, digits, digits_permuted, tmp_path
 def test_selection_and_lr_grid():
     suite = build_suite(RedTeamConfig(optimizers=("sgd",), transforms=(), lrs=(1e-8, 1e-5, 1e-3)))
     plain = [s.name for s in suite if not s.transforms and s.head == "auto" and s.data == "clean"]
-    assert plain == ["sgd@0.01", "sgd@1e-08", "sgd@1e-05", "sgd@0.001"]
+    assert plain == ["sgd@1e-08", "sgd@1e-05", "sgd@0.001", "scratch:sgd@1e-08", "scratch:sgd@1e-05",
+                     "scratch:sgd@0.001", "distill:sgd@0.01"]  # before any result: sgd 1e-2
     from trainlock.registry import UnknownNameError
 
     with pytest.raises(UnknownNameError, match="valid: .*adam"):
@@ -235,3 +242,38 @@ def test_spec_keys_of_older_results_still_match():
     linear = AttackSpec(schedule="linear")
     assert linear.key() != AttackSpec().key()
     assert linear.finetune_config().loop.schedule == "linear"
+
+
+def test_later_stages_follow_the_results_of_earlier_ones():
+    from trainlock.redteam import plan
+
+    cfg = RedTeamConfig(optimizers=("adam", "sgd", "rmsprop"), transforms=("merge",), loop=LoopConfig(max_steps=40))
+    first = plan(cfg, [], steps_per_run=40)
+    probes = [s for st, s in first if st == "probes"]
+    assert [s.name for s in probes] == ["rmsprop@0.0001", "rmsprop@0.001"] and {s.max_steps for s in probes} == {10}
+    rows = [{"key": s.key(), "accuracy": 0.9 if s.name == "rmsprop@0.001" else 0.1} for s in probes]
+    rows += [{"key": s.key(), "accuracy": 0.5 if s.name == "sgd@0.0001" else 0.2} for st, s in first if st == "coverage"]
+    again = plan(cfg, rows, steps_per_run=40)
+    full = [s for st, s in again if st == "full"]
+    assert [(s.name, s.max_steps) for s in full] == [("rmsprop@0.001", 40)]
+    adaptive = [s.name for st, s in again if st == "adaptive"]
+    assert adaptive[:2] == ["merge+sgd@0.0001", "merge+adam@0.0001"]  # the two best plain runs so far
+
+
+def test_worst_case_covers_the_core_grid_and_scratch_whatever_the_budget(tiny_base, locked, digits_permuted):
+    """With a budget >= 20 the worst case is at least the best of {adam, sgd} x {1e-4, 1e-3, 1e-2} on the
+    released weights and from scratch, each run separately."""
+    from trainlock.attacks.scratch import scratch_baseline
+
+    task = digits_permuted.subset(n_train=256, n_test=200, seed=0)
+    loop = LoopConfig(max_steps=15, batch_size=32, device="cpu")
+    res = tl.redteam(locked, task, RedTeamConfig(loop=loop, budget=20, workers=0))
+    assert len(res["runs"]) == 20
+    best = 0.0
+    for opt in ("adam", "sgd"):
+        for lr in (1e-4, 1e-3, 1e-2):
+            ft = tl.FineTuneConfig(loop=LoopConfig(optimizer=opt, lr=lr, max_steps=15, batch_size=32, device="cpu"))
+            best = max(best, tl.attack(locked, ft, task).accuracy, scratch_baseline(locked, ft, task).accuracy)
+    assert res["worst"]["accuracy"] >= best - 1e-9
+    assert res["scratch"]["accuracy"] <= res["worst"]["accuracy"]
+    assert res["advantage"] == pytest.approx(res["locked"]["accuracy"] - res["scratch"]["accuracy"])

@@ -21,10 +21,12 @@ def test_redteam_runs_on_a_transformer(tmp_path):
     assert rows and not [r for r in rows if r.get("error")], [r.get("error") for r in rows]
     by = {r["attack"]: r for r in rows}
     assert {"adamw@0.0001", "adamw@0.01", "sgd@0.0001", "sgd@0.01"} <= set(by)
-    assert "text (token) triggers are not implemented" in by["sgd@0.01[backdoor]"]["skipped"]
+    backdoor = [r for r in rows if r["attack"].endswith("[backdoor]")]
+    assert backdoor and "text (token) triggers are not implemented" in backdoor[0]["skipped"]
     assert all(r["config"]["schedule"] == "linear" for r in rows)
-    assert "positively homogeneous" in by["rescale+sgd@0.01"]["skipped"]  # GELU: says why not
-    merged = by["merge+sgd@0.01"]
+    rescale = [r for r in rows if r["attack"].startswith("rescale+")]
+    assert rescale and all("positively homogeneous" in r["skipped"] for r in rescale)  # GELU: says why not
+    merged = next(r for r in rows if r["attack"].startswith("merge+"))
     assert merged["skipped"] is None and "balanced" in " ".join(merged["notes"])
     assert merged["authorized_after_transform"] == pytest.approx(tl.evaluate(model, task), abs=1e-9)
     assert res["worst"]["accuracy"] == max(r["accuracy"] for r in rows if r.get("accuracy") is not None)

@@ -81,6 +81,8 @@ class LockReport:
     accuracy_before: float | None = None
     accuracy_after: float | None = None
     stopped: str | None = None  # set when the run stopped early (e.g. non-finite loss)
+    steps: int = 0  # optimizer steps taken
+    loop_s: float = 0.0  # wall seconds of the training loop (no evaluation before or after)
 
     def summary(self) -> dict:
         """JSON-ready metrics (no tensors, no model)."""
@@ -92,6 +94,8 @@ class LockReport:
             "accuracy_before": self.accuracy_before,
             "accuracy_after": self.accuracy_after,
             "stopped": self.stopped,
+            "steps": self.steps,
+            "loop_s": self.loop_s,
         }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 
 import torch
@@ -152,7 +153,9 @@ def specdef(model: nn.Module, cfg: SpecDefConfig, retain: Task, progress: bool =
     hooks = LoopHooks(on_epoch=on_epoch, checkpoint=checkpoint)
     if checkpoint is not None:
         checkpoint.state = _SpecDefState(lockables, sums)
+    t0 = time.perf_counter()
     result: LoopResult = fit(locked, retain, cfg.loop, loss_fn, hooks, desc="lock", progress=progress)
+    report.steps, report.loop_s = result.steps, time.perf_counter() - t0
     report.history = result.epochs
     report.stopped = result.stopped
     report.sigma_after = sigma_report(lockables, cfg.top_k)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 import types
 from pathlib import Path
@@ -18,10 +19,10 @@ import torch.nn as nn
 
 from ..atomic import write_text
 from ..tasks import Task, as_task, for_model
-from .report import adaptive_vs_plain, ranked, worst_case, write_report
+from .report import adaptive_vs_plain, headline, ranked, worst_case, write_report
 from .runner import RESULTS, Target, read_rows, run_spec, run_suite
 from .spec import AttackSpec, RedTeamConfig
-from .suite import LR_GRID, build_suite
+from .suite import LR_GRID, STAGES, build_suite, plan
 
 IDENTITY = "identity.json"
 
@@ -84,8 +85,10 @@ def redteam(
     task = for_model(as_task(task), model)  # text is tokenized once here, not once per run
     retain = None if retain is None else for_model(as_task(retain, "retain"), model)
     cfg = config or RedTeamConfig()
-    specs = build_suite(cfg)
-    if not specs:
+    per_epoch = math.ceil(len(task.y_train) / cfg.loop.batch_size)
+    steps = per_epoch * cfg.loop.epochs if cfg.loop.max_steps is None else min(cfg.loop.max_steps,
+                                                                                 per_epoch * cfg.loop.epochs)
+    if not plan(cfg, [], steps):
         raise ValueError(f"the suite is empty: no attack matches include={list(cfg.include)} among the registered "
                          f"optimizers and transforms (see `trainlock redteam --help`)")
     out = Path(out) if out is not None else None
@@ -94,7 +97,12 @@ def redteam(
         if base is not None:
             claim(out / "base", identity(base, task, retain))
     device = cfg.loop.device
-    rows = run_suite(Target(model, task, retain, locks, device), specs, out, cfg.workers, progress)
+    target = Target(model, task, retain, locks, device)
+    rows: list[dict] = []
+    for upto in range(len(STAGES)):  # later stages are planned from the results of earlier ones
+        specs = [s for st, s in plan(cfg, rows, steps) if STAGES.index(st) <= upto]
+        specs = specs[: cfg.budget] if cfg.budget else specs
+        rows = run_suite(target, specs, out, cfg.workers, progress)
     if cfg.search_trials:
         from .search import search
 
@@ -102,8 +110,13 @@ def redteam(
     base_rows = None
     if base is not None:
         base_rows = run_suite(Target(base, task, retain, None, device), specs, None if out is None else out / "base",
-                              cfg.workers, progress)
-    result = {"worst": worst_case(rows), "comparison": adaptive_vs_plain(rows), "runs": rows}
+                              cfg.workers, progress)  # the same attacks as the locked model got
+    head = headline(rows, base_rows)
+    result = {"worst": worst_case(rows), "locked": head["locked"], "scratch": head["scratch"], "base": head["base"],
+              "advantage": head["advantage"], "base_advantage": head["base_advantage"],
+              "compute_ratio_vs_base": head["compute_ratio_vs_base"],
+              "compute_ratio_vs_scratch": head["compute_ratio_vs_scratch"], "comparison": adaptive_vs_plain(rows),
+              "runs": rows}
     if base_rows is not None:
         result["base_worst"] = worst_case(base_rows)
     if out is not None:
@@ -122,5 +135,5 @@ class _CallableModule(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-__all__ = ["AttackSpec", "LR_GRID", "RedTeamConfig", "adaptive_vs_plain", "build_suite", "ranked", "read_rows",
+__all__ = ["AttackSpec", "LR_GRID", "RedTeamConfig", "plan", "adaptive_vs_plain", "build_suite", "ranked", "read_rows",
            "redteam", "run_spec", "run_suite", "Target", "worst_case", "write_report"]

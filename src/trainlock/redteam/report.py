@@ -29,9 +29,48 @@ def worst_case(rows: list[dict]) -> dict | None:
     return {k: r.get(k) for k in ("attack", "config", "accuracy", "steps_to_target", "diverged", "key")}
 
 
-def adaptive_vs_plain(rows: list[dict]) -> dict:
-    """Best adaptive (with transforms) and best plain run, and whether adaptive beats every plain one."""
+def _fastest(rows: list[dict]) -> int | None:
+    """The fewest steps to target over completed runs (distillation steps included), None if none reached it."""
+    steps = [r["steps_to_target"] + (r["distill"]["steps"] if r.get("distill") else 0)
+             for r in rows if r.get("accuracy") is not None and r.get("steps_to_target") is not None]
+    return min(steps) if steps else None
+
+
+def _best_of(rows: list[dict]) -> dict | None:
     top = ranked(rows)
+    if not top:
+        return None
+    r = top[0]
+    return {"attack": r["attack"], "accuracy": r["accuracy"], "config": r["config"],
+            "steps_to_target": _fastest(rows)}
+
+
+def _ratio(a: int | None, b: int | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def headline(rows: list[dict], base_rows: list[dict] | None = None) -> dict:
+    """The report's first table as data: the attacker's best from the released weights ("locked"), from
+    scratch, and (with base rows) from the unlocked base; the advantages locked - scratch and base - scratch;
+    the fewest steps to target of each and the ratios locked / base and locked / scratch (how much longer
+    the attacker needs; None where a target was not reached)."""
+    released = [r for r in rows if r.get("config", {}).get("init", "released") != "scratch"]
+    scratch_rows = [r for r in rows if r.get("config", {}).get("init") == "scratch"]
+    base_released = [r for r in base_rows or [] if r.get("config", {}).get("init", "released") != "scratch"]
+    locked, scratch = _best_of(released), _best_of(scratch_rows)
+    base = _best_of(base_released) if base_rows else None
+    adv = lambda a, b: None if a is None or b is None else a["accuracy"] - b["accuracy"]  # noqa: E731
+    st = lambda x: None if x is None else x["steps_to_target"]  # noqa: E731
+    return {"locked": locked, "scratch": scratch, "base": base, "advantage": adv(locked, scratch),
+            "base_advantage": adv(base, scratch), "worst": worst_case(rows),
+            "compute_ratio_vs_base": _ratio(st(locked), st(base)),
+            "compute_ratio_vs_scratch": _ratio(st(locked), st(scratch))}
+
+
+def adaptive_vs_plain(rows: list[dict]) -> dict:
+    """Best adaptive (with transforms) and best plain run on the released weights, and whether adaptive beats
+    every plain one (from-scratch runs are neither)."""
+    top = [r for r in ranked(rows) if r.get("config", {}).get("init", "released") == "released"]
     adaptive = next((r for r in top if r.get("adaptive")), None)
     plain = next((r for r in top if not r.get("adaptive")), None)
     beats = adaptive is not None and (plain is None or _rank(adaptive) < _rank(plain))
@@ -49,9 +88,25 @@ def write_report(out: Path, title: str, rows: list[dict], base_rows: list[dict] 
     worst = worst_case(rows)
     cmp_ = adaptive_vs_plain(rows)
     lines = [f"# Red team: {title}", ""]
+    head = headline(rows, base_rows)
     if worst is None:
         lines.append("No run completed.")
     else:
+        f = lambda x: "-" if x is None else f"{x['accuracy']:.4f}"  # noqa: E731
+        g = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
+        stt = lambda x: "-" if x is None else _fmt_steps(x["steps_to_target"])  # noqa: E731
+        lk, sc, bs = head["locked"], head["scratch"], head["base"]
+        lines += ["| attack task | base | locked | scratch | locked - scratch | base - scratch | worst attack | "
+                  "steps to target (base / locked / scratch) | compute locked / base | locked / scratch |",
+                  "|---|---|---|---|---|---|---|---|---|---|",
+                  f"| {title} | {f(bs)} | {f(lk)} | {f(sc)} | {g(head['advantage'], '+.4f')} | "
+                  f"{g(head['base_advantage'], '+.4f')} | `{worst['attack']}` | {stt(bs)} / {stt(lk)} / {stt(sc)} | "
+                  f"{g(head['compute_ratio_vs_base'], '.2f')} | {g(head['compute_ratio_vs_scratch'], '.2f')} |", "",
+                  "base / locked: the best accuracy any attack in the suite reached from those weights (distillation "
+                  "counts as an attack on the locked model); scratch: the best from the same architecture "
+                  "re-initialized, over the same optimizers and learning rates. A lock leaves the attacker no "
+                  "advantage when locked - scratch is about 0; it matters only where base - scratch is large. "
+                  "Steps to target: the fewest over the suite (distillation steps included).", ""]
         div = f" (diverged; last good state: {worst['diverged']})" if worst["diverged"] else ""
         lines.append(f"**Worst case: `{worst['attack']}` reaches accuracy {worst['accuracy']:.4f}; steps to "
                      f"target {worst['config']['target_accuracy']:g}: {_fmt_steps(worst['steps_to_target'])}**{div}")
@@ -68,14 +123,15 @@ def write_report(out: Path, title: str, rows: list[dict], base_rows: list[dict] 
         lines.append(f"Best adaptive attack: {show(cmp_['best_adaptive'])}; best plain optimizer: "
                      f"{show(cmp_['best_plain'])}. An adaptive attack beats every plain optimizer: **{yes}**.")
     lines += ["", "## Every run, strongest first", "",
-              "| # | attack | accuracy | steps to target | authorized after transform | diverged | s |",
-              "|---|---|---|---|---|---|---|"]
+              "| # | attack | accuracy | steps to target | authorized after transform | diverged | insider | s |",
+              "|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(ranked(rows), 1):
         auth = r.get("authorized_after_transform")
         auth = "" if auth is None else f"{auth:.4f}"
         div = "yes" if r.get("diverged") else ""
+        ins = "yes" if r.get("insider") else ""
         lines.append(f"| {i} | `{r['attack']}` | {r['accuracy']:.4f} | {_fmt_steps(r.get('steps_to_target'))} | "
-                     f"{auth} | {div} | {r.get('wall_s', 0):.1f} |")
+                     f"{auth} | {div} | {ins} | {r.get('wall_s', 0):.1f} |")
     certified = [r for r in ranked(rows) if r.get("certificates_after")]
     if certified:
         lines += ["", "## The lock's certificates after each attack", "",

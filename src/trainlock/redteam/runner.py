@@ -100,8 +100,19 @@ def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None
     """
     t0 = time.perf_counter()
     row = {"key": spec.key(), "attack": spec.name, "config": spec.to_dict(), "seed": spec.seed,
-           "adaptive": bool(spec.transforms), "skipped": None, "diverged": None, "notes": []}
-    m = clone_model(model)
+           "adaptive": bool(spec.transforms), "insider": spec.insider, "skipped": None, "diverged": None,
+           "notes": []}
+    if spec.init == "scratch":
+        from ..attacks.scratch import reinitialized
+
+        m, locks = reinitialized(model, spec.seed), None  # the baseline: no released weight, no lock to watch
+    elif spec.init == "distill":
+        from ..attacks.distill import DistillConfig, distill
+
+        m, info = distill(model, DistillConfig(steps=spec.distill_steps, seed=spec.seed), task, device)
+        row["distill"], locks = info, None
+    else:
+        m = clone_model(model)
     retain = _adapted(m, retain)
     ctx = TransformContext(sample=None if retain is None else retain.x_train[:256],
                            lock_meta=getattr(model, "trainlock_lock", None), seed=spec.seed)
@@ -115,7 +126,7 @@ def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None
         m = out.model
         folds.append(out.fold)
         row["notes"].append(f"{name}: {out.note}" if out.note else name)
-    if retain is not None:
+    if retain is not None and spec.init != "scratch":
         row["authorized_after_transform"] = accuracy(m, retain.x_test, retain.y_test)
     train_task = task
     if spec.data == "backdoor" and not _adapted(m, task).x_train.is_floating_point():
@@ -143,6 +154,7 @@ def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None
         accuracy=accuracy(trained, final_task.x_test, final_task.y_test), accuracy_before_fold=res.accuracy,
         curve=res.curve, evals=[list(e) for e in res.evals], steps_to_target=res.steps_to_target,
         steps=res.steps, diverged=res.diverged, wall_s=time.perf_counter() - t0,
+        cost_steps=res.steps + (row["distill"]["steps"] if "distill" in row else 0),
     )
     if retain is not None:
         row["authorized_after_attack"] = accuracy(trained, retain.x_test, retain.y_test)

@@ -13,7 +13,9 @@ from ..optimizers import OPTIMIZERS
 from ..train import LoopConfig
 
 DATA_MODES = ("clean", "backdoor")
-_ADDED = {"schedule": "step"}  # field: default, for fields added after results directories existed
+INITS = ("released", "scratch", "distill")
+# field: default, for fields added after results directories existed (their keys must not change)
+_ADDED = {"schedule": "step", "init": "released", "distill_steps": 500}
 
 
 @dataclass
@@ -28,6 +30,8 @@ class AttackSpec:
     batch_size: int = 64
     lr_gamma: float | None = None  # step-LR decay per epoch
     schedule: str = "step"  # or "linear" (the paper's text setting); see LoopConfig
+    init: str = "released"  # released weights; scratch: re-initialized (the baseline); distill: a fresh student
+    distill_steps: int = 500  # init="distill": steps distilling the released model's logits (counted in the cost)
     head: str = "auto"  # auto | keep | reset
     data: str = "clean"  # clean | backdoor (poisoned training split, attack success rate reported)
     seed: int = 0
@@ -38,15 +42,25 @@ class AttackSpec:
         self.transforms = tuple((str(n), dict(o)) for n, o in self.transforms)
         if self.data not in DATA_MODES:
             raise ValueError(f"data must be one of {DATA_MODES}, got {self.data!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.init != "released" and self.transforms:
+            raise ValueError(f"init={self.init!r} starts from fresh weights: weight-space transforms do not apply")
 
     @property
     def name(self) -> str:
-        """Readable name: transforms, then optimizer and lr, e.g. 'rescale+adam@0.001'."""
+        """Readable name: transforms, then optimizer and lr, e.g. 'rescale+adam@0.001', 'scratch:sgd@0.01'."""
         parts = [n + ("" if not o else "(" + ",".join(f"{k}={v}" for k, v in sorted(o.items())) + ")")
                  for n, o in self.transforms]
         extra = "" if self.head == "auto" else f"[head={self.head}]"
         extra += "" if self.data == "clean" else f"[{self.data}]"
-        return "+".join(parts + [f"{self.optimizer}@{self.lr:g}"]) + extra
+        pre = "" if self.init == "released" else f"{self.init}:"
+        return pre + "+".join(parts + [f"{self.optimizer}@{self.lr:g}"]) + extra
+
+    @property
+    def insider(self) -> bool:
+        """Reads the lock's private record (e.g. sv-clip with use_record): not what a real attacker has."""
+        return any(o.get("use_record") for _, o in self.transforms)
 
     def key(self) -> str:
         """Stable identity for resuming: a hash of the sorted JSON (fields added since 0.1 count only when

@@ -1,9 +1,19 @@
-"""The default suite, in priority order (a budget keeps the head of the list).
+"""The suite, planned in stages so that a budget cut keeps the strongest plain attacks whatever its size.
 
-1. the foundation's plain attacks (adam 1e-3, sgd 1e-2), so the worst case includes them;
-2. every adaptive weight-space transform followed by adam 1e-3;
-3. a learning-rate grid for every registered optimizer (log-spaced, as in the paper's Fig. 3/4);
-4. every transform followed by sgd 1e-2; a fresh head with adam; the backdoor data mode.
+1. coverage: the core optimizers (adam, sgd) over the core learning rates (1e-4, 1e-3, 1e-2, or
+   `--lrs`) on the released weights, and the same grid from scratch (the architecture
+   re-initialized: an attacker can always ignore the weights). Any budget of 2 x 2 x 3 = 12 runs or
+   more holds all of them, so the worst case is at least their best.
+2. probes: every other optimizer family over its own learning-rate grid, each run a quarter of the
+   step budget (successive halving's first rung).
+3. full runs: each probed family at the learning rate its probes found best, with the whole budget.
+4. adaptive: every weight-space transform followed by the two best (optimizer, learning rate) pairs
+   found so far, sv-clip reading the lock's private record (marked insider), distillation into a
+   fresh student, a fresh head, and the backdoor data mode.
+
+Stages 3 and 4 depend on results: `build_suite(cfg, rows)` plans with the rows at hand (before any,
+it assumes adam 1e-3 and sgd 1e-2 and the middle of each grid), and `redteam` re-plans after each
+stage. The budget counts runs in this order, probes included.
 """
 
 from __future__ import annotations
@@ -32,29 +42,76 @@ LR_GRID: dict[str, tuple[float, ...]] = {
     "kfac": (1e-3, 1e-2),
 }
 DEFAULT_LRS = (1e-3, 1e-2)  # for an optimizer registered without a grid here
+CORE = ("adam", "sgd")
+CORE_LRS = (1e-4, 1e-3, 1e-2)
+STAGES = ("coverage", "probes", "full", "adaptive")
 
 
-def build_suite(cfg: RedTeamConfig) -> list[AttackSpec]:
-    """The suite for `cfg`, deduplicated, in priority order, cut to `cfg.budget`."""
+def _best(rows: dict[str, dict], specs: list[AttackSpec]) -> AttackSpec | None:
+    """The spec whose row has the highest accuracy (None when none has finished)."""
+    done = [(rows[s.key()].get("accuracy"), i, s) for i, s in enumerate(specs) if s.key() in rows]
+    done = [d for d in done if d[0] is not None]
+    return max(done, key=lambda d: (d[0], -d[1]))[2] if done else None
+
+
+def plan(cfg: RedTeamConfig, rows: list[dict] | None = None, steps_per_run: int | None = None) -> list[tuple[str, AttackSpec]]:
+    """(stage, spec) in priority order, deduplicated and filtered by `cfg.include`, not cut to the budget.
+
+    `steps_per_run`: the step budget of one full run (for the probes' quarter); without it the probes are
+    full runs."""
+    done = {r["key"]: r for r in rows or ()}
     common = dict(epochs=cfg.loop.epochs, max_steps=cfg.loop.max_steps, batch_size=cfg.loop.batch_size,
                   seed=cfg.loop.seed, target_accuracy=cfg.target_accuracy, schedule=cfg.loop.schedule)
     optimizers = [OPTIMIZERS.get(o) and o for o in cfg.optimizers] or OPTIMIZERS.names()  # get() names the valid ones
     transforms = [TRANSFORMS.get(t) and t for t in cfg.transforms] or TRANSFORMS.names()
     if any(not lr > 0 for lr in cfg.lrs):
         raise ValueError(f"learning rates must be positive, got {list(cfg.lrs)}")
-    core = [o for o in ("adam", "sgd") if o in optimizers] or optimizers[:1]
-    first, second = (core + core)[:2]
-    lr_of = {"adam": 1e-3, "sgd": 1e-2}
-    specs = [AttackSpec(o, lr_of.get(o, 1e-3), **common) for o in dict.fromkeys(core)]
-    specs += [AttackSpec(first, lr_of.get(first, 1e-3), transforms=((t, {}),), **common) for t in transforms]
-    for opt in optimizers:
-        specs += [AttackSpec(opt, lr, **common) for lr in (cfg.lrs or LR_GRID.get(opt, DEFAULT_LRS))]
-    specs += [AttackSpec(second, lr_of.get(second, 1e-3), transforms=((t, {}),), **common) for t in transforms]
-    specs += [AttackSpec(first, lr_of.get(first, 1e-3), head="reset", **common),
-              AttackSpec(first, lr_of.get(first, 1e-3), data="backdoor", **common)]
-    seen, out = set(), []
-    for s in specs:
+    core = [o for o in CORE if o in optimizers] or optimizers[:1]
+    core_lrs = tuple(cfg.lrs) or CORE_LRS
+    out: list[tuple[str, AttackSpec]] = []
+    coverage = [AttackSpec(o, lr, **common) for o in core for lr in core_lrs]
+    out += [("coverage", s) for s in coverage]
+    out += [("coverage", AttackSpec(o, lr, init="scratch", **common)) for o in core for lr in core_lrs]
+
+    others = [o for o in optimizers if o not in core]
+    probe_steps = max(1, steps_per_run // 4) if steps_per_run else None
+    full: list[AttackSpec] = []
+    for opt in others:
+        grid = tuple(cfg.lrs) or LR_GRID.get(opt, DEFAULT_LRS)
+        if probe_steps is None or len(grid) == 1:
+            full += [AttackSpec(opt, lr, **common) for lr in grid]
+            continue
+        probes = [AttackSpec(opt, lr, **{**common, "max_steps": probe_steps}) for lr in grid]
+        out += [("probes", s) for s in probes]
+        best = _best(done, probes)
+        full.append(AttackSpec(opt, best.lr if best else grid[len(grid) // 2], **common))
+    out += [("full", s) for s in full]
+
+    plain = coverage + full
+    ranked = sorted((s for s in plain if done.get(s.key(), {}).get("accuracy") is not None),
+                    key=lambda s: -done[s.key()]["accuracy"])
+    tops = ranked[:2] or [AttackSpec(o, {"adam": 1e-3, "sgd": 1e-2}.get(o, 1e-3), **common) for o in core]
+    for t in transforms:
+        out += [("adaptive", AttackSpec(s.optimizer, s.lr, transforms=((t, {}),), **common)) for s in tops]
+    first = tops[0]
+    if "reinit" in transforms:  # beside the head (the default): the last block, the two most inflated layers
+        out += [("adaptive", AttackSpec(first.optimizer, first.lr, transforms=(("reinit", o),), **common))
+                for o in ({"what": "last", "n": 1}, {"what": "inflated", "n": 2})]
+    if "sv-clip" in transforms:  # the insider variant, marked as such in the reports
+        out.append(("adaptive", AttackSpec(first.optimizer, first.lr, transforms=(("sv-clip", {"use_record": True}),),
+                                           **common)))
+    out += [("adaptive", AttackSpec(first.optimizer, first.lr, init="distill", **common)),
+            ("adaptive", AttackSpec(first.optimizer, first.lr, head="reset", **common)),
+            ("adaptive", AttackSpec(first.optimizer, first.lr, data="backdoor", **common))]
+    seen, kept = set(), []
+    for stage, s in out:
         if s.key() not in seen and (not cfg.include or any(i in s.name for i in cfg.include)):
             seen.add(s.key())
-            out.append(s)
-    return out[: cfg.budget] if cfg.budget else out
+            kept.append((stage, s))
+    return kept
+
+
+def build_suite(cfg: RedTeamConfig, rows: list[dict] | None = None, steps_per_run: int | None = None) -> list[AttackSpec]:
+    """The planned suite (see `plan`), cut to `cfg.budget`."""
+    specs = [s for _, s in plan(cfg, rows, steps_per_run)]
+    return specs[: cfg.budget] if cfg.budget else specs

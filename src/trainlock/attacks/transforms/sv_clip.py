@@ -1,10 +1,12 @@
 """`sv-clip`: clip every lockable weight's singular values back to a pre-lock level.
 
-SpecDef inflates the top singular values of every Linear/Conv weight. An attacker who knows the
-lock's recorded summary (`lock_meta["sigma_before"]["layers"][name][0]`, the pre-lock sigma_max
-of that weight) clips the spectrum there; without it, the threshold comes from the matrix's own
-spectrum: `spread` (default 3) times its median singular value, i.e. the spectrum is re-normalized
-toward typical statistics of an unlocked weight, where the top value is a small multiple of the bulk.
+SpecDef inflates the top singular values of every Linear/Conv weight. The blind attack (the default:
+what a real attacker has is the released weights) takes the threshold from the matrix's own spectrum:
+`spread` (default 3) times its median singular value, i.e. the spectrum is re-normalized toward
+typical statistics of an unlocked weight, where the top value is a small multiple of the bulk. The
+insider variant (`use_record=True`) reads the lock's private record
+(`lock_meta["sigma_before"]["layers"][name][0]`, the pre-lock sigma_max of that weight), which a
+released model must not carry (`trainlock release` strips it); reports mark such runs "insider".
 
 `mode="clip"`: W = U diag(min(s, tau)) V^T (only the inflated directions change).
 `mode="renorm"`: W *= tau / sigma_max when sigma_max > tau (the whole matrix shrinks).
@@ -45,7 +47,7 @@ class SVClip:
 
     function_preserving = False
 
-    def __init__(self, mode: str = "clip", spread: float = 3.0, use_record: bool = True):
+    def __init__(self, mode: str = "clip", spread: float = 3.0, use_record: bool = False):
         if mode not in MODES:
             raise ValueError(f"sv-clip: mode must be one of {MODES}, got {mode!r}")
         if not float(spread) > 0:
