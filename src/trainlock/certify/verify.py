@@ -385,6 +385,20 @@ def _check_conservation(report: VerifyReport, meta: dict) -> None:
             report.add("conservation", subject, r["measured"], r["required"], r["holds"], r["reason"])
 
 
+def _which_copy(report: VerifyReport, meta: dict) -> None:
+    """Say whether this is a public release or the owner's copy with its private record."""
+    rel = meta.get("release") or {}
+    if rel.get("public"):
+        report.add("release", "public copy", "public", None, True,
+                   f"a public release (private fields left out: {', '.join(rel.get('dropped') or []) or 'none'})")
+        return
+    private = [k for k in ("lock", "base", "train") if k in meta]
+    if private and meta.get("locks"):
+        report.add("release", "owner's copy", "private", None, True,
+                   f"the owner's copy: it holds private fields ({', '.join(private)}: e.g. the pre-lock spectrum an "
+                   f"insider attack reads); publish the copy `trainlock release` writes")
+
+
 def verify(model_dir: str | Path, model: nn.Module | None = None, public_key: str | Path | None = None) -> VerifyReport:
     """Check a model directory's weights, metadata and certificates; see the module docstring.
 
@@ -419,6 +433,7 @@ def verify(model_dir: str | Path, model: nn.Module | None = None, public_key: st
     stored = _stored_certificates(report, meta)
     _check_locks(report, tensors, meta, stored, model, path)
     _check_conservation(report, meta)
+    _which_copy(report, meta)
     if public_key is not None:
         _check_signature(report, path, public_key)
     return report

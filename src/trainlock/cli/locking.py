@@ -105,6 +105,32 @@ def cmd_verify(args) -> int:
     return 0 if report.ok else 1
 
 
+RELEASE_DESCRIPTION = ("Write what a model owner publishes: the same weights, the architecture, the certificates "
+                       "and the lock entries a third party re-checks with `trainlock verify`, and nothing that helps "
+                       "an attacker (no pre-lock spectrum, no lock history, no retain-task curve, no base path, no "
+                       "per-layer drift). MODEL_DIR, the owner's copy with the private record, is left as it is.")
+
+
+def add_release(p) -> None:
+    p.add_argument("model_dir", help="the owner's locked model directory (kept as it is)")
+    p.add_argument("--out", required=True, help="directory to write the public copy to")
+    p.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+
+
+def cmd_release(args) -> int:
+    from ..atomic import exclusive
+    from ..io.release import release
+
+    check_output_dir(args.out, [args.model_dir], args.overwrite)
+    with exclusive(args.out):
+        path, meta = release(args.model_dir, args.out)
+    dropped = meta["release"]["dropped"]
+    print(f"wrote the public copy {path}: the same weights, architecture, certificates and lock entries; left out: "
+          f"{', '.join(dropped) or 'nothing private was there'}")
+    print(f"check it with: trainlock verify {path}   (sign it with: trainlock sign {path} --key PRIVATE.pem)")
+    return 0
+
+
 def add_keygen(p) -> None:
     p.add_argument("--out", required=True, help="directory for private.pem and public.pem")
     p.add_argument("--overwrite", action="store_true", help="replace keys already there")
@@ -147,6 +173,8 @@ COMMANDS = [
     ("lock", "lock a saved model (SpecDef by default, any lock with --spec)", LOCK_DESCRIPTION, add_lock, cmd_lock),
     ("verify", "check a model directory's weights, metadata, certificates (and signature)", VERIFY_DESCRIPTION,
      add_verify, cmd_verify),
+    ("release", "write the public copy of a locked model (no private lock record)", RELEASE_DESCRIPTION, add_release,
+     cmd_release),
     ("keygen", "write an elliptic-curve key pair for signing releases", KEYGEN_DESCRIPTION, add_keygen, cmd_keygen),
     ("sign", "sign every file of a model directory with a private key", SIGN_DESCRIPTION, add_sign, cmd_sign),
 ]

@@ -1,0 +1,48 @@
+"""What a model owner publishes: `release(model_dir, out)` writes the public copy of a locked model.
+
+The owner's directory holds a private record: the pre-lock spectrum and the lock's history (what
+SpecDef's sigma_before and per-epoch logs are; the sv-clip attack's insider variant reads exactly
+that), the retain task's training curve and configuration, the base model's path, per-layer feature
+drift. The public copy keeps what a third party needs to load the model and re-check its claims:
+the same weights, the architecture (and, for transformers, config.json and the tokenizer), the
+certificates and the lock entries they are re-computed from (configurations and the post-lock values
+they compare against), the retained-accuracy summary (a claim: checking it needs the original model),
+the task and metrics. It is bound and hashed like any model directory, and marked
+`"release": {"public": true, ...}` so `verify` says which copy it holds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .artifacts import load, read_meta, record_hashes, save
+
+PRIVATE = ("lock", "base", "train", "attack")  # top-level fields dropped: lock history and spectra, paths, curves
+PRIVATE_CONSERVATION = ("feature_drift", "progress")  # per-layer drift points at the lock; progress is the loss curve
+
+
+def public_meta(meta: dict) -> dict:
+    """The metadata of the public copy (see the module docstring); `meta` is not modified."""
+    out = {k: v for k, v in meta.items() if k not in PRIVATE and k not in ("weights_sha256", "hashes")}
+    cons = out.get("conservation")
+    if isinstance(cons, dict):
+        out["conservation"] = {k: v for k, v in cons.items() if k not in PRIVATE_CONSERVATION}
+    dropped = sorted(k for k in meta if k in PRIVATE)
+    if isinstance(cons, dict):
+        dropped += [f"conservation.{k}" for k in PRIVATE_CONSERVATION if k in cons]
+    out["release"] = {"public": True, "dropped": dropped,
+                      "from_record_sha256": record_hashes(meta)["record"]}
+    return out
+
+
+def release(model_dir: str | Path, out: str | Path) -> tuple[Path, dict]:
+    """Write the public copy of `model_dir` to `out` (complete or not at all). Returns (out, its metadata)."""
+    meta = read_meta(model_dir)
+    if (meta.get("release") or {}).get("public"):
+        raise ValueError(f"{model_dir} is already a public release")
+    model, _ = load(model_dir)
+    if hasattr(model, "trainlock_lock"):
+        model.trainlock_lock = None  # save() would otherwise write the private lock summary back
+    pub = public_meta(meta)
+    path = save(model, out, pub)
+    return path, read_meta(path)
