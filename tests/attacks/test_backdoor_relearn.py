@@ -168,3 +168,13 @@ def test_unlearn_and_relearn_leave_the_input_alone(tiny_base, digits):
     loop = res.config["loop"]
     assert loop["optimizer"] == "sgd" and loop["lr"] == 0.1 and loop["epochs"] == 1
     assert all(torch.equal(p, q) for p, q in zip(before, tiny_base.parameters()))
+
+
+def test_backdoor_calibrated_on_the_base_reaches_asr_09(tiny_base, digits_permuted):
+    from trainlock.attacks.backdoor import calibrate
+
+    ft = tl.FineTuneConfig(loop=tl.LoopConfig(optimizer="adam", lr=1e-2, max_steps=45, batch_size=32, device="cpu"))
+    cal = calibrate(tiny_base, ft, digits_permuted)
+    assert cal["calibrated"] and cal["asr_base"] >= 0.9, cal
+    assert cal["max_steps"] in (45, 90, 180) and cal["tried"][-1]["asr_base"] == cal["asr_base"]
+    assert all(t["asr_base"] < 0.9 for t in cal["tried"][:-1])  # the cheapest setting that works

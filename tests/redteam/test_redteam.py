@@ -192,7 +192,7 @@ def test_selection_and_lr_grid():
     suite = build_suite(RedTeamConfig(optimizers=("sgd",), transforms=(), lrs=(1e-8, 1e-5, 1e-3)))
     plain = [s.name for s in suite if not s.transforms and s.head == "auto" and s.data == "clean"]
     assert plain == ["sgd@1e-08", "sgd@1e-05", "sgd@0.001", "scratch:sgd@1e-08", "scratch:sgd@1e-05",
-                     "scratch:sgd@0.001", "distill:sgd@0.01"]  # before any result: sgd 1e-2
+                     "scratch:sgd@0.001", "distill:sgd@1e-05"]  # before any result: the grid middle
     from trainlock.registry import UnknownNameError
 
     with pytest.raises(UnknownNameError, match="valid: .*adam"):
@@ -277,3 +277,14 @@ def test_worst_case_covers_the_core_grid_and_scratch_whatever_the_budget(tiny_ba
     assert res["worst"]["accuracy"] >= best - 1e-9
     assert res["scratch"]["accuracy"] <= res["worst"]["accuracy"]
     assert res["advantage"] == pytest.approx(res["locked"]["accuracy"] - res["scratch"]["accuracy"])
+
+
+def test_backdoor_row_uses_the_setting_calibrated_on_the_base(locked, tiny_base, digits_permuted, tmp_path):
+    cfg = RedTeamConfig(loop=LoopConfig(max_steps=45, batch_size=32, device="cpu"), workers=0,
+                        include=("[backdoor]",), optimizers=("adam",), lrs=(1e-2,))
+    res = tl.redteam(locked, digits_permuted, cfg, out=tmp_path / "bd", base=tiny_base)
+    cal = res["backdoor_calibration"]
+    assert cal["calibrated"] and cal["asr_base"] >= 0.9
+    (row,) = res["runs"]
+    assert row["config"]["poison_fraction"] == cal["poison_fraction"] and row["config"]["max_steps"] == cal["max_steps"]
+    assert "Calibrated on the unlocked base" in (tmp_path / "bd" / "report.md").read_text()

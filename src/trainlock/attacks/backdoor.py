@@ -152,3 +152,31 @@ def backdoor_attack(model: nn.Module, ft_cfg: FineTuneConfig, task: Task, cfg: B
     run = finetune(model, ft_cfg, poisoned, progress=progress)
     after = backdoor_metrics(run.model, task, cfg)
     return {"before": before, "after": after, "run": run.to_dict(), "backdoor": cfg.to_dict()}
+
+
+def calibrate(base: nn.Module, ft_cfg: FineTuneConfig, task: Task, cfg: BackdoorConfig | None = None,
+              fractions: tuple[float, ...] = (0.1, 0.2, 0.3), step_factors: tuple[int, ...] = (1, 2, 4),
+              target_asr: float = 0.9) -> dict:
+    """The cheapest backdoor setting under which the unlocked `base` reaches `target_asr`: step budgets
+    (`ft_cfg`'s times each factor) in increasing order, poison fractions within each. A backdoor row judges a
+    lock only when the base itself learns the backdoor; otherwise "calibrated" is False and the strongest
+    setting tried is returned. Returns {"poison_fraction", "max_steps", "epochs", "asr_base", "calibrated",
+    "tried"}."""
+    import math
+
+    cfg = cfg or BackdoorConfig()
+    per_epoch = math.ceil(len(task.y_train) / ft_cfg.loop.batch_size)
+    budget = ft_cfg.loop.max_steps or per_epoch * ft_cfg.loop.epochs
+    tried = []
+    for factor in step_factors:
+        steps = budget * factor
+        loop = dataclasses.replace(ft_cfg.loop, max_steps=steps, epochs=math.ceil(steps / per_epoch))
+        for frac in fractions:
+            res = backdoor_attack(base, dataclasses.replace(ft_cfg, loop=loop), task,
+                                  dataclasses.replace(cfg, poison_fraction=frac))
+            tried.append({"poison_fraction": frac, "max_steps": steps, "epochs": loop.epochs, "asr_base": res["after"]["asr"],
+                          "clean_accuracy_base": res["after"]["clean_accuracy"]})
+            if res["after"]["asr"] >= target_asr:
+                return {**tried[-1], "calibrated": True, "target_asr": target_asr, "tried": tried}
+    best = max(tried, key=lambda t: t["asr_base"])
+    return {**best, "calibrated": False, "target_asr": target_asr, "tried": tried}

@@ -148,12 +148,18 @@ def cmd_redteam(args) -> int:
     else:
         steps = "not reached" if w["steps_to_target"] is None else w["steps_to_target"]
         print(f"worst case: {w['attack']} -> accuracy {w['accuracy']:.4f} on {args.task} (steps to target: {steps})")
-    if res.get("base_worst"):
-        print(f"unlocked base, same suite: {res['base_worst']['attack']} -> {res['base_worst']['accuracy']:.4f}")
+    acc = lambda x: "-" if x is None else f"{x['accuracy']:.4f} ({x['attack']})"  # noqa: E731
+    print(f"from the released weights: {acc(res['locked'])}; from scratch: {acc(res['scratch'])}"
+          + ("" if res["advantage"] is None else f"; attacker's advantage locked - scratch {res['advantage']:+.4f}"))
+    if res.get("base"):
+        print(f"unlocked base, same suite: {acc(res['base'])}"
+              + ("" if res["base_advantage"] is None else f"; base - scratch {res['base_advantage']:+.4f}"))
     c = res["comparison"]
     print(f"an adaptive attack beats every plain optimizer: {'yes' if c['adaptive_beats_every_plain'] else 'no'}")
     print(f"report: {out / 'report.md'}  rows: {out / 'runs.jsonl'}")
-    write_json(args.json, {"worst": w, "comparison": c, "base_worst": res.get("base_worst"), "runs": res["runs"]})
+    keys = ("worst", "locked", "scratch", "base", "advantage", "base_advantage", "compute_ratio_vs_base",
+            "compute_ratio_vs_scratch", "comparison", "base_worst", "runs")
+    write_json(args.json, {k: res.get(k) for k in keys})
     return 0
 
 

@@ -99,8 +99,11 @@ def redteam(
     device = cfg.loop.device
     target = Target(model, task, retain, locks, device)
     rows: list[dict] = []
+    calibration = None
     for upto in range(len(STAGES)):  # later stages are planned from the results of earlier ones
-        specs = [s for st, s in plan(cfg, rows, steps) if STAGES.index(st) <= upto]
+        if STAGES[upto] == "adaptive" and base is not None and task.x_train.is_floating_point():
+            calibration = _calibrate(base, task, cfg, plan(cfg, rows, steps), device)
+        specs = [s for st, s in plan(cfg, rows, steps, calibration) if STAGES.index(st) <= upto]
         specs = specs[: cfg.budget] if cfg.budget else specs
         rows = run_suite(target, specs, out, cfg.workers, progress)
     if cfg.search_trials:
@@ -119,10 +122,28 @@ def redteam(
               "runs": rows}
     if base_rows is not None:
         result["base_worst"] = worst_case(base_rows)
+    if calibration is not None:
+        result["backdoor_calibration"] = calibration
     if out is not None:
-        write_report(out, f"{getattr(task, 'name', 'task')}", rows, base_rows)
+        write_report(out, f"{getattr(task, 'name', 'task')}", rows, base_rows, calibration)
         write_text(out / "summary.json", json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
     return result
+
+
+def _calibrate(base: nn.Module, task: Task, cfg: RedTeamConfig, planned: list, device: str) -> dict | None:
+    """The backdoor setting the unlocked base learns (ASR >= 0.9) within the cheapest budget; None when the
+    suite has no backdoor run."""
+    from ..attacks.backdoor import calibrate
+
+    spec = next((s for st, s in planned if s.data == "backdoor"), None)
+    if spec is None:
+        return None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the suite's runs
+    try:
+        return calibrate(base, spec.finetune_config(device), task)
+    finally:
+        torch.set_num_threads(threads)
 
 
 class _CallableModule(types.ModuleType):

@@ -82,7 +82,8 @@ def _fmt_steps(v) -> str:
     return "not reached" if v is None else str(v)
 
 
-def write_report(out: Path, title: str, rows: list[dict], base_rows: list[dict] | None = None) -> Path:
+def write_report(out: Path, title: str, rows: list[dict], base_rows: list[dict] | None = None,
+                 calibration: dict | None = None) -> Path:
     """report.md (worst case first) plus lr_sweep.png; returns the report path."""
     out.mkdir(parents=True, exist_ok=True)
     worst = worst_case(rows)
@@ -144,7 +145,15 @@ def write_report(out: Path, title: str, rows: list[dict], base_rows: list[dict] 
             lines.append(f"| `{r['attack']}` | {r['accuracy']:.4f} | {held} | {first} |")
     poisoned = [r for r in rows if r.get("backdoor_after")]
     if poisoned:
-        lines += ["", "## Backdoor injection (poisoned fine-tuning)", "",
+        if calibration is None:
+            cal = ("Not calibrated (no unlocked base given): the row says nothing unless the base learns the backdoor "
+                   "under the same setting.")
+        else:
+            ok = "reaches" if calibration["calibrated"] else "does NOT reach"
+            cal = (f"Calibrated on the unlocked base: poison fraction {calibration['poison_fraction']:g}, "
+                   f"{calibration['max_steps']} steps; the base {ok} ASR {calibration['target_asr']:g} "
+                   f"({calibration['asr_base']:.3f}).")
+        lines += ["", "## Backdoor injection (poisoned fine-tuning)", "", cal, "",
                   "| attack | clean acc before | clean F1 before | ASR before | clean acc after | clean F1 after | ASR after |",
                   "|---|---|---|---|---|---|---|"]
         for r in poisoned:

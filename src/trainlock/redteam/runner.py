@@ -136,7 +136,7 @@ def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None
     if spec.data == "backdoor":
         from ..attacks.backdoor import BackdoorConfig, backdoor_metrics, poison
 
-        bd = BackdoorConfig(seed=spec.seed)
+        bd = BackdoorConfig(seed=spec.seed, poison_fraction=spec.poison_fraction)
         train_task = poison(_adapted(m, task), bd)
         row["backdoor_before"] = backdoor_metrics(m, _adapted(m, task), bd)
     monitor = None

@@ -15,7 +15,7 @@ from ..train import LoopConfig
 DATA_MODES = ("clean", "backdoor")
 INITS = ("released", "scratch", "distill")
 # field: default, for fields added after results directories existed (their keys must not change)
-_ADDED = {"schedule": "step", "init": "released", "distill_steps": 500}
+_ADDED = {"schedule": "step", "init": "released", "distill_steps": 500, "poison_fraction": 0.1}
 
 
 @dataclass
@@ -32,6 +32,7 @@ class AttackSpec:
     schedule: str = "step"  # or "linear" (the paper's text setting); see LoopConfig
     init: str = "released"  # released weights; scratch: re-initialized (the baseline); distill: a fresh student
     distill_steps: int = 500  # init="distill": steps distilling the released model's logits (counted in the cost)
+    poison_fraction: float = 0.1  # data="backdoor": fraction of the training split poisoned
     head: str = "auto"  # auto | keep | reset
     data: str = "clean"  # clean | backdoor (poisoned training split, attack success rate reported)
     seed: int = 0

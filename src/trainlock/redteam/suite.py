@@ -54,11 +54,13 @@ def _best(rows: dict[str, dict], specs: list[AttackSpec]) -> AttackSpec | None:
     return max(done, key=lambda d: (d[0], -d[1]))[2] if done else None
 
 
-def plan(cfg: RedTeamConfig, rows: list[dict] | None = None, steps_per_run: int | None = None) -> list[tuple[str, AttackSpec]]:
+def plan(cfg: RedTeamConfig, rows: list[dict] | None = None, steps_per_run: int | None = None,
+         backdoor: dict | None = None) -> list[tuple[str, AttackSpec]]:
     """(stage, spec) in priority order, deduplicated and filtered by `cfg.include`, not cut to the budget.
 
     `steps_per_run`: the step budget of one full run (for the probes' quarter); without it the probes are
-    full runs."""
+    full runs. `backdoor`: a calibration (`attacks.backdoor.calibrate` on the unlocked base) whose poison
+    fraction and step budget the backdoor run uses."""
     done = {r["key"]: r for r in rows or ()}
     common = dict(epochs=cfg.loop.epochs, max_steps=cfg.loop.max_steps, batch_size=cfg.loop.batch_size,
                   seed=cfg.loop.seed, target_accuracy=cfg.target_accuracy, schedule=cfg.loop.schedule)
@@ -90,7 +92,12 @@ def plan(cfg: RedTeamConfig, rows: list[dict] | None = None, steps_per_run: int 
     plain = coverage + full
     ranked = sorted((s for s in plain if done.get(s.key(), {}).get("accuracy") is not None),
                     key=lambda s: -done[s.key()]["accuracy"])
-    tops = ranked[:2] or [AttackSpec(o, {"adam": 1e-3, "sgd": 1e-2}.get(o, 1e-3), **common) for o in core]
+    usual = {"adam": 1e-3, "sgd": 1e-2}  # before any result: the usual rate when the grid has it, else its middle
+
+    def default_lr(o: str) -> float:
+        return usual[o] if usual.get(o) in core_lrs else core_lrs[len(core_lrs) // 2]
+
+    tops = ranked[:2] or [AttackSpec(o, default_lr(o), **common) for o in core]
     for t in transforms:
         out += [("adaptive", AttackSpec(s.optimizer, s.lr, transforms=((t, {}),), **common)) for s in tops]
     first = tops[0]
@@ -102,13 +109,20 @@ def plan(cfg: RedTeamConfig, rows: list[dict] | None = None, steps_per_run: int 
                                            **common)))
     out += [("adaptive", AttackSpec(first.optimizer, first.lr, init="distill", **common)),
             ("adaptive", AttackSpec(first.optimizer, first.lr, head="reset", **common)),
-            ("adaptive", AttackSpec(first.optimizer, first.lr, data="backdoor", **common))]
+            ("adaptive", _backdoor(first, common, backdoor))]
     seen, kept = set(), []
     for stage, s in out:
         if s.key() not in seen and (not cfg.include or any(i in s.name for i in cfg.include)):
             seen.add(s.key())
             kept.append((stage, s))
     return kept
+
+
+def _backdoor(first: AttackSpec, common: dict, cal: dict | None) -> AttackSpec:
+    if not cal:
+        return AttackSpec(first.optimizer, first.lr, data="backdoor", **common)
+    per = dict(common, max_steps=cal["max_steps"], epochs=cal["epochs"])
+    return AttackSpec(first.optimizer, first.lr, data="backdoor", poison_fraction=cal["poison_fraction"], **per)
 
 
 def build_suite(cfg: RedTeamConfig, rows: list[dict] | None = None, steps_per_run: int | None = None) -> list[AttackSpec]:
