@@ -288,3 +288,15 @@ def test_backdoor_row_uses_the_setting_calibrated_on_the_base(locked, tiny_base,
     (row,) = res["runs"]
     assert row["config"]["poison_fraction"] == cal["poison_fraction"] and row["config"]["max_steps"] == cal["max_steps"]
     assert "Calibrated on the unlocked base" in (tmp_path / "bd" / "report.md").read_text()
+
+
+def test_search_curve_for_locked_and_base(locked, tiny_base, digits_permuted, tmp_path):
+    pytest.importorskip("optuna")
+    from trainlock.redteam.report import best_so_far
+
+    cfg = RedTeamConfig(loop=LoopConfig(max_steps=5, batch_size=32, device="cpu"), workers=0, budget=1,
+                        search_trials=3)
+    res = tl.redteam(locked, digits_permuted, cfg, out=tmp_path / "s", base=tiny_base)
+    curve = best_so_far(res["runs"])
+    assert len(curve) == 3 and curve == sorted(curve)
+    assert (tmp_path / "s" / "search.png").is_file() and "best accuracy so far" in (tmp_path / "s" / "report.md").read_text()

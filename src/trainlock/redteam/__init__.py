@@ -112,8 +112,11 @@ def redteam(
         rows += search(model, task, cfg, out, retain, progress)
     base_rows = None
     if base is not None:
-        base_rows = run_suite(Target(base, task, retain, None, device), specs, None if out is None else out / "base",
-                              cfg.workers, progress)  # the same attacks as the locked model got
+        base_out = None if out is None else out / "base"
+        base_rows = run_suite(Target(base, task, retain, None, device), specs, base_out, cfg.workers,
+                              progress)  # the same attacks as the locked model got
+        if cfg.search_trials:
+            base_rows += search(base, task, cfg, base_out, retain, progress)
     head = headline(rows, base_rows)
     result = {"worst": worst_case(rows), "locked": head["locked"], "scratch": head["scratch"], "base": head["base"],
               "advantage": head["advantage"], "base_advantage": head["base_advantage"],

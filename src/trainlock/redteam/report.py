@@ -168,6 +168,9 @@ def write_report(out: Path, title: str, rows: list[dict], base_rows: list[dict] 
     if errors:
         lines += ["", "## Runs that raised an error", ""]
         lines += [f"- `{r['attack']}`: {r['error']}" for r in errors]
+    curve = search_plot(rows, out / "search.png", base_rows)
+    if curve:
+        lines += ["", "## Adaptive search: best accuracy so far per trial", "", f"![search]({curve.name})"]
     plot = lr_plot(rows, out / "lr_sweep.png", base_rows)
     if plot:
         lines += ["", "## Accuracy versus learning rate (plain optimizers)", "", f"![lr sweep]({plot.name})"]
@@ -215,6 +218,42 @@ def lr_plot(rows: list[dict], path: Path, base_rows: list[dict] | None = None) -
     axes.flat[0].legend(fontsize=7, loc="lower left")
     fig.supxlabel("learning rate", fontsize=9)
     fig.supylabel("test accuracy after fine-tuning", fontsize=9)
+    fig.tight_layout()
+    with writing_file(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return path
+
+
+def best_so_far(rows: list[dict]) -> list[float]:
+    """The running maximum of accuracy over the search's trials, in trial order (a failed trial counts 0)."""
+    out, best = [], 0.0
+    for r in rows:
+        if r.get("search"):
+            best = max(best, r.get("accuracy") or 0.0)
+            out.append(best)
+    return out
+
+
+def search_plot(rows: list[dict], path: Path, base_rows: list[dict] | None = None) -> Path | None:
+    """Best accuracy so far versus trial, locked and base (TamperBench's curve); None without search rows."""
+    locked, base = best_so_far(rows), best_so_far(base_rows or [])
+    if not locked:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 2.8))
+    if base:
+        ax.plot(range(1, len(base) + 1), base, "x--", color="grey", label="base")
+    ax.plot(range(1, len(locked) + 1), locked, "o-", color="C3", label="locked")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("best accuracy so far")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     with writing_file(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120, format="png")

@@ -48,7 +48,7 @@ def search(model: nn.Module, task: Task, cfg: RedTeamConfig, out: Path | None, r
             transforms=() if transform == "none" else ((transform, {}),),
             head=trial.suggest_categorical("head", ["auto", "reset"]),
             epochs=cfg.loop.epochs, max_steps=cfg.loop.max_steps, batch_size=cfg.loop.batch_size, seed=cfg.loop.seed,
-            target_accuracy=cfg.target_accuracy,
+            target_accuracy=cfg.target_accuracy, schedule=cfg.loop.schedule,
         )
         trial.set_user_attr("key", spec.key())
         row = cache.get(spec.key())
