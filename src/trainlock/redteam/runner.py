@@ -109,7 +109,8 @@ def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None
     elif spec.init == "distill":
         from ..attacks.distill import DistillConfig, distill
 
-        m, info = distill(model, DistillConfig(steps=spec.distill_steps, seed=spec.seed), task, device)
+        m, info = distill(model, DistillConfig(steps=spec.distill_steps, batch_size=spec.batch_size, seed=spec.seed),
+                          task, device)
         row["distill"], locks = info, None
     else:
         m = clone_model(model)
