@@ -300,3 +300,13 @@ def test_search_curve_for_locked_and_base(locked, tiny_base, digits_permuted, tm
     curve = best_so_far(res["runs"])
     assert len(curve) == 3 and curve == sorted(curve)
     assert (tmp_path / "s" / "search.png").is_file() and "best accuracy so far" in (tmp_path / "s" / "report.md").read_text()
+
+
+def test_cli_lrs_are_numbers():
+    from trainlock.cli.common import config_from_args
+    from trainlock.cli.main import build_parser
+
+    args = build_parser(["redteam"]).parse_args(["redteam", "m", "--task", "t", "--lrs", "5e-5", "1e-3",
+                                                 "--optimizers", "adamw", "sgd"])
+    cfg = config_from_args(RedTeamConfig, args)
+    assert cfg.lrs == (5e-5, 1e-3) and cfg.optimizers == ("adamw", "sgd")

@@ -95,12 +95,12 @@ class RedTeamConfig:
     workers: int = option(2, "process pool size (0: in this process)")
     target_accuracy: float = option(0.7, "accuracy that defines steps_to_target")
     search_trials: int = option(0, "Optuna trials after the suite (resumable)")
-    include: tuple = option(factory=tuple, help="run only attacks whose name contains one of these (default: every attack)")
-    optimizers: tuple = option(factory=tuple, help="only these optimizers (default: every registered one)",
+    include: tuple[str, ...] = option(factory=tuple, help="run only attacks whose name contains one of these (default: every attack)")
+    optimizers: tuple[str, ...] = option(factory=tuple, help="only these optimizers (default: every registered one)",
                                choices=lambda: OPTIMIZERS.names())
-    transforms: tuple = option(factory=tuple, help="only these transforms (default: every registered one)",
+    transforms: tuple[str, ...] = option(factory=tuple, help="only these transforms (default: every registered one)",
                                choices=lambda: TRANSFORMS.names())
-    lrs: tuple = option(factory=tuple, help="one learning-rate grid for every optimizer, e.g. 1e-8 1e-7 1e-6 1e-5 "
+    lrs: tuple[float, ...] = option(factory=tuple, help="one learning-rate grid for every optimizer, e.g. 1e-8 1e-7 1e-6 1e-5 "
                                             "1e-4 1e-3 (paper Fig. 3; default: a grid per optimizer)")
 
     def __post_init__(self):
