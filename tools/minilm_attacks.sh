@@ -18,6 +18,6 @@ for task in bbc-news tweets-sentiment bb-epistemic; do
 done
 run redteam $T redteam "$LOCKED" --task bbc-news --out "$OUT/redteam-bbc-news" --workers 0 --max-steps 100 \
     --batch-size 16 --train-samples 2000 --test-samples 1000 --schedule linear --optimizers adamw sgd \
-    --lrs 5e-5 1e-4 1e-3 --transforms merge sv-clip temperature-reset --json "$OUT/redteam-bbc-news.json" \
+    --lrs 5e-5 1e-4 1e-3 --transforms merge sv-clip --json "$OUT/redteam-bbc-news.json" \
     > "$OUT/redteam-bbc-news.txt" 2>&1
 cat "$OUT/times.txt"
