@@ -16,8 +16,10 @@ for task in bbc-news tweets-sentiment bb-epistemic; do
   run "attack-$task-lora" $T attack "$LOCKED" --task $task --optimizer adamw --lr 5e-4 --weight-decay 0.01 --lora 8 \
       --scratch-lrs 1e-3 "${COMMON[@]}" --json "$OUT/attack-$task-lora.json" > "$OUT/attack-$task-lora.txt" 2>&1
 done
-run redteam $T redteam "$LOCKED" --task bbc-news --out "$OUT/redteam-bbc-news" --workers 0 --max-steps 100 \
-    --batch-size 16 --train-samples 2000 --test-samples 1000 --schedule linear --optimizers adamw sgd \
+# the red team: adamw over three rates on the released weights and from scratch, merge and sv-clip after the two
+# best, sv-clip insider, distillation, a fresh head (2 workers of one thread each; 100 steps per run)
+run redteam $T redteam "$LOCKED" --task bbc-news --out "$OUT/redteam-bbc-news" --workers 2 --max-steps 100 \
+    --batch-size 16 --train-samples 2000 --test-samples 1000 --schedule linear --optimizers adamw \
     --lrs 5e-5 1e-4 1e-3 --transforms merge sv-clip --json "$OUT/redteam-bbc-news.json" \
     > "$OUT/redteam-bbc-news.txt" 2>&1
 cat "$OUT/times.txt"
