@@ -310,3 +310,18 @@ def test_cli_lrs_are_numbers():
                                                  "--optimizers", "adamw", "sgd"])
     cfg = config_from_args(RedTeamConfig, args)
     assert cfg.lrs == (5e-5, 1e-3) and cfg.optimizers == ("adamw", "sgd")
+
+
+def test_headline_leaves_insider_runs_out_of_the_attackers_best():
+    from trainlock.redteam.report import headline
+
+    def row(key, acc, init="released", insider=False, steps=None):
+        return {"key": key, "attack": key, "accuracy": acc, "steps_to_target": steps, "insider": insider,
+                "config": {"init": init}}
+
+    rows = [row("a", 0.8, steps=40), row("b", 0.9, insider=True, steps=10), row("s", 0.3, init="scratch")]
+    base = [row("a", 0.95, steps=20)]
+    h = headline(rows, base)
+    assert h["locked"]["attack"] == "a" and h["worst"]["attack"] == "b"
+    assert h["advantage"] == pytest.approx(0.5) and h["base_advantage"] == pytest.approx(0.65)
+    assert h["compute_ratio_vs_base"] == pytest.approx(2.0) and h["compute_ratio_vs_scratch"] is None

@@ -50,11 +50,11 @@ def _ratio(a: int | None, b: int | None) -> float | None:
 
 
 def headline(rows: list[dict], base_rows: list[dict] | None = None) -> dict:
-    """The report's first table as data: the attacker's best from the released weights ("locked"), from
-    scratch, and (with base rows) from the unlocked base; the advantages locked - scratch and base - scratch;
+    """The report's first table as data: a real attacker's best from the released weights ("locked"; insider
+    runs, which read the lock's private record, are left out of it), from scratch, and (with base rows) from the unlocked base; the advantages locked - scratch and base - scratch;
     the fewest steps to target of each and the ratios locked / base and locked / scratch (how much longer
     the attacker needs; None where a target was not reached)."""
-    released = [r for r in rows if r.get("config", {}).get("init", "released") != "scratch"]
+    released = [r for r in rows if r.get("config", {}).get("init", "released") != "scratch" and not r.get("insider")]
     scratch_rows = [r for r in rows if r.get("config", {}).get("init") == "scratch"]
     base_released = [r for r in base_rows or [] if r.get("config", {}).get("init", "released") != "scratch"]
     locked, scratch = _best_of(released), _best_of(scratch_rows)
@@ -97,14 +97,15 @@ def write_report(out: Path, title: str, rows: list[dict], base_rows: list[dict] 
         g = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
         stt = lambda x: "-" if x is None else _fmt_steps(x["steps_to_target"])  # noqa: E731
         lk, sc, bs = head["locked"], head["scratch"], head["base"]
+        ins = " (insider)" if next((r for r in rows if r.get("key") == worst["key"]), {}).get("insider") else ""
         lines += ["| attack task | base | locked | scratch | locked - scratch | base - scratch | worst attack | "
                   "steps to target (base / locked / scratch) | compute locked / base | locked / scratch |",
                   "|---|---|---|---|---|---|---|---|---|---|",
                   f"| {title} | {f(bs)} | {f(lk)} | {f(sc)} | {g(head['advantage'], '+.4f')} | "
-                  f"{g(head['base_advantage'], '+.4f')} | `{worst['attack']}` | {stt(bs)} / {stt(lk)} / {stt(sc)} | "
+                  f"{g(head['base_advantage'], '+.4f')} | `{worst['attack']}`{ins} | {stt(bs)} / {stt(lk)} / {stt(sc)} | "
                   f"{g(head['compute_ratio_vs_base'], '.2f')} | {g(head['compute_ratio_vs_scratch'], '.2f')} |", "",
                   "base / locked: the best accuracy any attack in the suite reached from those weights (distillation "
-                  "counts as an attack on the locked model); scratch: the best from the same architecture "
+                  "counts as an attack on the locked model; insider runs do not); scratch: the best from the same architecture "
                   "re-initialized, over the same optimizers and learning rates. A lock leaves the attacker no "
                   "advantage when locked - scratch is about 0; it matters only where base - scratch is large. "
                   "Steps to target: the fewest over the suite (distillation steps included).", ""]
