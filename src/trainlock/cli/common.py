@@ -220,6 +220,7 @@ def add_subset_flags(p: argparse.ArgumentParser) -> None:
 
 def subset_task(task, args):
     """The task cut to --train-samples / --test-samples (seed 0: the same subset for every run)."""
-    if args.train_samples is None and args.test_samples is None:
+    n_train, n_test = getattr(args, "train_samples", None), getattr(args, "test_samples", None)
+    if n_train is None and n_test is None:
         return task
-    return task.subset(n_train=args.train_samples, n_test=args.test_samples, seed=0)
+    return task.subset(n_train=n_train, n_test=n_test, seed=0)

@@ -106,7 +106,6 @@ def cmd_eval(args) -> int:
 
     check_output_file(args.json)
     model, meta, name = load_with_task(args)
-    args.train_samples = None
     acc = evaluate(model, subset_task(tasks.get(name), args))
     print(f"{args.model_dir} on {name}: accuracy {acc:.4f}")
     write_json(args.json, {"accuracy": acc, "task": name})

@@ -102,6 +102,10 @@ def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None
     row = {"key": spec.key(), "attack": spec.name, "config": spec.to_dict(), "seed": spec.seed,
            "adaptive": bool(spec.transforms), "insider": spec.insider, "skipped": None, "diverged": None,
            "notes": []}
+    if spec.data == "backdoor" and not _adapted(model, task).x_train.is_floating_point():
+        row.update(skipped="backdoor: the patch trigger is for image and vector inputs; text (token) triggers are "
+                           "not implemented", wall_s=time.perf_counter() - t0)
+        return row  # before any copy, transform or evaluation
     if spec.init == "scratch":
         from ..attacks.scratch import reinitialized
 
@@ -130,10 +134,6 @@ def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None
     if retain is not None and spec.init != "scratch":
         row["authorized_after_transform"] = accuracy(m, retain.x_test, retain.y_test)
     train_task = task
-    if spec.data == "backdoor" and not _adapted(m, task).x_train.is_floating_point():
-        row.update(skipped="backdoor: the patch trigger is for image and vector inputs; text (token) triggers are "
-                           "not implemented", wall_s=time.perf_counter() - t0)
-        return row
     if spec.data == "backdoor":
         from ..attacks.backdoor import BackdoorConfig, backdoor_metrics, poison
 
