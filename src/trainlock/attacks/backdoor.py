@@ -9,8 +9,10 @@ of an image (N, C, H, W); for vector tasks (N, D) the last `size` features are s
 trigger is applied in the task's own input space, before any resizing to the model's input shape
 (the same path `finetune` takes for the poisoned training data).
 
-Text triggers (a prefix such as "☆☃☆" prepended to the prompt) are out of scope until trainlock has
-text tasks; only image and vector inputs are supported.
+Trigger "prefix" (text tasks, before tokenization): the string `text` (default "☆☃☆ ", the paper's
+Table 2 trigger) prepended to the first text of each poisoned example; the ASR encodes the triggered
+test texts with the model's own tokenizer. The poisoned rows replace clean ones (classic data poisoning),
+so the training split keeps its size.
 """
 
 from __future__ import annotations
@@ -22,17 +24,19 @@ import torch
 import torch.nn as nn
 
 from ..config import option, to_dict
-from ..tasks import Task, TaskDataError
+from ..tasks import Task, TaskDataError, TextTask, for_model
 from ..train import accuracy, predict
 from .finetune import FineTuneConfig, finetune, prepare
 
-TRIGGERS = ("patch",)
+TRIGGERS = ("patch", "prefix")
+TEXT_TRIGGER = "\u2606\u2603\u2606 "  # the paper's pentagram-snowman-pentagram prefix
 
 
 @dataclass
 class BackdoorConfig:
-    trigger: str = option("patch", "trigger kind; the only one so far is a patch (see the module docstring)")
+    trigger: str = option("patch", "patch (images, vectors) or prefix (text; see the module docstring)")
     size: int = option(3, "side of the square patch (images) or number of trailing features (vectors)")
+    text: str = option(TEXT_TRIGGER, "the prefix trigger's string")
     target: int = option(0, "the label a triggered input should get")
     poison_fraction: float = option(0.1, "fraction of training samples triggered and relabelled")
     seed: int = option(0, "picks which training samples are poisoned")
@@ -67,9 +71,34 @@ def apply_trigger(x: torch.Tensor, cfg: BackdoorConfig) -> torch.Tensor:
     return x
 
 
-def _check_target(task: Task, cfg: BackdoorConfig) -> None:
+def _check_target(task: Task | TextTask, cfg: BackdoorConfig) -> None:
     if not 0 <= cfg.target < task.num_classes:
         raise ValueError(f"target {cfg.target} is not a label of task {task.name!r} ({task.num_classes} classes)")
+    text = isinstance(task, TextTask)
+    if text != (cfg.trigger == "prefix"):
+        raise TaskDataError(f"the {cfg.trigger} trigger does not fit task {task.name!r}: use prefix for text tasks "
+                            f"(before tokenization), patch for images and vectors")
+
+
+def _poison_text(task: TextTask, cfg: BackdoorConfig, idx: torch.Tensor) -> TextTask:
+    texts, labels = list(task.texts_train), list(task.labels_train)
+    for i in idx.tolist():
+        texts[i], labels[i] = cfg.text + texts[i], cfg.target
+    return dataclasses.replace(
+        task, name=f"{task.name}-backdoor", texts_train=texts, labels_train=labels,
+        description=f"{task.description} with {len(idx)} training texts poisoned (prefix {cfg.text!r} -> "
+                    f"{task.label_names[cfg.target]})",
+        meta={**task.meta, "base": task.name, "backdoor": cfg.to_dict(), "poisoned_indices": idx.tolist()})
+
+
+def _triggered_text(task: TextTask, cfg: BackdoorConfig) -> TextTask:
+    """The test rows whose label is not the target, triggered (a training split of one row keeps encode happy)."""
+    keep = [i for i, y in enumerate(task.labels_test) if y != cfg.target]
+    pick = lambda xs: None if xs is None else [xs[i] for i in keep]  # noqa: E731
+    texts = [cfg.text + task.texts_test[i] for i in keep]
+    return dataclasses.replace(task, texts_test=texts, labels_test=pick(task.labels_test), pairs_test=pick(task.pairs_test),
+                               texts_train=texts[:1], labels_train=pick(task.labels_test)[:1],
+                               pairs_train=None if task.pairs_test is None else pick(task.pairs_test)[:1])
 
 
 def poison(task: Task, cfg: BackdoorConfig) -> Task:
@@ -77,9 +106,12 @@ def poison(task: Task, cfg: BackdoorConfig) -> Task:
     triggered and relabelled to `target`; the test split is the clean original.
     `meta["poisoned_indices"]` lists the poisoned training rows."""
     _check_target(task, cfg)
-    n = int(round(cfg.poison_fraction * len(task.y_train)))
-    idx = torch.randperm(len(task.y_train), generator=torch.Generator().manual_seed(cfg.seed))[:n]
+    size = len(task.labels_train) if isinstance(task, TextTask) else len(task.y_train)
+    n = int(round(cfg.poison_fraction * size))
+    idx = torch.randperm(size, generator=torch.Generator().manual_seed(cfg.seed))[:n]
     idx, _ = idx.sort()
+    if isinstance(task, TextTask):
+        return _poison_text(task, cfg, idx)
     x, y = task.x_train.clone(), task.y_train.clone()
     if n:
         x[idx] = apply_trigger(x[idx], cfg)
@@ -104,10 +136,15 @@ def attack_success_rate(model: nn.Module, task: Task, cfg: BackdoorConfig) -> fl
     """Fraction of the triggered test samples whose true label is not `target` that `model`
     predicts as `target` (NaN when every test label is the target)."""
     _check_target(task, cfg)
-    keep = task.y_test != cfg.target
-    if not bool(keep.any()):
-        return float("nan")
-    x = _fit_inputs(model, task, apply_trigger(task.x_test[keep], cfg))
+    if isinstance(task, TextTask):
+        if all(y == cfg.target for y in task.labels_test):
+            return float("nan")
+        x = for_model(_triggered_text(task, cfg), model).x_test
+    else:
+        keep = task.y_test != cfg.target
+        if not bool(keep.any()):
+            return float("nan")
+        x = _fit_inputs(model, task, apply_trigger(task.x_test[keep], cfg))
     logits = predict(model, x)
     hit = (logits.argmax(1) == cfg.target) & torch.isfinite(logits).all(1)
     return float(hit.float().mean())
@@ -131,10 +168,14 @@ def macro_f1(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def backdoor_metrics(model: nn.Module, task: Task, cfg: BackdoorConfig) -> dict:
     """Clean test accuracy, clean macro-F1 and attack success rate of `model` on `task`."""
-    x = _fit_inputs(model, task, task.x_test)
+    if isinstance(task, TextTask):
+        enc = for_model(task, model)
+        x, y = enc.x_test, enc.y_test
+    else:
+        x, y = _fit_inputs(model, task, task.x_test), task.y_test
     return {
-        "clean_accuracy": accuracy(model, x, task.y_test),
-        "clean_f1": macro_f1(model, x, task.y_test),
+        "clean_accuracy": accuracy(model, x, y),
+        "clean_f1": macro_f1(model, x, y),
         "asr": attack_success_rate(model, task, cfg),
     }
 

@@ -74,28 +74,63 @@ def cmd_compact(args) -> int:
 
 
 REPRODUCE_DESCRIPTION = (
-    "Writes results.json, table.md and PNGs. fig1: steps to converge vs kappa for GD and Nesterov, measured beside "
-    "theory. fig2: Appendix B.1's MLP, CNN and Transformer with the output layer's sigma_max scaled (Adam "
-    "iterations, Theorem 2.1 bound ratios: paper form, Remark A.3 top-k form, range-restricted form; 'inf' = "
-    "vacuous), then each Transformer weight W_Q/W_K/W_V/W_O/W_1/W_2 scaled in turn (Theorem 2.2: iterations, "
-    "lambda_max, bound ratios where a block can be bounded).")
+    "Writes results.json (every run: config, seed, curve, metrics, wall time; resumable: a rerun skips finished "
+    "runs and reuses trained models), table.md (the paper's numbers beside ours, the from-scratch baseline, the red "
+    "team's worst case, and a verdict per row) and PNGs into --out.\n\n"
+    "fig1: steps to converge vs kappa for GD and Nesterov, measured beside theory.\nfig2: Appendix B.1's MLP, CNN and "
+    "Transformer with the output layer's sigma_max scaled (Theorem 2.1 ratios), then each Transformer weight scaled "
+    "in turn (Theorem 2.2).\n{tables}\n\n"
+    "--quick (the default for the tables and fig3/fig4) sizes each for 2 CPU cores, about 15 minutes at most "
+    "(narrower models, subsets, fewer epochs; the table's header says which); --full is the paper's scale, for a GPU "
+    "(--device cuda). Offline data: run `trainlock fetch bigbench` once (CIFAR-10, the pair tasks, benign questions) "
+    "and `make text-models` for MiniLM / SmolLM2.")
+
+
+def _reproduction_lines() -> str:
+    from ..paper.repro import REPRODUCTIONS
+
+    return "\n".join(f"{name}: {desc}." for name, (_, desc) in REPRODUCTIONS.items())
 
 
 def add_reproduce(p) -> None:
-    p.add_argument("figure", choices=["fig1", "fig2"],
-                   help="fig1: GD/Nesterov on quadratics; fig2: small nets (Theorem 2.1) "
-                        "and each Transformer weight scaled in turn (Theorem 2.2)")
-    p.add_argument("--out", default=None, help="output directory (default: runs/FIGURE)")
-    p.add_argument("--quick", action="store_true",
-                   help="fewer kappas / scales / iterations (fig1: seconds; fig2: about a minute)")
+    import argparse
+    import textwrap
+
+    from ..paper.repro import REPRODUCTIONS
+
+    text = REPRODUCE_DESCRIPTION.format(tables=_reproduction_lines())
+    p.description = "\n".join(textwrap.fill(par, 100, subsequent_indent="  " if ":" in par[:16] else "")
+                               for par in text.split("\n"))
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("figure", metavar="NAME", choices=["fig1", "fig2", *REPRODUCTIONS],
+                   help=f"what to reproduce: fig1, fig2, {', '.join(REPRODUCTIONS)}")
+    p.add_argument("--out", default=None, help="output directory (default: runs/reproduce/NAME)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", default=None,
+                      help="2-CPU-core sizes (default for the tables and fig3/fig4; fig1/fig2: fewer points)")
+    size.add_argument("--full", dest="quick", action="store_false", help="the paper's scale (a GPU for the tables)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto (CUDA when present; default)")
 
 
 def cmd_reproduce(args) -> int:
-    from ..paper.reproduce import run
+    out = args.out or f"runs/reproduce/{args.figure}"
+    if args.figure in ("fig1", "fig2"):
+        from ..paper.reproduce import run
 
-    out = args.out or f"runs/{args.figure}"
-    res = run(args.figure, Path(out), quick=args.quick)
-    print(f"{args.figure}: {len(res['rows'])} rows -> {out} (results.json, table.md, {', '.join(res['plots'])})")
+        res = run(args.figure, Path(out), quick=bool(args.quick))
+        print(f"{args.figure}: {len(res['rows'])} rows -> {out} (results.json, table.md, {', '.join(res['plots'])})")
+        return 0
+    from ..atomic import exclusive
+    from ..paper.repro import reproduce
+    from ..train import resolve_device
+
+    quick = True if args.quick is None else args.quick
+    device = str(resolve_device(args.device))
+    with exclusive(out):
+        res = reproduce(args.figure, out, quick=quick, device=device, progress=True)
+    print(Path(out, "table.md").read_text())
+    print(f"{args.figure} ({'quick' if quick else 'full'}, {device}): {res['runs']} runs -> {out} "
+          f"(results.json, table.md, {', '.join(res['plots'])})")
     return 0
 
 
@@ -125,7 +160,7 @@ COMMANDS = [
      "Per lambda, train a copy with plain SGD on CE + lambda ||theta||^2 and check ||theta|| <= sqrt(C/lambda), "
      "C = the objective at the end; then the test accuracy after magnitude pruning (50/80/90%) and quantization "
      "(8/4/2 bits).", add_compact, cmd_compact),
-    ("reproduce", "reproduce the paper's Figure 1 (quadratic) or Figure 2 (Theorems 2.1, 2.2)", REPRODUCE_DESCRIPTION,
+    ("reproduce", "reproduce the paper's Tables 1-3 and Figures 1-4 beside its numbers", None,
      add_reproduce, cmd_reproduce),
     ("demo", "train, lock and attack on MNIST -> Fashion-MNIST; print the table", None, add_demo, cmd_demo),
 ]
