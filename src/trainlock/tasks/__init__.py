@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from ..registry import UnknownNameError
-from . import bigbench, builtin  # noqa: F401  (register the built-in tasks)
+from . import bigbench, builtin, extra  # noqa: F401  (register the built-in tasks)
 from .base import TASKS, Task, TaskDataError, TaskSpec
 from .builtin import permuted
 from .files import load_hf, load_idx_dir, load_npz, load_torchvision, read_idx

@@ -36,7 +36,8 @@ ALIASES = {
     "bb-movie-dialog": ("movie_dialog_same_or_different", "BIG-bench movie dialog: same or different speaker"),
     "bb-presuppositions": ("presuppositions_as_nli", "BIG-bench presuppositions as NLI"),
 }
-DEFAULT_TASKS = tuple(t for t, _ in ALIASES.values())
+# also fetched by default: the data of tasks.extra's cifar10-bb (images) and jailbreak (benign questions)
+DEFAULT_TASKS = tuple(t for t, _ in ALIASES.values()) + ("cifar10_classification", "strategyqa", "truthful_qa")
 
 
 def cache_dir() -> Path:
