@@ -10,13 +10,16 @@ PIP    := $(PY) -m pip install -q --disable-pip-version-check
 STAMP  := $(VENV)/.trainlock-installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo quick test test-all bench bench-load text-models install data clean
+.PHONY: demo demo-vision quick test test-all bench bench-load text-models install data clean
 
-demo: install data
+demo: install data text-models
 	$(VENV)/bin/trainlock demo
 
-quick: install data
+quick: install data text-models
 	$(VENV)/bin/trainlock demo --quick
+
+demo-vision: install data  # the MNIST -> Fashion-MNIST CNN demo (no pretrained head start to protect)
+	$(VENV)/bin/trainlock demo --vision
 
 # PASSIVE: idle OpenMP threads sleep instead of spinning, so a loaded 2-core machine stays usable
 test: install data
