@@ -17,7 +17,7 @@ from trainlock.tasks import TaskDataError  # noqa: E402
 from trainlock.tasks.text import from_rows  # noqa: E402
 from trainlock.train import LoopConfig  # noqa: E402
 
-TINY = TextSettings(model="minilm-l6", max_length=8, n_train=60, n_test=40, train_epochs=1, lock_epochs=1,
+TINY = TextSettings(model="minilm-l6", max_length=8, n_train=60, auth_train=60, n_test=40, train_epochs=1, lock_epochs=1,
                     lock_lr=5e-4, attack_epochs=1, seeds=(0,))
 
 
@@ -86,3 +86,25 @@ def test_table2_reports_f1_and_asr(text_world, monkeypatch, tmp_path):
         assert 0.0 <= s[who]["post"]["asr"] <= 1.0 and 0.0 <= s[who]["pre"]["clean_f1"] <= 1.0
     assert s["redteam"]["runs"] >= 2
     assert "PG2 22M" in (tmp_path / "table.md").read_text()
+
+
+def test_majority_f1_is_the_constant_predictors_macro_f1():
+    import torch
+
+    from trainlock.attacks.backdoor import macro_f1
+    from trainlock.paper.repro.table1_text import majority_f1
+
+    task = from_rows("t", [{"text": "a", "label": lab, "split": sp} for lab, sp in
+                           [("x", "train"), ("y", "train")] + [("x", "test")] * 3 + [("y", "test")] + [("z", "test")]],
+                     "toy")
+
+    class Const(torch.nn.Module):  # always the majority class (label 0, "x")
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor([1.0, 0.0, 0.0]))
+
+        def forward(self, x):
+            return self.w.expand(len(x), 3)
+
+    y = torch.tensor(task.labels_test)
+    assert majority_f1(task) == pytest.approx(macro_f1(Const(), torch.zeros(len(y), 1), y))

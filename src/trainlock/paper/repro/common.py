@@ -143,10 +143,11 @@ def gray28(task: Task) -> Task:
                                description=f"{task.description} (greyscale 28x28)")
 
 
-def verdict(locked: float, base: float, chance: float, margin: float = 0.10) -> tuple[str, str]:
+def verdict(locked: float, base: float, chance: float, margin: float = 0.10, learns: float = 0.10) -> tuple[str, str]:
     """Does "the lock stops fine-tuning" hold for one cell? reproduced: the locked model ends within
-    `margin` of chance while the unlocked base learns; not comparable: the base does not learn either."""
-    if not math.isfinite(base) or base < chance + margin:
+    `margin` of chance while the unlocked base learns (ends at least `learns` above chance); not comparable:
+    the base does not learn either."""
+    if not math.isfinite(base) or base < chance + learns:
         return "not comparable", f"the unlocked base does not learn it either ({base:.2f}, chance {chance:.2f})"
     if math.isfinite(locked) and locked <= chance + margin:
         return "reproduced", f"locked {locked:.2f} <= chance {chance:.2f} + {margin:g}"

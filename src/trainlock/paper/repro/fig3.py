@@ -21,12 +21,12 @@ def run(study: Study, progress: bool = False) -> dict:
     task = task_for(ROLE, s)
     curves = {"base": {}, "locked": {}}
     for lr in LRS:
-        cfg = FineTuneConfig(loop=attack_loop(s, lr, 0, study.device), eval_every=20, eval_samples=300)
+        cfg = FineTuneConfig(loop=attack_loop(s, lr, 0, study.device), eval_every=20, eval_samples=200)
         for who, model in (("base", base), ("locked", locked)):
             row = study.run(f"{who}/lr{lr:g}", lambda m=model, w=who: finetune_row(
                 attack(m, cfg, task, progress=progress), who=w, lr=lr))
             curves[who][f"{lr:g}"] = {"accuracy": row["accuracy"], "evals": row["evals"], "losses": row["losses"]}
-    cfg = FineTuneConfig(loop=attack_loop(s, SCRATCH_LRS[0], 0, study.device), eval_every=20, eval_samples=300)
+    cfg = FineTuneConfig(loop=attack_loop(s, SCRATCH_LRS[0], 0, study.device), eval_every=20, eval_samples=200)
     scratch = study.run("scratch", lambda: finetune_row(
         scratch_baseline(locked, cfg, task, progress=progress, lrs=SCRATCH_LRS[1:]), who="scratch"))
     summary = {"task": STAND_INS[ROLE][0], "chance": task.chance,

@@ -47,8 +47,8 @@ class Settings:
 def settings(quick: bool) -> Settings:
     grid = (("adamw", 3e-5), ("adamw", 1e-4), ("adamw", 3e-4), ("adamw", 1e-3), ("sgd", 1e-2), ("sgd", 1e-1))
     if quick:
-        return Settings(max_length=128, n_train=800, n_test=300, train_epochs=1, lock_epochs=1, poison_fraction=0.1,
-                        grid=grid[1:4] + grid[5:])
+        return Settings(max_length=128, n_train=480, n_test=260, train_epochs=1, lock_epochs=1, poison_fraction=0.1,
+                        grid=(grid[3], grid[5]))
     return Settings(max_length=256, n_train=None, n_test=None, train_epochs=3, lock_epochs=3, poison_fraction=0.1,
                     grid=grid)
 

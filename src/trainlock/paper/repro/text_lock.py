@@ -38,6 +38,7 @@ class TextSettings:
     model: str
     max_length: int
     n_train: int  # at most this many training examples per task (the paper: 5,000)
+    auth_train: int  # examples of the authorized task the base is fine-tuned on (then locked on n_train of them)
     n_test: int | None
     train_epochs: int  # fine-tuning the authorized base
     lock_epochs: int  # the paper: 10
@@ -51,10 +52,10 @@ class TextSettings:
 
 def text_settings(quick: bool, model: str = "minilm-l6") -> TextSettings:
     if quick:
-        return TextSettings(model=model, max_length=96, n_train=500, n_test=300, train_epochs=1, lock_epochs=1,
-                            lock_lr=5e-5, attack_epochs=1, seeds=(0,))
-    return TextSettings(model=model, max_length=128, n_train=5000, n_test=None, train_epochs=3, lock_epochs=10,
-                        lock_lr=5e-5, attack_epochs=3, seeds=(0, 1, 2))
+        return TextSettings(model=model, max_length=96, n_train=320, auth_train=2000, n_test=200, train_epochs=1,
+                            lock_epochs=1, lock_lr=5e-5, attack_epochs=1, seeds=(0,))
+    return TextSettings(model=model, max_length=128, n_train=5000, auth_train=5000, n_test=None, train_epochs=3,
+                        lock_epochs=10, lock_lr=5e-5, attack_epochs=3, seeds=(0, 1, 2))
 
 
 def task_for(role: str, s: TextSettings):
@@ -69,6 +70,7 @@ def attack_loop(s: TextSettings, lr: float, seed: int, device: str) -> LoopConfi
 def base_and_locked(study: Study, s: TextSettings, progress: bool = False):
     """((base, base_meta), (locked, locked_meta)): cached beside the study (shared with other reproductions)."""
     auth = task_for(AUTHORIZED, s)
+    auth_full = tasks.get(STAND_INS[AUTHORIZED][0]).subset(s.auth_train, s.n_test)
     device = study.device
     loop = LoopConfig(optimizer="adamw", lr=5e-5, epochs=s.train_epochs, batch_size=8, weight_decay=0.01,
                       schedule="linear", device=device)
@@ -76,7 +78,7 @@ def base_and_locked(study: Study, s: TextSettings, progress: bool = False):
     def build_base():
         torch.manual_seed(0)
         m = models.build(s.model, num_classes=auth.num_classes, max_length=s.max_length)
-        fit(m, for_model(auth, m), loop, progress=progress, desc=f"train {s.model} on {auth.name}")
+        fit(m, for_model(auth_full, m), loop, progress=progress, desc=f"train {s.model} on {auth.name}")
         return m, {"task": auth.name, "metrics": scores(m, auth)}
 
     base = study.model(f"{s.model}-base", build_base, shared=s.key())
