@@ -21,7 +21,7 @@ LAYERS = [
     ("certify", {"certify"}),
     ("attacks", {"attacks"}),
     ("api", {"api"}),
-    ("studies", {"redteam", "analysis"}),
+    ("studies", {"redteam", "analysis", "tune"}),
     ("paper", {"paper"}),
     ("cli", {"cli"}),
 ]

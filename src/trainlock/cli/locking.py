@@ -169,6 +169,60 @@ SIGN_DESCRIPTION = ("Sign every file of MODEL_DIR with the OpenSSF model-signing
                     "writes trainlock.sig.json (signer fingerprint, time, file hashes) and model.sig. Anyone with "
                     "the public key can then check that no file was added, removed or changed.")
 
+TUNE_DESCRIPTION = """\
+Search a lock's hyper-parameters against the red team (Optuna, two objectives): each trial locks a copy
+of MODEL_DIR, measures authorized utility on --retain-task, then runs the first --budget runs of the
+red-team suite on --attack-task and reads the attacker's advantage over scratch (best accuracy from the
+locked weights minus the best from the same architecture re-initialized). Maximize utility, minimize
+advantage. Writes pareto.json, pareto.png, trial-N/ (each lock and its red-team rows) and chosen/ (the
+Pareto trial with least advantage among those within --utility-floor of the base's utility).
+Resumable: the study is SQLite in --out (or --storage URL); a rerun adds only the missing trials.
+Tune on a task you will not report: --report-tasks names those, and tuning on one is refused."""
+
+
+def add_tune(p) -> None:
+    from ..tune import TuneConfig
+
+    p.add_argument("model_dir", help="the unlocked model directory")
+    p.add_argument("--retain-task", default=None, help="authorized task (default: the model's own task)")
+    p.add_argument("--attack-task", required=True, help="the unauthorized task the red team tunes against")
+    p.add_argument("--report-tasks", nargs="*", default=[], metavar="TASK",
+                   help="held-back tasks the final numbers will be reported on (refused as --attack-task)")
+    p.add_argument("--out", default=None, help="study directory (default: runs/tune-MODEL-LOCK)")
+    p.add_argument("--json", default=None, help="write the Pareto front and the chosen trial here")
+    add_config_flags(p, TuneConfig)
+
+
+def cmd_tune(args) -> int:
+    from pathlib import Path
+
+    from .. import tasks
+    from ..atomic import exclusive
+    from ..io.artifacts import load
+    from ..tune import TuneConfig, tune
+
+    cfg = config_from_args(TuneConfig, args)
+    out = Path(args.out or f"runs/tune-{Path(args.model_dir).name}-{cfg.lock}")
+    check_output_dir(out, [args.model_dir], overwrite=True)  # an existing study is resumed
+    check_output_file(args.json)
+    model, meta = load(args.model_dir)
+    retain_name = args.retain_task or meta.get("task")
+    if not retain_name:
+        raise ValueError(f"{args.model_dir} names no task; pass --retain-task")
+    with exclusive(out):
+        res = tune(model, tasks.get(retain_name), tasks.get(args.attack_task), cfg, out=out,
+                   report_tasks=tuple(args.report_tasks), progress=True)
+    print(f"base utility on {res['retain_task']}: {res['base_utility']:.4f}; tuned against {res['tuning_task']}")
+    print(f"{'trial':>5} {'utility':>8} {'advantage':>10}  params")
+    for t in sorted(res["pareto"], key=lambda t: -t["utility"]):
+        mark = " <- chosen" if res["chosen"] and t["number"] == res["chosen"]["number"] else ""
+        print(f"{t['number']:>5} {t['utility']:>8.4f} {t['advantage']:>+10.4f}  {t['params']}{mark}")
+    print(f"{len(res['trials'])} trials, {len(res['pareto'])} on the Pareto front -> {out} (pareto.json, pareto.png"
+          f"{', chosen/' if res['chosen'] else ''})")
+    write_json(args.json, {k: v for k, v in res.items() if k != "trials"})
+    return 0
+
+
 COMMANDS = [
     ("lock", "lock a saved model (SpecDef by default, any lock with --spec)", LOCK_DESCRIPTION, add_lock, cmd_lock),
     ("verify", "check a model directory's weights, metadata, certificates (and signature)", VERIFY_DESCRIPTION,
@@ -177,4 +231,6 @@ COMMANDS = [
      cmd_release),
     ("keygen", "write an elliptic-curve key pair for signing releases", KEYGEN_DESCRIPTION, add_keygen, cmd_keygen),
     ("sign", "sign every file of a model directory with a private key", SIGN_DESCRIPTION, add_sign, cmd_sign),
+    ("tune", "search a lock's hyper-parameters against the red team's worst case (Pareto front)", TUNE_DESCRIPTION,
+     add_tune, cmd_tune),
 ]

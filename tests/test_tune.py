@@ -1,0 +1,59 @@
+"""`tune`: a two-objective Optuna study over SpecDef's hyper-parameters against a red-team subset."""
+
+import json
+
+import pytest
+
+pytest.importorskip("optuna")
+
+from trainlock.cli.main import main  # noqa: E402
+from trainlock.io.artifacts import load, save  # noqa: E402
+from trainlock.tune import TuneConfig, _choose, _pareto, tune  # noqa: E402
+
+
+def test_pareto_and_choice():
+    trials = [{"number": 0, "utility": 0.9, "advantage": 0.3}, {"number": 1, "utility": 0.8, "advantage": 0.1},
+              {"number": 2, "utility": 0.7, "advantage": 0.2}, {"number": 3, "utility": 0.95, "advantage": 0.4}]
+    front = _pareto(trials)
+    assert {t["number"] for t in front} == {0, 1, 3}  # 2 is beaten by 1 on both
+    assert _choose(front, base_utility=0.95, floor=0.06)["number"] == 0  # least advantage within 6 points of base
+    assert _choose(front, base_utility=0.99, floor=0.01)["number"] == 3  # none that useful: the most useful
+
+
+def test_tune_writes_front_chosen_lock_and_resumes(tiny_base, digits, digits_permuted, tmp_path):
+    cfg = TuneConfig(trials=2, budget=6, steps=5, batch_size=32, workers=0, optimizers=("adam",))
+    res = tune(tiny_base, digits, digits_permuted, cfg, out=tmp_path, report_tasks=("mnist",))
+    assert len(res["trials"]) == 2 and res["pareto"] and res["chosen"]
+    for t in res["trials"]:
+        assert 0.0 <= t["utility"] <= 1.0 and -1.0 <= t["advantage"] <= 1.0
+        assert t["advantage"] == pytest.approx(t["worst"] - t["scratch"])
+        assert "alpha" in t["params"] and t["lock_config"]["alpha"] == pytest.approx(t["params"]["alpha"])
+    saved = json.loads((tmp_path / "pareto.json").read_text())
+    assert saved["tuning_task"] == digits_permuted.name and saved["report_tasks"] == ["mnist"]
+    model, meta = load(tmp_path / "chosen" / "model")
+    assert meta["locks"][0]["type"] == "specdef" and (tmp_path / "chosen" / "redteam" / "report.md").is_file()
+    assert (tmp_path / "pareto.png").stat().st_size > 1000
+    again = tune(tiny_base, digits, digits_permuted, cfg, out=tmp_path)  # resumed: no new trial
+    assert [t["number"] for t in again["trials"]] == [0, 1]
+
+
+def test_tuning_on_a_report_task_is_refused(tiny_base, digits, digits_permuted, tmp_path):
+    with pytest.raises(ValueError, match="report task"):
+        tune(tiny_base, digits, digits_permuted, TuneConfig(trials=1), out=tmp_path,
+             report_tasks=(digits_permuted.name,))
+
+
+def test_cli_tune(tiny_base, digits_permuted, tmp_path, capsys):
+    import numpy as np
+
+    save(tiny_base, tmp_path / "base", {"task": "digits"})
+    p = digits_permuted
+    np.savez(tmp_path / "perm.npz", x_train=p.x_train.numpy(), y_train=p.y_train.numpy(), x_test=p.x_test.numpy(),
+             y_test=p.y_test.numpy())
+    argv = ["tune", str(tmp_path / "base"), "--attack-task", f"npz:{tmp_path / 'perm.npz'}", "--trials", "1",
+            "--budget", "6", "--steps", "3", "--batch-size", "32", "--workers", "0", "--optimizers", "adam",
+            "--out", str(tmp_path / "t"), "--json", str(tmp_path / "t.json")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "<- chosen" in out and "base utility on digits" in out
+    assert json.loads((tmp_path / "t.json").read_text())["chosen"]["number"] == 0
