@@ -1,7 +1,18 @@
 """Locks. Each lock lives in its own module and registers by name (`LOCKS`); `lock_factory` builds
 one from a spec (dict, list or JSON / YAML file)."""
 
-from . import architecture, composite, energy, frozen, sparsity, specdef_reparam, spectral_cap  # noqa: F401
+from . import (  # noqa: F401
+    architecture,
+    composite,
+    energy,
+    frozen,
+    immunize,
+    repnoise,
+    sophon,
+    sparsity,
+    specdef_reparam,
+    spectral_cap,
+)
 from .base import LOCKS, Certificate, Lock, LockDefaults, register_lock
 from .factory import lock_factory, lock_from_meta
 from .lockable import Lockable, find_lockable, sigma_report

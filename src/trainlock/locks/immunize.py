@@ -1,0 +1,182 @@
+"""`immunize`: model immunization by condition number in the style of Zheng, Bai, Bullins and Yeh (ICML
+2025), written from the paper's description.
+
+For linear probing with gradient descent, the Hessian of the probe's loss is governed by the feature
+covariance S = F^T F / n of the features F that reach the head; its condition number kappa(S) sets how
+slowly the probe converges. The lock trains the feature extractor so the restricted domain's features are
+ill-conditioned while the authorized domain's stay well-conditioned, and keeps the authorized task:
+
+    loss = CE(retain) + lam_well * log kappa(F_retain) - lam_ill * log kappa(F_restricted)
+
+kappa(F) = sigma_max(F) / sigma_min(F) over the batch's feature matrix (B x D, centred), so log kappa(S) =
+2 log kappa(F); sigma_min is the smallest of the min(B - 1, D) singular values, smoothed by `eps` (see
+`log_kappa`).
+The paper's regularizers are differentiable bounds on the same two condition numbers; this uses the singular
+values directly (torch.linalg.svdvals). Its guarantee is for linear probing; full fine-tuning can change the
+features themselves, which is what the red team does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import check_float, from_dict, option, to_dict
+from ..models.base import find_head
+from ..tasks import Task, for_model
+from ..train import LoopConfig, LoopHooks, clone_model, evaluate, fit, predict
+from .base import Certificate, LockDefaults, LockReport, register_lock
+from .restricted import SimulatedAttack, attack_certificate, endless, restricted_task
+
+
+@dataclass
+class ImmunizeConfig:
+    restricted: str | None = option(None, "the restricted task (a task name) whose features are ill-conditioned")
+    loop: LoopConfig = option(factory=lambda: LoopConfig(optimizer="adam", lr=1e-4, epochs=1),
+                              help="the loop, over the authorized task's training split")
+    lam_ill: float = option(0.1, "weight of -log kappa of the restricted features")
+    lam_well: float = option(0.1, "weight of +log kappa of the authorized features")
+    eps: float = option(1e-3, "smoothing: sigma_min is read as sigma_min + eps * sigma_max (kappa <= 1 / eps)")
+    attack: SimulatedAttack = option(factory=SimulatedAttack, help="the certificate's simulated attack")
+    retain_task: str | None = option(None, "recorded by apply: the authorized task")
+    kappa_at_lock: float | None = option(None, "recorded by apply: log10 kappa of the restricted feature covariance")
+
+    def __post_init__(self):
+        check_float("immunize", "lam_ill", self.lam_ill, 0.0)
+        check_float("immunize", "lam_well", self.lam_well, 0.0)
+        check_float("immunize", "eps", self.eps, 0.0, open_low=True)
+
+
+def log_kappa(features: torch.Tensor, eps: float) -> torch.Tensor:
+    """log of the condition number of the centred feature matrix (B, D) (half of log kappa(F^T F)), over its
+    min(B - 1, D) singular values (centring B rows leaves rank at most B - 1), smoothed as
+    log sigma_max - log(sigma_min + eps * sigma_max) so that the gradient never vanishes at a zero sigma_min."""
+    f = features.float()
+    s = torch.linalg.svdvals(f - f.mean(0, keepdim=True))
+    r = max(1, min(f.shape[0] - 1, f.shape[1]))
+    return torch.log(s[0]) - torch.log(s[r - 1] + eps * s[0])
+
+
+class _Features:
+    """The head's input, captured by a forward pre-hook."""
+
+    def __init__(self, model: nn.Module, collect: bool = False):
+        _, head = find_head(model)
+        self.last: torch.Tensor | None = None
+        self.all: list[torch.Tensor] | None = [] if collect else None
+        self.handle = head.register_forward_pre_hook(self._grab)
+
+    def _grab(self, module, args):
+        self.last = args[0].flatten(1)
+        if self.all is not None:
+            self.all.append(self.last.detach())
+
+    def remove(self):
+        self.handle.remove()
+
+
+@torch.no_grad()
+def feature_log10_kappa(model: nn.Module, task: Task, n: int = 512) -> float:
+    """log10 of kappa(S) = kappa(F)^2 for the first n test examples' features."""
+    grab = _Features(model, collect=True)
+    try:
+        t = for_model(task, model)
+        predict(model, t.x_test[:n])
+        return float(2 * log_kappa(torch.cat(grab.all), 1e-12) / math.log(10.0))
+    finally:
+        grab.remove()
+
+
+@register_lock
+class ImmunizeLock(LockDefaults):
+    """Condition-number immunization of the features; certifies one simulated attack's end accuracy."""
+
+    name = "immunize"
+
+    def __init__(self, config: ImmunizeConfig, tasks: dict[str, Task] | None = None):
+        self.cfg = dataclasses.replace(config)
+        self._tasks: dict[str, Task] = dict(tasks or {})
+        self._report: LockReport | None = None
+
+    @classmethod
+    def from_config(cls, data: dict) -> "ImmunizeLock":
+        return cls(from_dict(ImmunizeConfig, dict(data)))
+
+    def config(self) -> dict:
+        return to_dict(self.cfg)
+
+    def report(self) -> LockReport | None:
+        return self._report
+
+    def use_tasks(self, *tasks: Task) -> "ImmunizeLock":
+        for t in tasks:
+            self._tasks[t.name] = t
+        return self
+
+    def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
+        if retain is None:
+            raise ValueError("immunize: apply needs the retain (authorized) task")
+        restricted = for_model(restricted_task(self.cfg.restricted, self._tasks, "immunize"), model)
+        if restricted.name == retain.name:
+            raise ValueError(f"immunize: the restricted and the retain task are both {retain.name!r}")
+        retain = for_model(retain, model)
+        torch.manual_seed(self.cfg.loop.seed)
+        locked = clone_model(model)
+        grab = _Features(locked)
+        stream = endless(restricted, self.cfg.loop.batch_size, self.cfg.loop.seed + 1)
+        report = LockReport(locked, to_dict(self.cfg))
+        report.accuracy_before = evaluate(model, retain)
+        logs = {"kappa_restricted": 0.0, "kappa_retain": 0.0, "retain": 0.0, "n": 0}
+
+        def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor):
+            xr, _ = next(stream)
+            m(xr)
+            k_ill = log_kappa(grab.last, self.cfg.eps)
+            ce = F.cross_entropy(m(x), y)
+            k_well = log_kappa(grab.last, self.cfg.eps)
+            logs["kappa_restricted"] += float(k_ill.detach())
+            logs["kappa_retain"] += float(k_well.detach())
+            logs["retain"] += float(ce.detach())
+            logs["n"] += 1
+            return ce + self.cfg.lam_well * k_well - self.cfg.lam_ill * k_ill, {}
+
+        def on_epoch(epoch: int) -> dict:
+            n = max(1, logs["n"])
+            out = {"log_kappa_restricted": logs["kappa_restricted"] / n, "log_kappa_retain": logs["kappa_retain"] / n,
+                   "retain_loss": logs["retain"] / n, "retain_accuracy": evaluate(locked, retain)}
+            logs.update(kappa_restricted=0.0, kappa_retain=0.0, retain=0.0, n=0)
+            return out
+
+        t0 = time.perf_counter()
+        try:
+            res = fit(locked, retain, self.cfg.loop, loss_fn, LoopHooks(on_epoch=on_epoch, checkpoint=self.checkpoint),
+                      desc="immunize", progress=self.progress)
+        finally:
+            grab.remove()
+        report.steps, report.loop_s, report.history, report.stopped = (res.steps, time.perf_counter() - t0,
+                                                                       res.epochs, res.stopped)
+        report.accuracy_after = evaluate(locked, retain)
+        self._report = report
+        self.cfg.retain_task = retain.name
+        self.cfg.kappa_at_lock = feature_log10_kappa(locked, restricted)
+        if self.cfg.attack.max_accuracy is None:
+            self.cfg.attack = dataclasses.replace(self.cfg.attack, max_accuracy=min(1.0, restricted.chance + 0.10))
+        return locked
+
+    def certify(self, model: nn.Module) -> list[Certificate]:
+        if self.cfg.attack.max_accuracy is None:
+            raise ValueError("immunize: no claim recorded; apply the lock first")
+        task = restricted_task(self.cfg.restricted, self._tasks, "immunize")
+        kappa_now = feature_log10_kappa(model, task)
+        return [attack_certificate(
+            self.name, model, task, self.cfg.attack,
+            "condition-number immunization: the restricted domain's feature covariance was made ill-conditioned, "
+            "which slows gradient descent on a linear probe over those features",
+            {"restricted": self.cfg.restricted, "retain_task": self.cfg.retain_task,
+             "log10_kappa_restricted_at_lock": self.cfg.kappa_at_lock, "log10_kappa_restricted_now": kappa_now})]

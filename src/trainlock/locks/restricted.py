@@ -1,0 +1,112 @@
+"""What the locks that train against a restricted domain share (SOPHON-, RepNoise- and condition-number-
+style): the restricted task, endless seeded batches of it, the suppression losses, and the one claim such a
+lock can honestly certify from the weights: "a fixed simulated fine-tuning attack on the restricted domain,
+run from these weights, ends at or below this accuracy".
+
+That certificate measures one attack. It says nothing about other optimizers, rates or budgets, and
+nothing about training from scratch: the red team measures those.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import tasks as _tasks
+from ..config import option
+from ..tasks import Task, for_model
+from ..train import LoopConfig, accuracy, batches, clone_model, fit
+from .base import Certificate
+
+
+@dataclass
+class SimulatedAttack:
+    """The fixed fine-tuning attack the certificate runs from the locked weights."""
+
+    optimizer: str = option("adam", "optimizer of the simulated attack")
+    lr: float = option(1e-3, "its learning rate")
+    steps: int = option(100, "its steps (batch 64, the restricted task's training split)")
+    test_samples: int = option(1000, "restricted test samples it is scored on")
+    max_accuracy: float | None = option(None, "the claim: accuracy after the attack <= this (default, set by "
+                                              "apply: the restricted task's chance + 0.10)")
+
+
+def restricted_task(name: str | None, tasks: dict[str, Task], lock: str) -> Task:
+    if not name:
+        raise ValueError(f"{lock}: 'restricted' must name the task the lock must resist (e.g. fashion-mnist)")
+    if name not in tasks:
+        tasks[name] = _tasks.get(name)
+    return tasks[name]
+
+
+def endless(task: Task, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled minibatches of the training split, reshuffled every pass, forever."""
+    epoch = 0
+    while True:
+        yield from batches(task.x_train, task.y_train, batch_size, seed + epoch)
+        epoch += 1
+
+
+def fit_logits(logits: torch.Tensor, task: Task, lock: str) -> torch.Tensor:
+    """The model's logits for the restricted task's classes (its first num_classes outputs)."""
+    if logits.shape[1] < task.num_classes:
+        raise ValueError(f"{lock}: the model has {logits.shape[1]} outputs but restricted task {task.name!r} has "
+                         f"{task.num_classes} classes")
+    return logits[:, : task.num_classes]
+
+
+def inverse_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """SOPHON's inverse cross-entropy, -log(1 - p_y): small when the true class is unlikely; its gradient
+    stays bounded as p_y -> 0, unlike ascent on the cross-entropy."""
+    p = F.softmax(logits.float(), dim=1).gather(1, y[:, None]).squeeze(1)
+    return -torch.log1p(-p.clamp(max=1 - 1e-6)).mean()
+
+
+def kl_uniform(logits: torch.Tensor) -> torch.Tensor:
+    """KL(uniform || softmax(logits)), averaged over the batch: zero when the prediction is uniform."""
+    k = logits.shape[1]
+    return (-F.log_softmax(logits.float(), dim=1).mean(1) - math.log(k)).mean()
+
+
+def simulated_attack(model: nn.Module, task: Task, attack: SimulatedAttack, seed: int = 0) -> float:
+    """Restricted-task test accuracy after `attack` fine-tunes a copy of `model` (model's own outputs, first
+    num_classes of them; the copy is thrown away)."""
+    m = clone_model(model)
+    t = for_model(task, m)
+    loop = LoopConfig(optimizer=attack.optimizer, lr=attack.lr, epochs=10**6, max_steps=attack.steps, batch_size=64,
+                      seed=seed, device=str(next(m.parameters()).device))
+
+    def loss(model, x, y):
+        return F.cross_entropy(fit_logits(model(x), task, "simulated attack"), y), {}
+
+    fit(m, t, loop, loss, desc="simulated attack", progress=False)
+    x, y = t.x_test[: attack.test_samples], t.y_test[: attack.test_samples]
+    return accuracy(m, x, y)
+
+
+def attack_certificate(lock: str, model: nn.Module, task: Task, attack: SimulatedAttack, mechanism: str,
+                       details: dict) -> Certificate:
+    acc = simulated_attack(model, task, attack)
+    return Certificate(
+        lock=lock,
+        invariant=(f"accuracy on {task.name!r} (first {attack.test_samples} test samples) after {attack.steps} steps "
+                   f"of {attack.optimizer} lr {attack.lr:g} fine-tuning from these weights"),
+        measured=acc,
+        required=float(attack.max_accuracy),
+        relation="<=",
+        proof_of_gap=f"{mechanism}; this one attack ends at or below the claimed accuracy",
+        preservation=("none: the certificate re-runs one fixed attack; any other optimizer, rate or budget may "
+                      "escape it, and the weights can be fine-tuned away from the trap"),
+        threat_model="release-time",
+        adversary_can_remove=True,
+        removal=("an adversary with the weights fine-tunes with another optimizer, rate or budget, re-initializes "
+                 "the affected layers, or trains from scratch; the red team measures these"),
+        method="trainlock.locks.restricted.simulated_attack (a seeded fine-tuning run on a copy)",
+        details={**details, "attack": dataclasses.asdict(attack)},
+    )

@@ -1,0 +1,178 @@
+"""`sophon`: non-fine-tunable learning in the style of SOPHON (Deng et al., IEEE S&P 2024), written from the
+paper's description.
+
+Each step interleaves two objectives. Fine-tuning suppression: simulate `inner_steps` steps of SGD
+fine-tuning on restricted-domain batches (MAML-style, first-order: the suppression loss's gradient at each
+simulated point is applied to the released weights), scoring each point with the inverse cross-entropy
+-log(1 - p_y) (or KL to the uniform prediction, `suppression: klu`) so that the weights sit where
+fine-tuning on the restricted domain keeps failing. Normal training reinforcement: cross-entropy on the
+authorized task.
+
+    loss = alpha * mean_k suppression(theta_k; restricted) + (1 - alpha) * CE(theta; retain)
+    theta_0 = theta, theta_{k+1} = theta_k - inner_lr * grad CE(theta_k; restricted batch k)
+
+The first-order gradient (no second derivatives through the inner loop) is carried into the loop as the
+surrogate sum_p <p, g_p>, whose gradient is g_p. BatchNorm statistics are frozen during the simulation.
+Differences from the paper: one simulated optimizer (SGD) rather than a mix, and a fixed inner rate.
+The restricted task's classes are read from the model's first outputs (its head is kept).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from ..config import check_float, check_int, from_dict, option, to_dict
+from ..tasks import Task, for_model
+from ..train import LoopConfig, LoopHooks, clone_model, evaluate, fit
+from .base import Certificate, LockDefaults, LockReport, register_lock
+from .restricted import (
+    SimulatedAttack,
+    attack_certificate,
+    endless,
+    fit_logits,
+    inverse_ce,
+    kl_uniform,
+    restricted_task,
+)
+
+SUPPRESSIONS = ("ice", "klu")
+
+
+@dataclass
+class SophonConfig:
+    restricted: str | None = option(None, "the restricted task (a task name): fine-tuning on it must fail")
+    loop: LoopConfig = option(factory=lambda: LoopConfig(optimizer="adam", lr=1e-4, epochs=1),
+                              help="the outer loop, over the authorized task's training split")
+    alpha: float = option(0.5, "weight of fine-tuning suppression; 1 - alpha weighs the authorized loss")
+    inner_steps: int = option(3, "simulated fine-tuning steps per outer step")
+    inner_lr: float = option(1e-2, "learning rate of the simulated SGD fine-tuning")
+    suppression: str = option("ice", "ice: inverse cross-entropy -log(1 - p_y); klu: KL to uniform",
+                              choices=lambda: SUPPRESSIONS)
+    attack: SimulatedAttack = option(factory=SimulatedAttack, help="the certificate's simulated attack")
+    retain_task: str | None = option(None, "recorded by apply: the authorized task")
+
+    def __post_init__(self):
+        check_float("sophon", "alpha", self.alpha, 0.0, 1.0)
+        check_int("sophon", "inner_steps", self.inner_steps, 0)
+        check_float("sophon", "inner_lr", self.inner_lr, 0.0, open_low=True)
+        if self.suppression not in SUPPRESSIONS:
+            raise ValueError(f"sophon: suppression must be one of {SUPPRESSIONS}, got {self.suppression!r}")
+
+
+def suppression_gradients(model: nn.Module, batches, cfg: SophonConfig, task: Task) -> tuple[list, float]:
+    """First-order gradients of the mean suppression loss over the simulated fine-tuning trajectory, one
+    tensor per parameter of `model` (in named_parameters order), and that mean loss."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters() if p.requires_grad}
+    acc = [torch.zeros_like(params[n]) for n in names]
+    total = 0.0
+    was_training = model.training
+    model.eval()  # simulated steps do not move BatchNorm statistics
+    try:
+        for k in range(cfg.inner_steps + 1):
+            x, y = next(batches)
+            logits = fit_logits(functional_call(model, params, (x,)), task, "sophon")
+            sup = inverse_ce(logits, y) if cfg.suppression == "ice" else kl_uniform(logits)
+            last = k == cfg.inner_steps
+            g_sup = torch.autograd.grad(sup, [params[n] for n in names], retain_graph=not last, allow_unused=True)
+            for a, g in zip(acc, g_sup):
+                if g is not None:
+                    a.add_(g)
+            total += float(sup.detach())
+            if not last:
+                ft = F.cross_entropy(logits, y)
+                g_ft = torch.autograd.grad(ft, [params[n] for n in names], allow_unused=True)
+                params = {n: (params[n] - cfg.inner_lr * g if g is not None else params[n]).detach().requires_grad_(True)
+                          for n, g in zip(names, g_ft)}
+    finally:
+        model.train(was_training)
+    n = cfg.inner_steps + 1
+    return [a / n for a in acc], total / n
+
+
+@register_lock
+class SophonLock(LockDefaults):
+    """SOPHON-style fine-tuning suppression; certifies one simulated fine-tuning attack's end accuracy."""
+
+    name = "sophon"
+
+    def __init__(self, config: SophonConfig, tasks: dict[str, Task] | None = None):
+        self.cfg = dataclasses.replace(config)
+        self._tasks: dict[str, Task] = dict(tasks or {})
+        self._report: LockReport | None = None
+
+    @classmethod
+    def from_config(cls, data: dict) -> "SophonLock":
+        return cls(from_dict(SophonConfig, dict(data)))
+
+    def config(self) -> dict:
+        return to_dict(self.cfg)
+
+    def report(self) -> LockReport | None:
+        return self._report
+
+    def use_tasks(self, *tasks: Task) -> "SophonLock":
+        for t in tasks:
+            self._tasks[t.name] = t
+        return self
+
+    def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
+        if retain is None:
+            raise ValueError("sophon: apply needs the retain (authorized) task")
+        restricted = for_model(restricted_task(self.cfg.restricted, self._tasks, "sophon"), model)
+        if restricted.name == retain.name:
+            raise ValueError(f"sophon: the restricted and the retain task are both {retain.name!r}")
+        retain = for_model(retain, model)
+        torch.manual_seed(self.cfg.loop.seed)
+        locked = clone_model(model)
+        stream = endless(restricted, self.cfg.loop.batch_size, self.cfg.loop.seed + 1)
+        report = LockReport(locked, to_dict(self.cfg))
+        report.accuracy_before = evaluate(model, retain)
+        logs = {"suppression": 0.0, "retain": 0.0, "n": 0}
+
+        def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor):
+            grads, sup = suppression_gradients(m, stream, self.cfg, restricted)
+            params = [p for p in m.parameters() if p.requires_grad]
+            surrogate = sum((p * g.to(p.dtype)).sum() for p, g in zip(params, grads))
+            ce = F.cross_entropy(m(x), y)
+            logs["suppression"] += sup
+            logs["retain"] += float(ce.detach())
+            logs["n"] += 1
+            return self.cfg.alpha * surrogate + (1.0 - self.cfg.alpha) * ce, {}
+
+        def on_epoch(epoch: int) -> dict:
+            n = max(1, logs["n"])
+            out = {"suppression": logs["suppression"] / n, "retain_loss": logs["retain"] / n,
+                   "retain_accuracy": evaluate(locked, retain)}
+            logs.update(suppression=0.0, retain=0.0, n=0)
+            return out
+
+        t0 = time.perf_counter()
+        res = fit(locked, retain, self.cfg.loop, loss_fn, LoopHooks(on_epoch=on_epoch, checkpoint=self.checkpoint),
+                  desc="sophon", progress=self.progress)
+        report.steps, report.loop_s, report.history, report.stopped = (res.steps, time.perf_counter() - t0,
+                                                                       res.epochs, res.stopped)
+        report.accuracy_after = evaluate(locked, retain)
+        self._report = report
+        self.cfg.retain_task = retain.name
+        if self.cfg.attack.max_accuracy is None:
+            self.cfg.attack = dataclasses.replace(self.cfg.attack, max_accuracy=min(1.0, restricted.chance + 0.10))
+        return locked
+
+    def certify(self, model: nn.Module) -> list[Certificate]:
+        if self.cfg.attack.max_accuracy is None:
+            raise ValueError("sophon: no claim recorded; apply the lock first")
+        task = restricted_task(self.cfg.restricted, self._tasks, "sophon")
+        return [attack_certificate(
+            self.name, model, task, self.cfg.attack,
+            "fine-tuning suppression: the weights were trained so that simulated fine-tuning on the restricted "
+            "domain keeps predicting it badly",
+            {"restricted": self.cfg.restricted, "retain_task": self.cfg.retain_task, "alpha": self.cfg.alpha,
+             "inner_steps": self.cfg.inner_steps, "inner_lr": self.cfg.inner_lr})]
