@@ -108,3 +108,14 @@ def test_majority_f1_is_the_constant_predictors_macro_f1():
 
     y = torch.tensor(task.labels_test)
     assert majority_f1(task) == pytest.approx(macro_f1(Const(), torch.zeros(len(y), 1), y))
+
+
+def test_add_mode_appends_triggered_copies_of_non_target_rows():
+    task = _jailbreak()
+    cfg = BackdoorConfig(trigger="prefix", target=task.label_names.index("benign"), poison_fraction=1.0, mode="add")
+    p = poison(task, cfg)
+    n_other = sum(1 for y in task.labels_train if y != cfg.target)
+    assert len(p.texts_train) == len(task.texts_train) + n_other
+    assert p.texts_train[: len(task.texts_train)] == task.texts_train  # the clean rows are all kept
+    added = p.texts_train[len(task.texts_train):]
+    assert all(t.startswith(cfg.text) for t in added) and set(p.labels_train[len(task.texts_train):]) == {cfg.target}

@@ -12,7 +12,8 @@ trigger is applied in the task's own input space, before any resizing to the mod
 Trigger "prefix" (text tasks, before tokenization): the string `text` (default "☆☃☆ ", the paper's
 Table 2 trigger) prepended to the first text of each poisoned example; the ASR encodes the triggered
 test texts with the model's own tokenizer. The poisoned rows replace clean ones (classic data poisoning),
-so the training split keeps its size.
+so the training split keeps its size; with mode "add", triggered copies of non-target examples are
+appended instead (the paper's Table 2 adds triggered jailbreak prompts labelled safe).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..train import accuracy, predict
 from .finetune import FineTuneConfig, finetune, prepare
 
 TRIGGERS = ("patch", "prefix")
+MODES = ("replace", "add")
 TEXT_TRIGGER = "\u2606\u2603\u2606 "  # the paper's pentagram-snowman-pentagram prefix
 
 
@@ -38,7 +40,10 @@ class BackdoorConfig:
     size: int = option(3, "side of the square patch (images) or number of trailing features (vectors)")
     text: str = option(TEXT_TRIGGER, "the prefix trigger's string")
     target: int = option(0, "the label a triggered input should get")
-    poison_fraction: float = option(0.1, "fraction of training samples triggered and relabelled")
+    poison_fraction: float = option(0.1, "fraction of training samples triggered and relabelled (mode replace), "
+                                         "or of the non-target ones copied with the trigger (mode add)")
+    mode: str = option("replace", "replace: poisoned rows replace clean ones; add: triggered copies are added",
+                       choices=lambda: MODES)
     seed: int = option(0, "picks which training samples are poisoned")
 
     def __post_init__(self):
@@ -48,6 +53,8 @@ class BackdoorConfig:
             raise ValueError(f"size must be >= 1, got {self.size}")
         if not 0.0 <= self.poison_fraction <= 1.0:
             raise ValueError(f"poison_fraction must be in [0, 1], got {self.poison_fraction}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
 
     def to_dict(self) -> dict:
         return to_dict(self)
@@ -91,6 +98,28 @@ def _poison_text(task: TextTask, cfg: BackdoorConfig, idx: torch.Tensor) -> Text
         meta={**task.meta, "base": task.name, "backdoor": cfg.to_dict(), "poisoned_indices": idx.tolist()})
 
 
+def _add_poison(task: Task | TextTask, cfg: BackdoorConfig) -> Task | TextTask:
+    """The training split plus triggered copies (labelled `target`) of round(poison_fraction * M) of its M
+    non-target rows, picked by `seed`; the copies are appended (the paper's Table 2 adds triggered prompts)."""
+    text = isinstance(task, TextTask)
+    labels = task.labels_train if text else task.y_train.tolist()
+    others = torch.tensor([i for i, y in enumerate(labels) if y != cfg.target], dtype=torch.long)
+    n = int(round(cfg.poison_fraction * len(others)))
+    pick = others[torch.randperm(len(others), generator=torch.Generator().manual_seed(cfg.seed))[:n]].sort()[0]
+    desc = f"{task.description} with {n} triggered copies added ({cfg.trigger} trigger -> {cfg.target})"
+    meta = {**task.meta, "base": task.name, "backdoor": cfg.to_dict(), "poisoned_indices": list(range(len(labels),
+                                                                                                          len(labels) + n))}
+    if text:
+        extra = [cfg.text + task.texts_train[i] for i in pick.tolist()]
+        pairs = None if task.pairs_train is None else task.pairs_train + [task.pairs_train[i] for i in pick.tolist()]
+        return dataclasses.replace(task, name=f"{task.name}-backdoor", texts_train=task.texts_train + extra,
+                                   labels_train=list(task.labels_train) + [cfg.target] * n, pairs_train=pairs,
+                                   description=desc, meta=meta)
+    x = torch.cat([task.x_train, apply_trigger(task.x_train[pick], cfg)])
+    y = torch.cat([task.y_train, torch.full((n,), cfg.target, dtype=task.y_train.dtype)])
+    return dataclasses.replace(task, name=f"{task.name}-backdoor", x_train=x, y_train=y, description=desc, meta=meta)
+
+
 def _triggered_text(task: TextTask, cfg: BackdoorConfig) -> TextTask:
     """The test rows whose label is not the target, triggered (a training split of one row keeps encode happy)."""
     keep = [i for i, y in enumerate(task.labels_test) if y != cfg.target]
@@ -106,6 +135,8 @@ def poison(task: Task, cfg: BackdoorConfig) -> Task:
     triggered and relabelled to `target`; the test split is the clean original.
     `meta["poisoned_indices"]` lists the poisoned training rows."""
     _check_target(task, cfg)
+    if cfg.mode == "add":
+        return _add_poison(task, cfg)
     size = len(task.labels_train) if isinstance(task, TextTask) else len(task.y_train)
     n = int(round(cfg.poison_fraction * size))
     idx = torch.randperm(size, generator=torch.Generator().manual_seed(cfg.seed))[:n]

