@@ -120,8 +120,10 @@ def feature_drift(
     """
     if batch_size is None:  # every hooked layer's output is held for both models: keep token batches small
         batch_size = 512 if x.is_floating_point() else 32
-    layers = list(layers) if layers is not None else _default_layers(original)
     mods_o, mods_m = dict(original.named_modules()), dict(modified.named_modules())
+    if layers is None:  # by default, the layers both models have as the same kind of module (a lock may swap some)
+        layers = [n for n in _default_layers(original) if n in mods_m and type(mods_m[n]) is type(mods_o[n])]
+    layers = list(layers)
     missing = [n for n in layers if n not in mods_o or n not in mods_m]
     if missing:
         raise ValueError(f"layers not found in both models: {missing}")

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from .._version import __version__
 from ..atomic import replace_dir, stale_copies
 from ..models import MODELS, build
+from ..models.compensated import restore_structure
 from ..models.hf import HFClassifier, build_from_config
 from .hashing import file_sha256 as _sha256
 from .hashing import state_hashes
@@ -101,7 +102,7 @@ def save(model: nn.Module, path: str | Path, meta: dict | None = None) -> Path:
 
     structure = structure_meta(model)
     meta.pop("structure", None)
-    if structure["wrappers"]:
+    if structure["wrappers"] or structure.get("dlr"):
         meta["structure"] = structure
     meta["hashes"] = state_hashes(tensors)
     meta.update(trainlock_version=__version__, format=FORMAT,
@@ -223,18 +224,23 @@ def _build_checked(arch, tensors: dict, where: str) -> nn.Module:
     return build(arch["name"], **arch["kwargs"])
 
 
-def _rebuild_hf(tensors: dict, arch: dict, directory: Path | None, where: str) -> nn.Module:
+def _rebuild_hf(tensors: dict, arch: dict, directory: Path | None, where: str, structure: dict | None = None
+                ) -> nn.Module:
     if directory is None or not (Path(directory) / "config.json").is_file():
         raise ArtifactError(f"{where}a Hugging Face model needs its config.json beside {WEIGHTS}")
     kwargs = arch.get("kwargs") if isinstance(arch.get("kwargs"), dict) else {}
     try:
         skeleton = build_from_config(directory, kwargs, meta_device=True)
+        if structure:
+            restore_structure(skeleton, structure)
         shapes = {k: tuple(v.shape) for k, v in skeleton.model.state_dict().items()}
         bad = [k for k in shapes if k in tensors and shapes[k] != tuple(tensors[k].shape)]
         if bad:
             raise ArtifactError(f"{where}config.json declares {bad[0]} of shape {list(shapes[bad[0]])}, but {WEIGHTS} "
                                 f"holds {list(tensors[bad[0]].shape)}: the config does not describe these weights")
         model = build_from_config(directory, kwargs)
+        if structure:
+            restore_structure(model, structure)
     except ArtifactError:
         raise
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -258,14 +264,12 @@ def rebuild(tensors: dict, meta: dict, model: nn.Module | None = None, where: st
     where = f"{where}: " if where else ""
     arch = meta.get("architecture")
     if model is None and isinstance(arch, dict) and arch.get("name") == "hf":
-        return _rebuild_hf(tensors, arch, directory, where)
+        return _rebuild_hf(tensors, arch, directory, where, meta.get("structure"))
     if model is None:
         if not arch:
             raise ArtifactError(f"{where}holds a custom model; pass the module: load(path, model=...)")
         model = _build_checked(arch, tensors, where)
     if meta.get("structure"):
-        from ..models.compensated import restore_structure
-
         try:
             restore_structure(model, meta["structure"])
         except ValueError as e:

@@ -4,6 +4,7 @@ one from a spec (dict, list or JSON / YAML file)."""
 from . import (  # noqa: F401
     architecture,
     composite,
+    dlr,
     energy,
     frozen,
     immunize,

@@ -43,17 +43,28 @@ def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def structure_meta(model: nn.Module) -> dict:
-    """{"wrappers": [{"name", "in", "out", "bias"}, ...]} for every Compensated module in `model`."""
-    return {"wrappers": [
+    """{"wrappers": [{"name", "in", "out", "bias"}, ...]} for every Compensated module in `model`, and
+    {"dlr": [...]} for every DLR-Net (see `trainlock.models.dlr_net`) when there are any."""
+    from .dlr_net import dlr_structure
+
+    out = {"wrappers": [
         {"name": n, "in": m.layer.in_features, "out": m.layer.out_features, "bias": m.layer.bias is not None}
         for n, m in model.named_modules() if isinstance(m, Compensated)
     ]}
+    dlr = dlr_structure(model)
+    if dlr:
+        out["dlr"] = dlr
+    return out
 
 
 def restore_structure(model: nn.Module, meta: dict | list) -> nn.Module:
     """Re-insert empty `Compensated` wrappers (in place) where `meta` (from `structure_meta`) says;
     the model can then load the state_dict of a reparametrized model. Returns `model`."""
     wrappers = meta.get("wrappers", []) if isinstance(meta, dict) else list(meta)
+    if isinstance(meta, dict) and meta.get("dlr"):
+        from .dlr_net import restore_dlr
+
+        restore_dlr(model, meta["dlr"])
     for w in wrappers:
         name, n_in, n_out = w["name"], int(w["in"]), int(w["out"])
         try:
