@@ -77,3 +77,16 @@ def test_restricted_task_is_required(tiny_base, digits):
     for name in ("sophon", "repnoise", "immunize"):
         with pytest.raises(ValueError, match="restricted"):
             tl.lock(tiny_base, LOCKS.get(name).from_config({"loop": LOOP}), retain=digits)
+
+
+def test_sophon_adam_inner_step_is_adams_first_step(tiny_base, digits_permuted):
+    """Adam's first bias-corrected step is g / (|g| + eps): a sign step of size inner_lr."""
+    from trainlock.locks.sophon import _direction
+
+    cfg = SophonConfig(restricted="x", inner_optimizer="adam")
+    g = torch.tensor([0.5, -2.0, 1e-3])
+    moments = (torch.zeros(3), torch.zeros(3))
+    d = _direction(cfg, moments, g, 0)
+    assert torch.allclose(d, g / (g.abs() + 1e-8), atol=1e-6)
+    with pytest.raises(ValueError, match="inner_optimizer"):
+        SophonConfig(restricted="x", inner_optimizer="lion")

@@ -223,6 +223,73 @@ def cmd_tune(args) -> int:
     return 0
 
 
+LOCKS_DESCRIPTION = """\
+Without flags: the registered lock types. With --run: the honest lock table. Every lock in --specs (a JSON
+file or inline JSON object {row name: lock spec, or null for the unlocked base}) locks MODEL_DIR on
+--retain-task, then the same red-team subset runs on each --attack-tasks task (tasks not used to tune any
+lock); per lock: utility vs base, lock time, and per task the worst case, the best from scratch, the
+attacker's advantage, and the fewest steps to come within 2 points of the base's best (cost to bypass).
+Written to --out/table.json (resumable); --table DIR prints a table already written."""
+
+
+def add_locks(p) -> None:
+    from ..tune.table import TableConfig
+
+    p.add_argument("--table", default=None, metavar="DIR", help="print the lock table in DIR/table.json")
+    p.add_argument("--run", default=None, metavar="MODEL_DIR", help="build the lock table for this unlocked model")
+    p.add_argument("--specs", default=None, metavar="FILE|JSON", help="{row name: lock spec or null} (with --run)")
+    p.add_argument("--retain-task", default=None, help="authorized task (default: the model's own)")
+    p.add_argument("--attack-tasks", nargs="+", default=[], metavar="TASK", help="held-back unauthorized tasks")
+    p.add_argument("--out", default=None, help="results directory (default: runs/locks-MODEL)")
+    add_config_flags(p, TableConfig)
+
+
+def cmd_locks(args) -> int:
+    import json
+    from pathlib import Path
+
+    from ..tune.table import format_table
+
+    if args.table:
+        path = Path(args.table) / "table.json"
+        if not path.is_file():
+            raise ValueError(f"{path} does not exist; build it with trainlock locks --run MODEL_DIR ...")
+        print(format_table(json.loads(path.read_text())))
+        return 0
+    if not args.run:
+        import sys
+
+        from ..locks import LOCKS
+
+        for name in LOCKS.names():
+            cls = LOCKS.get(name)
+            doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
+            print(f"{name:<16} {doc[0] if doc else ''}")
+        return 0
+    from .. import tasks
+    from ..atomic import exclusive
+    from ..io.artifacts import load
+    from ..tune.table import TableConfig, lock_table
+
+    if not args.specs or not args.attack_tasks:
+        raise ValueError("--run needs --specs and --attack-tasks")
+    text = Path(args.specs).read_text() if Path(args.specs).is_file() else args.specs
+    specs = json.loads(text)
+    if not isinstance(specs, dict):
+        raise ValueError("--specs must be a JSON object {row name: lock spec or null}")
+    cfg = config_from_args(TableConfig, args)
+    model, meta = load(args.run)
+    retain_name = args.retain_task or meta.get("task")
+    out = Path(args.out or f"runs/locks-{Path(args.run).name}")
+    check_output_dir(out, [args.run], overwrite=True)
+    with exclusive(out):
+        res = lock_table(model, tasks.get(retain_name), [tasks.get(t) for t in args.attack_tasks], specs, out, cfg,
+                         progress=True)
+    print(format_table(res))
+    print(f"-> {out / 'table.json'}")
+    return 0
+
+
 COMMANDS = [
     ("lock", "lock a saved model (SpecDef by default, any lock with --spec)", LOCK_DESCRIPTION, add_lock, cmd_lock),
     ("verify", "check a model directory's weights, metadata, certificates (and signature)", VERIFY_DESCRIPTION,
@@ -231,6 +298,8 @@ COMMANDS = [
      cmd_release),
     ("keygen", "write an elliptic-curve key pair for signing releases", KEYGEN_DESCRIPTION, add_keygen, cmd_keygen),
     ("sign", "sign every file of a model directory with a private key", SIGN_DESCRIPTION, add_sign, cmd_sign),
+    ("locks", "list lock types, or build / print the honest lock table (every lock through one red team)",
+     LOCKS_DESCRIPTION, add_locks, cmd_locks),
     ("tune", "search a lock's hyper-parameters against the red team's worst case (Pareto front)", TUNE_DESCRIPTION,
      add_tune, cmd_tune),
 ]

@@ -13,7 +13,8 @@ authorized task.
 
 The first-order gradient (no second derivatives through the inner loop) is carried into the loop as the
 surrogate sum_p <p, g_p>, whose gradient is g_p. BatchNorm statistics are frozen during the simulation.
-Differences from the paper: one simulated optimizer (SGD) rather than a mix, and a fixed inner rate.
+Differences from the paper: one simulated optimizer (SGD, or Adam with `inner_optimizer: adam`, our variant
+aimed at Adam, the optimizer that undoes SpecDef) rather than a mix, and a fixed inner rate.
 The restricted task's classes are read from the model's first outputs (its head is kept).
 """
 
@@ -43,6 +44,7 @@ from .restricted import (
 )
 
 SUPPRESSIONS = ("ice", "klu")
+INNER_OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass
@@ -52,7 +54,10 @@ class SophonConfig:
                               help="the outer loop, over the authorized task's training split")
     alpha: float = option(0.5, "weight of fine-tuning suppression; 1 - alpha weighs the authorized loss")
     inner_steps: int = option(3, "simulated fine-tuning steps per outer step")
-    inner_lr: float = option(1e-2, "learning rate of the simulated SGD fine-tuning")
+    inner_lr: float = option(1e-2, "learning rate of the simulated fine-tuning")
+    inner_optimizer: str = option("sgd", "the simulated fine-tuning's optimizer: sgd, or adam (our variant: Adam's "
+                                         "per-coordinate scaling is what undoes SpecDef, so simulate it)",
+                                  choices=lambda: INNER_OPTIMIZERS)
     suppression: str = option("ice", "ice: inverse cross-entropy -log(1 - p_y); klu: KL to uniform",
                               choices=lambda: SUPPRESSIONS)
     attack: SimulatedAttack = option(factory=SimulatedAttack, help="the certificate's simulated attack")
@@ -62,6 +67,8 @@ class SophonConfig:
         check_float("sophon", "alpha", self.alpha, 0.0, 1.0)
         check_int("sophon", "inner_steps", self.inner_steps, 0)
         check_float("sophon", "inner_lr", self.inner_lr, 0.0, open_low=True)
+        if self.inner_optimizer not in INNER_OPTIMIZERS:
+            raise ValueError(f"sophon: inner_optimizer must be one of {INNER_OPTIMIZERS}, got {self.inner_optimizer!r}")
         if self.suppression not in SUPPRESSIONS:
             raise ValueError(f"sophon: suppression must be one of {SUPPRESSIONS}, got {self.suppression!r}")
 
@@ -72,6 +79,7 @@ def suppression_gradients(model: nn.Module, batches, cfg: SophonConfig, task: Ta
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters() if p.requires_grad}
     acc = [torch.zeros_like(params[n]) for n in names]
+    moments = {n: (torch.zeros_like(params[n]), torch.zeros_like(params[n])) for n in names}
     total = 0.0
     was_training = model.training
     model.eval()  # simulated steps do not move BatchNorm statistics
@@ -89,12 +97,25 @@ def suppression_gradients(model: nn.Module, batches, cfg: SophonConfig, task: Ta
             if not last:
                 ft = F.cross_entropy(logits, y)
                 g_ft = torch.autograd.grad(ft, [params[n] for n in names], allow_unused=True)
-                params = {n: (params[n] - cfg.inner_lr * g if g is not None else params[n]).detach().requires_grad_(True)
+                params = {n: (params[n] - cfg.inner_lr * _direction(cfg, moments[n], g, k)
+                              if g is not None else params[n]).detach().requires_grad_(True)
                           for n, g in zip(names, g_ft)}
     finally:
         model.train(was_training)
     n = cfg.inner_steps + 1
     return [a / n for a in acc], total / n
+
+
+def _direction(cfg: SophonConfig, moments: tuple, g: torch.Tensor, k: int) -> torch.Tensor:
+    """The simulated step's direction: the gradient (sgd), or Adam's bias-corrected m / (sqrt(v) + eps)
+    with betas (0.9, 0.999), its moments carried across the inner steps in `moments` (updated in place)."""
+    if cfg.inner_optimizer == "sgd":
+        return g
+    m, v = moments
+    m.mul_(0.9).add_(g.detach(), alpha=0.1)
+    v.mul_(0.999).addcmul_(g.detach(), g.detach(), value=0.001)
+    mh, vh = m / (1 - 0.9 ** (k + 1)), v / (1 - 0.999 ** (k + 1))
+    return mh / (vh.sqrt() + 1e-8)
 
 
 @register_lock

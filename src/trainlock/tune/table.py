@@ -1,0 +1,125 @@
+"""The honest lock table: every lock through the same red team, beside the unlocked base and scratch.
+
+Per lock: authorized utility (vs the base's), cost to lock (wall time), and per held-back attack task the red
+team's worst case (best blind accuracy from the locked weights), the best from scratch (the same
+architecture re-initialized: always available to an attacker), the attacker's advantage (worst - scratch),
+and the cost to bypass: the fewest optimizer steps any run on the locked weights needed to come within
+`bypass_margin` of the unlocked base's best (None when no run did). Rows are sorted worst case first:
+largest advantage first. Everything goes into out/ (one red-team directory per lock and task, resumable) and
+out/table.json; `format_table` prints it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch.nn as nn
+
+from ..api import lock
+from ..atomic import write_text
+from ..config import option, to_dict
+from ..io.artifacts import load, save
+from ..redteam import RedTeamConfig, redteam
+from ..tasks import Task, for_model
+from ..train import LoopConfig, evaluate
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TableConfig:
+    budget: int = option(14, "red-team runs per lock and task (the staged suite's first runs)")
+    steps: int = option(200, "optimizer steps per red-team run")
+    batch_size: int = option(64, "red-team minibatch size")
+    bypass_margin: float = option(0.02, "bypassed = within this of the unlocked base's best accuracy")
+    workers: int = option(2, "red-team process pool size")
+    optimizers: tuple[str, ...] = option(factory=tuple, help="only these optimizers in the red-team subset "
+                                                             "(default: every registered one)")
+    device: str = option("cpu", "cpu or cuda")
+
+
+def _bypass_steps(rows: list[dict], level: float) -> int | None:
+    """The fewest steps at which any released-weights run's accuracy checks reached `level`."""
+    best = None
+    for r in rows:
+        if r.get("config", {}).get("init", "released") != "released" or r.get("insider"):
+            continue
+        extra = r["distill"]["steps"] if r.get("distill") else 0
+        hit = next((s for s, a in r.get("evals") or [] if a is not None and a >= level), None)
+        if hit is not None and (best is None or hit + extra < best):
+            best = hit + extra
+    return best
+
+
+def lock_table(base: nn.Module, retain: Task, attacks: list[Task], locks: dict[str, object], out: str | Path,
+               cfg: TableConfig | None = None, progress: bool = False) -> dict:
+    """Lock `base` with each of `locks` ({row name: lock spec for `trainlock.lock`, or None for the base itself}),
+    red-team each on every task of `attacks`; returns {"rows", "base", "config"} and writes out/table.json."""
+    cfg = cfg or TableConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    retain = for_model(retain, base)
+    base_utility = evaluate(base, retain)
+    rt_cfg = RedTeamConfig(loop=LoopConfig(device=cfg.device, max_steps=cfg.steps, batch_size=cfg.batch_size,
+                                           epochs=10**6), budget=cfg.budget, workers=cfg.workers,
+                           optimizers=tuple(cfg.optimizers))
+    base_best = {}
+    for task in attacks:
+        res = redteam(base, task, rt_cfg, out=out / "none" / task.name)
+        base_best[task.name] = res["locked"]["accuracy"] if res["locked"] else None
+    rows = []
+    for name, spec in locks.items():
+        d = out / name
+        if spec is None:  # the unlocked base as a row of its own
+            model, lock_s = base, 0.0
+        elif (d / "model" / "trainlock.json").is_file():
+            model, meta = load(d / "model")
+            lock_s = meta.get("lock_wall_s")
+        else:
+            t0 = time.perf_counter()
+            res = lock(base, spec, retain=retain, progress=progress)
+            lock_s = time.perf_counter() - t0
+            model = res.model
+            save(model, d / "model", {"task": retain.name, "lock_wall_s": lock_s, **res.record})
+        row = {"lock": name, "spec": json.loads(json.dumps(spec, default=lambda o: to_dict(o))),
+               "utility": evaluate(model, retain), "base_utility": base_utility, "lock_s": lock_s, "tasks": {}}
+        for task in attacks:
+            res = redteam(model, task, rt_cfg, out=d / task.name)
+            worst, scratch = res["locked"], res["scratch"]
+            level = None if base_best[task.name] is None else base_best[task.name] - cfg.bypass_margin
+            row["tasks"][task.name] = {
+                "worst": worst and worst["accuracy"], "worst_attack": worst and worst["attack"],
+                "scratch": scratch and scratch["accuracy"], "advantage": res["advantage"],
+                "base_best": base_best[task.name],
+                "bypass_steps": None if level is None else _bypass_steps(res["runs"], level)}
+        advs = [t["advantage"] for t in row["tasks"].values() if t["advantage"] is not None]
+        row["max_advantage"] = max(advs) if advs else None
+        rows.append(row)
+        logger.info("lock table: %s done", name)
+    rows.sort(key=lambda r: -(r["max_advantage"] if r["max_advantage"] is not None else -1))
+    result = {"rows": rows, "base_utility": base_utility, "base_best": base_best, "retain_task": retain.name,
+              "attack_tasks": [t.name for t in attacks], "config": to_dict(cfg)}
+    write_text(out / "table.json", json.dumps(result, indent=2, default=str))
+    return result
+
+
+def format_table(result: dict) -> str:
+    """The table as markdown: one row per lock, worst case (largest advantage over scratch) first."""
+    tasks = result["attack_tasks"]
+    head = ["lock", "utility (base)", "lock s"] + [f"{t}: worst / scratch / adv / bypass steps" for t in tasks]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for r in result["rows"]:
+        cells = [r["lock"], f"{r['utility']:.4f} ({result['base_utility']:.4f})",
+                 "-" if r["lock_s"] is None else f"{r['lock_s']:.0f}"]
+        for t in tasks:
+            c = r["tasks"][t]
+            adv = "-" if c["advantage"] is None else f"{c['advantage']:+.3f}"
+            cells.append(f"{f(c['worst'])} / {f(c['scratch'])} / {adv} / "
+                         f"{'not bypassed' if c['bypass_steps'] is None else c['bypass_steps']}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

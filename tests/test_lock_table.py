@@ -1,0 +1,36 @@
+"""The honest lock table: every lock through one red-team subset, worst case (largest advantage) first."""
+
+import json
+
+from trainlock.cli.main import main
+from trainlock.io.artifacts import save
+from trainlock.tune.table import TableConfig, _bypass_steps, format_table, lock_table
+
+
+def test_bypass_steps_reads_the_first_eval_at_level():
+    rows = [{"config": {"init": "released"}, "evals": [[0, 0.1], [50, 0.6], [100, 0.8]]},
+            {"config": {"init": "released"}, "evals": [[0, 0.1], [25, 0.75]], "distill": {"steps": 10}},
+            {"config": {"init": "scratch"}, "evals": [[5, 0.9]]},  # scratch runs do not bypass the lock
+            {"config": {"init": "released"}, "insider": True, "evals": [[1, 0.9]]}]  # nor insiders
+    assert _bypass_steps(rows, 0.7) == 35
+    assert _bypass_steps(rows, 0.95) is None
+
+
+def test_lock_table_rows_and_cli(tiny_base, digits, digits_permuted, tmp_path, capsys):
+    specs = {"none": None, "specdef": {"type": "specdef", "alpha": 0.5,
+                                      "loop": {"optimizer": "adadelta", "lr": 1.0, "epochs": 1, "batch_size": 32,
+                                               "device": "cpu"}}}
+    cfg = TableConfig(budget=6, steps=5, batch_size=32, workers=0, optimizers=("adam",))
+    res = lock_table(tiny_base, digits, [digits_permuted], specs, tmp_path, cfg)
+    assert [r["lock"] for r in res["rows"]] and {r["lock"] for r in res["rows"]} == {"none", "specdef"}
+    advs = [r["max_advantage"] for r in res["rows"]]
+    assert advs == sorted(advs, reverse=True)  # worst case first
+    none = next(r for r in res["rows"] if r["lock"] == "none")
+    assert none["utility"] == res["base_utility"] and none["tasks"][digits_permuted.name]["worst"] == \
+        res["base_best"][digits_permuted.name]
+    saved = json.loads((tmp_path / "table.json").read_text())
+    assert format_table(saved) == format_table(res)
+    assert main(["locks", "--table", str(tmp_path)]) == 0
+    assert "specdef" in capsys.readouterr().out
+    save(tiny_base, tmp_path / "base", {"task": "digits"})
+    assert main(["locks"]) == 0 and "sophon" in capsys.readouterr().out
