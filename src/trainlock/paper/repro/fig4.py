@@ -110,6 +110,7 @@ def _table(summary: dict, s: Settings, study: Study) -> str:
                      pct(v["locked_at_best"]), pct(v["scratch_best"]), verdict])
     a = summary["authorized"]
     w, wopt = summary["worst_locked"]
+    scratch = max(v["scratch_best"] for v in summary["optimizers"].values())
     scale = (f"quick: {s.n_train or 'all'} train / {s.n_test or 'all'} test examples, {s.epochs} epochs to train and to lock, "
              f"{s.attack_epochs} attack epoch(s)" if study.quick else "full: every example, 10 + 10 epochs, 10 attack epochs")
     return "\n".join([
@@ -118,7 +119,8 @@ def _table(summary: dict, s: Settings, study: Study) -> str:
         f"{pct(a['locked'])} (the paper: 99% -> 99%). The paper's figure: every optimizer is held at chance on the "
         "locked model. Grids per optimizer: the red team's (trainlock.redteam.suite.LR_GRID) plus the paper's rate.",
         "", md_table(head, rows), "",
-        f"Red team's worst over these optimizers on the locked model: {pct(w)} ({wopt}).", ""])
+        f"Red team's worst over these optimizers on the locked model: {pct(w)} ({wopt}); the best from scratch over "
+        f"all of them: {pct(scratch)}; attacker's advantage {100 * (w - scratch):+.1f} points.", ""])
 
 
 def _plot(summary: dict, study: Study) -> str:

@@ -104,14 +104,14 @@ def _table(summary: dict, s: Settings, study: Study) -> str:
              "full: the paper's scale (width 64, every example, 10 + 10 epochs, 10 attack epochs)")
     a = summary["authorized"]
     head = ["task (paper's)", "attack lr", "paper base", "paper SpecDef", "our base", "our locked",
-            "scratch (same lr)", "scratch (best lr)", "red team worst", "verdict"]
+            "scratch (same lr)", "scratch (best of all)", "red team worst", "verdict"]
     rows = [["MNIST (authorized)", "-", pct(PAPER["mnist"][0]), pct(PAPER["mnist"][1]), pct(a["base"]),
              pct(a["locked"]), "-", "-", "-",
              "reproduced" if a["locked"] >= a["base"] - 0.01 else f"not reproduced: {pct(a['base'] - a['locked'])} lost"]]
     for name, col, desc in ATTACK_TASKS:
         cells = summary["cells"][col]
-        best_scratch = max(c["scratch"] for c in cells.values())
         rt = summary["redteam"][col]
+        best_scratch = _best_scratch(summary, col)
         for lr, c in cells.items():
             paper = PAPER[col] if lr == "0.1" else (None, None)
             rows.append([f"{desc} ({col})", lr, pct(paper[0]), pct(paper[1]), pct(c["base"]), pct(c["locked"]),
@@ -123,14 +123,21 @@ def _table(summary: dict, s: Settings, study: Study) -> str:
              redteam_cell.describe(s.redteam_budget, s.redteam_steps) + ".", "",
              md_table(head, rows), "",
              "The lock protects something only where the released weights give an attacker more than a re-initialized "
-             "model does: compare 'red team worst' with 'scratch (best lr)'.", ""]
+             "model does: compare 'red team worst' with 'scratch (best of all)', the best from-scratch run of the "
+             "AdamW grid and of the red team.", ""]
     for name, col, _ in ATTACK_TASKS:
         rt = summary["redteam"][col]
-        adv = rt["locked"] - max(c["scratch"] for c in summary["cells"][col].values())
-        notes.append(f"- {col}: red team worst {pct(rt['locked'])} vs scratch (best lr) "
-                     f"{pct(max(c['scratch'] for c in summary['cells'][col].values()))}: attacker's advantage "
-                     f"{100 * adv:+.1f} points.")
+        adv = rt["locked"] - _best_scratch(summary, col)
+        notes.append(f"- {col}: red team worst {pct(rt['locked'])} vs scratch (best of all) "
+                     f"{pct(_best_scratch(summary, col))}: attacker's advantage {100 * adv:+.1f} points.")
     return "\n".join(notes) + "\n"
+
+
+def _best_scratch(summary: dict, col: str) -> float:
+    """The best from-scratch accuracy: the AdamW grid's and the red team's own scratch runs."""
+    grid = max(c["scratch"] for c in summary["cells"][col].values())
+    rt = summary["redteam"][col].get("scratch")
+    return grid if rt is None else max(grid, rt)
 
 
 def _plot(summary: dict, study: Study) -> str:
