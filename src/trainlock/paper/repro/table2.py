@@ -92,8 +92,10 @@ def run(study: Study, progress: bool = False) -> dict:
             except TransformNotApplicable as e:
                 return {"skipped": f"{transform}: {e}", "transform": transform}
             m, note = out.model, out.note
-        res = backdoor_attack(m, _inject_cfg(optimizer, lr, device), task, bd, progress=progress)
+        ft = _inject_cfg(optimizer, lr, device)
+        res = backdoor_attack(m, ft, task, bd, progress=progress)
         return {"before": res["before"], "after": res["after"], "optimizer": optimizer, "lr": lr,
+                "config": ft.to_dict(), "backdoor": bd.to_dict(), "seed": ft.loop.seed,
                 "transform": transform, "note": note, "steps": res["run"]["steps"], "diverged": res["run"]["diverged"]}
 
     rows = {who: study.run(f"{who}/paper-attack", lambda m=m: inject(m)) for who, m in

@@ -101,7 +101,8 @@ def run(study: Study, progress: bool = False) -> dict:
                     return {"stage": name, "skipped": str(e)}
             c = dataclasses.replace(cfg, relearn=dataclasses.replace(cfg.relearn, optimizer=optimizer, lr=lr))
             res = relearn(m, task, c, progress=progress)
-            return {**_row(name, res.model, task, res), "optimizer": optimizer, "lr": lr, "transform": transform}
+            return {**_row(name, res.model, task, res), "optimizer": optimizer, "lr": lr, "transform": transform,
+                    "config": c.relearn_attack().to_dict(), "seed": c.relearn.seed}
         return go
 
     stages["Relearning attack"] = study.run("unlearned+relearn", attack(unlearned, "Relearning attack"))
