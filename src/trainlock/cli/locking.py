@@ -7,11 +7,13 @@ import logging
 from .common import (
     add_checkpoint_flags,
     add_config_flags,
+    add_subset_flags,
     check_output_dir,
     check_output_file,
     checkpoint_for,
     config_from_args,
     done_with,
+    subset_task,
     write_json,
 )
 
@@ -241,6 +243,7 @@ def add_locks(p) -> None:
     p.add_argument("--retain-task", default=None, help="authorized task (default: the model's own)")
     p.add_argument("--attack-tasks", nargs="+", default=[], metavar="TASK", help="held-back unauthorized tasks")
     p.add_argument("--out", default=None, help="results directory (default: runs/locks-MODEL)")
+    add_subset_flags(p)
     add_config_flags(p, TableConfig)
 
 
@@ -283,8 +286,8 @@ def cmd_locks(args) -> int:
     out = Path(args.out or f"runs/locks-{Path(args.run).name}")
     check_output_dir(out, [args.run], overwrite=True)
     with exclusive(out):
-        res = lock_table(model, tasks.get(retain_name), [tasks.get(t) for t in args.attack_tasks], specs, out, cfg,
-                         progress=True)
+        res = lock_table(model, subset_task(tasks.get(retain_name), args),
+                         [subset_task(tasks.get(t), args) for t in args.attack_tasks], specs, out, cfg, progress=True)
     print(format_table(res))
     print(f"-> {out / 'table.json'}")
     return 0

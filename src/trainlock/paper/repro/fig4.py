@@ -18,7 +18,7 @@ from ...attacks.scratch import scratch_baseline
 from ...locks import SpecDefConfig, specdef_loop
 from ...redteam.suite import LR_GRID
 from ...train import LoopConfig, evaluate, fit
-from .common import Study, finetune_row, gray28, md_table, pct, pyplot, save_fig
+from .common import Study, finetune_row, gray28, md_table, pct, pyplot, save_fig, verdict
 
 PAPER_LR = {"sgd": 0.1, "adamw": 0.1, "psgd-kron": 1e-3, "xmat": 1e-2}
 OPTIMIZERS = ("sgd", "adamw", "psgd-kron", "xmat", "kfac", "lbfgs")
@@ -33,7 +33,7 @@ class Settings:
 
 
 def settings(quick: bool) -> Settings:
-    return (Settings(n_train=3000, n_test=1000, epochs=2, attack_epochs=1) if quick else
+    return (Settings(n_train=8000, n_test=1000, epochs=3, attack_epochs=1) if quick else
             Settings(n_train=None, n_test=None, epochs=10, attack_epochs=10))
 
 
@@ -101,13 +101,11 @@ def _table(summary: dict, s: Settings, study: Study) -> str:
     rows = []
     for opt, v in summary["optimizers"].items():
         locked = max(x for x in (v["locked_at_paper_lr"], v["locked_at_best"]) if x is not None)
-        ok = locked <= summary["chance"] + 0.10
-        verdict = ("reproduced: held near chance" if ok and v["base_best"] > summary["chance"] + 0.10 else
-                   "not comparable: the base does not learn either" if ok else
-                   f"not reproduced: the locked model reaches {pct(locked)}")
+        word, why = verdict(locked, v["base_best"], summary["chance"])
+        verdict_text = f"{word}: {why}"
         rows.append([opt, "-" if v["paper_lr"] is None else f"{v['paper_lr']:g}", pct(v["base_at_paper_lr"]),
                      pct(v["locked_at_paper_lr"]), f"{v['best_base_lr']:g}", pct(v["base_best"]),
-                     pct(v["locked_at_best"]), pct(v["scratch_best"]), verdict])
+                     pct(v["locked_at_best"]), pct(v["scratch_best"]), verdict_text])
     a = summary["authorized"]
     w, wopt = summary["worst_locked"]
     scratch = max(v["scratch_best"] for v in summary["optimizers"].values())
