@@ -18,21 +18,19 @@ features themselves, which is what the red team does.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import check_float, from_dict, option, to_dict
+from ..config import check_float, option
 from ..models.base import find_head
 from ..tasks import Task, for_model
-from ..train import LoopConfig, LoopHooks, clone_model, evaluate, fit, predict
-from .base import Certificate, LockDefaults, LockReport, register_lock
-from .restricted import SimulatedAttack, attack_certificate, endless, restricted_task
+from ..train import LoopConfig, predict
+from .base import register_lock
+from .restricted import RestrictedLock, SimulatedAttack
 
 
 @dataclass
@@ -94,45 +92,17 @@ def feature_log10_kappa(model: nn.Module, task: Task, n: int = 512) -> float:
 
 
 @register_lock
-class ImmunizeLock(LockDefaults):
+class ImmunizeLock(RestrictedLock):
     """Condition-number immunization of the features; certifies one simulated attack's end accuracy."""
 
     name = "immunize"
+    Config = ImmunizeConfig
+    mechanism = ("condition-number immunization: the restricted domain's feature covariance was made ill-conditioned, "
+                 "which slows gradient descent on a linear probe over those features")
 
-    def __init__(self, config: ImmunizeConfig, tasks: dict[str, Task] | None = None):
-        self.cfg = dataclasses.replace(config)
-        self._tasks: dict[str, Task] = dict(tasks or {})
-        self._report: LockReport | None = None
-
-    @classmethod
-    def from_config(cls, data: dict) -> "ImmunizeLock":
-        return cls(from_dict(ImmunizeConfig, dict(data)))
-
-    def config(self) -> dict:
-        return to_dict(self.cfg)
-
-    def report(self) -> LockReport | None:
-        return self._report
-
-    def use_tasks(self, *tasks: Task) -> "ImmunizeLock":
-        for t in tasks:
-            self._tasks[t.name] = t
-        return self
-
-    def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
-        if retain is None:
-            raise ValueError("immunize: apply needs the retain (authorized) task")
-        restricted = for_model(restricted_task(self.cfg.restricted, self._tasks, "immunize"), model)
-        if restricted.name == retain.name:
-            raise ValueError(f"immunize: the restricted and the retain task are both {retain.name!r}")
-        retain = for_model(retain, model)
-        torch.manual_seed(self.cfg.loop.seed)
-        locked = clone_model(model)
+    def objective(self, locked, restricted, stream):
         grab = _Features(locked)
-        stream = endless(restricted, self.cfg.loop.batch_size, self.cfg.loop.seed + 1)
-        report = LockReport(locked, to_dict(self.cfg))
-        report.accuracy_before = evaluate(model, retain)
-        logs = {"kappa_restricted": 0.0, "kappa_retain": 0.0, "retain": 0.0, "n": 0}
+        sums = {"log_kappa_restricted": 0.0, "log_kappa_retain": 0.0, "retain_loss": 0.0, "n": 0}
 
         def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor):
             xr, _ = next(stream)
@@ -140,43 +110,18 @@ class ImmunizeLock(LockDefaults):
             k_ill = log_kappa(grab.last, self.cfg.eps)
             ce = F.cross_entropy(m(x), y)
             k_well = log_kappa(grab.last, self.cfg.eps)
-            logs["kappa_restricted"] += float(k_ill.detach())
-            logs["kappa_retain"] += float(k_well.detach())
-            logs["retain"] += float(ce.detach())
-            logs["n"] += 1
+            sums["log_kappa_restricted"] += float(k_ill.detach())
+            sums["log_kappa_retain"] += float(k_well.detach())
+            sums["retain_loss"] += float(ce.detach())
+            sums["n"] += 1
             return ce + self.cfg.lam_well * k_well - self.cfg.lam_ill * k_ill, {}
 
-        def on_epoch(epoch: int) -> dict:
-            n = max(1, logs["n"])
-            out = {"log_kappa_restricted": logs["kappa_restricted"] / n, "log_kappa_retain": logs["kappa_retain"] / n,
-                   "retain_loss": logs["retain"] / n, "retain_accuracy": evaluate(locked, retain)}
-            logs.update(kappa_restricted=0.0, kappa_retain=0.0, retain=0.0, n=0)
-            return out
+        return loss_fn, sums, grab.remove
 
-        t0 = time.perf_counter()
-        try:
-            res = fit(locked, retain, self.cfg.loop, loss_fn, LoopHooks(on_epoch=on_epoch, checkpoint=self.checkpoint),
-                      desc="immunize", progress=self.progress)
-        finally:
-            grab.remove()
-        report.steps, report.loop_s, report.history, report.stopped = (res.steps, time.perf_counter() - t0,
-                                                                       res.epochs, res.stopped)
-        report.accuracy_after = evaluate(locked, retain)
-        self._report = report
-        self.cfg.retain_task = retain.name
+    def after_apply(self, locked, restricted) -> None:
         self.cfg.kappa_at_lock = feature_log10_kappa(locked, restricted)
-        if self.cfg.attack.max_accuracy is None:
-            self.cfg.attack = dataclasses.replace(self.cfg.attack, max_accuracy=min(1.0, restricted.chance + 0.10))
-        return locked
 
-    def certify(self, model: nn.Module) -> list[Certificate]:
-        if self.cfg.attack.max_accuracy is None:
-            raise ValueError("immunize: no claim recorded; apply the lock first")
-        task = restricted_task(self.cfg.restricted, self._tasks, "immunize")
-        kappa_now = feature_log10_kappa(model, task)
-        return [attack_certificate(
-            self.name, model, task, self.cfg.attack,
-            "condition-number immunization: the restricted domain's feature covariance was made ill-conditioned, "
-            "which slows gradient descent on a linear probe over those features",
-            {"restricted": self.cfg.restricted, "retain_task": self.cfg.retain_task,
-             "log10_kappa_restricted_at_lock": self.cfg.kappa_at_lock, "log10_kappa_restricted_now": kappa_now})]
+    def details(self, model) -> dict:
+        task = self._tasks.get(self.cfg.restricted)
+        now = None if task is None else feature_log10_kappa(model, task)
+        return {"log10_kappa_restricted_at_lock": self.cfg.kappa_at_lock, "log10_kappa_restricted_now": now}

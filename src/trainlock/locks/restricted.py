@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, ClassVar, Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import tasks as _tasks
-from ..config import option
+from ..config import from_dict, option, to_dict
 from ..tasks import Task, for_model
-from ..train import LoopConfig, accuracy, batches, clone_model, fit
-from .base import Certificate
+from ..train import LoopConfig, LoopHooks, accuracy, batches, clone_model, evaluate, fit
+from .base import Certificate, LockDefaults, LockReport
 
 
 @dataclass
@@ -110,3 +111,88 @@ def attack_certificate(lock: str, model: nn.Module, task: Task, attack: Simulate
         method="trainlock.locks.restricted.simulated_attack (a seeded fine-tuning run on a copy)",
         details={**details, "attack": dataclasses.asdict(attack)},
     )
+
+
+class RestrictedLock(LockDefaults):
+    """What the restricted-domain locks share: config handling, the restricted task, the training run over
+    the authorized task's split and the certificate. A subclass sets `name`, `Config` (a dataclass with
+    `restricted`, `loop`, `attack` and `retain_task`) and `mechanism`, and implements `objective`."""
+
+    Config: ClassVar[type]
+    mechanism: ClassVar[str]
+
+    def __init__(self, config, tasks: dict[str, Task] | None = None):
+        self.cfg = dataclasses.replace(config)
+        self._tasks: dict[str, Task] = dict(tasks or {})
+        self._report: LockReport | None = None
+
+    @classmethod
+    def from_config(cls, data: dict):
+        return cls(from_dict(cls.Config, dict(data)))
+
+    def config(self) -> dict:
+        return to_dict(self.cfg)
+
+    def report(self) -> LockReport | None:
+        return self._report
+
+    def use_tasks(self, *tasks: Task):
+        for t in tasks:
+            self._tasks[t.name] = t
+        return self
+
+    def objective(self, locked: nn.Module, restricted: Task, stream) -> tuple[Callable, dict, Callable | None]:
+        """(loss_fn(model, x, y) -> (loss, {}), running sums (with "n") that it adds to, cleanup or None)."""
+        raise NotImplementedError
+
+    def details(self, model: nn.Module | None) -> dict:
+        """Extra certificate details (the lock's own settings and measurements)."""
+        return {}
+
+    def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
+        if retain is None:
+            raise ValueError(f"{self.name}: apply needs the retain (authorized) task")
+        restricted = for_model(restricted_task(self.cfg.restricted, self._tasks, self.name), model)
+        if restricted.name == retain.name:
+            raise ValueError(f"{self.name}: the restricted and the retain task are both {retain.name!r}")
+        retain = for_model(retain, model)
+        torch.manual_seed(self.cfg.loop.seed)
+        locked = clone_model(model)
+        report = LockReport(locked, to_dict(self.cfg))
+        report.accuracy_before = evaluate(model, retain)
+        stream = endless(restricted, self.cfg.loop.batch_size, self.cfg.loop.seed + 1)
+        loss_fn, sums, cleanup = self.objective(locked, restricted, stream)
+
+        def on_epoch(epoch: int) -> dict:
+            n = max(1, sums["n"])
+            out = {k: v / n for k, v in sums.items() if k != "n"}
+            sums.update({k: 0.0 for k in sums})
+            return {**out, "retain_accuracy": evaluate(locked, retain)}
+
+        t0 = time.perf_counter()
+        try:
+            res = fit(locked, retain, self.cfg.loop, loss_fn, LoopHooks(on_epoch=on_epoch, checkpoint=self.checkpoint),
+                      desc=self.name, progress=self.progress)
+        finally:
+            if cleanup is not None:
+                cleanup()
+        report.steps, report.loop_s, report.history, report.stopped = (res.steps, time.perf_counter() - t0,
+                                                                       res.epochs, res.stopped)
+        report.accuracy_after = evaluate(locked, retain)
+        self._report = report
+        self.cfg.retain_task = retain.name
+        if self.cfg.attack.max_accuracy is None:
+            self.cfg.attack = dataclasses.replace(self.cfg.attack, max_accuracy=min(1.0, restricted.chance + 0.10))
+        self.after_apply(locked, restricted)
+        return locked
+
+    def after_apply(self, locked: nn.Module, restricted: Task) -> None:
+        """Record what the lock measures on its result (nothing by default)."""
+
+    def certify(self, model: nn.Module) -> list[Certificate]:
+        if self.cfg.attack.max_accuracy is None:
+            raise ValueError(f"{self.name}: no claim recorded; apply the lock first")
+        task = restricted_task(self.cfg.restricted, self._tasks, self.name)
+        return [attack_certificate(self.name, model, task, self.cfg.attack, self.mechanism,
+                                   {"restricted": self.cfg.restricted, "retain_task": self.cfg.retain_task,
+                                    **self.details(model)})]

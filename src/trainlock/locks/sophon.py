@@ -20,8 +20,6 @@ The restricted task's classes are read from the model's first outputs (its head 
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from dataclasses import dataclass
 
 import torch
@@ -29,19 +27,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..config import check_float, check_int, from_dict, option, to_dict
-from ..tasks import Task, for_model
-from ..train import LoopConfig, LoopHooks, clone_model, evaluate, fit
-from .base import Certificate, LockDefaults, LockReport, register_lock
-from .restricted import (
-    SimulatedAttack,
-    attack_certificate,
-    endless,
-    fit_logits,
-    inverse_ce,
-    kl_uniform,
-    restricted_task,
-)
+from ..config import check_float, check_int, option
+from ..tasks import Task
+from ..train import LoopConfig
+from .base import register_lock
+from .restricted import RestrictedLock, SimulatedAttack, fit_logits, inverse_ce, kl_uniform
 
 SUPPRESSIONS = ("ice", "klu")
 INNER_OPTIMIZERS = ("sgd", "adam")
@@ -119,81 +109,29 @@ def _direction(cfg: SophonConfig, moments: tuple, g: torch.Tensor, k: int) -> to
 
 
 @register_lock
-class SophonLock(LockDefaults):
+class SophonLock(RestrictedLock):
     """SOPHON-style fine-tuning suppression; certifies one simulated fine-tuning attack's end accuracy."""
 
     name = "sophon"
+    Config = SophonConfig
+    mechanism = ("fine-tuning suppression: the weights were trained so that simulated fine-tuning on the restricted "
+                 "domain keeps predicting it badly")
 
-    def __init__(self, config: SophonConfig, tasks: dict[str, Task] | None = None):
-        self.cfg = dataclasses.replace(config)
-        self._tasks: dict[str, Task] = dict(tasks or {})
-        self._report: LockReport | None = None
-
-    @classmethod
-    def from_config(cls, data: dict) -> "SophonLock":
-        return cls(from_dict(SophonConfig, dict(data)))
-
-    def config(self) -> dict:
-        return to_dict(self.cfg)
-
-    def report(self) -> LockReport | None:
-        return self._report
-
-    def use_tasks(self, *tasks: Task) -> "SophonLock":
-        for t in tasks:
-            self._tasks[t.name] = t
-        return self
-
-    def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
-        if retain is None:
-            raise ValueError("sophon: apply needs the retain (authorized) task")
-        restricted = for_model(restricted_task(self.cfg.restricted, self._tasks, "sophon"), model)
-        if restricted.name == retain.name:
-            raise ValueError(f"sophon: the restricted and the retain task are both {retain.name!r}")
-        retain = for_model(retain, model)
-        torch.manual_seed(self.cfg.loop.seed)
-        locked = clone_model(model)
-        stream = endless(restricted, self.cfg.loop.batch_size, self.cfg.loop.seed + 1)
-        report = LockReport(locked, to_dict(self.cfg))
-        report.accuracy_before = evaluate(model, retain)
-        logs = {"suppression": 0.0, "retain": 0.0, "n": 0}
+    def objective(self, locked, restricted, stream):
+        sums = {"suppression": 0.0, "retain_loss": 0.0, "n": 0}
 
         def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor):
             grads, sup = suppression_gradients(m, stream, self.cfg, restricted)
             params = [p for p in m.parameters() if p.requires_grad]
             surrogate = sum((p * g.to(p.dtype)).sum() for p, g in zip(params, grads))
             ce = F.cross_entropy(m(x), y)
-            logs["suppression"] += sup
-            logs["retain"] += float(ce.detach())
-            logs["n"] += 1
+            sums["suppression"] += sup
+            sums["retain_loss"] += float(ce.detach())
+            sums["n"] += 1
             return self.cfg.alpha * surrogate + (1.0 - self.cfg.alpha) * ce, {}
 
-        def on_epoch(epoch: int) -> dict:
-            n = max(1, logs["n"])
-            out = {"suppression": logs["suppression"] / n, "retain_loss": logs["retain"] / n,
-                   "retain_accuracy": evaluate(locked, retain)}
-            logs.update(suppression=0.0, retain=0.0, n=0)
-            return out
+        return loss_fn, sums, None
 
-        t0 = time.perf_counter()
-        res = fit(locked, retain, self.cfg.loop, loss_fn, LoopHooks(on_epoch=on_epoch, checkpoint=self.checkpoint),
-                  desc="sophon", progress=self.progress)
-        report.steps, report.loop_s, report.history, report.stopped = (res.steps, time.perf_counter() - t0,
-                                                                       res.epochs, res.stopped)
-        report.accuracy_after = evaluate(locked, retain)
-        self._report = report
-        self.cfg.retain_task = retain.name
-        if self.cfg.attack.max_accuracy is None:
-            self.cfg.attack = dataclasses.replace(self.cfg.attack, max_accuracy=min(1.0, restricted.chance + 0.10))
-        return locked
-
-    def certify(self, model: nn.Module) -> list[Certificate]:
-        if self.cfg.attack.max_accuracy is None:
-            raise ValueError("sophon: no claim recorded; apply the lock first")
-        task = restricted_task(self.cfg.restricted, self._tasks, "sophon")
-        return [attack_certificate(
-            self.name, model, task, self.cfg.attack,
-            "fine-tuning suppression: the weights were trained so that simulated fine-tuning on the restricted "
-            "domain keeps predicting it badly",
-            {"restricted": self.cfg.restricted, "retain_task": self.cfg.retain_task, "alpha": self.cfg.alpha,
-             "inner_steps": self.cfg.inner_steps, "inner_lr": self.cfg.inner_lr})]
+    def details(self, model) -> dict:
+        return {"alpha": self.cfg.alpha, "inner_steps": self.cfg.inner_steps, "inner_lr": self.cfg.inner_lr,
+                "inner_optimizer": self.cfg.inner_optimizer}
