@@ -128,6 +128,33 @@ def finetune_row(res, **extra) -> dict:
     return {**d, **extra}
 
 
+def mnist_base_and_lock(study: "Study", arch: str, kwargs: dict, mnist: Task, epochs: int,
+                        progress: bool = False) -> tuple:
+    """The paper's image setting (Appendix B.2), cached in `study`: `arch` trained on `mnist` with Adadelta lr 1,
+    step-LR gamma 0.7, then locked with SpecDef at the same loop (alpha 0.5, top-k 1).
+    Returns ((base, base_meta), (locked, locked_meta)); each meta holds metrics.accuracy on mnist."""
+    from ... import models
+    from ...api import lock
+    from ...locks import SpecDefConfig, specdef_loop
+    from ...train import evaluate, fit
+
+    loop = specdef_loop(epochs=epochs, batch_size=64, device=study.device)
+
+    def build_base():
+        torch.manual_seed(0)
+        m = models.build(arch, input_shape=mnist.input_shape, num_classes=10, **kwargs)
+        fit(m, mnist, loop, progress=progress)
+        return m, {"task": "mnist", "metrics": {"accuracy": evaluate(m, mnist)}}
+
+    base = study.model("base", build_base)
+
+    def build_locked():
+        res = lock(base[0], SpecDefConfig(loop=loop, alpha=0.5, top_k=1), retain=mnist, progress=progress)
+        return res.model, {"task": "mnist", "metrics": {"accuracy": res.report.accuracy_after}, **res.record}
+
+    return base, study.model("locked", build_locked)
+
+
 def gray28(task: Task) -> Task:
     """A colour image task as 28x28 greyscale (ITU-R 601 luma, then bilinear resize), for a model that
     reads MNIST-shaped input, as the paper fine-tunes its MNIST ResNet on CIFAR-10."""

@@ -9,16 +9,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import torch
-
-from ... import models, tasks
-from ...api import attack, lock
+from ... import tasks
+from ...api import attack
 from ...attacks import FineTuneConfig
 from ...attacks.scratch import scratch_baseline
-from ...locks import SpecDefConfig, specdef_loop
 from ...redteam.suite import LR_GRID
-from ...train import LoopConfig, evaluate, fit
-from .common import Study, finetune_row, gray28, md_table, pct, pyplot, save_fig, verdict
+from ...train import LoopConfig
+from .common import Study, finetune_row, gray28, md_table, mnist_base_and_lock, pct, pyplot, save_fig, verdict
 
 PAPER_LR = {"sgd": 0.1, "adamw": 0.1, "psgd-kron": 1e-3, "xmat": 1e-2}
 OPTIMIZERS = ("sgd", "adamw", "psgd-kron", "xmat", "kfac", "lbfgs")
@@ -45,21 +42,8 @@ def run(study: Study, progress: bool = False) -> dict:
     s, device = settings(study.quick), study.device
     mnist = tasks.get("mnist").subset(s.n_train, s.n_test)
     cifar = gray28(tasks.get("cifar10-bb")).subset(s.n_train, s.n_test)
-    loop = specdef_loop(epochs=s.epochs, batch_size=64, device=device)
-
-    def build_base():
-        torch.manual_seed(0)
-        m = models.build("cnn", input_shape=mnist.input_shape, num_classes=10, hidden=[128, 128, 128])
-        fit(m, mnist, loop, progress=progress)
-        return m, {"task": "mnist", "metrics": {"accuracy": evaluate(m, mnist)}}
-
-    base, base_meta = study.model("base", build_base)
-
-    def build_locked():
-        res = lock(base, SpecDefConfig(loop=loop, alpha=0.5, top_k=1), retain=mnist, progress=progress)
-        return res.model, {"task": "mnist", "metrics": {"accuracy": res.report.accuracy_after}, **res.record}
-
-    locked, locked_meta = study.model("locked", build_locked)
+    (base, base_meta), (locked, locked_meta) = mnist_base_and_lock(study, "cnn", {"hidden": [128, 128, 128]}, mnist,
+                                                                   s.epochs, progress)
 
     def cfg(opt, lr):
         return FineTuneConfig(loop=LoopConfig(optimizer=opt, lr=lr, epochs=s.attack_epochs, batch_size=32,

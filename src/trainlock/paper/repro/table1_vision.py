@@ -11,16 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from ... import models, tasks
-from ...api import attack, lock
+from ... import tasks
+from ...api import attack
 from ...attacks import FineTuneConfig
 from ...attacks.scratch import scratch_baseline
-from ...locks import SpecDefConfig, specdef_loop
-from ...train import LoopConfig, evaluate, fit
+from ...train import LoopConfig
 from . import redteam_cell
-from .common import Study, finetune_row, gray28, md_table, pct, pyplot, save_fig, verdict
+from .common import Study, finetune_row, gray28, md_table, mnist_base_and_lock, pct, pyplot, save_fig, verdict
 
 PAPER = {"mnist": (0.99, 0.99), "CIFAR": (0.80, 0.10), "KMNIST": (0.80, 0.10), "FASH": (0.74, 0.10)}
 ATTACK_TASKS = (("cifar10-bb", "CIFAR", "CIFAR-10 (BIG-bench's 10k test images, greyscale 28x28)"),
@@ -57,21 +54,8 @@ def _task(name: str, s: Settings):
 def run(study: Study, progress: bool = False) -> dict:
     s, device = settings(study.quick), study.device
     mnist = tasks.get("mnist").subset(s.n_train, s.n_test)
-    train_loop = specdef_loop(epochs=s.epochs, batch_size=64, device=device)  # Adadelta lr 1, gamma 0.7
-
-    def build_base():
-        torch.manual_seed(0)
-        m = models.build("resnet18", input_shape=mnist.input_shape, num_classes=10, width=s.width)
-        fit(m, mnist, train_loop, progress=progress)
-        return m, {"task": "mnist", "metrics": {"accuracy": evaluate(m, mnist)}}
-
-    base, base_meta = study.model("base", build_base)
-
-    def build_locked():
-        res = lock(base, SpecDefConfig(loop=train_loop, alpha=0.5, top_k=1), retain=mnist, progress=progress)
-        return res.model, {"task": "mnist", "metrics": {"accuracy": res.report.accuracy_after}, **res.record}
-
-    locked, locked_meta = study.model("locked", build_locked)
+    (base, base_meta), (locked, locked_meta) = mnist_base_and_lock(study, "resnet18", {"width": s.width}, mnist,
+                                                                   s.epochs, progress)
     auth = {"base": base_meta["metrics"]["accuracy"], "locked": locked_meta["metrics"]["accuracy"]}
 
     summary = {"authorized": auth, "cells": {}, "redteam": {}}
