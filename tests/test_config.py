@@ -58,7 +58,7 @@ def test_version_01_flat_configs_load():
     assert sd.alpha == 0.7 and sd.loop == specdef_loop(lr=5.0, epochs=5)
     assert from_dict(LoopConfig, old["loop"]) == specdef_loop()
     rt = from_dict(RedTeamConfig, old["redteam"])
-    assert rt.budget == 7 and rt.loop.max_steps == 30 and rt.workers == 0 and rt.lrs == (1e-3, 1e-2)
+    assert rt.budget == 7 and rt.loop.max_steps == 30 and rt.runner.workers == 0 and rt.lrs == (1e-3, 1e-2)
 
 
 def test_version_01_locked_model_loads_and_verifies():

@@ -4,6 +4,7 @@ import json
 
 from trainlock.cli.main import main
 from trainlock.io.artifacts import save
+from trainlock.redteam import RunnerConfig
 from trainlock.tune.table import TableConfig, _bypass_steps, format_table, lock_table
 
 
@@ -20,7 +21,7 @@ def test_lock_table_rows_and_cli(tiny_base, digits, digits_permuted, tmp_path, c
     specs = {"none": None, "specdef": {"type": "specdef", "alpha": 0.5,
                                       "loop": {"optimizer": "adadelta", "lr": 1.0, "epochs": 1, "batch_size": 32,
                                                "device": "cpu"}}}
-    cfg = TableConfig(budget=6, steps=5, batch_size=32, workers=0, optimizers=("adam",))
+    cfg = TableConfig(budget=6, steps=5, batch_size=32, runner=RunnerConfig(workers=0), optimizers=("adam",))
     res = lock_table(tiny_base, digits, [digits_permuted], specs, tmp_path, cfg)
     assert [r["lock"] for r in res["rows"]] and {r["lock"] for r in res["rows"]} == {"none", "specdef"}
     advs = [r["max_advantage"] for r in res["rows"]]

@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from trainlock.redteam import RunnerConfig
+
 pytest.importorskip("optuna")
 
 from trainlock.cli.main import main  # noqa: E402
@@ -21,7 +23,7 @@ def test_pareto_and_choice():
 
 
 def test_tune_writes_front_chosen_lock_and_resumes(tiny_base, digits, digits_permuted, tmp_path):
-    cfg = TuneConfig(trials=2, budget=6, steps=5, batch_size=32, workers=0, optimizers=("adam",))
+    cfg = TuneConfig(trials=2, budget=6, steps=5, batch_size=32, runner=RunnerConfig(workers=0), optimizers=("adam",))
     res = tune(tiny_base, digits, digits_permuted, cfg, out=tmp_path, report_tasks=("mnist",))
     assert len(res["trials"]) == 2 and res["pareto"] and res["chosen"]
     for t in res["trials"]:

@@ -23,12 +23,13 @@ _MISSING = dataclasses.MISSING
 
 
 def option(default: Any = _MISSING, help: str = "", *, factory: Callable[[], Any] | None = None,
-           choices: Callable[[], Iterable[str]] | None = None, cli: bool = True) -> Any:
+           choices: Callable[[], Iterable[str]] | None = None, cli: bool = True, flat: bool = False) -> Any:
     """A dataclass field with its help text (and, optionally, a callable giving its valid names).
 
     `factory` makes a mutable default (a nested config, a dict); `cli=False` keeps the field off the
-    command line (it is still saved and loaded)."""
-    meta = {"help": help, "cli": cli}
+    command line (it is still saved and loaded); `flat=True` gives a nested config's fields unprefixed
+    flags (--workers, not --runner-workers), as the `loop` field's."""
+    meta = {"help": help, "cli": cli, "flat": flat}
     if choices is not None:
         meta["choices"] = choices
     if factory is not None:

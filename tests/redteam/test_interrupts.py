@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import trainlock as tl
-from trainlock.redteam import RedTeamConfig, redteam
+from trainlock.redteam import RedTeamConfig, RunnerConfig, redteam
 from trainlock.train import LoopConfig
 
 
@@ -115,7 +115,7 @@ def test_resume_only_for_the_same_model_and_task(digits, digits_permuted, tmp_pa
     torch.manual_seed(0)
     a = tl.models.build("mlp", input_shape=digits.input_shape, num_classes=10, hidden=[8])
     b = tl.models.build("mlp", input_shape=digits.input_shape, num_classes=10, hidden=[8])
-    cfg = RedTeamConfig(loop=LoopConfig(device="cpu", max_steps=3, batch_size=32), budget=1, workers=0)
+    cfg = RedTeamConfig(loop=LoopConfig(device="cpu", max_steps=3, batch_size=32), budget=1, runner=RunnerConfig(workers=0))
     redteam(a, digits_permuted, cfg, out=tmp_path)
     redteam(a, digits_permuted, cfg, out=tmp_path)  # the same model: resumed
     with pytest.raises(ValueError, match="another model_state_sha256"):

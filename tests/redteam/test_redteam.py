@@ -7,7 +7,16 @@ import trainlock as tl
 from trainlock.attacks.transforms import TRANSFORMS, TransformNotApplicable, TransformOutcome
 from trainlock.cli.main import main
 from trainlock.locks import specdef_loop
-from trainlock.redteam import AttackSpec, RedTeamConfig, Target, build_suite, read_rows, run_suite, worst_case
+from trainlock.redteam import (
+    AttackSpec,
+    RedTeamConfig,
+    RunnerConfig,
+    Target,
+    build_suite,
+    read_rows,
+    run_suite,
+    worst_case,
+)
 from trainlock.redteam.report import adaptive_vs_plain, write_report
 from trainlock.train import LoopConfig
 
@@ -167,7 +176,7 @@ def test_optuna_search_resumes(locked, digits_permuted, tmp_path):
 
 
 def test_python_api_and_cli(locked, tiny_base, digits, digits_permuted, tmp_path, capsys):
-    cfg = RedTeamConfig(loop=LoopConfig(device="cpu", max_steps=100, batch_size=32), workers=0, budget=2,
+    cfg = RedTeamConfig(loop=LoopConfig(device="cpu", max_steps=100, batch_size=32), runner=RunnerConfig(workers=0), budget=2,
                         include=("adam@0.001", "sgd@0.01"))
     res = tl.redteam(locked, digits_permuted, cfg, out=tmp_path / "api", retain=digits, base=tiny_base)
     assert [r["attack"] for r in res["runs"]] == ["adam@0.001", "sgd@0.01"]
@@ -267,7 +276,7 @@ def test_worst_case_covers_the_core_grid_and_scratch_whatever_the_budget(tiny_ba
 
     task = digits_permuted.subset(n_train=256, n_test=200, seed=0)
     loop = LoopConfig(max_steps=15, batch_size=32, device="cpu")
-    res = tl.redteam(locked, task, RedTeamConfig(loop=loop, budget=20, workers=0))
+    res = tl.redteam(locked, task, RedTeamConfig(loop=loop, budget=20, runner=RunnerConfig(workers=0)))
     assert len(res["runs"]) == 20
     best = 0.0
     for opt in ("adam", "sgd"):
@@ -280,7 +289,7 @@ def test_worst_case_covers_the_core_grid_and_scratch_whatever_the_budget(tiny_ba
 
 
 def test_backdoor_row_uses_the_setting_calibrated_on_the_base(locked, tiny_base, digits_permuted, tmp_path):
-    cfg = RedTeamConfig(loop=LoopConfig(max_steps=45, batch_size=32, device="cpu"), workers=0,
+    cfg = RedTeamConfig(loop=LoopConfig(max_steps=45, batch_size=32, device="cpu"), runner=RunnerConfig(workers=0),
                         include=("[backdoor]",), optimizers=("adam",), lrs=(1e-2,))
     res = tl.redteam(locked, digits_permuted, cfg, out=tmp_path / "bd", base=tiny_base)
     cal = res["backdoor_calibration"]
@@ -294,7 +303,7 @@ def test_search_curve_for_locked_and_base(locked, tiny_base, digits_permuted, tm
     pytest.importorskip("optuna")
     from trainlock.redteam.report import best_so_far
 
-    cfg = RedTeamConfig(loop=LoopConfig(max_steps=5, batch_size=32, device="cpu"), workers=0, budget=1,
+    cfg = RedTeamConfig(loop=LoopConfig(max_steps=5, batch_size=32, device="cpu"), runner=RunnerConfig(workers=0), budget=1,
                         search_trials=3)
     res = tl.redteam(locked, digits_permuted, cfg, out=tmp_path / "s", base=tiny_base)
     curve = best_so_far(res["runs"])

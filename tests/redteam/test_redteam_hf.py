@@ -3,6 +3,8 @@ setting's linear schedule, transforms that apply, and transforms that say why th
 
 import pytest
 
+from trainlock.redteam import RunnerConfig
+
 pytest.importorskip("transformers")
 
 import trainlock as tl  # noqa: E402
@@ -14,7 +16,7 @@ from trainlock.train import LoopConfig  # noqa: E402
 def test_redteam_runs_on_a_transformer(tmp_path):
     model = tiny("bert", init=0.3)
     task = toy_task(120)
-    cfg = RedTeamConfig(loop=LoopConfig(max_steps=4, batch_size=16, schedule="linear", device="cpu"), workers=0,
+    cfg = RedTeamConfig(loop=LoopConfig(max_steps=4, batch_size=16, schedule="linear", device="cpu"), runner=RunnerConfig(workers=0),
                         optimizers=("adamw", "sgd"), lrs=(1e-4, 1e-2), transforms=("merge", "rescale", "sv-clip"))
     res = tl.redteam(model, task, cfg, out=tmp_path / "rt", retain=task)
     rows = res["runs"]

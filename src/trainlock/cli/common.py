@@ -62,11 +62,12 @@ def add_config_flags(p: argparse.ArgumentParser, cls: type, defaults: Any = None
             continue
         value = getattr(defaults, f.name)
         if dataclasses.is_dataclass(value):
-            sub = prefix if f.name == "loop" else f"{prefix}{f.name}_"
+            flat = f.name == "loop" or f.metadata.get("flat", False)
+            sub = prefix if flat else f"{prefix}{f.name}_"
             target = p
             if isinstance(p, argparse.ArgumentParser):  # one titled group per nested config in --help
                 title = f.metadata.get("help", f.name)
-                target = p.add_argument_group(title if f.name == "loop" else f"{_flag(sub, '*')}: {title}")
+                target = p.add_argument_group(title if flat else f"{_flag(sub, '*')}: {title}")
             add_config_flags(target, type(value), value, skip, sub)
             continue
         kind, optional, many = _scalar(hints[f.name])
@@ -103,7 +104,7 @@ def config_from_args(cls: type, args: argparse.Namespace, defaults: Any = None, 
     for f in dataclasses.fields(cls):
         value = getattr(defaults, f.name)
         if dataclasses.is_dataclass(value):
-            sub = prefix if f.name == "loop" else f"{prefix}{f.name}_"
+            sub = prefix if f.name == "loop" or f.metadata.get("flat", False) else f"{prefix}{f.name}_"
             changes[f.name] = config_from_args(type(value), args, value, sub)
         elif _dest(prefix, f.name) in given:
             v = given[_dest(prefix, f.name)]

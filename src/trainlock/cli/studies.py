@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import check_output_file, load_with_task, write_json
+from .common import add_config_flags, check_output_file, config_from_args, load_with_task, write_json
 
 
 def add_diagnose(p) -> None:
@@ -110,6 +110,9 @@ def add_reproduce(p) -> None:
                       help="2-CPU-core sizes (default for the tables and fig3/fig4; fig1/fig2: fewer points)")
     size.add_argument("--full", dest="quick", action="store_false", help="the paper's scale (a GPU for the tables)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (CUDA when present; default)")
+    from ..redteam import RunnerConfig
+
+    add_config_flags(p, RunnerConfig)
 
 
 def cmd_reproduce(args) -> int:
@@ -127,11 +130,19 @@ def cmd_reproduce(args) -> int:
     quick = True if args.quick is None else args.quick
     device = str(resolve_device(args.device))
     with exclusive(out):
-        res = reproduce(args.figure, out, quick=quick, device=device, progress=True)
+        res = reproduce(args.figure, out, quick=quick, device=device, progress=True, runner=_runner(args))
     print(Path(out, "table.md").read_text())
     print(f"{args.figure} ({'quick' if quick else 'full'}, {device}): {res['runs']} runs -> {out} "
           f"(results.json, table.md, {', '.join(res['plots'])})")
     return 0
+
+
+def _runner(args):
+    """The RunnerConfig the flags name; None when they name the default (so a GPU keeps one run at a time)."""
+    from ..redteam import RunnerConfig
+
+    runner = config_from_args(RunnerConfig, args)
+    return None if runner == RunnerConfig() else runner
 
 
 def add_demo(p) -> None:

@@ -28,7 +28,7 @@ from ..api import lock
 from ..atomic import write_text
 from ..io.artifacts import save
 from ..locks import SpecDefConfig
-from ..redteam import RedTeamConfig, redteam
+from ..redteam import RedTeamConfig, RunnerConfig, redteam
 from ..tasks import for_model
 from ..train import LoopConfig, evaluate, fit
 
@@ -95,7 +95,7 @@ def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = Tru
     out.mkdir(parents=True, exist_ok=True)
     cfg = RedTeamConfig(loop=LoopConfig(device=device, max_steps=p.attack_steps, batch_size=p.batch_size,
                                         epochs=100, schedule="linear"),
-                        budget=p.budget, workers=p.workers if device == "cpu" else 0, optimizers=("adamw",), lrs=p.lrs,
+                        budget=p.budget, runner=RunnerConfig(workers=p.workers if device == "cpu" else 0), optimizers=("adamw",), lrs=p.lrs,
                         transforms=("sv-clip", "temperature-reset"))
     rt = redteam(locked, target, cfg, out=out / "redteam", base=base, progress=progress)
 

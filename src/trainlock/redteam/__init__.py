@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from ..atomic import write_text
 from ..tasks import Task, as_task, for_model
+from .backends import RunnerConfig
 from .report import adaptive_vs_plain, headline, ranked, worst_case, write_report
 from .runner import RESULTS, Target, read_rows, run_spec, run_suite
 from .spec import AttackSpec, RedTeamConfig
@@ -105,7 +106,7 @@ def redteam(
             calibration = _calibrate(base, task, cfg, plan(cfg, rows, steps), device)
         specs = [s for st, s in plan(cfg, rows, steps, calibration) if STAGES.index(st) <= upto]
         specs = specs[: cfg.budget] if cfg.budget else specs
-        rows = run_suite(target, specs, out, cfg.workers, progress)
+        rows = run_suite(target, specs, out, cfg.runner, progress)
     if cfg.search_trials:
         from .search import search
 
@@ -113,7 +114,7 @@ def redteam(
     base_rows = None
     if base is not None:
         base_out = None if out is None else out / "base"
-        base_rows = run_suite(Target(base, task, retain, None, device), specs, base_out, cfg.workers,
+        base_rows = run_suite(Target(base, task, retain, None, device), specs, base_out, cfg.runner,
                               progress)  # the same attacks as the locked model got
         if cfg.search_trials:
             base_rows += search(base, task, cfg, base_out, retain, progress)
@@ -159,5 +160,5 @@ class _CallableModule(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-__all__ = ["AttackSpec", "LR_GRID", "RedTeamConfig", "plan", "adaptive_vs_plain", "build_suite", "ranked", "read_rows",
+__all__ = ["AttackSpec", "RunnerConfig", "LR_GRID", "RedTeamConfig", "plan", "adaptive_vs_plain", "build_suite", "ranked", "read_rows",
            "redteam", "run_spec", "run_suite", "Target", "worst_case", "write_report"]

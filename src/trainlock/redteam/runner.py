@@ -30,6 +30,7 @@ from ..attacks import finetune
 from ..attacks.transforms import TRANSFORMS, TransformContext, TransformNotApplicable
 from ..tasks import Task, for_model
 from ..train import accuracy, clone_model
+from .backends import RunnerConfig, ray_map
 from .spec import AttackSpec
 
 RESULTS = "runs.jsonl"
@@ -206,12 +207,15 @@ def run_suite(
     target: Target,
     specs: Iterable[AttackSpec],
     out: Path | None = None,
-    workers: int = 2,
+    workers: RunnerConfig | int = 2,
     progress: bool = True,
     on_row: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Run every spec not already in `out/runs.jsonl` against `target`; returns all rows (old and new) in
-    spec order. Runs on CUDA (or with workers <= 0, or a single run) go one at a time in this process."""
+    spec order. `workers`: a local pool size, or a RunnerConfig (backend and workers). Local runs on CUDA (or
+    with workers <= 0, or a single run) go one at a time in this process."""
+    runner = workers if isinstance(workers, RunnerConfig) else RunnerConfig(workers=workers)
+    workers = runner.workers
     specs = list(specs)
     path = Path(out) / RESULTS if out is not None else None
     done = {r["key"]: r for r in read_rows(path)} if path else {}
@@ -238,7 +242,9 @@ def run_suite(
         bar.set_postfix_str(f"{row['attack']}: {row.get('accuracy', row.get('skipped') or row.get('error'))}")
 
     try:
-        if workers <= 0 or len(todo) <= 1 or target.device != "cpu":
+        if runner.backend == "ray" and todo:
+            ray_map(target, todo, runner, keep)
+        elif workers <= 0 or len(todo) <= 1 or target.device != "cpu":
             threads = torch.get_num_threads()
             _init(target)
             try:

@@ -29,16 +29,23 @@ def search(model: nn.Module, task: Task, cfg: RedTeamConfig, out: Path | None, r
         raise ImportError("the adaptive search needs Optuna: pip install 'trainlock[redteam]'") from None
     if not progress:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = None
+    storage, name = cfg.storage, "redteam"
     cache: dict[str, dict] = {}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        storage = f"sqlite:///{(out / 'optuna.db').resolve()}"
+        storage = storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
         cache = {r["key"]: r for r in read_rows(out / RESULTS)}
-    study = optuna.create_study(study_name="redteam", storage=storage, load_if_exists=True, direction="maximize",
+    if cfg.storage:  # a shared database holds many studies: name this one by the model and task it attacks
+        from ..io.hashing import state_hashes
+
+        name = f"redteam-{state_hashes(model)['state'][:12]}-{getattr(task, 'name', 'task')}"
+    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="maximize",
                                 sampler=optuna.samplers.TPESampler(seed=cfg.loop.seed))
-    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    rows = [cache[t.user_attrs["key"]] for t in finished if t.user_attrs.get("key") in cache]
+    done = (optuna.trial.TrialState.COMPLETE,)
+    finished = study.get_trials(deepcopy=False, states=done)
+    # a trial's row: this directory's copy, else the one the trial carries (it may have run on another machine)
+    rows = [cache.get(t.user_attrs.get("key")) or t.user_attrs.get("row") for t in finished]
+    rows = [r for r in rows if r is not None]
 
     def objective(trial: "optuna.Trial") -> float:
         transform = trial.suggest_categorical("transform", ["none", *TRANSFORMS.names()])
@@ -60,6 +67,7 @@ def search(model: nn.Module, task: Task, cfg: RedTeamConfig, out: Path | None, r
             finally:
                 torch.set_num_threads(threads)
             row["search"] = True
+            trial.set_user_attr("row", json.loads(json.dumps(row, default=str)))
             cache[spec.key()] = row
             if out is not None:
                 with open(out / RESULTS, "a") as f:
@@ -68,6 +76,7 @@ def search(model: nn.Module, task: Task, cfg: RedTeamConfig, out: Path | None, r
         return float(row.get("accuracy") or 0.0)
 
     remaining = max(0, cfg.search_trials - len(finished))
-    if remaining:
-        study.optimize(objective, n_trials=remaining)
+    if remaining:  # on a shared study, every worker stops once the study as a whole holds enough trials
+        stop = optuna.study.MaxTrialsCallback(cfg.search_trials, states=(*done, optuna.trial.TrialState.RUNNING))
+        study.optimize(objective, n_trials=remaining, callbacks=[stop])
     return rows

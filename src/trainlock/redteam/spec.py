@@ -11,6 +11,7 @@ from ..attacks.transforms import TRANSFORMS
 from ..config import check_float, check_int, from_dict, option, to_dict
 from ..optimizers import OPTIMIZERS
 from ..train import LoopConfig
+from .backends import RunnerConfig
 
 DATA_MODES = ("clean", "backdoor")
 INITS = ("released", "scratch", "distill")
@@ -92,9 +93,12 @@ class RedTeamConfig:
                               help="epochs, step cap, batch size, seed and device of every run (the suite sets "
                                    "the optimizer and learning rate per run; on cuda runs go one at a time)")
     budget: int | None = option(None, "at most this many runs, in the suite's priority order (default: all)")
-    workers: int = option(2, "process pool size (0: in this process)")
+    runner: RunnerConfig = option(factory=RunnerConfig, help="backend and workers", flat=True)
     target_accuracy: float = option(0.7, "accuracy that defines steps_to_target")
     search_trials: int = option(0, "Optuna trials after the suite (resumable)")
+    storage: str | None = option(None, "Optuna storage of the search (default: SQLite in the results directory; "
+                                       "any RDB URL, e.g. postgresql+psycopg://USER@HOST/DB, lets several machines "
+                                       "share one study)")
     include: tuple[str, ...] = option(factory=tuple, help="run only attacks whose name contains one of these (default: every attack)")
     optimizers: tuple[str, ...] = option(factory=tuple, help="only these optimizers (default: every registered one)",
                                choices=lambda: OPTIMIZERS.names())
@@ -105,7 +109,6 @@ class RedTeamConfig:
 
     def __post_init__(self):
         check_int("redteam", "budget", self.budget, 1, allow_none=True)
-        check_int("redteam", "workers", self.workers, 0)
         check_int("redteam", "search_trials", self.search_trials, 0)
         check_float("redteam", "target_accuracy", self.target_accuracy, 0.0, 1.0)
         for lr in self.lrs:

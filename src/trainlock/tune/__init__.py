@@ -27,7 +27,7 @@ from ..api import lock
 from ..atomic import write_text
 from ..config import check_int, option, to_dict
 from ..io.artifacts import save
-from ..redteam import RedTeamConfig, redteam
+from ..redteam import RedTeamConfig, RunnerConfig, redteam
 from ..tasks import Task, for_model
 from ..train import LoopConfig, evaluate
 from .spaces import SPACES
@@ -52,7 +52,7 @@ class TuneConfig:
                                         "base's utility (else the most useful trial)")
     storage: str | None = option(None, "Optuna storage URL (default: SQLite in the output directory)")
     seed: int = option(0, "sampler seed")
-    workers: int = option(2, "red-team process pool size (0: in this process)")
+    runner: RunnerConfig = option(factory=RunnerConfig, help="where the red-team runs execute", flat=True)
     device: str = option("cpu", "cpu or cuda")
 
     def __post_init__(self):
@@ -102,7 +102,7 @@ def tune(model: nn.Module, retain: Task, attack: Task, cfg: TuneConfig | None = 
                                 directions=["maximize", "minimize"],
                                 sampler=optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True))
     rt_cfg = RedTeamConfig(loop=LoopConfig(device=cfg.device, max_steps=cfg.steps, batch_size=cfg.batch_size,
-                                           epochs=10**6), budget=cfg.budget, workers=cfg.workers,
+                                           epochs=10**6), budget=cfg.budget, runner=cfg.runner,
                            optimizers=tuple(cfg.optimizers))
 
     def objective(trial: "optuna.Trial") -> tuple[float, float]:
@@ -124,8 +124,9 @@ def tune(model: nn.Module, retain: Task, attack: Task, cfg: TuneConfig | None = 
 
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     remaining = max(0, cfg.trials - len(done))
-    if remaining:
-        study.optimize(objective, n_trials=remaining)
+    if remaining:  # on a shared study (--storage URL), every worker stops once the study holds enough trials
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+        study.optimize(objective, n_trials=remaining, callbacks=[optuna.study.MaxTrialsCallback(cfg.trials, states)])
     trials = [{"number": t.number, "utility": t.values[0], "advantage": t.values[1], "params": t.params,
                **t.user_attrs} for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     front = _pareto(trials)
@@ -134,8 +135,11 @@ def tune(model: nn.Module, retain: Task, attack: Task, cfg: TuneConfig | None = 
               "report_tasks": list(report_tasks), "base_utility": base_utility, "config": cfg.to_dict(),
               "trials": trials, "pareto": front, "chosen": chosen}
     write_text(out / "pareto.json", json.dumps(result, indent=2, default=str))
-    if chosen is not None:
-        src = out / f"trial-{chosen['number']}"
+    src = None if chosen is None else out / f"trial-{chosen['number']}"
+    if src is not None and not src.is_dir():
+        logger.warning("the chosen trial %d ran on another worker of the shared study: its model is in that "
+                       "worker's output directory", chosen["number"])
+    elif src is not None:
         dst = out / "chosen"
         if dst.exists():
             shutil.rmtree(dst)

@@ -23,7 +23,7 @@ from ..api import lock
 from ..atomic import write_text
 from ..config import option, to_dict
 from ..io.artifacts import load, save
-from ..redteam import RedTeamConfig, redteam
+from ..redteam import RedTeamConfig, RunnerConfig, redteam
 from ..tasks import Task, for_model
 from ..train import LoopConfig, evaluate
 
@@ -36,7 +36,7 @@ class TableConfig:
     steps: int = option(200, "optimizer steps per red-team run")
     batch_size: int = option(64, "red-team minibatch size")
     bypass_margin: float = option(0.02, "bypassed = within this of the unlocked base's best accuracy")
-    workers: int = option(2, "red-team process pool size")
+    runner: RunnerConfig = option(factory=RunnerConfig, help="where the red-team runs execute", flat=True)
     optimizers: tuple[str, ...] = option(factory=tuple, help="only these optimizers in the red-team subset "
                                                              "(default: every registered one)")
     device: str = option("cpu", "cpu or cuda")
@@ -65,7 +65,7 @@ def lock_table(base: nn.Module, retain: Task, attacks: list[Task], locks: dict[s
     retain = for_model(retain, base)
     base_utility = evaluate(base, retain)
     rt_cfg = RedTeamConfig(loop=LoopConfig(device=cfg.device, max_steps=cfg.steps, batch_size=cfg.batch_size,
-                                           epochs=10**6), budget=cfg.budget, workers=cfg.workers,
+                                           epochs=10**6), budget=cfg.budget, runner=cfg.runner,
                            optimizers=tuple(cfg.optimizers))
     base_best = {}
     for task in attacks:

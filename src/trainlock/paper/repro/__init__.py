@@ -25,10 +25,12 @@ REPRODUCTIONS = {
 }
 
 
-def reproduce(name: str, out: str | Path, quick: bool = True, device: str = "cpu", progress: bool = False) -> dict:
-    """Run reproduction `name` into `out`; returns {"name", "out", "summary", "plots", "runs"}."""
+def reproduce(name: str, out: str | Path, quick: bool = True, device: str = "cpu", progress: bool = False,
+              runner=None) -> dict:
+    """Run reproduction `name` into `out`; returns {"name", "out", "summary", "plots", "runs"}. `runner` (a
+    RunnerConfig) says where the red-team runs execute; the results do not depend on it."""
     if name not in REPRODUCTIONS:
         raise ValueError(f"unknown reproduction {name!r}; choose from {', '.join(REPRODUCTIONS)}")
     module = importlib.import_module(f"{__name__}.{REPRODUCTIONS[name][0]}")
-    study = Study(name, out, quick, device, module.params(quick))
+    study = Study(name, out, quick, device, module.params(quick), runner)
     return module.run(study, progress=progress)

@@ -51,8 +51,9 @@ def json_safe(x):
 class Study:
     """One reproduction's directory: runs stored by key as they finish, cached models, the final summary."""
 
-    def __init__(self, name: str, out: str | Path, quick: bool, device: str, params: dict):
+    def __init__(self, name: str, out: str | Path, quick: bool, device: str, params: dict, runner=None):
         self.name, self.out, self.quick, self.device = name, Path(out), quick, device
+        self.runner = runner  # where red-team runs execute (a RunnerConfig; None: the local default); not a setting
         self.params = json.loads(json.dumps(json_safe(params)))  # as it will read back from disk
         self.out.mkdir(parents=True, exist_ok=True)
         self.runs: dict[str, dict] = {}

@@ -8,12 +8,20 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from ...redteam import RedTeamConfig, redteam
+from ...redteam import RedTeamConfig, RunnerConfig, redteam
 from ...train import LoopConfig
 
 OPTIMIZERS = ("adam", "sgd")
 TRANSFORMS = ("sv-clip", "temperature-reset")
-WORKERS = 2  # process-pool size on CPU (each run one thread); tests set 0
+WORKERS = 2  # process-pool size on CPU (each run one thread) unless the study names a runner; tests set 0
+
+
+def runner(study) -> RunnerConfig:
+    """The study's runner (`reproduce --backend ray ...`), else a local pool of WORKERS on CPU, one run at a time
+    on a GPU."""
+    if study.runner is not None:
+        return study.runner
+    return RunnerConfig(workers=WORKERS if study.device == "cpu" else 0)
 
 
 def describe(budget: int, steps: int) -> str:
@@ -22,11 +30,11 @@ def describe(budget: int, steps: int) -> str:
             f"each; worst = the best accuracy a blind attacker reaches from the released weights")
 
 
-def worst_case(model: nn.Module, task, out: Path, budget: int, steps: int, batch_size: int, device: str) -> dict:
+def worst_case(model: nn.Module, task, out: Path, budget: int, steps: int, batch_size: int, study) -> dict:
     """{"locked": best blind accuracy from the released weights, "attack": its name, "scratch": the suite's
     best from scratch, "advantage": locked - scratch, "runs": how many ran}."""
-    cfg = RedTeamConfig(loop=LoopConfig(device=device, max_steps=steps, batch_size=batch_size, epochs=10**6),
-                        budget=budget, workers=WORKERS if device == "cpu" else 0, optimizers=OPTIMIZERS,
+    cfg = RedTeamConfig(loop=LoopConfig(device=study.device, max_steps=steps, batch_size=batch_size, epochs=10**6),
+                        budget=budget, runner=runner(study), optimizers=OPTIMIZERS,
                         transforms=TRANSFORMS)
     res = redteam(model, task, cfg, out=out)
     best, scratch = res["locked"], res["scratch"]

@@ -100,7 +100,7 @@ def _redteam(locked, task, study, name, budget, steps):
 
     cfg = RedTeamConfig(loop=LoopConfig(device=study.device, max_steps=steps, batch_size=8, epochs=10**6,
                                         schedule="linear"),
-                        budget=budget, workers=redteam_cell.WORKERS if study.device == "cpu" else 0, optimizers=("adamw", "adam"),
+                        budget=budget, runner=redteam_cell.runner(study), optimizers=("adamw", "adam"),
                         transforms=redteam_cell.TRANSFORMS, lrs=REDTEAM_LRS)
     res = redteam(locked, task, cfg, out=study.out / f"redteam-{name}")
     best, scr = res["locked"], res["scratch"]

@@ -77,7 +77,7 @@ def run(study: Study, progress: bool = False) -> dict:
             cell["verdict"], cell["why"] = verdict(cell["locked"], cell["base"], task.chance)
             cells[f"{lr:g}"] = cell
         summary["redteam"][col] = study.run(f"{col}/redteam", lambda: redteam_cell.worst_case(
-            locked, task, study.out / f"redteam-{name}", s.redteam_budget, s.redteam_steps, 32, device))
+            locked, task, study.out / f"redteam-{name}", s.redteam_budget, s.redteam_steps, 32, study))
     plots = [_plot(summary, study)]
     return study.finish(summary, _table(summary, s, study), plots)
 

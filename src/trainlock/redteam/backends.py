@@ -1,0 +1,100 @@
+"""Where red-team runs execute: this machine's process pool (`local`, the default) or a Ray cluster (`ray`).
+
+Both hand each run to `_worker` (one torch thread per run, a fixed seed), so a run's row is the same
+whatever the backend and worker count, and both return rows to the driver as runs finish: the driver
+alone writes runs.jsonl, so resuming works the same on either.
+
+Ray: `RunnerConfig(backend="ray")` starts a local Ray instance with `workers` CPUs when no address is given, or joins
+an existing cluster (`address="auto"` or "HOST:6379"); each run is one Ray task with `cpus_per_run` CPUs
+and `gpus_per_run` GPUs; at most `workers` runs are in flight (0: as many as the cluster schedules). A
+run whose worker process dies is retried once by Ray (`max_retries=1`), then recorded as failed with the
+reason; an exception inside a run is a row with its error, as in the pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from ..config import check_float, check_int, option
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("local", "ray")
+
+
+@dataclass
+class RunnerConfig:
+    """Where and how many runs execute at once."""
+
+    backend: str = option("local", "local: this machine's process pool; ray: Ray tasks (a local Ray instance, or "
+                                "the cluster at --address)", choices=lambda: BACKENDS)
+    workers: int = option(2, "runs at the same time (local: pool size, 0 = in this process; ray: runs in "
+                             "flight, 0 = as many as the cluster schedules)")
+    address: str | None = option(None, "ray: an existing cluster ('auto' or HOST:PORT; default: start a local "
+                                        "Ray instance with --workers CPUs)")
+    cpus_per_run: float = option(1.0, "ray: CPUs each run reserves")
+    gpus_per_run: float = option(0.0, "ray: GPUs each run reserves (1 to give every run its own GPU)")
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        check_int("runner", "workers", self.workers, 0)
+        check_float("runner", "cpus_per_run", self.cpus_per_run, 0.0)
+        check_float("runner", "gpus_per_run", self.gpus_per_run, 0.0)
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("the ray backend needs Ray: pip install 'trainlock[cluster]'") from None
+    return ray
+
+
+def _ray_run(target, spec_dict: dict) -> dict:
+    """One run inside a Ray worker process: the pool worker's code, with the same one-thread setting."""
+    from .runner import _init, _worker
+
+    _init(target)
+    return _worker(spec_dict)
+
+
+def ray_map(target, todo: list, runner: RunnerConfig, keep: Callable[[dict], None]) -> None:
+    """Run every spec of `todo` as a Ray task; `keep(row)` on the driver as each finishes (failures included)."""
+    ray = _ray()
+    if not ray.is_initialized():
+        kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        if runner.address:
+            ray.init(address=runner.address, **kw)
+        else:
+            ray.init(num_cpus=max(1, runner.workers), num_gpus=None if runner.gpus_per_run else 0, **kw)
+    remote = ray.remote(num_cpus=runner.cpus_per_run, num_gpus=runner.gpus_per_run, max_retries=1)(_ray_run)
+    ref = ray.put(target)  # the model and data go to the object store once, not once per run
+    queue = list(todo)
+    cap = runner.workers or len(queue)
+    pending: dict = {}
+    try:
+        while queue or pending:
+            while queue and len(pending) < cap:
+                spec = queue.pop(0)
+                pending[remote.remote(ref, spec.to_dict())] = spec
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for r in ready:
+                spec = pending.pop(r)
+                try:
+                    row = ray.get(r)
+                except ray.exceptions.RayError as e:  # the worker died twice (or the task was lost)
+                    logger.warning("run %s failed on Ray: %s", spec.name, e)
+                    row = {"key": spec.key(), "attack": spec.name, "config": spec.to_dict(), "seed": spec.seed,
+                           "adaptive": bool(spec.transforms), "skipped": None, "diverged": None,
+                           "error": f"ray worker failed after one retry: {type(e).__name__}: {str(e)[:500]}"}
+                keep(row)
+    except BaseException:  # Ctrl-C: cancel what is still queued or running; finished rows are already kept
+        for r in pending:
+            try:
+                ray.cancel(r, force=True)
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+        raise
