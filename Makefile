@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip install -q --disable-pip-version-check
 STAMP  := $(VENV)/.trainlock-installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo demo-vision quick test test-all bench bench-load text-models install data clean
+.PHONY: demo demo-vision quick test test-all bench bench-load text-models install data postgres clean
 
 demo: install data text-models
 	$(VENV)/bin/trainlock demo
@@ -26,7 +26,7 @@ test: install data
 	$(VENV)/bin/ruff check src tests benchmarks
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 
-test-all: install data  # slow tests too
+test-all: install data postgres  # slow tests too (a throwaway PostgreSQL server for the shared-study test)
 	$(VENV)/bin/ruff check src tests benchmarks
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -m "not gpu"
 
@@ -61,6 +61,16 @@ data:
 	  ($$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
 	   ($$SUDO apt-get update -qq >/dev/null && $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null)) || \
 	  echo "warning: could not install dataset-fashion-mnist; tasks that need it will say so"; \
+	fi
+
+# The shared-study test starts its own PostgreSQL server (Debian's postgresql package).
+postgres:
+	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "installing PostgreSQL for the shared-study test: apt-get install postgresql"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  ($$SUDO apt-get install -y -qq postgresql >/dev/null 2>&1 || \
+	   ($$SUDO apt-get update -qq >/dev/null && $$SUDO apt-get install -y -qq postgresql >/dev/null)) || \
+	  echo "warning: could not install postgresql; the shared-study test will skip"; \
 	fi
 
 clean:

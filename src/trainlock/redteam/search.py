@@ -8,6 +8,7 @@ spec already has a row reuses it instead of training again.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -18,6 +19,20 @@ from ..optimizers import OPTIMIZERS
 from ..tasks import Task
 from .runner import RESULTS, read_rows, run_spec
 from .spec import AttackSpec, RedTeamConfig
+
+
+def open_study(optuna, tries: int = 5, **kwargs):
+    """`optuna.create_study(load_if_exists=True, ...)`, retried: workers starting together on a fresh database all
+    try to create its tables (and the study); the losers of that race see an integrity error, then succeed."""
+    for attempt in range(tries):
+        try:
+            return optuna.create_study(load_if_exists=True, **kwargs)
+        except Exception as e:  # sqlalchemy's IntegrityError / OperationalError, without importing sqlalchemy
+            if attempt == tries - 1 or type(e).__name__ not in ("IntegrityError", "OperationalError",
+                                                                   "DuplicatedStudyError"):
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def search(model: nn.Module, task: Task, cfg: RedTeamConfig, out: Path | None, retain: Task | None = None,
@@ -39,8 +54,8 @@ def search(model: nn.Module, task: Task, cfg: RedTeamConfig, out: Path | None, r
         from ..io.hashing import state_hashes
 
         name = f"redteam-{state_hashes(model)['state'][:12]}-{getattr(task, 'name', 'task')}"
-    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=cfg.loop.seed))
+    study = open_study(optuna, study_name=name, storage=storage, direction="maximize",
+                       sampler=optuna.samplers.TPESampler(seed=cfg.loop.seed))
     done = (optuna.trial.TrialState.COMPLETE,)
     finished = study.get_trials(deepcopy=False, states=done)
     # a trial's row: this directory's copy, else the one the trial carries (it may have run on another machine)
@@ -67,6 +82,7 @@ def search(model: nn.Module, task: Task, cfg: RedTeamConfig, out: Path | None, r
             finally:
                 torch.set_num_threads(threads)
             row["search"] = True
+            row["trial"] = trial.number  # unique in the study, whichever machine ran it
             trial.set_user_attr("row", json.loads(json.dumps(row, default=str)))
             cache[spec.key()] = row
             if out is not None:

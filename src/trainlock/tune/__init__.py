@@ -28,6 +28,7 @@ from ..atomic import write_text
 from ..config import check_int, option, to_dict
 from ..io.artifacts import save
 from ..redteam import RedTeamConfig, RunnerConfig, redteam
+from ..redteam.search import open_study
 from ..tasks import Task, for_model
 from ..train import LoopConfig, evaluate
 from .spaces import SPACES
@@ -98,9 +99,8 @@ def tune(model: nn.Module, retain: Task, attack: Task, cfg: TuneConfig | None = 
     retain = for_model(retain, model)
     base_utility = evaluate(model, retain)
     storage = cfg.storage or f"sqlite:///{(out / 'tune.db').resolve()}"
-    study = optuna.create_study(study_name=f"tune-{cfg.lock}", storage=storage, load_if_exists=True,
-                                directions=["maximize", "minimize"],
-                                sampler=optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True))
+    study = open_study(optuna, study_name=f"tune-{cfg.lock}", storage=storage, directions=["maximize", "minimize"],
+                       sampler=optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True))
     rt_cfg = RedTeamConfig(loop=LoopConfig(device=cfg.device, max_steps=cfg.steps, batch_size=cfg.batch_size,
                                            epochs=10**6), budget=cfg.budget, runner=cfg.runner,
                            optimizers=tuple(cfg.optimizers))
