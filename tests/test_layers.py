@@ -23,7 +23,7 @@ LAYERS = [
     ("api", {"api"}),
     ("studies", {"redteam", "analysis", "tune"}),
     ("paper", {"paper"}),
-    ("cli", {"cli"}),
+    ("cli", {"cli", "__main__"}),
 ]
 RANK = {top: i for i, (_, tops) in enumerate(LAYERS) for top in tops}
 

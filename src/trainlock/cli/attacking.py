@@ -18,6 +18,7 @@ from .common import (
     load_with_task,
     subset_task,
     write_json,
+    writing,
 )
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,6 @@ def add_attack(p) -> None:
 
 def cmd_attack(args) -> int:
     from ..api import attack
-    from ..atomic import exclusive
     from ..attacks import FineTuneConfig
     from ..io.artifacts import load, save
     from ..tasks import get
@@ -72,7 +72,7 @@ def cmd_attack(args) -> int:
     if args.scratch:
         out.update(_baselines(args, meta, model, cfg, res, task))
     if args.save:
-        with exclusive(args.save):
+        with writing(args.save):
             save(res.model, args.save, {"task": res.task, "metrics": {"accuracy": res.accuracy},
                                         "attack": res.to_dict()})
         done_with(checkpoint)

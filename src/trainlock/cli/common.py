@@ -124,7 +124,9 @@ def load_with_task(args) -> tuple:
 
 
 def write_json(path: str | None, data: dict) -> None:
-    if path:
+    from ..train import distributed
+
+    if path and distributed.is_main():  # under torchrun, rank 0 writes
         from ..atomic import write_text
 
         write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))
@@ -197,9 +199,19 @@ def checkpoint_for(args, out: str | Path | None, flag: str = "--out"):
     return Checkpoint(path, every=every if every is not None else 200, resume=resume)
 
 
+def writing(path):
+    """`atomic.exclusive(path)` on the rank that writes (every process outside torchrun); nothing on the others."""
+    from ..atomic import exclusive
+    from ..train import distributed
+
+    return exclusive(path) if distributed.is_main() else contextlib.nullcontext()
+
+
 def done_with(checkpoint) -> None:
-    """Remove a finished run's checkpoint."""
-    if checkpoint is not None:
+    """Remove a finished run's checkpoint (rank 0's, under torchrun)."""
+    from ..train import distributed
+
+    if checkpoint is not None and distributed.is_main():
         with contextlib.suppress(OSError):
             checkpoint.path.unlink()
 

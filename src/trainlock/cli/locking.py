@@ -15,6 +15,7 @@ from .common import (
     done_with,
     subset_task,
     write_json,
+    writing,
 )
 
 logger = logging.getLogger(__name__)
@@ -40,12 +41,13 @@ def add_lock(p) -> None:
     p.add_argument("--spec", default=None, metavar="FILE|JSON",
                    help="build the lock from a JSON / YAML spec file or inline JSON ({\"type\": NAME, ...config}, "
                         "or a list of them: all must hold); lock types: " + ", ".join(LOCKS.names()))
+    add_subset_flags(p)
     add_config_flags(p, SpecDefConfig)
 
 
 def cmd_lock(args) -> int:
+    from .. import tasks
     from ..api import carried_meta, lock
-    from ..atomic import exclusive
     from ..io.artifacts import load, save
     from ..locks import SpecDefConfig
 
@@ -57,7 +59,8 @@ def cmd_lock(args) -> int:
         raise ValueError("the model records no task; pass --retain-task")
     spec = args.spec or config_from_args(SpecDefConfig, args)
     checkpoint = checkpoint_for(args, args.out)
-    res = lock(model, spec, retain=retain_name, progress=True, checkpoint=checkpoint)
+    retain = subset_task(tasks.get(retain_name), args) if retain_name else None
+    res = lock(model, spec, retain=retain, progress=True, checkpoint=checkpoint)
     report, record = res.report, res.record
     if report is not None:
         s0, s1 = report.sigma_before, report.sigma_after
@@ -80,7 +83,7 @@ def cmd_lock(args) -> int:
               f"{acc['modified']:.4f} "
               f"(drop {acc['drop']:.4f}); KL {cons['kl']['mean']:.4g}, TV {cons['tv']['mean']:.4g} "
               f"<= Pinsker {cons['tv']['pinsker_bound']:.4g}")
-    with exclusive(args.out):
+    with writing(args.out):
         save(res.model, args.out, out)
     done_with(checkpoint)
     print(f"saved {args.out}  (check it with: trainlock verify {args.out})")

@@ -30,6 +30,8 @@ Tasks are registered names (see `trainlock tasks`) or npz:PATH / idx:DIR for you
 `trainlock COMMAND --help` explains each command's flags and their defaults.
 """
 
+DATA_PARALLEL = ("train", "lock", "attack")  # the commands that run under torchrun (see train/distributed.py)
+
 # (name, one-line help, description, add_arguments(parser) or None, run(args) -> exit code)
 COMMANDS = [*models.COMMANDS, *locking.COMMANDS, *attacking.COMMANDS, *studies.COMMANDS]
 
@@ -114,6 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     command = _command(argv)
     args = build_parser(only=[command] if command else []).parse_args(argv)
     setup_logging(args.debug)
+    from ..train import distributed
+
+    if distributed.init_from_env():  # launched by torchrun: data-parallel training, rank 0 writes the outputs
+        if command not in DATA_PARALLEL:
+            print(f"error: {command!r} does not run data-parallel; torchrun runs: {', '.join(DATA_PARALLEL)}",
+                  file=sys.stderr)
+            return 2
+        if not distributed.is_main():
+            sys.stdout = open(os.devnull, "w")  # one copy of the command's report, from rank 0
     try:
         return args.fn(args)
     except KeyboardInterrupt:
@@ -124,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        distributed.shutdown()
 
 
 def _data_errors() -> tuple[type[Exception], ...]:

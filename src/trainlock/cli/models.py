@@ -17,6 +17,7 @@ from .common import (
     load_with_task,
     subset_task,
     write_json,
+    writing,
 )
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,6 @@ def add_train(p) -> None:
 
 def cmd_train(args) -> int:
     from .. import models, tasks
-    from ..atomic import exclusive
     from ..io.artifacts import save
     from ..train import LoopConfig, LoopHooks, evaluate, fit
 
@@ -84,7 +84,7 @@ def cmd_train(args) -> int:
     print(f"{args.model} on {task.name}: test accuracy {acc:.4f} after {res.steps} steps")
     if res.stopped:
         logger.warning(res.stopped)
-    with exclusive(args.out):
+    with writing(args.out):
         save(model, args.out, {"task": task.name, "metrics": {"accuracy": acc}, "train": cfg.to_dict(),
                                "stopped": res.stopped})
     done_with(checkpoint)

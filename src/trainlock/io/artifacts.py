@@ -91,6 +91,10 @@ def save(model: nn.Module, path: str | Path, meta: dict | None = None) -> Path:
     a killed save leaves the previous directory (or none) in place, and files of the user's already in
     the directory are kept."""
     path = Path(path)
+    from ..train import distributed
+
+    if not distributed.is_main():  # under torchrun every rank holds the same model; rank 0 writes it
+        return path
     hf = isinstance(model, HFClassifier)
     inner = model.model if hf else model  # a Hugging Face model is written as transformers writes it
     # clone: tensors that share storage (tied weights) cannot be written as views

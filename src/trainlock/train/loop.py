@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from ..config import check_float, check_int, option, to_dict
 from ..optimizers import make_optimizer, step_mode
 from ..tasks import Task, for_model
+from . import distributed
 from .checkpoint import Checkpoint, CheckpointError, load_state, rng_state, save_state, set_rng_state
 
 logger = logging.getLogger(__name__)
@@ -163,8 +164,8 @@ def _step(opt, mode: str, model, loss_fn: LossFn, xb, yb) -> tuple[float, dict, 
         finite = math.isfinite(value) and all(torch.isfinite(p).all() for p in model.parameters())
         return value, extras, finite
     loss, extras = loss_fn(model, xb, yb)
-    value = float(loss.detach())
-    if not math.isfinite(value):
+    value, finite = distributed.all_finite(float(loss.detach()), loss.device)  # one decision on every rank
+    if not finite:
         return value, extras, False
     opt.zero_grad(set_to_none=True)
     try:
@@ -176,6 +177,7 @@ def _step(opt, mode: str, model, loss_fn: LossFn, xb, yb) -> tuple[float, dict, 
             opt.zero_grad(set_to_none=True)
         else:
             loss.backward()
+            distributed.average_gradients([p for g in opt.param_groups for p in g["params"]])
             opt.step()
     except RuntimeError as e:  # e.g. an lr so large that lr * grad overflows the dtype: a divergence
         if "overflow" not in str(e):
@@ -216,6 +218,12 @@ def fit(
     model.to(device).train()
     opt = _optimizer(model, cfg)
     mode = step_mode(opt)
+    if distributed.world_size() > 1:  # launched by torchrun: every rank trains on a shard of each minibatch
+        if mode != "plain":
+            raise ValueError(f"optimizer {cfg.optimizer!r} ({mode} steps) is not supported data-parallel; run it "
+                             f"in one process")
+        distributed.broadcast_parameters(model)
+        progress = progress and distributed.is_main()
     x, y = task.x_train, task.y_train
     per_epoch = math.ceil(len(y) / cfg.batch_size)
     total = per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.epochs)
@@ -264,6 +272,7 @@ def fit(
                     break
                 due = res.steps % cfg.snapshot_every == 0 and res.steps > 0
                 candidate = _snapshot(model) if due else None  # good once its loss proves finite
+                xb, yb = distributed.shard(xb, yb)
                 value, extras, ok = _step(opt, mode, model, loss_fn, xb.to(device), yb.to(device))
                 if ok and candidate is not None:
                     good, good_step = candidate, res.steps
@@ -283,7 +292,7 @@ def fit(
                 if hooks.on_step is not None and hooks.on_step(res.steps, value, extras):
                     res.stopped = f"stopped by callback at step {res.steps}"
                     break
-                if ck is not None and res.steps % ck.every == 0:
+                if ck is not None and res.steps % ck.every == 0 and distributed.is_main():
                     write(epoch, i + 1)
             if sched is not None and not per_step:
                 sched.step()

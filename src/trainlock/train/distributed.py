@@ -1,0 +1,115 @@
+"""Data parallelism for `fit`: run any training command under torchrun and every rank trains on a shard.
+
+    torchrun --nproc_per_node 2 -m trainlock lock runs/base --out runs/locked ...
+
+`init_from_env()` (the CLI calls it) joins the process group torchrun describes in the environment: gloo
+on CPU, nccl on CUDA (each rank on cuda:LOCAL_RANK). Inside `fit`, every rank draws the same global
+minibatch (same seed), takes its contiguous shard (`shard`), computes its loss and gradients, and the
+gradients are averaged across ranks with one coalesced all-reduce (`average_gradients`) before the step.
+With shards of equal size (a global batch divisible by the world size) the averaged gradient is the
+single-process gradient of the global batch, so a run matches a single-process run to float rounding.
+
+This is what torch's DistributedDataParallel does, written out: the lock losses walk the model's own
+modules and parameter names (SpecDef's spectral term, per-layer selections), which DDP's wrapper would
+rename, and the spectral term must not be sharded. It is computed redundantly on every rank: the weights
+are identical on every rank after each averaged step (rank 0's are broadcast at the start), and the power
+iteration is a deterministic function of them, so all ranks hold the same spectral term and the same
+power-iteration state with no communication; its gradient is identical on every rank, and averaging
+leaves it unchanged. Outputs (checkpoints, saved models) are written by rank 0 only (`is_main`).
+
+Models that do not fit one device: FSDP2 (`torch.distributed.fsdp.fully_shard`) shards parameters; a
+spectral term needs the unsharded weight, which `fully_shard`'s `unshard()` provides per layer. Not wired
+into `fit` yet (see notes/scale.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+logger = logging.getLogger(__name__)
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    """True on rank 0 (and in any single-process run): the rank that writes outputs."""
+    return rank() == 0
+
+
+def init_from_env() -> bool:
+    """Join the process group torchrun's environment describes (WORLD_SIZE > 1); False when not launched so."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return False
+    if not dist.is_initialized():
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        logger.info("data parallel: rank %d of %d (%s)", rank(), world_size(), dist.get_backend())
+    return True
+
+
+def shutdown() -> None:
+    """Leave the process group (after the command; a no-op when not in one)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # rank 0 may still be writing; nobody leaves before everyone is done
+        dist.destroy_process_group()
+
+
+def shard(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's contiguous share of a global minibatch (all of it in a single-process run)."""
+    n = world_size()
+    if n == 1:
+        return xb, yb
+    if len(yb) < n:
+        raise ValueError(f"a minibatch of {len(yb)} cannot be split over {n} ranks; use a larger --batch-size")
+    return xb.tensor_split(n)[rank()], yb.tensor_split(n)[rank()]
+
+
+def all_finite(value: float, device: torch.device) -> tuple[float, bool]:
+    """(the mean of `value` over ranks, whether it is finite on every rank): every rank takes the same
+    decision on a non-finite loss, so none is left waiting in an all-reduce."""
+    if world_size() == 1:
+        return value, math.isfinite(value)
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    mean = float(t) / world_size()
+    return mean, bool(torch.isfinite(t).all())
+
+
+def broadcast_parameters(model: nn.Module) -> None:
+    """Every rank starts from rank 0's parameters and buffers."""
+    if world_size() == 1:
+        return
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(t.data, src=0)
+
+
+def average_gradients(params: list[torch.Tensor]) -> None:
+    """Average the gradients of `params` over ranks, in one coalesced all-reduce (a missing gradient counts as
+    zero, so every rank sends the same shapes)."""
+    n = world_size()
+    if n == 1 or not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= n
+    offset = 0
+    for p, g in zip(params, grads):
+        k = g.numel()
+        p.grad = flat[offset:offset + k].view_as(p).clone()
+        offset += k
