@@ -39,6 +39,10 @@ class TableConfig:
     runner: RunnerConfig = option(factory=RunnerConfig, help="where the red-team runs execute", flat=True)
     optimizers: tuple[str, ...] = option(factory=tuple, help="only these optimizers in the red-team subset "
                                                              "(default: every registered one)")
+    transforms: tuple[str, ...] = option(factory=tuple, help="only these weight-space transforms in the adaptive "
+                                                             "stage (default: every registered one)")
+    lrs: tuple[float, ...] = option(factory=tuple, help="one learning-rate grid for every optimizer (default: a grid "
+                                                        "per optimizer; pretrained transformers want e.g. 1e-5 1e-4 1e-3)")
     device: str = option("cpu", "cpu or cuda")
 
 
@@ -66,7 +70,7 @@ def lock_table(base: nn.Module, retain: Task, attacks: list[Task], locks: dict[s
     base_utility = evaluate(base, retain)
     rt_cfg = RedTeamConfig(loop=LoopConfig(device=cfg.device, max_steps=cfg.steps, batch_size=cfg.batch_size,
                                            epochs=10**6), budget=cfg.budget, runner=cfg.runner,
-                           optimizers=tuple(cfg.optimizers))
+                           optimizers=tuple(cfg.optimizers), transforms=tuple(cfg.transforms), lrs=tuple(cfg.lrs))
     base_best = {}
     for task in attacks:
         res = redteam(base, task, rt_cfg, out=out / "none" / task.name)
