@@ -7,30 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch
 import torch.nn as nn
 
 from ..tasks import Task
-from ..train import clone_model
+from ..train import reinitialized
 from .finetune import AttackResult, FineTuneConfig, finetune
 
-
-def reinitialized(model: nn.Module, seed: int = 0) -> nn.Module:
-    """A copy of `model` with fresh weights: every submodule's own `reset_parameters` (torch's default
-    initialization for Linear, Conv, Embedding, norms), under `seed`. Raises ValueError when no module
-    can be reset."""
-    fresh = clone_model(model)
-    torch.manual_seed(seed)
-    n = 0
-    for m in fresh.modules():
-        reset = getattr(m, "reset_parameters", None)
-        if callable(reset) and any(True for _ in m.parameters(recurse=False)):
-            reset()
-            n += 1
-    if n == 0:
-        raise ValueError(f"{type(model).__name__}: no submodule has reset_parameters; cannot build a from-scratch "
-                         f"baseline")
-    return fresh
+__all__ = ["advantage", "reinitialized", "scratch_baseline"]  # reinitialized lives in train (locks use it too)
 
 
 def scratch_baseline(model: nn.Module, cfg: FineTuneConfig, task: Task, progress: bool = False,

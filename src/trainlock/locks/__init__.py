@@ -6,6 +6,7 @@ from . import (  # noqa: F401
     composite,
     dlr,
     energy,
+    fresh_distill,
     frozen,
     immunize,
     repnoise,

@@ -1,8 +1,8 @@
 """The one training loop (non-finite guard, progress bar, step-LR) and evaluation helpers."""
 
 from .checkpoint import Checkpoint, CheckpointError
-from .loop import LoopConfig, LoopHooks, LoopResult, batches, clone_model, fit, resolve_device
+from .loop import LoopConfig, LoopHooks, LoopResult, batches, clone_model, fit, reinitialized, resolve_device
 from .metrics import accuracy, evaluate, predict
 
 __all__ = ["Checkpoint", "CheckpointError", "LoopConfig", "LoopHooks", "LoopResult", "accuracy", "batches", "clone_model", "evaluate", "fit", "predict",
-           "resolve_device"]
+           "reinitialized", "resolve_device"]

@@ -314,3 +314,21 @@ def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 def clone_model(model: nn.Module) -> nn.Module:
     """A deep copy, detached from any autograd history."""
     return copy.deepcopy(model)
+
+
+def reinitialized(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A copy of `model` with fresh weights: every submodule's own `reset_parameters` (torch's default
+    initialization for Linear, Conv, Embedding, norms), under `seed`. Raises ValueError when no module
+    can be reset."""
+    fresh = clone_model(model)
+    torch.manual_seed(seed)
+    n = 0
+    for m in fresh.modules():
+        reset = getattr(m, "reset_parameters", None)
+        if callable(reset) and any(True for _ in m.parameters(recurse=False)):
+            reset()
+            n += 1
+    if n == 0:
+        raise ValueError(f"{type(model).__name__}: no submodule has reset_parameters; cannot build a from-scratch "
+                         f"baseline")
+    return fresh
