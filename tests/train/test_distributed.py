@@ -59,6 +59,16 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(kind, base, tmp_
     assert report.count("saved") <= 1  # rank 0 alone reports (and writes)
 
 
+def test_fsdp_lock_matches_one_process(base, tmp_path):
+    """`lock --fsdp`: parameters sharded over 2 ranks by FSDP2, the spectral term on the unsharded weights."""
+    argv = ["lock", str(base), "--epochs", "2", "--lr", "1", "--alpha", "0.5", "--device", "cpu", "--batch-size", "64",
+            "--seed", "3", "--train-samples", "1280", "--test-samples", "200"]
+    _run([*argv, "--out", str(tmp_path / "one")])
+    _run([*argv, "--fsdp", "--out", str(tmp_path / "two")], nproc=2)
+    diff = _max_diff(tmp_path / "one", tmp_path / "two")
+    assert diff <= TOL, f"max |w_fsdp - w_1process| = {diff:.3g}"
+
+
 def test_helpers_without_a_process_group():
     x, y = torch.arange(10).view(5, 2), torch.arange(5)
     assert distributed.world_size() == 1 and distributed.rank() == 0 and distributed.is_main()
@@ -66,6 +76,7 @@ def test_helpers_without_a_process_group():
     assert distributed.all_finite(float("nan"), torch.device("cpu")) == (pytest.approx(float("nan"), nan_ok=True),
                                                                         False)
     assert not distributed.init_from_env()  # no WORLD_SIZE: nothing to join
+    assert not distributed.fsdp_requested() and not distributed.is_fsdp(torch.nn.Linear(2, 2))
 
 
 def test_a_command_that_is_not_data_parallel_is_refused_under_torchrun(tmp_path):

@@ -42,6 +42,9 @@ def add_lock(p) -> None:
                    help="build the lock from a JSON / YAML spec file or inline JSON ({\"type\": NAME, ...config}, "
                         "or a list of them: all must hold); lock types: " + ", ".join(LOCKS.names()))
     add_subset_flags(p)
+    p.add_argument("--fsdp", action="store_true",
+                   help="under torchrun: shard the parameters with FSDP2 (for a model that does not fit one device; "
+                        "the spectral term reads each weight unsharded); default: data parallel, full copies")
     add_config_flags(p, SpecDefConfig)
 
 
@@ -58,6 +61,10 @@ def cmd_lock(args) -> int:
     if not args.spec and not retain_name:
         raise ValueError("the model records no task; pass --retain-task")
     spec = args.spec or config_from_args(SpecDefConfig, args)
+    if args.fsdp:
+        import os
+
+        os.environ["TRAINLOCK_FSDP"] = "1"  # read by train.distributed.fsdp_requested (a no-op outside torchrun)
     checkpoint = checkpoint_for(args, args.out)
     retain = subset_task(tasks.get(retain_name), args) if retain_name else None
     res = lock(model, spec, retain=retain, progress=True, checkpoint=checkpoint)

@@ -36,7 +36,7 @@ class Lockable:
         if self.input_hw is not None:
             s, self.state = conv_singular_values(self.module, self.input_hw, k, self.state)
         else:
-            s, self.state = top_singular_values(self.param, k, self.state)
+            s, self.state = top_singular_values(unsharded(self.param), k, self.state)
         return s
 
     @property
@@ -44,6 +44,13 @@ class Lockable:
         if self.input_hw is not None:
             return 10**9
         return min(self.param.shape[0], self.param[0].numel())
+
+
+def unsharded(w: torch.Tensor) -> torch.Tensor:
+    """The whole weight: a parameter sharded by FSDP2 (a DTensor) is all-gathered, differentiably (its gradient
+    goes back to this rank's shard); any other tensor is returned as it is."""
+    full = getattr(w, "full_tensor", None)
+    return full() if callable(full) else w
 
 
 def _is_gpt2_conv1d(mod: nn.Module) -> bool:

@@ -20,7 +20,17 @@ import torch.nn.functional as F
 from ..config import check_float, check_int, from_dict, option, to_dict
 from ..linalg.spectral import SpectralState
 from ..tasks import Task, for_model
-from ..train import Checkpoint, LoopConfig, LoopHooks, LoopResult, clone_model, evaluate, fit, resolve_device
+from ..train import (
+    Checkpoint,
+    LoopConfig,
+    LoopHooks,
+    LoopResult,
+    clone_model,
+    distributed,
+    evaluate,
+    fit,
+    resolve_device,
+)
 from .base import Certificate, LockDefaults, LockReport, register_lock
 from .lockable import Lockable, find_lockable, sigma_report
 
@@ -128,9 +138,11 @@ def specdef(model: nn.Module, cfg: SpecDefConfig, retain: Task, progress: bool =
     report.accuracy_before = evaluate(model, retain)
     sums: dict[str, float] = {"retain": 0.0, "sigma": 0.0, "n": 0}
 
+    work, work_lockables = locked, lockables  # under --fsdp: a sharded copy, trained, then gathered back
+
     def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor):
         r = retain_loss(m, x, y)
-        s = spectral_term(lockables, cfg.top_k)
+        s = spectral_term(work_lockables, cfg.top_k)
         sums["retain"] += float(r.detach())
         sums["sigma"] += float(s.detach())
         sums["n"] += 1
@@ -139,7 +151,7 @@ def specdef(model: nn.Module, cfg: SpecDefConfig, retain: Task, progress: bool =
     def on_epoch(epoch: int) -> dict:
         n = max(1, sums["n"])
         log = {"retain_loss": sums["retain"] / n, "mean_topk_sigma": sums["sigma"] / n,
-               "retain_accuracy": evaluate(locked, retain)}
+               "retain_accuracy": evaluate(work, retain)}
         sums.update(retain=0.0, sigma=0.0, n=0)
         log_fn = logger.info if progress else logger.debug
         log_fn("lock epoch %d: retain loss %.4f  retain acc %.4f  mean top-%d sigma %.4g", epoch, log["retain_loss"],
@@ -150,11 +162,18 @@ def specdef(model: nn.Module, cfg: SpecDefConfig, retain: Task, progress: bool =
     locked.to(device)
     if original is not None:
         original.to(device)
+    if distributed.fsdp_requested():
+        if cfg.conv_mode == "operator":
+            raise ValueError("specdef: conv_mode='operator' is not supported with --fsdp; use 'reshape'")
+        work = distributed.fully_shard_model(clone_model(locked))
+        work_lockables = find_lockable(work, cfg.include, cfg.exclude, cfg.conv_mode)
     hooks = LoopHooks(on_epoch=on_epoch, checkpoint=checkpoint)
     if checkpoint is not None:
         checkpoint.state = _SpecDefState(lockables, sums)
     t0 = time.perf_counter()
-    result: LoopResult = fit(locked, retain, cfg.loop, loss_fn, hooks, desc="lock", progress=progress)
+    result: LoopResult = fit(work, retain, cfg.loop, loss_fn, hooks, desc="lock", progress=progress)
+    if work is not locked:  # every rank gathers the trained shards into the plain model
+        locked.load_state_dict(distributed.full_state_dict(work))
     report.steps, report.loop_s = result.steps, time.perf_counter() - t0
     report.history = result.epochs
     report.stopped = result.stopped

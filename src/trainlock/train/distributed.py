@@ -17,9 +17,12 @@ iteration is a deterministic function of them, so all ranks hold the same spectr
 power-iteration state with no communication; its gradient is identical on every rank, and averaging
 leaves it unchanged. Outputs (checkpoints, saved models) are written by rank 0 only (`is_main`).
 
-Models that do not fit one device: FSDP2 (`torch.distributed.fsdp.fully_shard`) shards parameters; a
-spectral term needs the unsharded weight, which `fully_shard`'s `unshard()` provides per layer. Not wired
-into `fit` yet (see notes/scale.md).
+Models that do not fit one device: `trainlock lock --fsdp` under torchrun shards a working copy's parameters
+with FSDP2 (`fully_shard` on every module that owns parameters, then the root). FSDP gathers each layer for
+its forward and reduce-scatters (averages) the gradients; the spectral term reads the unsharded weight with
+DTensor's differentiable `full_tensor()`, so its gradient returns to each rank's shard (checked against a
+single process to 1e-8). After the loop the full state dict is gathered into the unsharded model. `fit`
+accepts a model already sharded so (`is_fsdp`) and then leaves the gradient averaging to FSDP.
 """
 
 from __future__ import annotations
@@ -68,6 +71,41 @@ def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()  # rank 0 may still be writing; nobody leaves before everyone is done
         dist.destroy_process_group()
+
+
+def fsdp_requested() -> bool:
+    """True under torchrun with TRAINLOCK_FSDP=1 (`trainlock lock --fsdp`): shard the parameters with FSDP2."""
+    return world_size() > 1 and os.environ.get("TRAINLOCK_FSDP") == "1"
+
+
+def is_fsdp(model: nn.Module) -> bool:
+    """Whether `model` was sharded with FSDP2's fully_shard (its gradients are then reduce-scattered by FSDP)."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:
+        return False
+    return isinstance(model, FSDPModule)
+
+
+def fully_shard_model(model: nn.Module) -> nn.Module:
+    """Shard `model` in place with FSDP2: every module that owns parameters, then the root (rank 0's values,
+    broadcast first, are what gets sharded). Returns `model`."""
+    from torch.distributed.fsdp import fully_shard
+
+    broadcast_parameters(model)
+    for m in list(model.modules()):
+        if m is not model and any(True for _ in m.parameters(recurse=False)):
+            fully_shard(m)
+    fully_shard(model)
+    return model
+
+
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The unsharded state dict of an FSDP2 model, on CPU, on every rank (a collective: every rank calls it)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))  # on every rank (cpu_offload
+    return {k: v.detach().cpu() for k, v in full.items()}  # would keep it on rank 0 only)
 
 
 def shard(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

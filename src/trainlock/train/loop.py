@@ -177,7 +177,8 @@ def _step(opt, mode: str, model, loss_fn: LossFn, xb, yb) -> tuple[float, dict, 
             opt.zero_grad(set_to_none=True)
         else:
             loss.backward()
-            distributed.average_gradients([p for g in opt.param_groups for p in g["params"]])
+            if not distributed.is_fsdp(model):  # FSDP has reduce-scattered them already
+                distributed.average_gradients([p for g in opt.param_groups for p in g["params"]])
             opt.step()
     except RuntimeError as e:  # e.g. an lr so large that lr * grad overflows the dtype: a divergence
         if "overflow" not in str(e):
@@ -222,7 +223,11 @@ def fit(
         if mode != "plain":
             raise ValueError(f"optimizer {cfg.optimizer!r} ({mode} steps) is not supported data-parallel; run it "
                              f"in one process")
-        distributed.broadcast_parameters(model)
+        if distributed.is_fsdp(model):
+            if ck is not None:
+                raise ValueError("checkpoints of an FSDP-sharded run are not supported; drop --checkpoint-every")
+        else:
+            distributed.broadcast_parameters(model)
         progress = progress and distributed.is_main()
     x, y = task.x_train, task.y_train
     per_epoch = math.ceil(len(y) / cfg.batch_size)
