@@ -84,3 +84,14 @@ def test_a_command_that_is_not_data_parallel_is_refused_under_torchrun(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            "-m", "trainlock", "tasks"], env=env, capture_output=True, timeout=300)
     assert proc.returncode != 0 and b"does not run data-parallel" in proc.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="nccl data parallelism needs 2 GPUs")
+@pytest.mark.parametrize("fsdp", [False, True])
+def test_two_gpus_with_nccl_match_one_process(fsdp, base, tmp_path):
+    argv = ["lock", str(base), "--epochs", "2", "--lr", "1", "--alpha", "0.5", "--device", "cuda", "--batch-size", "64",
+            "--seed", "3", "--train-samples", "1280", "--test-samples", "200"]
+    _run([*argv, "--out", str(tmp_path / "one")])
+    _run([*argv, *(["--fsdp"] if fsdp else []), "--out", str(tmp_path / "two")], nproc=2)
+    assert _max_diff(tmp_path / "one", tmp_path / "two") <= 1e-4  # TF32 / cuBLAS reductions differ more than CPU's
