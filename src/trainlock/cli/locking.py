@@ -202,6 +202,7 @@ def add_tune(p) -> None:
                    help="held-back tasks the final numbers will be reported on (refused as --attack-task)")
     p.add_argument("--out", default=None, help="study directory (default: runs/tune-MODEL-LOCK)")
     p.add_argument("--json", default=None, help="write the Pareto front and the chosen trial here")
+    add_subset_flags(p)
     add_config_flags(p, TuneConfig)
 
 
@@ -222,7 +223,8 @@ def cmd_tune(args) -> int:
     if not retain_name:
         raise ValueError(f"{args.model_dir} names no task; pass --retain-task")
     with exclusive(out):
-        res = tune(model, tasks.get(retain_name), tasks.get(args.attack_task), cfg, out=out,
+        res = tune(model, subset_task(tasks.get(retain_name), args), subset_task(tasks.get(args.attack_task), args),
+                   cfg, out=out,
                    report_tasks=tuple(args.report_tasks), progress=True)
     print(f"base utility on {res['retain_task']}: {res['base_utility']:.4f}; tuned against {res['tuning_task']}")
     print(f"{'trial':>5} {'utility':>8} {'advantage':>10}  params")
