@@ -264,7 +264,7 @@ def test_later_stages_follow_the_results_of_earlier_ones():
     rows += [{"key": s.key(), "accuracy": 0.5 if s.name == "sgd@0.0001" else 0.2} for st, s in first if st == "coverage"]
     again = plan(cfg, rows, steps_per_run=40)
     full = [s for st, s in again if st == "full"]
-    assert [(s.name, s.max_steps) for s in full] == [("rmsprop@0.001", 40)]
+    assert [(s.name, s.max_steps) for s in full] == [("rmsprop@0.001", 40), ("scratch:rmsprop@0.001", 40)]
     adaptive = [s.name for st, s in again if st == "adaptive"]
     assert adaptive[:2] == ["merge+sgd@0.0001", "merge+adam@0.0001"]  # the two best plain runs so far
 

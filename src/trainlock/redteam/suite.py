@@ -6,7 +6,8 @@
    more holds all of them, so the worst case is at least their best.
 2. probes: every other optimizer family over its own learning-rate grid, each run a quarter of the
    step budget (successive halving's first rung).
-3. full runs: each probed family at the learning rate its probes found best, with the whole budget.
+3. full runs: each probed family at the learning rate its probes found best, with the whole budget, and the
+   same run from scratch (the baseline gets every optimizer the attacker gets).
 4. adaptive: every weight-space transform followed by the two best (optimizer, learning rate) pairs
    found so far, sv-clip reading the lock's private record (marked insider), distillation into a
    fresh student, a fresh head, and the backdoor data mode.
@@ -88,6 +89,9 @@ def plan(cfg: RedTeamConfig, rows: list[dict] | None = None, steps_per_run: int 
         best = _best(done, probes)
         full.append(AttackSpec(opt, best.lr if best else grid[len(grid) // 2], **common))
     out += [("full", s) for s in full]
+    # the same runs from scratch: the baseline gets every optimizer the attack gets (at the rate the probes chose
+    # on the released weights), so an advantage is never a stronger optimizer's against a weaker one's
+    out += [("full", AttackSpec(s.optimizer, s.lr, init="scratch", **common)) for s in full]
 
     plain = coverage + full
     ranked = sorted((s for s in plain if done.get(s.key(), {}).get("accuracy") is not None),
