@@ -35,3 +35,22 @@ def test_lock_table_rows_and_cli(tiny_base, digits, digits_permuted, tmp_path, c
     assert "specdef" in capsys.readouterr().out
     save(tiny_base, tmp_path / "base", {"task": "digits"})
     assert main(["locks"]) == 0 and "sophon" in capsys.readouterr().out
+
+
+def test_rescore_uses_the_best_scratch_of_any_row_and_is_idempotent():
+    from trainlock.tune.table import rescore
+
+    def row(name, worst, scratch):
+        return {"lock": name, "utility": 0.9, "lock_s": 1.0,
+                "tasks": {"t": {"worst": worst, "scratch": scratch, "advantage": worst - scratch, "bypass_steps": None}}}
+
+    res = {"attack_tasks": ["t"], "base_utility": 0.9,
+           "rows": [row("a", 0.80, 0.70), row("b", 0.75, 0.78), row("c", 0.90, 0.60)]}
+    once = rescore(res)
+    assert once["scratch_best"] == {"t": 0.78}
+    assert [r["lock"] for r in once["rows"]] == ["c", "a", "b"]  # largest advantage first
+    assert [round(r["tasks"]["t"]["advantage"], 6) for r in once["rows"]] == [0.12, 0.02, -0.03]
+    assert [r["tasks"]["t"]["scratch_own"] for r in once["rows"]] == [0.60, 0.70, 0.78]
+    twice = rescore(json.loads(json.dumps(once)))
+    assert twice == json.loads(json.dumps(once))
+    assert "adv = worst - the best from scratch of any row (t 0.780)" in format_table(once)

@@ -100,21 +100,39 @@ def lock_table(base: nn.Module, retain: Task, attacks: list[Task], locks: dict[s
                 "scratch": scratch and scratch["accuracy"], "advantage": res["advantage"],
                 "base_best": base_best[task.name],
                 "bypass_steps": None if level is None else _bypass_steps(res["runs"], level)}
-        advs = [t["advantage"] for t in row["tasks"].values() if t["advantage"] is not None]
-        row["max_advantage"] = max(advs) if advs else None
         rows.append(row)
         logger.info("lock table: %s done", name)
-    rows.sort(key=lambda r: -(r["max_advantage"] if r["max_advantage"] is not None else -1))
-    result = {"rows": rows, "base_utility": base_utility, "base_best": base_best, "retain_task": retain.name,
-              "attack_tasks": [t.name for t in attacks], "config": to_dict(cfg)}
+    result = rescore({"rows": rows, "base_utility": base_utility, "base_best": base_best, "retain_task": retain.name,
+                      "attack_tasks": [t.name for t in attacks], "config": to_dict(cfg)})
     write_text(out / "table.json", json.dumps(result, indent=2, default=str))
+    return result
+
+
+def rescore(result: dict) -> dict:
+    """One scratch baseline per task for the whole table: the best from-scratch run of any row (an attacker can
+    always train from scratch with any setting any row's red team tried; a row's own scratch runs depend on the
+    learning rates its probes picked). Sets each task's `scratch` and `advantage` from it, keeps the row's own
+    as `scratch_own`, and sorts rows worst case (largest advantage) first. Idempotent."""
+    for t in result["attack_tasks"]:
+        own = [r["tasks"][t].get("scratch_own", r["tasks"][t]["scratch"]) for r in result["rows"]]
+        best = max((v for v in own if v is not None), default=None)
+        result.setdefault("scratch_best", {})[t] = best
+        for r, v in zip(result["rows"], own):
+            c = r["tasks"][t]
+            c["scratch_own"], c["scratch"] = v, best
+            c["advantage"] = None if c["worst"] is None or best is None else c["worst"] - best
+    for r in result["rows"]:
+        advs = [c["advantage"] for c in r["tasks"].values() if c["advantage"] is not None]
+        r["max_advantage"] = max(advs) if advs else None
+    result["rows"].sort(key=lambda r: -(r["max_advantage"] if r["max_advantage"] is not None else -1))
     return result
 
 
 def format_table(result: dict) -> str:
     """The table as markdown: one row per lock, worst case (largest advantage over scratch) first."""
+    result = rescore(result)
     tasks = result["attack_tasks"]
-    head = ["lock", "utility (base)", "lock s"] + [f"{t}: worst / scratch / adv / bypass steps" for t in tasks]
+    head = ["lock", "utility (base)", "lock s"] + [f"{t}: worst / adv / bypass steps" for t in tasks]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     for r in result["rows"]:
@@ -123,7 +141,8 @@ def format_table(result: dict) -> str:
         for t in tasks:
             c = r["tasks"][t]
             adv = "-" if c["advantage"] is None else f"{c['advantage']:+.3f}"
-            cells.append(f"{f(c['worst'])} / {f(c['scratch'])} / {adv} / "
+            cells.append(f"{f(c['worst'])} / {adv} / "
                          f"{'not bypassed' if c['bypass_steps'] is None else c['bypass_steps']}")
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    scratch = ", ".join(f"{t} {f(result['scratch_best'][t])}" for t in tasks)
+    return "\n".join(lines) + f"\n\nadv = worst - the best from scratch of any row ({scratch})\n"
