@@ -334,3 +334,10 @@ def test_headline_leaves_insider_runs_out_of_the_attackers_best():
     assert h["locked"]["attack"] == "a" and h["worst"]["attack"] == "b"
     assert h["advantage"] == pytest.approx(0.5) and h["base_advantage"] == pytest.approx(0.65)
     assert h["compute_ratio_vs_base"] == pytest.approx(2.0) and h["compute_ratio_vs_scratch"] is None
+
+
+def test_transforms_that_read_activations_use_the_attackers_inputs_without_a_retain_task(locked, digits_permuted):
+    spec = AttackSpec("adam", 1e-3, transforms=(("temperature-reset", {}),), max_steps=3, batch_size=32)
+    (row,) = run_suite(Target(locked, digits_permuted), [spec], None, workers=0, progress=False)
+    assert row["skipped"] is None and "accuracy" in row, row.get("skipped")
+    assert "temperature-reset" in row["notes"][0]

@@ -120,7 +120,10 @@ def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None
     else:
         m = clone_model(model)
     retain = _adapted(m, retain)
-    ctx = TransformContext(sample=None if retain is None else retain.x_train[:256],
+    # inputs for the transforms that measure activations (temperature-reset's logit scale, function checks):
+    # the authorized task's when the red team knows it, else the attacker's own (what a real attacker has)
+    sample = (retain if retain is not None else _adapted(m, task)).x_train[:256]
+    ctx = TransformContext(sample=sample,
                            lock_meta=getattr(model, "trainlock_lock", None), seed=spec.seed)
     folds = []
     for name, opts in spec.transforms:
