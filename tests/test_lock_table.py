@@ -15,6 +15,9 @@ def test_bypass_steps_reads_the_first_eval_at_level():
             {"config": {"init": "released"}, "insider": True, "evals": [[1, 0.9]]}]  # nor insiders
     assert _bypass_steps(rows, 0.7) == 35
     assert _bypass_steps(rows, 0.95) is None
+    # a run that reaches the level only at its end (after the last periodic evaluation) counts at its last step
+    late = [{"config": {"init": "released"}, "evals": [[0, 0.1]], "accuracy": 0.96, "steps": 40}]
+    assert _bypass_steps(rows + late, 0.95) == 40
 
 
 def test_lock_table_rows_and_cli(tiny_base, digits, digits_permuted, tmp_path, capsys):

@@ -54,6 +54,8 @@ def _bypass_steps(rows: list[dict], level: float) -> int | None:
             continue
         extra = r["distill"]["steps"] if r.get("distill") else 0
         hit = next((s for s, a in r.get("evals") or [] if a is not None and a >= level), None)
+        if hit is None and r.get("accuracy") is not None and r["accuracy"] >= level and r.get("steps"):
+            hit = r["steps"]  # reached only at the end, after the last periodic evaluation
         if hit is not None and (best is None or hit + extra < best):
             best = hit + extra
     return best
