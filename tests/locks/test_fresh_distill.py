@@ -54,3 +54,15 @@ def test_keep_copies_the_named_parameters_and_checks_its_patterns(tiny_base, dig
         LOCKS.get("fresh-distill").from_config({"loop": LOOP, "keep": ["nothing-here"]}).apply(tiny_base, digits)
     with pytest.raises(ValueError, match="regular expression"):
         FreshDistillConfig(keep=("(",))
+
+
+def test_cli_locks_with_a_non_spectral_report(tiny_base, tmp_path, capsys):
+    """Regression: `trainlock lock --spec` printed SpecDef's sigma line for every lock with a report and crashed
+    (KeyError 'top_k') after training, for sophon, repnoise, immunize and fresh-distill."""
+    from trainlock.cli.main import main
+
+    save(tiny_base, tmp_path / "base", {"task": "digits"})
+    spec = '{"type": "fresh-distill", "seed": 1, "loop": {"optimizer": "adam", "lr": 0.003, "epochs": 2, "device": "cpu"}}'
+    assert main(["lock", str(tmp_path / "base"), "--out", str(tmp_path / "locked"), "--spec", spec]) == 0
+    out = capsys.readouterr().out
+    assert "fresh-distill: max over re-initialized weights" in out and "sigma" not in out.split("fresh-distill:")[0]

@@ -71,8 +71,9 @@ def cmd_lock(args) -> int:
     report, record = res.report, res.record
     if report is not None:
         s0, s1 = report.sigma_before, report.sigma_after
-        print(f"mean top-{report.config['top_k']} sigma {s0['mean_topk']:.4g} -> {s1['mean_topk']:.4g}; "
-              f"max sigma {s0['max_sigma']:.4g} -> {s1['max_sigma']:.4g}")
+        if s0 and s1 and "top_k" in report.config:  # spectral locks; the others report no spectrum
+            print(f"mean top-{report.config['top_k']} sigma {s0['mean_topk']:.4g} -> {s1['mean_topk']:.4g}; "
+                  f"max sigma {s0['max_sigma']:.4g} -> {s1['max_sigma']:.4g}")
         if report.steps:
             print(f"{report.steps} locking steps in {report.loop_s:.1f} s ({report.steps / max(report.loop_s, 1e-9):.2f} "
                   f"steps/s, per-epoch evaluations included; before/after evaluations and certificates not)")
