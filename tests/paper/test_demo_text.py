@@ -4,8 +4,6 @@ import json
 
 import pytest
 
-from trainlock.redteam import RunnerConfig
-
 pytest.importorskip("transformers")
 
 import trainlock as tl  # noqa: E402
@@ -19,7 +17,7 @@ def test_text_demo_prints_locked_base_scratch_and_advantages(monkeypatch, tmp_pa
     monkeypatch.setattr(tl.tasks, "get", lambda name: toy_task(120))
     monkeypatch.setattr(demo_text, "text_plan", lambda quick: demo_text.TextPlan(
         n_train=80, n_test=40, max_length=8, batch_size=16, train_steps=5, lock_steps=3, attack_steps=4,
-        lrs=(1e-3,), budget=3, runner=RunnerConfig(workers=0)))
+        lrs=(1e-3,), budget=3, workers=0))
     assert main(["demo", "--quick", "--out", str(tmp_path), "--device", "cpu"]) == 0
     text = capsys.readouterr().out
     assert "from scratch" in text and "locked - scratch" in text and "base - scratch" in text
