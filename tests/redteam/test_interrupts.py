@@ -31,13 +31,22 @@ def setup(tmp_path_factory, digits, digits_permuted):
 
 
 def _children(pid: int) -> set[int]:
+    """The forked pool workers of `pid` (their command line is the parent's); other children, such as the
+    fc-list that a first matplotlib import runs in a fresh environment, are not workers."""
     out = set()
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
             out |= {int(c) for c in (task / "children").read_text().split()}
         except OSError:
             pass
-    return out
+    return {c for c in out if b"trainlock" in _cmdline(c)}
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _alive(pid: int) -> bool:
