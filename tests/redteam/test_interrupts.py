@@ -62,7 +62,15 @@ def _start(setup, out):
     argv = [sys.executable, "-m", "trainlock.cli.main", "redteam", str(setup / "model"), "--task",
             f"npz:{setup / 'perm.npz'}", "--out", str(out), "--workers", "2", "--max-steps", "60",
             "--batch-size", "32", "--budget", "40"]
-    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=_terminal_sigint)
+
+
+def _terminal_sigint() -> None:
+    """In the child: SIGINT as a terminal gives it. A test suite started in the background by a shell without
+    job control (`bash .ci/run &`) inherits SIGINT ignored, and Python keeps an inherited SIG_IGN: the CLI
+    would then rightly not see Ctrl-C at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_rows(out: Path, proc, n: int = 1, timeout: float = 120) -> int:
