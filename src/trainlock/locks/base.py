@@ -21,6 +21,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 import torch.nn as nn
 
+from ..config import from_dict, to_dict
 from ..registry import Registry
 from ..tasks import Task
 from ..train import Checkpoint
@@ -138,6 +139,27 @@ class LockDefaults:
 
     def use_tasks(self, *tasks: Task) -> "LockDefaults":
         return self
+
+
+class ConfiguredLock(LockDefaults):
+    """A lock held by one config dataclass (`config_cls`) and the report of its last `apply` (`self._report`):
+    the constructor, `from_config`, `config` and `report` every such lock would otherwise write again."""
+
+    config_cls: ClassVar[type]
+
+    def __init__(self, config=None):
+        self.cfg = dataclasses.replace(config or self.config_cls())
+        self._report: LockReport | None = None
+
+    @classmethod
+    def from_config(cls, data: dict):
+        return cls(from_dict(cls.config_cls, dict(data)))
+
+    def config(self) -> dict:
+        return to_dict(self.cfg)
+
+    def report(self) -> LockReport | None:
+        return self._report
 
 
 LOCKS: Registry[type] = Registry("lock")

@@ -19,7 +19,6 @@ there); an adversary can distill each DLR-Net back into a dense MLP or fine-tune
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -27,11 +26,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import check_int, from_dict, option, to_dict
+from ..config import check_int, option, to_dict
 from ..models.dlr_net import DLRNet, replace_block
 from ..tasks import Task, for_model
 from ..train import clone_model, evaluate
-from .base import Certificate, LockDefaults, LockReport, register_lock
+from .base import Certificate, ConfiguredLock, LockReport, register_lock
 
 
 @dataclass
@@ -136,24 +135,11 @@ def cost_profile(model: nn.Module, x: torch.Tensor, repeats: int = 3) -> dict:
 
 
 @register_lock
-class DLRLock(LockDefaults):
+class DLRLock(ConfiguredLock):
     """Replace MLP blocks by distilled DLR-Nets; certify that they are still in place."""
 
     name = "dlr"
-
-    def __init__(self, config: DLRConfig | None = None):
-        self.cfg = dataclasses.replace(config or DLRConfig())
-        self._report: LockReport | None = None
-
-    @classmethod
-    def from_config(cls, data: dict) -> "DLRLock":
-        return cls(from_dict(DLRConfig, dict(data)))
-
-    def config(self) -> dict:
-        return to_dict(self.cfg)
-
-    def report(self) -> LockReport | None:
-        return self._report
+    config_cls = DLRConfig
 
     def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
         if retain is None:

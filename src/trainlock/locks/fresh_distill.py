@@ -22,7 +22,6 @@ the authorized task's behaviour, which a distillation attack on the released mod
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import secrets
 import time
@@ -32,10 +31,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import check_float, from_dict, option, to_dict
+from ..config import check_float, option, to_dict
 from ..tasks import Task, for_model
 from ..train import LoopConfig, LoopHooks, clone_model, evaluate, fit, reinitialized
-from .base import Certificate, LockDefaults, LockReport, register_lock
+from .base import Certificate, ConfiguredLock, LockReport, register_lock
 
 SKETCH = 256  # count-sketch buckets per weight: unrelated weights read |cos| ~ 1/16
 
@@ -85,24 +84,11 @@ def _weights(model: nn.Module, keep: tuple[str, ...]) -> dict[str, torch.Tensor]
 
 
 @register_lock
-class FreshDistillLock(LockDefaults):
+class FreshDistillLock(ConfiguredLock):
     """Re-initialize the architecture and distill the base's authorized-task behaviour into it."""
 
     name = "fresh-distill"
-
-    def __init__(self, config: FreshDistillConfig | None = None):
-        self.cfg = dataclasses.replace(config or FreshDistillConfig())
-        self._report: LockReport | None = None
-
-    @classmethod
-    def from_config(cls, data: dict) -> "FreshDistillLock":
-        return cls(from_dict(FreshDistillConfig, dict(data)))
-
-    def config(self) -> dict:
-        return to_dict(self.cfg)
-
-    def report(self) -> LockReport | None:
-        return self._report
+    config_cls = FreshDistillConfig
 
     def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
         if retain is None:
