@@ -9,7 +9,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import trainlock as tl
 from trainlock.train import distributed
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux" or not torch.distributed.is_available(),
@@ -18,14 +17,6 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux" or not torch.distributed
 # measured (2026-12-01): max |w_2ranks - w_1process| 1.2e-7 for the lock, 3.7e-8 for train (float32 summation
 # order: two half-batch means averaged vs one full-batch mean), weights up to 0.51 in magnitude
 TOL = 1e-5
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory, digits):
-    torch.manual_seed(0)
-    model = tl.models.build("mlp", input_shape=digits.input_shape, num_classes=10, hidden=[32])
-    tl.train.fit(model, digits, tl.LoopConfig(optimizer="adam", lr=1e-2, max_steps=40, device="cpu"), progress=False)
-    return tl.save(model, tmp_path_factory.mktemp("base") / "base", {"task": "digits"})
 
 
 def _run(argv, nproc=None):

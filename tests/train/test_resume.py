@@ -11,17 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import trainlock as tl
-
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="kills subprocesses")
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory, digits):
-    torch.manual_seed(0)
-    model = tl.models.build("mlp", input_shape=digits.input_shape, num_classes=10, hidden=[32])
-    tl.train.fit(model, digits, tl.LoopConfig(optimizer="adam", lr=1e-2, max_steps=40, device="cpu"), progress=False)
-    return tl.save(model, tmp_path_factory.mktemp("base") / "base", {"task": "digits"})
 
 
 def _command(kind, base, out):
