@@ -177,7 +177,7 @@ def _step(opt, mode: str, model, loss_fn: LossFn, xb, yb) -> tuple[float, dict, 
             opt.zero_grad(set_to_none=True)
         else:
             loss.backward()
-            if not distributed.is_fsdp(model):  # FSDP has reduce-scattered them already
+            if distributed.world_size() > 1 and not distributed.is_fsdp(model):  # FSDP reduce-scattered them
                 distributed.average_gradients([p for g in opt.param_groups for p in g["params"]])
             opt.step()
     except RuntimeError as e:  # e.g. an lr so large that lr * grad overflows the dtype: a divergence
