@@ -13,15 +13,14 @@ transforms work), so it is a training-time statement about one's own run.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch.nn as nn
 
-from ..config import from_dict, option, to_dict
+from ..config import option
 from ..tasks import Task
 from ..train import clone_model
-from .base import Certificate, LockDefaults, register_lock
+from .base import Certificate, ConfiguredLock, register_lock
 
 
 def layer_count(model: nn.Module) -> int:
@@ -43,18 +42,9 @@ class ArchitectureConfig:
 
 
 @register_lock
-class ArchitectureLock(LockDefaults):
+class ArchitectureLock(ConfiguredLock):
     name = "architecture"
-
-    def __init__(self, config: ArchitectureConfig | None = None):
-        self.cfg = dataclasses.replace(config) if config is not None else ArchitectureConfig()
-
-    @classmethod
-    def from_config(cls, data: dict) -> "ArchitectureLock":
-        return cls(from_dict(ArchitectureConfig, dict(data)))
-
-    def config(self) -> dict:
-        return to_dict(self.cfg)
+    config_cls = ArchitectureConfig
 
     def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
         if next(model.parameters(), None) is None:

@@ -21,6 +21,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 import torch.nn as nn
 
+from .. import tasks as _tasks
 from ..config import from_dict, to_dict
 from ..registry import Registry
 from ..tasks import Task
@@ -161,6 +162,27 @@ class ConfiguredLock(LockDefaults):
     def report(self) -> LockReport | None:
         return self._report
 
+
+
+class TaskLock(ConfiguredLock):
+    """A ConfiguredLock whose config names tasks besides the retain task (a restricted domain, a bad task):
+    Task objects handed over with `use_tasks` (derived tasks that have no registry name) are used first,
+    then the task registry."""
+
+    def __init__(self, config=None, tasks: dict[str, Task] | None = None):
+        super().__init__(config)
+        self._tasks: dict[str, Task] = dict(tasks or {})
+
+    def use_tasks(self, *tasks: Task) -> "TaskLock":
+        for t in tasks:
+            self._tasks[t.name] = t
+        return self
+
+    def task(self, name: str) -> Task:
+        """The task called `name`: a handed-over one, else loaded from the registry (once)."""
+        if name not in self._tasks:
+            self._tasks[name] = _tasks.get(name)
+        return self._tasks[name]
 
 LOCKS: Registry[type] = Registry("lock")
 

@@ -19,7 +19,6 @@ registered name) and measures L_bad on the current weights, cross-entropy on the
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -28,10 +27,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import tasks as _tasks
-from ..config import from_dict, option, to_dict
+from ..config import option
 from ..tasks import Task, for_model
 from ..train import clone_model, predict
-from .base import Certificate, LockDefaults, register_lock
+from .base import Certificate, TaskLock, register_lock
 
 
 @dataclass
@@ -65,39 +64,18 @@ def task_loss(model: nn.Module, task: Task, max_samples: int) -> float:
 
 
 @register_lock
-class EnergyLock(LockDefaults):
+class EnergyLock(TaskLock):
     """Certify L_bad >= L_auth(lock time) + delta; changes no weight."""
 
     name = "energy"
-
-    def __init__(self, config: EnergyConfig, tasks: dict[str, Task] | None = None):
-        self.cfg = dataclasses.replace(config)
-        self._tasks: dict[str, Task] = dict(tasks or {})
-
-    @classmethod
-    def from_config(cls, data: dict, tasks: dict[str, Task] | None = None) -> "EnergyLock":
-        return cls(from_dict(EnergyConfig, dict(data)), tasks)
-
-    def config(self) -> dict:
-        return to_dict(self.cfg)
-
-    def use_tasks(self, *tasks: Task) -> "EnergyLock":
-        """Hand over Task objects (looked up by their `name` before the task registry)."""
-        for t in tasks:
-            self._tasks[t.name] = t
-        return self
-
-    def _task(self, name: str) -> Task:
-        if name not in self._tasks:
-            self._tasks[name] = _tasks.get(name)
-        return self._tasks[name]
+    config_cls = EnergyConfig
 
     def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
         if retain is None:
             raise ValueError("energy: apply needs the retain (authorized) task to record L_auth")
         if retain.name == self.cfg.bad_task:
             raise ValueError(f"energy: the bad task and the retain task are both {retain.name!r}")
-        bad = self._task(self.cfg.bad_task)
+        bad = self.task(self.cfg.bad_task)
         self._tasks[retain.name] = retain
         auth_loss = task_loss(model, retain, self.cfg.max_samples)
         bad_loss = task_loss(model, bad, self.cfg.max_samples)
@@ -112,13 +90,13 @@ class EnergyLock(LockDefaults):
     def certify(self, model: nn.Module) -> list[Certificate]:
         if self.cfg.auth_loss is None:
             raise ValueError("energy: no L_auth recorded; apply the lock first")
-        bad_loss = task_loss(model, self._task(self.cfg.bad_task), self.cfg.max_samples)
+        bad_loss = task_loss(model, self.task(self.cfg.bad_task), self.cfg.max_samples)
         details = {"bad_task": self.cfg.bad_task, "retain_task": self.cfg.retain_task, "delta": self.cfg.delta,
                    "auth_loss_at_lock": self.cfg.auth_loss, "bad_loss_at_lock": self.cfg.bad_loss,
                    "max_samples": self.cfg.max_samples}
         if self.cfg.retain_task:
             try:
-                auth_now = task_loss(model, self._task(self.cfg.retain_task), self.cfg.max_samples)
+                auth_now = task_loss(model, self.task(self.cfg.retain_task), self.cfg.max_samples)
                 details.update(auth_loss_now=auth_now, gap_now=bad_loss - auth_now)
             except (_tasks.TaskDataError, _tasks.UnknownNameError) as e:
                 details["auth_loss_now"] = f"unavailable: {e}"

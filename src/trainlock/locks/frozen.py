@@ -12,7 +12,6 @@ Anyone holding the weights sets requires_grad back to True: a training-time lock
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass
@@ -20,10 +19,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..config import from_dict, option, to_dict
+from ..config import option
 from ..tasks import Task
 from ..train import clone_model
-from .base import Certificate, LockDefaults, register_lock
+from .base import Certificate, ConfiguredLock, register_lock
 
 
 def tensor_sha256(t: torch.Tensor) -> str:
@@ -74,20 +73,11 @@ def matched_parameters(model: nn.Module, patterns) -> dict[str, nn.Parameter]:
 
 
 @register_lock
-class FrozenLock(LockDefaults):
+class FrozenLock(ConfiguredLock):
     """Freeze matched parameters (requires_grad=False) and certify them by SHA-256."""
 
     name = "frozen"
-
-    def __init__(self, config: FrozenConfig):
-        self.cfg = dataclasses.replace(config)
-
-    @classmethod
-    def from_config(cls, data: dict) -> "FrozenLock":
-        return cls(from_dict(FrozenConfig, dict(data)))
-
-    def config(self) -> dict:
-        return to_dict(self.cfg)
+    config_cls = FrozenConfig
 
     def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
         matched_parameters(model, self.cfg.names)  # fails on the original, before any copy or training

@@ -96,7 +96,7 @@ class ImmunizeLock(RestrictedLock):
     """Condition-number immunization of the features; certifies one simulated attack's end accuracy."""
 
     name = "immunize"
-    Config = ImmunizeConfig
+    config_cls = ImmunizeConfig
     mechanism = ("condition-number immunization: the restricted domain's feature covariance was made ill-conditioned, "
                  "which slows gradient descent on a linear probe over those features")
 

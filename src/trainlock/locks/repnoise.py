@@ -70,7 +70,7 @@ class RepNoiseLock(RestrictedLock):
     """RepNoise-style representation noising; certifies one simulated fine-tuning attack's end accuracy."""
 
     name = "repnoise"
-    Config = RepNoiseConfig
+    config_cls = RepNoiseConfig
     mechanism = ("representation noising: the restricted domain's hidden representations were pushed towards "
                  "Gaussian noise, so fine-tuning must rebuild them")
 

@@ -19,11 +19,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import tasks as _tasks
-from ..config import from_dict, option, to_dict
+from ..config import option, to_dict
 from ..tasks import Task, for_model
 from ..train import LoopConfig, LoopHooks, accuracy, batches, clone_model, evaluate, fit
-from .base import Certificate, LockDefaults, LockReport
+from .base import Certificate, LockReport, TaskLock
 
 
 @dataclass
@@ -36,14 +35,6 @@ class SimulatedAttack:
     test_samples: int = option(1000, "restricted test samples it is scored on")
     max_accuracy: float | None = option(None, "the claim: accuracy after the attack <= this (default, set by "
                                               "apply: the restricted task's chance + 0.10)")
-
-
-def restricted_task(name: str | None, tasks: dict[str, Task], lock: str) -> Task:
-    if not name:
-        raise ValueError(f"{lock}: 'restricted' must name the task the lock must resist (e.g. fashion-mnist)")
-    if name not in tasks:
-        tasks[name] = _tasks.get(name)
-    return tasks[name]
 
 
 def endless(task: Task, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -113,33 +104,17 @@ def attack_certificate(lock: str, model: nn.Module, task: Task, attack: Simulate
     )
 
 
-class RestrictedLock(LockDefaults):
+class RestrictedLock(TaskLock):
     """What the restricted-domain locks share: config handling, the restricted task, the training run over
-    the authorized task's split and the certificate. A subclass sets `name`, `Config` (a dataclass with
+    the authorized task's split and the certificate. A subclass sets `name`, `config_cls` (a dataclass with
     `restricted`, `loop`, `attack` and `retain_task`) and `mechanism`, and implements `objective`."""
 
-    Config: ClassVar[type]
     mechanism: ClassVar[str]
 
-    def __init__(self, config, tasks: dict[str, Task] | None = None):
-        self.cfg = dataclasses.replace(config)
-        self._tasks: dict[str, Task] = dict(tasks or {})
-        self._report: LockReport | None = None
-
-    @classmethod
-    def from_config(cls, data: dict):
-        return cls(from_dict(cls.Config, dict(data)))
-
-    def config(self) -> dict:
-        return to_dict(self.cfg)
-
-    def report(self) -> LockReport | None:
-        return self._report
-
-    def use_tasks(self, *tasks: Task):
-        for t in tasks:
-            self._tasks[t.name] = t
-        return self
+    def restricted_task(self) -> Task:
+        if not self.cfg.restricted:
+            raise ValueError(f"{self.name}: 'restricted' must name the task the lock must resist (e.g. fashion-mnist)")
+        return self.task(self.cfg.restricted)
 
     def objective(self, locked: nn.Module, restricted: Task, stream) -> tuple[Callable, dict, Callable | None]:
         """(loss_fn(model, x, y) -> (loss, {}), running sums (with "n") that it adds to, cleanup or None)."""
@@ -152,7 +127,7 @@ class RestrictedLock(LockDefaults):
     def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
         if retain is None:
             raise ValueError(f"{self.name}: apply needs the retain (authorized) task")
-        restricted = for_model(restricted_task(self.cfg.restricted, self._tasks, self.name), model)
+        restricted = for_model(self.restricted_task(), model)
         if restricted.name == retain.name:
             raise ValueError(f"{self.name}: the restricted and the retain task are both {retain.name!r}")
         retain = for_model(retain, model)
@@ -192,7 +167,7 @@ class RestrictedLock(LockDefaults):
     def certify(self, model: nn.Module) -> list[Certificate]:
         if self.cfg.attack.max_accuracy is None:
             raise ValueError(f"{self.name}: no claim recorded; apply the lock first")
-        task = restricted_task(self.cfg.restricted, self._tasks, self.name)
+        task = self.restricted_task()
         return [attack_certificate(self.name, model, task, self.cfg.attack, self.mechanism,
                                    {"restricted": self.cfg.restricted, "retain_task": self.cfg.retain_task,
                                     **self.details(model)})]

@@ -113,7 +113,7 @@ class SophonLock(RestrictedLock):
     """SOPHON-style fine-tuning suppression; certifies one simulated fine-tuning attack's end accuracy."""
 
     name = "sophon"
-    Config = SophonConfig
+    config_cls = SophonConfig
     mechanism = ("fine-tuning suppression: the weights were trained so that simulated fine-tuning on the restricted "
                  "domain keeps predicting it badly")
 

@@ -19,16 +19,15 @@ weights into a fresh module) lets training fill the zeros in again: training-tim
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from ..config import from_dict, option, to_dict
+from ..config import option
 from ..tasks import Task
 from ..train import clone_model
-from .base import Certificate, LockDefaults, register_lock
+from .base import Certificate, ConfiguredLock, register_lock
 from .compress import magnitude_prune
 from .lockable import find_lockable
 from .spectral_cap import ProjectionHook, attach_projection
@@ -78,20 +77,11 @@ def count_nonzero(model: nn.Module) -> dict[str, int]:
 
 
 @register_lock
-class SparsityLock(LockDefaults):
+class SparsityLock(ConfiguredLock):
     """Magnitude-prune the lockable weights and keep the pruned entries at zero."""
 
     name = "sparsity"
-
-    def __init__(self, config: SparsityConfig):
-        self.cfg = dataclasses.replace(config)
-
-    @classmethod
-    def from_config(cls, data: dict) -> "SparsityLock":
-        return cls(from_dict(SparsityConfig, dict(data)))
-
-    def config(self) -> dict:
-        return to_dict(self.cfg)
+    config_cls = SparsityConfig
 
     def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
         lockables = find_lockable(model)  # ValueError when there is nothing to prune

@@ -34,20 +34,19 @@ and gets the original W back. The certificate states the structure, not a fine-t
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from ..config import from_dict, option, to_dict
+from ..config import option
 from ..models.compensated import Compensated, restore_structure, structure_meta
 from ..models.compensated import get_module as _get
 from ..models.compensated import set_module as _set
 from ..tasks import Task
 from ..train import clone_model
-from .base import Certificate, LockDefaults, register_lock
+from .base import Certificate, ConfiguredLock, register_lock
 
 
 @dataclass
@@ -115,18 +114,9 @@ def _product(w: Compensated) -> torch.Tensor:
 
 
 @register_lock
-class SpecDefReparamLock(LockDefaults):
+class SpecDefReparamLock(ConfiguredLock):
     name = "specdef-reparam"
-
-    def __init__(self, config: SpecDefReparamConfig | None = None):
-        self.cfg = dataclasses.replace(config) if config is not None else SpecDefReparamConfig()
-
-    @classmethod
-    def from_config(cls, data: dict) -> "SpecDefReparamLock":
-        return cls(from_dict(SpecDefReparamConfig, dict(data)))
-
-    def config(self) -> dict:
-        return to_dict(self.cfg)
+    config_cls = SpecDefReparamConfig
 
     def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
         """A copy with the chosen Linear layers deformed and compensated; `retain` is not needed."""

@@ -33,7 +33,6 @@ training-time constraint that protects one's own training run, not a release-tim
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import weakref
 from dataclasses import dataclass
@@ -42,10 +41,10 @@ import torch
 import torch.nn as nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from ..config import from_dict, option, to_dict
+from ..config import option
 from ..tasks import Task
 from ..train import clone_model
-from .base import Certificate, LockDefaults, register_lock
+from .base import Certificate, ConfiguredLock, register_lock
 from .lockable import find_lockable
 
 # ------------------------------------------------------------------ shared projection machinery
@@ -198,20 +197,11 @@ def _check_regex(what: str, pattern: str | None) -> None:
 
 
 @register_lock
-class SpectralCapLock(LockDefaults):
+class SpectralCapLock(ConfiguredLock):
     """Cap every lockable weight's spectral norm at `max_sigma` and keep it there in training."""
 
     name = "spectral-cap"
-
-    def __init__(self, config: SpectralCapConfig | None = None):
-        self.cfg = dataclasses.replace(config) if config is not None else SpectralCapConfig()
-
-    @classmethod
-    def from_config(cls, data: dict) -> "SpectralCapLock":
-        return cls(from_dict(SpectralCapConfig, dict(data)))
-
-    def config(self) -> dict:
-        return to_dict(self.cfg)
+    config_cls = SpectralCapConfig
 
     def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
         """A copy with every selected weight projected to sigma_max <= L and the hooks attached.
