@@ -47,6 +47,14 @@ def test_max_steps_and_callback_stop(digits):
     assert res.steps == 3 and "callback" in res.stopped
 
 
+@pytest.mark.parametrize("epochs,max_steps", [(1, None), (2, None), (3, 5), (1, 10**6)])
+def test_total_steps_is_what_fit_runs(digits, epochs, max_steps):
+    task = digits.subset(n_train=100, seed=0)  # 100 / 32: four steps per epoch, the last one short
+    cfg = LoopConfig(epochs=epochs, max_steps=max_steps, batch_size=32, device="cpu")
+    assert cfg.steps_per_epoch(100) == 4
+    assert fit(_mlp(task), task, cfg, progress=False).steps == cfg.total_steps(100)
+
+
 def test_unknown_optimizer_lists_valid_names(digits):
     with pytest.raises(UnknownNameError, match="valid: adadelta, .*adam, .*sgd"):
         fit(_mlp(digits), digits, LoopConfig(optimizer="sgdd", device="cpu"), progress=False)

@@ -237,8 +237,8 @@ def calibrate(base: nn.Module, ft_cfg: FineTuneConfig, task: Task, cfg: Backdoor
     import math
 
     cfg = cfg or BackdoorConfig()
-    per_epoch = math.ceil(len(task.y_train) / ft_cfg.loop.batch_size)
-    budget = ft_cfg.loop.max_steps or per_epoch * ft_cfg.loop.epochs
+    per_epoch = ft_cfg.loop.steps_per_epoch(len(task.y_train))
+    budget = ft_cfg.loop.total_steps(len(task.y_train))
     tried = []
     for factor in step_factors:
         steps = budget * factor

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import sys
 import types
 from pathlib import Path
@@ -86,9 +85,7 @@ def redteam(
     task = for_model(as_task(task), model)  # text is tokenized once here, not once per run
     retain = None if retain is None else for_model(as_task(retain, "retain"), model)
     cfg = config or RedTeamConfig()
-    per_epoch = math.ceil(len(task.y_train) / cfg.loop.batch_size)
-    steps = per_epoch * cfg.loop.epochs if cfg.loop.max_steps is None else min(cfg.loop.max_steps,
-                                                                                 per_epoch * cfg.loop.epochs)
+    steps = cfg.loop.total_steps(len(task.y_train))
     if not plan(cfg, [], steps):
         raise ValueError(f"the suite is empty: no attack matches include={list(cfg.include)} among the registered "
                          f"optimizers and transforms (see `trainlock redteam --help`)")

@@ -126,6 +126,14 @@ class LoopConfig:
     def to_dict(self) -> dict:
         return to_dict(self)
 
+    def steps_per_epoch(self, n_train: int) -> int:
+        return math.ceil(n_train / self.batch_size)
+
+    def total_steps(self, n_train: int) -> int:
+        """The optimizer steps `fit` runs on `n_train` training examples: every epoch, cut at max_steps."""
+        every = self.steps_per_epoch(n_train) * self.epochs
+        return every if self.max_steps is None else min(self.max_steps, every)
+
 
 @dataclass
 class LoopResult:
@@ -230,8 +238,7 @@ def fit(
             distributed.broadcast_parameters(model)
         progress = progress and distributed.is_main()
     x, y = task.x_train, task.y_train
-    per_epoch = math.ceil(len(y) / cfg.batch_size)
-    total = per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.epochs)
+    total = cfg.total_steps(len(y))
     per_step = cfg.schedule == "linear"  # the linear schedule moves every step; step-LR every epoch
     if per_step:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: linear_factor(s, total, cfg.warmup_steps))
