@@ -57,3 +57,17 @@ def test_rescore_uses_the_best_scratch_of_any_row_and_is_idempotent():
     twice = rescore(json.loads(json.dumps(once)))
     assert twice == json.loads(json.dumps(once))
     assert "adv = worst - the best from scratch of any row (t 0.780)" in format_table(once)
+
+
+def test_rows_are_red_teamed_as_released(tiny_base, digits, digits_permuted, tmp_path):
+    """A frozen lock changes no weight and its requires_grad flags are not released: red-teamed as saved and
+    loaded (as an attacker gets it), its row must equal the unlocked base's run for run."""
+    name = next(n for n, _ in tiny_base.named_parameters())
+    specs = {"none": None, "frozen": {"type": "frozen", "names": [f"^{name}$"]}}
+    cfg = TableConfig(budget=6, steps=5, batch_size=32, runner=RunnerConfig(workers=0), optimizers=("adam",))
+    res = lock_table(tiny_base, digits, [digits_permuted], specs, tmp_path, cfg)
+    rows = {r["lock"]: r["tasks"][digits_permuted.name] for r in res["rows"]}
+    assert rows["frozen"]["worst"] == rows["none"]["worst"]
+    runs = [[json.loads(line)["accuracy"] for line in (tmp_path / lock / digits_permuted.name / "runs.jsonl").open()]
+            for lock in ("none", "frozen")]
+    assert runs[0] == runs[1] and len(runs[0]) >= 6

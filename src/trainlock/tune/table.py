@@ -89,8 +89,8 @@ def lock_table(base: nn.Module, retain: Task, attacks: list[Task], locks: dict[s
             t0 = time.perf_counter()
             res = lock(base, spec, retain=retain, progress=progress)
             lock_s = time.perf_counter() - t0
-            model = res.model
-            save(model, d / "model", {"task": retain.name, "lock_wall_s": lock_s, **res.record})
+            save(res.model, d / "model", {"task": retain.name, "lock_wall_s": lock_s, **res.record})
+            model, _ = load(d / "model")  # what is released: no training-time hooks, no requires_grad flags
         row = {"lock": name, "spec": json.loads(json.dumps(spec, default=lambda o: to_dict(o))),
                "utility": evaluate(model, retain), "base_utility": base_utility, "lock_s": lock_s, "tasks": {}}
         for task in attacks:
