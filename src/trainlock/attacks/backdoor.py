@@ -237,8 +237,8 @@ def calibrate(base: nn.Module, ft_cfg: FineTuneConfig, task: Task, cfg: Backdoor
     import math
 
     cfg = cfg or BackdoorConfig()
-    per_epoch = ft_cfg.loop.steps_per_epoch(len(task.y_train))
-    budget = ft_cfg.loop.total_steps(len(task.y_train))
+    n = len(task.labels_train) if isinstance(task, TextTask) else len(task.y_train)
+    per_epoch, budget = ft_cfg.loop.steps_per_epoch(n), ft_cfg.loop.total_steps(n)
     tried = []
     for factor in step_factors:
         steps = budget * factor

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..atomic import write_text
-from ..tasks import Task, as_task, for_model
+from ..tasks import Task, TextTask, as_task, for_model
 from .backends import RunnerConfig
 from .report import adaptive_vs_plain, headline, ranked, worst_case, write_report
 from .runner import RESULTS, Target, read_rows, run_spec, run_suite
@@ -82,7 +82,9 @@ def redteam(
     certificates after. With `out`, rows go to out/runs.jsonl (resumable) and report.md /
     lr_sweep.png are written there.
     """
-    task = for_model(as_task(task), model)  # text is tokenized once here, not once per run
+    source = as_task(task)
+    text = source if isinstance(source, TextTask) else None  # for the backdoor's prefix trigger
+    task = for_model(source, model)  # text is tokenized once here, not once per run
     retain = None if retain is None else for_model(as_task(retain, "retain"), model)
     cfg = config or RedTeamConfig()
     steps = cfg.loop.total_steps(len(task.y_train))
@@ -95,12 +97,12 @@ def redteam(
         if base is not None:
             claim(out / "base", identity(base, task, retain))
     device = cfg.loop.device
-    target = Target(model, task, retain, locks, device)
+    target = Target(model, task, retain, locks, device, text)
     rows: list[dict] = []
     calibration = None
     for upto in range(len(STAGES)):  # later stages are planned from the results of earlier ones
-        if STAGES[upto] == "adaptive" and base is not None and task.x_train.is_floating_point():
-            calibration = _calibrate(base, task, cfg, plan(cfg, rows, steps), device)
+        if STAGES[upto] == "adaptive" and base is not None:
+            calibration = _calibrate(base, text or task, cfg, plan(cfg, rows, steps), device)
         specs = [s for st, s in plan(cfg, rows, steps, calibration) if STAGES.index(st) <= upto]
         specs = specs[: cfg.budget] if cfg.budget else specs
         rows = run_suite(target, specs, out, cfg.runner, progress)
@@ -111,7 +113,7 @@ def redteam(
     base_rows = None
     if base is not None:
         base_out = None if out is None else out / "base"
-        base_rows = run_suite(Target(base, task, retain, None, device), specs, base_out, cfg.runner,
+        base_rows = run_suite(Target(base, task, retain, None, device, text), specs, base_out, cfg.runner,
                               progress)  # the same attacks as the locked model got
         if cfg.search_trials:
             base_rows += search(base, task, cfg, base_out, retain, progress)
@@ -131,10 +133,11 @@ def redteam(
     return result
 
 
-def _calibrate(base: nn.Module, task: Task, cfg: RedTeamConfig, planned: list, device: str) -> dict | None:
+def _calibrate(base: nn.Module, task: Task | TextTask, cfg: RedTeamConfig, planned: list,
+               device: str) -> dict | None:
     """The backdoor setting the unlocked base learns (ASR >= 0.9) within the cheapest budget; None when the
-    suite has no backdoor run."""
-    from ..attacks.backdoor import calibrate
+    suite has no backdoor run. A TextTask gets the prefix trigger, a tensor task the patch."""
+    from ..attacks.backdoor import BackdoorConfig, calibrate
 
     spec = next((s for st, s in planned if s.data == "backdoor"), None)
     if spec is None:
@@ -142,7 +145,8 @@ def _calibrate(base: nn.Module, task: Task, cfg: RedTeamConfig, planned: list, d
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the suite's runs
     try:
-        return calibrate(base, spec.finetune_config(device), task)
+        trigger = "prefix" if isinstance(task, TextTask) else "patch"
+        return calibrate(base, spec.finetune_config(device), task, BackdoorConfig(trigger=trigger))
     finally:
         torch.set_num_threads(threads)
 

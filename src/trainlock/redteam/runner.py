@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..attacks import finetune
 from ..attacks.transforms import TRANSFORMS, TransformContext, TransformNotApplicable
-from ..tasks import Task, for_model
+from ..tasks import Task, TextTask, for_model
 from ..train import accuracy, clone_model
 from .backends import RunnerConfig, ray_map
 from .spec import AttackSpec
@@ -47,6 +47,7 @@ class Target:
     retain: Task | None = None
     locks: list | None = None  # a model directory's meta["locks"]
     device: str = "cpu"
+    text: TextTask | None = None  # the attack task's text before tokenization (the backdoor's prefix trigger)
 
 
 def _die_with_parent() -> None:
@@ -73,7 +74,7 @@ def _init(target: Target, worker: bool = False) -> None:
         _die_with_parent()
     torch.set_num_threads(1)
     _STATE.update(model=target.model, task=target.task, retain=target.retain, device=target.device,
-                  locks=target.locks)
+                  locks=target.locks, text=target.text)
 
 
 def _certify(locks: list | None, model: nn.Module) -> dict | None:
@@ -93,8 +94,11 @@ def _adapted(model: nn.Module, task: Task | None) -> Task | None:
 
 
 def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None = None, device: str = "cpu",
-             locks: list | None = None) -> dict:
+             locks: list | None = None, text: TextTask | None = None) -> dict:
     """One attack: transforms, fine-tuning, folding back. Returns a JSON-ready row.
+
+    `text`: a text task's texts before tokenization (`task` is their tokens); the backdoor's prefix trigger
+    is stamped on them, so a backdoor run on tokens without them is skipped.
 
     With `locks` (the model's recorded meta["locks"]), plain runs are watched by a LockMonitor
     (the first step at which each certificate broke) and every run's final model is re-certified.
@@ -103,9 +107,10 @@ def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None
     row = {"key": spec.key(), "attack": spec.name, "config": spec.to_dict(), "seed": spec.seed,
            "adaptive": bool(spec.transforms), "insider": spec.insider, "skipped": None, "diverged": None,
            "notes": []}
-    if spec.data == "backdoor" and not _adapted(model, task).x_train.is_floating_point():
-        row.update(skipped="backdoor: the patch trigger is for image and vector inputs; text (token) triggers are "
-                           "not implemented", wall_s=time.perf_counter() - t0)
+    tokens = not _adapted(model, task).x_train.is_floating_point()
+    if spec.data == "backdoor" and tokens and text is None:
+        row.update(skipped="backdoor: the prefix trigger is stamped on text before tokenization; this run was given "
+                           "tokens only", wall_s=time.perf_counter() - t0)
         return row  # before any copy, transform or evaluation
     if spec.init == "scratch":
         from ..attacks.scratch import reinitialized
@@ -141,9 +146,11 @@ def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None
     if spec.data == "backdoor":
         from ..attacks.backdoor import BackdoorConfig, backdoor_metrics, poison
 
-        bd = BackdoorConfig(seed=spec.seed, poison_fraction=spec.poison_fraction)
-        train_task = poison(_adapted(m, task), bd)
-        row["backdoor_before"] = backdoor_metrics(m, _adapted(m, task), bd)
+        bd = BackdoorConfig(seed=spec.seed, poison_fraction=spec.poison_fraction,
+                            trigger="prefix" if tokens else "patch")
+        clean = text if tokens else _adapted(m, task)
+        train_task = _adapted(m, poison(clean, bd))
+        row["backdoor_before"] = backdoor_metrics(m, clean, bd)
     monitor = None
     if locks and not spec.transforms:
         from ..certify.monitor import LockMonitor
@@ -167,7 +174,7 @@ def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None
         row["lock_first_broken"] = res.monitor_first_broken
         row["certificates_after"] = _certify(locks, trained)
     if spec.data == "backdoor":
-        row["backdoor_after"] = backdoor_metrics(trained, final_task, bd)  # clean accuracy, clean F1, ASR
+        row["backdoor_after"] = backdoor_metrics(trained, clean if tokens else final_task, bd)  # accuracy, F1, ASR
     return row
 
 
@@ -175,7 +182,7 @@ def _worker(spec_dict: dict) -> dict:
     spec = AttackSpec.from_dict(spec_dict)
     try:
         return run_spec(_STATE["model"], _STATE["task"], spec, _STATE["retain"], _STATE.get("device", "cpu"),
-                        _STATE.get("locks"))
+                        _STATE.get("locks"), _STATE.get("text"))
     except Exception as e:  # a crashing attack is a result to report, not a reason to stop the sweep
         return {"key": spec.key(), "attack": spec.name, "config": spec.to_dict(), "seed": spec.seed,
                 "adaptive": bool(spec.transforms), "skipped": None, "diverged": None,
