@@ -163,7 +163,6 @@ class ConfiguredLock(LockDefaults):
         return self._report
 
 
-
 class TaskLock(ConfiguredLock):
     """A ConfiguredLock whose config names tasks besides the retain task (a restricted domain, a bad task):
     Task objects handed over with `use_tasks` (derived tasks that have no registry name) are used first,
@@ -183,6 +182,7 @@ class TaskLock(ConfiguredLock):
         if name not in self._tasks:
             self._tasks[name] = _tasks.get(name)
         return self._tasks[name]
+
 
 LOCKS: Registry[type] = Registry("lock")
 
