@@ -59,3 +59,30 @@ def test_cli_tune(tiny_base, digits_permuted, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "<- chosen" in out and "base utility on digits" in out
     assert json.loads((tmp_path / "t.json").read_text())["chosen"]["number"] == 0
+
+
+@pytest.mark.parametrize("name", sorted(__import__("trainlock.tune.spaces", fromlist=["SPACES"]).SPACES))
+def test_every_space_draws_valid_configs(name, tiny_base, digits_permuted):
+    import optuna
+
+    from trainlock.locks import LOCKS
+    from trainlock.tune.spaces import SPACES
+
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(6):
+        trial = study.ask()
+        cfg = SPACES[name](trial, tiny_base, digits_permuted)
+        lk = LOCKS.get(name)(cfg)  # the config validates in __post_init__; the lock takes it
+        assert lk.config() and trial.params
+        if hasattr(cfg, "restricted"):  # restricted-domain locks train against the tuning task, and only it
+            assert cfg.restricted == digits_permuted.name
+
+
+def test_tune_a_restricted_domain_lock(tiny_base, digits, digits_permuted, tmp_path):
+    cfg = TuneConfig(lock="immunize", trials=1, budget=4, steps=3, batch_size=32, runner=RunnerConfig(workers=0),
+                     optimizers=("adam",))
+    res = tune(tiny_base, digits, digits_permuted, cfg, out=tmp_path)
+    (t,) = res["trials"]
+    assert t["lock_config"]["restricted"] == digits_permuted.name and "lam_ill" in t["params"]
+    _, meta = load(tmp_path / "chosen" / "model")
+    assert meta["locks"][0]["type"] == "immunize"

@@ -1,7 +1,7 @@
 """Tune a lock's hyper-parameters against the red team's worst case (Optuna, two objectives).
 
 Each trial locks a copy of the model with hyper-parameters drawn from the lock type's search space
-(`SPACES`), measures authorized utility (test accuracy on the retain task), then runs a red-team subset
+(`SPACES`: specdef, sophon, repnoise, immunize, spectral-cap, sparsity), measures authorized utility (test accuracy on the retain task), then runs a red-team subset
 of `budget` runs on the attack task and reads the attacker's advantage over scratch (the best blind
 accuracy from the locked weights minus the best from the re-initialized architecture). Objectives:
 utility (maximize) and advantage (minimize). The study lives in SQLite (out/tune.db) or any Optuna RDB
@@ -27,6 +27,7 @@ from ..api import lock
 from ..atomic import write_text
 from ..config import check_int, option, to_dict
 from ..io.artifacts import save
+from ..locks import LOCKS
 from ..redteam import RedTeamConfig, RunnerConfig, redteam
 from ..redteam.search import open_study
 from ..tasks import Task, for_model
@@ -106,9 +107,10 @@ def tune(model: nn.Module, retain: Task, attack: Task, cfg: TuneConfig | None = 
                            optimizers=tuple(cfg.optimizers))
 
     def objective(trial: "optuna.Trial") -> tuple[float, float]:
-        lock_cfg = SPACES[cfg.lock](trial, model)
+        lock_cfg = SPACES[cfg.lock](trial, model, attack)
         d = out / f"trial-{trial.number}"
-        res = lock(model, lock_cfg, retain=retain)
+        lk = LOCKS.get(cfg.lock)(lock_cfg).use_tasks(attack)  # a restricted-domain lock trains against the tuning task
+        res = lock(model, lk, retain=retain)
         utility = evaluate(res.model, retain)
         rt = redteam(res.model, attack, rt_cfg, out=d / "redteam")
         adv = rt["advantage"]
