@@ -32,6 +32,8 @@ def test_lock_table_rows_and_cli(tiny_base, digits, digits_permuted, tmp_path, c
     none = next(r for r in res["rows"] if r["lock"] == "none")
     assert none["utility"] == res["base_utility"] and none["tasks"][digits_permuted.name]["worst"] == \
         res["base_best"][digits_permuted.name]
+    locked = next(r for r in res["rows"] if r["lock"] == "specdef")
+    assert none["lock_peak_mb"] is None and locked["lock_peak_mb"] > 10  # a torch process holds far more than 10 MB
     saved = json.loads((tmp_path / "table.json").read_text())
     assert format_table(saved) == format_table(res)
     assert main(["locks", "--table", str(tmp_path)]) == 0
@@ -71,3 +73,19 @@ def test_rows_are_red_teamed_as_released(tiny_base, digits, digits_permuted, tmp
     runs = [[json.loads(line)["accuracy"] for line in (tmp_path / lock / digits_permuted.name / "runs.jsonl").open()]
             for lock in ("none", "frozen")]
     assert runs[0] == runs[1] and len(runs[0]) >= 6
+
+
+def test_peak_memory_sees_a_freed_allocation():
+    import pytest
+    import torch
+
+    from trainlock.tune.table import peak_memory
+
+    with peak_memory("cpu") as before:
+        pass
+    if before["mb"] is None:
+        pytest.skip("no /proc/self peak resident set here")
+    with peak_memory("cpu") as peak:
+        x = torch.ones(256, 2**18)  # 256 MB, touched
+        del x
+    assert peak["mb"] >= before["mb"] + 200  # the peak keeps what was freed before the block ended

@@ -1,6 +1,6 @@
 """The honest lock table: every lock through the same red team, beside the unlocked base and scratch.
 
-Per lock: authorized utility (vs the base's), cost to lock (wall time), and per held-back attack task the red
+Per lock: authorized utility (vs the base's), cost to lock (wall time and peak memory), and per held-back attack task the red
 team's worst case (best blind accuracy from the locked weights), the best from scratch (the same
 architecture re-initialized: always available to an attacker), the attacker's advantage (worst - scratch),
 and the cost to bypass: the fewest optimizer steps any run on the locked weights needed to come within
@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 
 from ..api import lock
@@ -44,6 +46,28 @@ class TableConfig:
     lrs: tuple[float, ...] = option(factory=tuple, help="one learning-rate grid for every optimizer (default: a grid "
                                                         "per optimizer; pretrained transformers want e.g. 1e-5 1e-4 1e-3)")
     device: str = option("cpu", "cpu or cuda")
+
+
+@contextmanager
+def peak_memory(device: str):
+    """Yields a dict whose "mb" is set, when the block ends, to the block's peak memory in MB: the CUDA
+    allocator's peak on a GPU, else this process's peak resident set (Linux: VmHWM, reset when the block starts;
+    it includes what was resident before, such as the base model). None where neither can be read."""
+    box: dict = {"mb": None}
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        yield box
+        box["mb"] = torch.cuda.max_memory_allocated() / 2**20
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current resident set
+    except OSError:
+        yield box
+        return
+    yield box
+    with open("/proc/self/status") as f:
+        box["mb"] = next((float(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:")), None)
 
 
 def _bypass_steps(rows: list[dict], level: float) -> int | None:
@@ -81,18 +105,21 @@ def lock_table(base: nn.Module, retain: Task, attacks: list[Task], locks: dict[s
     for name, spec in locks.items():
         d = out / name
         if spec is None:  # the unlocked base as a row of its own
-            model, lock_s = base, 0.0
+            model, lock_s, lock_mb = base, 0.0, None
         elif (d / "model" / "trainlock.json").is_file():
             model, meta = load(d / "model")
-            lock_s = meta.get("lock_wall_s")
+            lock_s, lock_mb = meta.get("lock_wall_s"), meta.get("lock_peak_mb")
         else:
             t0 = time.perf_counter()
-            res = lock(base, spec, retain=retain, progress=progress)
-            lock_s = time.perf_counter() - t0
-            save(res.model, d / "model", {"task": retain.name, "lock_wall_s": lock_s, **res.record})
+            with peak_memory(cfg.device) as peak:
+                res = lock(base, spec, retain=retain, progress=progress)
+            lock_s, lock_mb = time.perf_counter() - t0, peak["mb"]
+            save(res.model, d / "model", {"task": retain.name, "lock_wall_s": lock_s, "lock_peak_mb": lock_mb,
+                                          **res.record})
             model, _ = load(d / "model")  # what is released: no training-time hooks, no requires_grad flags
         row = {"lock": name, "spec": json.loads(json.dumps(spec, default=lambda o: to_dict(o))),
-               "utility": evaluate(model, retain), "base_utility": base_utility, "lock_s": lock_s, "tasks": {}}
+               "utility": evaluate(model, retain), "base_utility": base_utility, "lock_s": lock_s,
+               "lock_peak_mb": lock_mb, "tasks": {}}
         for task in attacks:
             res = redteam(model, task, rt_cfg, out=d / task.name)
             worst, scratch = res["locked"], res["scratch"]
@@ -134,12 +161,13 @@ def format_table(result: dict) -> str:
     """The table as markdown: one row per lock, worst case (largest advantage over scratch) first."""
     result = rescore(result)
     tasks = result["attack_tasks"]
-    head = ["lock", "utility (base)", "lock s"] + [f"{t}: worst / adv / bypass steps" for t in tasks]
+    head = ["lock", "utility (base)", "lock s", "lock peak MB"] + [f"{t}: worst / adv / bypass steps" for t in tasks]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     for r in result["rows"]:
         cells = [r["lock"], f"{r['utility']:.4f} ({result['base_utility']:.4f})",
-                 "-" if r["lock_s"] is None else f"{r['lock_s']:.0f}"]
+                 "-" if r["lock_s"] is None else f"{r['lock_s']:.0f}",
+                 "-" if r.get("lock_peak_mb") is None else f"{r['lock_peak_mb']:.0f}"]
         for t in tasks:
             c = r["tasks"][t]
             adv = "-" if c["advantage"] is None else f"{c['advantage']:+.3f}"
@@ -147,4 +175,6 @@ def format_table(result: dict) -> str:
                          f"{'not bypassed' if c['bypass_steps'] is None else c['bypass_steps']}")
         lines.append("| " + " | ".join(cells) + " |")
     scratch = ", ".join(f"{t} {f(result['scratch_best'][t])}" for t in tasks)
-    return "\n".join(lines) + f"\n\nadv = worst - the best from scratch of any row ({scratch})\n"
+    return "\n".join(lines) + (f"\n\nadv = worst - the best from scratch of any row ({scratch}); lock peak MB: the "
+                                f"process's peak while locking (CPU: resident set, base model included; GPU: "
+                                f"allocated)\n")
