@@ -66,3 +66,18 @@ def test_cli_locks_with_a_non_spectral_report(tiny_base, tmp_path, capsys):
     assert main(["lock", str(tmp_path / "base"), "--out", str(tmp_path / "locked"), "--spec", spec]) == 0
     out = capsys.readouterr().out
     assert "fresh-distill: max over re-initialized weights" in out and "sigma" not in out.split("fresh-distill:")[0]
+
+
+def test_data_distills_on_the_named_task_not_the_subset_handed_over(tiny_base, digits):
+    small = digits.subset(n_train=64, seed=0)  # what a table run with --train-samples hands over
+    loop = {**LOOP, "epochs": 1, "batch_size": 32}
+    on_subset = LOCKS.get("fresh-distill").from_config({"loop": loop, "seed": 1})
+    on_subset.apply(tiny_base, small)
+    on_all = LOCKS.get("fresh-distill").from_config({"loop": loop, "seed": 1, "data": "digits"})
+    on_all.apply(tiny_base, small)
+    assert on_subset.report().steps == 2  # 64 / 32
+    assert on_all.report().steps == -(-len(digits.y_train) // 32)  # every training sample of digits
+    assert on_all.config()["data"] == "digits"  # recorded with the lock
+    with pytest.raises(ValueError, match="classes"):  # a data task must speak the retain task's classes
+        other = tl.tasks.Task("two", digits.x_train, digits.y_train % 2, digits.x_test, digits.y_test % 2, 2)
+        LOCKS.get("fresh-distill")(FreshDistillConfig(data="two", loop=LOOP)).use_tasks(other).apply(tiny_base, digits)

@@ -11,6 +11,8 @@ and trained only to reproduce the base's behaviour on the authorized task's inpu
 so the released weights hold what the authorized inputs elicit from the base and, by construction, none of
 the base's other knowledge that those inputs do not reach. `keep` (regular expressions over parameter names)
 copies some base parameters unchanged instead, e.g. the embeddings, for the utility-for-protection trade-off.
+`data` names the task whose training split is distilled when it should be more than the retain task handed to
+`apply` (a table or a study may hand over a small subset; the authorized task's whole split buys utility back).
 
 The cost is utility: a fresh network trained on the authorized data alone is what the base's pretraining was
 for. The claim is empirical (the lock table measures the attacker's advantage); the certificate checks only
@@ -34,7 +36,7 @@ import torch.nn.functional as F
 from ..config import check_float, option, to_dict
 from ..tasks import Task, for_model
 from ..train import LoopConfig, LoopHooks, clone_model, evaluate, fit, reinitialized
-from .base import Certificate, ConfiguredLock, LockReport, register_lock
+from .base import Certificate, LockReport, TaskLock, register_lock
 
 SKETCH = 256  # count-sketch buckets per weight: unrelated weights read |cos| ~ 1/16
 
@@ -52,6 +54,9 @@ class FreshDistillConfig:
                                     "initialization, when the base was built under it)")
     max_cosine: float = option(0.3, "the claim: |cos(released weight, base weight)| below this for every "
                                     "re-initialized weight")
+    data: str | None = option(None, "the task whose training split is distilled (default: the retain task as "
+                                    "handed over); e.g. the retain task's own name, to distill on all of it when a "
+                                    "subset is handed over. Its classes must be the retain task's")
     retain_task: str | None = option(None, "recorded by apply: the authorized task")
     sketches: dict | None = option(None, "recorded by apply: {weight name: the base weight's random sketch}")
 
@@ -84,7 +89,7 @@ def _weights(model: nn.Module, keep: tuple[str, ...]) -> dict[str, torch.Tensor]
 
 
 @register_lock
-class FreshDistillLock(ConfiguredLock):
+class FreshDistillLock(TaskLock):
     """Re-initialize the architecture and distill the base's authorized-task behaviour into it."""
 
     name = "fresh-distill"
@@ -95,6 +100,10 @@ class FreshDistillLock(ConfiguredLock):
             raise ValueError("fresh-distill: apply needs the retain (authorized) task: its inputs are what is distilled")
         retain = for_model(retain, model)
         cfg = self.cfg
+        data = retain if cfg.data is None else for_model(self.task(cfg.data), model)
+        if data.num_classes != retain.num_classes:
+            raise ValueError(f"fresh-distill: data task {cfg.data!r} has {data.num_classes} classes, the retain task "
+                             f"{retain.name!r} has {retain.num_classes}")
         if cfg.seed is None:
             cfg.seed = secrets.randbits(31)
         teacher = clone_model(model).eval()
@@ -135,7 +144,7 @@ class FreshDistillLock(ConfiguredLock):
         report.accuracy_before = evaluate(model, retain)
         teacher.to(next(student.parameters()).device)
         t0 = time.perf_counter()
-        res = fit(student, retain, cfg.loop, loss_fn, LoopHooks(on_epoch=on_epoch, checkpoint=self.checkpoint),
+        res = fit(student, data, cfg.loop, loss_fn, LoopHooks(on_epoch=on_epoch, checkpoint=self.checkpoint),
                   desc="fresh-distill",
                   progress=self.progress)
         report.steps, report.loop_s, report.history, report.stopped = res.steps, time.perf_counter() - t0, \
