@@ -90,3 +90,26 @@ def test_every_transform_applies_or_says_why(kind):
         assert y1.shape == y0.shape, name
         if getattr(factory, "function_preserving", False) and out.fold is None:
             torch.testing.assert_close(y1, y0, rtol=1e-3, atol=1e-3, msg=f"{name}: {out.note}")
+
+
+def test_merge_folds_specdef_reparam_on_bert_back_to_the_base(tmp_path):
+    """The one-shot SpecDef-reparam on a transformer, as released (saved, reloaded): `merge` folds every
+    compensation layer into its deformed layer, and the base's spectrum and function come back."""
+    import trainlock as tl
+    from trainlock.io.artifacts import load, save
+
+    base = tiny("bert", init=0.3).eval()
+    sample, x = _inputs(base)
+    res = tl.lock(base, {"type": "specdef-reparam", "factor": 1e3})
+    save(res.model, tmp_path / "m", {"task": "toy", **res.record})
+    released, _ = load(tmp_path / "m")
+    released.eval()
+    clean = max(sigma_max_by_layer(base).values())
+    assert max(sigma_max_by_layer(released).values()) > 100 * clean  # inflated, as released
+    with torch.no_grad():
+        y0 = base(x)
+        torch.testing.assert_close(released(x), y0, rtol=1e-3, atol=1e-3)
+    out = TRANSFORMS.get("merge")()(released, TransformContext(sample=sample))
+    assert max(sigma_max_by_layer(out.model).values()) < 1.5 * clean, out.note
+    with torch.no_grad():
+        torch.testing.assert_close(out.model(x), y0, rtol=1e-3, atol=1e-3)
