@@ -22,14 +22,31 @@ def test_pareto_and_choice():
     assert _choose(front, base_utility=0.99, floor=0.01)["number"] == 3  # none that useful: the most useful
 
 
+def test_common_scratch_scores_every_trial_against_the_best_scratch():
+    from trainlock.tune import common_scratch
+
+    trials = [{"number": 0, "utility": 0.97, "advantage": 0.02, "worst": 0.84, "scratch": 0.82},
+              {"number": 1, "utility": 0.97, "advantage": 0.01, "worst": 0.85, "scratch": 0.84}]
+    # by its own scratch, trial 1 looks better (+1 vs +2 points); its worst case is worse: it only drew a
+    # stronger scratch run, which an attacker on trial 0's model can use too
+    assert _choose(_pareto([dict(t) for t in trials]), 0.97, 0.01)["number"] == 1
+    scored = common_scratch([dict(t) for t in trials])
+    assert [round(t["advantage"], 6) for t in scored] == [0.0, 0.01]
+    assert [t["advantage_own"] for t in scored] == [0.02, 0.01]
+    assert _choose(_pareto(scored), 0.97, 0.01)["number"] == 0
+    assert common_scratch([dict(t) for t in scored]) == scored  # idempotent
+
+
 def test_tune_writes_front_chosen_lock_and_resumes(tiny_base, digits, digits_permuted, tmp_path):
     cfg = TuneConfig(trials=2, budget=6, steps=5, batch_size=32, runner=RunnerConfig(workers=0), optimizers=("adam",))
     res = tune(tiny_base, digits, digits_permuted, cfg, out=tmp_path, report_tasks=("mnist",))
     assert len(res["trials"]) == 2 and res["pareto"] and res["chosen"]
     for t in res["trials"]:
         assert 0.0 <= t["utility"] <= 1.0 and -1.0 <= t["advantage"] <= 1.0
-        assert t["advantage"] == pytest.approx(t["worst"] - t["scratch"])
+        assert t["advantage_own"] == pytest.approx(t["worst"] - t["scratch"])
+        assert t["advantage"] == pytest.approx(t["worst"] - res["scratch_best"])  # one baseline for the study
         assert "alpha" in t["params"] and t["lock_config"]["alpha"] == pytest.approx(t["params"]["alpha"])
+    assert res["scratch_best"] == max(t["scratch"] for t in res["trials"])
     saved = json.loads((tmp_path / "pareto.json").read_text())
     assert saved["tuning_task"] == digits_permuted.name and saved["report_tasks"] == ["mnist"]
     model, meta = load(tmp_path / "chosen" / "model")

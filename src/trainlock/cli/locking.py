@@ -183,14 +183,15 @@ SIGN_DESCRIPTION = ("Sign every file of MODEL_DIR with the OpenSSF model-signing
                     "the public key can then check that no file was added, removed or changed.")
 
 TUNE_DESCRIPTION = """\
-Search a lock's hyper-parameters against the red team (Optuna, two objectives): each trial locks a copy
-of MODEL_DIR, measures authorized utility on --retain-task, then runs the first --budget runs of the
-red-team suite on --attack-task and reads the attacker's advantage over scratch (best accuracy from the
-locked weights minus the best from the same architecture re-initialized). Maximize utility, minimize
-advantage. Writes pareto.json, pareto.png, trial-N/ (each lock and its red-team rows) and chosen/ (the
-Pareto trial with least advantage among those within --utility-floor of the base's utility).
-Resumable: the study is SQLite in --out (or --storage URL); a rerun adds only the missing trials.
-Tune on a task you will not report: --report-tasks names those, and tuning on one is refused."""
+Search a lock's hyper-parameters against the red team (Optuna, two objectives): each trial locks a copy of
+MODEL_DIR, measures authorized utility on --retain-task, then runs the first --budget runs of the red-team
+suite on --attack-task and reads the attacker's advantage over scratch (best accuracy from the locked
+weights minus the best from the same architecture re-initialized). Maximize utility, minimize advantage; the
+front scores every trial against the study's best run from scratch. Writes pareto.json, pareto.png, trial-N/
+(each lock and its red-team rows) and chosen/ (the Pareto trial with least advantage among those within
+--utility-floor of the base's utility). Resumable: the study is SQLite in --out (or --storage URL); a rerun
+adds only the missing trials. Tune on a task you will not report: --report-tasks names those, and tuning on
+one is refused."""
 
 
 def add_tune(p) -> None:
@@ -228,6 +229,8 @@ def cmd_tune(args) -> int:
                    cfg, out=out,
                    report_tasks=tuple(args.report_tasks), progress=True)
     print(f"base utility on {res['retain_task']}: {res['base_utility']:.4f}; tuned against {res['tuning_task']}")
+    if res["scratch_best"] is not None:
+        print(f"advantage: the trial's worst case minus the study's best from scratch ({res['scratch_best']:.4f})")
     print(f"{'trial':>5} {'utility':>8} {'advantage':>10}  params")
     for t in sorted(res["pareto"], key=lambda t: -t["utility"]):
         mark = " <- chosen" if res["chosen"] and t["number"] == res["chosen"]["number"] else ""

@@ -1,11 +1,13 @@
 """Tune a lock's hyper-parameters against the red team's worst case (Optuna, two objectives).
 
-Each trial locks a copy of the model with hyper-parameters drawn from the lock type's search space
-(`SPACES`: specdef, sophon, repnoise, immunize, spectral-cap, sparsity), measures authorized utility (test accuracy on the retain task), then runs a red-team subset
-of `budget` runs on the attack task and reads the attacker's advantage over scratch (the best blind
-accuracy from the locked weights minus the best from the re-initialized architecture). Objectives:
-utility (maximize) and advantage (minimize). The study lives in SQLite (out/tune.db) or any Optuna RDB
-URL, so a killed study resumes; every trial's lock and red-team rows stay under out/trial-N/.
+Each trial locks a copy of the model with hyper-parameters drawn from the lock type's search space (`SPACES`:
+specdef, sophon, repnoise, immunize, spectral-cap, sparsity), measures authorized utility (test accuracy on
+the retain task), then runs a red-team subset of `budget` runs on the attack task and reads the attacker's
+advantage over scratch (the best blind accuracy from the locked weights minus the best from the re-initialized
+architecture). Objectives: utility (maximize) and advantage (minimize). The Pareto front and the chosen trial
+score every trial against the study's best scratch run (`common_scratch`). The study lives in SQLite
+(out/tune.db) or any Optuna RDB URL, so a killed study resumes; every trial's lock and red-team rows stay
+under out/trial-N/.
 
 The attack task used to tune must not be one you report final numbers on: a lock tuned against a task
 is fitted to it. `tune` records the tuning task, and `report_tasks` in the output names the ones it
@@ -63,6 +65,19 @@ class TuneConfig:
 
     def to_dict(self) -> dict:
         return to_dict(self)
+
+
+def common_scratch(trials: list[dict]) -> list[dict]:
+    """Score every trial against the study's best from-scratch run: scratch training does not depend on the lock
+    (the architecture re-initialized, the same data), and an attacker can use whichever setting any trial's red team
+    found best. A trial's own scratch runs depend on the rates its probes chose, so its own advantage (kept as
+    `advantage_own`; Optuna's objective during the study) mixes the lock with that luck. Idempotent."""
+    best = max((t["scratch"] for t in trials if t.get("scratch") is not None), default=None)
+    for t in trials:
+        t.setdefault("advantage_own", t["advantage"])
+        if best is not None and t.get("worst") is not None:
+            t["advantage"] = t["worst"] - best
+    return trials
 
 
 def _pareto(trials: list[dict]) -> list[dict]:
@@ -129,12 +144,14 @@ def tune(model: nn.Module, retain: Task, attack: Task, cfg: TuneConfig | None = 
     if remaining:  # on a shared study (--storage URL), every worker stops once the study holds enough trials
         states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
         study.optimize(objective, n_trials=remaining, callbacks=[optuna.study.MaxTrialsCallback(cfg.trials, states)])
-    trials = [{"number": t.number, "utility": t.values[0], "advantage": t.values[1], "params": t.params,
-               **t.user_attrs} for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    trials = common_scratch([{"number": t.number, "utility": t.values[0], "advantage": t.values[1],
+                              "params": t.params, **t.user_attrs}
+                             for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE])
     front = _pareto(trials)
     chosen = _choose(front, base_utility, cfg.utility_floor)
     result = {"lock": cfg.lock, "retain_task": retain.name, "tuning_task": attack.name,
               "report_tasks": list(report_tasks), "base_utility": base_utility, "config": cfg.to_dict(),
+              "scratch_best": max((t["scratch"] for t in trials if t.get("scratch") is not None), default=None),
               "trials": trials, "pareto": front, "chosen": chosen}
     write_text(out / "pareto.json", json.dumps(result, indent=2, default=str))
     src = None if chosen is None else out / f"trial-{chosen['number']}"
