@@ -67,12 +67,16 @@ class TuneConfig:
         return to_dict(self)
 
 
+def _best_scratch(trials: list[dict]) -> float | None:
+    return max((t["scratch"] for t in trials if t.get("scratch") is not None), default=None)
+
+
 def common_scratch(trials: list[dict]) -> list[dict]:
     """Score every trial against the study's best from-scratch run: scratch training does not depend on the lock
     (the architecture re-initialized, the same data), and an attacker can use whichever setting any trial's red team
     found best. A trial's own scratch runs depend on the rates its probes chose, so its own advantage (kept as
     `advantage_own`; Optuna's objective during the study) mixes the lock with that luck. Idempotent."""
-    best = max((t["scratch"] for t in trials if t.get("scratch") is not None), default=None)
+    best = _best_scratch(trials)
     for t in trials:
         t.setdefault("advantage_own", t["advantage"])
         if best is not None and t.get("worst") is not None:
@@ -151,7 +155,7 @@ def tune(model: nn.Module, retain: Task, attack: Task, cfg: TuneConfig | None = 
     chosen = _choose(front, base_utility, cfg.utility_floor)
     result = {"lock": cfg.lock, "retain_task": retain.name, "tuning_task": attack.name,
               "report_tasks": list(report_tasks), "base_utility": base_utility, "config": cfg.to_dict(),
-              "scratch_best": max((t["scratch"] for t in trials if t.get("scratch") is not None), default=None),
+              "scratch_best": _best_scratch(trials),
               "trials": trials, "pareto": front, "chosen": chosen}
     write_text(out / "pareto.json", json.dumps(result, indent=2, default=str))
     src = None if chosen is None else out / f"trial-{chosen['number']}"
