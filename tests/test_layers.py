@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "trainlock"
 
 # lowest first; each entry: the layer's name and the top-level modules / packages it holds
 LAYERS = [
-    ("core", {"_version", "registry", "config", "plotting", "atomic"}),
+    ("core", {"_version", "registry", "plugins", "config", "plotting", "atomic"}),
     ("foundation", {"linalg", "models", "tasks", "optimizers"}),
     ("train", {"train"}),
     ("io", {"io"}),

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +16,10 @@ import torch.nn as nn
 from . import tasks as _tasks
 from .attacks import AttackResult, FineTuneConfig, finetune
 from .certify.conservation import conservation_certificate
-from .locks import LOCKS, Lock, LockReport, SpecDefConfig, SpecDefLock, lock_factory
+from .locks import LOCKS, Lock, LockReport, RecordedLock, lock_factory
 from .tasks import Task
 from .train import Checkpoint
 
-LOCK_ATTR = "trainlock_lock"  # a locked module carries its lock summary here (sv-clip reads it); save() records it
 STALE = ("lock", "locks", "certificates", "conservation", "hashes", "weights_sha256", "metrics", "stopped")
 
 
@@ -28,23 +28,29 @@ class LockResult:
     """What `lock` returns: the locked copy, the record `save` stores beside it, and the run report."""
 
     model: nn.Module
-    record: dict  # {"locks": [{"type", "config"}], "certificates": [...], "conservation": {...}?, "lock": {...}?}
+    record: dict  # {"locks": [{"type", "config", "record"}], "certificates": [...], "conservation": {...}?, "lock": {...}?}
     report: LockReport | None = None  # history, sigma before / after (locks that train), else None
 
 
-def as_lock(lock: Lock | str | dict | list | SpecDefConfig | Path) -> Lock:
-    """A Lock from what `lock` accepts: a Lock, a registered name (built with its defaults), a spec
-    dict / list, a JSON / YAML spec file or inline JSON, or a SpecDefConfig."""
-    if isinstance(lock, SpecDefConfig):
-        return SpecDefLock(lock)
+def as_lock(lock) -> Lock:
+    """A Lock from what `lock` accepts: a Lock, any registered lock's config dataclass (`SpecDefConfig(...)`,
+    `FrozenConfig(...)`, a plugin's), a registered name (built with its defaults), a spec dict / list, a
+    JSON / YAML spec file or inline JSON."""
+    if dataclasses.is_dataclass(lock) and not isinstance(lock, type):
+        for name in LOCKS.names():
+            cls = LOCKS.get(name)
+            if type(lock) is cls.config_cls:
+                return cls(lock)
+        raise ValueError(f"{type(lock).__name__} is not the config of a registered lock (locks: "
+                         f"{', '.join(LOCKS.names())}); a lock from a plugin needs the plugin loaded")
     if isinstance(lock, str) and lock.lstrip()[:1] not in ("{", "[") and not Path(lock).is_file():
         return LOCKS.get(lock).from_config({})  # a name; an unknown one raises, listing the valid names
     if isinstance(lock, (str, Path, dict, list, tuple)):
         return lock_factory(lock)
     if isinstance(lock, Lock):
         return lock
-    raise ValueError(f"lock must be a Lock, a lock name ({', '.join(LOCKS.names())}), a spec dict / list, a spec "
-                     f"file or a SpecDefConfig; got {type(lock).__name__}")
+    raise ValueError(f"lock must be a Lock, a lock config, a lock name ({', '.join(LOCKS.names())}), a spec dict / "
+                     f"list or a spec file; got {type(lock).__name__}")
 
 
 def as_task(task: Task | str | None, what: str = "task") -> Task | None:
@@ -52,7 +58,7 @@ def as_task(task: Task | str | None, what: str = "task") -> Task | None:
     return None if task is None else _tasks.as_task(task, what)
 
 
-def lock(model: nn.Module, lock: Lock | str | dict | list | SpecDefConfig = "specdef",
+def lock(model: nn.Module, lock="specdef",
          retain: Task | str | None = None, progress: bool = False, checkpoint: Checkpoint | None = None) -> LockResult:
     """Lock a copy of `model` and measure what the lock claims; the input model is not modified.
 
@@ -60,18 +66,18 @@ def lock(model: nn.Module, lock: Lock | str | dict | list | SpecDefConfig = "spe
     and with it the record also holds the conservation certificate (accuracy drop, KL, Pinsker bound).
     `checkpoint`: a lock that trains writes its state there and resumes from it (`Checkpoint.resume`).
     """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"lock needs a torch.nn.Module to lock, got {type(model).__name__}")
     lk = as_lock(lock)
     retain = as_task(retain, "retain")
-    lk.progress = progress
-    lk.checkpoint = checkpoint
-    locked = lk.apply(model, retain)
-    report = lk.report()
-    record: dict = {"locks": [{"type": lk.name, "config": lk.config()}],
-                    "certificates": [c.to_dict() for c in lk.certify(locked)]}
+    out = lk.apply(model, retain, progress=progress, checkpoint=checkpoint)
+    locked, report = out.model, out.report
+    recorded = RecordedLock(lk, out.record)
+    record: dict = {"locks": [recorded.entry()],
+                    "certificates": [c.to_dict() for c in recorded.certify(locked)]}
     if report is not None:
         record["lock"] = {"type": lk.name, "retain_task": None if retain is None else retain.name,
                           **report.summary()}
-        setattr(locked, LOCK_ATTR, record["lock"])
     if retain is not None:
         history = report.history if report is not None and report.history else None
         record["conservation"] = conservation_certificate(

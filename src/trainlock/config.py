@@ -23,13 +23,15 @@ _MISSING = dataclasses.MISSING
 
 
 def option(default: Any = _MISSING, help: str = "", *, factory: Callable[[], Any] | None = None,
-           choices: Callable[[], Iterable[str]] | None = None, cli: bool = True, flat: bool = False) -> Any:
+           choices: Callable[[], Iterable[str]] | None = None, cli: bool = True, flat: bool = False,
+           private: bool = False) -> Any:
     """A dataclass field with its help text (and, optionally, a callable giving its valid names).
 
     `factory` makes a mutable default (a nested config, a dict); `cli=False` keeps the field off the
     command line (it is still saved and loaded); `flat=True` gives a nested config's fields unprefixed
-    flags (--workers, not --runner-workers), as the `loop` field's."""
-    meta = {"help": help, "cli": cli, "flat": flat}
+    flags (--workers, not --runner-workers), as the `loop` field's; `private=True` keeps the field out of a
+    public release (`trainlock release` drops it from the lock's recorded config)."""
+    meta = {"help": help, "cli": cli, "flat": flat, "private": private}
     if choices is not None:
         meta["choices"] = choices
     if factory is not None:

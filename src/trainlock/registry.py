@@ -1,10 +1,30 @@
-"""A small generic registry: name -> object, with clear errors that list the valid names."""
+"""A small generic registry: name -> object, with clear errors that list the valid names.
+
+Each registration remembers where it came from: the plugin being loaded (`loading(source)`, set by
+`trainlock.plugins`) or None for the package itself, so a saved artifact can name the plugin that defines a
+lock and a miss can say to load it.
+"""
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+PLUGIN_HINT = "a name from a plugin needs --plugin PATH.py|MODULE (or TRAINLOCK_PLUGINS)"
+_loading: list[str] = []  # the plugins being imported now, innermost last
+
+
+@contextlib.contextmanager
+def loading(source: str) -> Iterator[None]:
+    """Registrations inside this block come from the plugin `source` (a path or a module name)."""
+    _loading.append(source)
+    try:
+        yield
+    finally:
+        _loading.pop()
 
 
 class UnknownNameError(KeyError):
@@ -25,6 +45,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, load: Callable[[], None] | None = None):
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._origin: dict[str, str | None] = {}
         self._load = load
 
     def _ensure_loaded(self) -> None:
@@ -43,8 +64,14 @@ class Registry(Generic[T]):
 
     def add(self, name: str, obj: T) -> None:
         if name in self._items:
-            raise ValueError(f"{self.kind} {name!r} is already registered")
+            raise ValueError(f"{self.kind} {name!r} is already registered (by {self.origin(name) or 'trainlock'})")
         self._items[name] = obj
+        self._origin[name] = _loading[-1] if _loading else None
+
+    def origin(self, name: str) -> str | None:
+        """The plugin that registered `name` (a path or module name), None for a built-in entry."""
+        self.get(name)
+        return self._origin.get(name)
 
     def get(self, name: str) -> T:
         if name not in self._items:
@@ -53,7 +80,7 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             valid = ", ".join(sorted(self._items)) or "(none)"
-            raise UnknownNameError(f"unknown {self.kind} {name!r}; valid: {valid}") from None
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; valid: {valid} ({PLUGIN_HINT})") from None
 
     def names(self) -> list[str]:
         self._ensure_loaded()

@@ -100,8 +100,6 @@ def save(model: nn.Module, path: str | Path, meta: dict | None = None) -> Path:
     # clone: tensors that share storage (tied weights) cannot be written as views
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in inner.state_dict().items()}
     meta = dict(meta or {})
-    if "lock" not in meta and getattr(model, "trainlock_lock", None):
-        meta["lock"] = model.trainlock_lock
     from ..models.compensated import structure_meta  # inserted layers (specdef-reparam), rebuilt by load
 
     structure = structure_meta(model)
@@ -306,6 +304,4 @@ def load(path: str | Path, model: nn.Module | None = None) -> tuple[nn.Module, d
     except (SafetensorError, OSError, ValueError) as e:
         raise ArtifactError(f"{weights}: unreadable safetensors file ({e})") from None
     model = rebuild(tensors, meta, model, where=str(path), directory=path)
-    if meta.get("lock"):
-        model.trainlock_lock = meta["lock"]
     return model, meta

@@ -24,6 +24,8 @@ PRIVATE_CONSERVATION = ("feature_drift", "progress")  # per-layer drift points a
 def public_meta(meta: dict) -> dict:
     """The metadata of the public copy (see the module docstring); `meta` is not modified."""
     out = {k: v for k, v in meta.items() if k not in PRIVATE and k not in ("weights_sha256", "hashes")}
+    if isinstance(out.get("locks"), list):  # config fields a lock marks private (option(..., private=True))
+        out["locks"] = [_public_entry(e) for e in out["locks"]]
     cons = out.get("conservation")
     if isinstance(cons, dict):
         out["conservation"] = {k: v for k, v in cons.items() if k not in PRIVATE_CONSERVATION}
@@ -35,14 +37,21 @@ def public_meta(meta: dict) -> dict:
     return out
 
 
+def _public_entry(entry):
+    if not isinstance(entry, dict) or not entry.get("private"):
+        return entry
+    hidden = set(entry["private"])
+    return {**{k: v for k, v in entry.items() if k != "private"},
+            "config": {k: v for k, v in (entry.get("config") or {}).items() if k not in hidden},
+            "private_dropped": sorted(hidden)}
+
+
 def release(model_dir: str | Path, out: str | Path) -> tuple[Path, dict]:
     """Write the public copy of `model_dir` to `out` (complete or not at all). Returns (out, its metadata)."""
     meta = read_meta(model_dir)
     if (meta.get("release") or {}).get("public"):
         raise ValueError(f"{model_dir} is already a public release")
     model, _ = load(model_dir)
-    if hasattr(model, "trainlock_lock"):
-        model.trainlock_lock = None  # save() would otherwise write the private lock summary back
     pub = public_meta(meta)
     path = save(model, out, pub)
     return path, read_meta(path)

@@ -1,7 +1,7 @@
-"""Locks. Each lock lives in its own module and registers by name (`LOCKS`); `lock_factory` builds
-one from a spec (dict, list or JSON / YAML file)."""
+"""Locks. Each lock lives in its own module and registers by name with its config (`@register_lock(NAME,
+Config)` into `LOCKS`); `lock_factory` builds one from a spec (dict, list or JSON / YAML file)."""
 
-from . import (  # noqa: F401
+from . import (  # noqa: F401  (importing each module registers its lock)
     architecture,
     composite,
     dlr,
@@ -15,13 +15,24 @@ from . import (  # noqa: F401
     specdef_reparam,
     spectral_cap,
 )
-from .base import LOCKS, Certificate, Lock, LockDefaults, register_lock
+from .base import (
+    LOCKS,
+    BaseLock,
+    Certificate,
+    Lock,
+    Locked,
+    LockReport,
+    NoRecord,
+    RecordedLock,
+    TaskLock,
+    register_lock,
+)
 from .factory import lock_factory, lock_from_meta
 from .lockable import Lockable, find_lockable, sigma_report
-from .specdef import LockReport, SpecDefConfig, SpecDefLock, specdef, specdef_loop, spectral_term
+from .specdef import SpecDefConfig, SpecDefLock, specdef, specdef_loop, spectral_term
 
 __all__ = [
-    "LOCKS", "Certificate", "Lock", "LockDefaults", "Lockable", "LockReport", "SpecDefConfig", "SpecDefLock",
-    "find_lockable", "lock_factory", "lock_from_meta", "register_lock", "sigma_report", "specdef", "specdef_loop",
-    "spectral_term",
+    "LOCKS", "BaseLock", "Certificate", "Lock", "LockReport", "Lockable", "Locked", "NoRecord", "RecordedLock",
+    "SpecDefConfig", "SpecDefLock", "TaskLock", "find_lockable", "lock_factory", "lock_from_meta", "register_lock",
+    "sigma_report", "specdef", "specdef_loop", "spectral_term",
 ]

@@ -20,7 +20,7 @@ import torch.nn as nn
 from ..config import option
 from ..tasks import Task
 from ..train import clone_model
-from .base import Certificate, ConfiguredLock, register_lock
+from .base import BaseLock, Certificate, Locked, register_lock
 
 
 def layer_count(model: nn.Module) -> int:
@@ -35,35 +35,37 @@ def parameter_shapes(model: nn.Module) -> list[list]:
 
 @dataclass
 class ArchitectureConfig:
-    """Recorded by apply; an empty config records the model it is applied to."""
-
-    layers: int | None = option(None, "number of lockable layers (recorded by apply when unset)")
-    shapes: tuple | None = option(None, "([name, [sizes]], ...) of the lockable layers (recorded by apply when unset)")
+    """No settings: the lock records the architecture of the model it is applied to."""
 
 
-@register_lock
-class ArchitectureLock(ConfiguredLock):
-    name = "architecture"
-    config_cls = ArchitectureConfig
+@dataclass
+class ArchitectureRecord:
+    layers: int | None = option(None, "number of parameter-owning modules at lock time")
+    shapes: tuple | None = option(None, "([name, [sizes]], ...) of every parameter at lock time")
 
-    def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
+
+@register_lock("architecture", ArchitectureConfig,
+               example={})
+class ArchitectureLock(BaseLock):
+    record_cls = ArchitectureRecord
+
+    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False,
+              checkpoint=None) -> Locked:
         if next(model.parameters(), None) is None:
             raise ValueError("architecture: the model has no parameters to record")
         locked = clone_model(model)
-        self.cfg.layers = layer_count(locked)
-        self.cfg.shapes = tuple(parameter_shapes(locked))
-        return locked
+        return Locked(locked, ArchitectureRecord(layer_count(locked), tuple(parameter_shapes(locked))))
 
-    def certify(self, model: nn.Module) -> list[Certificate]:
-        if self.cfg.layers is None or self.cfg.shapes is None:
+    def certify(self, model: nn.Module, record: ArchitectureRecord) -> list[Certificate]:
+        if record.layers is None or record.shapes is None:
             raise ValueError("architecture: nothing recorded; apply the lock first")
-        want = {n: list(s) for n, s in self.cfg.shapes}
+        want = {n: list(s) for n, s in record.shapes}
         have = {n: s for n, s in parameter_shapes(model)}
         missing = sorted(set(want) - set(have))
         added = sorted(set(have) - set(want))
         reshaped = sorted(n for n in set(want) & set(have) if want[n] != have[n])
         layers = layer_count(model)
-        mismatches = len(missing) + len(added) + len(reshaped) + int(layers != self.cfg.layers)
+        mismatches = len(missing) + len(added) + len(reshaped) + int(layers != record.layers)
         return [Certificate(
             lock=self.name,
             invariant="number of mismatches against the recorded architecture (parameter names and shapes, "
@@ -81,10 +83,10 @@ class ArchitectureLock(ConfiguredLock):
             removal="whoever holds the weights replaces, adds or folds modules (e.g. the red team's merge or "
                     "layer-injection transforms) and trains the new architecture",
             method="compare named_parameters() names and shapes, and the count of parameter-owning modules",
-            details={"layers_recorded": self.cfg.layers, "layers_measured": layers, "missing": missing,
+            details={"layers_recorded": record.layers, "layers_measured": layers, "missing": missing,
                      "added": added, "reshaped": reshaped},
         )]
 
 
 
-__all__ = ["ArchitectureConfig", "ArchitectureLock", "layer_count", "parameter_shapes"]
+__all__ = ["ArchitectureConfig", "ArchitectureLock", "ArchitectureRecord", "layer_count", "parameter_shapes"]

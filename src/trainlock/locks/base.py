@@ -7,8 +7,18 @@ values, why the invariant blocks the bad region (proof of gap), why training kee
 weights (SpecDef), or a training-time constraint that protects one's own training run (frozen
 layers, spectral caps, sparsity), which an adversary holding the weights can simply remove.
 
-Register one lock class per file with `@register_lock` (it reads the class's `name`); the class is
-built from its config dict: `LockClass.from_config(dict)`.
+A lock is one class per file, registered once with its config class:
+
+    @register_lock("noisy-top", NoisyTopConfig)
+    class NoisyTopLock(BaseLock):
+        record_cls = NoisyTopRecord                      # what apply measured, needed to certify (or NoRecord)
+        def apply(self, model, retain=None, *, progress=False, checkpoint=None) -> Locked: ...
+        def certify(self, model, record) -> list[Certificate]: ...
+
+Configs hold settings only; what `apply` measured travels in the returned record (a dataclass), never in
+the config, on the lock or on the model. `trainlock.lock` stores `{"type", "config", "record"}` (and the
+plugin that defines the lock, when one does) in the model directory, and `lock_from_meta` rebuilds a
+`RecordedLock` (lock + record) that `certify(model)` alone.
 """
 
 from __future__ import annotations
@@ -16,16 +26,18 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import operator
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch.nn as nn
 
 from .. import tasks as _tasks
-from ..config import from_dict, to_dict
+from ..config import from_dict, option, to_dict
 from ..registry import Registry
 from ..tasks import Task
-from ..train import Checkpoint
+from ..train import Checkpoint, LoopResult, evaluate
 
 RELATIONS = {">=": operator.ge, "<=": operator.le, "==": operator.eq}
 THREAT_MODELS = ("release-time", "training-time")
@@ -101,56 +113,59 @@ class LockReport:
         }
 
 
+@dataclass
+class NoRecord:
+    """The record of a lock whose certificate needs nothing measured at lock time."""
+
+
+@dataclass
+class Locked:
+    """What `apply` returns: the locked copy, what it measured (the lock's `record_cls`), the run report of a
+    lock that trains (else None)."""
+
+    model: nn.Module
+    record: Any
+    report: LockReport | None = None
+
+
 @runtime_checkable
 class Lock(Protocol):
-    """A lock: everything the factory (`from_config`), `trainlock.lock` and the verifier call.
+    """A lock: everything the factory, `trainlock.lock` and the verifier call.
 
-    `apply` returns the locked model (a copy; the input is not modified) and keeps what it measured
-    (recorded values) on the lock itself, so `config()` then returns the config plus those records
-    and `from_config(lock.config())` rebuilds a lock that can `certify`. `report()` is the last
-    apply's run report (per-epoch history, sigma before / after) for locks that train, else None.
+    `apply` returns a `Locked` (a copy; the input is not modified); `certify(model, record)` measures the
+    claim from the weights and the record `apply` returned. `from_config(config_dict)` and `config()`
+    round-trip the settings; `record_from_dict` / `record_to_dict` the record.
     """
 
     name: ClassVar[str]
-    progress: bool  # show a progress bar and per-epoch logs during apply
-    checkpoint: Checkpoint | None  # where a lock that trains writes resumable state (others ignore it)
+    config_cls: ClassVar[type]
+    record_cls: ClassVar[type]
 
     @classmethod
-    def from_config(cls, data: dict) -> "Lock": ...
+    def from_config(cls, data: dict) -> Lock: ...
 
     def config(self) -> dict: ...
 
-    def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module: ...
+    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False,
+              checkpoint: Checkpoint | None = None) -> Locked: ...
 
-    def certify(self, model: nn.Module) -> list[Certificate]: ...
+    def certify(self, model: nn.Module, record: Any) -> list[Certificate]: ...
 
-    def report(self) -> LockReport | None: ...
-
-    def use_tasks(self, *tasks: Task) -> "Lock": ...
-
-
-class LockDefaults:
-    """What most locks share: no progress output, no run report, no Task objects to hand over."""
-
-    progress: bool = False
-    checkpoint: Checkpoint | None = None
-
-    def report(self) -> LockReport | None:
-        return None
-
-    def use_tasks(self, *tasks: Task) -> "LockDefaults":
-        return self
+    def use_tasks(self, *tasks: Task) -> Lock: ...
 
 
-class ConfiguredLock(LockDefaults):
-    """A lock held by one config dataclass (`config_cls`) and the report of its last `apply` (`self._report`):
-    the constructor, `from_config`, `config` and `report` every such lock would otherwise write again."""
+class BaseLock:
+    """A lock held by one config dataclass (`config_cls`, set by `register_lock`): the constructor,
+    `from_config`, `config`, the record's (de)serialization and `use_tasks`, which every lock would
+    otherwise write again. `self.cfg` is a private copy of the config and is never written after __init__."""
 
+    name: ClassVar[str]
     config_cls: ClassVar[type]
+    record_cls: ClassVar[type] = NoRecord
+    example: ClassVar[dict | None] = None
 
     def __init__(self, config=None):
-        self.cfg = dataclasses.replace(config or self.config_cls())
-        self._report: LockReport | None = None
+        self.cfg = dataclasses.replace(config) if config is not None else self.config_cls()
 
     @classmethod
     def from_config(cls, data: dict):
@@ -159,20 +174,28 @@ class ConfiguredLock(LockDefaults):
     def config(self) -> dict:
         return to_dict(self.cfg)
 
-    def report(self) -> LockReport | None:
-        return self._report
+    def record_to_dict(self, record: Any) -> dict:
+        if not isinstance(record, self.record_cls):
+            raise TypeError(f"{self.name}: expected a {self.record_cls.__name__} record, got {type(record).__name__}")
+        return to_dict(record)
+
+    def record_from_dict(self, data: dict | None) -> Any:
+        return from_dict(self.record_cls, dict(data or {}))
+
+    def use_tasks(self, *tasks: Task):
+        return self
 
 
-class TaskLock(ConfiguredLock):
-    """A ConfiguredLock whose config names tasks besides the retain task (a restricted domain, a bad task):
-    Task objects handed over with `use_tasks` (derived tasks that have no registry name) are used first,
-    then the task registry."""
+class TaskLock(BaseLock):
+    """A lock whose config names tasks besides the retain task (a restricted domain, a bad task): Task
+    objects handed over with `use_tasks` (derived tasks that have no registry name) are used first, then the
+    task registry."""
 
     def __init__(self, config=None, tasks: dict[str, Task] | None = None):
         super().__init__(config)
         self._tasks: dict[str, Task] = dict(tasks or {})
 
-    def use_tasks(self, *tasks: Task) -> "TaskLock":
+    def use_tasks(self, *tasks: Task) -> TaskLock:
         for t in tasks:
             self._tasks[t.name] = t
         return self
@@ -184,10 +207,84 @@ class TaskLock(ConfiguredLock):
         return self._tasks[name]
 
 
+def trained(model: nn.Module, locked: nn.Module, retain: Task, config: Any,
+            run: Callable[[], LoopResult]) -> LockReport:
+    """The run report of a lock that trains: `run()` trains `locked` (a copy of `model`); accuracy on the
+    retain task before and after, the per-epoch history, steps, wall time of the loop and why it stopped."""
+    report = LockReport(locked, to_dict(config) if dataclasses.is_dataclass(config) else dict(config))
+    report.accuracy_before = evaluate(model, retain)
+    t0 = time.perf_counter()
+    result = run()
+    report.loop_s = time.perf_counter() - t0
+    report.steps, report.history, report.stopped = result.steps, result.epochs, result.stopped
+    report.accuracy_after = evaluate(locked, retain)
+    return report
+
+
+@dataclass
+class RecordedLock:
+    """A lock bound to the record its `apply` returned: what a saved model directory holds, certifiable from
+    the weights alone (`certify(model)`), as the verifier, the red team and the lock monitor need."""
+
+    lock: Lock
+    record: Any
+
+    @property
+    def name(self) -> str:
+        return self.lock.name
+
+    def certify(self, model: nn.Module) -> list[Certificate]:
+        return self.lock.certify(model, self.record)
+
+    def entry(self) -> dict:
+        """The `meta["locks"]` entry: type, config, record, and the plugin that defines the lock (if any)."""
+        out = {"type": self.lock.name, "config": self.lock.config(), "record": self.lock.record_to_dict(self.record)}
+        plugins = list(dict.fromkeys(p for p in map(LOCKS.origin, _lock_names(self.lock)) if p))
+        if plugins:
+            out["plugin"] = plugins[0] if len(plugins) == 1 else plugins
+        private = sorted(private_fields(type(self.lock.cfg)))
+        if private:
+            out["private"] = private  # `trainlock release` drops these config fields from the public copy
+        return out
+
+
+def _lock_names(lock) -> list[str]:
+    """The lock's registered name and those of its children (a composite), depth first."""
+    return [lock.name, *(n for c in getattr(lock, "children", ()) for n in _lock_names(c))]
+
+
 LOCKS: Registry[type] = Registry("lock")
 
 
-def register_lock(cls: type) -> type:
-    """Class decorator: register a lock under its own `name` (written once, on the class)."""
-    LOCKS.add(cls.name, cls)
-    return cls
+def register_lock(name: str, config_cls: type, *, example: dict | None = None) -> Callable[[type], type]:
+    """Class decorator: register a lock class under `name` with its config dataclass (both set on the class).
+
+    `example`: a config dict that works on a tiny classifier (the contract test's: a small transformer on
+    8x8 digits, retain task `digits`, another task `digits-permuted-1` handed over), so the shared tests run
+    every registered lock; the contract test fails for a lock without one."""
+    if not isinstance(name, str) or not dataclasses.is_dataclass(config_cls):
+        raise TypeError("use @register_lock(NAME, ConfigDataclass) above the lock class")
+
+    def deco(cls: type) -> type:
+        for attr in ("apply", "certify"):
+            if not callable(getattr(cls, attr, None)):
+                raise TypeError(f"lock {name!r}: {cls.__name__} has no {attr}() method")
+        record_cls = getattr(cls, "record_cls", NoRecord)
+        if not dataclasses.is_dataclass(record_cls):
+            raise TypeError(f"lock {name!r}: record_cls must be a dataclass, got {record_cls!r}")
+        cls.name, cls.config_cls, cls.example = name, config_cls, example
+        LOCKS.add(name, cls)
+        return cls
+
+    return deco
+
+
+def private_fields(config_cls: type) -> set[str]:
+    """Names of the config's fields marked `option(..., private=True)`: kept out of a public release."""
+    if not dataclasses.is_dataclass(config_cls):
+        return set()
+    return {f.name for f in dataclasses.fields(config_cls) if f.metadata.get("private")}
+
+
+__all__ = ["LOCKS", "BaseLock", "Certificate", "Lock", "LockReport", "Locked", "NoRecord", "RecordedLock",
+           "TaskLock", "option", "private_fields", "register_lock", "trained"]

@@ -26,11 +26,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import check_int, option, to_dict
+from ..config import check_int, option
 from ..models.dlr_net import DLRNet, replace_block
 from ..tasks import Task, for_model
-from ..train import clone_model, evaluate
-from .base import Certificate, ConfiguredLock, LockReport, register_lock
+from ..train import LoopResult, clone_model
+from .base import BaseLock, Certificate, Locked, register_lock, trained
 
 
 @dataclass
@@ -40,10 +40,6 @@ class DLRConfig:
     distill_steps: int = option(300, "Adam steps of module-wise distillation per block")
     distill_lr: float = option(1e-3, "distillation learning rate")
     samples: int = option(512, "authorized-task examples whose block inputs are recorded for distillation")
-    retain_task: str | None = option(None, "recorded by apply")
-    blocks: list | None = option(None, "recorded by apply: the replaced blocks")
-    costs: dict | None = option(None, "recorded by apply: forward / backward time and saved activation bytes, "
-                                      "original vs locked")
 
     def __post_init__(self):
         check_int("dlr", "depth", self.depth, 1)
@@ -134,14 +130,22 @@ def cost_profile(model: nn.Module, x: torch.Tensor, repeats: int = 3) -> dict:
             "params": _count(model)}
 
 
-@register_lock
-class DLRLock(ConfiguredLock):
+@dataclass
+class DLRRecord:
+    retain_task: str | None = option(None, "the authorized task")
+    blocks: list | None = option(None, "the replaced blocks")
+    costs: dict | None = option(None, "forward / backward time and saved activation bytes, original vs locked")
+
+
+@register_lock("dlr", DLRConfig,
+               example={"depth": 2, "distill_steps": 20, "samples": 64})
+class DLRLock(BaseLock):
     """Replace MLP blocks by distilled DLR-Nets; certify that they are still in place."""
 
-    name = "dlr"
-    config_cls = DLRConfig
+    record_cls = DLRRecord
 
-    def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
+    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False,
+              checkpoint=None) -> Locked:
         if retain is None:
             raise ValueError("dlr: apply needs the retain (authorized) task: its inputs drive the distillation")
         blocks = find_blocks(model)
@@ -152,37 +156,35 @@ class DLRLock(ConfiguredLock):
         locked = clone_model(model).cpu()
         x = retain.x_train[: self.cfg.samples]
         pairs = _record(locked, blocks, x)
-        report = LockReport(locked, to_dict(self.cfg))
-        report.accuracy_before = evaluate(model, retain)
-        t0 = time.perf_counter()
-        for i, (b, (bx, by)) in enumerate(zip(blocks, pairs)):
-            rank = self.cfg.rank or max(1, round(b["params"] / (2 * self.cfg.depth * (b["dim"] + 1))))
-            net = DLRNet(b["dim"], self.cfg.depth, rank, {k: b[k] for k in ("first", "last", "between")})
-            b["rank"], b["relative_error"] = rank, distill_block(net, bx, by, self.cfg.distill_steps, self.cfg.distill_lr,
-                                                                 seed=i)
-            b["dlr_params"] = _count(net)
-            replace_block(locked, b, net)
-        report.loop_s = time.perf_counter() - t0
-        report.accuracy_after = evaluate(locked, retain)
-        probe = x[:32]
-        self.cfg.costs = {"original": cost_profile(clone_model(model).cpu(), probe),
-                          "locked": cost_profile(locked, probe), "batch": len(probe)}
-        self.cfg.blocks, self.cfg.retain_task = blocks, retain.name
-        self._report = report
-        return locked
 
-    def certify(self, model: nn.Module) -> list[Certificate]:
-        if not self.cfg.blocks:
+        def run() -> LoopResult:
+            for i, (b, (bx, by)) in enumerate(zip(blocks, pairs, strict=True)):
+                rank = self.cfg.rank or max(1, round(b["params"] / (2 * self.cfg.depth * (b["dim"] + 1))))
+                net = DLRNet(b["dim"], self.cfg.depth, rank, {k: b[k] for k in ("first", "last", "between")})
+                b["rank"] = rank
+                b["relative_error"] = distill_block(net, bx, by, self.cfg.distill_steps, self.cfg.distill_lr, seed=i)
+                b["dlr_params"] = _count(net)
+                replace_block(locked, b, net)
+            return LoopResult(steps=self.cfg.distill_steps * len(blocks))
+
+        report = trained(model, locked, retain, self.cfg, run)
+        probe = x[:32]
+        costs = {"original": cost_profile(clone_model(model).cpu(), probe),
+                 "locked": cost_profile(locked, probe), "batch": len(probe)}
+        return Locked(locked, DLRRecord(retain.name, blocks, costs), report)
+
+    def certify(self, model: nn.Module, record: DLRRecord) -> list[Certificate]:
+        if not record.blocks:
             raise ValueError("dlr: no blocks recorded; apply the lock first")
-        present = sum(1 for b in self.cfg.blocks if isinstance(_get(model, b["first"]), DLRNet))
-        c = self.cfg.costs or {}
+        present = sum(1 for b in record.blocks if isinstance(_get(model, b["first"]), DLRNet))
+        c = record.costs or {}
         ratio = {k: c["locked"][k] / c["original"][k] for k in ("forward_s", "forward_backward_s",
                                                                  "saved_activation_bytes") if c and c["original"][k]}
         return [Certificate(
             lock=self.name,
             invariant="number of recorded MLP blocks still replaced by a DLR-Net",
             measured=float(present),
-            required=float(len(self.cfg.blocks)),
+            required=float(len(record.blocks)),
             relation=">=",
             proof_of_gap=("DLR-Lock's argument: backpropagation through a depth-L residual chain stores L activations "
                           "where inference keeps one, and the deep thin chain is harder to optimize, so fine-tuning "
@@ -193,7 +195,7 @@ class DLRLock(ConfiguredLock):
             removal=("distill each DLR-Net back into a dense two-layer MLP (a module-wise regression on sampled "
                      "inputs, as cheap as the lock's own distillation), or fine-tune only the other layers"),
             method="module types at the recorded block positions; costs measured at lock time on one batch",
-            details={"blocks": self.cfg.blocks, "costs": c, "locked_over_original": ratio},
+            details={"blocks": record.blocks, "costs": c, "locked_over_original": ratio},
         )]
 
 

@@ -30,7 +30,7 @@ from .. import tasks as _tasks
 from ..config import option
 from ..tasks import Task, for_model
 from ..train import clone_model, predict
-from .base import Certificate, TaskLock, register_lock
+from .base import Certificate, Locked, TaskLock, register_lock
 
 
 @dataclass
@@ -38,9 +38,6 @@ class EnergyConfig:
     bad_task: str | None = option(None, "the task whose loss must stay above the authorized loss + delta")
     delta: float = option(0.5, "the barrier: L_bad >= L_auth + delta")
     max_samples: int = option(2000, "test samples per loss evaluation")
-    retain_task: str | None = option(None, "recorded by apply: the authorized task")
-    auth_loss: float | None = option(None, "recorded by apply: L_auth at lock time")
-    bad_loss: float | None = option(None, "recorded by apply: L_bad at lock time (informative)")
 
     def __post_init__(self):
         if not isinstance(self.bad_task, str) or not self.bad_task:
@@ -63,14 +60,22 @@ def task_loss(model: nn.Module, task: Task, max_samples: int) -> float:
     return float(F.cross_entropy(logits, y))
 
 
-@register_lock
+@dataclass
+class EnergyRecord:
+    retain_task: str | None = option(None, "the authorized task")
+    auth_loss: float | None = option(None, "L_auth at lock time")
+    bad_loss: float | None = option(None, "L_bad at lock time (informative)")
+
+
+@register_lock("energy", EnergyConfig,
+               example={"bad_task": "digits-permuted-1", "delta": 0.0, "max_samples": 300})
 class EnergyLock(TaskLock):
     """Certify L_bad >= L_auth(lock time) + delta; changes no weight."""
 
-    name = "energy"
-    config_cls = EnergyConfig
+    record_cls = EnergyRecord
 
-    def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
+    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False,
+              checkpoint=None) -> Locked:
         if retain is None:
             raise ValueError("energy: apply needs the retain (authorized) task to record L_auth")
         if retain.name == self.cfg.bad_task:
@@ -84,19 +89,18 @@ class EnergyLock(TaskLock):
                 f"energy: the barrier does not hold, so the lock cannot be built: L_bad({bad.name}) = "
                 f"{bad_loss:.4g} < L_auth({retain.name}) + delta = {auth_loss:.4g} + {self.cfg.delta:g}"
             )
-        self.cfg.retain_task, self.cfg.auth_loss, self.cfg.bad_loss = retain.name, auth_loss, bad_loss
-        return clone_model(model)
+        return Locked(clone_model(model), EnergyRecord(retain.name, auth_loss, bad_loss))
 
-    def certify(self, model: nn.Module) -> list[Certificate]:
-        if self.cfg.auth_loss is None:
+    def certify(self, model: nn.Module, record: EnergyRecord) -> list[Certificate]:
+        if record.auth_loss is None:
             raise ValueError("energy: no L_auth recorded; apply the lock first")
         bad_loss = task_loss(model, self.task(self.cfg.bad_task), self.cfg.max_samples)
-        details = {"bad_task": self.cfg.bad_task, "retain_task": self.cfg.retain_task, "delta": self.cfg.delta,
-                   "auth_loss_at_lock": self.cfg.auth_loss, "bad_loss_at_lock": self.cfg.bad_loss,
+        details = {"bad_task": self.cfg.bad_task, "retain_task": record.retain_task, "delta": self.cfg.delta,
+                   "auth_loss_at_lock": record.auth_loss, "bad_loss_at_lock": record.bad_loss,
                    "max_samples": self.cfg.max_samples}
-        if self.cfg.retain_task:
+        if record.retain_task:
             try:
-                auth_now = task_loss(model, self.task(self.cfg.retain_task), self.cfg.max_samples)
+                auth_now = task_loss(model, self.task(record.retain_task), self.cfg.max_samples)
                 details.update(auth_loss_now=auth_now, gap_now=bad_loss - auth_now)
             except (_tasks.TaskDataError, _tasks.UnknownNameError) as e:
                 details["auth_loss_now"] = f"unavailable: {e}"
@@ -104,7 +108,7 @@ class EnergyLock(TaskLock):
             lock=self.name,
             invariant=f"cross-entropy of the model on the bad task {self.cfg.bad_task!r} (test split)",
             measured=bad_loss,
-            required=self.cfg.auth_loss + self.cfg.delta,
+            required=record.auth_loss + self.cfg.delta,
             relation=">=",
             proof_of_gap=(
                 "the bad task's loss is at least delta above the authorized loss recorded at lock time, so "
@@ -124,4 +128,4 @@ class EnergyLock(TaskLock):
 
 
 
-__all__ = ["EnergyConfig", "EnergyLock", "task_loss"]
+__all__ = ["EnergyConfig", "EnergyLock", "EnergyRecord", "task_loss"]

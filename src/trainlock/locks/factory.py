@@ -5,16 +5,20 @@ A spec is `{"type": NAME, **config}` (config keys are the lock's config fields),
 composite with mode "all". An unknown type raises the registry's `UnknownNameError` (it lists
 the valid names); an unknown config key raises ValueError listing the valid keys.
 
-`lock_from_meta(meta)` rebuilds the lock recorded in a model directory's metadata:
-`meta["locks"] = [{"type": NAME, "config": {...}}, ...]` (what `trainlock lock --spec` writes).
+`lock_from_meta(meta)` rebuilds the lock recorded in a model directory's metadata,
+`meta["locks"] = [{"type": NAME, "config": {...}, "record": {...}, "plugin": SOURCE?}, ...]`, as a
+`RecordedLock` that certifies from the weights alone. Entries written before records existed (the measured
+values inside "config") are migrated on read: the keys that are fields of the lock's record move there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
-from .base import LOCKS, Lock
+from ..registry import UnknownNameError
+from .base import LOCKS, Lock, RecordedLock
 
 
 def lock_from_spec(spec: dict) -> Lock:
@@ -64,18 +68,47 @@ def lock_factory(spec: dict | list | str | Path) -> Lock:
     return lock_from_spec(spec)
 
 
-def lock_from_meta(meta: dict | list) -> Lock:
-    """The lock recorded as `meta["locks"]` (a list of {"type", "config"}): the lock itself when there
-    is one entry, a composite "all" of them when there are several."""
+def split_legacy(cls: type, config: dict) -> tuple[dict, dict]:
+    """(config, record) from a config written before records existed: keys that are fields of the lock's
+    record and not of its config move to the record (a lock may define its own `split_legacy` classmethod)."""
+    own = getattr(cls, "split_legacy", None)
+    if own is not None:
+        return own(config)
+    cfg_names = {f.name for f in dataclasses.fields(cls.config_cls)}
+    rec_names = {f.name for f in dataclasses.fields(cls.record_cls)}
+    moved = {k: v for k, v in config.items() if k in rec_names and k not in cfg_names}
+    return {k: v for k, v in config.items() if k not in moved}, moved
+
+
+def recorded_lock(entry: dict) -> RecordedLock:
+    """One `meta["locks"]` entry as a RecordedLock. A lock from a plugin that is not loaded raises
+    UnknownNameError naming the plugin."""
+    if not isinstance(entry, dict) or "type" not in entry:
+        raise ValueError(f"recorded lock {entry!r} is not {{'type': ..., 'config': {{...}}, 'record': {{...}}}}")
+    name = entry["type"]
+    if name not in LOCKS and entry.get("plugin"):
+        raise UnknownNameError(f"lock {name!r} is defined by the plugin {entry['plugin']!r}, which is not loaded: "
+                               f"pass --plugin {entry['plugin']} (or set TRAINLOCK_PLUGINS)")
+    cls = LOCKS.get(name)
+    config = dict(entry.get("config") or {})
+    record = entry.get("record")
+    if record is None:
+        config, record = split_legacy(cls, config)
+    lock = cls.from_config(config)
+    return RecordedLock(lock, lock.record_from_dict(record))
+
+
+def lock_from_meta(meta: dict | list) -> RecordedLock:
+    """The lock recorded as `meta["locks"]` (a list of entries): the lock itself when there is one entry, a
+    composite "all" of them when there are several."""
     entries = meta.get("locks") if isinstance(meta, dict) else meta
     if not entries or not isinstance(entries, (list, tuple)):
         raise ValueError("no locks recorded: expected meta['locks'] = [{'type': ..., 'config': {...}}, ...]")
-    specs = []
-    for e in entries:
-        if not isinstance(e, dict) or "type" not in e:
-            raise ValueError(f"recorded lock {e!r} is not {{'type': ..., 'config': {{...}}}}")
-        specs.append({"type": e["type"], **dict(e.get("config") or {})})
-    return lock_from_spec(specs[0]) if len(specs) == 1 else lock_factory(specs)
+    if len(entries) == 1:
+        return recorded_lock(entries[0])
+    from .composite import composite_of
+
+    return composite_of([recorded_lock(e) for e in entries])
 
 
-__all__ = ["lock_factory", "lock_from_meta", "lock_from_spec", "read_spec"]
+__all__ = ["lock_factory", "lock_from_meta", "lock_from_spec", "read_spec", "recorded_lock", "split_legacy"]

@@ -26,17 +26,16 @@ from __future__ import annotations
 
 import re
 import secrets
-import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import check_float, option, to_dict
+from ..config import check_float, option
 from ..tasks import Task, for_model
-from ..train import LoopConfig, LoopHooks, clone_model, evaluate, fit, reinitialized
-from .base import Certificate, LockReport, TaskLock, register_lock
+from ..train import LoopConfig, LoopHooks, clone_model, fit, reinitialized
+from .base import Certificate, Locked, TaskLock, register_lock, trained
 
 SKETCH = 256  # count-sketch buckets per weight: unrelated weights read |cos| ~ 1/16
 
@@ -57,8 +56,6 @@ class FreshDistillConfig:
     data: str | None = option(None, "the task whose training split is distilled (default: the retain task as "
                                     "handed over); e.g. the retain task's own name, to distill on all of it when a "
                                     "subset is handed over. Its classes must be the retain task's")
-    retain_task: str | None = option(None, "recorded by apply: the authorized task")
-    sketches: dict | None = option(None, "recorded by apply: {weight name: the base weight's random sketch}")
 
     def __post_init__(self):
         check_float("fresh-distill", "temperature", self.temperature, 0.0, open_low=True)
@@ -88,14 +85,22 @@ def _weights(model: nn.Module, keep: tuple[str, ...]) -> dict[str, torch.Tensor]
     return {n: p for n, p in model.named_parameters() if p.dim() >= 2 and not any(re.search(k, n) for k in keep)}
 
 
-@register_lock
+@dataclass
+class FreshDistillRecord:
+    retain_task: str | None = option(None, "the authorized task")
+    seed: int | None = option(None, "the seed used (the config's, else drawn at random)")
+    sketches: dict | None = option(None, "{weight name: the base weight's random sketch}")
+
+
+@register_lock("fresh-distill", FreshDistillConfig,
+               example={"seed": 1, "keep": ["^pos$"], "loop": {"optimizer": "adam", "lr": 1e-3, "max_steps": 20, "batch_size": 32, "device": "cpu"}})
 class FreshDistillLock(TaskLock):
     """Re-initialize the architecture and distill the base's authorized-task behaviour into it."""
 
-    name = "fresh-distill"
-    config_cls = FreshDistillConfig
+    record_cls = FreshDistillRecord
 
-    def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
+    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False,
+              checkpoint=None) -> Locked:
         if retain is None:
             raise ValueError("fresh-distill: apply needs the retain (authorized) task: its inputs are what is distilled")
         retain = for_model(retain, model)
@@ -104,12 +109,11 @@ class FreshDistillLock(TaskLock):
         if data.num_classes != retain.num_classes:
             raise ValueError(f"fresh-distill: data task {cfg.data!r} has {data.num_classes} classes, the retain task "
                              f"{retain.name!r} has {retain.num_classes}")
-        if cfg.seed is None:
-            cfg.seed = secrets.randbits(31)
+        seed = secrets.randbits(31) if cfg.seed is None else cfg.seed
         teacher = clone_model(model).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-        student = reinitialized(model, cfg.seed)
+        student = reinitialized(model, seed)
         base = dict(model.named_parameters())
         kept = []
         with torch.no_grad():
@@ -140,34 +144,30 @@ class FreshDistillLock(TaskLock):
             sums.update(ce=0.0, n=0)
             return log
 
-        report = LockReport(student, to_dict(cfg))
-        report.accuracy_before = evaluate(model, retain)
         teacher.to(next(student.parameters()).device)
-        t0 = time.perf_counter()
-        res = fit(student, data, cfg.loop, loss_fn, LoopHooks(on_epoch=on_epoch, checkpoint=self.checkpoint),
-                  desc="fresh-distill",
-                  progress=self.progress)
-        report.steps, report.loop_s, report.history, report.stopped = res.steps, time.perf_counter() - t0, \
-            res.epochs, res.stopped
-        for n, p in student.named_parameters():
-            if n in kept:
-                p.requires_grad_(True)  # released as an ordinary model
-        report.accuracy_after = evaluate(student, retain)
-        cfg.sketches = {n: [round(v, 6) for v in _sketch(w, cfg.seed).tolist()]
-                        for n, w in _weights(model, cfg.keep).items()}
-        cfg.retain_task = retain.name
-        self._report = report
-        return student
 
-    def certify(self, model: nn.Module) -> list[Certificate]:
-        if not self.cfg.sketches:
+        def run():
+            res = fit(student, data, cfg.loop, loss_fn, LoopHooks(on_epoch=on_epoch, checkpoint=checkpoint),
+                      desc="fresh-distill", progress=progress)
+            for n, p in student.named_parameters():
+                if n in kept:
+                    p.requires_grad_(True)  # released as an ordinary model
+            return res
+
+        report = trained(model, student, retain, cfg, run)
+        sketches = {n: [round(v, 6) for v in _sketch(w, seed).tolist()] for n, w in _weights(model, cfg.keep).items()}
+        return Locked(student, FreshDistillRecord(retain.name, seed, sketches), report)
+
+    def certify(self, model: nn.Module, record: FreshDistillRecord) -> list[Certificate]:
+        if not record.sketches:
             raise ValueError("fresh-distill: no sketches recorded; apply the lock first")
         now = _weights(model, self.cfg.keep)
-        missing = sorted(set(self.cfg.sketches) - set(now))
+        missing = sorted(set(record.sketches) - set(now))
+        seed = record.seed if record.seed is not None else self.cfg.seed
         if missing:
             raise ValueError(f"fresh-distill: the model lacks recorded weights {missing[:3]}")
-        cos = {n: float((_sketch(now[n], self.cfg.seed) * torch.tensor(s)).sum().abs())
-               for n, s in self.cfg.sketches.items()}
+        cos = {n: float((_sketch(now[n], seed) * torch.tensor(s)).sum().abs())
+               for n, s in record.sketches.items()}
         worst = max(cos.values())
         return [Certificate(
             lock=self.name,

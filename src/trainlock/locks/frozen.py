@@ -3,7 +3,7 @@
 The lock factory note's "layer freezing lock": {theta : theta_frozen = theta_0^frozen} is invariant
 under training when those parameters get no update. `apply` sets requires_grad=False on a copy
 (so `trainlock.train.loop.fit`, which optimizes only parameters that require grad, never steps
-them; weight decay included) and records a SHA-256 of each matched tensor in the config.
+them; weight decay included) and records a SHA-256 of each matched tensor (the lock's record).
 
 The hash covers the tensor's dtype and shape and then its raw bytes (C-contiguous, on CPU), so a
 single changed bit, a cast or a reshape all show. `certify` recomputes the hashes from the weights.
@@ -22,7 +22,7 @@ import torch.nn as nn
 from ..config import option
 from ..tasks import Task
 from ..train import clone_model
-from .base import Certificate, ConfiguredLock, register_lock
+from .base import BaseLock, Certificate, Locked, register_lock
 
 
 def tensor_sha256(t: torch.Tensor) -> str:
@@ -38,7 +38,6 @@ class FrozenConfig:
     """`names`: regular expressions over parameter names (re.search); each must match something."""
 
     names: tuple[str, ...] = option((), "regular expressions over parameter names (re.search); each must match")
-    hashes: dict | None = option(None, "recorded by apply: {parameter name: SHA-256}")
 
     def __post_init__(self):
         if isinstance(self.names, str):
@@ -72,35 +71,40 @@ def matched_parameters(model: nn.Module, patterns) -> dict[str, nn.Parameter]:
     return found
 
 
-@register_lock
-class FrozenLock(ConfiguredLock):
+@dataclass
+class FrozenRecord:
+    hashes: dict = option(factory=dict, help="{parameter name: SHA-256} of every frozen tensor at lock time")
+
+
+@register_lock("frozen", FrozenConfig,
+               example={"names": ["bias"]})
+class FrozenLock(BaseLock):
     """Freeze matched parameters (requires_grad=False) and certify them by SHA-256."""
 
-    name = "frozen"
-    config_cls = FrozenConfig
+    record_cls = FrozenRecord
 
-    def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
+    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False,
+              checkpoint=None) -> Locked:
         matched_parameters(model, self.cfg.names)  # fails on the original, before any copy or training
         locked = clone_model(model)
         params = matched_parameters(locked, self.cfg.names)
         for p in params.values():
             p.requires_grad_(False)
-        self.cfg.hashes = {n: tensor_sha256(p) for n, p in params.items()}
-        return locked
+        return Locked(locked, FrozenRecord({n: tensor_sha256(p) for n, p in params.items()}))
 
-    def certify(self, model: nn.Module) -> list[Certificate]:
-        if not self.cfg.hashes:
+    def certify(self, model: nn.Module, record: FrozenRecord) -> list[Certificate]:
+        if not record.hashes:
             raise ValueError("frozen: no hashes recorded; apply the lock first")
         params = dict(model.named_parameters())
         changed, missing = [], []
-        for n, h in self.cfg.hashes.items():
+        for n, h in record.hashes.items():
             if n not in params:
                 missing.append(n)
             elif tensor_sha256(params[n]) != h:
                 changed.append(n)
-        n_frozen = len(self.cfg.hashes)
+        n_frozen = len(record.hashes)
         unchanged = n_frozen - len(changed) - len(missing)
-        still_frozen = [n for n in self.cfg.hashes if n in params and not params[n].requires_grad]
+        still_frozen = [n for n in record.hashes if n in params and not params[n].requires_grad]
         return [Certificate(
             lock=self.name,
             invariant="number of frozen tensors whose SHA-256 equals the one recorded at lock time",
@@ -120,10 +124,10 @@ class FrozenLock(ConfiguredLock):
             removal="set requires_grad back to True (or optimize the tensors directly): nothing in the weights "
                     "resists change",
             method="SHA-256 over dtype, shape and raw bytes of each recorded tensor",
-            details={"frozen": sorted(self.cfg.hashes), "changed": changed, "missing": missing,
+            details={"frozen": sorted(record.hashes), "changed": changed, "missing": missing,
                      "requires_grad_false": len(still_frozen)},
         )]
 
 
 
-__all__ = ["FrozenConfig", "FrozenLock", "matched_parameters", "tensor_sha256"]
+__all__ = ["FrozenConfig", "FrozenLock", "FrozenRecord", "matched_parameters", "tensor_sha256"]

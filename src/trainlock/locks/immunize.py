@@ -30,7 +30,7 @@ from ..models.base import find_head
 from ..tasks import Task, for_model
 from ..train import LoopConfig, predict
 from .base import register_lock
-from .restricted import RestrictedLock, SimulatedAttack
+from .restricted import RestrictedLock, RestrictedRecord, SimulatedAttack
 
 
 @dataclass
@@ -42,8 +42,6 @@ class ImmunizeConfig:
     lam_well: float = option(0.1, "weight of +log kappa of the authorized features")
     eps: float = option(1e-3, "smoothing: sigma_min is read as sigma_min + eps * sigma_max (kappa <= 1 / eps)")
     attack: SimulatedAttack = option(factory=SimulatedAttack, help="the certificate's simulated attack")
-    retain_task: str | None = option(None, "recorded by apply: the authorized task")
-    kappa_at_lock: float | None = option(None, "recorded by apply: log10 kappa of the restricted feature covariance")
 
     def __post_init__(self):
         check_float("immunize", "lam_ill", self.lam_ill, 0.0)
@@ -91,12 +89,17 @@ def feature_log10_kappa(model: nn.Module, task: Task, n: int = 512) -> float:
         grab.remove()
 
 
-@register_lock
+@dataclass
+class ImmunizeRecord(RestrictedRecord):
+    kappa_at_lock: float | None = option(None, "log10 kappa of the restricted feature covariance at lock time")
+
+
+@register_lock("immunize", ImmunizeConfig,
+               example={"restricted": "digits-permuted-1", "loop": {"optimizer": "adam", "lr": 1e-3, "max_steps": 20, "batch_size": 32, "device": "cpu"}, "attack": {"steps": 5, "max_accuracy": 1.0}})
 class ImmunizeLock(RestrictedLock):
     """Condition-number immunization of the features; certifies one simulated attack's end accuracy."""
 
-    name = "immunize"
-    config_cls = ImmunizeConfig
+    record_cls = ImmunizeRecord
     mechanism = ("condition-number immunization: the restricted domain's feature covariance was made ill-conditioned, "
                  "which slows gradient descent on a linear probe over those features")
 
@@ -118,10 +121,10 @@ class ImmunizeLock(RestrictedLock):
 
         return loss_fn, sums, grab.remove
 
-    def after_apply(self, locked, restricted) -> None:
-        self.cfg.kappa_at_lock = feature_log10_kappa(locked, restricted)
+    def after_apply(self, locked, restricted) -> dict:
+        return {"kappa_at_lock": feature_log10_kappa(locked, restricted)}
 
-    def details(self, model) -> dict:
+    def details(self, model, record: ImmunizeRecord) -> dict:
         task = self._tasks.get(self.cfg.restricted)
         now = None if task is None else feature_log10_kappa(model, task)
-        return {"log10_kappa_restricted_at_lock": self.cfg.kappa_at_lock, "log10_kappa_restricted_now": now}
+        return {"log10_kappa_restricted_at_lock": record.kappa_at_lock, "log10_kappa_restricted_now": now}

@@ -36,7 +36,6 @@ class RepNoiseConfig:
     alpha: float = option(1.0, "weight of the (bounded) ascent on the restricted task's loss")
     beta: float = option(1.0, "weight of the noise term: MMD between restricted representations and N(0, I)")
     attack: SimulatedAttack = option(factory=SimulatedAttack, help="the certificate's simulated attack")
-    retain_task: str | None = option(None, "recorded by apply: the authorized task")
 
     def __post_init__(self):
         check_float("repnoise", "alpha", self.alpha, 0.0)
@@ -65,12 +64,11 @@ def hidden_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and m is not head]
 
 
-@register_lock
+@register_lock("repnoise", RepNoiseConfig,
+               example={"restricted": "digits-permuted-1", "loop": {"optimizer": "adam", "lr": 1e-3, "max_steps": 20, "batch_size": 32, "device": "cpu"}, "attack": {"steps": 5, "max_accuracy": 1.0}})
 class RepNoiseLock(RestrictedLock):
     """RepNoise-style representation noising; certifies one simulated fine-tuning attack's end accuracy."""
 
-    name = "repnoise"
-    config_cls = RepNoiseConfig
     mechanism = ("representation noising: the restricted domain's hidden representations were pushed towards "
                  "Gaussian noise, so fine-tuning must rebuild them")
 
@@ -102,5 +100,5 @@ class RepNoiseLock(RestrictedLock):
 
         return loss_fn, sums, cleanup
 
-    def details(self, model) -> dict:
+    def details(self, model, record) -> dict:
         return {"alpha": self.cfg.alpha, "beta": self.cfg.beta}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Iterator
 
@@ -19,10 +18,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import option, to_dict
+from ..config import option
 from ..tasks import Task, for_model
 from ..train import LoopConfig, LoopHooks, accuracy, batches, clone_model, evaluate, fit
-from .base import Certificate, LockReport, TaskLock
+from .base import Certificate, Locked, TaskLock, trained
 
 
 @dataclass
@@ -104,12 +103,22 @@ def attack_certificate(lock: str, model: nn.Module, task: Task, attack: Simulate
     )
 
 
+@dataclass
+class RestrictedRecord:
+    """What a restricted-domain lock's apply measured: the claim its certificate checks."""
+
+    retain_task: str | None = option(None, "the authorized task")
+    max_accuracy: float | None = option(None, "the claim: the simulated attack ends at or below this accuracy "
+                                              "(the config's, else the restricted task's chance + 0.10)")
+
+
 class RestrictedLock(TaskLock):
     """What the restricted-domain locks share: config handling, the restricted task, the training run over
-    the authorized task's split and the certificate. A subclass sets `name`, `config_cls` (a dataclass with
-    `restricted`, `loop`, `attack` and `retain_task`) and `mechanism`, and implements `objective`."""
+    the authorized task's split and the certificate. A subclass is registered with its config (a dataclass
+    with `restricted`, `loop` and `attack`), sets `mechanism`, and implements `objective`."""
 
     mechanism: ClassVar[str]
+    record_cls = RestrictedRecord
 
     def restricted_task(self) -> Task:
         if not self.cfg.restricted:
@@ -120,11 +129,12 @@ class RestrictedLock(TaskLock):
         """(loss_fn(model, x, y) -> (loss, {}), running sums (with "n") that it adds to, cleanup or None)."""
         raise NotImplementedError
 
-    def details(self, model: nn.Module | None) -> dict:
+    def details(self, model: nn.Module | None, record: RestrictedRecord) -> dict:
         """Extra certificate details (the lock's own settings and measurements)."""
         return {}
 
-    def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
+    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False,
+              checkpoint=None) -> Locked:
         if retain is None:
             raise ValueError(f"{self.name}: apply needs the retain (authorized) task")
         restricted = for_model(self.restricted_task(), model)
@@ -133,41 +143,40 @@ class RestrictedLock(TaskLock):
         retain = for_model(retain, model)
         torch.manual_seed(self.cfg.loop.seed)
         locked = clone_model(model)
-        report = LockReport(locked, to_dict(self.cfg))
-        report.accuracy_before = evaluate(model, retain)
         stream = endless(restricted, self.cfg.loop.batch_size, self.cfg.loop.seed + 1)
         loss_fn, sums, cleanup = self.objective(locked, restricted, stream)
 
         def on_epoch(epoch: int) -> dict:
             n = max(1, sums["n"])
             out = {k: v / n for k, v in sums.items() if k != "n"}
-            sums.update({k: 0.0 for k in sums})
+            sums.update(dict.fromkeys(sums, 0.0))
             return {**out, "retain_accuracy": evaluate(locked, retain)}
 
-        t0 = time.perf_counter()
-        try:
-            res = fit(locked, retain, self.cfg.loop, loss_fn, LoopHooks(on_epoch=on_epoch, checkpoint=self.checkpoint),
-                      desc=self.name, progress=self.progress)
-        finally:
-            if cleanup is not None:
-                cleanup()
-        report.steps, report.loop_s, report.history, report.stopped = (res.steps, time.perf_counter() - t0,
-                                                                       res.epochs, res.stopped)
-        report.accuracy_after = evaluate(locked, retain)
-        self._report = report
-        self.cfg.retain_task = retain.name
-        if self.cfg.attack.max_accuracy is None:
-            self.cfg.attack = dataclasses.replace(self.cfg.attack, max_accuracy=min(1.0, restricted.chance + 0.10))
-        self.after_apply(locked, restricted)
-        return locked
+        def run():
+            try:
+                return fit(locked, retain, self.cfg.loop, loss_fn, LoopHooks(on_epoch=on_epoch, checkpoint=checkpoint),
+                           desc=self.name, progress=progress)
+            finally:
+                if cleanup is not None:
+                    cleanup()
 
-    def after_apply(self, locked: nn.Module, restricted: Task) -> None:
-        """Record what the lock measures on its result (nothing by default)."""
+        report = trained(model, locked, retain, self.cfg, run)
+        claim = self.cfg.attack.max_accuracy
+        claim = min(1.0, restricted.chance + 0.10) if claim is None else claim
+        record = self.record_cls(retain_task=retain.name, max_accuracy=claim,
+                                 **self.after_apply(locked, restricted))
+        return Locked(locked, record, report)
 
-    def certify(self, model: nn.Module) -> list[Certificate]:
-        if self.cfg.attack.max_accuracy is None:
+    def after_apply(self, locked: nn.Module, restricted: Task) -> dict:
+        """Extra record fields the lock measures on its result (none by default)."""
+        return {}
+
+    def certify(self, model: nn.Module, record: RestrictedRecord) -> list[Certificate]:
+        claim = record.max_accuracy if record.max_accuracy is not None else self.cfg.attack.max_accuracy
+        if claim is None:
             raise ValueError(f"{self.name}: no claim recorded; apply the lock first")
         task = self.restricted_task()
-        return [attack_certificate(self.name, model, task, self.cfg.attack, self.mechanism,
-                                   {"restricted": self.cfg.restricted, "retain_task": self.cfg.retain_task,
-                                    **self.details(model)})]
+        attack = dataclasses.replace(self.cfg.attack, max_accuracy=claim)
+        return [attack_certificate(self.name, model, task, attack, self.mechanism,
+                                   {"restricted": self.cfg.restricted, "retain_task": record.retain_task,
+                                    **self.details(model, record)})]

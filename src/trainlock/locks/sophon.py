@@ -51,7 +51,6 @@ class SophonConfig:
     suppression: str = option("ice", "ice: inverse cross-entropy -log(1 - p_y); klu: KL to uniform",
                               choices=lambda: SUPPRESSIONS)
     attack: SimulatedAttack = option(factory=SimulatedAttack, help="the certificate's simulated attack")
-    retain_task: str | None = option(None, "recorded by apply: the authorized task")
 
     def __post_init__(self):
         check_float("sophon", "alpha", self.alpha, 0.0, 1.0)
@@ -108,12 +107,11 @@ def _direction(cfg: SophonConfig, moments: tuple, g: torch.Tensor, k: int) -> to
     return mh / (vh.sqrt() + 1e-8)
 
 
-@register_lock
+@register_lock("sophon", SophonConfig,
+               example={"restricted": "digits-permuted-1", "inner_steps": 1, "loop": {"optimizer": "adam", "lr": 1e-3, "max_steps": 20, "batch_size": 32, "device": "cpu"}, "attack": {"steps": 5, "max_accuracy": 1.0}})
 class SophonLock(RestrictedLock):
     """SOPHON-style fine-tuning suppression; certifies one simulated fine-tuning attack's end accuracy."""
 
-    name = "sophon"
-    config_cls = SophonConfig
     mechanism = ("fine-tuning suppression: the weights were trained so that simulated fine-tuning on the restricted "
                  "domain keeps predicting it badly")
 
@@ -132,6 +130,6 @@ class SophonLock(RestrictedLock):
 
         return loss_fn, sums, None
 
-    def details(self, model) -> dict:
+    def details(self, model, record) -> dict:
         return {"alpha": self.cfg.alpha, "inner_steps": self.cfg.inner_steps, "inner_lr": self.cfg.inner_lr,
                 "inner_optimizer": self.cfg.inner_optimizer}

@@ -27,7 +27,7 @@ import torch.nn as nn
 from ..config import option
 from ..tasks import Task
 from ..train import clone_model
-from .base import Certificate, ConfiguredLock, register_lock
+from .base import BaseLock, Certificate, Locked, register_lock
 from .compress import magnitude_prune
 from .lockable import find_lockable
 from .spectral_cap import ProjectionHook, attach_projection
@@ -55,7 +55,6 @@ class SparsityConfig:
     fraction: float | None = option(None, "prune this fraction of the lockable weights (give fraction or k)")
     k: int | None = option(None, "keep at most this many lockable weights nonzero (give fraction or k)")
     scope: str = option("global", "magnitude_prune scope for fraction: global or layer")
-    max_nonzero: int | None = option(None, "recorded by apply: the certified bound")
 
     def __post_init__(self):
         if (self.fraction is None) == (self.k is None):
@@ -76,14 +75,20 @@ def count_nonzero(model: nn.Module) -> dict[str, int]:
     return {l.name: int(torch.count_nonzero(l.param.detach())) for l in find_lockable(model)}
 
 
-@register_lock
-class SparsityLock(ConfiguredLock):
+@dataclass
+class SparsityRecord:
+    max_nonzero: int | None = option(None, "the certified bound on nonzero lockable weights, measured by apply")
+
+
+@register_lock("sparsity", SparsityConfig,
+               example={"fraction": 0.5})
+class SparsityLock(BaseLock):
     """Magnitude-prune the lockable weights and keep the pruned entries at zero."""
 
-    name = "sparsity"
-    config_cls = SparsityConfig
+    record_cls = SparsityRecord
 
-    def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
+    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False,
+              checkpoint=None) -> Locked:
         lockables = find_lockable(model)  # ValueError when there is nothing to prune
         total = sum(l.param.numel() for l in lockables)
         if self.cfg.k is not None:
@@ -105,11 +110,10 @@ class SparsityLock(ConfiguredLock):
         bound = kept if self.cfg.k is None else min(kept, self.cfg.k)
         if kept > bound:  # cannot happen with the global threshold; guard the claim anyway
             raise ValueError(f"sparsity: pruning kept {kept} weights, more than k={self.cfg.k}")
-        self.cfg.max_nonzero = bound
-        return locked
+        return Locked(locked, SparsityRecord(bound))
 
-    def certify(self, model: nn.Module) -> list[Certificate]:
-        bound = self.cfg.max_nonzero if self.cfg.max_nonzero is not None else self.cfg.k
+    def certify(self, model: nn.Module, record: SparsityRecord) -> list[Certificate]:
+        bound = record.max_nonzero if record.max_nonzero is not None else self.cfg.k
         if bound is None:
             raise ValueError("sparsity: no bound recorded; apply the lock first (or give k)")
         layers = count_nonzero(model)
@@ -138,4 +142,4 @@ class SparsityLock(ConfiguredLock):
 
 
 
-__all__ = ["MaskHook", "SparsityConfig", "SparsityLock", "count_nonzero"]
+__all__ = ["MaskHook", "SparsityConfig", "SparsityLock", "SparsityRecord", "count_nonzero"]

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import check_float, check_int, from_dict, option, to_dict
+from ..config import check_float, check_int, option, to_dict
 from ..linalg.spectral import SpectralState
 from ..tasks import Task, for_model
 from ..train import (
@@ -31,7 +30,7 @@ from ..train import (
     fit,
     resolve_device,
 )
-from .base import Certificate, LockDefaults, LockReport, register_lock
+from .base import BaseLock, Certificate, Locked, LockReport, register_lock, trained
 from .lockable import Lockable, find_lockable, sigma_report
 
 logger = logging.getLogger(__name__)
@@ -133,9 +132,7 @@ def specdef(model: nn.Module, cfg: SpecDefConfig, retain: Task, progress: bool =
         for p in original.parameters():
             p.requires_grad_(False)
     retain_loss = _retain_loss(cfg.retain, original)
-    report = LockReport(locked, cfg.to_dict())
-    report.sigma_before = sigma_report(lockables, cfg.top_k)
-    report.accuracy_before = evaluate(model, retain)
+    sigma_before = sigma_report(lockables, cfg.top_k)
     sums: dict[str, float] = {"retain": 0.0, "sigma": 0.0, "n": 0}
 
     work, work_lockables = locked, lockables  # under --fsdp: a sharded copy, trained, then gathered back
@@ -170,82 +167,68 @@ def specdef(model: nn.Module, cfg: SpecDefConfig, retain: Task, progress: bool =
     hooks = LoopHooks(on_epoch=on_epoch, checkpoint=checkpoint)
     if checkpoint is not None:
         checkpoint.state = _SpecDefState(lockables, sums)
-    t0 = time.perf_counter()
-    result: LoopResult = fit(work, retain, cfg.loop, loss_fn, hooks, desc="lock", progress=progress)
-    if work is not locked:  # every rank gathers the trained shards into the plain model
-        locked.load_state_dict(distributed.full_state_dict(work))
-    report.steps, report.loop_s = result.steps, time.perf_counter() - t0
-    report.history = result.epochs
-    report.stopped = result.stopped
-    report.sigma_after = sigma_report(lockables, cfg.top_k)
-    report.accuracy_after = evaluate(locked, retain)
-    if result.stopped:
-        logger.warning("lock stopped early: %s", result.stopped)
+
+    def run() -> LoopResult:
+        result = fit(work, retain, cfg.loop, loss_fn, hooks, desc="lock", progress=progress)
+        if work is not locked:  # every rank gathers the trained shards into the plain model
+            locked.load_state_dict(distributed.full_state_dict(work))
+        return result
+
+    report = trained(model, locked, retain, cfg, run)
+    report.sigma_before, report.sigma_after = sigma_before, sigma_report(lockables, cfg.top_k)
+    if report.stopped:
+        logger.warning("lock stopped early: %s", report.stopped)
     return report
 
 
 # ---------------------------------------------------------------- the registered lock
 
 
-@register_lock
-class SpecDefLock(LockDefaults):
+@dataclass
+class SpecDefRecord:
+    recorded_sigma_max: dict = option(factory=dict, help="{weight name: sigma_max} measured right after locking")
+
+
+@register_lock("specdef", SpecDefConfig,
+               example={"loop": {"lr": 1.0, "max_steps": 10, "batch_size": 32, "device": "cpu"}})
+class SpecDefLock(BaseLock):
     """SpecDef as a registered lock: `apply` runs `specdef()` on the retain task and records each
     lockable weight's sigma_max; `certify` checks that every one still has (within tol) at least that.
 
     sigma_max is measured on each weight read as an (out, in*kh*kw) matrix by an exact SVD, also
     when the lock ran with conv_mode="operator" (the operator norm needs input sizes, not only
-    weights), so recorded and measured values always use the same method. The records live on the
-    lock (`recorded_sigma_max`), and `config()` returns them beside the config's fields.
+    weights), so recorded and measured values always use the same method.
     """
 
-    name = "specdef"
-
-    def __init__(self, config: SpecDefConfig | None = None, recorded_sigma_max: dict | None = None):
-        self.cfg = config if config is not None else SpecDefConfig()
-        self.recorded_sigma_max = dict(recorded_sigma_max) if recorded_sigma_max else None
-        self._report: LockReport | None = None
-        self.checkpoint: Checkpoint | None = None  # set by the caller for a resumable lock run
-
-    @classmethod
-    def from_config(cls, data: dict) -> "SpecDefLock":
-        data = dict(data)
-        recorded = data.pop("recorded_sigma_max", None)
-        return cls(from_dict(SpecDefConfig, data), recorded)
-
-    def config(self) -> dict:
-        return {**to_dict(self.cfg), "recorded_sigma_max": self.recorded_sigma_max}
-
-    def report(self) -> LockReport | None:
-        return self._report
+    record_cls = SpecDefRecord
 
     def _layers(self, model: nn.Module) -> dict[str, float]:
         lockables = find_lockable(model, self.cfg.include, self.cfg.exclude)
         return {n: v[0] for n, v in sigma_report(lockables, 1)["layers"].items()}
 
-    def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
+    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False,
+              checkpoint: Checkpoint | None = None) -> Locked:
         if retain is None:
             raise ValueError("specdef: apply needs the retain (authorized) task; got retain=None")
         find_lockable(model, self.cfg.include, self.cfg.exclude)  # ValueError before any training
-        report = specdef(model, self.cfg, retain, progress=self.progress, checkpoint=self.checkpoint)
+        report = specdef(model, self.cfg, retain, progress=progress, checkpoint=checkpoint)
         before = model.state_dict()
         if all(torch.equal(v.detach().cpu(), before[k].detach().cpu()) for k, v in report.model.state_dict().items()):
             raise ValueError("specdef: the lock left the model unchanged" +
                              (f" ({report.stopped})" if report.stopped else "") +
                              "; a certificate would claim a lock that is not there. Lower the learning rate or check "
                              "the retain task")
-        self.recorded_sigma_max = self._layers(report.model)
-        self._report = report
-        return report.model
+        return Locked(report.model, SpecDefRecord(self._layers(report.model)), report)
 
-    def certify(self, model: nn.Module) -> list[Certificate]:
-        if not self.recorded_sigma_max:
+    def certify(self, model: nn.Module, record: SpecDefRecord) -> list[Certificate]:
+        if not record.recorded_sigma_max:
             raise ValueError("specdef: no sigma_max recorded; apply the lock first")
         try:
             measured = self._layers(model)
         except ValueError:
             measured = {}
         ratios = {n: (measured[n] / r if r > 0 else float("inf")) if n in measured else 0.0
-                  for n, r in self.recorded_sigma_max.items()}
+                  for n, r in record.recorded_sigma_max.items()}
         return [Certificate(
             lock=self.name,
             invariant="min over lockable weights of sigma_max(W) / sigma_max recorded at lock time",
@@ -271,7 +254,7 @@ class SpecDefLock(LockDefaults):
                 "not resistance to removal"
             ),
             method="exact SVD (sigma_report) of each weight read as an (out, in*kh*kw) matrix",
-            details={"measured": measured, "recorded": dict(self.recorded_sigma_max), "ratios": ratios,
+            details={"measured": measured, "recorded": dict(record.recorded_sigma_max), "ratios": ratios,
                      "tol": self.cfg.tol},
         )]
 

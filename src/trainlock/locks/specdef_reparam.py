@@ -46,7 +46,7 @@ from ..models.compensated import get_module as _get
 from ..models.compensated import set_module as _set
 from ..tasks import Task
 from ..train import clone_model
-from .base import Certificate, ConfiguredLock, register_lock
+from .base import BaseLock, Certificate, Locked, register_lock
 
 
 @dataclass
@@ -55,8 +55,6 @@ class SpecDefReparamConfig:
     k: int = option(1, "singular values inflated per layer")
     factor: float = option(1e4, "multiplier of the top-k singular values")
     tol: float = option(1e-3, "relative tolerance of the certificates")
-    recorded: dict | None = option(None, "recorded by apply: {name: {in, out, bias, sigma: top-k of C W~, fold_error: "
-                                         "||C W~ - W||_2 / ||W||_2 of the stored weights (the dtype's rounding)}}")
 
     def __post_init__(self):
         if not isinstance(self.k, int) or self.k < 1:
@@ -113,12 +111,19 @@ def _product(w: Compensated) -> torch.Tensor:
     return w.comp.weight.detach().double() @ w.layer.weight.detach().double()
 
 
-@register_lock
-class SpecDefReparamLock(ConfiguredLock):
-    name = "specdef-reparam"
-    config_cls = SpecDefReparamConfig
+@dataclass
+class SpecDefReparamRecord:
+    recorded: dict | None = option(None, "{name: {in, out, bias, sigma: top-k of C W~, fold_error: "
+                                         "||C W~ - W||_2 / ||W||_2 of the stored weights (the dtype's rounding)}}")
 
-    def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
+
+@register_lock("specdef-reparam", SpecDefReparamConfig,
+               example={"factor": 100.0})
+class SpecDefReparamLock(BaseLock):
+    record_cls = SpecDefReparamRecord
+
+    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False,
+              checkpoint=None) -> Locked:
         """A copy with the chosen Linear layers deformed and compensated; `retain` is not needed."""
         names = select_linears(model, self.cfg.layers)
         for n in names:
@@ -144,15 +149,14 @@ class SpecDefReparamLock(ConfiguredLock):
             err = float(torch.linalg.matrix_norm(P - W, ord=2) / torch.linalg.matrix_norm(W, ord=2).clamp_min(1e-300))
             recorded[n] = {"in": w.in_features, "out": w.out_features, "bias": w.layer.bias is not None,
                            "sigma": [float(s) for s in sigma[: self.cfg.k]], "fold_error": err}
-        self.cfg.recorded = recorded
-        return locked
+        return Locked(locked, SpecDefReparamRecord(recorded))
 
-    def certify(self, model: nn.Module) -> list[Certificate]:
-        if not self.cfg.recorded:
+    def certify(self, model: nn.Module, record: SpecDefReparamRecord) -> list[Certificate]:
+        if not record.recorded:
             raise ValueError("specdef-reparam: nothing recorded; apply the lock first")
         f, tol, k = float(self.cfg.factor), self.cfg.tol, self.cfg.k
         present, problems, ratios, deviations = [], {}, {}, {}
-        for n, rec in self.cfg.recorded.items():
+        for n, rec in record.recorded.items():
             try:
                 w = _get(model, n)
             except AttributeError:
@@ -177,7 +181,7 @@ class SpecDefReparamLock(ConfiguredLock):
             ratios[n] = float(s_def / s_prod[0]) if s_prod[0] > 0 else float("inf")
             want = torch.tensor(rec["sigma"], dtype=torch.float64)
             deviations[n] = float(((s_prod[:k] - want).abs() / want.abs().clamp_min(1e-30)).max())
-        unmeasured = [n for n in self.cfg.recorded if n not in ratios]
+        unmeasured = [n for n in record.recorded if n not in ratios]
         for n in unmeasured:  # a layer that cannot be measured fails both value certificates
             ratios.setdefault(n, 0.0)
             deviations.setdefault(n, 1.0)
@@ -188,7 +192,7 @@ class SpecDefReparamLock(ConfiguredLock):
                      "transform does this) and the original layer is back, with its original spectrum; "
                      "the compensation layer is not part of the function, only of its factorization"),
         )
-        n_rec = len(self.cfg.recorded)
+        n_rec = len(record.recorded)
         certs = [Certificate(
             lock=self.name,
             invariant="number of recorded layers present as Compensated(Linear W~, bias-free Linear C) wrappers",
@@ -226,8 +230,8 @@ class SpecDefReparamLock(ConfiguredLock):
                          "one that was locked (up to rotations, which the spectrum does not see)",
             preservation="none claimed: any update of W~ or C may change the product",
             method="exact SVD in float64 of C W~",
-            details={"deviations": deviations, "recorded": {n: r["sigma"] for n, r in self.cfg.recorded.items()},
-                     "fold_error": {n: r.get("fold_error") for n, r in self.cfg.recorded.items()}},
+            details={"deviations": deviations, "recorded": {n: r["sigma"] for n, r in record.recorded.items()},
+                     "fold_error": {n: r.get("fold_error") for n, r in record.recorded.items()}},
             **common,
         )]
         return certs

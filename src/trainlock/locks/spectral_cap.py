@@ -44,7 +44,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from ..config import option
 from ..tasks import Task
 from ..train import clone_model
-from .base import Certificate, ConfiguredLock, register_lock
+from .base import BaseLock, Certificate, Locked, NoRecord, register_lock
 from .lockable import find_lockable
 
 # ------------------------------------------------------------------ shared projection machinery
@@ -196,14 +196,13 @@ def _check_regex(what: str, pattern: str | None) -> None:
         raise ValueError(f"{what} is not a valid regular expression ({pattern!r}: {e})") from None
 
 
-@register_lock
-class SpectralCapLock(ConfiguredLock):
+@register_lock("spectral-cap", SpectralCapConfig,
+               example={"max_sigma": 0.5})
+class SpectralCapLock(BaseLock):
     """Cap every lockable weight's spectral norm at `max_sigma` and keep it there in training."""
 
-    name = "spectral-cap"
-    config_cls = SpectralCapConfig
-
-    def apply(self, model: nn.Module, retain: Task | None = None) -> nn.Module:
+    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False,
+              checkpoint=None) -> Locked:
         """A copy with every selected weight projected to sigma_max <= L and the hooks attached.
         Raises ValueError (before touching anything) when the model has no selected 2-D weight."""
         find_lockable(model, self.cfg.include, self.cfg.exclude)  # fails early, on the original
@@ -211,9 +210,9 @@ class SpectralCapLock(ConfiguredLock):
         for l in find_lockable(locked, self.cfg.include, self.cfg.exclude):
             p_name = l.name.rsplit(".", 1)[-1]
             attach_projection(l.module, SpectralCapHook(p_name, self.cfg.max_sigma))
-        return locked
+        return Locked(locked, NoRecord())
 
-    def certify(self, model: nn.Module) -> list[Certificate]:
+    def certify(self, model: nn.Module, record: NoRecord) -> list[Certificate]:
         L = float(self.cfg.max_sigma)
         layers = {l.name: sigma_max(l.param) for l in find_lockable(model, self.cfg.include, self.cfg.exclude)}
         worst = max(layers.values())
