@@ -10,7 +10,8 @@ pytest.importorskip("optuna")
 
 from trainlock.cli.main import main  # noqa: E402
 from trainlock.io.artifacts import load, save  # noqa: E402
-from trainlock.tune import TuneConfig, _choose, _pareto, tune  # noqa: E402
+from trainlock.tune import TuneConfig, tune  # noqa: E402
+from trainlock.tune.study import _choose, _pareto  # noqa: E402
 
 
 def test_pareto_and_choice():
@@ -78,7 +79,7 @@ def test_cli_tune(tiny_base, digits_permuted, tmp_path, capsys):
     assert json.loads((tmp_path / "t.json").read_text())["chosen"]["number"] == 0
 
 
-@pytest.mark.parametrize("name", sorted(__import__("trainlock.tune.spaces", fromlist=["SPACES"]).SPACES))
+@pytest.mark.parametrize("name", __import__("trainlock.tune.spaces", fromlist=["SPACES"]).SPACES.names())
 def test_every_space_draws_valid_configs(name, tiny_base, digits_permuted):
     import optuna
 
@@ -88,7 +89,7 @@ def test_every_space_draws_valid_configs(name, tiny_base, digits_permuted):
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(6):
         trial = study.ask()
-        cfg = SPACES[name](trial, tiny_base, digits_permuted)
+        cfg = SPACES.get(name)(trial, tiny_base, digits_permuted)
         lk = LOCKS.get(name)(cfg)  # the config validates in __post_init__; the lock takes it
         assert lk.config() and trial.params
         if hasattr(cfg, "restricted"):  # restricted-domain locks train against the tuning task, and only it

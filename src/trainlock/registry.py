@@ -8,6 +8,7 @@ lock and a miss can say to load it.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -25,6 +26,21 @@ def loading(source: str) -> Iterator[None]:
         yield
     finally:
         _loading.pop()
+
+
+def _called_from_plugin() -> bool:
+    """Whether the registration now under way comes from outside trainlock: walking out from here, a frame of
+    another package comes before the top level of a trainlock module (a built-in module imported while a
+    plugin loads registers as built-in)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if not (module == "trainlock" or module.startswith("trainlock.")):
+            return True
+        if frame.f_code.co_name == "<module>":
+            return False
+        frame = frame.f_back
+    return False
 
 
 class UnknownNameError(KeyError):
@@ -66,7 +82,7 @@ class Registry(Generic[T]):
         if name in self._items:
             raise ValueError(f"{self.kind} {name!r} is already registered (by {self.origin(name) or 'trainlock'})")
         self._items[name] = obj
-        self._origin[name] = _loading[-1] if _loading else None
+        self._origin[name] = _loading[-1] if _loading and _called_from_plugin() else None
 
     def origin(self, name: str) -> str | None:
         """The plugin that registered `name` (a path or module name), None for a built-in entry."""

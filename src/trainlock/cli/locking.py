@@ -23,8 +23,8 @@ logger = logging.getLogger(__name__)
 LOCK_DESCRIPTION = """\
 SpecDef by default: loss = alpha * retain_loss - (1 - alpha) * mean(top-k sigma of every weight), on
 the model's own task (or --retain-task), with the flags below. --spec builds any registered lock
-instead (frozen, spectral-cap, sparsity, energy, architecture, specdef-reparam, composite) from a
-JSON / YAML file or inline JSON, and then the SpecDef flags are ignored. The locked model is saved
+instead (`trainlock locks` lists them; a plugin's with --plugin) from a JSON / YAML file or inline JSON,
+and then the SpecDef flags are ignored. The locked model is saved
 with its certificates (what the lock claims, measured from the weights) and, with a retain task, its
 conservation certificate (accuracy drop, KL, Pinsker bound); check it later with `trainlock verify`."""
 
@@ -283,7 +283,8 @@ def cmd_locks(args) -> int:
         for name in LOCKS.names():
             cls = LOCKS.get(name)
             doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
-            print(f"{name:<16} {doc[0] if doc else ''}")
+            origin = LOCKS.origin(name)
+            print(f"{name:<16} {doc[0] if doc else ''}" + (f"  [plugin: {origin}]" if origin else ""))
         return 0
     from .. import tasks
     from ..atomic import exclusive

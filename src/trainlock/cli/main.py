@@ -27,6 +27,9 @@ EPILOG = """examples:
   trainlock demo   --quick                           the whole story in under two minutes
 
 Tasks are registered names (see `trainlock tasks`) or npz:PATH / idx:DIR for your own data.
+Your own lock, attack stage, task, model, transform, optimizer or search space, one file each:
+  trainlock --plugin my_lock.py lock runs/base --out runs/mine --spec '{"type": "my-lock"}'
+  (also TRAINLOCK_PLUGINS=a.py:pkg.mod, and the `trainlock.plugins` entry-point group; docs/extending.md)
 `trainlock COMMAND --help` explains each command's flags and their defaults.
 """
 
@@ -45,6 +48,10 @@ def build_parser(only: Iterable[str] | None = None) -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--debug", action="store_true", help="show debug logs and full tracebacks")
+    p.add_argument("--plugin", action="append", default=[], metavar="PATH.py|MODULE",
+                   help="import a plugin first (repeatable): a .py file or a module that registers locks, attack "
+                        "stages, transforms, optimizers, tasks, models or tune search spaces; also "
+                        "TRAINLOCK_PLUGINS (separated by ':') and installed packages' `trainlock.plugins` entry points")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch threads (default: OMP_NUM_THREADS, else the cores available); idle threads "
                         "always sleep (OMP_WAIT_POLICY=PASSIVE unless set)")
@@ -57,6 +64,7 @@ def build_parser(only: Iterable[str] | None = None) -> argparse.ArgumentParser:
             add(s)
         s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         s.add_argument("--threads", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        s.add_argument("--plugin", action="append", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         s.set_defaults(fn=run)
     return p
 
@@ -64,6 +72,17 @@ def build_parser(only: Iterable[str] | None = None) -> argparse.ArgumentParser:
 def _command(argv: list[str]) -> str | None:
     names = {c[0] for c in COMMANDS}
     return next((a for a in argv if a in names), None)
+
+
+def _plugin_flags(argv: list[str]) -> list[str]:
+    """The --plugin values, read before the parser is built (a plugin's names appear in --help and choices)."""
+    out = []
+    for i, a in enumerate(argv):
+        if a.startswith("--plugin="):
+            out.append(a.split("=", 1)[1])
+        elif a == "--plugin" and i + 1 < len(argv):
+            out.append(argv[i + 1])
+    return out
 
 
 def _threads_flag(argv: list[str]) -> int | None:
@@ -109,10 +128,16 @@ def setup_logging(debug: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .. import plugins
     from ..registry import UnknownNameError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     set_thread_policy(_threads_flag(argv))
+    try:
+        plugins.load_all(_plugin_flags(argv))
+    except plugins.PluginError as e:
+        print(f"trainlock: error: {e}", file=sys.stderr)
+        return 2
     command = _command(argv)
     args = build_parser(only=[command] if command else []).parse_args(argv)
     setup_logging(args.debug)

@@ -17,6 +17,7 @@ from . import (  # noqa: F401  (importing each module registers its lock)
 )
 from .base import (
     LOCKS,
+    SPACES,
     BaseLock,
     Certificate,
     Lock,
@@ -26,13 +27,14 @@ from .base import (
     RecordedLock,
     TaskLock,
     register_lock,
+    register_space,
 )
 from .factory import lock_factory, lock_from_meta
 from .lockable import Lockable, find_lockable, sigma_report
 from .specdef import SpecDefConfig, SpecDefLock, specdef, specdef_loop, spectral_term
 
 __all__ = [
-    "LOCKS", "BaseLock", "Certificate", "Lock", "LockReport", "Lockable", "Locked", "NoRecord", "RecordedLock",
+    "LOCKS", "SPACES", "BaseLock", "Certificate", "Lock", "LockReport", "Lockable", "Locked", "NoRecord", "RecordedLock",
     "SpecDefConfig", "SpecDefLock", "TaskLock", "find_lockable", "lock_factory", "lock_from_meta", "register_lock",
-    "sigma_report", "specdef", "specdef_loop", "spectral_term",
+    "register_space", "sigma_report", "specdef", "specdef_loop", "spectral_term",
 ]

@@ -279,6 +279,15 @@ def register_lock(name: str, config_cls: type, *, example: dict | None = None) -
     return deco
 
 
+SPACES: Registry[Callable] = Registry("search space")
+
+
+def register_space(lock: str) -> Callable[[Callable], Callable]:
+    """Decorator: the `tune` search space of lock `lock`, a function `space(trial, model, attack) -> config`
+    that draws the lock's settings with Optuna's `trial.suggest_*` (`attack` is the tuning task)."""
+    return SPACES.register(lock)
+
+
 def private_fields(config_cls: type) -> set[str]:
     """Names of the config's fields marked `option(..., private=True)`: kept out of a public release."""
     if not dataclasses.is_dataclass(config_cls):
@@ -286,5 +295,5 @@ def private_fields(config_cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(config_cls) if f.metadata.get("private")}
 
 
-__all__ = ["LOCKS", "BaseLock", "Certificate", "Lock", "LockReport", "Locked", "NoRecord", "RecordedLock",
-           "TaskLock", "option", "private_fields", "register_lock", "trained"]
+__all__ = ["LOCKS", "SPACES", "BaseLock", "Certificate", "Lock", "LockReport", "Locked", "NoRecord", "RecordedLock",
+           "TaskLock", "option", "private_fields", "register_lock", "register_space", "trained"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..registry import UnknownNameError
 from . import bigbench, builtin, extra  # noqa: F401  (register the built-in tasks)
-from .base import TASKS, Task, TaskDataError, TaskSpec
+from .base import TASKS, Task, TaskDataError, TaskSpec, register_task
 from .builtin import permuted
 from .files import load_hf, load_idx_dir, load_npz, load_torchvision, read_idx
 from .text import TextTask, for_model, load_csv, load_jsonl
@@ -79,4 +79,5 @@ __all__ = [
     "names",
     "permuted",
     "read_idx",
+    "register_task",
 ]

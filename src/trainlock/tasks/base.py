@@ -104,3 +104,16 @@ class TaskSpec:
 
 
 TASKS: Registry[TaskSpec] = Registry("task")
+
+
+def register_task(name: str, *, description: str = "", available: Callable[[], bool] | None = None,
+                  install_hint: str = "") -> Callable[[Callable[[], Task]], Callable[[], Task]]:
+    """Decorator: register a function returning the Task `name` (called when the task is used, not at
+    registration; cache it yourself if loading is slow). `available` says whether its data is present
+    (default: always), `install_hint` how to get it."""
+
+    def deco(load: Callable[[], Task]) -> Callable[[], Task]:
+        TASKS.add(name, TaskSpec(name, load, available or (lambda: True), install_hint or "-", description))
+        return load
+
+    return deco

@@ -1,4 +1,5 @@
-"""Search spaces: one function per tunable lock type, `space(trial, model, attack) -> lock config`.
+"""Search spaces: one function per tunable lock type, `space(trial, model, attack) -> lock config`, registered
+with `@register_space(LOCK)` (a plugin registers its own lock's space the same way).
 
 `attack` is the tuning task. The restricted-domain locks (sophon, repnoise, immunize) are trained against it:
 that is their design (they suppress one named domain), and it is why the final numbers must come from other
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from ..locks import SpecDefConfig, specdef_loop
+from ..locks import SPACES, SpecDefConfig, register_space, specdef_loop
 from ..locks.immunize import ImmunizeConfig
 from ..locks.repnoise import RepNoiseConfig
 from ..locks.sophon import INNER_OPTIMIZERS, SUPPRESSIONS, SophonConfig
@@ -30,6 +31,7 @@ from ..train import LoopConfig
 HEAD = r"(^|\.)(head|classifier|score)\."  # classification heads of the built-in and Hugging Face models
 
 
+@register_space("specdef")
 def specdef_space(trial, model: nn.Module, attack: Task) -> SpecDefConfig:
     optimizer = trial.suggest_categorical("optimizer", ["adadelta", "adam"])
     lr = (trial.suggest_float("lr_adadelta", 0.1, 10.0, log=True) if optimizer == "adadelta" else
@@ -53,6 +55,7 @@ def _adam_loop(trial) -> LoopConfig:
                       epochs=trial.suggest_int("epochs", 1, 3))
 
 
+@register_space("sophon")
 def sophon_space(trial, model: nn.Module, attack: Task) -> SophonConfig:
     return SophonConfig(
         restricted=attack.name, loop=_adam_loop(trial),
@@ -64,28 +67,31 @@ def sophon_space(trial, model: nn.Module, attack: Task) -> SophonConfig:
     )
 
 
+@register_space("repnoise")
 def repnoise_space(trial, model: nn.Module, attack: Task) -> RepNoiseConfig:
     return RepNoiseConfig(restricted=attack.name, loop=_adam_loop(trial),
                           alpha=trial.suggest_float("alpha", 0.1, 4.0, log=True),
                           beta=trial.suggest_float("beta", 0.1, 4.0, log=True))
 
 
+@register_space("immunize")
 def immunize_space(trial, model: nn.Module, attack: Task) -> ImmunizeConfig:
     return ImmunizeConfig(restricted=attack.name, loop=_adam_loop(trial),
                           lam_ill=trial.suggest_float("lam_ill", 0.01, 3.0, log=True),
                           lam_well=trial.suggest_float("lam_well", 0.01, 1.0, log=True))
 
 
+@register_space("spectral-cap")
 def spectral_cap_space(trial, model: nn.Module, attack: Task) -> SpectralCapConfig:
     head = trial.suggest_categorical("head", [True, False])
     return SpectralCapConfig(max_sigma=trial.suggest_float("max_sigma", 0.25, 4.0, log=True),
                              exclude=None if head else HEAD)
 
 
+@register_space("sparsity")
 def sparsity_space(trial, model: nn.Module, attack: Task) -> SparsityConfig:
     return SparsityConfig(fraction=trial.suggest_float("fraction", 0.2, 0.95),
                           scope=trial.suggest_categorical("scope", ["global", "layer"]))
 
 
-SPACES = {"specdef": specdef_space, "sophon": sophon_space, "repnoise": repnoise_space,
-          "immunize": immunize_space, "spectral-cap": spectral_cap_space, "sparsity": sparsity_space}
+__all__ = ["HEAD", "SPACES"]

@@ -1,0 +1,199 @@
+"""Tune a lock's hyper-parameters against the red team's worst case (Optuna, two objectives).
+
+Each trial locks a copy of the model with hyper-parameters drawn from the lock type's search space (`SPACES`:
+specdef, sophon, repnoise, immunize, spectral-cap, sparsity), measures authorized utility (test accuracy on
+the retain task), then runs a red-team subset of `budget` runs on the attack task and reads the attacker's
+advantage over scratch (the best blind accuracy from the locked weights minus the best from the re-initialized
+architecture). Objectives: utility (maximize) and advantage (minimize). The Pareto front and the chosen trial
+score every trial against the study's best scratch run (`common_scratch`). The study lives in SQLite
+(out/tune.db) or any Optuna RDB URL, so a killed study resumes; every trial's lock and red-team rows stay
+under out/trial-N/.
+
+The attack task used to tune must not be one you report final numbers on: a lock tuned against a task
+is fitted to it. `tune` records the tuning task, and `report_tasks` in the output names the ones it
+must not be judged on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch.nn as nn
+
+from ..api import lock
+from ..atomic import write_text
+from ..config import check_int, option, to_dict
+from ..io.artifacts import save
+from ..locks import LOCKS, SPACES
+from ..redteam import RedTeamConfig, RunnerConfig, redteam
+from ..redteam.search import open_study
+from ..tasks import Task, for_model
+from ..train import LoopConfig, evaluate
+from . import spaces  # noqa: F401  (registers the built-in search spaces)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TuneConfig:
+    """The study and the red-team subset each trial runs."""
+
+    lock: str = option("specdef", "lock type whose hyper-parameters are searched", choices=lambda: SPACES.names())
+    trials: int = option(8, "trials in all (finished ones count: a rerun adds only what is missing)")
+    budget: int = option(12, "red-team runs per trial, in the staged suite's order: 12 holds its whole coverage "
+                             "stage (adam and sgd at 1e-4, 1e-3, 1e-2 on the locked weights and from scratch); more "
+                             "adds the other optimizers' probes and the adaptive transforms")
+    optimizers: tuple[str, ...] = option(factory=tuple, help="only these optimizers in the red-team subset "
+                                                             "(default: every registered one)")
+    steps: int = option(100, "optimizer steps per red-team run")
+    batch_size: int = option(64, "red-team minibatch size")
+    utility_floor: float = option(0.01, "the chosen lock: least advantage among trials within this much of the "
+                                        "base's utility (else the most useful trial)")
+    storage: str | None = option(None, "Optuna storage URL (default: SQLite in the output directory)")
+    seed: int = option(0, "sampler seed")
+    runner: RunnerConfig = option(factory=RunnerConfig, help="where the red-team runs execute", flat=True)
+    device: str = option("cpu", "cpu or cuda")
+
+    def __post_init__(self):
+        for name in ("trials", "budget", "steps", "batch_size"):
+            check_int("tune", name, getattr(self, name), 1)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+def _best_scratch(trials: list[dict]) -> float | None:
+    return max((t["scratch"] for t in trials if t.get("scratch") is not None), default=None)
+
+
+def common_scratch(trials: list[dict]) -> list[dict]:
+    """Score every trial against the study's best from-scratch run: scratch training does not depend on the lock
+    (the architecture re-initialized, the same data), and an attacker can use whichever setting any trial's red team
+    found best. A trial's own scratch runs depend on the rates its probes chose, so its own advantage (kept as
+    `advantage_own`; Optuna's objective during the study) mixes the lock with that luck. Idempotent."""
+    best = _best_scratch(trials)
+    for t in trials:
+        t.setdefault("advantage_own", t["advantage"])
+        if best is not None and t.get("worst") is not None:
+            t["advantage"] = t["worst"] - best
+    return trials
+
+
+def _pareto(trials: list[dict]) -> list[dict]:
+    """Trials no other trial beats on both objectives (utility up, advantage down)."""
+    def dominated(a, b):
+        return (b["utility"] >= a["utility"] and b["advantage"] <= a["advantage"]
+                and (b["utility"] > a["utility"] or b["advantage"] < a["advantage"]))
+    return [a for a in trials if not any(dominated(a, b) for b in trials)]
+
+
+def _choose(front: list[dict], base_utility: float, floor: float) -> dict | None:
+    if not front:
+        return None
+    useful = [t for t in front if t["utility"] >= base_utility - floor]
+    return min(useful, key=lambda t: t["advantage"]) if useful else max(front, key=lambda t: t["utility"])
+
+
+def tune(model: nn.Module, retain: Task, attack: Task, cfg: TuneConfig | None = None, out: str | Path = "runs/tune",
+         report_tasks: tuple[str, ...] = (), progress: bool = False) -> dict:
+    """Run (or resume) the study; returns {"trials", "pareto", "chosen", "base_utility", ...} and writes
+    out/pareto.json, out/pareto.png and out/chosen/ (the chosen locked model and its red-team report)."""
+    try:
+        import optuna
+    except ImportError:
+        raise ImportError("tune needs Optuna: pip install 'trainlock[redteam]'") from None
+    cfg = cfg or TuneConfig()
+    if cfg.lock not in SPACES:
+        raise ValueError(f"no search space for lock {cfg.lock!r}; tunable: {', '.join(SPACES.names())} (a plugin's "
+                         f"lock needs --plugin, and its space registered with @register_space)")
+    if getattr(attack, "name", None) in report_tasks:
+        raise ValueError(f"the tuning task {attack.name!r} is also a report task: tune on a task you will not report")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not progress:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    retain = for_model(retain, model)
+    base_utility = evaluate(model, retain)
+    storage = cfg.storage or f"sqlite:///{(out / 'tune.db').resolve()}"
+    study = open_study(optuna, study_name=f"tune-{cfg.lock}", storage=storage, directions=["maximize", "minimize"],
+                       sampler=optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True))
+    rt_cfg = RedTeamConfig(loop=LoopConfig(device=cfg.device, max_steps=cfg.steps, batch_size=cfg.batch_size,
+                                           epochs=10**6), budget=cfg.budget, runner=cfg.runner,
+                           optimizers=tuple(cfg.optimizers))
+
+    def objective(trial: "optuna.Trial") -> tuple[float, float]:
+        lock_cfg = SPACES.get(cfg.lock)(trial, model, attack)
+        d = out / f"trial-{trial.number}"
+        lk = LOCKS.get(cfg.lock)(lock_cfg).use_tasks(attack)  # a restricted-domain lock trains against the tuning task
+        res = lock(model, lk, retain=retain)
+        utility = evaluate(res.model, retain)
+        rt = redteam(res.model, attack, rt_cfg, out=d / "redteam")
+        adv = rt["advantage"]
+        if adv is None or not math.isfinite(adv):
+            raise optuna.TrialPruned("the red-team subset had no finished run from scratch or from the weights")
+        save(res.model, d / "model", {"task": retain.name, "metrics": {"accuracy": utility}, **res.record})
+        trial.set_user_attr("lock_config", json.loads(json.dumps(to_dict(lock_cfg), default=str)))
+        trial.set_user_attr("worst", rt["locked"]["accuracy"] if rt["locked"] else None)
+        trial.set_user_attr("worst_attack", rt["locked"]["attack"] if rt["locked"] else None)
+        trial.set_user_attr("scratch", rt["scratch"]["accuracy"] if rt["scratch"] else None)
+        logger.info("trial %d: utility %.4f, advantage %+.4f", trial.number, utility, adv)
+        return utility, adv
+
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    remaining = max(0, cfg.trials - len(done))
+    if remaining:  # on a shared study (--storage URL), every worker stops once the study holds enough trials
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+        study.optimize(objective, n_trials=remaining, callbacks=[optuna.study.MaxTrialsCallback(cfg.trials, states)])
+    trials = common_scratch([{"number": t.number, "utility": t.values[0], "advantage": t.values[1],
+                              "params": t.params, **t.user_attrs}
+                             for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE])
+    front = _pareto(trials)
+    chosen = _choose(front, base_utility, cfg.utility_floor)
+    result = {"lock": cfg.lock, "retain_task": retain.name, "tuning_task": attack.name,
+              "report_tasks": list(report_tasks), "base_utility": base_utility, "config": cfg.to_dict(),
+              "scratch_best": _best_scratch(trials),
+              "trials": trials, "pareto": front, "chosen": chosen}
+    write_text(out / "pareto.json", json.dumps(result, indent=2, default=str))
+    src = None if chosen is None else out / f"trial-{chosen['number']}"
+    if src is not None and not src.is_dir():
+        logger.warning("the chosen trial %d ran on another worker of the shared study: its model is in that "
+                       "worker's output directory", chosen["number"])
+    elif src is not None:
+        dst = out / "chosen"
+        if dst.exists():
+            shutil.rmtree(dst)
+        shutil.copytree(src / "model", dst / "model")
+        shutil.copytree(src / "redteam", dst / "redteam")
+    if trials:
+        _plot(trials, front, chosen, base_utility, out / "pareto.png")
+    return result
+
+
+def _plot(trials, front, chosen, base_utility, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..atomic import writing_file
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    ax.scatter([t["utility"] for t in trials], [t["advantage"] for t in trials], c="0.6", label="trials")
+    f = sorted(front, key=lambda t: t["utility"])
+    ax.plot([t["utility"] for t in f], [t["advantage"] for t in f], "o-", color="C3", label="Pareto front")
+    if chosen:
+        ax.plot([chosen["utility"]], [chosen["advantage"]], "*", ms=16, color="C2", label="chosen")
+    ax.axvline(base_utility, color="k", lw=0.8, ls="--", label="base utility")
+    ax.axhline(0.0, color="k", lw=0.5)
+    ax.set_xlabel("authorized utility (test accuracy, higher is better)")
+    ax.set_ylabel("attacker's advantage over scratch (lower is better)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with writing_file(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
