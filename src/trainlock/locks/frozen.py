@@ -12,25 +12,16 @@ Anyone holding the weights sets requires_grad back to True: a training-time lock
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 
-import torch
 import torch.nn as nn
 
 from ..config import option
+from ..io.hashing import tensor_sha256
 from ..tasks import Task
 from ..train import clone_model
 from .base import BaseLock, Certificate, Locked, register_lock
-
-
-def tensor_sha256(t: torch.Tensor) -> str:
-    """SHA-256 of dtype, shape and raw bytes of `t` (any dtype, bfloat16 included)."""
-    t = t.detach().cpu().contiguous()
-    h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}|".encode())
-    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 @dataclass
@@ -100,7 +91,7 @@ class FrozenLock(BaseLock):
         for n, h in record.hashes.items():
             if n not in params:
                 missing.append(n)
-            elif tensor_sha256(params[n]) != h:
+            elif h not in (tensor_sha256(params[n]), tensor_sha256(params[n], legacy=True)):  # legacy: <= 0.2.0
                 changed.append(n)
         n_frozen = len(record.hashes)
         unchanged = n_frozen - len(changed) - len(missing)
