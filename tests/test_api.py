@@ -8,7 +8,7 @@ import torch
 import trainlock as tl
 from trainlock.api import LockResult
 from trainlock.certify.verify import verify
-from trainlock.locks import LOCKS, Lock, SpecDefConfig, SpecDefLock, specdef_loop
+from trainlock.locks import LOCKS, Lock, SpecDefConfig, SpecDefLock, register_lock, specdef_loop
 
 FAST = SpecDefConfig(loop=specdef_loop(max_steps=4, batch_size=32, device="cpu"))
 
@@ -62,12 +62,35 @@ def test_the_users_config_is_never_written_to(small, digits):
     cfg = dataclasses.replace(FAST)
     before = cfg.to_dict()
     lk = SpecDefLock(cfg)
-    tl.lock(small, lk, retain=digits)
+    assert lk.cfg is not cfg  # the lock holds its own copy
+    res = tl.lock(small, lk, retain=digits)
     assert cfg.to_dict() == before
-    assert lk.recorded_sigma_max and set(lk.config()) == set(before) | {"recorded_sigma_max"}
+    assert lk.config() == before and dataclasses.asdict(lk.cfg) == dataclasses.asdict(cfg)  # nothing measured in it
+    (entry,) = res.record["locks"]
+    assert entry["config"] == before and set(entry["record"]) == {"recorded_sigma_max"}
+    assert entry["record"]["recorded_sigma_max"] == res.record["certificates"][0]["details"]["recorded"]
     frozen_cfg = tl.locks.frozen.FrozenConfig(names=("body",))
-    tl.lock(small, tl.locks.frozen.FrozenLock(frozen_cfg))
-    assert frozen_cfg.hashes is None
+    kept = dataclasses.asdict(frozen_cfg)
+    res = tl.lock(small, tl.locks.frozen.FrozenLock(frozen_cfg))
+    assert dataclasses.asdict(frozen_cfg) == kept and not hasattr(frozen_cfg, "hashes")
+    assert set(res.record["locks"][0]["record"]["hashes"]) == {"body.0.weight", "body.0.bias"}
+    assert not hasattr(res.model, "trainlock_lock")
+
+
+def test_any_registered_locks_config_dataclass_is_a_lock(small, digits):
+    frozen_cfg = tl.locks.frozen.FrozenConfig(names=("bias",))
+    res = tl.lock(small, frozen_cfg)
+    assert res.report is None and res.record["locks"][0] == {
+        "type": "frozen", "config": {"names": ["bias"]},
+        "record": {"hashes": res.record["locks"][0]["record"]["hashes"]}}
+    assert all(c["holds"] for c in res.record["certificates"]) and frozen_cfg.names == ("bias",)
+
+    @dataclasses.dataclass
+    class NotALockConfig:
+        x: int = 1
+
+    with pytest.raises(ValueError, match="not the config of a registered lock"):
+        tl.lock(small, NotALockConfig())
 
 
 def test_saved_record_verifies(small, digits, tmp_path):
@@ -84,8 +107,27 @@ OWN_LOCKS = [n for n in LOCKS.names() if LOCKS.get(n).__module__.startswith("tra
 def test_every_registered_lock_meets_the_protocol_and_registers_once(name):
     cls = LOCKS.get(name)
     assert cls.name == name  # registered under its own name, written once on the class
-    spec = {"composite": {"locks": [{"type": "architecture"}]}, "frozen": {"names": ["x"]},
-            "energy": {"bad_task": "digits"}, "sparsity": {"k": 1}}.get(name, {})
-    lock = cls.from_config(spec)
-    assert isinstance(lock, Lock)
-    assert lock.report() is None and lock.progress is False and lock.use_tasks() is lock
+    assert dataclasses.is_dataclass(cls.config_cls) and dataclasses.is_dataclass(cls.record_cls)
+    assert cls.example is not None  # the shared contract test (tests/locks/test_lock_types.py) builds it
+    lock = cls.from_config(cls.example)
+    assert isinstance(lock, Lock) and isinstance(lock.cfg, cls.config_cls)
+    assert lock.use_tasks() is lock
+    for gone in ("report", "progress", "checkpoint"):  # run state lives in what apply returns, not on the lock
+        assert not hasattr(lock, gone), gone
+    kept = (cls.name, cls.config_cls, cls.example)
+    with pytest.raises(ValueError, match="already registered"):
+        register_lock(name, cls.config_cls)(cls)
+    assert LOCKS.get(name) is cls and (cls.name, cls.config_cls, cls.example) == kept  # a refused one changes nothing
+
+
+def test_register_lock_checks_its_arguments():
+    with pytest.raises(TypeError, match="register_lock"):
+        register_lock(SpecDefConfig)
+
+    class NoCertify:
+        def apply(self, model, retain=None):
+            return model
+
+    with pytest.raises(TypeError, match="certify"):
+        register_lock("test-api-no-certify", SpecDefConfig)(NoCertify)
+    assert "test-api-no-certify" not in LOCKS

@@ -11,7 +11,7 @@ from trainlock.attacks.backdoor import BackdoorConfig
 from trainlock.attacks.relearn import RelearnConfig
 from trainlock.certify.verify import verify
 from trainlock.config import from_dict, to_dict
-from trainlock.locks import LOCKS, SpecDefConfig, specdef_loop
+from trainlock.locks import LOCKS, RecordedLock, SpecDefConfig, specdef_loop
 from trainlock.locks.factory import lock_from_meta
 from trainlock.optimizers import OPTIMIZERS
 from trainlock.redteam import RedTeamConfig
@@ -22,10 +22,10 @@ CONFIGS = [LoopConfig, tl.FineTuneConfig, SpecDefConfig, RedTeamConfig, RelearnC
 
 
 def _all_configs():
-    lock_cfgs = {type(LOCKS.get(n).from_config(s).cfg) for n, s in
-                 [("architecture", {}), ("frozen", {"names": ["x"]}), ("sparsity", {"k": 1}),
-                  ("spectral-cap", {}), ("specdef-reparam", {}), ("energy", {"bad_task": "digits"})]}
-    return CONFIGS + sorted(lock_cfgs, key=lambda c: c.__name__)
+    """The configs above, and every built-in lock's config and record dataclasses (both are saved)."""
+    own = [LOCKS.get(n) for n in LOCKS.names() if LOCKS.get(n).__module__.startswith("trainlock.")]
+    lock_cfgs = {c for cls in own for c in (cls.config_cls, cls.record_cls)}
+    return CONFIGS + sorted(lock_cfgs - set(CONFIGS), key=lambda c: c.__name__)
 
 
 @pytest.mark.parametrize("cls", CONFIGS)
@@ -64,8 +64,13 @@ def test_version_01_flat_configs_load():
 def test_version_01_locked_model_loads_and_verifies():
     model, meta = tl.load(V01 / "locked")
     assert meta["trainlock_version"] == "0.1.0" and "lr" in meta["locks"][0]["config"]  # the flat SpecDefLockConfig
-    lock = lock_from_meta(meta)
-    assert lock.recorded_sigma_max and all(c.holds for c in lock.certify(model))
+    lock = lock_from_meta(meta)  # migrated on read: the measured sigma_max moves from the config to the record
+    recorded = meta["locks"][0]["config"]["recorded_sigma_max"]
+    assert isinstance(lock, RecordedLock) and lock.name == "specdef"
+    assert lock.record.recorded_sigma_max == recorded and set(recorded) == {"body.0.weight", "head.weight"}
+    assert "recorded_sigma_max" not in lock.lock.config() and lock.lock.cfg.loop.lr == 1.0  # flat 0.1 loop fields
+    assert all(c.holds for c in lock.certify(model))
+    assert lock.entry()["record"] == {"recorded_sigma_max": recorded}  # re-saved in today's format
     report = verify(V01 / "locked")
     (unbound,) = report.failures  # every check holds but one: 0.1 did not bind the claims to the weights
     assert unbound.check == "record" and "not bound" in unbound.reason and "0.1.0" in unbound.reason

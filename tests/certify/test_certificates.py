@@ -4,6 +4,7 @@ import json
 import math
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,42 +17,43 @@ from safetensors.torch import load_file, save_file
 import trainlock as tl
 from trainlock.certify.verify import verify
 from trainlock.cli.main import main
+from trainlock.config import option
 from trainlock.io.artifacts import META, WEIGHTS, ArtifactError, _sha256, read_header, save
 from trainlock.io.hashing import state_hashes, tensor_sha256
-from trainlock.locks.base import LOCKS, Certificate, LockDefaults
+from trainlock.locks.base import BaseLock, Certificate, Locked, NoRecord, RecordedLock, register_lock
 from trainlock.locks.frozen import FrozenConfig, FrozenLock
 from trainlock.locks.spectral_cap import SpectralCapConfig, SpectralCapLock, sigma_max
+from trainlock.train import clone_model
 
 
-class ToyMaxAbsLock(LockDefaults):
-    """A toy lock for these tests: max |w| over every parameter <= cap."""
+@dataclass
+class ToyMaxAbsConfig:
+    cap: float = option(10.0, "the claim: max |w| over every parameter <= cap")
 
-    name = "toy-max-abs"
 
-    def __init__(self, cap: float):
-        self.cap = float(cap)
+@register_lock("toy-max-abs", ToyMaxAbsConfig, example={"cap": 1e6})
+class ToyMaxAbsLock(BaseLock):
+    """A toy lock for these tests: max |w| over every parameter <= cap (nothing recorded: NoRecord)."""
 
-    @classmethod
-    def from_config(cls, data: dict) -> "ToyMaxAbsLock":
-        return cls(**data)
+    def apply(self, model, retain=None, *, progress=False, checkpoint=None) -> Locked:
+        return Locked(clone_model(model), NoRecord())
 
-    def config(self) -> dict:
-        return {"cap": self.cap}
-
-    def apply(self, model, retain=None):
-        return model
-
-    def certify(self, model) -> list[Certificate]:
+    def certify(self, model, record) -> list[Certificate]:
         measured = max(float(p.detach().abs().max()) for p in model.parameters())
         return [Certificate(
-            lock=self.name, invariant="max |w| over all parameters", measured=measured, required=self.cap,
+            lock=self.name, invariant="max |w| over all parameters", measured=measured, required=self.cfg.cap,
             relation="<=", proof_of_gap="toy", preservation="toy", threat_model="training-time",
             adversary_can_remove=True, removal="toy", method="max of abs",
         )]
 
 
-if ToyMaxAbsLock.name not in LOCKS:
-    LOCKS.add(ToyMaxAbsLock.name, ToyMaxAbsLock)
+def toy(cap: float) -> RecordedLock:
+    return RecordedLock(ToyMaxAbsLock(ToyMaxAbsConfig(cap)), NoRecord())
+
+
+def _lock_meta(recorded: RecordedLock, model) -> dict:
+    """What `trainlock.lock` stores: the lock entry and its certificates on `model`."""
+    return {"locks": [recorded.entry()], "certificates": [c.to_dict() for c in recorded.certify(model)]}
 
 
 def _model(seed: int = 0):
@@ -60,11 +62,7 @@ def _model(seed: int = 0):
 
 
 def _save_locked(model, path, cap: float = 10.0):
-    lock = ToyMaxAbsLock(cap)
-    return save(model, path, {
-        "locks": [{"type": lock.name, "config": lock.config()}],
-        "certificates": [c.to_dict() for c in lock.certify(model)],
-    })
+    return save(model, path, _lock_meta(toy(cap), model))
 
 
 def _rewrite_weights(path: Path, tensors: dict, metadata: dict | None = None, like: Path | None = None) -> None:
@@ -108,7 +106,8 @@ def test_save_writes_hashes_and_header(saved):
     assert header["state_sha256"] == meta["hashes"]["state"]
     assert header["trainlock_version"] == tl.__version__ and header["trainlock_format"] == "1" and header["format"] == "pt"
     assert json.loads(header["certificates"]) == meta["certificates"]
-    assert json.loads(header["locks"]) == meta["locks"] == [{"type": "toy-max-abs", "config": {"cap": 10.0}}]
+    assert json.loads(header["locks"]) == meta["locks"] == [{"type": "toy-max-abs", "config": {"cap": 10.0},
+                                                             "record": {}}]
 
 
 def test_tensor_hash_sees_dtype_shape_and_sign_of_zero():
@@ -289,14 +288,12 @@ def test_unreadable_input_raises_artifact_error(saved, tmp_path):
 
 
 def test_real_spectral_cap_lock_is_recertified(tmp_path):
-    lock = SpectralCapLock(SpectralCapConfig(max_sigma=0.5))
+    lock = RecordedLock(SpectralCapLock(SpectralCapConfig(max_sigma=0.5)), NoRecord())  # the cap records nothing
     locked = _model()  # projected by hand: certify reads the weights only (apply's hooks are not needed here)
     with torch.no_grad():
         for p in (locked.body[0].weight, locked.head.weight):
             p.mul_(0.5 / max(0.5, sigma_max(p)))
-    meta = {"locks": [{"type": lock.name, "config": lock.config()}],
-            "certificates": [c.to_dict() for c in lock.certify(locked)]}
-    path = save(locked, tmp_path / "m", meta)
+    path = save(locked, tmp_path / "m", _lock_meta(lock, locked))
     report = verify(path)
     assert report.ok, report.table()
     assert any(r.check == "lock" and r.subject.startswith("spectral-cap: ") for r in report.rows)
@@ -310,9 +307,8 @@ def test_real_spectral_cap_lock_is_recertified(tmp_path):
 
 def test_real_frozen_lock_is_recertified(tmp_path):
     lock = FrozenLock(FrozenConfig(names=("body",)))
-    locked = lock.apply(_model())
-    path = save(locked, tmp_path / "m", {"locks": [{"type": lock.name, "config": lock.config()}],
-                                         "certificates": [c.to_dict() for c in lock.certify(locked)]})
+    out = lock.apply(_model())
+    path = save(out.model, tmp_path / "m", _lock_meta(RecordedLock(lock, out.record), out.model))
     assert verify(path).ok
     tensors = load_file(str(path / WEIGHTS))
     tensors["body.0.bias"][0] += 1e-3

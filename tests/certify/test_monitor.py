@@ -10,7 +10,8 @@ import torch.nn as nn
 import trainlock as tl
 from trainlock.attacks.finetune import finetune
 from trainlock.certify.monitor import LockMonitor
-from trainlock.locks.base import Certificate
+from trainlock.locks.base import Certificate, NoRecord, RecordedLock
+from trainlock.locks.frozen import FrozenConfig, FrozenLock
 from trainlock.locks.spectral_cap import SpectralCapConfig, SpectralCapLock
 from trainlock.train import LoopConfig, LoopHooks, fit
 
@@ -66,14 +67,19 @@ class ToySpectralCap:
 
 
 def _frozen_lock(param: str, kind: str = "real"):
-    """The real `frozen` lock when it exists (kind="real"), else the toy."""
-    try:
-        from trainlock.locks.frozen import FrozenConfig, FrozenLock
-    except ImportError:
-        kind = "toy"
+    """The real `frozen` lock (kind="real"), else the toy."""
     if kind == "toy":
         return ToyFrozenLock(param)
     return FrozenLock(FrozenConfig(names=(f"^{param}$",)))
+
+
+def _lock(lock, model):
+    """(locked model, what the monitor certifies): the real lock bound to the record its apply returned (a
+    RecordedLock certifies from the weights alone), or the toy, which keeps its hash itself."""
+    if isinstance(lock, ToyFrozenLock):
+        return lock.apply(model), lock
+    out = lock.apply(model)
+    return out.model, RecordedLock(lock, out.record)
 
 
 def _key(lock, model):
@@ -83,8 +89,7 @@ def _key(lock, model):
 
 @pytest.mark.parametrize("kind,every", [("real", 1), ("real", 3), ("toy", 1)])
 def test_first_step_an_attack_breaks_a_frozen_lock(tiny_base, digits_permuted, kind, every):
-    lock = _frozen_lock("body.0.weight", kind)
-    locked = lock.apply(tiny_base)
+    locked, lock = _lock(_frozen_lock("body.0.weight", kind), tiny_base)
     key = _key(lock, locked)
     cfg = attack_cfg(0.1, 7)
 
@@ -154,11 +159,12 @@ def test_a_big_lr_attack_breaks_a_spectral_cap_at_a_recorded_step(tiny_base, dig
 
 def test_real_spectral_cap_certificate_in_the_monitor(tiny_base, digits_permuted):
     sigma0 = ToySpectralCap(0).certify(tiny_base)[0].measured
-    lock = SpectralCapLock(SpectralCapConfig(max_sigma=1.25 * sigma0))
+    cap = SpectralCapLock(SpectralCapConfig(max_sigma=1.25 * sigma0))
+    lock = RecordedLock(cap, NoRecord())  # the cap measures nothing at lock time: it certifies from the weights
     mon = LockMonitor(lock, every=1)
     finetune(tiny_base, attack_cfg(0.5, 10), digits_permuted, progress=False,
              monitor=mon)
-    toy = LockMonitor(ToySpectralCap(1.25 * sigma0 * (1 + lock.cfg.tol)), every=1)
+    toy = LockMonitor(ToySpectralCap(1.25 * sigma0 * (1 + cap.cfg.tol)), every=1)
     finetune(tiny_base, attack_cfg(0.5, 10), digits_permuted, progress=False,
              monitor=toy)
     assert list(mon.first_broken.values()) == list(toy.first_broken.values()) and mon.first_broken
@@ -170,8 +176,7 @@ def test_real_spectral_cap_certificate_in_the_monitor(tiny_base, digits_permuted
 def test_monitor_in_fit_and_in_a_hand_written_loop(digits):
     torch.manual_seed(0)
     model = tl.models.build("mlp", input_shape=digits.input_shape, num_classes=10, hidden=[8])
-    lock = _frozen_lock("head.bias")
-    model = lock.apply(model)
+    model, lock = _lock(_frozen_lock("head.bias"), model)
     model.head.bias.requires_grad_(True)
     mon = LockMonitor(lock, every=2, model=model)
     res = fit(model, digits, LoopConfig(optimizer="sgd", lr=0.1, max_steps=5, batch_size=32, device="cpu"),

@@ -79,9 +79,13 @@ def test_weights_that_do_not_fit(tmp_path):
 
 def test_lock_summary_travels_with_the_model(tmp_path, digits):
     model = tl.models.build("mlp", input_shape=digits.input_shape, num_classes=10, hidden=[16])
-    locked = tl.lock(model, tl.SpecDefConfig(loop=specdef_loop(max_steps=3, device="cpu")), retain=digits).model
-    save(locked, tmp_path, {"task": "digits"})
+    res = tl.lock(model, tl.SpecDefConfig(loop=specdef_loop(max_steps=3, device="cpu")), retain=digits)
+    assert not hasattr(res.model, "trainlock_lock")  # the summary travels in the record, not on the model
+    save(res.model, tmp_path, {"task": "digits", **res.record})
     loaded, meta = load(tmp_path)
     assert meta["lock"]["type"] == "specdef" and meta["lock"]["config"]["alpha"] == 0.5
     assert meta["lock"]["sigma_after"]["mean_topk"] > 0
-    assert loaded.trainlock_lock == meta["lock"]
+    assert meta["lock"] == json.loads(json.dumps(res.record["lock"]))  # round-trips unchanged
+    assert not hasattr(loaded, "trainlock_lock")  # load() sets no attribute on the model
+    save(loaded, tmp_path / "again", {"task": "digits"})  # nor does save() read one: no record, no summary
+    assert "lock" not in read_meta(tmp_path / "again")

@@ -26,7 +26,10 @@ def test_release_strips_private_fields_and_still_verifies(tiny_base, digits, tmp
     a, _ = tl.load(owner)
     b, _ = tl.load(tmp_path / "public")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    assert getattr(b, "trainlock_lock", None) is None  # the insider sv-clip has no record to read
+    # the lock's record lives in the metadata only (no model attribute): the public copy has none for the
+    # insider sv-clip to read
+    assert not hasattr(a, "trainlock_lock") and not hasattr(b, "trainlock_lock")
+    assert "lock" not in tl.load(tmp_path / "public")[1] and "sigma_before" in tl.load(owner)[1]["lock"]
     rep_pub, rep_owner = verify(tmp_path / "public"), verify(owner)
     fails = lambda rep: sorted((r.check, r.subject) for r in rep.failures)  # noqa: E731
     assert fails(rep_pub) == fails(rep_owner) and all(c == "conservation" for c, _ in fails(rep_pub)), rep_pub.table()

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 import trainlock as tl
+from trainlock.config import to_dict
 from trainlock.io.artifacts import load, save
-from trainlock.locks import LOCKS
-from trainlock.locks.dlr import cost_profile, distill_block, find_blocks
+from trainlock.locks import LOCKS, lock_from_meta
+from trainlock.locks.dlr import DLRConfig, cost_profile, distill_block, find_blocks
 from trainlock.models.dlr_net import DLRNet
 from trainlock.train import LoopConfig, fit
 
@@ -46,7 +47,14 @@ def test_lock_replaces_blocks_keeps_accuracy_and_reloads(tiny_transformer, digit
     again, meta = load(tmp_path / "m")
     x = digits.x_test[:16]
     assert torch.allclose(again.eval()(x), locked.eval()(x), atol=1e-6)
-    assert LOCKS.get("dlr").from_config(meta["locks"][0]["config"]).certify(again)[0].holds
+    (entry,) = meta["locks"]
+    assert entry["config"] == to_dict(DLRConfig(depth=4, distill_steps=400))  # settings only
+    assert entry["record"]["retain_task"] == "digits" and len(entry["record"]["blocks"]) == 2
+    assert entry["record"]["costs"] == costs
+    (recert,) = lock_from_meta(meta).certify(again)
+    assert recert.holds and recert.measured == 2
+    again.layers[0].fc1 = torch.nn.Linear(32, 32)  # a block distilled back into a dense layer: the certificate sees it
+    assert not lock_from_meta(meta).certify(again)[0].holds
 
 
 def test_cost_profile_counts_saved_activations_exactly():

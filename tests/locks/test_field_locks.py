@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import trainlock as tl
 from trainlock.io.artifacts import load, save
-from trainlock.locks import LOCKS
+from trainlock.locks import LOCKS, lock_from_meta
 from trainlock.locks.immunize import log_kappa
 from trainlock.locks.repnoise import gaussian_mmd
 from trainlock.locks.restricted import SimulatedAttack, inverse_ce, kl_uniform, simulated_attack
@@ -69,7 +69,15 @@ def test_lock_keeps_utility_certifies_and_reloads(name, extra, tiny_base, digits
         assert cert["measured"] < base_attack
     save(res.model, tmp_path / "m", {"task": "digits", **res.record})
     model, meta = load(tmp_path / "m")
-    again = LOCKS.get(name).from_config(meta["locks"][0]["config"]).use_tasks(digits_permuted)
+    (entry,) = meta["locks"]
+    assert entry["record"]["retain_task"] == "digits"
+    assert entry["record"]["max_accuracy"] == pytest.approx(digits_permuted.chance + 0.10)  # the claim apply set
+    assert entry["config"]["attack"]["max_accuracy"] is None  # ... recorded, not written into the config
+    assert lk.cfg.attack.max_accuracy is None and lk.config() == entry["config"]
+    if name == "immunize":
+        assert entry["record"]["kappa_at_lock"] == pytest.approx(cert["details"]["log10_kappa_restricted_at_lock"])
+    again = lock_from_meta(meta)
+    again.lock.use_tasks(digits_permuted)
     assert again.certify(model)[0].measured == pytest.approx(cert["measured"])
 
 

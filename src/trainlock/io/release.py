@@ -38,12 +38,30 @@ def public_meta(meta: dict) -> dict:
 
 
 def _public_entry(entry):
+    """A lock entry without the config fields it lists as private: a field's name, or a dotted path into the
+    config (`locks.1.seed`: a field of a composite's second child)."""
     if not isinstance(entry, dict) or not entry.get("private"):
         return entry
-    hidden = set(entry["private"])
-    return {**{k: v for k, v in entry.items() if k != "private"},
-            "config": {k: v for k, v in (entry.get("config") or {}).items() if k not in hidden},
-            "private_dropped": sorted(hidden)}
+    hidden = sorted(set(entry["private"]))
+    config = entry.get("config") or {}
+    for path in hidden:
+        config = _without(config, str(path).split("."))
+    return {**{k: v for k, v in entry.items() if k != "private"}, "config": config, "private_dropped": hidden}
+
+
+def _without(obj, path: list[str]):
+    """A copy of `obj` (nested dicts and lists) without the dict key at `path`; unchanged when nothing is there."""
+    if not path:
+        return obj
+    key, rest = path[0], path[1:]
+    if isinstance(obj, dict) and key in obj:
+        if not rest:
+            return {k: v for k, v in obj.items() if k != key}
+        return {**obj, key: _without(obj[key], rest)}
+    if isinstance(obj, list) and rest and key.isdigit() and int(key) < len(obj):
+        i = int(key)
+        return [*obj[:i], _without(obj[i], rest), *obj[i + 1:]]
+    return obj
 
 
 def release(model_dir: str | Path, out: str | Path) -> tuple[Path, dict]:

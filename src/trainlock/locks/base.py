@@ -242,7 +242,7 @@ class RecordedLock:
         plugins = list(dict.fromkeys(p for p in map(LOCKS.origin, _lock_names(self.lock)) if p))
         if plugins:
             out["plugin"] = plugins[0] if len(plugins) == 1 else plugins
-        private = sorted(private_fields(type(self.lock.cfg)))
+        private = private_paths(self.lock)
         if private:
             out["private"] = private  # `trainlock release` drops these config fields from the public copy
         return out
@@ -272,8 +272,8 @@ def register_lock(name: str, config_cls: type, *, example: dict | None = None) -
         record_cls = getattr(cls, "record_cls", NoRecord)
         if not dataclasses.is_dataclass(record_cls):
             raise TypeError(f"lock {name!r}: record_cls must be a dataclass, got {record_cls!r}")
+        LOCKS.add(name, cls)  # first: a name registered already raises before the class is touched
         cls.name, cls.config_cls, cls.example = name, config_cls, example
-        LOCKS.add(name, cls)
         return cls
 
     return deco
@@ -293,6 +293,14 @@ def private_fields(config_cls: type) -> set[str]:
     if not dataclasses.is_dataclass(config_cls):
         return set()
     return {f.name for f in dataclasses.fields(config_cls) if f.metadata.get("private")}
+
+
+def private_paths(lock) -> list[str]:
+    """The lock's private config fields as dotted paths into its `config()`: a field's name, and for a
+    composite's i-th child `locks.<i>.<path>` (depth first), so a child's private field stays out of a release
+    too."""
+    own = sorted(private_fields(type(getattr(lock, "cfg", None))))
+    return own + [f"locks.{i}.{p}" for i, c in enumerate(getattr(lock, "children", ())) for p in private_paths(c)]
 
 
 __all__ = ["LOCKS", "SPACES", "BaseLock", "Certificate", "Lock", "LockReport", "Locked", "NoRecord", "RecordedLock",
