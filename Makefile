@@ -62,8 +62,9 @@ $(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
 	touch $@
 
 # constraints.txt from the environment that install and text-models built: `pip freeze --exclude-editable`
-# (trainlock itself left out; --all keeps setuptools, which torch needs at run time, and pip is left out). `make lock` freezes .venv as it is; to move to newer versions (after changing
-# pyproject.toml or a package line above), resolve afresh in a throwaway venv, without the old constraints:
+# (trainlock itself left out; --all --exclude pip keeps setuptools, which torch needs at run time).
+# `make lock` freezes .venv as it is; to move to newer versions (after changing pyproject.toml or a package
+# line above), resolve afresh in a throwaway venv, without the old constraints:
 #   make lock CONSTRAINTS= VENV=/tmp/trainlock-lock
 lock: install text-models
 	{ echo "# The resolved version of every package that \`make install\` and \`make text-models\` install, the"; \

@@ -2,9 +2,13 @@
 
 A tensor's hash covers its dtype, its shape and the raw bytes of its CPU contiguous copy, so a
 change of one element by one ulp, a sign flip (including 0.0 -> -0.0), a cast to another dtype
-with the same bytes, or a reshape all give a different hash. The state hash is the SHA-256 over
-the sorted (name, tensor hash) pairs, so it changes when any tensor changes, or when a tensor is
+with the same bytes, or a reshape all give a different hash. Several tensors hash as one sequence:
+each one's dtype and shape, then its bytes, in order. The state hash is the SHA-256 over the
+sorted (name, tensor hash) pairs, so it changes when any tensor changes, or when a tensor is
 added, removed or renamed.
+
+This is the package's one tensor hash: the state hash, the frozen lock's per-tensor records and
+the red team's data identity all use `tensor_sha256`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
-__all__ = ["tensor_sha256", "state_hashes", "state_sha256"]
+__all__ = ["file_sha256", "state_hashes", "state_sha256", "tensor_sha256"]
 
 
 def _raw_bytes(t: torch.Tensor) -> bytes:
@@ -25,13 +29,24 @@ def _raw_bytes(t: torch.Tensor) -> bytes:
     return flat.numpy().tobytes()
 
 
-def tensor_sha256(t: torch.Tensor) -> str:
-    """Hex SHA-256 over the dtype, the shape and the raw bytes of the CPU contiguous tensor."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"expected a torch.Tensor, got {type(t).__name__}")
+def tensor_sha256(*tensors: torch.Tensor, legacy: bool = False) -> str:
+    """Hex SHA-256 over the dtype, the shape and the raw bytes of each tensor (CPU contiguous), in order.
+
+    One tensor gives the hash recorded in `state_hashes` (and in every saved trainlock.json). `legacy=True`
+    gives the header trainlock <= 0.2.0 wrote for the frozen lock's records and the red team's identity.json
+    ("torch.float32|(3, 2)|", no "trainlock-tensor-v1" prefix), so that those records can still be checked.
+    """
+    if not tensors:
+        raise TypeError("tensor_sha256 needs at least one tensor")
     h = hashlib.sha256()
-    h.update(f"trainlock-tensor-v1|{str(t.dtype).removeprefix('torch.')}|{list(t.shape)}|".encode())
-    h.update(_raw_bytes(t))
+    for t in tensors:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor, got {type(t).__name__}")
+        if legacy:
+            h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
+        else:
+            h.update(f"trainlock-tensor-v1|{str(t.dtype).removeprefix('torch.')}|{list(t.shape)}|".encode())
+        h.update(_raw_bytes(t))
     return h.hexdigest()
 
 

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from ..atomic import write_text, writing_file
+from ..io.tables import markdown_table
 from . import theory
 
 FIG1_COLS = ["kappa", "gd_opt_measured", "gd_opt_theory", "gd_1L_measured", "gd_1L_theory",
@@ -26,9 +27,7 @@ def _fmt(v) -> str:
 
 
 def _table(rows: list[dict], cols: list[str]) -> str:
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(cols, [[_fmt(r[c]) for c in cols] for r in rows]) + "\n"
 
 
 def _json_safe(x):

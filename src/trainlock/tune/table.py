@@ -25,6 +25,7 @@ from ..api import lock
 from ..atomic import write_text
 from ..config import option, to_dict
 from ..io.artifacts import load, save
+from ..io.tables import markdown_table
 from ..redteam import RedTeamConfig, RunnerConfig, redteam
 from ..tasks import Task, for_model
 from ..train import LoopConfig, evaluate
@@ -162,8 +163,8 @@ def format_table(result: dict) -> str:
     result = rescore(result)
     tasks = result["attack_tasks"]
     head = ["lock", "utility (base)", "lock s", "lock peak MB"] + [f"{t}: worst / adv / bypass steps" for t in tasks]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    rows = []
     for r in result["rows"]:
         cells = [r["lock"], f"{r['utility']:.4f} ({result['base_utility']:.4f})",
                  "-" if r["lock_s"] is None else f"{r['lock_s']:.0f}",
@@ -173,8 +174,8 @@ def format_table(result: dict) -> str:
             adv = "-" if c["advantage"] is None else f"{c['advantage']:+.3f}"
             cells.append(f"{f(c['worst'])} / {adv} / "
                          f"{'not bypassed' if c['bypass_steps'] is None else c['bypass_steps']}")
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
     scratch = ", ".join(f"{t} {f(result['scratch_best'][t])}" for t in tasks)
-    return "\n".join(lines) + (f"\n\nadv = worst - the best from scratch of any row ({scratch}); lock peak MB: the "
-                                f"process's peak while locking (CPU: resident set, base model included; GPU: "
-                                f"allocated)\n")
+    return markdown_table(head, rows) + (f"\n\nadv = worst - the best from scratch of any row ({scratch}); lock peak MB: "
+                                         f"the process's peak while locking (CPU: resident set, base model included; "
+                                         f"GPU: allocated)\n")

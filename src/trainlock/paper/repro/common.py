@@ -1,5 +1,5 @@
 """What every table and figure reproduction shares: a resumable run store, cached intermediate models,
-verdicts, markdown tables and plots.
+verdicts and plots (markdown tables: `trainlock.io.tables.markdown_table`).
 
 A reproduction writes into one directory:
 
@@ -30,6 +30,7 @@ import torch.nn as nn
 from ..._version import __version__
 from ...atomic import write_text, writing_file
 from ...io.artifacts import load, save
+from ...io.tables import markdown_table
 from ...tasks import Task
 
 logger = logging.getLogger(__name__)
@@ -190,9 +191,9 @@ def pct(v) -> str:
 
 
 def md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    """`trainlock.io.tables.markdown_table` plus a newline: kept only for table2 and table3 until they call
+    markdown_table (then delete it)."""
+    return markdown_table(header, rows) + "\n"
 
 
 def save_fig(fig, path: Path) -> str:

@@ -7,7 +7,8 @@ from __future__ import annotations
 from ...api import attack
 from ...attacks import FineTuneConfig
 from ...attacks.scratch import scratch_baseline
-from .common import Study, finetune_row, md_table, pct, pyplot, save_fig
+from ...io.tables import markdown_table
+from .common import Study, finetune_row, pct, pyplot, save_fig
 from .text_lock import STAND_INS, attack_loop, base_and_locked, task_for, text_settings
 
 LRS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
@@ -53,7 +54,7 @@ def _table(summary: dict, s, study: Study) -> str:
         f"at most {s.n_train} training examples. 'Learns' = more than 5 points above the majority class "
         f"({pct(summary['chance'])}). The paper: the locked DeBERTa does not converge at any rate in 1e-3..1e-8; "
         "the base learns only between 1e-3 and 1e-6.", "",
-        md_table(["AdamW lr", "base", "locked", "locked - base (points)"], rows), "",
+        markdown_table(["AdamW lr", "base", "locked", "locked - base (points)"], rows), "",
         f"From scratch (best of lr {', '.join(f'{x:g}' for x in SCRATCH_LRS)}): {pct(summary['scratch'])}.", "",
         f"Verdict: {verdict}.", ""])
 

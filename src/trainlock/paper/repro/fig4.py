@@ -13,9 +13,10 @@ from ... import tasks
 from ...api import attack
 from ...attacks import FineTuneConfig
 from ...attacks.scratch import scratch_baseline
+from ...io.tables import markdown_table
 from ...redteam.suite import LR_GRID
 from ...train import LoopConfig
-from .common import Study, finetune_row, gray28, md_table, mnist_base_and_lock, pct, pyplot, save_fig, verdict
+from .common import Study, finetune_row, gray28, mnist_base_and_lock, pct, pyplot, save_fig, verdict
 
 PAPER_LR = {"sgd": 0.1, "adamw": 0.1, "psgd-kron": 1e-3, "xmat": 1e-2}
 OPTIMIZERS = ("sgd", "adamw", "psgd-kron", "xmat", "kfac", "lbfgs")
@@ -100,7 +101,7 @@ def _table(summary: dict, s: Settings, study: Study) -> str:
         f"{scale}; batch 32; CIFAR-10 greyscale 28x28 (chance 10%). MNIST accuracy: base {pct(a['base'])}, locked "
         f"{pct(a['locked'])} (the paper: 99% -> 99%). The paper's figure: every optimizer is held at chance on the "
         "locked model. Grids per optimizer: the red team's (trainlock.redteam.suite.LR_GRID) plus the paper's rate.",
-        "", md_table(head, rows), "",
+        "", markdown_table(head, rows), "",
         f"Red team's worst over these optimizers on the locked model: {pct(w)} ({wopt}); the best from scratch over "
         f"all of them: {pct(scratch)}; attacker's advantage {100 * (w - scratch):+.1f} points.", ""])
 

@@ -11,8 +11,9 @@ import statistics
 from ...api import attack
 from ...attacks import FineTuneConfig
 from ...attacks.scratch import scratch_baseline
+from ...io.tables import markdown_table
 from . import redteam_cell
-from .common import Study, finetune_row, md_table, pct, pyplot, save_fig, verdict
+from .common import Study, finetune_row, pct, pyplot, save_fig, verdict
 from .text_lock import (
     ATTACKED,
     AUTHORIZED,
@@ -144,7 +145,7 @@ def _table(summary: dict, study: Study) -> str:
             worst = f"{pct(rt['locked'])} ({rt['attack']}, accuracy)" if role == rt["task"] else "-"
             rows.append([role, STAND_INS[role][0], pct(p[0]), pct(p[1]), pct(c["base"]), pct(c["locked"]),
                          pct(c["scratch"]), worst, f"{c['verdict']}: {c['why']}"])
-        lines += [md_table(head, rows), "",
+        lines += [markdown_table(head, rows), "",
                   f"Red team on {rt['task']}: {rt['runs']} runs of {rt['steps']} steps (adamw/adam at "
                   f"{', '.join(f'{x:g}' for x in REDTEAM_LRS)}, from the released weights and from scratch, then "
                   f"{' and '.join(redteam_cell.TRANSFORMS)}); worst {pct(rt['locked'])}, its scratch "

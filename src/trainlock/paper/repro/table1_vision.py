@@ -15,9 +15,10 @@ from ... import tasks
 from ...api import attack
 from ...attacks import FineTuneConfig
 from ...attacks.scratch import scratch_baseline
+from ...io.tables import markdown_table
 from ...train import LoopConfig
 from . import redteam_cell
-from .common import Study, finetune_row, gray28, md_table, mnist_base_and_lock, pct, pyplot, save_fig, verdict
+from .common import Study, finetune_row, gray28, mnist_base_and_lock, pct, pyplot, save_fig, verdict
 
 PAPER = {"mnist": (0.99, 0.99), "CIFAR": (0.80, 0.10), "KMNIST": (0.80, 0.10), "FASH": (0.74, 0.10)}
 ATTACK_TASKS = (("cifar10-bb", "CIFAR", "CIFAR-10 (BIG-bench's 10k test images, greyscale 28x28)"),
@@ -105,7 +106,7 @@ def _table(summary: dict, s: Settings, study: Study) -> str:
              "Attack: AdamW, weight decay 0.01, batch 32 (the paper: lr 0.1 only). Chance is 10%. Verdict: "
              "reproduced when the locked model ends within 10 points of chance while the unlocked base learns.",
              redteam_cell.describe(s.redteam_budget, s.redteam_steps) + ".", "",
-             md_table(head, rows), "",
+             markdown_table(head, rows), "",
              "The lock protects something only where the released weights give an attacker more than a re-initialized "
              "model does: compare 'red team worst' with 'scratch (best of all)', the best from-scratch run of the "
              "AdamW grid and of the red team.", ""]
