@@ -48,17 +48,29 @@ def main() -> None:
         res = tl.lock(model, spec, retain=task)
         blocks = res.record["locks"][0]["config"].get("blocks")
         err = None if not blocks else max(b["relative_error"] for b in blocks)
-        rows.append((f"dlr depth {depth}", cost_profile(res.model, probe, args.repeats),
-                     tl.train.evaluate(res.model, task), err))
-    print(f"{type(model).__name__} ({args.model_dir or 'pretrained MiniLM-L6, untrained head'}), batch {args.batch}, "
-          f"{torch.get_num_threads()} threads; ratios are locked / original")
-    print(f"{'model':<14} {'params':>10} {'forward ms':>11} {'fwd+bwd ms':>11} {'saved act MB':>13} "
-          f"{'x fwd':>6} {'x f+b':>6} {'x mem':>6} {'accuracy':>9} {'max rel err':>11}")
+        rows.append(
+            (
+                f"dlr depth {depth}",
+                cost_profile(res.model, probe, args.repeats),
+                tl.train.evaluate(res.model, task),
+                err,
+            )
+        )
+    print(
+        f"{type(model).__name__} ({args.model_dir or 'pretrained MiniLM-L6, untrained head'}), batch {args.batch}, "
+        f"{torch.get_num_threads()} threads; ratios are locked / original"
+    )
+    print(
+        f"{'model':<14} {'params':>10} {'forward ms':>11} {'fwd+bwd ms':>11} {'saved act MB':>13} "
+        f"{'x fwd':>6} {'x f+b':>6} {'x mem':>6} {'accuracy':>9} {'max rel err':>11}"
+    )
     for name, c, acc, err in rows:
-        r = lambda k: c[k] / base[k]  # noqa: E731
-        print(f"{name:<14} {c['params']:>10,} {1e3 * c['forward_s']:>11.1f} {1e3 * c['forward_backward_s']:>11.1f} "
-              f"{c['saved_activation_bytes'] / 2**20:>13.1f} {r('forward_s'):>6.2f} {r('forward_backward_s'):>6.2f} "
-              f"{r('saved_activation_bytes'):>6.2f} {acc:>9.4f} {'-' if err is None else f'{err:.3f}':>11}")
+        r = lambda k: c[k] / base[k]
+        print(
+            f"{name:<14} {c['params']:>10,} {1e3 * c['forward_s']:>11.1f} {1e3 * c['forward_backward_s']:>11.1f} "
+            f"{c['saved_activation_bytes'] / 2**20:>13.1f} {r('forward_s'):>6.2f} {r('forward_backward_s'):>6.2f} "
+            f"{r('saved_activation_bytes'):>6.2f} {acc:>9.4f} {'-' if err is None else f'{err:.3f}':>11}"
+        )
 
 
 if __name__ == "__main__":

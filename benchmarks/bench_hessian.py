@@ -48,7 +48,7 @@ def power_iteration(model, batch, tol: float, max_iters: int = 1000, seed: int =
     lam = None
     for i in range(1, max_iters + 1):
         hv = hvp(model, loss_fn, batch, v)
-        new = float(sum((a * b).sum() for a, b in zip(v, hv)))
+        new = float(sum((a * b).sum() for a, b in zip(v, hv, strict=False)))
         norm = torch.sqrt(sum((a * a).sum() for a in hv))
         v = [a / norm for a in hv]
         if lam is not None and abs(new - lam) <= tol * abs(new):
@@ -68,6 +68,7 @@ def count_matvecs(fn) -> int:
     def counting(*a, **kw):
         n[0] += kw.get("grad_outputs") is not None
         return real(*a, **kw)
+
     torch.autograd.grad = counting
     try:
         fn()
@@ -101,20 +102,27 @@ def main() -> None:
     model = tl.models.build("cnn", input_shape=[1, 28, 28], num_classes=10).eval()
     batch = (torch.rand(args.batch, 1, 28, 28), torch.randint(0, 10, (args.batch,)))
     n = sum(p.numel() for p in model.parameters())
-    print(f"cnn: {n} parameters, batch {args.batch}, float32 model, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"cnn: {n} parameters, batch {args.batch}, float32 model, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
 
     # truth: the same network and batch in float64, Lanczos to tol=1e-10
     batch64 = (batch[0].double(), batch[1])
-    ref = hessian_spectrum(copy.deepcopy(model).double(), loss_fn, batch64, 1,
-                           options=LanczosOptions(tol=1e-10, iters=200))
+    ref = hessian_spectrum(
+        copy.deepcopy(model).double(), loss_fn, batch64, 1, options=LanczosOptions(tol=1e-10, iters=200)
+    )
     truth = float(ref.eigenvalues[0])
-    print(f"truth (float64 copy, lanczos tol=1e-10): lambda_max = {truth:.12g}, "
-          f"residual {float(ref.residuals[0]):.2e}, {ref.iters} iters, converged={bool(ref.converged[0])}")
+    print(
+        f"truth (float64 copy, lanczos tol=1e-10): lambda_max = {truth:.12g}, "
+        f"residual {float(ref.residuals[0]):.2e}, {ref.iters} iters, converged={bool(ref.converged[0])}"
+    )
 
     rows = []
-    t, r = timed(lambda: hessian_spectrum(
-        model, loss_fn, batch, options=LanczosOptions(tol=args.tol, reuse_graph=False)), args.reps)
+    t, r = timed(
+        lambda: hessian_spectrum(model, loss_fn, batch, options=LanczosOptions(tol=args.tol, reuse_graph=False)),
+        args.reps,
+    )
     rows.append(("lanczos (same hvp)", t, r.iters, float(r.eigenvalues[0])))
     t, r = timed(lambda: hessian_spectrum(model, loss_fn, batch, 1, options=LanczosOptions(tol=args.tol)), args.reps)
     rows.append(("lanczos (reuse graph)", t, r.iters, float(r.eigenvalues[0])))
@@ -147,9 +155,12 @@ def main() -> None:
         err = abs(lam - truth) / abs(truth)
         print(f"{name:<24}{t:>10.3f}{t / base:>10.2f}{its_s:>10}{lam:>18.10g}{err:>11.2e}")
 
-    methods = {"lanczos (reuse graph)": lambda tol: float(hessian_spectrum(
-                   model, loss_fn, batch, 1, options=LanczosOptions(tol=tol, warn=False)).eigenvalues[0]),
-               "power iteration": lambda tol: power_iteration(model, batch, tol)[0]}
+    methods = {
+        "lanczos (reuse graph)": lambda tol: float(
+            hessian_spectrum(model, loss_fn, batch, 1, options=LanczosOptions(tol=tol, warn=False)).eigenvalues[0]
+        ),
+        "power iteration": lambda tol: power_iteration(model, batch, tol)[0],
+    }
     if PyHessian is not None:
         methods["pyhessian 0.1 (power)"] = run_pyhessian
     print(f"\nmatched accuracy: loosest tolerance with rel err <= {args.target:g}")
@@ -160,16 +171,20 @@ def main() -> None:
             if abs(fn(tol) - truth) <= args.target * abs(truth):
                 t, lam = timed(lambda: fn(tol), args.reps)
                 best[name] = t
-                print(f"{name:<24}{tol:>8.0e}{t:>10.3f}{count_matvecs(lambda: fn(tol)):>10}"
-                      f"{abs(lam - truth) / abs(truth):>11.2e}")
+                print(
+                    f"{name:<24}{tol:>8.0e}{t:>10.3f}{count_matvecs(lambda: fn(tol)):>10}"
+                    f"{abs(lam - truth) / abs(truth):>11.2e}"
+                )
                 break
         else:
             print(f"{name:<24}{'none':>8}")
     ref = best.get("pyhessian 0.1 (power)")
     if ref and "lanczos (reuse graph)" in best:
         ratio = best["lanczos (reuse graph)"] / ref
-        print(f"lanczos / pyhessian time at <= {args.target:g} error: {ratio:.2f}  "
-              f"(goal <= 1: {'met' if ratio <= 1 else 'missed'})")
+        print(
+            f"lanczos / pyhessian time at <= {args.target:g} error: {ratio:.2f}  "
+            f"(goal <= 1: {'met' if ratio <= 1 else 'missed'})"
+        )
 
 
 if __name__ == "__main__":

@@ -39,16 +39,24 @@ def throughput(runs: int, steps: int) -> list[tuple[str, float, float]]:
     # distinct specs (lr varies) so no run is a resumed one
     specs = [AttackSpec("adam", 1e-3 * (1 + i / 10), max_steps=steps, batch_size=32, epochs=10**6) for i in range(runs)]
     out = []
-    for name, runner in [("local x1", RunnerConfig(workers=1)), ("local x2", RunnerConfig(workers=2)),
-                         ("ray x2", RunnerConfig(backend="ray", workers=2))]:
+    for name, runner in [
+        ("local x1", RunnerConfig(workers=1)),
+        ("local x2", RunnerConfig(workers=2)),
+        ("ray x2", RunnerConfig(backend="ray", workers=2)),
+    ]:
         startup = 0.0
         if runner.backend == "ray":
             import ray
 
             t0 = time.perf_counter()
             ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False, configure_logging=False)
-            run_suite(Target(model, task), [AttackSpec("adam", 9.0, max_steps=1, batch_size=32, epochs=10**6)], None, runner,
-                      progress=False)  # workers started and warm (torch imported), as the pool's are after fork
+            run_suite(
+                Target(model, task),
+                [AttackSpec("adam", 9.0, max_steps=1, batch_size=32, epochs=10**6)],
+                None,
+                runner,
+                progress=False,
+            )  # workers started and warm (torch imported), as the pool's are after fork
             startup = time.perf_counter() - t0
         t0 = time.perf_counter()
         rows = run_suite(Target(model, task), specs, None, runner, progress=False)
@@ -60,7 +68,7 @@ def throughput(runs: int, steps: int) -> list[tuple[str, float, float]]:
     return out
 
 
-WORKER = r'''
+WORKER = r"""
 import json, sys, time, torch
 import torch.nn.functional as F
 import trainlock as tl
@@ -94,7 +102,7 @@ dt = time.perf_counter() - t0
 if distributed.is_main():
     print(json.dumps({"step_ms": dt / steps * 1e3, "comm_share": distributed.COMM["seconds"] / dt}))
 distributed.shutdown()
-'''
+"""
 
 
 def ddp_steps(model: str, steps: int, batch: int, threads: int) -> dict[int, dict]:
@@ -105,8 +113,17 @@ def ddp_steps(model: str, steps: int, batch: int, threads: int) -> dict[int, dic
         script.write_text(WORKER)
         for n in (1, 2):
             env = {**os.environ, "OMP_NUM_THREADS": str(max(1, threads // n))}
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-                   str(script), model, str(steps), str(batch)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc_per_node={n}",
+                str(script),
+                model,
+                str(steps),
+                str(batch),
+            ]
             p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
             if p.returncode != 0:
                 raise RuntimeError(p.stderr[-2000:])
@@ -124,21 +141,29 @@ def main() -> None:
     args = ap.parse_args()
     threads = os.cpu_count() or 1
 
-    print(f"red-team throughput: {args.runs} runs of {args.steps} steps (CNN, permuted MNIST, one torch thread per run)")
+    print(
+        f"red-team throughput: {args.runs} runs of {args.steps} steps (CNN, permuted MNIST, one torch thread per run)"
+    )
     rows = throughput(args.runs, args.steps)
     by = {name: rate for name, rate, _ in rows}
     for name, rate, startup in rows:
         extra = f"  (Ray start-up {startup:.1f} s, not counted)" if startup else ""
         print(f"  {name:<9} {rate:7.1f} runs/min{extra}")
-    print(f"  ray x2 / local x2 = {by['ray x2'] / by['local x2']:.2f} (goal >= 0.9); "
-          f"local x2 / local x1 = {by['local x2'] / by['local x1']:.2f} (goal >= 1.7 on 2 cores)")
+    print(
+        f"  ray x2 / local x2 = {by['ray x2'] / by['local x2']:.2f} (goal >= 0.9); "
+        f"local x2 / local x1 = {by['local x2'] / by['local x1']:.2f} (goal >= 1.7 on 2 cores)"
+    )
 
-    print(f"\ndata-parallel SpecDef step ({args.model}, global batch {args.batch_size}, {threads} cores split over "
-          f"the processes)")
+    print(
+        f"\ndata-parallel SpecDef step ({args.model}, global batch {args.batch_size}, {threads} cores split over "
+        f"the processes)"
+    )
     d = ddp_steps(args.model, args.lock_steps, args.batch_size, threads)
     for n, r in d.items():
-        print(f"  {n} process{'es' if n > 1 else '  '}  {r['step_ms']:7.1f} ms/step   all-reduce "
-              f"{100 * r['comm_share']:4.1f}% of the step")
+        print(
+            f"  {n} process{'es' if n > 1 else '  '}  {r['step_ms']:7.1f} ms/step   all-reduce "
+            f"{100 * r['comm_share']:4.1f}% of the step"
+        )
     print(f"  speed-up 2 vs 1 = {d[1]['step_ms'] / d[2]['step_ms']:.2f}")
 
 

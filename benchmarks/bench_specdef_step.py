@@ -49,7 +49,7 @@ def main() -> None:
     ratios = []  # one per adjacent (retain-only, SpecDef) pair of blocks: robust to machine drift
     for b in range(args.blocks):
         pair = {}
-        for spec in ((False, True) if b % 2 == 0 else (True, False)):
+        for spec in (False, True) if b % 2 == 0 else (True, False):
             t = time.perf_counter()
             for _ in range(args.steps):
                 step(spec)
@@ -59,11 +59,15 @@ def main() -> None:
     base, spec = statistics.median(times[False]), statistics.median(times[True])
     ratio = statistics.median(ratios)
     q = statistics.quantiles(ratios, n=4)
-    print(f"model {args.model}, batch {args.batch_size}, top_k {args.top_k}, {len(lockables)} lockable weights, "
-          f"threads {torch.get_num_threads()}")
-    print(f"retain-only step {base * 1e3:.2f} ms | SpecDef step {spec * 1e3:.2f} ms | ratio {ratio:.3f} "
-          f"(median of {len(ratios)} paired blocks; quartiles {q[0]:.3f}-{q[2]:.3f}) "
-          f"goal <= 1.10: {'ok' if ratio <= 1.10 else 'MISS'}")
+    print(
+        f"model {args.model}, batch {args.batch_size}, top_k {args.top_k}, {len(lockables)} lockable weights, "
+        f"threads {torch.get_num_threads()}"
+    )
+    print(
+        f"retain-only step {base * 1e3:.2f} ms | SpecDef step {spec * 1e3:.2f} ms | ratio {ratio:.3f} "
+        f"(median of {len(ratios)} paired blocks; quartiles {q[0]:.3f}-{q[2]:.3f}) "
+        f"goal <= 1.10: {'ok' if ratio <= 1.10 else 'MISS'}"
+    )
 
 
 if __name__ == "__main__":

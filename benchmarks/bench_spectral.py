@@ -41,8 +41,15 @@ def bench(shape: tuple[int, int], k: int, reps: int, device: torch.device) -> di
     err = float(((sigma - ref).abs() / ref).max())
     t_full = _time(lambda: torch.linalg.svdvals(W), max(1, reps // 2), device)
     t_topk = _time(lambda: top_singular_values(W, k, state), reps * 4, device)
-    return {"shape": shape, "k": k, "svdvals_s": t_full, "topk_s": t_topk, "ratio": t_full / t_topk, "rel_err": err,
-            "cold_iters": state.iters}
+    return {
+        "shape": shape,
+        "k": k,
+        "svdvals_s": t_full,
+        "topk_s": t_topk,
+        "ratio": t_full / t_topk,
+        "rel_err": err,
+        "cold_iters": state.iters,
+    }
 
 
 def main() -> None:
@@ -52,13 +59,17 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"{'shape':>12} {'k':>3} {'svdvals ms':>11} {'top-k ms':>9} {'ratio':>8} {'rel err':>9} {'cold iters':>10}  goal: ratio>=100, err<=1e-3")
+    print(
+        f"{'shape':>12} {'k':>3} {'svdvals ms':>11} {'top-k ms':>9} {'ratio':>8} {'rel err':>9} {'cold iters':>10}  goal: ratio>=100, err<=1e-3"
+    )
     for shape in ((768, 3072), (4096, 4096)):
         for k in (1, 8):
             r = bench(shape, k, args.reps, device)
             ok = "ok" if r["ratio"] >= 100 and r["rel_err"] <= 1e-3 else "MISS"
-            print(f"{'x'.join(map(str, shape)):>12} {k:>3} {r['svdvals_s'] * 1e3:>11.1f} {r['topk_s'] * 1e3:>9.2f} "
-                  f"{r['ratio']:>8.0f} {r['rel_err']:>9.1e} {r['cold_iters']:>10}  {ok}")
+            print(
+                f"{'x'.join(map(str, shape)):>12} {k:>3} {r['svdvals_s'] * 1e3:>11.1f} {r['topk_s'] * 1e3:>9.2f} "
+                f"{r['ratio']:>8.0f} {r['rel_err']:>9.1e} {r['cold_iters']:>10}  {ok}"
+            )
 
 
 if __name__ == "__main__":

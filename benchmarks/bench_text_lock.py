@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -35,8 +36,15 @@ def build(tiny: bool, max_length: int):
 
     from trainlock.models.hf import HFClassifier
 
-    cfg = BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=128, max_position_embeddings=max_length, num_labels=2)
+    cfg = BertConfig(
+        vocab_size=1000,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=max_length,
+        num_labels=2,
+    )
     return HFClassifier(BertForSequenceClassification(cfg), None, max_length)
 
 
@@ -74,8 +82,9 @@ def stepper(model, x, y, spectral: bool, top_k: int = 2, alpha: float = 0.99, pl
         logits = model(x)
         with torch.no_grad():
             target = F.log_softmax(ref(x), dim=1)
-        retain = F.cross_entropy(logits, y) + F.kl_div(F.log_softmax(logits, 1), target, log_target=True,
-                                                        reduction="batchmean")
+        retain = F.cross_entropy(logits, y) + F.kl_div(
+            F.log_softmax(logits, 1), target, log_target=True, reduction="batchmean"
+        )
         loss = alpha * retain - (1 - alpha) * spectral_term(lockables, top_k) if spectral else retain
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -96,7 +105,7 @@ def timing(args) -> None:
     ratios, times = [], {True: [], False: []}
     for b in range(args.blocks):
         pair = {}
-        for is_spec in ((False, True) if b % 2 == 0 else (True, False)):
+        for is_spec in (False, True) if b % 2 == 0 else (True, False):
             t = time.perf_counter()
             for _ in range(args.steps):
                 (spec if is_spec else plain)()
@@ -104,16 +113,21 @@ def timing(args) -> None:
             times[is_spec].append(pair[is_spec])
         ratios.append(pair[True] / pair[False])
     r = statistics.median(ratios)
-    print(f"{'tiny BERT' if args.tiny else 'MiniLM-L6'}: batch {args.batch_size} x {args.max_length} tokens, {n} "
-          f"lockable matrices, threads {torch.get_num_threads()}")
-    print(f"  retain-only (ce+kl) step {statistics.median(times[False]):.3f} s | SpecDef step "
-          f"{statistics.median(times[True]):.3f} s | ratio {r:.3f} (median of {len(ratios)} paired blocks) "
-          f"goal <= 1.10: {'ok' if r <= 1.10 else 'MISS'}", flush=True)
+    print(
+        f"{'tiny BERT' if args.tiny else 'MiniLM-L6'}: batch {args.batch_size} x {args.max_length} tokens, {n} "
+        f"lockable matrices, threads {torch.get_num_threads()}"
+    )
+    print(
+        f"  retain-only (ce+kl) step {statistics.median(times[False]):.3f} s | SpecDef step "
+        f"{statistics.median(times[True]):.3f} s | ratio {r:.3f} (median of {len(ratios)} paired blocks) "
+        f"goal <= 1.10: {'ok' if r <= 1.10 else 'MISS'}",
+        flush=True,
+    )
 
 
 def status_mb(field: str) -> float:
     """VmRSS / VmHWM of this process in MB (Linux)."""
-    for line in open("/proc/self/status"):
+    for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return float(line.split()[1]) / 1024
     raise RuntimeError(f"no {field} in /proc/self/status")
@@ -126,14 +140,16 @@ def reset_peak() -> None:
 
 def peak(args, kind: str) -> tuple[float, float]:
     """(resident MB after loading, peak MB during the steps) of a fresh process running `kind`."""
-    code = (f"import sys; sys.argv = {sys.argv[:1]!r}; sys.path[:0] = {sys.path!r}\n"
-            f"import bench_text_lock as b, argparse, gc, torch\n"
-            f"a = argparse.Namespace(**{vars(args)!r})\n"
-            f"torch.manual_seed(0); m = b.build(a.tiny, a.max_length); x, y = b.batch(m, a.batch_size, a.max_length)\n"
-            f"gc.collect(); b.reset_peak(); loaded = b.status_mb('VmRSS')\n"
-            f"s, _ = b.stepper(m, x, y, spectral=True, plain={kind == 'finetune'})\n"
-            f"[s() for _ in range(a.steps)]\n"
-            f"print(loaded, b.status_mb('VmHWM'))\n")
+    code = (
+        f"import sys; sys.argv = {sys.argv[:1]!r}; sys.path[:0] = {sys.path!r}\n"
+        f"import bench_text_lock as b, argparse, gc, torch\n"
+        f"a = argparse.Namespace(**{vars(args)!r})\n"
+        f"torch.manual_seed(0); m = b.build(a.tiny, a.max_length); x, y = b.batch(m, a.batch_size, a.max_length)\n"
+        f"gc.collect(); b.reset_peak(); loaded = b.status_mb('VmRSS')\n"
+        f"s, _ = b.stepper(m, x, y, spectral=True, plain={kind == 'finetune'})\n"
+        f"[s() for _ in range(a.steps)]\n"
+        f"print(loaded, b.status_mb('VmHWM'))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded, top = out.stdout.split()[-2:]
     return float(loaded), float(top)
@@ -149,10 +165,12 @@ def main() -> None:
     args = ap.parse_args()
     timing(args)
     (fl, fine), (ll, lock) = peak(args, "finetune"), peak(args, "lock")
-    print(f"  peak memory during {args.steps} steps (VmHWM reset after loading; resident after loading "
-          f"{fl:.0f} / {ll:.0f} MB): plain fine-tuning (AdamW) {fine:.0f} MB | SpecDef lock (ce+kl with a frozen "
-          f"copy, Adadelta) {lock:.0f} MB | ratio {lock / fine:.3f} goal <= 1.25: "
-          f"{'ok' if lock / fine <= 1.25 else 'MISS'}; above the loaded model: {fine - fl:.0f} / {lock - ll:.0f} MB")
+    print(
+        f"  peak memory during {args.steps} steps (VmHWM reset after loading; resident after loading "
+        f"{fl:.0f} / {ll:.0f} MB): plain fine-tuning (AdamW) {fine:.0f} MB | SpecDef lock (ce+kl with a frozen "
+        f"copy, Adadelta) {lock:.0f} MB | ratio {lock / fine:.3f} goal <= 1.25: "
+        f"{'ok' if lock / fine <= 1.25 else 'MISS'}; above the loaded model: {fine - fl:.0f} / {lock - ll:.0f} MB"
+    )
 
 
 if __name__ == "__main__":

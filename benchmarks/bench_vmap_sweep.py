@@ -23,8 +23,11 @@ def main() -> None:
     task = tl.tasks.get("digits")
     lrs = [10 ** (-4 + 3 * i / 7) for i in range(8)]  # 1e-4 .. 1e-1, log grid
     print(f"digits (8x8), {args.steps} SGD steps per lr, 8 lrs, threads {torch.get_num_threads()}")
-    for name, kw in [("mlp", dict(hidden=[64, 64])), ("cnn", dict(channels=[8, 16], hidden=32)),
-                     ("transformer", dict(dim=32, depth=1, heads=2, patch=4))]:
+    for name, kw in [
+        ("mlp", {"hidden": [64, 64]}),
+        ("cnn", {"channels": [8, 16], "hidden": 32}),
+        ("transformer", {"dim": 32, "depth": 1, "heads": 2, "patch": 4}),
+    ]:
         torch.manual_seed(0)
         model = tl.models.build(name, input_shape=[1, 8, 8], num_classes=10, **kw)
         t = time.perf_counter()
@@ -33,9 +36,11 @@ def main() -> None:
         t = time.perf_counter()
         vm_acc, _ = batched_sgd_sweep(model, task, lrs, args.steps, args.batch_size)
         t_vm = time.perf_counter() - t
-        diff = max(abs(a - b) for a, b in zip(seq_acc, vm_acc))
-        print(f"{name:>12}: sequential {t_seq:6.2f} s | vmap {t_vm:6.2f} s | ratio {t_seq / t_vm:5.2f} "
-              f"(goal >= 2: {'ok' if t_seq / t_vm >= 2 else 'MISS'}) | max accuracy difference {diff:.4f}")
+        diff = max(abs(a - b) for a, b in zip(seq_acc, vm_acc, strict=False))
+        print(
+            f"{name:>12}: sequential {t_seq:6.2f} s | vmap {t_vm:6.2f} s | ratio {t_seq / t_vm:5.2f} "
+            f"(goal >= 2: {'ok' if t_seq / t_vm >= 2 else 'MISS'}) | max accuracy difference {diff:.4f}"
+        )
 
 
 if __name__ == "__main__":

@@ -13,10 +13,9 @@ from trainlock.cli import main
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     path = write_text(tmp_path / "report.md", "old")
-    with pytest.raises(RuntimeError):
-        with writing_file(path, suffix=".png") as tmp:
-            tmp.write_text("half a plot")
-            raise RuntimeError("killed while plotting")
+    with pytest.raises(RuntimeError), writing_file(path, suffix=".png") as tmp:
+        tmp.write_text("half a plot")
+        raise RuntimeError("killed while plotting")
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.md"]
     with writing_file(path) as tmp:
         tmp.write_text("new")
@@ -51,9 +50,11 @@ def test_a_second_process_on_the_same_output_fails_clearly(tmp_path, capsys):
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE, env=env)
     try:
         assert holder.stdout.readline().strip() == b"holding"
-        with pytest.raises(Busy, match=f"being written by another trainlock process \\(pid {holder.pid}\\)"):
-            with exclusive(out):
-                pass
+        with (
+            pytest.raises(Busy, match=f"being written by another trainlock process \\(pid {holder.pid}\\)"),
+            exclusive(out),
+        ):
+            pass
         t0 = time.time()
         assert main(["demo", "--quick", "--out", str(out)]) == 2  # refused at once, before any work
         assert time.time() - t0 < 5 and "another trainlock process" in capsys.readouterr().err

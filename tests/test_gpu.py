@@ -33,7 +33,9 @@ def test_bf16_weights_are_measured_in_float32():
 def test_lock_and_attack_on_cuda(digits, digits_permuted):
     torch.manual_seed(0)
     model = tl.models.build("cnn", input_shape=[1, 8, 8], num_classes=10, channels=[8], hidden=32)
-    rep = tl.lock(model, tl.SpecDefConfig(loop=specdef_loop(lr=5.0, epochs=2, batch_size=32, device="cuda")), digits).report
+    rep = tl.lock(
+        model, tl.SpecDefConfig(loop=specdef_loop(lr=5.0, epochs=2, batch_size=32, device="cuda")), digits
+    ).report
     assert next(rep.model.parameters()).device.type == "cuda"
     assert rep.sigma_after["mean_topk"] > 5 * rep.sigma_before["mean_topk"]
     res = tl.attack(rep.model, tl.FineTuneConfig(loop=LoopConfig(max_steps=20, device="cuda")), digits_permuted)

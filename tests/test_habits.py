@@ -15,9 +15,12 @@ def _files(skip: tuple[str, ...] = ()):
 
 def test_the_library_does_not_print():
     """Progress and logs go through `logging` and tqdm; only the command line prints."""
-    found = [f"{path.relative_to(SRC.parent)}:{node.lineno}" for path, tree in _files(skip=("cli",))
-             for node in ast.walk(tree)
-             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print"]
+    found = [
+        f"{path.relative_to(SRC.parent)}:{node.lineno}"
+        for path, tree in _files(skip=("cli",))
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print"
+    ]
     assert found == []
 
 
@@ -28,10 +31,14 @@ def _n_params(node) -> int:
 
 
 def test_public_functions_take_at_most_eight_parameters():
-    over = [f"{path.relative_to(SRC.parent)}:{node.lineno} {node.name} ({_n_params(node)})"
-            for path, tree in _files() for node in ast.walk(tree)
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_")
-            and _n_params(node) > MAX_PARAMS]
+    over = [
+        f"{path.relative_to(SRC.parent)}:{node.lineno} {node.name} ({_n_params(node)})"
+        for path, tree in _files()
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and not node.name.startswith("_")
+        and _n_params(node) > MAX_PARAMS
+    ]
     assert over == []
 
 

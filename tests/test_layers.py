@@ -66,14 +66,19 @@ def violations(src: Path = SRC) -> list[str]:
         for line, target in imports(path, src):
             t = _top(target)
             if t is not None and RANK[t] > RANK[top]:
-                bad.append(f"{path.relative_to(src.parent)}:{line} ({LAYERS[RANK[top]][0]}) imports {target} "
-                           f"({LAYERS[RANK[t]][0]})")
+                bad.append(
+                    f"{path.relative_to(src.parent)}:{line} ({LAYERS[RANK[top]][0]}) imports {target} "
+                    f"({LAYERS[RANK[t]][0]})"
+                )
     return bad
 
 
 def test_every_module_has_a_layer():
-    tops = {p.stem if p.is_file() else p.name for p in SRC.iterdir()
-            if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").exists()}
+    tops = {
+        p.stem if p.is_file() else p.name
+        for p in SRC.iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").exists()
+    }
     assert tops - set(RANK) == set(), "add the new module to LAYERS (and to the README's picture)"
 
 
@@ -88,13 +93,15 @@ def test_the_checker_sees_a_violation(tmp_path):
     (src / "linalg").mkdir(parents=True)
     (src / "linalg" / "planted.py").write_text(
         "from ..registry import Registry\nfrom . import spectral\n"
-        "def f():\n    from ..redteam import redteam\n    import trainlock.cli.main\n")
+        "def f():\n    from ..redteam import redteam\n    import trainlock.cli.main\n"
+    )
     found = violations(src)
-    assert found == ["trainlock/linalg/planted.py:4 (foundation) imports trainlock.redteam (studies)",
-                     "trainlock/linalg/planted.py:5 (foundation) imports trainlock.cli.main (cli)"]
+    assert found == [
+        "trainlock/linalg/planted.py:4 (foundation) imports trainlock.redteam (studies)",
+        "trainlock/linalg/planted.py:5 (foundation) imports trainlock.cli.main (cli)",
+    ]
 
 
 @pytest.mark.parametrize("layer", [name for name, _ in LAYERS])
 def test_layers_are_listed_once(layer):
     assert sum(name == layer for name, _ in LAYERS) == 1
-

@@ -9,10 +9,12 @@ from trainlock.tune.table import TableConfig, _bypass_steps, format_table, lock_
 
 
 def test_bypass_steps_reads_the_first_eval_at_level():
-    rows = [{"config": {"init": "released"}, "evals": [[0, 0.1], [50, 0.6], [100, 0.8]]},
-            {"config": {"init": "released"}, "evals": [[0, 0.1], [25, 0.75]], "distill": {"steps": 10}},
-            {"config": {"init": "scratch"}, "evals": [[5, 0.9]]},  # scratch runs do not bypass the lock
-            {"config": {"init": "released"}, "insider": True, "evals": [[1, 0.9]]}]  # nor insiders
+    rows = [
+        {"config": {"init": "released"}, "evals": [[0, 0.1], [50, 0.6], [100, 0.8]]},
+        {"config": {"init": "released"}, "evals": [[0, 0.1], [25, 0.75]], "distill": {"steps": 10}},
+        {"config": {"init": "scratch"}, "evals": [[5, 0.9]]},  # scratch runs do not bypass the lock
+        {"config": {"init": "released"}, "insider": True, "evals": [[1, 0.9]]},
+    ]  # nor insiders
     assert _bypass_steps(rows, 0.7) == 35
     assert _bypass_steps(rows, 0.95) is None
     # a run that reaches the level only at its end (after the last periodic evaluation) counts at its last step
@@ -21,17 +23,24 @@ def test_bypass_steps_reads_the_first_eval_at_level():
 
 
 def test_lock_table_rows_and_cli(tiny_base, digits, digits_permuted, tmp_path, capsys):
-    specs = {"none": None, "specdef": {"type": "specdef", "alpha": 0.5,
-                                      "loop": {"optimizer": "adadelta", "lr": 1.0, "epochs": 1, "batch_size": 32,
-                                               "device": "cpu"}}}
+    specs = {
+        "none": None,
+        "specdef": {
+            "type": "specdef",
+            "alpha": 0.5,
+            "loop": {"optimizer": "adadelta", "lr": 1.0, "epochs": 1, "batch_size": 32, "device": "cpu"},
+        },
+    }
     cfg = TableConfig(budget=6, steps=5, batch_size=32, runner=RunnerConfig(workers=0), optimizers=("adam",))
     res = lock_table(tiny_base, digits, [digits_permuted], specs, tmp_path, cfg)
     assert [r["lock"] for r in res["rows"]] and {r["lock"] for r in res["rows"]} == {"none", "specdef"}
     advs = [r["max_advantage"] for r in res["rows"]]
     assert advs == sorted(advs, reverse=True)  # worst case first
     none = next(r for r in res["rows"] if r["lock"] == "none")
-    assert none["utility"] == res["base_utility"] and none["tasks"][digits_permuted.name]["worst"] == \
-        res["base_best"][digits_permuted.name]
+    assert (
+        none["utility"] == res["base_utility"]
+        and none["tasks"][digits_permuted.name]["worst"] == res["base_best"][digits_permuted.name]
+    )
     locked = next(r for r in res["rows"] if r["lock"] == "specdef")
     assert none["lock_peak_mb"] is None and locked["lock_peak_mb"] > 10  # a torch process holds far more than 10 MB
     saved = json.loads((tmp_path / "table.json").read_text())
@@ -46,11 +55,18 @@ def test_rescore_uses_the_best_scratch_of_any_row_and_is_idempotent():
     from trainlock.tune.table import rescore
 
     def row(name, worst, scratch):
-        return {"lock": name, "utility": 0.9, "lock_s": 1.0,
-                "tasks": {"t": {"worst": worst, "scratch": scratch, "advantage": worst - scratch, "bypass_steps": None}}}
+        return {
+            "lock": name,
+            "utility": 0.9,
+            "lock_s": 1.0,
+            "tasks": {"t": {"worst": worst, "scratch": scratch, "advantage": worst - scratch, "bypass_steps": None}},
+        }
 
-    res = {"attack_tasks": ["t"], "base_utility": 0.9,
-           "rows": [row("a", 0.80, 0.70), row("b", 0.75, 0.78), row("c", 0.90, 0.60)]}
+    res = {
+        "attack_tasks": ["t"],
+        "base_utility": 0.9,
+        "rows": [row("a", 0.80, 0.70), row("b", 0.75, 0.78), row("c", 0.90, 0.60)],
+    }
     once = rescore(res)
     assert once["scratch_best"] == {"t": 0.78}
     assert [r["lock"] for r in once["rows"]] == ["c", "a", "b"]  # largest advantage first
@@ -70,8 +86,10 @@ def test_rows_are_red_teamed_as_released(tiny_base, digits, digits_permuted, tmp
     res = lock_table(tiny_base, digits, [digits_permuted], specs, tmp_path, cfg)
     rows = {r["lock"]: r["tasks"][digits_permuted.name] for r in res["rows"]}
     assert rows["frozen"]["worst"] == rows["none"]["worst"]
-    runs = [[json.loads(line)["accuracy"] for line in (tmp_path / lock / digits_permuted.name / "runs.jsonl").open()]
-            for lock in ("none", "frozen")]
+    runs = [
+        [json.loads(line)["accuracy"] for line in (tmp_path / lock / digits_permuted.name / "runs.jsonl").open()]
+        for lock in ("none", "frozen")
+    ]
     assert runs[0] == runs[1] and len(runs[0]) >= 6
 
 

@@ -27,15 +27,38 @@ def _env(**extra) -> dict:
 
 
 def _cli(*argv, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trainlock", *argv], capture_output=True, text=True,
-                          env=env or _env(), timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "trainlock", *argv], capture_output=True, text=True, env=env or _env(), timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("plugin") / "base"
-    assert main(["train", "--task", "digits", "--model", "mlp", "--model-kwargs", '{"hidden": [16]}', "--optimizer",
-                 "adam", "--lr", "0.01", "--epochs", "2", "--out", str(d), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "digits",
+                "--model",
+                "mlp",
+                "--model-kwargs",
+                '{"hidden": [16]}',
+                "--optimizer",
+                "adam",
+                "--lr",
+                "0.01",
+                "--epochs",
+                "2",
+                "--out",
+                str(d),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     return d
 
 
@@ -88,9 +111,33 @@ def test_locks_lists_the_plugin(capsys):
 
 def test_tune_searches_the_plugin_space_on_a_plugin_task(base_dir, tmp_path):
     out = tmp_path / "tune"
-    assert main(["--plugin", NOISY, "--plugin", TASK_PLUGIN, "tune", str(base_dir), "--lock", "noisy-top",
-                 "--attack-task", "shuffled-digits", "--trials", "1", "--budget", "12", "--steps", "3",
-                 "--out", str(out), "--workers", "0"]) == 0
+    assert (
+        main(
+            [
+                "--plugin",
+                NOISY,
+                "--plugin",
+                TASK_PLUGIN,
+                "tune",
+                str(base_dir),
+                "--lock",
+                "noisy-top",
+                "--attack-task",
+                "shuffled-digits",
+                "--trials",
+                "1",
+                "--budget",
+                "12",
+                "--steps",
+                "3",
+                "--out",
+                str(out),
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / "pareto.json").read_text())
     assert res["lock"] == "noisy-top" and res["tuning_task"] == "shuffled-digits"
     assert set(res["trials"][0]["params"]) == {"top_k", "scale"}
@@ -98,10 +145,45 @@ def test_tune_searches_the_plugin_space_on_a_plugin_task(base_dir, tmp_path):
 
 def test_a_task_plugin_trains_and_locks(tmp_path, capsys):
     d = tmp_path / "t"
-    assert main(["--plugin", TASK_PLUGIN, "train", "--task", "shuffled-digits", "--model", "mlp", "--model-kwargs",
-                 '{"hidden": [16]}', "--epochs", "1", "--out", str(d), "--device", "cpu"]) == 0
-    assert main(["--plugin", TASK_PLUGIN, "--plugin", NOISY, "lock", str(d), "--out", str(tmp_path / "l"), "--spec",
-                 '{"type": "noisy-top", "scale": 0.1}']) == 0
+    assert (
+        main(
+            [
+                "--plugin",
+                TASK_PLUGIN,
+                "train",
+                "--task",
+                "shuffled-digits",
+                "--model",
+                "mlp",
+                "--model-kwargs",
+                '{"hidden": [16]}',
+                "--epochs",
+                "1",
+                "--out",
+                str(d),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "--plugin",
+                TASK_PLUGIN,
+                "--plugin",
+                NOISY,
+                "lock",
+                str(d),
+                "--out",
+                str(tmp_path / "l"),
+                "--spec",
+                '{"type": "noisy-top", "scale": 0.1}',
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "l" / "trainlock.json").read_text())["task"] == "shuffled-digits"
 
 

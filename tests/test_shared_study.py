@@ -52,8 +52,11 @@ def postgres():
     made = subprocess.run([*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"], capture_output=True)
     assert made.returncode == 0, made.stderr.decode()[-1000:]
     opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {root}"
-    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*as_user, pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
     try:
         import psycopg
 
@@ -65,21 +68,52 @@ def postgres():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_two_workers_share_one_study_without_losing_or_duplicating_a_trial(postgres, tiny_base, digits,
-                                                                         digits_permuted, tmp_path):
+def test_two_workers_share_one_study_without_losing_or_duplicating_a_trial(
+    postgres, tiny_base, digits, digits_permuted, tmp_path
+):
     import optuna
 
     p = digits_permuted
-    np.savez(tmp_path / "perm.npz", x_train=p.x_train.numpy(), y_train=p.y_train.numpy(), x_test=p.x_test.numpy(),
-             y_test=p.y_test.numpy())
+    np.savez(
+        tmp_path / "perm.npz",
+        x_train=p.x_train.numpy(),
+        y_train=p.y_train.numpy(),
+        x_test=p.x_test.numpy(),
+        y_test=p.y_test.numpy(),
+    )
     tl.save(tiny_base, tmp_path / "base", {"task": "digits"})
     trials = 8
-    cmd = [sys.executable, "-m", "trainlock", "redteam", str(tmp_path / "base"), "--task", f"npz:{tmp_path / 'perm.npz'}",
-           "--budget", "1", "--max-steps", "5", "--batch-size", "32", "--workers", "0", "--optimizers", "sgd", "adam",
-           "--search-trials", str(trials), "--storage", postgres]
+    cmd = [
+        sys.executable,
+        "-m",
+        "trainlock",
+        "redteam",
+        str(tmp_path / "base"),
+        "--task",
+        f"npz:{tmp_path / 'perm.npz'}",
+        "--budget",
+        "1",
+        "--max-steps",
+        "5",
+        "--batch-size",
+        "32",
+        "--workers",
+        "0",
+        "--optimizers",
+        "sgd",
+        "adam",
+        "--search-trials",
+        str(trials),
+        "--storage",
+        postgres,
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    workers = [subprocess.Popen([*cmd, "--out", str(tmp_path / f"w{i}")], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT) for i in range(2)]
+    workers = [
+        subprocess.Popen(
+            [*cmd, "--out", str(tmp_path / f"w{i}")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        for i in range(2)
+    ]
     deadline = time.time() + 600
     for w in workers:
         out, _ = w.communicate(timeout=max(1, deadline - time.time()))
@@ -90,8 +124,7 @@ def test_two_workers_share_one_study_without_losing_or_duplicating_a_trial(postg
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     # the study stops at its size; a worker that started a trial just before the other finished may add one
     assert trials <= len(numbers) <= trials + 1 and sorted(numbers) == list(range(len(numbers)))
-    ran = [r["trial"] for i in range(2) for r in read_rows(tmp_path / f"w{i}" / "runs.jsonl")
-           if r.get("search")]
+    ran = [r["trial"] for i in range(2) for r in read_rows(tmp_path / f"w{i}" / "runs.jsonl") if r.get("search")]
     assert sorted(ran) == sorted(numbers)  # each trial ran on exactly one worker: none lost, none twice
     assert all(ran.count(n) == 1 for n in numbers)
     per_worker = [sum(1 for r in read_rows(tmp_path / f"w{i}" / "runs.jsonl") if r.get("search")) for i in range(2)]

@@ -6,14 +6,28 @@ import sys
 
 import pytest
 
-HEAVY = ("trainlock.redteam", "trainlock.optimizers.", "trainlock.analysis", "trainlock.paper",
-         "trainlock.attacks.transforms", "heavyball", "optuna", "pytorch_optimizer", "matplotlib")
+HEAVY = (
+    "trainlock.redteam",
+    "trainlock.optimizers.",
+    "trainlock.analysis",
+    "trainlock.paper",
+    "trainlock.attacks.transforms",
+    "heavyball",
+    "optuna",
+    "pytorch_optimizer",
+    "matplotlib",
+)
 
 
 def _loaded(code: str) -> list[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    out = subprocess.run([sys.executable, "-c", code + "\nimport sys\nprint('MODULES', *sorted(sys.modules))"],
-                         capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys\nprint('MODULES', *sorted(sys.modules))"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     return out.stdout.split("MODULES", 1)[1].split()
 
 
@@ -28,7 +42,9 @@ def test_import_trainlock_loads_nothing_but_itself():
 
 
 def test_top_level_help_is_light():
-    mods = _loaded("import sys\nfrom trainlock.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass")
+    mods = _loaded(
+        "import sys\nfrom trainlock.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass"
+    )
     assert _heavy(mods) == []
     assert "torch" not in mods  # the command list needs no torch at all
 

@@ -8,15 +8,19 @@ from trainlock.redteam import RunnerConfig
 
 pytest.importorskip("optuna")
 
-from trainlock.cli.main import main  # noqa: E402
-from trainlock.io.artifacts import load, save  # noqa: E402
-from trainlock.tune import TuneConfig, tune  # noqa: E402
-from trainlock.tune.study import _choose, _pareto  # noqa: E402
+from trainlock.cli.main import main
+from trainlock.io.artifacts import load, save
+from trainlock.tune import TuneConfig, tune
+from trainlock.tune.study import _choose, _pareto
 
 
 def test_pareto_and_choice():
-    trials = [{"number": 0, "utility": 0.9, "advantage": 0.3}, {"number": 1, "utility": 0.8, "advantage": 0.1},
-              {"number": 2, "utility": 0.7, "advantage": 0.2}, {"number": 3, "utility": 0.95, "advantage": 0.4}]
+    trials = [
+        {"number": 0, "utility": 0.9, "advantage": 0.3},
+        {"number": 1, "utility": 0.8, "advantage": 0.1},
+        {"number": 2, "utility": 0.7, "advantage": 0.2},
+        {"number": 3, "utility": 0.95, "advantage": 0.4},
+    ]
     front = _pareto(trials)
     assert {t["number"] for t in front} == {0, 1, 3}  # 2 is beaten by 1 on both
     assert _choose(front, base_utility=0.95, floor=0.06)["number"] == 0  # least advantage within 6 points of base
@@ -26,8 +30,10 @@ def test_pareto_and_choice():
 def test_common_scratch_scores_every_trial_against_the_best_scratch():
     from trainlock.tune import common_scratch
 
-    trials = [{"number": 0, "utility": 0.97, "advantage": 0.02, "worst": 0.84, "scratch": 0.82},
-              {"number": 1, "utility": 0.97, "advantage": 0.01, "worst": 0.85, "scratch": 0.84}]
+    trials = [
+        {"number": 0, "utility": 0.97, "advantage": 0.02, "worst": 0.84, "scratch": 0.82},
+        {"number": 1, "utility": 0.97, "advantage": 0.01, "worst": 0.85, "scratch": 0.84},
+    ]
     # by its own scratch, trial 1 looks better (+1 vs +2 points); its worst case is worse: it only drew a
     # stronger scratch run, which an attacker on trial 0's model can use too
     assert _choose(_pareto([dict(t) for t in trials]), 0.97, 0.01)["number"] == 1
@@ -50,7 +56,7 @@ def test_tune_writes_front_chosen_lock_and_resumes(tiny_base, digits, digits_per
     assert res["scratch_best"] == max(t["scratch"] for t in res["trials"])
     saved = json.loads((tmp_path / "pareto.json").read_text())
     assert saved["tuning_task"] == digits_permuted.name and saved["report_tasks"] == ["mnist"]
-    model, meta = load(tmp_path / "chosen" / "model")
+    _model, meta = load(tmp_path / "chosen" / "model")
     assert meta["locks"][0]["type"] == "specdef" and (tmp_path / "chosen" / "redteam" / "report.md").is_file()
     assert (tmp_path / "pareto.png").stat().st_size > 1000
     again = tune(tiny_base, digits, digits_permuted, cfg, out=tmp_path)  # resumed: no new trial
@@ -59,8 +65,9 @@ def test_tune_writes_front_chosen_lock_and_resumes(tiny_base, digits, digits_per
 
 def test_tuning_on_a_report_task_is_refused(tiny_base, digits, digits_permuted, tmp_path):
     with pytest.raises(ValueError, match="report task"):
-        tune(tiny_base, digits, digits_permuted, TuneConfig(trials=1), out=tmp_path,
-             report_tasks=(digits_permuted.name,))
+        tune(
+            tiny_base, digits, digits_permuted, TuneConfig(trials=1), out=tmp_path, report_tasks=(digits_permuted.name,)
+        )
 
 
 def test_cli_tune(tiny_base, digits_permuted, tmp_path, capsys):
@@ -68,11 +75,35 @@ def test_cli_tune(tiny_base, digits_permuted, tmp_path, capsys):
 
     save(tiny_base, tmp_path / "base", {"task": "digits"})
     p = digits_permuted
-    np.savez(tmp_path / "perm.npz", x_train=p.x_train.numpy(), y_train=p.y_train.numpy(), x_test=p.x_test.numpy(),
-             y_test=p.y_test.numpy())
-    argv = ["tune", str(tmp_path / "base"), "--attack-task", f"npz:{tmp_path / 'perm.npz'}", "--trials", "1",
-            "--budget", "6", "--steps", "3", "--batch-size", "32", "--workers", "0", "--optimizers", "adam",
-            "--out", str(tmp_path / "t"), "--json", str(tmp_path / "t.json")]
+    np.savez(
+        tmp_path / "perm.npz",
+        x_train=p.x_train.numpy(),
+        y_train=p.y_train.numpy(),
+        x_test=p.x_test.numpy(),
+        y_test=p.y_test.numpy(),
+    )
+    argv = [
+        "tune",
+        str(tmp_path / "base"),
+        "--attack-task",
+        f"npz:{tmp_path / 'perm.npz'}",
+        "--trials",
+        "1",
+        "--budget",
+        "6",
+        "--steps",
+        "3",
+        "--batch-size",
+        "32",
+        "--workers",
+        "0",
+        "--optimizers",
+        "adam",
+        "--out",
+        str(tmp_path / "t"),
+        "--json",
+        str(tmp_path / "t.json"),
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "<- chosen" in out and "base utility on digits" in out
@@ -97,8 +128,15 @@ def test_every_space_draws_valid_configs(name, tiny_base, digits_permuted):
 
 
 def test_tune_a_restricted_domain_lock(tiny_base, digits, digits_permuted, tmp_path):
-    cfg = TuneConfig(lock="immunize", trials=1, budget=4, steps=3, batch_size=32, runner=RunnerConfig(workers=0),
-                     optimizers=("adam",))
+    cfg = TuneConfig(
+        lock="immunize",
+        trials=1,
+        budget=4,
+        steps=3,
+        batch_size=32,
+        runner=RunnerConfig(workers=0),
+        optimizers=("adam",),
+    )
     res = tune(tiny_base, digits, digits_permuted, cfg, out=tmp_path)
     (t,) = res["trials"]
     assert t["lock_config"]["restricted"] == digits_permuted.name and "lam_ill" in t["params"]

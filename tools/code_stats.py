@@ -38,10 +38,13 @@ def main(repo: Path) -> None:
         n = len(text.splitlines())
         per_top[top] = per_top.get(top, 0) + n
         sizes.append((n, str(rel)))
-        for node in ast.walk(ast.parse(text)):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
-                if n_params(node) > 8:
-                    over.append((n_params(node), f"{rel}:{node.lineno} {node.name}"))
+        over.extend(
+            (n_params(node), f"{rel}:{node.lineno} {node.name}")
+            for node in ast.walk(ast.parse(text))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and not node.name.startswith("_")
+            and n_params(node) > 8
+        )
     per_layer: dict[str, int] = {}
     for top, n in per_top.items():
         layer = rank.get(top, "(facade)" if top == "__init__" else "(no layer)")
@@ -52,7 +55,9 @@ def main(repo: Path) -> None:
     for name, n in per_layer.items():
         print(f"  {name:<12}{n:>7}")
     print(f"  {'total':<12}{sum(per_top.values()):>7}")
-    print("lines per package / module:", ", ".join(f"{k} {v}" for k, v in sorted(per_top.items(), key=lambda kv: -kv[1])))
+    print(
+        "lines per package / module:", ", ".join(f"{k} {v}" for k, v in sorted(per_top.items(), key=lambda kv: -kv[1]))
+    )
     print("largest files:", ", ".join(f"{p} ({n})" for n, p in sorted(sizes, reverse=True)[:3]))
     print(f"public functions over 8 parameters: {len(over)}")
     for n, where in sorted(over, reverse=True):

@@ -1,7 +1,7 @@
 """Kill a loop of saves over one model directory at 8 moments, then count the directories that no longer load.
 
-    python tools/kill_saves.py                          # this checkout
-    PYTHONPATH=/path/to/old/src python tools/kill_saves.py   # another version of trainlock, for comparison
+python tools/kill_saves.py                          # this checkout
+PYTHONPATH=/path/to/old/src python tools/kill_saves.py   # another version of trainlock, for comparison
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ def main(n: int = 8) -> None:
         time.sleep(0.05 + 0.07 * i)
         p.send_signal(signal.SIGKILL)
         p.wait()
-        r = subprocess.run([sys.executable, "-c", f"import trainlock as tl; tl.load({d!r})"], capture_output=True,
-                           env=env)
+        r = subprocess.run(
+            [sys.executable, "-c", f"import trainlock as tl; tl.load({d!r})"], capture_output=True, env=env
+        )
         bad += r.returncode != 0
     shutil.rmtree(root, ignore_errors=True)
     print(f"trainlock {tl.__version__}: {bad} of {n} killed saves left an unloadable directory")

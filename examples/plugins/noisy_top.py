@@ -78,24 +78,27 @@ class NoisyTopLock(BaseLock):
     def certify(self, model: nn.Module, record: NoisyTopRecord) -> list[Certificate]:
         now = _sigma_max(model)
         ratios = {n: now.get(n, 0.0) / r for n, r in record.sigma_max.items() if r > 0}
-        return [Certificate(
-            lock=self.name,
-            invariant="min over weights of sigma_max(W) / sigma_max recorded at lock time",
-            measured=min(ratios.values(), default=0.0),
-            required=1.0 - self.cfg.tol,
-            relation=">=",
-            proof_of_gap="none: an example lock; larger top singular values make plain SGD steps on them larger",
-            preservation="none enforced: fine-tuning that lowers sigma_max shows up as a ratio below 1",
-            threat_model="release-time",
-            adversary_can_remove=True,
-            removal="clip the singular values back (the red team's sv-clip transform)",
-            method="exact SVD of each weight read as an (out, in*kh*kw) matrix",
-            details={"ratios": ratios},
-        )]
+        return [
+            Certificate(
+                lock=self.name,
+                invariant="min over weights of sigma_max(W) / sigma_max recorded at lock time",
+                measured=min(ratios.values(), default=0.0),
+                required=1.0 - self.cfg.tol,
+                relation=">=",
+                proof_of_gap="none: an example lock; larger top singular values make plain SGD steps on them larger",
+                preservation="none enforced: fine-tuning that lowers sigma_max shows up as a ratio below 1",
+                threat_model="release-time",
+                adversary_can_remove=True,
+                removal="clip the singular values back (the red team's sv-clip transform)",
+                method="exact SVD of each weight read as an (out, in*kh*kw) matrix",
+                details={"ratios": ratios},
+            )
+        ]
 
 
 @register_space("noisy-top")
 def noisy_top_space(trial, model: nn.Module, attack) -> NoisyTopConfig:
     """What `trainlock tune --lock noisy-top` searches."""
-    return NoisyTopConfig(top_k=trial.suggest_categorical("top_k", [1, 2]),
-                          scale=trial.suggest_float("scale", 0.1, 10.0, log=True))
+    return NoisyTopConfig(
+        top_k=trial.suggest_categorical("top_k", [1, 2]), scale=trial.suggest_float("scale", 0.1, 10.0, log=True)
+    )

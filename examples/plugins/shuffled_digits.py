@@ -15,7 +15,9 @@ import functools
 from trainlock.tasks import Task, get, permuted, register_task
 
 
-@register_task("shuffled-digits", description="digits, pixels permuted (seed 7)", install_hint="pip install scikit-learn")
+@register_task(
+    "shuffled-digits", description="digits, pixels permuted (seed 7)", install_hint="pip install scikit-learn"
+)
 @functools.cache
 def shuffled_digits() -> Task:
     return permuted(get("digits"), seed=7, name="shuffled-digits")

@@ -1,8 +1,8 @@
 """The short public API: lock, attack. The CLI, the demo, the red team and the studies go through these.
 
-    result = tl.lock(model, "specdef", retain="mnist")         # a name, a Lock, a spec, or a config
-    result.model, result.record, result.report                   # locked copy, what save() stores, run report
-    tl.save(result.model, "runs/locked", {"task": "mnist", **result.record})
+result = tl.lock(model, "specdef", retain="mnist")         # a name, a Lock, a spec, or a config
+result.model, result.record, result.report                   # locked copy, what save() stores, run report
+tl.save(result.model, "runs/locked", {"task": "mnist", **result.record})
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ class LockResult:
     """What `lock` returns: the locked copy, the record `save` stores beside it, and the run report."""
 
     model: nn.Module
-    record: dict  # {"locks": [{"type", "config", "record"}], "certificates": [...], "conservation": {...}?, "lock": {...}?}
+    record: (
+        dict  # {"locks": [{"type", "config", "record"}], "certificates": [...], "conservation": {...}?, "lock": {...}?}
+    )
     report: LockReport | None = None  # history, sigma before / after (locks that train), else None
 
 
@@ -41,16 +43,20 @@ def as_lock(lock) -> Lock:
             cls = LOCKS.get(name)
             if type(lock) is cls.config_cls:
                 return cls(lock)
-        raise ValueError(f"{type(lock).__name__} is not the config of a registered lock (locks: "
-                         f"{', '.join(LOCKS.names())}); a lock from a plugin needs the plugin loaded")
+        raise ValueError(
+            f"{type(lock).__name__} is not the config of a registered lock (locks: "
+            f"{', '.join(LOCKS.names())}); a lock from a plugin needs the plugin loaded"
+        )
     if isinstance(lock, str) and lock.lstrip()[:1] not in ("{", "[") and not Path(lock).is_file():
         return LOCKS.get(lock).from_config({})  # a name; an unknown one raises, listing the valid names
     if isinstance(lock, (str, Path, dict, list, tuple)):
         return lock_factory(lock)
     if isinstance(lock, Lock):
         return lock
-    raise ValueError(f"lock must be a Lock, a lock config, a lock name ({', '.join(LOCKS.names())}), a spec dict / "
-                     f"list or a spec file; got {type(lock).__name__}")
+    raise ValueError(
+        f"lock must be a Lock, a lock config, a lock name ({', '.join(LOCKS.names())}), a spec dict / "
+        f"list or a spec file; got {type(lock).__name__}"
+    )
 
 
 def as_task(task: Task | str | None, what: str = "task") -> Task | None:
@@ -58,8 +64,13 @@ def as_task(task: Task | str | None, what: str = "task") -> Task | None:
     return None if task is None else _tasks.as_task(task, what)
 
 
-def lock(model: nn.Module, lock="specdef",
-         retain: Task | str | None = None, progress: bool = False, checkpoint: Checkpoint | None = None) -> LockResult:
+def lock(
+    model: nn.Module,
+    lock="specdef",
+    retain: Task | str | None = None,
+    progress: bool = False,
+    checkpoint: Checkpoint | None = None,
+) -> LockResult:
     """Lock a copy of `model` and measure what the lock claims; the input model is not modified.
 
     `lock`: see `as_lock`. `retain`: the authorized task (a Task or its name); locks that train need it,
@@ -73,20 +84,24 @@ def lock(model: nn.Module, lock="specdef",
     out = lk.apply(model, retain, progress=progress, checkpoint=checkpoint)
     locked, report = out.model, out.report
     recorded = RecordedLock(lk, out.record)
-    record: dict = {"locks": [recorded.entry()],
-                    "certificates": [c.to_dict() for c in recorded.certify(locked)]}
+    record: dict = {"locks": [recorded.entry()], "certificates": [c.to_dict() for c in recorded.certify(locked)]}
     if report is not None:
-        record["lock"] = {"type": lk.name, "retain_task": None if retain is None else retain.name,
-                          **report.summary()}
+        record["lock"] = {"type": lk.name, "retain_task": None if retain is None else retain.name, **report.summary()}
     if retain is not None:
         history = report.history if report is not None and report.history else None
         record["conservation"] = conservation_certificate(
-            model, locked, retain, history=history, objective_key="retain_loss" if history else None)
+            model, locked, retain, history=history, objective_key="retain_loss" if history else None
+        )
     return LockResult(model=locked, record=record, report=report)
 
 
-def attack(model: nn.Module, config: FineTuneConfig | None = None, task: Task | str | None = None,
-           progress: bool = False, checkpoint: Checkpoint | None = None) -> AttackResult:
+def attack(
+    model: nn.Module,
+    config: FineTuneConfig | None = None,
+    task: Task | str | None = None,
+    progress: bool = False,
+    checkpoint: Checkpoint | None = None,
+) -> AttackResult:
     """Fine-tune a copy of `model` on `task`; returns accuracy, per-epoch curve, steps to target.
     `checkpoint`: write the run's state there and resume from it (`Checkpoint.resume`)."""
     if task is None:

@@ -15,8 +15,8 @@ import ctypes.util
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -160,8 +160,10 @@ def exclusive(path: str | Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise Busy(f"{path} is being written by another trainlock process (pid {holder}); wait for it to "
-                       f"finish or choose another output") from None
+            raise Busy(
+                f"{path} is being written by another trainlock process (pid {holder}); wait for it to "
+                f"finish or choose another output"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         try:

@@ -16,15 +16,23 @@ import dataclasses
 import json
 import math
 import typing
-from typing import Any, Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 C = TypeVar("C")
 _MISSING = dataclasses.MISSING
 
 
-def option(default: Any = _MISSING, help: str = "", *, factory: Callable[[], Any] | None = None,
-           choices: Callable[[], Iterable[str]] | None = None, cli: bool = True, flat: bool = False,
-           private: bool = False) -> Any:
+def option(
+    default: Any = _MISSING,
+    help: str = "",
+    *,
+    factory: Callable[[], Any] | None = None,
+    choices: Callable[[], Iterable[str]] | None = None,
+    cli: bool = True,
+    flat: bool = False,
+    private: bool = False,
+) -> Any:
     """A dataclass field with its help text (and, optionally, a callable giving its valid names).
 
     `factory` makes a mutable default (a nested config, a dict); `cli=False` keeps the field off the
@@ -42,8 +50,11 @@ def option(default: Any = _MISSING, help: str = "", *, factory: Callable[[], Any
 def nested_types(cls: type) -> dict[str, type]:
     """{field name: dataclass type} for the fields of `cls` that are themselves configs."""
     hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)
-            if isinstance(hints.get(f.name), type) and dataclasses.is_dataclass(hints[f.name])}
+    return {
+        f.name: hints[f.name]
+        for f in dataclasses.fields(cls)
+        if isinstance(hints.get(f.name), type) and dataclasses.is_dataclass(hints[f.name])
+    }
 
 
 def to_dict(cfg: Any) -> dict:
@@ -109,8 +120,15 @@ def check_int(owner: str, name: str, value: Any, low: int | None = None, allow_n
         raise ValueError(f"{owner}: {name} must be {need}, got {value!r}")
 
 
-def check_float(owner: str, name: str, value: Any, low: float | None = None, high: float | None = None,
-                allow_none: bool = False, open_low: bool = False) -> None:
+def check_float(
+    owner: str,
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    allow_none: bool = False,
+    open_low: bool = False,
+) -> None:
     """ValueError unless `value` is a finite number in [low, high] ((low, high] with `open_low`)."""
     if value is None and allow_none:
         return

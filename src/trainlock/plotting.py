@@ -16,9 +16,9 @@ def accuracy_curves(panels: dict[str, list[dict]], path: str | Path, title: str 
 
     n = len(panels)
     fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 3.8), squeeze=False)
-    for ax, (task, runs) in zip(axes[0], panels.items()):
+    for ax, (task, runs) in zip(axes[0], panels.items(), strict=False):
         for run in runs:
-            steps, accs = zip(*run["evals"]) if run["evals"] else ((), ())
+            steps, accs = zip(*run["evals"], strict=False) if run["evals"] else ((), ())
             ax.plot(steps, accs, run.get("style", "-"), color=run.get("color"), label=run["label"], lw=1.6)
         if runs and runs[0].get("chance") is not None:
             ax.axhline(runs[0]["chance"], color="grey", lw=0.8, ls=":", label="chance")

@@ -90,8 +90,9 @@ def load_entry_points() -> list[str]:
                 if callable(obj):
                     obj()
         except Exception as e:
-            raise PluginError(f"entry point {ep.name!r} of group {GROUP!r} ({ep.value}) failed: "
-                              f"{type(e).__name__}: {e}") from e
+            raise PluginError(
+                f"entry point {ep.name!r} of group {GROUP!r} ({ep.value}) failed: {type(e).__name__}: {e}"
+            ) from e
         _loaded[source] = ep.value
         names.append(ep.value)
     return names

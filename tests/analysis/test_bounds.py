@@ -14,8 +14,10 @@ from trainlock.paper import theory
 MSE = nn.functional.mse_loss
 
 
-@pytest.mark.parametrize("wi,wj", [("v.weight", "o.weight"), ("q.weight", "o.weight"), ("k.weight", "o.weight"),
-                                   ("mlp.0.weight", "mlp.2.weight")])
+@pytest.mark.parametrize(
+    "wi,wj",
+    [("v.weight", "o.weight"), ("q.weight", "o.weight"), ("k.weight", "o.weight"), ("mlp.0.weight", "mlp.2.weight")],
+)
 @pytest.mark.parametrize("scale", [1.0, 8.0])
 def test_transformer_per_token_pairs(wi, wj, scale):
     x, y = theory.fig2_data(0)
@@ -30,16 +32,16 @@ def test_transformer_per_token_pairs(wi, wj, scale):
     assert not r["restricted_vacuous"] and 0 < r["alignment"] <= 1 + 1e-9
     assert r["ratio_GN"] >= 1.0
     assert r["sigma_max_GN"] >= r["restricted_bound"]
-    if wi == "mlp.0.weight":           # ReLU only between mlp.0 and the output (readout ReLU): H == GN
+    if wi == "mlp.0.weight":  # ReLU only between mlp.0 and the output (readout ReLU): H == GN
         assert r["residual"] < 1e-9 * r["sigma_max_H"] and r["restricted_ratio"] >= 1.0
 
 
 def test_bypass_is_a_clear_error():
     x, y = theory.fig2_data(0)
     torch.manual_seed(0)
-    with pytest.raises(ValueError, match="bypasses"):          # embed also reaches the output by the residual
+    with pytest.raises(ValueError, match="bypasses"):  # embed also reaches the output by the residual
         theorem_check(theory.Transformer(), MSE, (x, y), "embed.weight", partner="q.weight")
-    with pytest.raises(ValueError, match="nn.Linear"):
+    with pytest.raises(ValueError, match=r"nn.Linear"):
         theorem_check(theory.Transformer(), MSE, (x, y), "v.weight", partner="ln1.weight")
 
 
@@ -51,7 +53,7 @@ def test_restricted_bound_inequality_on_rank_deficient_factors():
         Y = torch.randn(6, 1, generator=g, dtype=torch.float64) @ torch.randn(1, 5, generator=g, dtype=torch.float64)
         VX, xmin = _range_basis(X, "row")
         UY, ymin = _range_basis(Y, "col")
-        assert VX.shape[1] == 2 and UY.shape[1] == 1                       # numerical ranks
+        assert VX.shape[1] == 2 and UY.shape[1] == 1  # numerical ranks
         lhs = float(torch.linalg.matrix_norm(X @ W @ Y, ord=2))
         rhs = xmin * float(torch.linalg.matrix_norm(VX.T @ W @ UY, ord=2)) * ymin
         assert lhs >= rhs * (1 - 1e-10) and rhs > 0
@@ -67,7 +69,7 @@ def test_per_token_relu_net_bound_holds(seed, tokens, dead):
     net = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * tokens, 6))
     if dead:
         with torch.no_grad():
-            net[0].bias[0] = -1e3                     # one unit off for every sample
+            net[0].bias[0] = -1e3  # one unit off for every sample
     x, y = torch.randn(8, tokens, 3), torch.randn(8, 6)
     r = theorem_check(net, MSE, (x, y), "0.weight", partner="2.weight")
     assert r["factorization_ok"] and r["residual"] <= 1e-9 * max(r["sigma_max_H"], 1e-30)
@@ -87,9 +89,9 @@ def test_per_sample_case_matches_theorem_21_form():
     x = x.double()
     a = x[0]
     z = net[0](x)[0]
-    Q = torch.diag(1 - torch.tanh(z).detach() ** 2)                         # du/dz_i
+    Q = torch.diag(1 - torch.tanh(z).detach() ** 2)  # du/dz_i
     Wj = net[2].weight.detach()
-    c = 2 / 4                                                        # mean MSE over N m = 4 outputs
+    c = 2 / 4  # mean MSE over N m = 4 outputs
     sv = torch.linalg.svdvals
     expected = float(sv(Wj)[0]) * c * float(a @ a) * 1.0 * float(sv(Wj @ Q)[-1]) * float(sv(Q)[-1])  # P = I
     assert r["bound"] == pytest.approx(expected, rel=1e-9)
@@ -99,8 +101,12 @@ def test_per_sample_case_matches_theorem_21_form():
 @pytest.mark.slow  # about 10 s on 2 cores (60 s on a loaded machine)
 def test_theorem22_study_quick():
     rows = theory.theorem22(seeds=(0,), scales=(1.0, 8.0), max_iters=3000, weights=("q.weight", "o.weight"))
-    assert [(r["weight"], r["scale"]) for r in rows] == [("q.weight", 1.0), ("q.weight", 8.0),
-                                                         ("o.weight", 1.0), ("o.weight", 8.0)]
+    assert [(r["weight"], r["scale"]) for r in rows] == [
+        ("q.weight", 1.0),
+        ("q.weight", 8.0),
+        ("o.weight", 1.0),
+        ("o.weight", 8.0),
+    ]
     q1, q8, o1, o8 = rows
     assert o8["sigma_max_W"] == pytest.approx(8 * o1["sigma_max_W"], rel=1e-6)
     assert math.isnan(q1["ratio_GN"]) and q1["checked"] == "-"
@@ -120,8 +126,8 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match="no parameter"):
         theorem_check(net, MSE, (x, y), "9.weight")
     with pytest.raises(ValueError, match="densely"):
-        theorem_check(net, MSE, (x, y), "2.weight")                       # 6400 entries
-    with pytest.raises(ValueError, match="no later nn.Linear"):
+        theorem_check(net, MSE, (x, y), "2.weight")  # 6400 entries
+    with pytest.raises(ValueError, match=r"no later nn.Linear"):
         theorem_check(net, MSE, (x, y), "4.weight")
     big = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2000))
     with pytest.raises(ValueError, match="fewer samples"):

@@ -1,3 +1,4 @@
+import itertools
 import json
 
 import numpy as np
@@ -26,7 +27,7 @@ def test_regularization_path_bound_and_trend(digits, tiny_base):
         assert r["C_end"] <= r["C_start"]  # the penalized objective went down
         assert 0.0 <= r["accuracy"] <= 1.0
     norms = [r["norm"] for r in rows]
-    assert all(a > b for a, b in zip(norms, norms[1:])), norms
+    assert all(a > b for a, b in itertools.pairwise(norms)), norms
     assert norms[-1] < 0.7 * norms[0]
 
 
@@ -47,12 +48,30 @@ def test_compact_cli(tmp_path, digits, tiny_base, capsys):
     from trainlock.io.artifacts import save
 
     npz = tmp_path / "digits.npz"
-    np.savez(npz, x_train=digits.x_train.numpy(), y_train=digits.y_train.numpy(),
-             x_test=digits.x_test.numpy(), y_test=digits.y_test.numpy())
+    np.savez(
+        npz,
+        x_train=digits.x_train.numpy(),
+        y_train=digits.y_train.numpy(),
+        x_test=digits.x_test.numpy(),
+        y_test=digits.y_test.numpy(),
+    )
     save(tiny_base, tmp_path / "model")
     out = tmp_path / "compact.json"
-    rc = main(["compact", str(tmp_path / "model"), "--task", f"npz:{npz}", "--lambdas", "1e-3", "1e-1",
-               "--steps", "20", "--json", str(out)])
+    rc = main(
+        [
+            "compact",
+            str(tmp_path / "model"),
+            "--task",
+            f"npz:{npz}",
+            "--lambdas",
+            "1e-3",
+            "1e-1",
+            "--steps",
+            "20",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "bound" in text and "bits" in text

@@ -24,12 +24,15 @@ def blocks_of(model, x):
     return {b["name"]: b for b in trace_blocks(model, x)[0]}
 
 
-@pytest.mark.parametrize("name,kw,shape,block", [
-    ("mlp", dict(hidden=[12, 6], activation="tanh"), (20,), "body.0"),
-    ("mlp", dict(hidden=[12, 6]), (20,), "head"),
-    ("cnn", dict(channels=[3], hidden=8), (1, 6, 6), "features.0"),
-    ("cnn", dict(channels=[3], hidden=8), (1, 6, 6), "fc"),
-])
+@pytest.mark.parametrize(
+    "name,kw,shape,block",
+    [
+        ("mlp", {"hidden": [12, 6], "activation": "tanh"}, (20,), "body.0"),
+        ("mlp", {"hidden": [12, 6]}, (20,), "head"),
+        ("cnn", {"channels": [3], "hidden": 8}, (1, 6, 6), "features.0"),
+        ("cnn", {"channels": [3], "hidden": 8}, (1, 6, 6), "fc"),
+    ],
+)
 def test_power_norm_matches_dense(name, kw, shape, block):
     model = tl.models.build(name, input_shape=shape, num_classes=5, **kw)
     b = blocks_of(model, torch.randn(4, *shape))[block]
@@ -132,8 +135,13 @@ def test_cli_diagnose(digits, tmp_path, capsys):
     from trainlock.cli.main import main
 
     npz = tmp_path / "digits.npz"
-    np.savez(npz, x_train=digits.x_train.numpy(), y_train=digits.y_train.numpy(),
-             x_test=digits.x_test.numpy(), y_test=digits.y_test.numpy())
+    np.savez(
+        npz,
+        x_train=digits.x_train.numpy(),
+        y_train=digits.y_train.numpy(),
+        x_test=digits.x_test.numpy(),
+        y_test=digits.y_test.numpy(),
+    )
     torch.manual_seed(0)
     base = tl.models.build("mlp", input_shape=digits.input_shape, num_classes=10, hidden=[8])
     tl.save(base, tmp_path / "base", {"task": f"npz:{npz}"})
@@ -142,8 +150,22 @@ def test_cli_diagnose(digits, tmp_path, capsys):
         locked.body[0].weight.mul_(5.0)
     tl.save(locked, tmp_path / "locked", {"task": f"npz:{npz}"})
     out = tmp_path / "plots"
-    rc = main(["diagnose", str(tmp_path / "locked"), "--task", f"npz:{npz}", "--base", str(tmp_path / "base"),
-               "--out", str(out), "--json", str(tmp_path / "d.json"), "--samples", "8"])
+    rc = main(
+        [
+            "diagnose",
+            str(tmp_path / "locked"),
+            "--task",
+            f"npz:{npz}",
+            "--base",
+            str(tmp_path / "base"),
+            "--out",
+            str(out),
+            "--json",
+            str(tmp_path / "d.json"),
+            "--samples",
+            "8",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "body.0" in text and "head" in text and "base" in text and "locked" in text

@@ -38,7 +38,7 @@ def test_gd_rule_on_quadratic_fig1():
 
 
 def test_gd_diverges_rule():
-    ref, tgt = dict(lambda_max=1.0, steps=100), dict(lambda_max=50.0)
+    ref, tgt = {"lambda_max": 1.0, "steps": 100}, {"lambda_max": 50.0}
     assert predict_steps(ref, tgt, "gd", lr=0.05)["steps"] == "diverges"  # 0.05 > 2/50
     out = predict_steps(ref, tgt, "gd", lr=0.03)
     assert out["steps"] == pytest.approx(5000) and out["lr_stable"] == pytest.approx(0.04)
@@ -46,12 +46,12 @@ def test_gd_diverges_rule():
 
 
 def test_adam_rule_is_sqrt_of_shared_damped_ratio():
-    ref = dict(lambda_max=10.0, lambda_min=1.0, steps=100)
-    tgt = dict(lambda_max=40.0, lambda_min=1.0)
+    ref = {"lambda_max": 10.0, "lambda_min": 1.0, "steps": 100}
+    tgt = {"lambda_max": 40.0, "lambda_min": 1.0}
     out = predict_steps(ref, tgt, "adam", damping=0.0 + 1e-12)
     assert out["steps"] == pytest.approx(200.0, rel=1e-6)  # 4x condition -> 2x steps
     # indefinite Hessians: the shared floor keeps the prediction sensitive (per-model damping would give 1x)
-    ref2, tgt2 = dict(lambda_max=10.0, lambda_min=-1.0, steps=100), dict(lambda_max=40.0, lambda_min=-3.0)
+    ref2, tgt2 = {"lambda_max": 10.0, "lambda_min": -1.0, "steps": 100}, {"lambda_max": 40.0, "lambda_min": -3.0}
     assert predict_steps(ref2, tgt2, "adam")["steps"] == pytest.approx(100 * math.sqrt(40.01 / 10.01))
 
 

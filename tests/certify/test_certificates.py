@@ -40,11 +40,21 @@ class ToyMaxAbsLock(BaseLock):
 
     def certify(self, model, record) -> list[Certificate]:
         measured = max(float(p.detach().abs().max()) for p in model.parameters())
-        return [Certificate(
-            lock=self.name, invariant="max |w| over all parameters", measured=measured, required=self.cfg.cap,
-            relation="<=", proof_of_gap="toy", preservation="toy", threat_model="training-time",
-            adversary_can_remove=True, removal="toy", method="max of abs",
-        )]
+        return [
+            Certificate(
+                lock=self.name,
+                invariant="max |w| over all parameters",
+                measured=measured,
+                required=self.cfg.cap,
+                relation="<=",
+                proof_of_gap="toy",
+                preservation="toy",
+                threat_model="training-time",
+                adversary_can_remove=True,
+                removal="toy",
+                method="max of abs",
+            )
+        ]
 
 
 def toy(cap: float) -> RecordedLock:
@@ -104,10 +114,13 @@ def test_save_writes_hashes_and_header(saved):
     assert set(meta["hashes"]["tensors"]) == set(tensors)
     header = read_header(saved)
     assert header["state_sha256"] == meta["hashes"]["state"]
-    assert header["trainlock_version"] == tl.__version__ and header["trainlock_format"] == "1" and header["format"] == "pt"
+    assert (
+        header["trainlock_version"] == tl.__version__ and header["trainlock_format"] == "1" and header["format"] == "pt"
+    )
     assert json.loads(header["certificates"]) == meta["certificates"]
-    assert json.loads(header["locks"]) == meta["locks"] == [{"type": "toy-max-abs", "config": {"cap": 10.0},
-                                                             "record": {}}]
+    assert (
+        json.loads(header["locks"]) == meta["locks"] == [{"type": "toy-max-abs", "config": {"cap": 10.0}, "record": {}}]
+    )
 
 
 def test_tensor_hash_sees_dtype_shape_and_sign_of_zero():
@@ -208,8 +221,12 @@ def test_edited_state_hash_is_caught(saved, tmp_path):
     _edit_json(d, lambda m: m["hashes"].update(state="f" * 64))
     report = verify(d)
     subjects = {(r.check, r.subject) for r in _failed(report)}
-    assert subjects == {("state", "state_sha256"), ("state", "hashes (json)"), ("header", "state_sha256"),
-                        ("record", "hashes.state")}
+    assert subjects == {
+        ("state", "state_sha256"),
+        ("state", "hashes (json)"),
+        ("header", "state_sha256"),
+        ("record", "hashes.state"),
+    }
     header_row = next(r for r in report.rows if r.check == "header" and r.subject == "state_sha256")
     assert "trainlock.json says" in header_row.reason
 
@@ -249,7 +266,9 @@ def test_a_broken_lock_fails_verify(tmp_path):
     path = _save_locked(model, tmp_path / "m", cap=0.01)  # the toy claim does not hold on these weights
     report = verify(path)
     assert {(r.check, r.holds) for r in report.rows if r.check in ("lock", "certificate")} == {
-        ("lock", False), ("certificate", False)}
+        ("lock", False),
+        ("certificate", False),
+    }
     assert "does NOT hold" in _failed(report, "lock")[0].reason
 
 
@@ -280,7 +299,7 @@ def test_unreadable_input_raises_artifact_error(saved, tmp_path):
         verify(d)
     d2 = _copy(saved, tmp_path / "b")
     (d2 / WEIGHTS).unlink()
-    with pytest.raises(ArtifactError, match="missing model.safetensors"):
+    with pytest.raises(ArtifactError, match=r"missing model.safetensors"):
         verify(d2)
 
 

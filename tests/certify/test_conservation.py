@@ -24,8 +24,14 @@ from trainlock.certify.conservation import (
 from trainlock.certify.verify import verify
 from trainlock.io.artifacts import META, save
 
-LOGITS = st.integers(1, 6).flatmap(lambda n: st.integers(2, 6).flatmap(lambda k: st.tuples(
-    arrays(np.float64, (n, k), elements=st.floats(-30, 30)), arrays(np.float64, (n, k), elements=st.floats(-30, 30)))))
+LOGITS = st.integers(1, 6).flatmap(
+    lambda n: st.integers(2, 6).flatmap(
+        lambda k: st.tuples(
+            arrays(np.float64, (n, k), elements=st.floats(-30, 30)),
+            arrays(np.float64, (n, k), elements=st.floats(-30, 30)),
+        )
+    )
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -79,7 +85,9 @@ def perturbed(tiny_base):
 
 
 def test_perturbed_model_gives_positive_numbers(tiny_base, perturbed, digits):
-    cert = conservation_certificate(tiny_base, perturbed, digits, config=ConservationConfig(epsilon=0.05, max_samples=300))
+    cert = conservation_certificate(
+        tiny_base, perturbed, digits, config=ConservationConfig(epsilon=0.05, max_samples=300)
+    )
     kl, tv = cert["kl"], cert["tv"]
     # measured on the whole test set (seed 1, noise 0.05): mean KL 0.0090, mean TV 0.0218, Pinsker bound 0.0670,
     # max TV 0.300 <= sqrt(max KL / 2) = 0.338; relative drift about 0.10 per layer
@@ -123,12 +131,15 @@ def test_progress_bound_arithmetic():
     assert out["delta"] == pytest.approx(0.25) and out["n_bound"] == pytest.approx(4.0) and out["holds"]
 
 
-@pytest.mark.parametrize("series,lower,words", [
-    ([1.0, 0.5, 0.5], 0.0, "no bound"),  # delta = 0
-    ([1.0, 1.2, 0.5], 0.0, "did not improve"),  # delta < 0
-    ([1.0, 0.5, 0.1], 0.2, "lower bound"),  # L* is wrong
-    ([1.0], 0.0, "fewer than two"),
-])
+@pytest.mark.parametrize(
+    "series,lower,words",
+    [
+        ([1.0, 0.5, 0.5], 0.0, "no bound"),  # delta = 0
+        ([1.0, 1.2, 0.5], 0.0, "did not improve"),  # delta < 0
+        ([1.0, 0.5, 0.1], 0.2, "lower bound"),  # L* is wrong
+        ([1.0], 0.0, "fewer than two"),
+    ],
+)
 def test_no_bound_follows(series, lower, words):
     out = progress_bound(series, lower)
     assert out["n_bound"] is None and not out["holds"] and words in out["reason"]
@@ -147,16 +158,23 @@ def test_progress_bound_is_never_violated_by_a_decreasing_run(values):
 
 def test_history_dicts_and_floats(tiny_base, digits):
     other = copy.deepcopy(tiny_base)
-    hist = [{"epoch": 1, "retain_loss": 0.9, "mean_topk_sigma": 3.0}, {"epoch": 2, "retain_loss": 0.5},
-            {"epoch": 3, "retain_loss": 0.4}]
+    hist = [
+        {"epoch": 1, "retain_loss": 0.9, "mean_topk_sigma": 3.0},
+        {"epoch": 2, "retain_loss": 0.5},
+        {"epoch": 3, "retain_loss": 0.4},
+    ]
     cert = conservation_certificate(tiny_base, other, digits, history=hist, config=ConservationConfig(max_samples=50))
     p = cert["progress"]
     assert p["key"] == "retain_loss" and p["delta"] == pytest.approx(0.1) and p["n_bound"] == pytest.approx(9.0)
-    cert2 = conservation_certificate(tiny_base, other, digits, history=[3.0, 2.0, 2.5], config=ConservationConfig(max_samples=50))
+    cert2 = conservation_certificate(
+        tiny_base, other, digits, history=[3.0, 2.0, 2.5], config=ConservationConfig(max_samples=50)
+    )
     assert cert2["progress"]["n_bound"] is None and cert2["holds"]  # no bound claimed is not a failed claim
     assert all(r["holds"] for r in check_conservation(cert2))
     with pytest.raises(ValueError, match="objective_key"):
-        conservation_certificate(tiny_base, other, digits, history=[{"x": 1}, {"x": 0}], config=ConservationConfig(max_samples=50))
+        conservation_certificate(
+            tiny_base, other, digits, history=[{"x": 1}, {"x": 0}], config=ConservationConfig(max_samples=50)
+        )
 
 
 # ----------------------------------------------------------------------------- re-checking stored numbers
@@ -164,18 +182,23 @@ def test_history_dicts_and_floats(tiny_base, digits):
 
 @pytest.fixture(scope="module")
 def stored(tiny_base, perturbed, digits):
-    return conservation_certificate(tiny_base, perturbed, digits, history=[1.0, 0.6, 0.3], config=ConservationConfig(epsilon=1.0, max_samples=200))
+    return conservation_certificate(
+        tiny_base, perturbed, digits, history=[1.0, 0.6, 0.3], config=ConservationConfig(epsilon=1.0, max_samples=200)
+    )
 
 
-@pytest.mark.parametrize("edit,subject", [
-    (lambda c: c["tv"].update(mean=c["tv"]["pinsker_bound"] * 1.5), "pinsker"),
-    (lambda c: c["tv"].update(pinsker_bound=c["tv"]["pinsker_bound"] * 2), "pinsker bound"),
-    (lambda c: c["kl"].update(mean=c["kl"]["mean"] / 100), "pinsker"),
-    (lambda c: c["accuracy"].update(drop=c["accuracy"]["drop"] + 0.25), "accuracy drop"),
-    (lambda c: c["progress"].update(n_bound=100.0), "progress bound"),
-    (lambda c: c["progress"].update(delta=0.01), "progress delta"),
-    (lambda c: c["progress"].update(objective=[1.0, 0.6, 0.7]), "progress bound"),
-])
+@pytest.mark.parametrize(
+    "edit,subject",
+    [
+        (lambda c: c["tv"].update(mean=c["tv"]["pinsker_bound"] * 1.5), "pinsker"),
+        (lambda c: c["tv"].update(pinsker_bound=c["tv"]["pinsker_bound"] * 2), "pinsker bound"),
+        (lambda c: c["kl"].update(mean=c["kl"]["mean"] / 100), "pinsker"),
+        (lambda c: c["accuracy"].update(drop=c["accuracy"]["drop"] + 0.25), "accuracy drop"),
+        (lambda c: c["progress"].update(n_bound=100.0), "progress bound"),
+        (lambda c: c["progress"].update(delta=0.01), "progress delta"),
+        (lambda c: c["progress"].update(objective=[1.0, 0.6, 0.7]), "progress bound"),
+    ],
+)
 def test_tampered_numbers_fail_the_recheck(stored, edit, subject):
     assert all(r["holds"] for r in check_conservation(stored))
     cert = json.loads(json.dumps(stored))
@@ -188,8 +211,12 @@ def test_verify_rechecks_a_saved_conservation_certificate(tiny_base, stored, tmp
     path = save(tiny_base, tmp_path / "m", {"conservation": stored})
     report = verify(path)
     assert report.ok, report.table()
-    assert {r.subject for r in report.rows if r.check == "conservation"} >= {"pinsker", "pinsker bound",
-                                                                             "accuracy drop", "progress bound"}
+    assert {r.subject for r in report.rows if r.check == "conservation"} >= {
+        "pinsker",
+        "pinsker bound",
+        "accuracy drop",
+        "progress bound",
+    }
     meta = json.loads((path / META).read_text())
     meta["conservation"]["tv"]["mean"] = 0.99
     (path / META).write_text(json.dumps(meta))

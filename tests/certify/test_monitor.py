@@ -45,9 +45,21 @@ class ToyFrozenLock:
 
     def certify(self, model):
         same = self._sha(dict(model.named_parameters())[self.param]) == self.hash
-        return [Certificate(lock=self.name, invariant=f"SHA-256 of {self.param} unchanged", measured=float(same),
-                            required=1.0, relation="==", proof_of_gap="toy", preservation="toy",
-                            threat_model="training-time", adversary_can_remove=True, removal="toy", method="sha256")]
+        return [
+            Certificate(
+                lock=self.name,
+                invariant=f"SHA-256 of {self.param} unchanged",
+                measured=float(same),
+                required=1.0,
+                relation="==",
+                proof_of_gap="toy",
+                preservation="toy",
+                threat_model="training-time",
+                adversary_can_remove=True,
+                removal="toy",
+                method="sha256",
+            )
+        ]
 
 
 class ToySpectralCap:
@@ -59,11 +71,24 @@ class ToySpectralCap:
         self.cap = cap
 
     def certify(self, model):
-        worst = max(float(torch.linalg.matrix_norm(p.detach().double(), ord=2))
-                    for p in model.parameters() if p.ndim == 2)
-        return [Certificate(lock=self.name, invariant="max sigma_max(W)", measured=worst, required=self.cap,
-                            relation="<=", proof_of_gap="toy", preservation="toy", threat_model="training-time",
-                            adversary_can_remove=True, removal="toy", method="svd")]
+        worst = max(
+            float(torch.linalg.matrix_norm(p.detach().double(), ord=2)) for p in model.parameters() if p.ndim == 2
+        )
+        return [
+            Certificate(
+                lock=self.name,
+                invariant="max sigma_max(W)",
+                measured=worst,
+                required=self.cap,
+                relation="<=",
+                proof_of_gap="toy",
+                preservation="toy",
+                threat_model="training-time",
+                adversary_can_remove=True,
+                removal="toy",
+                method="svd",
+            )
+        ]
 
 
 def _frozen_lock(param: str, kind: str = "real"):
@@ -106,8 +131,13 @@ def test_first_step_an_attack_breaks_a_frozen_lock(tiny_base, digits_permuted, k
     res = finetune(unfrozen, cfg, digits_permuted, progress=False, monitor=mon)
     # the weight changes at step 1; the first check after that is at step `every`
     assert mon.first_broken == {key: every}
-    assert mon.history[0] == {"step": 0, "loss": None, "holds": {key: True}, "measured": mon.history[0]["measured"],
-                              "all_hold": True}
+    assert mon.history[0] == {
+        "step": 0,
+        "loss": None,
+        "holds": {key: True},
+        "measured": mon.history[0]["measured"],
+        "all_hold": True,
+    }
     assert res.to_dict()["monitor_first_broken"] == {key: every}
     assert res.steps == 7 and res.diverged is None  # no stop_on_break: the attack ran on
 
@@ -120,8 +150,10 @@ def test_no_monitor_leaves_the_result_as_it_was(tiny_base, digits_permuted):
 def _sigma_trajectory(model, task, lr, steps):
     """max sigma_max after each step 0..steps, recorded by a monitor whose check always holds."""
     cap = ToySpectralCap(float("inf"))
-    rec = LockMonitor(lambda m: [{"lock": "rec", "invariant": "sigma", "holds": True,
-                                  "measured": cap.certify(m)[0].measured}], every=1)
+    rec = LockMonitor(
+        lambda m: [{"lock": "rec", "invariant": "sigma", "holds": True, "measured": cap.certify(m)[0].measured}],
+        every=1,
+    )
     finetune(model, attack_cfg(lr, steps), task, progress=False, monitor=rec)
     return [h["measured"]["rec: sigma"] for h in rec.history]
 
@@ -138,8 +170,7 @@ def test_a_big_lr_attack_breaks_a_spectral_cap_at_a_recorded_step(tiny_base, dig
 
     for every in (1, 2):
         mon = LockMonitor(lock, every=every)
-        res = finetune(tiny_base, attack_cfg(0.5, steps), digits_permuted,
-                       progress=False, monitor=mon)
+        res = finetune(tiny_base, attack_cfg(0.5, steps), digits_permuted, progress=False, monitor=mon)
         first_check_after = -(-expected // every) * every
         assert mon.first_broken == {key: first_check_after}
         assert res.monitor_first_broken == {key: first_check_after}
@@ -147,13 +178,11 @@ def test_a_big_lr_attack_breaks_a_spectral_cap_at_a_recorded_step(tiny_base, dig
         assert measured[first_check_after] > lock.cap >= max(v for s, v in measured.items() if s < first_check_after)
 
     stop = LockMonitor(lock, every=1, stop_on_break=True)
-    res = finetune(tiny_base, attack_cfg(0.5, steps), digits_permuted,
-                   progress=False, monitor=stop)
+    res = finetune(tiny_base, attack_cfg(0.5, steps), digits_permuted, progress=False, monitor=stop)
     assert res.steps == expected == stop.stopped_at and f"at step {expected}" in res.diverged
 
     small = LockMonitor(lock, every=1)
-    finetune(tiny_base, attack_cfg(0.05, steps), digits_permuted,
-             progress=False, monitor=small)
+    finetune(tiny_base, attack_cfg(0.05, steps), digits_permuted, progress=False, monitor=small)
     assert small.first_broken == {} and len(small.history) == steps + 1
 
 
@@ -162,11 +191,9 @@ def test_real_spectral_cap_certificate_in_the_monitor(tiny_base, digits_permuted
     cap = SpectralCapLock(SpectralCapConfig(max_sigma=1.25 * sigma0))
     lock = RecordedLock(cap, NoRecord())  # the cap measures nothing at lock time: it certifies from the weights
     mon = LockMonitor(lock, every=1)
-    finetune(tiny_base, attack_cfg(0.5, 10), digits_permuted, progress=False,
-             monitor=mon)
+    finetune(tiny_base, attack_cfg(0.5, 10), digits_permuted, progress=False, monitor=mon)
     toy = LockMonitor(ToySpectralCap(1.25 * sigma0 * (1 + cap.cfg.tol)), every=1)
-    finetune(tiny_base, attack_cfg(0.5, 10), digits_permuted, progress=False,
-             monitor=toy)
+    finetune(tiny_base, attack_cfg(0.5, 10), digits_permuted, progress=False, monitor=toy)
     assert list(mon.first_broken.values()) == list(toy.first_broken.values()) and mon.first_broken
 
 
@@ -179,16 +206,31 @@ def test_monitor_in_fit_and_in_a_hand_written_loop(digits):
     model, lock = _lock(_frozen_lock("head.bias"), model)
     model.head.bias.requires_grad_(True)
     mon = LockMonitor(lock, every=2, model=model)
-    res = fit(model, digits, LoopConfig(optimizer="sgd", lr=0.1, max_steps=5, batch_size=32, device="cpu"),
-              hooks=LoopHooks(on_step=mon), progress=False)
+    res = fit(
+        model,
+        digits,
+        LoopConfig(optimizer="sgd", lr=0.1, max_steps=5, batch_size=32, device="cpu"),
+        hooks=LoopHooks(on_step=mon),
+        progress=False,
+    )
     assert res.steps == 5 and mon.first_broken == {_key(lock, model): 2}
     assert [h["step"] for h in mon.history] == [2, 4]
 
     # a loop that is not fit: the monitor is just a callable with an optional loss
     w = nn.Parameter(torch.zeros(3))
     calls = []
-    mon = LockMonitor(lambda: [{"lock": "norm", "invariant": "|w| <= 1", "holds": float(w.detach().norm()) <= 1,
-                                "measured": float(w.detach().norm())}], every=1, stop_on_break=True)
+    mon = LockMonitor(
+        lambda: [
+            {
+                "lock": "norm",
+                "invariant": "|w| <= 1",
+                "holds": float(w.detach().norm()) <= 1,
+                "measured": float(w.detach().norm()),
+            }
+        ],
+        every=1,
+        stop_on_break=True,
+    )
     opt = torch.optim.SGD([w], lr=0.3)
     for step in range(1, 20):
         opt.zero_grad()

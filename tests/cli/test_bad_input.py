@@ -34,8 +34,11 @@ def world(base, tmp_path):
 
 
 def _fingerprint(root):
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
 
 
 def _run(argv, world, capsys):
@@ -56,53 +59,65 @@ def _run(argv, world, capsys):
 TRAIN = ["train", "--task", "digits", "--model", "mlp", "--model-kwargs", '{"hidden": [8]}', "--max-steps", "2"]
 
 
-@pytest.mark.parametrize("argv, says", [
-    (TRAIN + ["--out", "W/base"], "exists and is not empty"),
-    (TRAIN + ["--out", "W/new", "--epochs", "0"], "epochs must be an integer >= 1"),
-    (TRAIN + ["--out", "W/new", "--max-steps", "-5"], "max_steps must be an integer >= 1"),
-    (TRAIN + ["--out", "W/new", "--batch-size", "0"], "batch_size must be an integer >= 1"),
-    (TRAIN + ["--out", "W/new", "--lr", "inf"], "lr must be a finite number > 0"),
-    (TRAIN + ["--out", "W/new", "--device", "cuda"], "no CUDA"),
-    (TRAIN + ["--out", "W/new", "--device", "bogus"], "device must be auto, cpu or cuda"),
-    (TRAIN + ["--out", "W/new", "--model-kwargs", '{"nope": 1}'], "accepts: input_shape"),
-    (TRAIN + ["--out", "W/new", "--model-kwargs", "[1]"], "must be a JSON object"),
-    (TRAIN + ["--out", "W/base/model.safetensors/x"], "is a file"),
-    (TRAIN + ["--out", "W/new", "--optimizer", "nope"], "invalid choice"),
-    (["--threads", "0", "tasks"], "positive integer"),
-])
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        ([*TRAIN, "--out", "W/base"], "exists and is not empty"),
+        ([*TRAIN, "--out", "W/new", "--epochs", "0"], "epochs must be an integer >= 1"),
+        ([*TRAIN, "--out", "W/new", "--max-steps", "-5"], "max_steps must be an integer >= 1"),
+        ([*TRAIN, "--out", "W/new", "--batch-size", "0"], "batch_size must be an integer >= 1"),
+        ([*TRAIN, "--out", "W/new", "--lr", "inf"], "lr must be a finite number > 0"),
+        ([*TRAIN, "--out", "W/new", "--device", "cuda"], "no CUDA"),
+        ([*TRAIN, "--out", "W/new", "--device", "bogus"], "device must be auto, cpu or cuda"),
+        ([*TRAIN, "--out", "W/new", "--model-kwargs", '{"nope": 1}'], "accepts: input_shape"),
+        ([*TRAIN, "--out", "W/new", "--model-kwargs", "[1]"], "must be a JSON object"),
+        ([*TRAIN, "--out", "W/base/model.safetensors/x"], "is a file"),
+        ([*TRAIN, "--out", "W/new", "--optimizer", "nope"], "invalid choice"),
+        (["--threads", "0", "tasks"], "positive integer"),
+    ],
+)
 def test_train(argv, says, world, capsys):
     assert says in _run(argv, world, capsys)
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["lock", "W/base", "--out", "W/base"], "is the input directory"),
-    (["lock", "W/base", "--out", "W/base/inner"], "is inside"),
-    (["lock", "W/base", "--out", "W/new", "--epochs", "0"], "epochs must be an integer >= 1"),
-    (["lock", "W/base", "--out", "W/new", "--top-k", "100", "--max-steps", "1"], "exceeds the rank"),
-    (["lock", "W/base", "--out", "W/new", "--alpha", "2"], "alpha must be a finite number"),
-    (["lock", "W/base", "--out", "W/new", "--spec", '{"type": "sparsity", "k": 0}'], "k must be an integer >= 1"),
-    (["lock", "W/base", "--out", "W/new", "--spec", '{"type": "sparsity", "fraction": 1.0}'], "fraction must be"),
-    (["lock", "W/base", "--out", "W/new", "--spec", '{"type": "nope"}'], "unknown lock 'nope'"),
-    (["lock", "W/base", "--out", "W/new", "--json", "W/base/model.safetensors/r.json"], "is a file"),
-    (["lock", "W/base", "--out", "W/new", "--lr", "1e300", "--optimizer", "sgd", "--alpha", "0"], "unchanged"),
-    (["lock", "W/missing", "--out", "W/new"], "not a model directory"),
-])
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["lock", "W/base", "--out", "W/base"], "is the input directory"),
+        (["lock", "W/base", "--out", "W/base/inner"], "is inside"),
+        (["lock", "W/base", "--out", "W/new", "--epochs", "0"], "epochs must be an integer >= 1"),
+        (["lock", "W/base", "--out", "W/new", "--top-k", "100", "--max-steps", "1"], "exceeds the rank"),
+        (["lock", "W/base", "--out", "W/new", "--alpha", "2"], "alpha must be a finite number"),
+        (["lock", "W/base", "--out", "W/new", "--spec", '{"type": "sparsity", "k": 0}'], "k must be an integer >= 1"),
+        (["lock", "W/base", "--out", "W/new", "--spec", '{"type": "sparsity", "fraction": 1.0}'], "fraction must be"),
+        (["lock", "W/base", "--out", "W/new", "--spec", '{"type": "nope"}'], "unknown lock 'nope'"),
+        (["lock", "W/base", "--out", "W/new", "--json", "W/base/model.safetensors/r.json"], "is a file"),
+        (["lock", "W/base", "--out", "W/new", "--lr", "1e300", "--optimizer", "sgd", "--alpha", "0"], "unchanged"),
+        (["lock", "W/missing", "--out", "W/new"], "not a model directory"),
+    ],
+)
 def test_lock(argv, says, world, capsys):
     assert says in _run(argv, world, capsys)
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["attack", "W/base", "--task", "digits", "--save", "W/base"], "is the input directory"),
-    (["attack", "W/base", "--task", "digits", "--target-accuracy", "5"], "target_accuracy must be"),
-    (["attack", "W/base", "--task", "digits", "--lr", "inf"], "lr must be a finite number > 0"),
-    (["attack", "W/base", "--task", "nope"], "unknown task 'nope'"),
-    (["eval", "W/base", "--task", "npz:W/twenty.npz"], "labels up to 19 but the model outputs 10 classes"),
-    (["redteam", "W/base", "--task", "digits", "--budget", "0"], "budget must be an integer >= 1"),
-    (["redteam", "W/base", "--task", "digits", "--budget", "-3"], "budget must be an integer >= 1"),
-    (["redteam", "W/base", "--task", "digits", "--include", "no-such-attack", "--out", "W/rt"], "the suite is empty"),
-    (["redteam", "W/base", "--task", "digits", "--target-accuracy", "5"], "target_accuracy must be"),
-    (["redteam", "W/base", "--task", "digits", "--out", "W/base"], "is the input directory"),
-])
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["attack", "W/base", "--task", "digits", "--save", "W/base"], "is the input directory"),
+        (["attack", "W/base", "--task", "digits", "--target-accuracy", "5"], "target_accuracy must be"),
+        (["attack", "W/base", "--task", "digits", "--lr", "inf"], "lr must be a finite number > 0"),
+        (["attack", "W/base", "--task", "nope"], "unknown task 'nope'"),
+        (["eval", "W/base", "--task", "npz:W/twenty.npz"], "labels up to 19 but the model outputs 10 classes"),
+        (["redteam", "W/base", "--task", "digits", "--budget", "0"], "budget must be an integer >= 1"),
+        (["redteam", "W/base", "--task", "digits", "--budget", "-3"], "budget must be an integer >= 1"),
+        (
+            ["redteam", "W/base", "--task", "digits", "--include", "no-such-attack", "--out", "W/rt"],
+            "the suite is empty",
+        ),
+        (["redteam", "W/base", "--task", "digits", "--target-accuracy", "5"], "target_accuracy must be"),
+        (["redteam", "W/base", "--task", "digits", "--out", "W/base"], "is the input directory"),
+    ],
+)
 def test_attack_and_redteam(argv, says, world, capsys):
     assert says in _run(argv, world, capsys)
 
@@ -113,13 +128,16 @@ def _broken(world, edit):
     (world / "base" / "trainlock.json").write_text(json.dumps(meta))
 
 
-@pytest.mark.parametrize("edit, says", [
-    (lambda m: m.update(architecture="mlp"), "'architecture' must be"),
-    (lambda m: m["architecture"].pop("kwargs"), "'architecture' must be"),
-    (lambda m: m.update(task=5), "'task' must be a task name"),
-    (lambda m: m["architecture"]["kwargs"].update(hidden=[10**9]), "does not describe these weights"),
-    (lambda m: m["architecture"].update(name="nope"), "unknown architecture 'nope'"),
-])
+@pytest.mark.parametrize(
+    "edit, says",
+    [
+        (lambda m: m.update(architecture="mlp"), "'architecture' must be"),
+        (lambda m: m["architecture"].pop("kwargs"), "'architecture' must be"),
+        (lambda m: m.update(task=5), "'task' must be a task name"),
+        (lambda m: m["architecture"]["kwargs"].update(hidden=[10**9]), "does not describe these weights"),
+        (lambda m: m["architecture"].update(name="nope"), "unknown architecture 'nope'"),
+    ],
+)
 def test_broken_metadata(edit, says, world, capsys):
     _broken(world, edit)
     assert says in _run(["eval", "W/base"], world, capsys)

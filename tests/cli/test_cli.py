@@ -13,25 +13,88 @@ def npz_tasks(tmp_path_factory, digits):
     d = tmp_path_factory.mktemp("data")
     perm = tl.tasks.permuted(digits, seed=1)
     for name, t in (("digits", digits), ("perm", perm)):
-        np.savez(d / f"{name}.npz", x_train=t.x_train.numpy(), y_train=t.y_train.numpy(),
-                 x_test=t.x_test.numpy(), y_test=t.y_test.numpy())
+        np.savez(
+            d / f"{name}.npz",
+            x_train=t.x_train.numpy(),
+            y_train=t.y_train.numpy(),
+            x_test=t.x_test.numpy(),
+            y_test=t.y_test.numpy(),
+        )
     return d
 
 
 def test_train_lock_attack_eval(tmp_path, npz_tasks, capsys):
     base, locked = tmp_path / "base", tmp_path / "locked"
     task = f"npz:{npz_tasks / 'digits.npz'}"
-    assert main(["train", "--task", task, "--model", "mlp", "--model-kwargs", '{"hidden": [16]}',
-                 "--optimizer", "adam", "--lr", "0.01", "--epochs", "2", "--out", str(base), "--device", "cpu"]) == 0
-    assert main(["lock", str(base), "--out", str(locked), "--max-steps", "20", "--lr", "5",
-                 "--json", str(tmp_path / "lock.json"), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                task,
+                "--model",
+                "mlp",
+                "--model-kwargs",
+                '{"hidden": [16]}',
+                "--optimizer",
+                "adam",
+                "--lr",
+                "0.01",
+                "--epochs",
+                "2",
+                "--out",
+                str(base),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "lock",
+                str(base),
+                "--out",
+                str(locked),
+                "--max-steps",
+                "20",
+                "--lr",
+                "5",
+                "--json",
+                str(tmp_path / "lock.json"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "mean top-1 sigma" in out and "saved" in out
     meta = json.loads((locked / "trainlock.json").read_text())
     assert meta["lock"]["type"] == "specdef" and meta["task"] == task
     assert meta["lock"]["sigma_after"]["mean_topk"] > meta["lock"]["sigma_before"]["mean_topk"]
-    assert main(["attack", str(locked), "--task", f"npz:{npz_tasks / 'perm.npz'}", "--optimizer", "adam",
-                 "--lr", "1e-3", "--max-steps", "10", "--json", str(tmp_path / "a.json"), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "attack",
+                str(locked),
+                "--task",
+                f"npz:{npz_tasks / 'perm.npz'}",
+                "--optimizer",
+                "adam",
+                "--lr",
+                "1e-3",
+                "--max-steps",
+                "10",
+                "--json",
+                str(tmp_path / "a.json"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     a = json.loads((tmp_path / "a.json").read_text())
     assert set(a) >= {"accuracy", "curve", "steps_to_target"} and len(a["curve"]) == 1
     assert main(["eval", str(locked), "--json", str(tmp_path / "e.json")]) == 0
@@ -47,11 +110,14 @@ def test_tasks_command_lists_every_task(capsys):
     assert "npz:PATH" in out
 
 
-@pytest.mark.parametrize("argv,msg", [
-    (["eval", "/nonexistent/model"], "not a model directory"),
-    (["train", "--task", "no-such-task", "--out", "x"], "valid:"),
-    (["train", "--task", "npz:/nonexistent.npz", "--out", "x"], "nonexistent.npz"),
-])
+@pytest.mark.parametrize(
+    "argv,msg",
+    [
+        (["eval", "/nonexistent/model"], "not a model directory"),
+        (["train", "--task", "no-such-task", "--out", "x"], "valid:"),
+        (["train", "--task", "npz:/nonexistent.npz", "--out", "x"], "nonexistent.npz"),
+    ],
+)
 def test_bad_input_exits_2_with_a_message(argv, msg, capsys):
     assert main(argv) == 2
     assert msg in capsys.readouterr().err
@@ -79,10 +145,49 @@ def test_every_command_has_help(cmd, capsys):
 def test_relearn_command(tmp_path, npz_tasks, capsys):
     task = f"npz:{npz_tasks / 'digits.npz'}"
     base = tmp_path / "base"
-    assert main(["train", "--task", task, "--model", "mlp", "--model-kwargs", '{"hidden": [16]}', "--optimizer", "adam",
-                 "--lr", "0.01", "--epochs", "2", "--out", str(base), "--device", "cpu"]) == 0
-    assert main(["relearn", str(base), "--forget-class", "3", "--unlearn-lr", "0.1", "--lock-epochs", "1",
-                 "--device", "cpu", "--json", str(tmp_path / "r.json")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                task,
+                "--model",
+                "mlp",
+                "--model-kwargs",
+                '{"hidden": [16]}',
+                "--optimizer",
+                "adam",
+                "--lr",
+                "0.01",
+                "--epochs",
+                "2",
+                "--out",
+                str(base),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "relearn",
+                str(base),
+                "--forget-class",
+                "3",
+                "--unlearn-lr",
+                "0.1",
+                "--lock-epochs",
+                "1",
+                "--device",
+                "cpu",
+                "--json",
+                str(tmp_path / "r.json"),
+            ]
+        )
+        == 0
+    )
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
     assert [r["name"] for r in rows][:2] == ["base", "unlearned"] and len(rows) == 5
     assert "unlearned + SpecDef + relearned" in capsys.readouterr().out
@@ -121,22 +226,32 @@ def test_flags_round_trip_into_the_config():
     assert cfg == SpecDefConfig(loop=specdef_loop(lr=5.0, optimizer="kfac"), top_k=2)
 
 
-@pytest.mark.parametrize("argv, env, want", [
-    (["--threads", "1", "tasks"], {}, "PASSIVE 1"),
-    (["tasks", "--threads=1"], {}, "PASSIVE 1"),
-    (["tasks"], {"OMP_NUM_THREADS": "1"}, "PASSIVE 1"),
-    (["tasks"], {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "2"}, "ACTIVE 2"),  # the user's choice is kept
-])
+@pytest.mark.parametrize(
+    "argv, env, want",
+    [
+        (["--threads", "1", "tasks"], {}, "PASSIVE 1"),
+        (["tasks", "--threads=1"], {}, "PASSIVE 1"),
+        (["tasks"], {"OMP_NUM_THREADS": "1"}, "PASSIVE 1"),
+        (["tasks"], {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "2"}, "ACTIVE 2"),  # the user's choice is kept
+    ],
+)
 def test_thread_policy_is_set_before_torch_starts(argv, env, want):
     import os
     import subprocess
     import sys
 
-    code = ("import sys, os\nfrom trainlock.cli.main import main\nmain(sys.argv[1:])\nimport torch\n"
-            "print(os.environ['OMP_WAIT_POLICY'], torch.get_num_threads())")
+    code = (
+        "import sys, os\nfrom trainlock.cli.main import main\nmain(sys.argv[1:])\nimport torch\n"
+        "print(os.environ['OMP_WAIT_POLICY'], torch.get_num_threads())"
+    )
     base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True,
-                         env={**base, **env, "PYTHONPATH": os.pathsep.join(sys.path)})
+    out = subprocess.run(
+        [sys.executable, "-c", code, *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**base, **env, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     assert out.stdout.strip().splitlines()[-1] == want
 
 

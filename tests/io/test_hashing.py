@@ -58,7 +58,9 @@ def test_legacy_is_the_frozen_locks_old_hash(t):
 def test_legacy_is_the_red_teams_old_identity_hash():
     x_train, y_train = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 1])
     x_test, y_test = torch.rand(2, 1, 8, 8), torch.tensor([2, 0])
-    assert tensor_sha256(x_train, y_train, x_test, y_test, legacy=True) == _redteam_0_2(x_train, y_train, x_test, y_test)
+    assert tensor_sha256(x_train, y_train, x_test, y_test, legacy=True) == _redteam_0_2(
+        x_train, y_train, x_test, y_test
+    )
 
 
 def test_several_tensors_are_one_ordered_sequence():

@@ -26,8 +26,11 @@ def saved(tmp_path_factory, digits):
     torch.manual_seed(0)
     model = tl.models.build("mlp", input_shape=digits.input_shape, num_classes=10, hidden=[8])
     res = tl.lock(model, SpecDefConfig(loop=specdef_loop(max_steps=3, batch_size=32, device="cpu")), retain=digits)
-    path = tl.save(res.model, tmp_path_factory.mktemp("m") / "locked",
-                   {"task": "digits", "metrics": {"accuracy": 0.5}, **res.record})
+    path = tl.save(
+        res.model,
+        tmp_path_factory.mktemp("m") / "locked",
+        {"task": "digits", "metrics": {"accuracy": 0.5}, **res.record},
+    )
     assert verify(path).ok
     return path
 
@@ -111,7 +114,7 @@ def test_saving_over_a_directory_keeps_the_users_files(saved, tmp_path):
     d = tmp_path / "m"
     shutil.copytree(saved, d)
     (d / "NOTES.txt").write_text("mine")
-    model, meta = tl.load(d)
+    model, _meta = tl.load(d)
     tl.save(model, d, {"task": "digits"})
     assert (d / "NOTES.txt").read_text() == "mine" and verify(d).ok
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary directory left behind
@@ -142,5 +145,5 @@ def test_kill_during_save_leaves_a_loadable_directory(tmp_path, delay):
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    model, meta = tl.load(d)  # the old directory or a new one, complete either way
+    _model, _meta = tl.load(d)  # the old directory or a new one, complete either way
     assert verify(d).ok

@@ -20,8 +20,11 @@ def keys(tmp_path_factory):
 @pytest.fixture(scope="module")
 def signed(tmp_path_factory, keys):
     torch.manual_seed(0)
-    d = tl.save(tl.models.build("mlp", input_shape=[1, 8, 8], num_classes=10, hidden=[8]),
-                tmp_path_factory.mktemp("m") / "model", {"task": "digits"})
+    d = tl.save(
+        tl.models.build("mlp", input_shape=[1, 8, 8], num_classes=10, hidden=[8]),
+        tmp_path_factory.mktemp("m") / "model",
+        {"task": "digits"},
+    )
     sign(d, keys[0])
     return d
 
@@ -42,14 +45,27 @@ def test_signed_directory_verifies_with_signer_and_time(signed, keys):
     assert report.ok and report.rows[-1].check == "signature"
 
 
-@pytest.mark.parametrize("tamper, kind, name", [
-    (lambda d: d.joinpath("model.safetensors").write_bytes(d.joinpath("model.safetensors").read_bytes()[:-4] + b"\0\0\0\0"),
-     "changed", "model.safetensors"),
-    (lambda d: d.joinpath("trainlock.json").write_text(d.joinpath("trainlock.json").read_text().replace("digits", "mnist")),
-     "changed", "trainlock.json"),
-    (lambda d: d.joinpath("extra.bin").write_bytes(b"payload"), "added", "extra.bin"),
-    (lambda d: d.joinpath("trainlock.json").unlink(), "removed", "trainlock.json"),
-])
+@pytest.mark.parametrize(
+    "tamper, kind, name",
+    [
+        (
+            lambda d: d.joinpath("model.safetensors").write_bytes(
+                d.joinpath("model.safetensors").read_bytes()[:-4] + b"\0\0\0\0"
+            ),
+            "changed",
+            "model.safetensors",
+        ),
+        (
+            lambda d: d.joinpath("trainlock.json").write_text(
+                d.joinpath("trainlock.json").read_text().replace("digits", "mnist")
+            ),
+            "changed",
+            "trainlock.json",
+        ),
+        (lambda d: d.joinpath("extra.bin").write_bytes(b"payload"), "added", "extra.bin"),
+        (lambda d: d.joinpath("trainlock.json").unlink(), "removed", "trainlock.json"),
+    ],
+)
 def test_each_tampering_is_refused_and_named(signed, keys, tmp_path, tamper, kind, name):
     d = _copy(signed, tmp_path)
     tamper(d)
@@ -76,8 +92,9 @@ def test_unsigned_directory_and_missing_key(signed, keys, tmp_path):
 
 def test_cli_keygen_sign_verify(tmp_path, capsys):
     torch.manual_seed(0)
-    d = tl.save(tl.models.build("mlp", input_shape=[1, 8, 8], num_classes=10, hidden=[8]), tmp_path / "m",
-                {"task": "digits"})
+    d = tl.save(
+        tl.models.build("mlp", input_shape=[1, 8, 8], num_classes=10, hidden=[8]), tmp_path / "m", {"task": "digits"}
+    )
     assert main(["keygen", "--out", str(tmp_path / "k")]) == 0
     assert (tmp_path / "k" / "private.pem").stat().st_mode & 0o777 == 0o600
     assert main(["sign", str(d), "--key", str(tmp_path / "k" / "private.pem")]) == 0

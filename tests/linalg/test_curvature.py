@@ -94,10 +94,10 @@ def test_chunked_hvp_equals_unchunked(tiny):
     full = hvp(model, ce_loss, batch, v)
     for chunks in (2, 5):  # 5 does not divide 32: unequal chunks, weighted by size
         part = hvp(model, ce_loss, batch, v, chunks=chunks)
-        for a, b in zip(full, part):
+        for a, b in zip(full, part, strict=False):
             assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
     flat = torch.cat([t.reshape(-1) for t in v])
-    for a, b in zip(full, hvp(model, ce_loss, batch, flat)):
+    for a, b in zip(full, hvp(model, ce_loss, batch, flat), strict=False):
         assert torch.allclose(a, b)
     e1 = hessian_eigenvalues(model, ce_loss, batch, k=1, chunks=3)
     e2 = hessian_eigenvalues(model, ce_loss, batch, k=1)

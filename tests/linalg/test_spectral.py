@@ -16,7 +16,7 @@ def _ref_grad(W, k):
 def test_values_and_gradients_match_svdvals(shape, k):
     torch.manual_seed(1)
     W = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
-    sigma, state = top_singular_values(W, k)
+    sigma, _state = top_singular_values(W, k)
     ref = torch.linalg.svdvals(W.detach().reshape(shape[0], -1))[:k]
     assert sigma.shape == (k,)
     torch.testing.assert_close(sigma.detach(), ref, rtol=1e-9, atol=1e-9)
@@ -29,7 +29,7 @@ def test_k1_gradient_is_u_vT():
     W = torch.randn(20, 12, dtype=torch.float64, requires_grad=True)
     sigma, _ = top_singular_values(W, 1)
     sigma.sum().backward()
-    U, S, Vh = torch.linalg.svd(W.detach())
+    U, _S, Vh = torch.linalg.svd(W.detach())
     uvT = torch.outer(U[:, 0], Vh[0])
     sign = torch.sign((W.grad * uvT).sum())  # singular vectors are defined up to a joint sign
     torch.testing.assert_close(W.grad, sign * uvT, atol=1e-6, rtol=0)

@@ -72,8 +72,9 @@ def test_bert_blocks_round_trip(tmp_path):
     model = tiny("bert")
     blocks = find_blocks(model)
     assert len(blocks) == 2 and blocks[0]["last"].endswith("output.dense")
-    res = tl.lock(model, LOCKS.get("dlr").from_config({"depth": 2, "distill_steps": 20, "samples": 64}),
-                  retain=toy_task())
+    res = tl.lock(
+        model, LOCKS.get("dlr").from_config({"depth": 2, "distill_steps": 20, "samples": 64}), retain=toy_task()
+    )
     save(res.model, tmp_path / "b", {"task": "toy"})
     again, _ = load(tmp_path / "b")
     x = tl.tasks.for_model(toy_task(), again).x_test[:8]

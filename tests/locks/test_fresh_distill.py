@@ -39,7 +39,7 @@ def test_fresh_distill_keeps_utility_on_digits_and_certifies(tiny_base, digits, 
     (on_base,) = lk.certify(tiny_base, out.record)  # the base itself is what the certificate must reject
     assert not on_base.holds and on_base.measured == pytest.approx(1.0, abs=1e-5)
     # the weights differ from the base's everywhere (nothing kept)
-    for (n, p), (_, q) in zip(tiny_base.named_parameters(), locked.named_parameters()):
+    for (n, p), (_, q) in zip(tiny_base.named_parameters(), locked.named_parameters(), strict=False):
         assert not torch.equal(p, q), n
     # saved and reloaded, the recorded lock re-certifies from the weights
     res = tl.lock(tiny_base, {"type": "fresh-distill", "loop": LOOP}, retain=digits)
@@ -69,7 +69,9 @@ def test_cli_locks_with_a_non_spectral_report(tiny_base, tmp_path, capsys):
     from trainlock.cli.main import main
 
     save(tiny_base, tmp_path / "base", {"task": "digits"})
-    spec = '{"type": "fresh-distill", "seed": 1, "loop": {"optimizer": "adam", "lr": 0.003, "epochs": 2, "device": "cpu"}}'
+    spec = (
+        '{"type": "fresh-distill", "seed": 1, "loop": {"optimizer": "adam", "lr": 0.003, "epochs": 2, "device": "cpu"}}'
+    )
     assert main(["lock", str(tmp_path / "base"), "--out", str(tmp_path / "locked"), "--spec", spec]) == 0
     out = capsys.readouterr().out
     assert "fresh-distill: max over re-initialized weights" in out and "sigma" not in out.split("fresh-distill:")[0]

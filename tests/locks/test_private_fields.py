@@ -40,11 +40,21 @@ class SaltedLock(BaseLock):
         return Locked(locked, SaltedRecord(sum(p.numel() for p in locked.parameters())))
 
     def certify(self, model: nn.Module, record: SaltedRecord) -> list[Certificate]:
-        return [Certificate(
-            lock=self.name, invariant="number of parameters", measured=float(sum(p.numel() for p in model.parameters())),
-            required=float(record.params), relation="==", proof_of_gap="test", preservation="test",
-            threat_model="training-time", adversary_can_remove=True, removal="test", method="count",
-        )]
+        return [
+            Certificate(
+                lock=self.name,
+                invariant="number of parameters",
+                measured=float(sum(p.numel() for p in model.parameters())),
+                required=float(record.params),
+                relation="==",
+                proof_of_gap="test",
+                preservation="test",
+                threat_model="training-time",
+                adversary_can_remove=True,
+                removal="test",
+                method="count",
+            )
+        ]
 
 
 def test_the_private_field_is_marked_on_the_config():

@@ -13,21 +13,23 @@ from trainlock.models import MODELS, build, find_head, replace_head
 
 # Tiny sizes per built-in model; a model missing here is tested at its defaults.
 TINY: dict[str, dict] = {
-    "mlp": dict(hidden=(16, 8)),
-    "cnn": dict(channels=(4, 8), hidden=16),
-    "resnet18": dict(width=4),
-    "transformer": dict(dim=16, depth=1, heads=2),
+    "mlp": {"hidden": (16, 8)},
+    "cnn": {"channels": (4, 8), "hidden": 16},
+    "resnet18": {"width": 4},
+    "transformer": {"dim": 16, "depth": 1, "heads": 2},
 }
 # Input shapes each built-in model must support (others skip an input shape they reject).
 IMAGE, SMALL, VECTOR = (1, 28, 28), (1, 8, 8), (40,)
-SMALL_KW = {"transformer": dict(patch=4)}
+SMALL_KW = {"transformer": {"patch": 4}}
 SUPPORTED = {
     "mlp": {IMAGE, SMALL, VECTOR},
     "cnn": {IMAGE, SMALL},
     "resnet18": {IMAGE, SMALL},
     "transformer": {IMAGE, SMALL, VECTOR},
 }
-NAMES = [n for n in MODELS.names() if not MODELS.get(n).__module__.endswith(".hf")]  # image / vector models; text: test_hf.py
+NAMES = [
+    n for n in MODELS.names() if not MODELS.get(n).__module__.endswith(".hf")
+]  # image / vector models; text: test_hf.py
 
 
 @pytest.fixture(autouse=True)
@@ -105,23 +107,23 @@ def test_find_head_on_plain_sequential() -> None:
     assert find_head(seq) == ("2", seq[2])
     replace_head(seq, 5)
     assert seq(torch.randn(2, 4)).shape == (2, 5)
-    with pytest.raises(ValueError, match="no nn.Linear"):
+    with pytest.raises(ValueError, match=r"no nn.Linear"):
         find_head(nn.Sequential(nn.ReLU()))
 
 
 @pytest.mark.parametrize(
     "name, kwargs, match",
     [
-        ("cnn", dict(input_shape=(784,)), "3-D"),
-        ("cnn", dict(input_shape=(1, 2, 2)), "H and W"),
-        ("resnet18", dict(input_shape=(28, 28)), "3-D"),
-        ("transformer", dict(input_shape=(1, 28, 28), patch=5), "divisible by patch"),
-        ("transformer", dict(input_shape=(10,), token_dim=4), "divisible by token_dim"),
-        ("transformer", dict(input_shape=(4, 4)), r"\(C, H, W\) or \(D,\)"),
-        ("transformer", dict(input_shape=(1, 28, 28), dim=10, heads=4), "divisible by heads"),
-        ("mlp", dict(input_shape=()), "input_shape"),
-        ("mlp", dict(input_shape=(1, 28, 28), activation="swish"), "activation"),
-        ("mlp", dict(input_shape=(1, 28, 28), num_classes=0), "num_classes"),
+        ("cnn", {"input_shape": (784,)}, "3-D"),
+        ("cnn", {"input_shape": (1, 2, 2)}, "H and W"),
+        ("resnet18", {"input_shape": (28, 28)}, "3-D"),
+        ("transformer", {"input_shape": (1, 28, 28), "patch": 5}, "divisible by patch"),
+        ("transformer", {"input_shape": (10,), "token_dim": 4}, "divisible by token_dim"),
+        ("transformer", {"input_shape": (4, 4)}, r"\(C, H, W\) or \(D,\)"),
+        ("transformer", {"input_shape": (1, 28, 28), "dim": 10, "heads": 4}, "divisible by heads"),
+        ("mlp", {"input_shape": ()}, "input_shape"),
+        ("mlp", {"input_shape": (1, 28, 28), "activation": "swish"}, "activation"),
+        ("mlp", {"input_shape": (1, 28, 28), "num_classes": 0}, "num_classes"),
     ],
 )
 def test_bad_arguments_raise_value_error(name: str, kwargs: dict, match: str) -> None:

@@ -15,12 +15,28 @@ from trainlock.train import LoopConfig, fit
 
 # lr per optimizer for 30 steps of a tiny MLP on digits (batch 32); unknown names get 1e-2
 LRS = {
-    "sgd": 0.1, "sgd-nesterov": 0.1, "adam": 0.03, "adamw": 0.03, "adadelta": 1.0, "adagrad": 0.1,
-    "rmsprop": 0.01, "lbfgs": 1.0, "muon": 0.1, "psgd-kron": 0.1, "soap": 0.1, "adahessian": 0.1,
-    "sophia": 1.0, "xmat": 0.1, "kfac": 3e-3,
+    "sgd": 0.1,
+    "sgd-nesterov": 0.1,
+    "adam": 0.03,
+    "adamw": 0.03,
+    "adadelta": 1.0,
+    "adagrad": 0.1,
+    "rmsprop": 0.01,
+    "lbfgs": 1.0,
+    "muon": 0.1,
+    "psgd-kron": 0.1,
+    "soap": 0.1,
+    "adahessian": 0.1,
+    "sophia": 1.0,
+    "xmat": 0.1,
+    "kfac": 3e-3,
 }
-NEEDS = {"psgd-kron": "heavyball", "soap": "heavyball",  # optional packages (the redteam extra)
-         "adahessian": "pytorch_optimizer", "sophia": "pytorch_optimizer"}
+NEEDS = {
+    "psgd-kron": "heavyball",
+    "soap": "heavyball",  # optional packages (the redteam extra)
+    "adahessian": "pytorch_optimizer",
+    "sophia": "pytorch_optimizer",
+}
 HESSIAN = ["adahessian", "sophia", "xmat"]
 
 
@@ -51,13 +67,24 @@ def _train(name, model, task, steps=30):
     assert res.steps == steps and all(math.isfinite(v) for v in res.losses)
     first, last = sum(res.losses[:10]) / 10, sum(res.losses[-10:]) / 10
     assert last < first, f"{name}: loss {first:.3f} -> {last:.3f}"
-    assert any(not torch.equal(b, p.detach()) for b, p in zip(before, model.parameters()))
+    assert any(not torch.equal(b, p.detach()) for b, p in zip(before, model.parameters(), strict=False))
     return res
 
 
 def test_red_team_optimizers_are_registered():
-    expected = {"adagrad", "rmsprop", "sgd-nesterov", "lbfgs", "psgd-kron", "soap", "muon", "adahessian", "sophia",
-                "xmat", "kfac"}
+    expected = {
+        "adagrad",
+        "rmsprop",
+        "sgd-nesterov",
+        "lbfgs",
+        "psgd-kron",
+        "soap",
+        "muon",
+        "adahessian",
+        "sophia",
+        "xmat",
+        "kfac",
+    }
     assert expected <= set(OPTIMIZERS.names())
 
 
@@ -120,7 +147,7 @@ def test_muon_splits_params_and_steplr_reaches_both():
     opt.step()
     sched.step()
     assert muon.param_groups[0]["lr"] == pytest.approx(0.05) and adamw.param_groups[0]["lr"] == pytest.approx(0.05)
-    assert all(not torch.equal(b, p.detach()) for b, p in zip(before, model.parameters()))
+    assert all(not torch.equal(b, p.detach()) for b, p in zip(before, model.parameters(), strict=False))
     state = opt.state_dict()
     opt.load_state_dict(state)  # the union is re-shared with the reloaded inner groups
     sched.step()
@@ -129,8 +156,12 @@ def test_muon_splits_params_and_steplr_reaches_both():
 
 def test_muon_with_lr_decay_in_fit(digits):
     model = _mlp(digits)
-    res = fit(model, digits, LoopConfig(optimizer="muon", lr=0.1, epochs=2, max_steps=60, lr_gamma=0.5,
-                                        batch_size=32, device="cpu"), progress=False)
+    res = fit(
+        model,
+        digits,
+        LoopConfig(optimizer="muon", lr=0.1, epochs=2, max_steps=60, lr_gamma=0.5, batch_size=32, device="cpu"),
+        progress=False,
+    )
     assert res.stopped is None and res.steps == 60
 
 
@@ -163,8 +194,17 @@ def test_kfac_preconditions_as_g_inverse_grad_a_inverse(pi_damping):
     layer = nn.Linear(3, 2).double()
     x, y = torch.randn(5, 3, dtype=torch.float64), torch.tensor([0, 1, 1, 0, 1])
     damping = 1e-2
-    opt = make_optimizer("kfac", layer.parameters(), lr=1.0, model=layer, momentum=0.0, damping=damping,
-                         inv_every=1, kl_clip=None, pi_damping=pi_damping)
+    opt = make_optimizer(
+        "kfac",
+        layer.parameters(),
+        lr=1.0,
+        model=layer,
+        momentum=0.0,
+        damping=damping,
+        inv_every=1,
+        kl_clip=None,
+        pi_damping=pi_damping,
+    )
     w0, b0 = layer.weight.detach().clone(), layer.bias.detach().clone()
     out = layer(x)
     loss = F.cross_entropy(out, y)

@@ -6,18 +6,31 @@ import pytest
 
 pytest.importorskip("transformers")
 
-import trainlock as tl  # noqa: E402
-from hf_tiny import tiny, toy_task  # noqa: E402
-from trainlock.cli.main import main  # noqa: E402
-from trainlock.paper import demo_text  # noqa: E402
+import trainlock as tl
+from hf_tiny import tiny, toy_task
+from trainlock.cli.main import main
+from trainlock.paper import demo_text
 
 
 def test_text_demo_prints_locked_base_scratch_and_advantages(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(tl.models, "build", lambda name, **kw: tiny("bert"))
     monkeypatch.setattr(tl.tasks, "get", lambda name: toy_task(120))
-    monkeypatch.setattr(demo_text, "text_plan", lambda quick: demo_text.TextPlan(
-        n_train=80, n_test=40, max_length=8, batch_size=16, train_steps=5, lock_steps=3, attack_steps=4,
-        lrs=(1e-3,), budget=3, workers=0))
+    monkeypatch.setattr(
+        demo_text,
+        "text_plan",
+        lambda quick: demo_text.TextPlan(
+            n_train=80,
+            n_test=40,
+            max_length=8,
+            batch_size=16,
+            train_steps=5,
+            lock_steps=3,
+            attack_steps=4,
+            lrs=(1e-3,),
+            budget=3,
+            workers=0,
+        ),
+    )
     assert main(["demo", "--quick", "--out", str(tmp_path), "--device", "cpu"]) == 0
     text = capsys.readouterr().out
     assert "from scratch" in text and "locked - scratch" in text and "base - scratch" in text

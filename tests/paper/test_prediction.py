@@ -17,8 +17,20 @@ def test_fig2_study_quick():
 
 
 def test_demo_study_tiny_digits(digits, digits_permuted, tiny_base):
-    locked = trainlock.lock(tiny_base, trainlock.SpecDefConfig(loop=specdef_loop(lr=5.0, epochs=2, batch_size=32, device="cpu")), digits).model
-    out = prediction_study_demo(tiny_base, locked, digits_permuted, n=128, attack=FineTuneConfig(loop=LoopConfig(optimizer="adam", lr=1e-2, epochs=10_000, batch_size=32, max_steps=400, device="cpu"), target_accuracy=0.7, eval_every=10))
+    locked = trainlock.lock(
+        tiny_base, trainlock.SpecDefConfig(loop=specdef_loop(lr=5.0, epochs=2, batch_size=32, device="cpu")), digits
+    ).model
+    out = prediction_study_demo(
+        tiny_base,
+        locked,
+        digits_permuted,
+        n=128,
+        attack=FineTuneConfig(
+            loop=LoopConfig(optimizer="adam", lr=1e-2, epochs=10_000, batch_size=32, max_steps=400, device="cpu"),
+            target_accuracy=0.7,
+            eval_every=10,
+        ),
+    )
     print(out)
     assert out["locked_lambda_max"] > 0 and out["base_lambda_max"] > 0
     assert out["base_steps"] is not None  # recorded: base 50, predicted ~61, measured 70 steps

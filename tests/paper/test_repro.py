@@ -21,8 +21,12 @@ def image_tasks(monkeypatch, digits):
 
     def get(name):
         if name == "cifar10-bb":
-            return dataclasses.replace(small, name=name, x_train=small.x_train.expand(-1, 3, -1, -1).contiguous(),
-                                       x_test=small.x_test.expand(-1, 3, -1, -1).contiguous())
+            return dataclasses.replace(
+                small,
+                name=name,
+                x_train=small.x_train.expand(-1, 3, -1, -1).contiguous(),
+                x_test=small.x_test.expand(-1, 3, -1, -1).contiguous(),
+            )
         return dataclasses.replace(tl.tasks.permuted(small, seed=len(name)) if name != "mnist" else small, name=name)
 
     monkeypatch.setattr(tl.tasks, "get", get)
@@ -37,12 +41,17 @@ def test_verdict_rules():
 
 
 def test_gray28_keeps_labels_and_makes_28x28(digits):
-    t = dataclasses.replace(digits, x_train=digits.x_train.expand(-1, 3, -1, -1), x_test=digits.x_test.expand(-1, 3, -1, -1))
+    t = dataclasses.replace(
+        digits, x_train=digits.x_train.expand(-1, 3, -1, -1), x_test=digits.x_test.expand(-1, 3, -1, -1)
+    )
     g = gray28(t)
     assert g.x_train.shape[1:] == (1, 28, 28) and torch.equal(g.y_train, digits.y_train)
     # equal channels: luma weights sum to 1, so grey equals the channel (before resizing)
-    assert torch.allclose(g.x_train.mean(), torch.nn.functional.interpolate(digits.x_train, size=(28, 28),
-                                                                            mode="bilinear").mean(), atol=1e-5)
+    assert torch.allclose(
+        g.x_train.mean(),
+        torch.nn.functional.interpolate(digits.x_train, size=(28, 28), mode="bilinear").mean(),
+        atol=1e-5,
+    )
 
 
 def test_study_refuses_other_settings_and_resumes(tmp_path):
@@ -58,8 +67,9 @@ def test_study_refuses_other_settings_and_resumes(tmp_path):
 
 
 def test_table1_vision_end_to_end_and_resume(image_tasks, monkeypatch, tmp_path):
-    tiny = table1_vision.Settings(width=2, n_train=None, n_test=None, epochs=1, attack_epochs=1, redteam_budget=2,
-                                  redteam_steps=3)
+    tiny = table1_vision.Settings(
+        width=2, n_train=None, n_test=None, epochs=1, attack_epochs=1, redteam_budget=2, redteam_steps=3
+    )
     monkeypatch.setattr(table1_vision, "settings", lambda quick: tiny)
     monkeypatch.setattr(table1_vision, "LRS", (0.1, 1e-3))
     res = reproduce("table1-vision", tmp_path, quick=True, device="cpu")
@@ -80,13 +90,22 @@ def test_table1_vision_end_to_end_and_resume(image_tasks, monkeypatch, tmp_path)
 
 
 def test_table3_per_class_rows(image_tasks, monkeypatch, tmp_path):
-    monkeypatch.setattr(table3, "settings", lambda quick: table3.Settings(width=2, train_epochs=1, unlearn_epochs=1,
-                                                                          lock_epochs=1, n_train=None))
+    monkeypatch.setattr(
+        table3,
+        "settings",
+        lambda quick: table3.Settings(width=2, train_epochs=1, unlearn_epochs=1, lock_epochs=1, n_train=None),
+    )
     monkeypatch.setattr(table3, "GRID", (("sgd", 0.1, None), ("adam", 1e-3, "sv-clip")))
     res = reproduce("table3", tmp_path, quick=True, device="cpu")
     st = res["summary"]["stages"]
-    assert list(st) == ["ResNet18", "Unlearned", "Relearning attack", "SpecDef", "SpecDef + relearning attack",
-                        "Scratch + relearning attack"]
+    assert list(st) == [
+        "ResNet18",
+        "Unlearned",
+        "Relearning attack",
+        "SpecDef",
+        "SpecDef + relearning attack",
+        "Scratch + relearning attack",
+    ]
     assert all(len(r["per_class"]) == 10 for r in st.values())
     # continued training without class 1 erases it (the test split has class-1 images)
     assert st["Unlearned"]["forget"] <= st["ResNet18"]["forget"]
@@ -94,8 +113,9 @@ def test_table3_per_class_rows(image_tasks, monkeypatch, tmp_path):
 
 
 def test_fig4_grid_and_best_rates(image_tasks, monkeypatch, tmp_path):
-    monkeypatch.setattr(fig4_mod, "settings", lambda quick: fig4_mod.Settings(n_train=None, n_test=None, epochs=1,
-                                                                              attack_epochs=1))
+    monkeypatch.setattr(
+        fig4_mod, "settings", lambda quick: fig4_mod.Settings(n_train=None, n_test=None, epochs=1, attack_epochs=1)
+    )
     monkeypatch.setattr(fig4_mod, "OPTIMIZERS", ("sgd", "adamw"))
     res = reproduce("fig4", tmp_path, quick=True, device="cpu")
     opt = res["summary"]["optimizers"]

@@ -7,18 +7,28 @@ import pytest
 
 pytest.importorskip("transformers")
 
-import trainlock as tl  # noqa: E402
-from hf_tiny import tiny, toy_rows, toy_task  # noqa: E402
-from trainlock.attacks import FineTuneConfig  # noqa: E402
-from trainlock.attacks.backdoor import BackdoorConfig, attack_success_rate, backdoor_attack, poison  # noqa: E402
-from trainlock.paper.repro import fig3, redteam_cell, reproduce, table1_text, table2  # noqa: E402
-from trainlock.paper.repro.text_lock import TextSettings  # noqa: E402
-from trainlock.tasks import TaskDataError  # noqa: E402
-from trainlock.tasks.text import from_rows  # noqa: E402
-from trainlock.train import LoopConfig  # noqa: E402
+import trainlock as tl
+from hf_tiny import tiny, toy_rows, toy_task
+from trainlock.attacks import FineTuneConfig
+from trainlock.attacks.backdoor import BackdoorConfig, attack_success_rate, backdoor_attack, poison
+from trainlock.paper.repro import fig3, redteam_cell, reproduce, table1_text, table2
+from trainlock.paper.repro.text_lock import TextSettings
+from trainlock.tasks import TaskDataError
+from trainlock.tasks.text import from_rows
+from trainlock.train import LoopConfig
 
-TINY = TextSettings(model="minilm-l6", max_length=8, n_train=60, auth_train=60, n_test=40, train_epochs=1, lock_epochs=1,
-                    lock_lr=5e-4, attack_epochs=1, seeds=(0,))
+TINY = TextSettings(
+    model="minilm-l6",
+    max_length=8,
+    n_train=60,
+    auth_train=60,
+    n_test=40,
+    train_epochs=1,
+    lock_epochs=1,
+    lock_lr=5e-4,
+    attack_epochs=1,
+    seeds=(0,),
+)
 
 
 def _jailbreak():
@@ -76,9 +86,19 @@ def test_table1_text_and_fig3_share_the_lock(text_world, tmp_path):
 
 
 def test_table2_reports_f1_and_asr(text_world, monkeypatch, tmp_path):
-    monkeypatch.setattr(table2, "settings", lambda quick: table2.Settings(
-        max_length=8, n_train=None, n_test=None, train_epochs=1, lock_epochs=1, poison_fraction=0.2,
-        grid=(("adamw", 1e-3),)))
+    monkeypatch.setattr(
+        table2,
+        "settings",
+        lambda quick: table2.Settings(
+            max_length=8,
+            n_train=None,
+            n_test=None,
+            train_epochs=1,
+            lock_epochs=1,
+            poison_fraction=0.2,
+            grid=(("adamw", 1e-3),),
+        ),
+    )
     res = reproduce("table2", tmp_path, quick=True, device="cpu")
     s = json.loads((tmp_path / "results.json").read_text())["summary"]
     assert s == json.loads(json.dumps(res["summary"]))
@@ -94,9 +114,14 @@ def test_majority_f1_is_the_constant_predictors_macro_f1():
     from trainlock.attacks.backdoor import macro_f1
     from trainlock.paper.repro.table1_text import majority_f1
 
-    task = from_rows("t", [{"text": "a", "label": lab, "split": sp} for lab, sp in
-                           [("x", "train"), ("y", "train")] + [("x", "test")] * 3 + [("y", "test")] + [("z", "test")]],
-                     "toy")
+    task = from_rows(
+        "t",
+        [
+            {"text": "a", "label": lab, "split": sp}
+            for lab, sp in [("x", "train"), ("y", "train")] + [("x", "test")] * 3 + [("y", "test")] + [("z", "test")]
+        ],
+        "toy",
+    )
 
     class Const(torch.nn.Module):  # always the majority class (label 0, "x")
         def __init__(self):
@@ -117,5 +142,5 @@ def test_add_mode_appends_triggered_copies_of_non_target_rows():
     n_other = sum(1 for y in task.labels_train if y != cfg.target)
     assert len(p.texts_train) == len(task.texts_train) + n_other
     assert p.texts_train[: len(task.texts_train)] == task.texts_train  # the clean rows are all kept
-    added = p.texts_train[len(task.texts_train):]
-    assert all(t.startswith(cfg.text) for t in added) and set(p.labels_train[len(task.texts_train):]) == {cfg.target}
+    added = p.texts_train[len(task.texts_train) :]
+    assert all(t.startswith(cfg.text) for t in added) and set(p.labels_train[len(task.texts_train) :]) == {cfg.target}

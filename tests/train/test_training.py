@@ -17,7 +17,9 @@ def _mlp(task, hidden=(16,)):
 def test_fit_learns_digits(digits):
     model = _mlp(digits)
     before = accuracy(model, digits.x_test, digits.y_test)
-    res = fit(model, digits, LoopConfig(optimizer="adam", lr=1e-2, epochs=4, batch_size=32, device="cpu"), progress=False)
+    res = fit(
+        model, digits, LoopConfig(optimizer="adam", lr=1e-2, epochs=4, batch_size=32, device="cpu"), progress=False
+    )
     after = accuracy(model, digits.x_test, digits.y_test)
     assert res.steps == 4 * math.ceil(len(digits.y_train) / 32)
     assert before < 0.3 and after > 0.85
@@ -43,7 +45,13 @@ def test_max_steps_and_callback_stop(digits):
     model = _mlp(digits)
     res = fit(model, digits, LoopConfig(max_steps=4, device="cpu"), progress=False)
     assert res.steps == 4
-    res = fit(model, digits, LoopConfig(epochs=3, device="cpu"), hooks=LoopHooks(on_step=lambda s, l, e: s == 3), progress=False)
+    res = fit(
+        model,
+        digits,
+        LoopConfig(epochs=3, device="cpu"),
+        hooks=LoopHooks(on_step=lambda s, l, e: s == 3),
+        progress=False,
+    )
     assert res.steps == 3 and "callback" in res.stopped
 
 
@@ -56,7 +64,7 @@ def test_total_steps_is_what_fit_runs(digits, epochs, max_steps):
 
 
 def test_unknown_optimizer_lists_valid_names(digits):
-    with pytest.raises(UnknownNameError, match="valid: adadelta, .*adam, .*sgd"):
+    with pytest.raises(UnknownNameError, match=r"valid: adadelta, .*adam, .*sgd"):
         fit(_mlp(digits), digits, LoopConfig(optimizer="sgdd", device="cpu"), progress=False)
 
 
@@ -89,20 +97,29 @@ def test_fit_with_linear_schedule_takes_the_scheduled_steps(digits):
     task = digits.subset(n_train=64, seed=0)
     model = _mlp(task)
     ref = [p.detach().clone() for p in model.parameters()]
-    cfg = LoopConfig(optimizer="sgd", lr=0.5, momentum=0.0, weight_decay=0.0, batch_size=64, epochs=4,
-                     schedule="linear", warmup_steps=1, device="cpu")
+    cfg = LoopConfig(
+        optimizer="sgd",
+        lr=0.5,
+        momentum=0.0,
+        weight_decay=0.0,
+        batch_size=64,
+        epochs=4,
+        schedule="linear",
+        warmup_steps=1,
+        device="cpu",
+    )
     fit(model, task, cfg, progress=False)
     manual = _mlp(task)
     with torch.no_grad():
-        for p, r in zip(manual.parameters(), ref):
+        for p, r in zip(manual.parameters(), ref, strict=False):
             p.copy_(r)
-    for s, factor in enumerate([0.0, 1.0, 2 / 3, 1 / 3]):
+    for _s, factor in enumerate([0.0, 1.0, 2 / 3, 1 / 3]):
         manual.zero_grad()
         F.cross_entropy(manual(task.x_train), task.y_train).backward()
         with torch.no_grad():
             for p in manual.parameters():
                 p -= 0.5 * factor * p.grad
-    for p, q in zip(model.parameters(), manual.parameters()):
+    for p, q in zip(model.parameters(), manual.parameters(), strict=False):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="schedule"):
         LoopConfig(schedule="cosine")

@@ -53,8 +53,8 @@ from torch import nn
 from torch.func import functional_call
 
 _EPS64 = torch.finfo(torch.float64).eps
-MAX_BLOCK = 5000            # entries of W_i: the block is built densely (|W_i|^2 float64)
-MAX_JACOBIAN = 50_000_000   # entries of the batch Jacobian dyhat/dv (N m x N T out_j) before taking diagonals
+MAX_BLOCK = 5000  # entries of W_i: the block is built densely (|W_i|^2 float64)
+MAX_JACOBIAN = 50_000_000  # entries of the batch Jacobian dyhat/dv (N m x N T out_j) before taking diagonals
 
 
 def _sv(s: torch.Tensor, k: int) -> float:
@@ -100,6 +100,7 @@ class _Probe:
             calls.append(1)
             self.u, self.out_shape = inp[0], out.shape
             return out + dj
+
         h = self.mj.register_forward_hook(hook)
         try:
             yhat = functional_call(self.model, {self.param_name: w}, (self.x,))
@@ -129,12 +130,14 @@ def block_hessian(model: nn.Module, loss_fn, batch, param_name: str) -> torch.Te
     x, y = batch
     W = dict(model.named_parameters())[param_name].detach().clone()
     H = torch.autograd.functional.hessian(
-        lambda w: loss_fn(functional_call(model, {param_name: w}, (x,)), y), W).reshape(W.numel(), W.numel())
+        lambda w: loss_fn(functional_call(model, {param_name: w}, (x,)), y), W
+    ).reshape(W.numel(), W.numel())
     return 0.5 * (H + H.T)
 
 
-def theorem_check(model: nn.Module, loss_fn, batch, param_name: str, partner: str | None = None,
-                  k: int | None = None) -> dict:
+def theorem_check(
+    model: nn.Module, loss_fn, batch, param_name: str, partner: str | None = None, k: int | None = None
+) -> dict:
     """Hessian block d2L/dW_i^2 (dense) against the Theorem 2.1 / 2.2 lower bounds (module docstring).
 
     ``param_name`` is any parameter W_i (normally a Linear weight); ``partner`` the weight of an ``nn.Linear``
@@ -150,8 +153,10 @@ def theorem_check(model: nn.Module, loss_fn, batch, param_name: str, partner: st
         raise ValueError(f"no parameter {param_name!r} in the model")
     W = params[param_name].detach()
     if W.numel() > MAX_BLOCK:
-        raise ValueError(f"{param_name} has {W.numel()} entries: theorem_check builds its Hessian block densely "
-                         f"(at most {MAX_BLOCK}); check a smaller layer")
+        raise ValueError(
+            f"{param_name} has {W.numel()} entries: theorem_check builds its Hessian block densely "
+            f"(at most {MAX_BLOCK}); check a smaller layer"
+        )
     partner = partner or _default_partner(model, param_name)
     _, mj = _module_of(model, partner)
     if not isinstance(mj, nn.Linear) or partner.rsplit(".", 1)[1] != "weight":
@@ -170,12 +175,14 @@ def theorem_check(model: nn.Module, loss_fn, batch, param_name: str, partner: st
     out_shape = probe.out_shape
     T = out_shape[1:-1].numel()
     if N * m * out_shape.numel() > MAX_JACOBIAN:
-        raise ValueError(f"batch too large for theorem_check's dense per-sample Jacobians ({N} samples x {m} outputs "
-                         f"x {out_shape.numel()} activations > {MAX_JACOBIAN:.0e}): pass fewer samples")
+        raise ValueError(
+            f"batch too large for theorem_check's dense per-sample Jacobians ({N} samples x {m} outputs "
+            f"x {out_shape.numel()} activations > {MAX_JACOBIAN:.0e}): pass fewer samples"
+        )
     zero_dj = torch.zeros(out_shape, dtype=torch.float64)
     P = _per_sample(torch.autograd.functional.jacobian(lambda d: probe(W, d), zero_dj), N, m)
     Mfull = torch.autograd.functional.jacobian(lambda w: (probe(w, zero_dj), probe.u)[1], W.clone())
-    M = Mfull.reshape(N, -1, W.numel())                                        # N, T in_j, |W_i|
+    M = Mfull.reshape(N, -1, W.numel())  # N, T in_j, |W_i|
     J = torch.autograd.functional.jacobian(lambda w: probe(w, zero_dj), W.clone()).reshape(N, m, W.numel())
     Wbig = torch.kron(torch.eye(T, dtype=torch.float64), Wj)
     recon = P @ Wbig @ M
@@ -183,9 +190,11 @@ def theorem_check(model: nn.Module, loss_fn, batch, param_name: str, partner: st
     scale = float(J.abs().max()) or 1.0
     fact_ok = err <= 1e-7 * scale + 1e-12
     if not fact_ok and err > 1e-3 * scale:
-        raise ValueError(f"{param_name} reaches the prediction by a path that bypasses {partner} (a residual or "
-                         f"skip connection? |J - P W M| = {err:.3g} of |J| = {scale:.3g}): pick a partner that "
-                         "every path from W_i passes through")
+        raise ValueError(
+            f"{param_name} reaches the prediction by a path that bypasses {partner} (a residual or "
+            f"skip connection? |J - P W M| = {err:.3g} of |J| = {scale:.3g}): pick a partner that "
+            "every path from W_i passes through"
+        )
 
     Hout = torch.autograd.functional.hessian(lambda yh: loss_fn(yh, y), yhat0).reshape(N * m, N * m)
     c = max(float(torch.linalg.eigvalsh(0.5 * (Hout + Hout.T))[0]), 0.0)
@@ -206,9 +215,9 @@ def theorem_check(model: nn.Module, loss_fn, batch, param_name: str, partner: st
     for n in range(N):
         sP, sM = torch.linalg.svdvals(P[n]), torch.linalg.svdvals(M[n])
         sp = _sv(sP, To)
-        best = max(best, smax * c * sp ** 2 * _sv(torch.linalg.svdvals(Wbig @ M[n]), To) * _sv(sM, Ti))
+        best = max(best, smax * c * sp**2 * _sv(torch.linalg.svdvals(Wbig @ M[n]), To) * _sv(sM, Ti))
         inner = sum(float(sWbig[i - 1]) * _sv(sM, Ti - i + 1) for i in range(1, k + 1) if i <= sWbig.numel())
-        best_topk = max(best_topk, c * sp ** 2 * inner ** 2 / k)
+        best_topk = max(best_topk, c * sp**2 * inner**2 / k)
         VP, pmin = _range_basis(P[n], "row")
         UM, mmin = _range_basis(M[n], "col")
         if VP.shape[1] and UM.shape[1]:
@@ -222,14 +231,31 @@ def theorem_check(model: nn.Module, loss_fn, batch, param_name: str, partner: st
 
     def ratio(num, b):
         return num / b if b > tiny else math.inf
+
     gn_topk = float(gn_svals[:k].sum())
     ratios_gn = [ratio(sigma_GN, best), ratio(gn_topk, best_topk), ratio(sigma_GN, best_r)]
-    return {"param": param_name, "partner": partner, "tokens": T, "sigma_max_H": sigma_H,
-            "sigma_max_GN": sigma_GN, "residual": residual, "sigma_max_Wj": smax,
-            "bound": best, "ratio": ratio(sigma_H, best), "vacuous": bool(best <= tiny),
-            "k": k, "topk_sum": topk_sum, "topk_bound": best_topk, "topk_ratio": ratio(topk_sum, best_topk),
-            "topk_vacuous": bool(best_topk <= tiny),
-            "restricted_bound": best_r, "restricted_ratio": ratio(sigma_H, best_r),
-            "restricted_vacuous": bool(best_r <= tiny), "alignment": align,
-            "ratio_GN": min(ratios_gn), "factorization_ok": bool(fact_ok),
-            "min_eig_H": float(evals[0]), "loss_curvature_c": c}
+    return {
+        "param": param_name,
+        "partner": partner,
+        "tokens": T,
+        "sigma_max_H": sigma_H,
+        "sigma_max_GN": sigma_GN,
+        "residual": residual,
+        "sigma_max_Wj": smax,
+        "bound": best,
+        "ratio": ratio(sigma_H, best),
+        "vacuous": bool(best <= tiny),
+        "k": k,
+        "topk_sum": topk_sum,
+        "topk_bound": best_topk,
+        "topk_ratio": ratio(topk_sum, best_topk),
+        "topk_vacuous": bool(best_topk <= tiny),
+        "restricted_bound": best_r,
+        "restricted_ratio": ratio(sigma_H, best_r),
+        "restricted_vacuous": bool(best_r <= tiny),
+        "alignment": align,
+        "ratio_GN": min(ratios_gn),
+        "factorization_ok": bool(fact_ok),
+        "min_eig_H": float(evals[0]),
+        "loss_curvature_c": c,
+    }

@@ -30,8 +30,16 @@ def _train_loss(model: nn.Module, task) -> float:
     return float(F.cross_entropy(logits.double(), task.y_train))
 
 
-def regularization_path(model: nn.Module, task, lambdas=(1e-4, 1e-3, 1e-2, 1e-1), steps: int = 100,
-                        lr: float = 0.05, batch_size: int = 64, seed: int = 0, device: str = "cpu") -> list[dict]:
+def regularization_path(
+    model: nn.Module,
+    task,
+    lambdas=(1e-4, 1e-3, 1e-2, 1e-1),
+    steps: int = 100,
+    lr: float = 0.05,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: str = "cpu",
+) -> list[dict]:
     """Train one copy of `model` per penalty strength lam and check the sublevel-set radius bound.
 
     Each copy minimises J_lam(theta) = L(theta) + lam * ||theta||^2 with plain SGD (momentum 0, no
@@ -68,27 +76,49 @@ def regularization_path(model: nn.Module, task, lambdas=(1e-4, 1e-3, 1e-2, 1e-1)
             pen = sum(p.pow(2).sum() for p in mod.parameters() if p.requires_grad)
             return F.cross_entropy(mod(xb), yb) + lam * pen, {}
 
-        def on_step(step, value, extras):
+        def on_step(step, value, extras, m=m, peak=peak):
             peak.append(math.sqrt(_sq_norm(m)))
 
         torch.manual_seed(seed)
-        cfg = LoopConfig(optimizer="sgd", lr=lr, momentum=0.0, weight_decay=0.0, batch_size=batch_size, seed=seed,
-                         epochs=math.ceil(steps / per_epoch), max_steps=steps, lr_gamma=None, device=device)
+        cfg = LoopConfig(
+            optimizer="sgd",
+            lr=lr,
+            momentum=0.0,
+            weight_decay=0.0,
+            batch_size=batch_size,
+            seed=seed,
+            epochs=math.ceil(steps / per_epoch),
+            max_steps=steps,
+            lr_gamma=None,
+            device=device,
+        )
         res = fit(m, task, cfg, loss_fn=loss_fn, hooks=LoopHooks(on_step=on_step), progress=False, desc=f"lam={lam:g}")
         m.eval()
         sq = _sq_norm(m)
         c_end = _train_loss(m, task) + lam * sq
         norm, bound, bound_start = math.sqrt(sq), sublevel_radius(c_end, lam), sublevel_radius(c_start, lam)
-        rows.append({
-            "lambda": lam, "steps": res.steps, "stopped": res.stopped, "norm": norm, "C_start": c_start,
-            "C_end": c_end, "bound": bound, "holds": norm <= bound * (1 + 1e-12), "bound_start": bound_start,
-            "max_norm": max(peak), "holds_start": max(peak) <= bound_start, "accuracy": evaluate(m, task),
-        })
+        rows.append(
+            {
+                "lambda": lam,
+                "steps": res.steps,
+                "stopped": res.stopped,
+                "norm": norm,
+                "C_start": c_start,
+                "C_end": c_end,
+                "bound": bound,
+                "holds": norm <= bound * (1 + 1e-12),
+                "bound_start": bound_start,
+                "max_norm": max(peak),
+                "holds_start": max(peak) <= bound_start,
+                "accuracy": evaluate(m, task),
+            }
+        )
     return rows
 
 
-def compaction_report(model: nn.Module, task, fractions=(0.5, 0.8, 0.9), bits=(8, 4, 2),
-                      scope: str = "global", per_channel: bool = False) -> dict:
+def compaction_report(
+    model: nn.Module, task, fractions=(0.5, 0.8, 0.9), bits=(8, 4, 2), scope: str = "global", per_channel: bool = False
+) -> dict:
     """Test accuracy of copies of `model` after magnitude pruning and after fake-quantization.
 
     Pruning rows: requested `fraction`, achieved `sparsity` (zeros / lockable weights, counted after
@@ -109,6 +139,12 @@ def compaction_report(model: nn.Module, task, fractions=(0.5, 0.8, 0.9), bits=(8
         m = copy.deepcopy(model)
         q = quantize(m, int(b), per_channel=per_channel)
         levels = {n: s["levels"] for n, s in q["layers"].items()}
-        out["quantize"].append({"bits": int(b), "accuracy": evaluate(m, task), "levels": levels,
-                                "max_levels": max(levels.values(), default=0)})
+        out["quantize"].append(
+            {
+                "bits": int(b),
+                "accuracy": evaluate(m, task),
+                "levels": levels,
+                "max_levels": max(levels.values(), default=0),
+            }
+        )
     return out

@@ -97,11 +97,18 @@ def trace_blocks(model: nn.Module, x: torch.Tensor) -> tuple[list[dict], torch.T
     order: list[int] = []
     handles = []
     for name, mod in _candidates(model):
+
         def hook(m, inputs, output, name=name):
-            if id(m) in records or not inputs or not isinstance(inputs[0], torch.Tensor) or not isinstance(output, torch.Tensor):
+            if (
+                id(m) in records
+                or not inputs
+                or not isinstance(inputs[0], torch.Tensor)
+                or not isinstance(output, torch.Tensor)
+            ):
                 return
-            records[id(m)] = dict(name=name, module=m, skip=is_residual(m), input=inputs[0], output=output)
+            records[id(m)] = {"name": name, "module": m, "skip": is_residual(m), "input": inputs[0], "output": output}
             order.append(id(m))
+
         handles.append(mod.register_forward_hook(hook))
     try:
         logits = model(x)
@@ -170,7 +177,9 @@ def lanczos_eigs(op, q0: torch.Tensor, steps: int) -> torch.Tensor:
         dead = b <= 1e-10 * a.abs().clamp_min(1e-30)
         if bool(dead.any()):
             r = _orth_against(Q[:, : j + 1], torch.randn_like(w))
-            w = torch.where(dead[:, None], r / r.norm(dim=1, keepdim=True).clamp_min(1e-30) * b[:, None].clamp_min(1.0), w)
+            w = torch.where(
+                dead[:, None], r / r.norm(dim=1, keepdim=True).clamp_min(1e-30) * b[:, None].clamp_min(1.0), w
+            )
             b = torch.where(dead, torch.zeros_like(b), b)
             q_next = _unit(w)
         else:
@@ -209,8 +218,9 @@ def _linear_ops(fn, h: torch.Tensor):
     return out.detach(), jv, jtv
 
 
-def block_spectrum(fn, h: torch.Tensor, iters: int = 300, lanczos: int = 64, dense_max: int = 2000,
-                   seed: int = 0) -> dict:
+def block_spectrum(
+    fn, h: torch.Tensor, iters: int = 300, lanczos: int = 64, dense_max: int = 2000, seed: int = 0
+) -> dict:
     """Per-sample spectrum of the Jacobian of a batched, per-sample map `fn` at `h` (B, *in)."""
     h = h.detach()
     out, jv, jtv = _linear_ops(fn, h)
@@ -227,7 +237,7 @@ def block_spectrum(fn, h: torch.Tensor, iters: int = 300, lanczos: int = 64, den
     smax = torch.maximum(smax, ritz[:, -1].sqrt())  # both are lower bounds on sigma_max: keep the better
     small = min(in_dim, out_dim)
     if small <= dense_max and in_dim * out_dim <= 2e7:
-        one = lambda z: fn(z.unsqueeze(0)).squeeze(0)  # noqa: E731
+        one = lambda z: fn(z.unsqueeze(0)).squeeze(0)
         jac = (torch.func.jacfwd if in_dim < out_dim else torch.func.jacrev)(one)(h[0])
         s = torch.linalg.svdvals(jac.reshape(out_dim, in_dim).double())
         rank = int((s > max(in_dim, out_dim) * EPS32 * s[0]).sum()) if s[0] > 0 else 0
@@ -237,8 +247,16 @@ def block_spectrum(fn, h: torch.Tensor, iters: int = 300, lanczos: int = 64, den
         rank = int((ritz[0] > (max(in_dim, out_dim) * EPS32) ** 2 * 1e4 * top).sum()) if top > 0 else 0
         method = "lanczos-lower-bound"
     smin = torch.minimum(smin, smax).detach()
-    return dict(sigma_max=smax.detach(), sigma_max_power=power.detach(), sigma_min=smin, rank=rank, rank_method=method, in_dim=in_dim, out_dim=out_dim,
-                exact_sigma_min=ritz.shape[1] >= small)
+    return {
+        "sigma_max": smax.detach(),
+        "sigma_max_power": power.detach(),
+        "sigma_min": smin,
+        "rank": rank,
+        "rank_method": method,
+        "in_dim": in_dim,
+        "out_dim": out_dim,
+        "exact_sigma_min": ritz.shape[1] >= small,
+    }
 
 
 def _batch(model: nn.Module, task_or_batch, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -269,7 +287,7 @@ def _param_jac_norms(block: nn.Module, h: torch.Tensor, g: torch.Tensor, iters: 
         return functional_call(block, p, (x.unsqueeze(0),)).squeeze(0)
 
     def unpack(flat):  # (P,) -> {name: tensor}
-        return {k: c.view(p.shape) for (k, p), c in zip(params.items(), flat.split(sizes))}
+        return {k: c.view(p.shape) for (k, p), c in zip(params.items(), flat.split(sizes), strict=False)}
 
     fwd = vmap(lambda t, x: jvp(lambda p: f(p, x), (params,), (unpack(t),))[1])
     bwd = vmap(lambda u, x: torch.cat([v.flatten() for v in vjp(lambda p: f(p, x), params)[1](u)[0].values()]))
@@ -301,8 +319,15 @@ def _glue_norm(src: torch.Tensor, dst: torch.Tensor, iters: int) -> torch.Tensor
     return power_norm(jv, jtv, torch.randn_like(src), iters=iters).detach()
 
 
-def diagnose(model: nn.Module, task_or_batch, n: int = 64, seed: int = 0, iters: int = 300, lanczos: int = 64,
-             dense_max: int = 2000) -> dict:
+def diagnose(
+    model: nn.Module,
+    task_or_batch,
+    n: int = 64,
+    seed: int = 0,
+    iters: int = 300,
+    lanczos: int = 64,
+    dense_max: int = 2000,
+) -> dict:
     """Per-block Jacobian diagnostics and the bottleneck-bound check on a batch.
 
     `task_or_batch`: a Task (n random test samples, adapted to `model.input_shape`), an (x, y) pair,
@@ -327,39 +352,64 @@ def diagnose(model: nn.Module, task_or_batch, n: int = 64, seed: int = 0, iters:
         smax, smin = spec["sigma_max"], spec["sigma_min"]
         ratio = torch.where(smax > 0, smin / smax.clamp_min(1e-30), torch.zeros_like(smax))
         cond = float((smax / smin).mean()) if bool((smin > 0).all()) else math.inf
-        rows.append(dict(
-            name=b["name"], type=type(b["module"]).__name__, skip=b["skip"], jacobian_norm=float(smax.mean()),
-            jacobian_norm_max=float(smax.max()), sigma_min=float(smin.mean()), rank=spec["rank"],
-            rank_method=spec["rank_method"], in_dim=spec["in_dim"], out_dim=spec["out_dim"], condition=cond,
-            severity=float((1 - ratio).mean()), severity_max=float((1 - ratio).max()), grad_norm=gn,
-            exact_sigma_min=spec["exact_sigma_min"]))
-    return dict(n=int(x.shape[0]), layers=rows, bound=_bound(blocks, losses, iters),
-                skip_blocks=[r["name"] for r in rows if r["skip"]])
+        rows.append(
+            {
+                "name": b["name"],
+                "type": type(b["module"]).__name__,
+                "skip": b["skip"],
+                "jacobian_norm": float(smax.mean()),
+                "jacobian_norm_max": float(smax.max()),
+                "sigma_min": float(smin.mean()),
+                "rank": spec["rank"],
+                "rank_method": spec["rank_method"],
+                "in_dim": spec["in_dim"],
+                "out_dim": spec["out_dim"],
+                "condition": cond,
+                "severity": float((1 - ratio).mean()),
+                "severity_max": float((1 - ratio).max()),
+                "grad_norm": gn,
+                "exact_sigma_min": spec["exact_sigma_min"],
+            }
+        )
+    return {
+        "n": int(x.shape[0]),
+        "layers": rows,
+        "bound": _bound(blocks, losses, iters),
+        "skip_blocks": [r["name"] for r in rows if r["skip"]],
+    }
 
 
 def _bound(blocks: list[dict], losses: torch.Tensor, iters: int) -> dict:
     first = next((i for i, b in enumerate(blocks) if any(True for _ in b["module"].parameters())), None)
     if first is None:
-        return dict(holds=None, note="no block has parameters")
+        return {"holds": None, "note": "no block has parameters"}
     b1, last = blocks[first], blocks[-1]
     total = losses.sum()  # samples are independent in eval mode: row i of each gradient is dL_i/d.
     g1, gL = torch.autograd.grad(total, [b1["output"], last["output"]], retain_graph=True)
     dtheta, lhs = _param_jac_norms(b1["module"], b1["input"], g1, iters)
     factors = [dtheta]
     glue = []
-    for prev, cur in zip(blocks[first:], blocks[first + 1:]):
+    for prev, cur in zip(blocks[first:], blocks[first + 1 :], strict=False):
         gnorm = _glue_norm(prev["output"], cur["input"], iters)
         glue.append(float(gnorm.max()))
         factors += [gnorm, cur["spec"]["sigma_max"]]
     rhs = torch.stack(factors).prod(0) * _bnorm(gL)
     ok = lhs <= rhs * (1 + 1e-4) + 1e-12
-    return dict(
-        first_block=b1["name"], last_block=last["name"], holds=bool(ok.all()), fraction_holding=float(ok.float().mean()),
-        lhs=[float(v) for v in lhs], rhs=[float(v) for v in rhs], lhs_mean=float(lhs.mean()), rhs_mean=float(rhs.mean()),
-        tightness=float((lhs / rhs.clamp_min(1e-30)).mean()), param_jacobian_norm=float(dtheta.mean()),
-        grad_out_norm=float(_bnorm(gL).mean()), glue_norms=glue,
-        formula="||dL/dtheta_1|| <= ||dH_1/dtheta_1|| * prod_{l>=2} ||G_l|| ||J_l|| * ||dL/dH_L|| (per sample)",
-    )
+    return {
+        "first_block": b1["name"],
+        "last_block": last["name"],
+        "holds": bool(ok.all()),
+        "fraction_holding": float(ok.float().mean()),
+        "lhs": [float(v) for v in lhs],
+        "rhs": [float(v) for v in rhs],
+        "lhs_mean": float(lhs.mean()),
+        "rhs_mean": float(rhs.mean()),
+        "tightness": float((lhs / rhs.clamp_min(1e-30)).mean()),
+        "param_jacobian_norm": float(dtheta.mean()),
+        "grad_out_norm": float(_bnorm(gL).mean()),
+        "glue_norms": glue,
+        "formula": "||dL/dtheta_1|| <= ||dH_1/dtheta_1|| * prod_{l>=2} ||G_l|| ||J_l|| * ||dL/dH_L|| (per sample)",
+    }
 
 
 def compare(base: nn.Module, locked: nn.Module, task, n: int = 64, **kw) -> dict:
@@ -371,37 +421,55 @@ def compare(base: nn.Module, locked: nn.Module, task, n: int = 64, **kw) -> dict
         o = by.get(r["name"])
         if o is None:
             continue
-        rows.append(dict(name=r["name"], skip=r["skip"], **{f"{k}_{s}": v[k] for k in
-                    ("jacobian_norm", "severity", "grad_norm", "sigma_min", "rank") for s, v in (("base", o), ("locked", r))},
-                    jacobian_ratio=r["jacobian_norm"] / o["jacobian_norm"] if o["jacobian_norm"] > 0 else math.inf,
-                    grad_ratio=r["grad_norm"] / o["grad_norm"] if o["grad_norm"] > 0 else math.inf))
-    return dict(base=a, locked=b, rows=rows)
+        rows.append(
+            dict(
+                name=r["name"],
+                skip=r["skip"],
+                **{
+                    f"{k}_{s}": v[k]
+                    for k in ("jacobian_norm", "severity", "grad_norm", "sigma_min", "rank")
+                    for s, v in (("base", o), ("locked", r))
+                },
+                jacobian_ratio=r["jacobian_norm"] / o["jacobian_norm"] if o["jacobian_norm"] > 0 else math.inf,
+                grad_ratio=r["grad_norm"] / o["grad_norm"] if o["grad_norm"] > 0 else math.inf,
+            )
+        )
+    return {"base": a, "locked": b, "rows": rows}
 
 
 def format_table(results: dict[str, dict]) -> str:
     """The per-layer table; with several results, their columns side by side (rows matched by name)."""
     labels, first = list(results), results[next(iter(results))]["layers"]
     others = [{r["name"]: r for r in results[k]["layers"]} for k in labels]
-    cols = [("jacobian_norm", "|J|"), ("sigma_min", "smin"), ("rank", "rank"), ("condition", "cond"),
-            ("severity", "sev"), ("grad_norm", "|grad|")]
+    cols = [
+        ("jacobian_norm", "|J|"),
+        ("sigma_min", "smin"),
+        ("rank", "rank"),
+        ("condition", "cond"),
+        ("severity", "sev"),
+        ("grad_norm", "|grad|"),
+    ]
     many = len(labels) > 1
     width = {k: max(11, len(k) + 8) if many else 11 for k in labels}
     head = f"{'block':<18}{'skip':>5}" + "".join(
-        f"{(t + (':' + k if many else '')):>{width[k]}}" for c, t in cols for k in labels)
+        f"{(t + (':' + k if many else '')):>{width[k]}}" for c, t in cols for k in labels
+    )
     lines = [head + "   (means over samples)"]
     for r in first:
         line = f"{r['name'][:17]:<18}{('yes' if r['skip'] else ''):>5}"
-        for c, t in cols:
-            for k, o in zip(labels, others):
+        for c, _t in cols:
+            for k, o in zip(labels, others, strict=False):
                 v, w = o.get(r["name"], {}).get(c), width[k]
                 line += f"{'-':>{w}}" if v is None else (f"{v:>{w}d}" if isinstance(v, int) else f"{v:>{w}.4g}")
         lines.append(line)
     for k in labels:
         bd = results[k]["bound"]
         if bd.get("holds") is not None:
-            lines.append(f"bound [{k}]: ||dL/dtheta({bd['first_block']})|| = {bd['lhs_mean']:.4g} <= "
-                         f"{bd['rhs_mean']:.4g} (mean over samples): {'holds' if bd['holds'] else 'FAILS'}"
-                         f" on {bd['fraction_holding']:.0%}; tightness {bd['tightness']:.3g}")
+            lines.append(
+                f"bound [{k}]: ||dL/dtheta({bd['first_block']})|| = {bd['lhs_mean']:.4g} <= "
+                f"{bd['rhs_mean']:.4g} (mean over samples): {'holds' if bd['holds'] else 'FAILS'}"
+                f" on {bd['fraction_holding']:.0%}; tightness {bd['tightness']:.3g}"
+            )
     return "\n".join(lines)
 
 
@@ -416,14 +484,22 @@ def plot_diagnostics(results: dict[str, dict], path: str | Path) -> Path:
     names = [r["name"] for r in results[labels[0]]["layers"]]
     fig, axes = plt.subplots(3, 1, figsize=(max(6, 0.5 * len(names) + 2), 9), sharex=True)
     width = 0.8 / len(labels)
-    for ax, (key, title, log) in zip(axes, (("jacobian_norm", "Jacobian spectral norm", True),
-                                            ("severity", "locking severity 1 - smin/smax", False),
-                                            ("grad_norm", "parameter-gradient norm", True))):
+    for ax, (key, title, log) in zip(
+        axes,
+        (
+            ("jacobian_norm", "Jacobian spectral norm", True),
+            ("severity", "locking severity 1 - smin/smax", False),
+            ("grad_norm", "parameter-gradient norm", True),
+        ),
+        strict=False,
+    ):
         shown = []
         for j, k in enumerate(labels):
             by = {r["name"]: r for r in results[k]["layers"]}
-            vals = [by[n][key] if n in by and math.isfinite(by[n][key]) and (by[n][key] > 0 or not log) else math.nan
-                    for n in names]  # no bar for a missing, infinite or (on a log axis) zero value
+            vals = [
+                by[n][key] if n in by and math.isfinite(by[n][key]) and (by[n][key] > 0 or not log) else math.nan
+                for n in names
+            ]  # no bar for a missing, infinite or (on a log axis) zero value
             shown += [v for v in vals if not math.isnan(v)]
             ax.bar([i + (j - (len(labels) - 1) / 2) * width for i in range(len(names))], vals, width, label=k)
         if log and shown:  # a log axis with nothing to show makes matplotlib warn; stay linear then
@@ -433,8 +509,12 @@ def plot_diagnostics(results: dict[str, dict], path: str | Path) -> Path:
         ax.legend(fontsize=8)
     skip = results[labels[0]]["layers"]
     axes[-1].set_xticks(range(len(names)))
-    axes[-1].set_xticklabels([n + (" (skip)" if r["skip"] else "") for n, r in zip(names, skip)], rotation=60,
-                             ha="right", fontsize=7)
+    axes[-1].set_xticklabels(
+        [n + (" (skip)" if r["skip"] else "") for n, r in zip(names, skip, strict=False)],
+        rotation=60,
+        ha="right",
+        fontsize=7,
+    )
     fig.tight_layout()
     (path := Path(path)).parent.mkdir(parents=True, exist_ok=True)
     with writing_file(path, suffix=".png") as tmp:

@@ -26,7 +26,8 @@ scale them. The rules (``predict_steps``):
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 
 from ..linalg.curvature import condition_estimate
 
-__all__ = ["GD_OPTIMIZERS", "predict_steps", "measure_curvature", "spearman", "summary"]
+__all__ = ["GD_OPTIMIZERS", "measure_curvature", "predict_steps", "spearman", "summary"]
 
 GD_OPTIMIZERS = ("gd", "sgd", "sgd_plain", "momentum", "nesterov")
 DAMPING = 1e-3
@@ -49,8 +50,14 @@ def _shared_damped(reference: dict, target: dict, damping: float) -> tuple[float
     return float(reference["damped"]), float(target["damped"])
 
 
-def predict_steps(reference: dict, target: dict, optimizer: str, lr: float | None = None,
-                  damping: float = DAMPING, momentum: float = 0.0) -> dict:
+def predict_steps(
+    reference: dict,
+    target: dict,
+    optimizer: str,
+    lr: float | None = None,
+    damping: float = DAMPING,
+    momentum: float = 0.0,
+) -> dict:
     """Predict the target's steps from the reference's measured ``steps`` and both curvatures.
 
     ``reference``/``target``: dicts with ``lambda_max`` and ``lambda_min`` (or ``damped``), as from
@@ -69,8 +76,14 @@ def predict_steps(reference: dict, target: dict, optimizer: str, lr: float | Non
         return {"steps": steps_r * factor, "factor": factor, "rule": "gd: steps ~ lambda_max", "lr_stable": lr_stable}
     kd_r, kd_t = _shared_damped(reference, target, damping)
     factor = math.sqrt(kd_t / kd_r)
-    return {"steps": steps_r * factor, "factor": factor, "rule": "adam: steps ~ sqrt(damped ratio)",
-            "lr_stable": None, "damped_ref": kd_r, "damped_target": kd_t}
+    return {
+        "steps": steps_r * factor,
+        "factor": factor,
+        "rule": "adam: steps ~ sqrt(damped ratio)",
+        "lr_stable": None,
+        "damped_ref": kd_r,
+        "damped_target": kd_t,
+    }
 
 
 def _ce(model: nn.Module, batch) -> torch.Tensor:
@@ -78,8 +91,14 @@ def _ce(model: nn.Module, batch) -> torch.Tensor:
     return F.cross_entropy(model(x), y)
 
 
-def measure_curvature(model: nn.Module, task_or_batch: Any, n: int = 256,
-                      loss_fn: Callable | None = None, damping: float = DAMPING, iters: int | None = None) -> dict:
+def measure_curvature(
+    model: nn.Module,
+    task_or_batch: Any,
+    n: int = 256,
+    loss_fn: Callable | None = None,
+    damping: float = DAMPING,
+    iters: int | None = None,
+) -> dict:
     """condition_estimate of ``loss_fn(model, (x, y))`` on n training samples of the attack task.
 
     ``task_or_batch``: a Task (the model is prepared as the fine-tuning attack would: copied, head
@@ -108,6 +127,7 @@ def measure_curvature(model: nn.Module, task_or_batch: Any, n: int = 256,
 
 def spearman(a, b) -> float:
     """Spearman rank correlation (average ranks for ties), by hand; nan when a side is constant."""
+
     def ranks(v):
         order = sorted(range(len(v)), key=lambda i: v[i])
         r = [0.0] * len(v)
@@ -120,9 +140,10 @@ def spearman(a, b) -> float:
                 r[order[k]] = (i + j) / 2.0
             i = j + 1
         return r
+
     ra, rb = ranks(list(a)), ranks(list(b))
     ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=False))
     va, vb = sum((x - ma) ** 2 for x in ra), sum((y - mb) ** 2 for y in rb)
     return cov / math.sqrt(va * vb) if va > 0 and vb > 0 else float("nan")
 
@@ -130,7 +151,10 @@ def spearman(a, b) -> float:
 def summary(rows: list[dict]) -> dict:
     ok = [r for r in rows if isinstance(r["predicted"], float) and r["measured"] > 0 and r["predicted"] > 0]
     logs = sorted(abs(math.log(r["predicted"] / r["measured"])) for r in ok)
-    med = (logs[len(logs) // 2] if len(logs) % 2 else 0.5 * (logs[len(logs) // 2 - 1] + logs[len(logs) // 2])) \
-        if logs else float("nan")
+    med = (
+        (logs[len(logs) // 2] if len(logs) % 2 else 0.5 * (logs[len(logs) // 2 - 1] + logs[len(logs) // 2]))
+        if logs
+        else float("nan")
+    )
     rho = spearman([r["predicted"] for r in ok], [r["measured"] for r in ok]) if len(ok) > 1 else float("nan")
     return {"summary": True, "n": len(ok), "median_abs_log_ratio": med, "spearman": rho}

@@ -49,9 +49,10 @@ and `trainlock.certify.verify` re-checks its numbers for internal consistency wi
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -61,7 +62,12 @@ from ..config import option
 from ..tasks import Task, for_model
 
 __all__ = [
-    "conservation_certificate", "check_conservation", "kl_tv", "pinsker_bound", "progress_bound", "feature_drift",
+    "check_conservation",
+    "conservation_certificate",
+    "feature_drift",
+    "kl_tv",
+    "pinsker_bound",
+    "progress_bound",
 ]
 
 KIND = "conservation"
@@ -109,7 +115,10 @@ def _first_tensor(out):
 
 @torch.no_grad()
 def feature_drift(
-    original: nn.Module, modified: nn.Module, x: torch.Tensor, layers: Sequence[str] | None = None,
+    original: nn.Module,
+    modified: nn.Module,
+    x: torch.Tensor,
+    layers: Sequence[str] | None = None,
     batch_size: int | None = None,
 ) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """Per-layer drift, plus both models' logits on `x` (one pass each).
@@ -195,30 +204,44 @@ def progress_bound(objective: Sequence[float], lower_bound: float = 0.0) -> dict
     """
     obj = [float(v) for v in objective]
     L_star = float(lower_bound)
-    out = {"objective": obj, "lower_bound": L_star, "epochs": max(0, len(obj) - 1), "improvements": [],
-           "delta": None, "n_bound": None, "holds": False, "reason": ""}
+    out = {
+        "objective": obj,
+        "lower_bound": L_star,
+        "epochs": max(0, len(obj) - 1),
+        "improvements": [],
+        "delta": None,
+        "n_bound": None,
+        "holds": False,
+        "reason": "",
+    }
     if len(obj) < 2:
         out["reason"] = "fewer than two objective values: no per-epoch improvement to measure, no bound follows"
         return out
     if not all(math.isfinite(v) for v in obj):
         out["reason"] = "non-finite objective values: no bound follows"
         return out
-    imp = [a - b for a, b in zip(obj, obj[1:])]
+    imp = [a - b for a, b in itertools.pairwise(obj)]
     delta = min(imp)
     out.update(improvements=imp, delta=delta)
     if delta <= 0:
         worst = imp.index(delta) + 1
-        out["reason"] = (f"delta = {delta:.6g} <= 0: epoch {worst} did not improve the objective, so no bound "
-                         f"N <= (L0 - L*)/delta follows")
+        out["reason"] = (
+            f"delta = {delta:.6g} <= 0: epoch {worst} did not improve the objective, so no bound "
+            f"N <= (L0 - L*)/delta follows"
+        )
         return out
     if min(obj) < L_star:
-        out["reason"] = (f"the objective went below the stated lower bound L* = {L_star:g} (min {min(obj):.6g}); "
-                         f"L* is wrong, so no bound follows")
+        out["reason"] = (
+            f"the objective went below the stated lower bound L* = {L_star:g} (min {min(obj):.6g}); "
+            f"L* is wrong, so no bound follows"
+        )
         return out
     n_bound = (obj[0] - L_star) / delta
     out.update(n_bound=n_bound, holds=out["epochs"] <= n_bound * (1 + _TOL) + _TOL)
-    out["reason"] = (f"every epoch improved by >= delta = {delta:.6g}; with L >= L* = {L_star:g}, at most "
-                     f"N <= ({obj[0]:.6g} - {L_star:g})/delta = {n_bound:.6g} such epochs; observed {out['epochs']}")
+    out["reason"] = (
+        f"every epoch improved by >= delta = {delta:.6g}; with L >= L* = {L_star:g}, at most "
+        f"N <= ({obj[0]:.6g} - {L_star:g})/delta = {n_bound:.6g} such epochs; observed {out['epochs']}"
+    )
     return out
 
 
@@ -278,26 +301,41 @@ def conservation_certificate(
     cert = {
         "kind": KIND,
         "task": task.name,
-        "n_samples": int(len(y)),
+        "n_samples": len(y),
         "epsilon": float(epsilon),
         "accuracy": {"original": acc_o, "modified": acc_m, "drop": drop, "holds": drop <= epsilon},
         "kl": {"mean": kl_mean, "max": kl_max},
-        "tv": {"mean": tv_mean, "max": tv_max, "pinsker_bound": bound, "pinsker_bound_max": pinsker_bound(kl_max),
-               "holds": tv_mean <= bound * (1 + _TOL) + _TOL},
-        "soft_accuracy": {"original": soft_o, "modified": soft_m, "diff": soft_o - soft_m,
-                          "holds": abs(soft_o - soft_m) <= tv_mean * (1 + _TOL) + _TOL},
+        "tv": {
+            "mean": tv_mean,
+            "max": tv_max,
+            "pinsker_bound": bound,
+            "pinsker_bound_max": pinsker_bound(kl_max),
+            "holds": tv_mean <= bound * (1 + _TOL) + _TOL,
+        },
+        "soft_accuracy": {
+            "original": soft_o,
+            "modified": soft_m,
+            "diff": soft_o - soft_m,
+            "holds": abs(soft_o - soft_m) <= tv_mean * (1 + _TOL) + _TOL,
+        },
         "feature_drift": drift,
         "progress": None,
-        "method": ("held-out test inputs; KL and TV of softmax outputs in float64 averaged over inputs; Pinsker: "
-                   "E[TV] <= sqrt(E[KL]/2) (Jensen); drift: mean over inputs of the L2 norm of the change of each "
-                   "layer's output (forward hooks), relative to the mean norm of the original's output"),
+        "method": (
+            "held-out test inputs; KL and TV of softmax outputs in float64 averaged over inputs; Pinsker: "
+            "E[TV] <= sqrt(E[KL]/2) (Jensen); drift: mean over inputs of the L2 norm of the change of each "
+            "layer's output (forward hooks), relative to the mean norm of the original's output"
+        ),
     }
     if history is not None:
         series, key = _objective_series(history, objective_key)
         cert["progress"] = {"key": key, **progress_bound(series, lower_bound)}
     prog = cert["progress"]
-    cert["holds"] = bool(cert["accuracy"]["holds"] and cert["tv"]["holds"] and cert["soft_accuracy"]["holds"]
-                         and (prog is None or prog["n_bound"] is None or prog["holds"]))
+    cert["holds"] = bool(
+        cert["accuracy"]["holds"]
+        and cert["tv"]["holds"]
+        and cert["soft_accuracy"]["holds"]
+        and (prog is None or prog["n_bound"] is None or prog["holds"])
+    )
     return cert
 
 
@@ -318,8 +356,9 @@ def check_conservation(cert: dict) -> list[dict]:
     rows: list[dict] = []
 
     def row(subject, measured, required, holds, reason):
-        rows.append({"subject": subject, "measured": measured, "required": required, "holds": bool(holds),
-                     "reason": reason})
+        rows.append(
+            {"subject": subject, "measured": measured, "required": required, "holds": bool(holds), "reason": reason}
+        )
 
     try:
         kl, tv, acc, eps = cert["kl"], cert["tv"], cert["accuracy"], float(cert["epsilon"])
@@ -330,34 +369,63 @@ def check_conservation(cert: dict) -> list[dict]:
         row("conservation", None, None, False, f"malformed conservation certificate: {type(e).__name__}: {e}")
         return rows
 
-    ranges_ok = kl_mean >= 0 and kl_max >= kl_mean * (1 - _TOL) - _TOL and 0 <= tv_mean <= 1 and 0 <= tv_max <= 1 \
+    ranges_ok = (
+        kl_mean >= 0
+        and kl_max >= kl_mean * (1 - _TOL) - _TOL
+        and 0 <= tv_mean <= 1
+        and 0 <= tv_max <= 1
         and tv_max >= tv_mean * (1 - _TOL) - _TOL
-    row("ranges", {"kl_mean": kl_mean, "kl_max": kl_max, "tv_mean": tv_mean, "tv_max": tv_max},
-        "0 <= KL, 0 <= TV <= 1, mean <= max", ranges_ok,
-        "KL and TV in range" if ranges_ok else "KL or TV out of range, or a mean above its max")
+    )
+    row(
+        "ranges",
+        {"kl_mean": kl_mean, "kl_max": kl_max, "tv_mean": tv_mean, "tv_max": tv_max},
+        "0 <= KL, 0 <= TV <= 1, mean <= max",
+        ranges_ok,
+        "KL and TV in range" if ranges_ok else "KL or TV out of range, or a mean above its max",
+    )
 
     expect = pinsker_bound(kl_mean)
     same = _close(stored_bound, expect)
-    row("pinsker bound", stored_bound, expect, same,
+    row(
+        "pinsker bound",
+        stored_bound,
+        expect,
+        same,
         f"stored bound {stored_bound:.6g} {'==' if same else '!='} sqrt(mean KL / 2) = sqrt({kl_mean:.6g}/2) "
-        f"= {expect:.6g}")
+        f"= {expect:.6g}",
+    )
     ok = tv_mean <= expect * (1 + _TOL) + _TOL
-    row("pinsker", tv_mean, expect, ok,
+    row(
+        "pinsker",
+        tv_mean,
+        expect,
+        ok,
         f"mean TV {tv_mean:.6g} {'<=' if ok else '>'} sqrt(mean KL / 2) = {expect:.6g}"
-        + ("" if ok else ": impossible (Pinsker + Jensen), the stored numbers are inconsistent"))
+        + ("" if ok else ": impossible (Pinsker + Jensen), the stored numbers are inconsistent"),
+    )
     expect_max = pinsker_bound(kl_max)
     ok = tv_max <= expect_max * (1 + _TOL) + _TOL
-    row("pinsker (max)", tv_max, expect_max, ok,
+    row(
+        "pinsker (max)",
+        tv_max,
+        expect_max,
+        ok,
         f"max TV {tv_max:.6g} {'<=' if ok else '>'} sqrt(max KL / 2) = {expect_max:.6g}"
-        + ("" if ok else ": impossible (Pinsker per input), the stored numbers are inconsistent"))
+        + ("" if ok else ": impossible (Pinsker per input), the stored numbers are inconsistent"),
+    )
 
     soft = cert.get("soft_accuracy")
     if soft is not None:
         try:
             diff = float(soft["original"]) - float(soft["modified"])
             ok = abs(diff) <= tv_mean * (1 + _TOL) + _TOL and _close(diff, float(soft.get("diff", diff)))
-            row("soft accuracy", abs(diff), tv_mean, ok,
-                f"|soft accuracy change| {abs(diff):.6g} {'<=' if ok else 'not <='} mean TV {tv_mean:.6g}")
+            row(
+                "soft accuracy",
+                abs(diff),
+                tv_mean,
+                ok,
+                f"|soft accuracy change| {abs(diff):.6g} {'<=' if ok else 'not <='} mean TV {tv_mean:.6g}",
+            )
         except (KeyError, TypeError, ValueError) as e:
             row("soft accuracy", None, None, False, f"malformed soft_accuracy: {e}")
 
@@ -368,20 +436,35 @@ def check_conservation(cert: dict) -> list[dict]:
         a_o = a_m = drop = None
     if drop is not None:
         if not _close(drop, a_o - a_m):
-            row("accuracy drop", drop, a_o - a_m, False,
-                f"stored drop {drop:.6g} != original {a_o:.6g} - modified {a_m:.6g} = {a_o - a_m:.6g}")
+            row(
+                "accuracy drop",
+                drop,
+                a_o - a_m,
+                False,
+                f"stored drop {drop:.6g} != original {a_o:.6g} - modified {a_m:.6g} = {a_o - a_m:.6g}",
+            )
         else:
             within = drop <= eps
             flag = acc.get("holds")
             if flag is not None and bool(flag) != within:
-                row("accuracy drop", drop, eps, False,
-                    f"stored holds={flag} but drop {drop:.6g} {'<=' if within else '>'} epsilon {eps:g}")
+                row(
+                    "accuracy drop",
+                    drop,
+                    eps,
+                    False,
+                    f"stored holds={flag} but drop {drop:.6g} {'<=' if within else '>'} epsilon {eps:g}",
+                )
             else:
                 n = cert.get("n_samples")
                 on = f" on {n:,} test samples of {cert.get('task')}" if isinstance(n, int) else ""
-                row("accuracy drop", drop, eps, within,
+                row(
+                    "accuracy drop",
+                    drop,
+                    eps,
+                    within,
                     f"authorized accuracy{on} {a_o:.4f} -> {a_m:.4f}: drop {drop:.6g} {'<=' if within else '>'} "
-                    f"epsilon {eps:g}")
+                    f"epsilon {eps:g}",
+                )
 
     prog = cert.get("progress")
     if prog is not None:
@@ -393,14 +476,29 @@ def check_conservation(cert: dict) -> list[dict]:
         stored_delta, stored_n = prog.get("delta"), prog.get("n_bound")
         if redo["delta"] is None or redo["n_bound"] is None:
             claims = stored_n is not None
-            row("progress bound", stored_n, None, not claims,
-                (f"stored N bound {stored_n} but " if claims else "no bound claimed, consistently: ") + redo["reason"])
+            row(
+                "progress bound",
+                stored_n,
+                None,
+                not claims,
+                (f"stored N bound {stored_n} but " if claims else "no bound claimed, consistently: ") + redo["reason"],
+            )
         elif stored_delta is None or not _close(stored_delta, redo["delta"]):
-            row("progress delta", stored_delta, redo["delta"], False,
-                f"stored delta {stored_delta} != min per-epoch improvement {redo['delta']:.6g} of the stored objective")
+            row(
+                "progress delta",
+                stored_delta,
+                redo["delta"],
+                False,
+                f"stored delta {stored_delta} != min per-epoch improvement {redo['delta']:.6g} of the stored objective",
+            )
         elif stored_n is None or not _close(stored_n, redo["n_bound"]):
-            row("progress bound", stored_n, redo["n_bound"], False,
-                f"stored N bound {stored_n} != (L0 - L*)/delta = {redo['n_bound']:.6g}")
+            row(
+                "progress bound",
+                stored_n,
+                redo["n_bound"],
+                False,
+                f"stored N bound {stored_n} != (L0 - L*)/delta = {redo['n_bound']:.6g}",
+            )
         else:
             row("progress bound", redo["epochs"], redo["n_bound"], redo["holds"], redo["reason"])
     return rows

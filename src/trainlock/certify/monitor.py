@@ -19,7 +19,8 @@ returns Certificates (or dicts with "lock", "invariant", "holds" and optionally 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch.nn as nn
 
@@ -70,7 +71,7 @@ class LockMonitor:
         self.history: list[dict] = []
         self.stopped_at: int | None = None
 
-    def bind(self, model: nn.Module) -> "LockMonitor":
+    def bind(self, model: nn.Module) -> LockMonitor:
         """Certify this model from now on (e.g. the copy a fine-tuning attack trains)."""
         self.model = model
         return self
@@ -99,8 +100,15 @@ class LockMonitor:
             if not ok and key not in self.first_broken:
                 self.first_broken[key] = int(step)
         broken = [k for k, ok in holds.items() if not ok]
-        self.history.append({"step": int(step), "loss": None if loss is None else float(loss), "holds": holds,
-                             "measured": measured, "all_hold": not broken})
+        self.history.append(
+            {
+                "step": int(step),
+                "loss": None if loss is None else float(loss),
+                "holds": holds,
+                "measured": measured,
+                "all_hold": not broken,
+            }
+        )
         return bool(broken)
 
     def __call__(self, step: int, loss: float | None = None, extras: dict | None = None) -> bool | None:
@@ -120,5 +128,10 @@ class LockMonitor:
 
     def summary(self) -> dict:
         """JSON-ready: every, first_broken, the number of checks, and the last check."""
-        return {"every": self.every, "first_broken": dict(self.first_broken), "checks": len(self.history),
-                "last": self.history[-1] if self.history else None, "stopped_at": self.stopped_at}
+        return {
+            "every": self.every,
+            "first_broken": dict(self.first_broken),
+            "checks": len(self.history),
+            "last": self.history[-1] if self.history else None,
+            "stopped_at": self.stopped_at,
+        }

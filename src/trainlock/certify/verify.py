@@ -49,7 +49,7 @@ from ..io.artifacts import META, WEIGHTS, ArtifactError, _json_default, read_hea
 from ..io.hashing import file_sha256 as _file_sha256
 from ..io.hashing import state_hashes, state_sha256
 
-__all__ = ["Row", "VerifyReport", "verify", "format_table"]
+__all__ = ["Row", "VerifyReport", "format_table", "verify"]
 
 RECERTIFY_RTOL = 1e-3  # stored vs re-measured certificate values (power iteration is not bit-exact)
 
@@ -106,18 +106,20 @@ def _short(v, width: int = 18) -> str:
 def format_table(report: VerifyReport) -> str:
     """A plain-text table, one line per row, then a one-line verdict."""
     head = ("", "check", "subject", "measured", "required", "reason")
-    lines = [(("ok" if r.holds else "FAIL"), r.check, r.subject, _short(r.measured), _short(r.required), r.reason)
-             for r in report.rows]
+    lines = [
+        (("ok" if r.holds else "FAIL"), r.check, r.subject, _short(r.measured), _short(r.required), r.reason)
+        for r in report.rows
+    ]
     widths = [max(len(str(x[i])) for x in [head, *lines]) for i in range(5)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"
     out = [fmt.format(*head), fmt.format(*("-" * w for w in widths), "-" * 6)]
     out += [fmt.format(*map(str, x)) for x in lines]
     n_bad = len(report.failures)
-    out.append(f"{report.model_dir}: " + ("all {} checks hold".format(len(report.rows)) if report.ok
-                                          else f"{n_bad} of {len(report.rows)} checks FAIL"))
+    out.append(
+        f"{report.model_dir}: "
+        + (f"all {len(report.rows)} checks hold" if report.ok else f"{n_bad} of {len(report.rows)} checks FAIL")
+    )
     return "\n".join(out)
-
-
 
 
 def _canon(obj) -> str:
@@ -141,7 +143,7 @@ def _diff(a, b, path: str = "", limit: int = 3) -> list[str]:
     elif isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             out.append(f"{path or '(top)'}: header has {len(a)} entries, trainlock.json {len(b)}")
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=False)):
             out += _diff(x, y, f"{path}[{i}]", limit - len(out))
             if len(out) >= limit:
                 break
@@ -154,69 +156,130 @@ def _check_tensors(report: VerifyReport, tensors: dict, meta: dict) -> str:
     actual = state_hashes(tensors)
     hashes = meta.get("hashes")
     if not isinstance(hashes, dict) or not isinstance(hashes.get("tensors"), dict):
-        report.add("tensor", "hashes", None, None, False,
-                   f"{META} records no per-tensor hashes (meta['hashes']); saved by an older trainlock? re-save it")
+        report.add(
+            "tensor",
+            "hashes",
+            None,
+            None,
+            False,
+            f"{META} records no per-tensor hashes (meta['hashes']); saved by an older trainlock? re-save it",
+        )
         return actual["state"]
     recorded: dict = hashes["tensors"]
     bad = 0
     for name in sorted(set(recorded) | set(actual["tensors"])):
         if name not in actual["tensors"]:
-            report.add("tensor", name, None, _short(recorded[name], 16), False,
-                       f"tensor {name!r} is recorded in {META} but missing from {WEIGHTS}")
+            report.add(
+                "tensor",
+                name,
+                None,
+                _short(recorded[name], 16),
+                False,
+                f"tensor {name!r} is recorded in {META} but missing from {WEIGHTS}",
+            )
             bad += 1
         elif name not in recorded:
             t = tensors[name]
-            report.add("tensor", name, _short(actual["tensors"][name], 16), None, False,
-                       f"tensor {name!r} ({str(t.dtype).removeprefix('torch.')}, shape {list(t.shape)}) is in "
-                       f"{WEIGHTS} but not recorded in {META}")
+            report.add(
+                "tensor",
+                name,
+                _short(actual["tensors"][name], 16),
+                None,
+                False,
+                f"tensor {name!r} ({str(t.dtype).removeprefix('torch.')}, shape {list(t.shape)}) is in "
+                f"{WEIGHTS} but not recorded in {META}",
+            )
             bad += 1
         elif actual["tensors"][name] != recorded[name]:
             t = tensors[name]
-            report.add("tensor", name, actual["tensors"][name][:16], str(recorded[name])[:16], False,
-                       f"tensor {name!r} ({str(t.dtype).removeprefix('torch.')}, shape {list(t.shape)}) changed: "
-                       f"SHA-256 {actual['tensors'][name][:16]}... != recorded {str(recorded[name])[:16]}...")
+            report.add(
+                "tensor",
+                name,
+                actual["tensors"][name][:16],
+                str(recorded[name])[:16],
+                False,
+                f"tensor {name!r} ({str(t.dtype).removeprefix('torch.')}, shape {list(t.shape)}) changed: "
+                f"SHA-256 {actual['tensors'][name][:16]}... != recorded {str(recorded[name])[:16]}...",
+            )
             bad += 1
     if not bad:
         n = len(recorded)
         report.add("tensor", f"{n} tensors", n, n, True, f"every tensor's SHA-256 (dtype, shape, bytes) matches {META}")
     rec_state = hashes.get("state")
     ok = rec_state == actual["state"]
-    report.add("state", "state_sha256", actual["state"][:16], str(rec_state)[:16], ok,
-               "state hash of the weights matches" if ok else
-               f"state hash of the weights {actual['state'][:16]}... != recorded {str(rec_state)[:16]}...")
+    report.add(
+        "state",
+        "state_sha256",
+        actual["state"][:16],
+        str(rec_state)[:16],
+        ok,
+        "state hash of the weights matches"
+        if ok
+        else f"state hash of the weights {actual['state'][:16]}... != recorded {str(rec_state)[:16]}...",
+    )
     derived = state_sha256(recorded)
     ok = rec_state == derived
-    report.add("state", "hashes (json)", derived[:16], str(rec_state)[:16], ok,
-               "recorded state hash agrees with the recorded tensor hashes" if ok else
-               f"{META} is inconsistent: its state hash {str(rec_state)[:16]}... is not the hash of its own tensor "
-               f"hashes ({derived[:16]}...); the hash list was edited")
+    report.add(
+        "state",
+        "hashes (json)",
+        derived[:16],
+        str(rec_state)[:16],
+        ok,
+        "recorded state hash agrees with the recorded tensor hashes"
+        if ok
+        else f"{META} is inconsistent: its state hash {str(rec_state)[:16]}... is not the hash of its own tensor "
+        f"hashes ({derived[:16]}...); the hash list was edited",
+    )
     return actual["state"]
 
 
 def _check_header(report: VerifyReport, header: dict, meta: dict) -> None:
     hashes = meta.get("hashes") if isinstance(meta.get("hashes"), dict) else {}
-    plain = [("state_sha256", hashes.get("state")), ("trainlock_version", meta.get("trainlock_version")),
-             ("format", None if meta.get("format") is None else str(meta.get("format")))]
+    plain = [
+        ("state_sha256", hashes.get("state")),
+        ("trainlock_version", meta.get("trainlock_version")),
+        ("format", None if meta.get("format") is None else str(meta.get("format"))),
+    ]
     header = {**header, "format": header.get("trainlock_format", header.get("format"))}  # 0.1 wrote "format"
     for key, expect in plain:
         got = header.get(key)
         if got is None:
-            report.add("header", key, None, _short(expect), False,
-                       f"the safetensors header has no {key!r} (saved by an older trainlock, or rewritten)")
+            report.add(
+                "header",
+                key,
+                None,
+                _short(expect),
+                False,
+                f"the safetensors header has no {key!r} (saved by an older trainlock, or rewritten)",
+            )
         else:
             ok = got == expect
             cut = (lambda v: None if v is None else str(v)[:16]) if key == "state_sha256" else _short
-            report.add("header", key, cut(got), cut(expect), ok,
-                       f"header and {META} agree" if ok else
-                       f"header {key} = {_short(got, 24)} but {META} says {_short(expect, 24)}")
-    keys = ["certificates", "locks"] + (["conservation"] if "conservation" in header or
-                                        meta.get("conservation") is not None else [])
+            report.add(
+                "header",
+                key,
+                cut(got),
+                cut(expect),
+                ok,
+                f"header and {META} agree"
+                if ok
+                else f"header {key} = {_short(got, 24)} but {META} says {_short(expect, 24)}",
+            )
+    keys = ["certificates", "locks"] + (
+        ["conservation"] if "conservation" in header or meta.get("conservation") is not None else []
+    )
     for key in keys:
         want = meta.get(key) if key == "conservation" else (meta.get(key) or [])
         raw = header.get(key)
         if raw is None:
-            report.add("header", key, None, f"{len(want) if isinstance(want, list) else 1} entries", False,
-                       f"the safetensors header has no {key!r}, {META} has one")
+            report.add(
+                "header",
+                key,
+                None,
+                f"{len(want) if isinstance(want, list) else 1} entries",
+                False,
+                f"the safetensors header has no {key!r}, {META} has one",
+            )
             continue
         try:
             got = json.loads(raw)
@@ -226,23 +289,42 @@ def _check_header(report: VerifyReport, header: dict, meta: dict) -> None:
         ok = _canon(got) == _canon(want)
         diffs = [] if ok else _diff(got, json.loads(_canon(want)), key)
         n = len(got) if isinstance(got, list) else 1
-        report.add("header", key, f"{n} entries", f"{len(want) if isinstance(want, list) else 1} entries", ok,
-                   f"header and {META} agree" if ok else
-                   f"{META} differs from the header: " + "; ".join(diffs or ["(values differ)"]))
+        report.add(
+            "header",
+            key,
+            f"{n} entries",
+            f"{len(want) if isinstance(want, list) else 1} entries",
+            ok,
+            f"header and {META} agree"
+            if ok
+            else f"{META} differs from the header: " + "; ".join(diffs or ["(values differ)"]),
+        )
 
 
 def _check_record(report: VerifyReport, header: dict, meta: dict) -> None:
     """Every claim in trainlock.json against the record hash in the safetensors header."""
     want = header.get("record_sha256")
     if want is None:
-        report.add("record", META, None, None, False,
-                   f"the claims in {META} are not bound to the weights: the safetensors header has no record hash "
-                   f"(saved by trainlock {meta.get('trainlock_version', '< 0.2.0')}); load and save it again to bind them")
+        report.add(
+            "record",
+            META,
+            None,
+            None,
+            False,
+            f"the claims in {META} are not bound to the weights: the safetensors header has no record hash "
+            f"(saved by trainlock {meta.get('trainlock_version', '< 0.2.0')}); load and save it again to bind them",
+        )
         return
     got = record_hashes(meta)
     if got["record"] == want:
-        report.add("record", META, got["record"][:16], want[:16], True,
-                   f"every field of {META} (but weights_sha256, checked against the file) matches the header's hash")
+        report.add(
+            "record",
+            META,
+            got["record"][:16],
+            want[:16],
+            True,
+            f"every field of {META} (but weights_sha256, checked against the file) matches the header's hash",
+        )
         return
     try:
         fields = json.loads(header.get("record_fields") or "{}")
@@ -250,13 +332,25 @@ def _check_record(report: VerifyReport, header: dict, meta: dict) -> None:
         fields = {}
     changed = sorted(k for k in set(fields) | set(got["fields"]) if fields.get(k) != got["fields"].get(k))
     whole = {k for k in changed if "." not in k and (k not in fields or k not in got["fields"])}  # added / removed
-    named = sorted(whole | {k for k in changed if k.split(".")[0] not in whole
-                            and not any(c.startswith(k + ".") for c in changed)}) or ["(the header's field list)"]
+    named = sorted(
+        whole | {k for k in changed if k.split(".")[0] not in whole and not any(c.startswith(k + ".") for c in changed)}
+    ) or ["(the header's field list)"]
     for key in named:
-        what = ("added after saving" if key not in fields else "removed after saving" if key not in got["fields"]
-                else "edited after saving")
-        report.add("record", key, None, None, False,
-                   f"{META} field {key!r} was {what}: it no longer matches the record hash bound to the weights")
+        what = (
+            "added after saving"
+            if key not in fields
+            else "removed after saving"
+            if key not in got["fields"]
+            else "edited after saving"
+        )
+        report.add(
+            "record",
+            key,
+            None,
+            None,
+            False,
+            f"{META} field {key!r} was {what}: it no longer matches the record hash bound to the weights",
+        )
 
 
 def _stored_certificates(report: VerifyReport, meta: dict) -> list[dict]:
@@ -280,9 +374,19 @@ def _stored_certificates(report: VerifyReport, meta: dict) -> list[dict]:
         holds = bool(rel(measured, required))
         stored = c.get("holds")
         ok = stored is None or bool(stored) == holds
-        report.add("certificate", subject, measured, f"{c['relation']} {required:g}", ok and holds,
-                   (f"stored holds={stored} but {measured:g} {c['relation']} {required:g} is {holds}" if not ok else
-                    f"stored claim {measured:g} {c['relation']} {required:g} " + ("holds" if holds else "does NOT hold")))
+        report.add(
+            "certificate",
+            subject,
+            measured,
+            f"{c['relation']} {required:g}",
+            ok and holds,
+            (
+                f"stored holds={stored} but {measured:g} {c['relation']} {required:g} is {holds}"
+                if not ok
+                else f"stored claim {measured:g} {c['relation']} {required:g} "
+                + ("holds" if holds else "does NOT hold")
+            ),
+        )
         out.append(c)
     return out
 
@@ -301,8 +405,14 @@ def _build_model(tensors: dict, meta: dict, model: nn.Module | None, directory: 
     return rebuild(tensors, meta, None if model is None else copy.deepcopy(model), directory=directory).eval()
 
 
-def _check_locks(report: VerifyReport, tensors: dict, meta: dict, stored: list[dict], model: nn.Module | None,
-                 directory: Path | None = None):
+def _check_locks(
+    report: VerifyReport,
+    tensors: dict,
+    meta: dict,
+    stored: list[dict],
+    model: nn.Module | None,
+    directory: Path | None = None,
+):
     entries = meta.get("locks") or []
     if not entries:
         return
@@ -328,17 +438,24 @@ def _check_locks(report: VerifyReport, tensors: dict, meta: dict, stored: list[d
                 raise ValueError('expected {"type": ..., "config": {...}}')
             lock = _rebuild_lock(entry)
             certs = lock.certify(rebuilt)
-        except Exception as e:  # noqa: BLE001 -- any failure to rebuild or certify is a failed row
-            report.add("lock", f"locks[{i}] {name}", None, None, False,
-                       f"cannot rebuild and re-certify lock {name!r}: {type(e).__name__}: {e}")
+        except Exception as e:
+            report.add(
+                "lock",
+                f"locks[{i}] {name}",
+                None,
+                None,
+                False,
+                f"cannot rebuild and re-certify lock {name!r}: {type(e).__name__}: {e}",
+            )
             continue
         if not certs:
             report.add("lock", f"locks[{i}] {name}", None, None, False, "the lock returned no certificate")
         for cert in certs:
             subject = f"{cert.lock}: {cert.invariant}"
             req = f"{cert.relation} {cert.required:g}"
-            reason = f"re-certified from the weights: {cert.measured:g} {cert.relation} {cert.required:g} " + \
-                     ("holds" if cert.holds else "does NOT hold")
+            reason = f"re-certified from the weights: {cert.measured:g} {cert.relation} {cert.required:g} " + (
+                "holds" if cert.holds else "does NOT hold"
+            )
             holds = cert.holds
             match = pool.get((cert.lock, cert.invariant))
             if match:
@@ -378,14 +495,26 @@ def _which_copy(report: VerifyReport, meta: dict) -> None:
     """Say whether this is a public release or the owner's copy with its private record."""
     rel = meta.get("release") or {}
     if rel.get("public"):
-        report.add("release", "public copy", "public", None, True,
-                   f"a public release (private fields left out: {', '.join(rel.get('dropped') or []) or 'none'})")
+        report.add(
+            "release",
+            "public copy",
+            "public",
+            None,
+            True,
+            f"a public release (private fields left out: {', '.join(rel.get('dropped') or []) or 'none'})",
+        )
         return
     private = [k for k in ("lock", "base", "train") if k in meta]
     if private and meta.get("locks"):
-        report.add("release", "owner's copy", "private", None, True,
-                   f"the owner's copy: it holds private fields ({', '.join(private)}: e.g. the pre-lock spectrum an "
-                   f"insider attack reads); publish the copy `trainlock release` writes")
+        report.add(
+            "release",
+            "owner's copy",
+            "private",
+            None,
+            True,
+            f"the owner's copy: it holds private fields ({', '.join(private)}: e.g. the pre-lock spectrum an "
+            f"insider attack reads); publish the copy `trainlock release` writes",
+        )
 
 
 def verify(model_dir: str | Path, model: nn.Module | None = None, public_key: str | Path | None = None) -> VerifyReport:
@@ -413,9 +542,17 @@ def verify(model_dir: str | Path, model: nn.Module | None = None, public_key: st
         report.add("file", WEIGHTS, got[:16], None, False, f"{META} records no weights_sha256")
     else:
         ok = got == expected
-        report.add("file", WEIGHTS, got[:16], str(expected)[:16], ok,
-                   "file SHA-256 matches" if ok else f"file SHA-256 {got[:16]}... != recorded {str(expected)[:16]}...; "
-                                                     f"the weights file was changed after saving")
+        report.add(
+            "file",
+            WEIGHTS,
+            got[:16],
+            str(expected)[:16],
+            ok,
+            "file SHA-256 matches"
+            if ok
+            else f"file SHA-256 {got[:16]}... != recorded {str(expected)[:16]}...; "
+            f"the weights file was changed after saving",
+        )
     _check_tensors(report, tensors, meta)
     _check_header(report, header, meta)
     _check_record(report, header, meta)

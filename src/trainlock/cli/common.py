@@ -16,8 +16,9 @@ import json
 import os
 import types
 import typing
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 
 class LazyChoices:
@@ -49,8 +50,9 @@ def _flag(prefix: str, name: str) -> str:
     return "--" + (prefix + name).replace("_", "-")
 
 
-def add_config_flags(p: argparse.ArgumentParser, cls: type, defaults: Any = None, skip: Iterable[str] = (),
-                     prefix: str = "") -> None:
+def add_config_flags(
+    p: argparse.ArgumentParser, cls: type, defaults: Any = None, skip: Iterable[str] = (), prefix: str = ""
+) -> None:
     """One --flag per field of config `cls` (recursing into nested configs; a field named `loop` adds
     its flags unprefixed, any other nested config adds `--<field>-<name>`). `defaults` is the instance
     whose values are the flags' defaults (default: `cls()`); `skip` names fields to leave out."""
@@ -70,7 +72,7 @@ def add_config_flags(p: argparse.ArgumentParser, cls: type, defaults: Any = None
                 target = p.add_argument_group(title if flat else f"{_flag(sub, '*')}: {title}")
             add_config_flags(target, type(value), value, skip, sub)
             continue
-        kind, optional, many = _scalar(hints[f.name])
+        kind, _optional, many = _scalar(hints[f.name])
         help_text = f.metadata.get("help", f.name)
         kwargs: dict[str, Any] = {"dest": _dest(prefix, f.name), "default": value}
         if kind is bool:
@@ -133,23 +135,27 @@ def write_json(path: str | None, data: dict) -> None:
         print(f"wrote {path}")
 
 
-def check_output_dir(out: str | Path, inputs: Iterable[str | Path] = (), overwrite: bool = False,
-                     flag: str = "--out") -> Path:
+def check_output_dir(
+    out: str | Path, inputs: Iterable[str | Path] = (), overwrite: bool = False, flag: str = "--out"
+) -> Path:
     """Refuse, before any work, an output directory that is an input, inside one, holds one, is an
     existing non-empty directory (without --overwrite), or cannot be created."""
     out = Path(out).resolve()
     for given in inputs:
         src = Path(given).resolve()
         if out == src:
-            raise ValueError(f"{flag} {out} is the input directory; writing there would replace it. "
-                             f"Choose another {flag}")
+            raise ValueError(
+                f"{flag} {out} is the input directory; writing there would replace it. Choose another {flag}"
+            )
         if src in out.parents or out in src.parents:
             raise ValueError(f"{flag} {out} is inside {src} (or holds it); choose a directory outside the input")
     if out.exists() and not out.is_dir():
         raise ValueError(f"{flag} {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"{flag} {out} exists and is not empty; pass --overwrite to replace the model there "
-                         f"(other files in it are kept)")
+        raise ValueError(
+            f"{flag} {out} exists and is not empty; pass --overwrite to replace the model there "
+            f"(other files in it are kept)"
+        )
     _check_writable(out.parent if not out.exists() else out, flag)
     return out
 
@@ -175,12 +181,19 @@ def _check_writable(directory: Path, flag: str) -> None:
 
 
 def add_checkpoint_flags(p: argparse.ArgumentParser, where: str = "--out") -> None:
-    p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
-                   help=f"write a resumable checkpoint every N steps (a hidden file beside {where}; removed when the "
-                        f"run ends)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run from its checkpoint (same command, same flags); the result is "
-                        "the one an uninterrupted run gives")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"write a resumable checkpoint every N steps (a hidden file beside {where}; removed when the run ends)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its checkpoint (same command, same flags); the result is "
+        "the one an uninterrupted run gives",
+    )
 
 
 def checkpoint_for(args, out: str | Path | None, flag: str = "--out"):
@@ -224,11 +237,21 @@ def _positive_int(text: str) -> int:
 
 
 def add_subset_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--train-samples", type=_positive_int, default=None, metavar="N",
-                   help="train on a seeded subset of N samples of the task (the paper's text setting: at most 5,000)")
-    p.add_argument("--test-samples", type=_positive_int, default=None, metavar="N",
-                   help="evaluate on a seeded subset of N test samples (default: all; a large text test set costs "
-                        "minutes per evaluation on a CPU)")
+    p.add_argument(
+        "--train-samples",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="train on a seeded subset of N samples of the task (the paper's text setting: at most 5,000)",
+    )
+    p.add_argument(
+        "--test-samples",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="evaluate on a seeded subset of N test samples (default: all; a large text test set costs "
+        "minutes per evaluation on a CPU)",
+    )
 
 
 def subset_task(task, args):

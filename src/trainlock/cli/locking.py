@@ -38,13 +38,20 @@ def add_lock(p) -> None:
     add_checkpoint_flags(p)
     p.add_argument("--retain-task", default=None, help="task the lock must keep (default: the model's own task)")
     p.add_argument("--json", default=None, help="write the lock record and report (history, sigma before/after) here")
-    p.add_argument("--spec", default=None, metavar="FILE|JSON",
-                   help="build the lock from a JSON / YAML spec file or inline JSON ({\"type\": NAME, ...config}, "
-                        "or a list of them: all must hold); lock types: " + ", ".join(LOCKS.names()))
+    p.add_argument(
+        "--spec",
+        default=None,
+        metavar="FILE|JSON",
+        help='build the lock from a JSON / YAML spec file or inline JSON ({"type": NAME, ...config}, '
+        "or a list of them: all must hold); lock types: " + ", ".join(LOCKS.names()),
+    )
     add_subset_flags(p)
-    p.add_argument("--fsdp", action="store_true",
-                   help="under torchrun: shard the parameters with FSDP2 (for a model that does not fit one device; "
-                        "the spectral term reads each weight unsharded); default: data parallel, full copies")
+    p.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="under torchrun: shard the parameters with FSDP2 (for a model that does not fit one device; "
+        "the spectral term reads each weight unsharded); default: data parallel, full copies",
+    )
     add_config_flags(p, SpecDefConfig)
 
 
@@ -72,39 +79,56 @@ def cmd_lock(args) -> int:
     if report is not None:
         s0, s1 = report.sigma_before, report.sigma_after
         if s0 and s1 and "top_k" in report.config:  # spectral locks; the others report no spectrum
-            print(f"mean top-{report.config['top_k']} sigma {s0['mean_topk']:.4g} -> {s1['mean_topk']:.4g}; "
-                  f"max sigma {s0['max_sigma']:.4g} -> {s1['max_sigma']:.4g}")
+            print(
+                f"mean top-{report.config['top_k']} sigma {s0['mean_topk']:.4g} -> {s1['mean_topk']:.4g}; "
+                f"max sigma {s0['max_sigma']:.4g} -> {s1['max_sigma']:.4g}"
+            )
         if report.steps:
-            print(f"{report.steps} locking steps in {report.loop_s:.1f} s ({report.steps / max(report.loop_s, 1e-9):.2f} "
-                  f"steps/s, per-epoch evaluations included; before/after evaluations and certificates not)")
+            print(
+                f"{report.steps} locking steps in {report.loop_s:.1f} s ({report.steps / max(report.loop_s, 1e-9):.2f} "
+                f"steps/s, per-epoch evaluations included; before/after evaluations and certificates not)"
+            )
         if report.stopped:
             logger.warning(report.stopped)
     for c in record["certificates"]:
-        print(f"{c['lock']}: {c['invariant']}: measured {c['measured']:.6g} {c['relation']} required "
-              f"{c['required']:.6g}: {'holds' if c['holds'] else 'FAILS'}")
+        print(
+            f"{c['lock']}: {c['invariant']}: measured {c['measured']:.6g} {c['relation']} required "
+            f"{c['required']:.6g}: {'holds' if c['holds'] else 'FAILS'}"
+        )
     out = carried_meta(meta, base=str(args.model_dir), **record)
     cons = record.get("conservation")
     if cons is not None:
         acc = cons["accuracy"]
         out.update(task=retain_name, metrics={"accuracy": acc["modified"]})
-        print(f"retain task {retain_name} ({cons['n_samples']:,} test samples): accuracy {acc['original']:.4f} -> "
-              f"{acc['modified']:.4f} "
-              f"(drop {acc['drop']:.4f}); KL {cons['kl']['mean']:.4g}, TV {cons['tv']['mean']:.4g} "
-              f"<= Pinsker {cons['tv']['pinsker_bound']:.4g}")
+        print(
+            f"retain task {retain_name} ({cons['n_samples']:,} test samples): accuracy {acc['original']:.4f} -> "
+            f"{acc['modified']:.4f} "
+            f"(drop {acc['drop']:.4f}); KL {cons['kl']['mean']:.4g}, TV {cons['tv']['mean']:.4g} "
+            f"<= Pinsker {cons['tv']['pinsker_bound']:.4g}"
+        )
     with writing(args.out):
         save(res.model, args.out, out)
     done_with(checkpoint)
     print(f"saved {args.out}  (check it with: trainlock verify {args.out})")
-    write_json(args.json, {**{k: v for k, v in record.items() if k != "lock"},
-                           **({"report": report.summary()} if report is not None else {})})
+    write_json(
+        args.json,
+        {
+            **{k: v for k, v in record.items() if k != "lock"},
+            **({"report": report.summary()} if report is not None else {}),
+        },
+    )
     return 0
 
 
 def add_verify(p) -> None:
     p.add_argument("model_dir", help="model directory")
-    p.add_argument("--public-key", default=None, metavar="PUB.pem",
-                   help="also check the directory's signature (model.sig, from `trainlock sign`) with this key: "
-                        "signer, time, and every file added, removed or changed since signing")
+    p.add_argument(
+        "--public-key",
+        default=None,
+        metavar="PUB.pem",
+        help="also check the directory's signature (model.sig, from `trainlock sign`) with this key: "
+        "signer, time, and every file added, removed or changed since signing",
+    )
     p.add_argument("--json", default=None, help='write {"ok", "rows": [...]} here')
 
 
@@ -118,10 +142,12 @@ def cmd_verify(args) -> int:
     return 0 if report.ok else 1
 
 
-RELEASE_DESCRIPTION = ("Write what a model owner publishes: the same weights, the architecture, the certificates "
-                       "and the lock entries a third party re-checks with `trainlock verify`, and nothing that helps "
-                       "an attacker (no pre-lock spectrum, no lock history, no retain-task curve, no base path, no "
-                       "per-layer drift). MODEL_DIR, the owner's copy with the private record, is left as it is.")
+RELEASE_DESCRIPTION = (
+    "Write what a model owner publishes: the same weights, the architecture, the certificates "
+    "and the lock entries a third party re-checks with `trainlock verify`, and nothing that helps "
+    "an attacker (no pre-lock spectrum, no lock history, no retain-task curve, no base path, no "
+    "per-layer drift). MODEL_DIR, the owner's copy with the private record, is left as it is."
+)
 
 
 def add_release(p) -> None:
@@ -138,8 +164,10 @@ def cmd_release(args) -> int:
     with exclusive(args.out):
         path, meta = release(args.model_dir, args.out)
     dropped = meta["release"]["dropped"]
-    print(f"wrote the public copy {path}: the same weights, architecture, certificates and lock entries; left out: "
-          f"{', '.join(dropped) or 'nothing private was there'}")
+    print(
+        f"wrote the public copy {path}: the same weights, architecture, certificates and lock entries; left out: "
+        f"{', '.join(dropped) or 'nothing private was there'}"
+    )
     print(f"check it with: trainlock verify {path}   (sign it with: trainlock sign {path} --key PRIVATE.pem)")
     return 0
 
@@ -167,20 +195,28 @@ def cmd_sign(args) -> int:
     from ..io.signing import SIGNED_INFO, sign
 
     path = sign(args.model_dir, args.key)
-    print(f"signed {args.model_dir}: {path} (signer and time in {SIGNED_INFO}); check it with: trainlock verify "
-          f"{args.model_dir} --public-key PUBLIC.pem")
+    print(
+        f"signed {args.model_dir}: {path} (signer and time in {SIGNED_INFO}); check it with: trainlock verify "
+        f"{args.model_dir} --public-key PUBLIC.pem"
+    )
     return 0
 
 
-VERIFY_DESCRIPTION = ("Re-hash every tensor, compare the safetensors header with trainlock.json, re-certify every "
-                      "recorded lock from the weights, and re-check a conservation certificate. Exit 0 when every "
-                      "check holds, 1 when one fails, 2 on unreadable input.")
+VERIFY_DESCRIPTION = (
+    "Re-hash every tensor, compare the safetensors header with trainlock.json, re-certify every "
+    "recorded lock from the weights, and re-check a conservation certificate. Exit 0 when every "
+    "check holds, 1 when one fails, 2 on unreadable input."
+)
 
-KEYGEN_DESCRIPTION = ("Write DIR/private.pem (PKCS#8, mode 0600) and DIR/public.pem: a P-256 key pair for "
-                      "`trainlock sign` and `trainlock verify --public-key`. Works offline.")
-SIGN_DESCRIPTION = ("Sign every file of MODEL_DIR with the OpenSSF model-signing library (elliptic-curve key, offline): "
-                    "writes trainlock.sig.json (signer fingerprint, time, file hashes) and model.sig. Anyone with "
-                    "the public key can then check that no file was added, removed or changed.")
+KEYGEN_DESCRIPTION = (
+    "Write DIR/private.pem (PKCS#8, mode 0600) and DIR/public.pem: a P-256 key pair for "
+    "`trainlock sign` and `trainlock verify --public-key`. Works offline."
+)
+SIGN_DESCRIPTION = (
+    "Sign every file of MODEL_DIR with the OpenSSF model-signing library (elliptic-curve key, offline): "
+    "writes trainlock.sig.json (signer fingerprint, time, file hashes) and model.sig. Anyone with "
+    "the public key can then check that no file was added, removed or changed."
+)
 
 TUNE_DESCRIPTION = """\
 Search a lock's hyper-parameters against the red team (Optuna, two objectives): each trial locks a copy of
@@ -200,8 +236,13 @@ def add_tune(p) -> None:
     p.add_argument("model_dir", help="the unlocked model directory")
     p.add_argument("--retain-task", default=None, help="authorized task (default: the model's own task)")
     p.add_argument("--attack-task", required=True, help="the unauthorized task the red team tunes against")
-    p.add_argument("--report-tasks", nargs="*", default=[], metavar="TASK",
-                   help="held-back tasks the final numbers will be reported on (refused as --attack-task)")
+    p.add_argument(
+        "--report-tasks",
+        nargs="*",
+        default=[],
+        metavar="TASK",
+        help="held-back tasks the final numbers will be reported on (refused as --attack-task)",
+    )
     p.add_argument("--out", default=None, help="study directory (default: runs/tune-MODEL-LOCK)")
     p.add_argument("--json", default=None, help="write the Pareto front and the chosen trial here")
     add_subset_flags(p)
@@ -225,9 +266,15 @@ def cmd_tune(args) -> int:
     if not retain_name:
         raise ValueError(f"{args.model_dir} names no task; pass --retain-task")
     with exclusive(out):
-        res = tune(model, subset_task(tasks.get(retain_name), args), subset_task(tasks.get(args.attack_task), args),
-                   cfg, out=out,
-                   report_tasks=tuple(args.report_tasks), progress=True)
+        res = tune(
+            model,
+            subset_task(tasks.get(retain_name), args),
+            subset_task(tasks.get(args.attack_task), args),
+            cfg,
+            out=out,
+            report_tasks=tuple(args.report_tasks),
+            progress=True,
+        )
     print(f"base utility on {res['retain_task']}: {res['base_utility']:.4f}; tuned against {res['tuning_task']}")
     if res["scratch_best"] is not None:
         print(f"advantage: the trial's worst case minus the study's best from scratch ({res['scratch_best']:.4f})")
@@ -235,8 +282,10 @@ def cmd_tune(args) -> int:
     for t in sorted(res["pareto"], key=lambda t: -t["utility"]):
         mark = " <- chosen" if res["chosen"] and t["number"] == res["chosen"]["number"] else ""
         print(f"{t['number']:>5} {t['utility']:>8.4f} {t['advantage']:>+10.4f}  {t['params']}{mark}")
-    print(f"{len(res['trials'])} trials, {len(res['pareto'])} on the Pareto front -> {out} (pareto.json, pareto.png"
-          f"{', chosen/' if res['chosen'] else ''})")
+    print(
+        f"{len(res['trials'])} trials, {len(res['pareto'])} on the Pareto front -> {out} (pareto.json, pareto.png"
+        f"{', chosen/' if res['chosen'] else ''})"
+    )
     write_json(args.json, {k: v for k, v in res.items() if k != "trials"})
     return 0
 
@@ -303,8 +352,15 @@ def cmd_locks(args) -> int:
     out = Path(args.out or f"runs/locks-{Path(args.run).name}")
     check_output_dir(out, [args.run], overwrite=True)
     with exclusive(out):
-        res = lock_table(model, subset_task(tasks.get(retain_name), args),
-                         [subset_task(tasks.get(t), args) for t in args.attack_tasks], specs, out, cfg, progress=True)
+        res = lock_table(
+            model,
+            subset_task(tasks.get(retain_name), args),
+            [subset_task(tasks.get(t), args) for t in args.attack_tasks],
+            specs,
+            out,
+            cfg,
+            progress=True,
+        )
     print(format_table(res))
     print(f"-> {out / 'table.json'}")
     return 0
@@ -312,14 +368,34 @@ def cmd_locks(args) -> int:
 
 COMMANDS = [
     ("lock", "lock a saved model (SpecDef by default, any lock with --spec)", LOCK_DESCRIPTION, add_lock, cmd_lock),
-    ("verify", "check a model directory's weights, metadata, certificates (and signature)", VERIFY_DESCRIPTION,
-     add_verify, cmd_verify),
-    ("release", "write the public copy of a locked model (no private lock record)", RELEASE_DESCRIPTION, add_release,
-     cmd_release),
+    (
+        "verify",
+        "check a model directory's weights, metadata, certificates (and signature)",
+        VERIFY_DESCRIPTION,
+        add_verify,
+        cmd_verify,
+    ),
+    (
+        "release",
+        "write the public copy of a locked model (no private lock record)",
+        RELEASE_DESCRIPTION,
+        add_release,
+        cmd_release,
+    ),
     ("keygen", "write an elliptic-curve key pair for signing releases", KEYGEN_DESCRIPTION, add_keygen, cmd_keygen),
     ("sign", "sign every file of a model directory with a private key", SIGN_DESCRIPTION, add_sign, cmd_sign),
-    ("locks", "list lock types, or build / print the honest lock table (every lock through one red team)",
-     LOCKS_DESCRIPTION, add_locks, cmd_locks),
-    ("tune", "search a lock's hyper-parameters against the red team's worst case (Pareto front)", TUNE_DESCRIPTION,
-     add_tune, cmd_tune),
+    (
+        "locks",
+        "list lock types, or build / print the honest lock table (every lock through one red team)",
+        LOCKS_DESCRIPTION,
+        add_locks,
+        cmd_locks,
+    ),
+    (
+        "tune",
+        "search a lock's hyper-parameters against the red team's worst case (Pareto front)",
+        TUNE_DESCRIPTION,
+        add_tune,
+        cmd_tune,
+    ),
 ]

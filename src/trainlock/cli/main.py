@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sys
-from typing import Iterable
+from collections.abc import Iterable
 
 from . import attacking, locking, models, studies
 
@@ -44,22 +44,37 @@ def build_parser(only: Iterable[str] | None = None) -> argparse.ArgumentParser:
     `only` (the others are listed with their one-line help, which is all `trainlock --help` shows)."""
     only = None if only is None else set(only)
     p = argparse.ArgumentParser(
-        prog="trainlock", description="Lock models against unauthorized fine-tuning, and attack the lock.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="trainlock",
+        description="Lock models against unauthorized fine-tuning, and attack the lock.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--debug", action="store_true", help="show debug logs and full tracebacks")
-    p.add_argument("--plugin", action="append", default=[], metavar="PATH.py|MODULE",
-                   help="import a plugin first (repeatable): a .py file or a module that registers locks, attack "
-                        "stages, transforms, optimizers, tasks, models or tune search spaces; also "
-                        "TRAINLOCK_PLUGINS (separated by ':') and installed packages' `trainlock.plugins` entry points")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch threads (default: OMP_NUM_THREADS, else the cores available); idle threads "
-                        "always sleep (OMP_WAIT_POLICY=PASSIVE unless set)")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="PATH.py|MODULE",
+        help="import a plugin first (repeatable): a .py file or a module that registers locks, attack "
+        "stages, transforms, optimizers, tasks, models or tune search spaces; also "
+        "TRAINLOCK_PLUGINS (separated by ':') and installed packages' `trainlock.plugins` entry points",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch threads (default: OMP_NUM_THREADS, else the cores available); idle threads "
+        "always sleep (OMP_WAIT_POLICY=PASSIVE unless set)",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_line, description, add, run in COMMANDS:
-        s = sub.add_parser(name, help=help_line, description=description or help_line[:1].upper() + help_line[1:],
-                           formatter_class=argparse.RawDescriptionHelpFormatter if description else
-                           argparse.HelpFormatter)
+        s = sub.add_parser(
+            name,
+            help=help_line,
+            description=description or help_line[:1].upper() + help_line[1:],
+            formatter_class=argparse.RawDescriptionHelpFormatter if description else argparse.HelpFormatter,
+        )
         if add is not None and (only is None or name in only):
             add(s)
         s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -87,8 +102,13 @@ def _plugin_flags(argv: list[str]) -> list[str]:
 
 def _threads_flag(argv: list[str]) -> int | None:
     for i, a in enumerate(argv):
-        value = a.split("=", 1)[1] if a.startswith("--threads=") else argv[i + 1] if a == "--threads" and i + 1 < len(
-            argv) else None
+        value = (
+            a.split("=", 1)[1]
+            if a.startswith("--threads=")
+            else argv[i + 1]
+            if a == "--threads" and i + 1 < len(argv)
+            else None
+        )
         if value is not None:
             try:
                 n = int(value)
@@ -145,11 +165,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if distributed.init_from_env():  # launched by torchrun: data-parallel training, rank 0 writes the outputs
         if command not in DATA_PARALLEL:
-            print(f"error: {command!r} does not run data-parallel; torchrun runs: {', '.join(DATA_PARALLEL)}",
-                  file=sys.stderr)
+            print(
+                f"error: {command!r} does not run data-parallel; torchrun runs: {', '.join(DATA_PARALLEL)}",
+                file=sys.stderr,
+            )
             return 2
         if not distributed.is_main():
-            sys.stdout = open(os.devnull, "w")  # one copy of the command's report, from rank 0
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (one copy of the report, from rank 0; open till exit)
     try:
         return args.fn(args)
     except KeyboardInterrupt:

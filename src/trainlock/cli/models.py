@@ -48,11 +48,18 @@ def add_train(p) -> None:
     from ..train import LoopConfig
 
     p.add_argument("--task", required=True, help="task name, npz:PATH or idx:DIR")
-    p.add_argument("--model", default="cnn",
-                   help="mlp, cnn, resnet18, transformer (images); minilm-l6, smollm2-135m, hf:DIR (text) (default: cnn)")
-    p.add_argument("--model-kwargs", default=None, help='JSON of size options, e.g. \'{"hidden": [64]}\'')
-    p.add_argument("--max-length", type=int, default=None,
-                   help="text models: tokens per input, longer texts are cut (default: 128)")
+    p.add_argument(
+        "--model",
+        default="cnn",
+        help="mlp, cnn, resnet18, transformer (images); minilm-l6, smollm2-135m, hf:DIR (text) (default: cnn)",
+    )
+    p.add_argument("--model-kwargs", default=None, help="JSON of size options, e.g. '{\"hidden\": [64]}'")
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="text models: tokens per input, longer texts are cut (default: 128)",
+    )
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
     add_subset_flags(p)
@@ -77,16 +84,20 @@ def cmd_train(args) -> int:
     torch.manual_seed(cfg.seed)  # the initial weights too follow --seed
     if args.max_length is not None:
         kwargs["max_length"] = args.max_length
-    model = models.build(args.model, input_shape=getattr(task, "input_shape", None), num_classes=task.num_classes,
-                         **kwargs)
+    model = models.build(
+        args.model, input_shape=getattr(task, "input_shape", None), num_classes=task.num_classes, **kwargs
+    )
     res = fit(model, task, cfg, hooks=LoopHooks(checkpoint=checkpoint), desc=f"train {args.model} on {task.name}")
     acc = evaluate(model, task)
     print(f"{args.model} on {task.name}: test accuracy {acc:.4f} after {res.steps} steps")
     if res.stopped:
         logger.warning(res.stopped)
     with writing(args.out):
-        save(model, args.out, {"task": task.name, "metrics": {"accuracy": acc}, "train": cfg.to_dict(),
-                               "stopped": res.stopped})
+        save(
+            model,
+            args.out,
+            {"task": task.name, "metrics": {"accuracy": acc}, "train": cfg.to_dict(), "stopped": res.stopped},
+        )
     done_with(checkpoint)
     print(f"saved {args.out}")
     return 0
@@ -96,8 +107,13 @@ def add_eval(p) -> None:
     p.add_argument("model_dir")
     p.add_argument("--task", default=None, help="task (default: the model's own task)")
     p.add_argument("--json", default=None, help='write {"accuracy": ...} here')
-    p.add_argument("--test-samples", type=int, default=None, metavar="N",
-                   help="evaluate on a seeded subset of N test samples (default: all)")
+    p.add_argument(
+        "--test-samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="evaluate on a seeded subset of N test samples (default: all)",
+    )
 
 
 def cmd_eval(args) -> int:
@@ -105,26 +121,33 @@ def cmd_eval(args) -> int:
     from ..train import evaluate
 
     check_output_file(args.json)
-    model, meta, name = load_with_task(args)
+    model, _meta, name = load_with_task(args)
     acc = evaluate(model, subset_task(tasks.get(name), args))
     print(f"{args.model_dir} on {name}: accuracy {acc:.4f}")
     write_json(args.json, {"accuracy": acc, "task": name})
     return 0
 
 
-FETCH_DESCRIPTION = ("Fetch data that no pip package installs, once, into a local cache; later runs read the "
-                     "cache and never touch the network. bigbench: pip-downloads the bigbench 1.0.0 source package "
-                     "(358 MB; needs setuptools and wheel) and extracts only the named tasks' benchmark_tasks/ "
-                     "directories into $TRAINLOCK_DATA/bigbench (default ~/.cache/trainlock/bigbench).")
+FETCH_DESCRIPTION = (
+    "Fetch data that no pip package installs, once, into a local cache; later runs read the "
+    "cache and never touch the network. bigbench: pip-downloads the bigbench 1.0.0 source package "
+    "(358 MB; needs setuptools and wheel) and extracts only the named tasks' benchmark_tasks/ "
+    "directories into $TRAINLOCK_DATA/bigbench (default ~/.cache/trainlock/bigbench)."
+)
 
 
 def add_fetch(p) -> None:
     from ..tasks.bigbench import DEFAULT_TASKS
 
     p.add_argument("source", choices=["bigbench"], help="what to fetch")
-    p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), metavar="TASK",
-                   help=f"BIG-bench task directories to extract (default: {' '.join(DEFAULT_TASKS)}); load one "
-                        f"later as bigbench:TASK")
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(DEFAULT_TASKS),
+        metavar="TASK",
+        help=f"BIG-bench task directories to extract (default: {' '.join(DEFAULT_TASKS)}); load one "
+        f"later as bigbench:TASK",
+    )
     p.add_argument("--sdist", default=None, help="extract from this bigbench-1.0.0.tar.gz instead of downloading it")
 
 
@@ -138,8 +161,13 @@ def cmd_fetch(args) -> int:
 
 COMMANDS = [
     ("tasks", "list tasks and whether their data is installed", None, None, cmd_tasks),
-    ("fetch", "fetch data no pip package installs (BIG-bench tasks), once, into a local cache", FETCH_DESCRIPTION,
-     add_fetch, cmd_fetch),
+    (
+        "fetch",
+        "fetch data no pip package installs (BIG-bench tasks), once, into a local cache",
+        FETCH_DESCRIPTION,
+        add_fetch,
+        cmd_fetch,
+    ),
     ("train", "train a base model on a task", "Train a built-in model and save it.", add_train, cmd_train),
     ("eval", "test accuracy of a saved model", None, add_eval, cmd_eval),
 ]

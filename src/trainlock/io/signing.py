@@ -34,12 +34,13 @@ class SigningError(ValueError):
 
 def _model_signing():
     try:
-        import model_signing  # noqa: F401
+        import model_signing
         import model_signing.signing
         import model_signing.verifying
     except ImportError as e:
-        raise SigningError(f"signing needs the model-signing library ({e}); install it: "
-                           f"pip install 'trainlock[sign]'") from None
+        raise SigningError(
+            f"signing needs the model-signing library ({e}); install it: pip install 'trainlock[sign]'"
+        ) from None
     return model_signing
 
 
@@ -70,14 +71,15 @@ def keygen(out: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
     if existing and not overwrite:
         raise SigningError(f"{existing[0]} exists; refusing to replace a key (pass --overwrite to do so)")
     key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     out.mkdir(parents=True, exist_ok=True)
     with atomic.writing_file(private) as tmp:
         os.chmod(tmp, 0o600)  # before the key is in it: never readable by others, not even for a moment
         tmp.write_bytes(pem)
-    atomic.write_bytes(public, key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                             serialization.PublicFormat.SubjectPublicKeyInfo))
+    atomic.write_bytes(
+        public,
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+    )
     return private, public
 
 
@@ -87,8 +89,9 @@ def _public_from_private(key: Path) -> bytes:
         private = serialization.load_pem_private_key(key.read_bytes(), password=None)
     except (ValueError, TypeError) as e:
         raise SigningError(f"{key}: not an unencrypted PEM private key ({e})") from None
-    return private.public_key().public_bytes(serialization.Encoding.PEM,
-                                             serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def _files(model_dir: Path) -> dict[str, str]:
@@ -108,9 +111,12 @@ def sign(model_dir: str | Path, key: str | Path) -> Path:
         raise SigningError(f"{model_dir}: not a directory")
     if not key.is_file():
         raise SigningError(f"{key}: no such key file (make one with: trainlock keygen --out DIR)")
-    info = {"signer": fingerprint(_public_from_private(key)),
-            "signed_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-            "trainlock_version": __version__, "files": _files(model_dir)}
+    info = {
+        "signer": fingerprint(_public_from_private(key)),
+        "signed_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "trainlock_version": __version__,
+        "files": _files(model_dir),
+    }
     atomic.write_text(model_dir / SIGNED_INFO, json.dumps(info, indent=2, sort_keys=True))
     with atomic.writing_file(model_dir / SIGNATURE) as tmp:
         hashing = ms.hashing.Config().set_ignored_paths(paths=[SIGNATURE, tmp.name], ignore_git_paths=True)
@@ -139,10 +145,12 @@ def _diff_lists(message: str) -> tuple[list[str], list[str], list[str]]:
     escaped)."""
     message = message.replace("\\'", "'")
     names = r"([^\"\]]*?)['\"]?(?:,\s*['\"]|\])"
-    added = [f.strip() for m in re.findall(r"Extra files found in model '[^']*': " + names, message)
-             for f in m.split(",")]
-    removed = [f.strip() for m in re.findall(r"Missing files in model '[^']*': " + names, message)
-               for f in m.split(",")]
+    added = [
+        f.strip() for m in re.findall(r"Extra files found in model '[^']*': " + names, message) for f in m.split(",")
+    ]
+    removed = [
+        f.strip() for m in re.findall(r"Missing files in model '[^']*': " + names, message) for f in m.split(",")
+    ]
     changed = re.findall(r"Hash mismatch for '([^']*)'", message)
     return sorted(added), sorted(removed), sorted(changed)
 
@@ -155,20 +163,24 @@ def verify_signature(model_dir: str | Path, public_key: str | Path) -> Signature
         raise SigningError(f"{public_key}: no such public key file")
     signature = model_dir / SIGNATURE
     if not signature.is_file():
-        return SignatureReport(False, f"{model_dir} is not signed (no {SIGNATURE}); sign it with: trainlock sign "
-                                      f"{model_dir} --key PRIVATE.pem")
+        return SignatureReport(
+            False,
+            f"{model_dir} is not signed (no {SIGNATURE}); sign it with: trainlock sign {model_dir} --key PRIVATE.pem",
+        )
     expected = fingerprint(public_key.read_bytes())
     try:
         ms.verifying.Config().use_elliptic_key_verifier(public_key=public_key).verify(model_dir, signature)
-    except Exception as e:  # noqa: BLE001 -- model-signing raises ValueError and others for a bad signature
+    except Exception as e:
         message = str(e)
         added, removed, changed = _diff_lists(message)
         if "Key mismatch" in message:
             reason = f"signed with another key than {public_key.name} (fingerprint {expected[:16]}...)"
         elif added or removed or changed:
             reason = "files changed since signing: " + "; ".join(
-                f"{what} {', '.join(names)}" for what, names in (("added", added), ("removed", removed),
-                                                                  ("changed", changed)) if names)
+                f"{what} {', '.join(names)}"
+                for what, names in (("added", added), ("removed", removed), ("changed", changed))
+                if names
+            )
         else:
             reason = f"the signature does not verify: {type(e).__name__}: {message[:200]}"
         return SignatureReport(False, reason, added=added, removed=removed, changed=changed)
@@ -178,7 +190,12 @@ def verify_signature(model_dir: str | Path, public_key: str | Path) -> Signature
         info = {}
     signer, when = info.get("signer"), info.get("signed_at")
     if signer != expected:
-        return SignatureReport(False, f"the signed {SIGNED_INFO} names signer {str(signer)[:16]}..., not this key",
-                               signer=signer, signed_at=when)
-    return SignatureReport(True, f"signed by {signer[:16]}... at {when}; every file is as signed",
-                           signer=signer, signed_at=when)
+        return SignatureReport(
+            False,
+            f"the signed {SIGNED_INFO} names signer {str(signer)[:16]}..., not this key",
+            signer=signer,
+            signed_at=when,
+        )
+    return SignatureReport(
+        True, f"signed by {signer[:16]}... at {when}; every file is as signed", signer=signer, signed_at=when
+    )

@@ -20,8 +20,16 @@ from collections.abc import Iterable, Sequence
 
 __all__ = ["markdown_table"]
 
-_RULES = {None: "---", "-": "---", "l": ":---", "left": ":---", "r": "---:", "right": "---:",
-          "c": ":---:", "center": ":---:"}
+_RULES = {
+    None: "---",
+    "-": "---",
+    "l": ":---",
+    "left": ":---",
+    "r": "---:",
+    "right": "---:",
+    "c": ":---:",
+    "center": ":---:",
+}
 
 
 def _cell(value) -> str:

@@ -13,18 +13,29 @@ reappears only after a breakdown restart); values and residuals are still correc
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from ..config import option
 
-__all__ = ["ConvergenceWarning", "LanczosResult", "hvp", "lanczos", "hessian_eigenvalues",
-           "hessian_spectrum", "LanczosOptions", "condition_estimate", "dense_hessian"]
+__all__ = [
+    "ConvergenceWarning",
+    "LanczosOptions",
+    "LanczosResult",
+    "condition_estimate",
+    "dense_hessian",
+    "hessian_eigenvalues",
+    "hessian_spectrum",
+    "hvp",
+    "lanczos",
+]
 
 LossFn = Callable[[torch.nn.Module, Any], Tensor]
 DENSE_MAX_PARAMS = 5000
@@ -58,11 +69,15 @@ def _params(model: torch.nn.Module) -> list[Tensor]:
 def _loss(model: torch.nn.Module, loss_fn: LossFn, batch: Any) -> Tensor:
     loss = loss_fn(model, batch)
     if not isinstance(loss, Tensor) or loss.numel() != 1:
-        raise ValueError(f"curvature: loss_fn must return a scalar tensor, got {type(loss).__name__}"
-                         + (f" of shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else ""))
+        raise ValueError(
+            f"curvature: loss_fn must return a scalar tensor, got {type(loss).__name__}"
+            + (f" of shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else "")
+        )
     if not loss.requires_grad:
-        raise ValueError("curvature: the loss does not require grad, so there is no differentiable path to "
-                         "the trainable parameters (computed under torch.no_grad(), detached, frozen?)")
+        raise ValueError(
+            "curvature: the loss does not require grad, so there is no differentiable path to "
+            "the trainable parameters (computed under torch.no_grad(), detached, frozen?)"
+        )
     return loss.reshape(())
 
 
@@ -92,7 +107,7 @@ def _split(batch: Any, chunks: int) -> list[tuple[Any, int]]:
             return type(x)(*out) if hasattr(x, "_fields") else type(x)(out)
         return x
 
-    return [(cut(batch, a, b), b - a) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [(cut(batch, a, b), b - a) for a, b in itertools.pairwise(bounds)]
 
 
 def _grad_terms(loss: Tensor, params: list[Tensor]) -> list[Tensor | None]:
@@ -107,9 +122,10 @@ def _second(grads: list, params: list[Tensor], v: Sequence[Tensor], retain: bool
     out = [torch.zeros_like(p) for p in params]
     if not idx:
         return out
-    hv = torch.autograd.grad([grads[i] for i in idx], params, grad_outputs=[v[i] for i in idx],
-                             retain_graph=retain, allow_unused=True)
-    return [h.detach() if h is not None else o for h, o in zip(hv, out)]
+    hv = torch.autograd.grad(
+        [grads[i] for i in idx], params, grad_outputs=[v[i] for i in idx], retain_graph=retain, allow_unused=True
+    )
+    return [h.detach() if h is not None else o for h, o in zip(hv, out, strict=False)]
 
 
 def _as_list(v: Tensor | Sequence[Tensor], params: list[Tensor]) -> list[Tensor]:
@@ -117,11 +133,11 @@ def _as_list(v: Tensor | Sequence[Tensor], params: list[Tensor]) -> list[Tensor]
         total = sum(p.numel() for p in params)
         if v.numel() != total:
             raise ValueError(f"hvp: flat v has {v.numel()} entries, the trainable parameters have {total}")
-        return [c.view_as(p).to(p.dtype) for c, p in zip(v.split([p.numel() for p in params]), params)]
+        return [c.view_as(p).to(p.dtype) for c, p in zip(v.split([p.numel() for p in params]), params, strict=False)]
     v = list(v)
-    if len(v) != len(params) or any(a.shape != p.shape for a, p in zip(v, params)):
+    if len(v) != len(params) or any(a.shape != p.shape for a, p in zip(v, params, strict=False)):
         raise ValueError("hvp: v must match the trainable parameters' shapes (or be one flat vector)")
-    return [a.to(device=p.device, dtype=p.dtype) for a, p in zip(v, params)]
+    return [a.to(device=p.device, dtype=p.dtype) for a, p in zip(v, params, strict=False)]
 
 
 # --------------------------------------------------------------------------- Hessian-vector product
@@ -146,7 +162,7 @@ def hvp(
     acc = [torch.zeros_like(p) for p in params]
     for piece, size in pieces:
         hv = _second(_grad_terms(_loss(model, loss_fn, piece), params), params, v, retain=False)
-        for a, h in zip(acc, hv):
+        for a, h in zip(acc, hv, strict=False):
             a.add_(h, alpha=size / n)
     return acc
 
@@ -331,15 +347,22 @@ def condition_estimate(
     mu = damping * max(lmax, 0.0)
     ratio = lmax / abs(lmin) if lmin != 0 else math.copysign(math.inf, lmax)
     damped = (lmax + mu) / (max(lmin, 0.0) + mu) if lmax > 0 else 1.0
-    return dict(lambda_max=lmax, lambda_min=lmin, ratio=ratio, damped=damped, mu=mu,
-                converged_max=bool(top.converged[0]), converged_min=bool(bot.converged[0]),
-                residual_max=float(top.residuals[0]), residual_min=float(bot.residuals[0]),
-                iters_max=top.iters, iters_min=bot.iters)
+    return {
+        "lambda_max": lmax,
+        "lambda_min": lmin,
+        "ratio": ratio,
+        "damped": damped,
+        "mu": mu,
+        "converged_max": bool(top.converged[0]),
+        "converged_min": bool(bot.converged[0]),
+        "residual_max": float(top.residuals[0]),
+        "residual_min": float(bot.residuals[0]),
+        "iters_max": top.iters,
+        "iters_min": bot.iters,
+    }
 
 
-def dense_hessian(
-    model: torch.nn.Module, loss_fn: LossFn, batch: Any, max_params: int = DENSE_MAX_PARAMS
-) -> Tensor:
+def dense_hessian(model: torch.nn.Module, loss_fn: LossFn, batch: Any, max_params: int = DENSE_MAX_PARAMS) -> Tensor:
     """The full (P, P) Hessian over the trainable parameters (flattened in ``parameters()``
     order), one double-backward row at a time. For tiny models: ValueError above ``max_params``."""
     params = _params(model)
@@ -347,15 +370,17 @@ def dense_hessian(
     if n > max_params:
         raise ValueError(f"dense_hessian: {n} trainable parameters exceed max_params={max_params}")
     grads = _grad_terms(_loss(model, loss_fn, batch), params)
-    flat = [g.reshape(-1) if g is not None else torch.zeros(p.numel(), device=p.device, dtype=p.dtype)
-            for g, p in zip(grads, params)]
+    flat = [
+        g.reshape(-1) if g is not None else torch.zeros(p.numel(), device=p.device, dtype=p.dtype)
+        for g, p in zip(grads, params, strict=False)
+    ]
     H = torch.zeros(n, n, dtype=params[0].dtype, device=params[0].device)
     row = 0
     for g in flat:
         for i in range(g.numel()):
             if g.requires_grad:
                 hs = torch.autograd.grad(g[i], params, retain_graph=True, allow_unused=True)
-                hs = [h if h is not None else torch.zeros_like(p) for h, p in zip(hs, params)]
+                hs = [h if h is not None else torch.zeros_like(p) for h, p in zip(hs, params, strict=False)]
                 H[row] = torch.cat([h.reshape(-1) for h in hs])
             row += 1
     return H

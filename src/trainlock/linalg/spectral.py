@@ -11,7 +11,8 @@ The same routine runs on any linear operator given its forward map (with autogra
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -107,8 +108,10 @@ def top_singular_values(
     or `iters`; with a state, one iteration per call unless `iters` says more.
     """
     if not isinstance(W, Tensor) or W.dim() < 2:
-        raise ValueError(f"top_singular_values needs a matrix (a tensor of 2 or more dimensions), got "
-                         f"{tuple(W.shape) if isinstance(W, Tensor) else type(W).__name__}")
+        raise ValueError(
+            f"top_singular_values needs a matrix (a tensor of 2 or more dimensions), got "
+            f"{tuple(W.shape) if isinstance(W, Tensor) else type(W).__name__}"
+        )
     if not W.is_floating_point():
         raise ValueError(f"top_singular_values needs a floating-point tensor, got {W.dtype}; convert it with .float()")
     W2 = W.reshape(W.shape[0], -1)  # (m, n)
@@ -151,7 +154,7 @@ def conv_singular_values(
     """
     c_in, (h, w) = conv.in_channels, input_hw
     weight = conv.weight
-    kw = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups)
+    kw = {"stride": conv.stride, "padding": conv.padding, "dilation": conv.dilation, "groups": conv.groups}
     if not isinstance(conv.padding, tuple) or conv.padding_mode != "zeros":
         raise ValueError("conv_singular_values supports numeric zero padding only")
     in_shape = (c_in, h, w)

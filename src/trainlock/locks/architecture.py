@@ -44,13 +44,11 @@ class ArchitectureRecord:
     shapes: tuple | None = option(None, "([name, [sizes]], ...) of every parameter at lock time")
 
 
-@register_lock("architecture", ArchitectureConfig,
-               example={})
+@register_lock("architecture", ArchitectureConfig, example={})
 class ArchitectureLock(BaseLock):
     record_cls = ArchitectureRecord
 
-    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False,
-              checkpoint=None) -> Locked:
+    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False, checkpoint=None) -> Locked:
         if next(model.parameters(), None) is None:
             raise ValueError("architecture: the model has no parameters to record")
         locked = clone_model(model)
@@ -60,33 +58,39 @@ class ArchitectureLock(BaseLock):
         if record.layers is None or record.shapes is None:
             raise ValueError("architecture: nothing recorded; apply the lock first")
         want = {n: list(s) for n, s in record.shapes}
-        have = {n: s for n, s in parameter_shapes(model)}
+        have = dict(parameter_shapes(model))
         missing = sorted(set(want) - set(have))
         added = sorted(set(have) - set(want))
         reshaped = sorted(n for n in set(want) & set(have) if want[n] != have[n])
         layers = layer_count(model)
         mismatches = len(missing) + len(added) + len(reshaped) + int(layers != record.layers)
-        return [Certificate(
-            lock=self.name,
-            invariant="number of mismatches against the recorded architecture (parameter names and shapes, "
-                      "layer count)",
-            measured=float(mismatches),
-            required=0.0,
-            relation="==",
-            proof_of_gap=(
-                "configurations with another layer count or other layer widths are not points of this "
-                "parameter space at all, so no trajectory in it reaches them"
-            ),
-            preservation="gradient steps update values, never shapes or the module tree",
-            threat_model="training-time",
-            adversary_can_remove=True,
-            removal="whoever holds the weights replaces, adds or folds modules (e.g. the red team's merge or "
-                    "layer-injection transforms) and trains the new architecture",
-            method="compare named_parameters() names and shapes, and the count of parameter-owning modules",
-            details={"layers_recorded": record.layers, "layers_measured": layers, "missing": missing,
-                     "added": added, "reshaped": reshaped},
-        )]
-
+        return [
+            Certificate(
+                lock=self.name,
+                invariant="number of mismatches against the recorded architecture (parameter names and shapes, "
+                "layer count)",
+                measured=float(mismatches),
+                required=0.0,
+                relation="==",
+                proof_of_gap=(
+                    "configurations with another layer count or other layer widths are not points of this "
+                    "parameter space at all, so no trajectory in it reaches them"
+                ),
+                preservation="gradient steps update values, never shapes or the module tree",
+                threat_model="training-time",
+                adversary_can_remove=True,
+                removal="whoever holds the weights replaces, adds or folds modules (e.g. the red team's merge or "
+                "layer-injection transforms) and trains the new architecture",
+                method="compare named_parameters() names and shapes, and the count of parameter-owning modules",
+                details={
+                    "layers_recorded": record.layers,
+                    "layers_measured": layers,
+                    "missing": missing,
+                    "added": added,
+                    "reshaped": reshaped,
+                },
+            )
+        ]
 
 
 __all__ = ["ArchitectureConfig", "ArchitectureLock", "ArchitectureRecord", "layer_count", "parameter_shapes"]

@@ -78,7 +78,7 @@ class Certificate:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Certificate":
+    def from_dict(cls, data: dict) -> Certificate:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names and k != "holds"})
 
@@ -146,8 +146,14 @@ class Lock(Protocol):
 
     def config(self) -> dict: ...
 
-    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False,
-              checkpoint: Checkpoint | None = None) -> Locked: ...
+    def apply(
+        self,
+        model: nn.Module,
+        retain: Task | None = None,
+        *,
+        progress: bool = False,
+        checkpoint: Checkpoint | None = None,
+    ) -> Locked: ...
 
     def certify(self, model: nn.Module, record: Any) -> list[Certificate]: ...
 
@@ -207,8 +213,9 @@ class TaskLock(BaseLock):
         return self._tasks[name]
 
 
-def trained(model: nn.Module, locked: nn.Module, retain: Task, config: Any,
-            run: Callable[[], LoopResult]) -> LockReport:
+def trained(
+    model: nn.Module, locked: nn.Module, retain: Task, config: Any, run: Callable[[], LoopResult]
+) -> LockReport:
     """The run report of a lock that trains: `run()` trains `locked` (a copy of `model`); accuracy on the
     retain task before and after, the per-epoch history, steps, wall time of the loop and why it stopped."""
     report = LockReport(locked, to_dict(config) if dataclasses.is_dataclass(config) else dict(config))
@@ -303,5 +310,20 @@ def private_paths(lock) -> list[str]:
     return own + [f"locks.{i}.{p}" for i, c in enumerate(getattr(lock, "children", ())) for p in private_paths(c)]
 
 
-__all__ = ["LOCKS", "SPACES", "BaseLock", "Certificate", "Lock", "LockReport", "Locked", "NoRecord", "RecordedLock",
-           "TaskLock", "option", "private_fields", "register_lock", "register_space", "trained"]
+__all__ = [
+    "LOCKS",
+    "SPACES",
+    "BaseLock",
+    "Certificate",
+    "Lock",
+    "LockReport",
+    "Locked",
+    "NoRecord",
+    "RecordedLock",
+    "TaskLock",
+    "option",
+    "private_fields",
+    "register_lock",
+    "register_space",
+    "trained",
+]

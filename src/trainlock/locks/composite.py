@@ -35,9 +35,14 @@ class CompositeConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"composite: mode must be one of {MODES}, got {self.mode!r}")
-        if not self.locks or not isinstance(self.locks, (list, tuple)) or not all(isinstance(s, dict) for s in self.locks):
-            raise ValueError("composite: 'locks' must list at least one lock spec {'type': NAME, ...}, got "
-                             f"{self.locks!r}")
+        if (
+            not self.locks
+            or not isinstance(self.locks, (list, tuple))
+            or not all(isinstance(s, dict) for s in self.locks)
+        ):
+            raise ValueError(
+                f"composite: 'locks' must list at least one lock spec {{'type': NAME, ...}}, got {self.locks!r}"
+            )
 
 
 @dataclass
@@ -45,8 +50,11 @@ class CompositeRecord:
     children: tuple = option((), "each child's record, in order")
 
 
-@register_lock("composite", CompositeConfig,
-               example={"mode": "all", "locks": [{"type": "frozen", "names": ["bias"]}, {"type": "architecture"}]})
+@register_lock(
+    "composite",
+    CompositeConfig,
+    example={"mode": "all", "locks": [{"type": "frozen", "names": ["bias"]}, {"type": "architecture"}]},
+)
 class CompositeLock(BaseLock):
     record_cls = CompositeRecord
 
@@ -84,8 +92,14 @@ class CompositeLock(BaseLock):
             c.use_tasks(*tasks)
         return self
 
-    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False,
-              checkpoint: Checkpoint | None = None) -> Locked:
+    def apply(
+        self,
+        model: nn.Module,
+        retain: Task | None = None,
+        *,
+        progress: bool = False,
+        checkpoint: Checkpoint | None = None,
+    ) -> Locked:
         """Each child in order, each on the previous one's output. The report is the first child's that trains
         (a composite of one training lock reports that lock's run)."""
         records, report = [], None
@@ -110,26 +124,29 @@ class CompositeLock(BaseLock):
         else:
             required, threat, can_remove = 1, any(release), all(removable)
         names = [n for n, _ in per_child]
-        certs.append(Certificate(
-            lock=self.name,
-            invariant=f"number of child locks whose certificates all hold (mode {self.cfg.mode!r}: "
-                      f"{'every child' if self.cfg.mode == 'all' else 'at least one child'})",
-            measured=float(sum(holding)),
-            required=float(required),
-            relation=">=",
-            proof_of_gap=("the intersection of the children's invariant sets: each child's gap applies"
-                          if self.cfg.mode == "all" else
-                          "the union of the children's invariant sets: the gap of a child that holds applies"),
-            preservation="as each child's preservation argument says",
-            threat_model="release-time" if threat else "training-time",
-            adversary_can_remove=bool(can_remove),
-            removal=("remove any one removable child: " if self.cfg.mode == "all" else "remove every child: ")
-                    + "; ".join(f"{n}: {cs[0].removal}" for n, cs in per_child if cs),
-            method="combine the children's certificates",
-            details={"mode": self.cfg.mode, "children": names, "holding": holding},
-        ))
+        certs.append(
+            Certificate(
+                lock=self.name,
+                invariant=f"number of child locks whose certificates all hold (mode {self.cfg.mode!r}: "
+                f"{'every child' if self.cfg.mode == 'all' else 'at least one child'})",
+                measured=float(sum(holding)),
+                required=float(required),
+                relation=">=",
+                proof_of_gap=(
+                    "the intersection of the children's invariant sets: each child's gap applies"
+                    if self.cfg.mode == "all"
+                    else "the union of the children's invariant sets: the gap of a child that holds applies"
+                ),
+                preservation="as each child's preservation argument says",
+                threat_model="release-time" if threat else "training-time",
+                adversary_can_remove=bool(can_remove),
+                removal=("remove any one removable child: " if self.cfg.mode == "all" else "remove every child: ")
+                + "; ".join(f"{n}: {cs[0].removal}" for n, cs in per_child if cs),
+                method="combine the children's certificates",
+                details={"mode": self.cfg.mode, "children": names, "holding": holding},
+            )
+        )
         return certs
-
 
 
 def composite_of(locks: list[RecordedLock], mode: str = "all") -> RecordedLock:

@@ -36,18 +36,18 @@ def magnitude_prune(model: nn.Module, fraction: float, scope: str = "global") ->
     masks: dict[str, torch.Tensor] = {}
     if scope == "layer":
         for name, p in weights:
-            k = int(round(fraction * p.numel()))
+            k = round(fraction * p.numel())
             keep = torch.ones(p.numel(), dtype=torch.bool, device=p.device)
             keep[torch.argsort(p.detach().abs().flatten(), stable=True)[:k]] = False
             masks[name] = keep.view_as(p)
     else:
         flat = torch.cat([p.detach().abs().flatten().float().cpu() for _, p in weights])
-        k = int(round(fraction * flat.numel()))
+        k = round(fraction * flat.numel())
         keep = torch.ones(flat.numel(), dtype=torch.bool)
         keep[torch.argsort(flat, stable=True)[:k]] = False
         start = 0
         for name, p in weights:
-            masks[name] = keep[start:start + p.numel()].view_as(p).to(p.device)
+            masks[name] = keep[start : start + p.numel()].view_as(p).to(p.device)
             start += p.numel()
     for name, p in weights:
         p.mul_(masks[name].to(p.dtype))
@@ -95,7 +95,7 @@ def weight_decay_pull(model: nn.Module, factor: float) -> dict:
     theta(t) = exp(-lam t) theta(0), i.e. a uniform pull toward the origin by factor = exp(-lam t).
     Returns the squared norm of those parameters before and after.
     """
-    if not 0.0 < factor:
+    if not factor > 0.0:
         raise ValueError(f"factor must be > 0, got {factor}")
     before = after = 0.0
     n = 0

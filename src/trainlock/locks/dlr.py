@@ -54,14 +54,38 @@ def find_blocks(model: nn.Module) -> list[dict]:
     for name, m in model.named_modules():
         pre = f"{name}." if name else ""
         if all(hasattr(m, a) for a in ("fc1", "act", "fc2")) and isinstance(m.fc1, nn.Linear):
-            out.append({"name": name, "first": pre + "fc1", "last": pre + "fc2", "between": [pre + "act"],
-                        "dim": m.fc1.in_features, "params": _count(m.fc1) + _count(m.fc2)})
+            out.append(
+                {
+                    "name": name,
+                    "first": pre + "fc1",
+                    "last": pre + "fc2",
+                    "between": [pre + "act"],
+                    "dim": m.fc1.in_features,
+                    "params": _count(m.fc1) + _count(m.fc2),
+                }
+            )
         elif hasattr(m, "intermediate") and hasattr(getattr(m, "output", None), "dense"):
-            out.append({"name": name, "first": pre + "intermediate", "last": pre + "output.dense", "between": [],
-                        "dim": m.output.dense.out_features, "params": _count(m.intermediate) + _count(m.output.dense)})
+            out.append(
+                {
+                    "name": name,
+                    "first": pre + "intermediate",
+                    "last": pre + "output.dense",
+                    "between": [],
+                    "dim": m.output.dense.out_features,
+                    "params": _count(m.intermediate) + _count(m.output.dense),
+                }
+            )
         elif name.endswith("mlp") and all(hasattr(m, a) for a in ("gate_proj", "up_proj", "down_proj")):
-            out.append({"name": name, "first": name, "last": name, "between": [], "dim": m.down_proj.out_features,
-                        "params": _count(m)})
+            out.append(
+                {
+                    "name": name,
+                    "first": name,
+                    "last": name,
+                    "between": [],
+                    "dim": m.down_proj.out_features,
+                    "params": _count(m),
+                }
+            )
     return out
 
 
@@ -74,10 +98,16 @@ def _record(model: nn.Module, blocks: list[dict], x: torch.Tensor) -> list[tuple
     got: dict[str, list] = {b["name"]: [None, None] for b in blocks}
     handles = []
     for b in blocks:
-        handles.append(model.get_submodule(b["first"]).register_forward_hook(
-            lambda mod, inp, out, b=b: got[b["name"]].__setitem__(0, inp[0].detach())))
-        handles.append(model.get_submodule(b["last"]).register_forward_hook(
-            lambda mod, inp, out, b=b: got[b["name"]].__setitem__(1, out.detach())))
+        handles.append(
+            model.get_submodule(b["first"]).register_forward_hook(
+                lambda mod, inp, out, b=b: got[b["name"]].__setitem__(0, inp[0].detach())
+            )
+        )
+        handles.append(
+            model.get_submodule(b["last"]).register_forward_hook(
+                lambda mod, inp, out, b=b: got[b["name"]].__setitem__(1, out.detach())
+            )
+        )
     try:
         with torch.no_grad():
             model.eval()
@@ -126,8 +156,12 @@ def cost_profile(model: nn.Module, x: torch.Tensor, repeats: int = 3) -> dict:
         out.float().pow(2).mean().backward()
         bwd.append(time.perf_counter() - t0)
     model.zero_grad()
-    return {"forward_s": min(fwd), "forward_backward_s": min(bwd), "saved_activation_bytes": saved[0],
-            "params": _count(model)}
+    return {
+        "forward_s": min(fwd),
+        "forward_backward_s": min(bwd),
+        "saved_activation_bytes": saved[0],
+        "params": _count(model),
+    }
 
 
 @dataclass
@@ -137,20 +171,20 @@ class DLRRecord:
     costs: dict | None = option(None, "forward / backward time and saved activation bytes, original vs locked")
 
 
-@register_lock("dlr", DLRConfig,
-               example={"depth": 2, "distill_steps": 20, "samples": 64})
+@register_lock("dlr", DLRConfig, example={"depth": 2, "distill_steps": 20, "samples": 64})
 class DLRLock(BaseLock):
     """Replace MLP blocks by distilled DLR-Nets; certify that they are still in place."""
 
     record_cls = DLRRecord
 
-    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False,
-              checkpoint=None) -> Locked:
+    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False, checkpoint=None) -> Locked:
         if retain is None:
             raise ValueError("dlr: apply needs the retain (authorized) task: its inputs drive the distillation")
         blocks = find_blocks(model)
         if not blocks:
-            raise ValueError("dlr: no MLP block found (the built-in transformer, BERT and Llama-style models have them)")
+            raise ValueError(
+                "dlr: no MLP block found (the built-in transformer, BERT and Llama-style models have them)"
+            )
         retain = for_model(retain, model)
         torch.manual_seed(0)
         locked = clone_model(model).cpu()
@@ -169,8 +203,11 @@ class DLRLock(BaseLock):
 
         report = trained(model, locked, retain, self.cfg, run)
         probe = x[:32]
-        costs = {"original": cost_profile(clone_model(model).cpu(), probe),
-                 "locked": cost_profile(locked, probe), "batch": len(probe)}
+        costs = {
+            "original": cost_profile(clone_model(model).cpu(), probe),
+            "locked": cost_profile(locked, probe),
+            "batch": len(probe),
+        }
         return Locked(locked, DLRRecord(retain.name, blocks, costs), report)
 
     def certify(self, model: nn.Module, record: DLRRecord) -> list[Certificate]:
@@ -178,25 +215,34 @@ class DLRLock(BaseLock):
             raise ValueError("dlr: no blocks recorded; apply the lock first")
         present = sum(1 for b in record.blocks if isinstance(_get(model, b["first"]), DLRNet))
         c = record.costs or {}
-        ratio = {k: c["locked"][k] / c["original"][k] for k in ("forward_s", "forward_backward_s",
-                                                                 "saved_activation_bytes") if c and c["original"][k]}
-        return [Certificate(
-            lock=self.name,
-            invariant="number of recorded MLP blocks still replaced by a DLR-Net",
-            measured=float(present),
-            required=float(len(record.blocks)),
-            relation=">=",
-            proof_of_gap=("DLR-Lock's argument: backpropagation through a depth-L residual chain stores L activations "
-                          "where inference keeps one, and the deep thin chain is harder to optimize, so fine-tuning "
-                          "costs more than with the original MLPs; an empirical cost claim (ratios in details)"),
-            preservation="none: fine-tuning keeps the architecture, but nothing forces an adversary to",
-            threat_model="release-time",
-            adversary_can_remove=True,
-            removal=("distill each DLR-Net back into a dense two-layer MLP (a module-wise regression on sampled "
-                     "inputs, as cheap as the lock's own distillation), or fine-tune only the other layers"),
-            method="module types at the recorded block positions; costs measured at lock time on one batch",
-            details={"blocks": record.blocks, "costs": c, "locked_over_original": ratio},
-        )]
+        ratio = {
+            k: c["locked"][k] / c["original"][k]
+            for k in ("forward_s", "forward_backward_s", "saved_activation_bytes")
+            if c and c["original"][k]
+        }
+        return [
+            Certificate(
+                lock=self.name,
+                invariant="number of recorded MLP blocks still replaced by a DLR-Net",
+                measured=float(present),
+                required=float(len(record.blocks)),
+                relation=">=",
+                proof_of_gap=(
+                    "DLR-Lock's argument: backpropagation through a depth-L residual chain stores L activations "
+                    "where inference keeps one, and the deep thin chain is harder to optimize, so fine-tuning "
+                    "costs more than with the original MLPs; an empirical cost claim (ratios in details)"
+                ),
+                preservation="none: fine-tuning keeps the architecture, but nothing forces an adversary to",
+                threat_model="release-time",
+                adversary_can_remove=True,
+                removal=(
+                    "distill each DLR-Net back into a dense two-layer MLP (a module-wise regression on sampled "
+                    "inputs, as cheap as the lock's own distillation), or fine-tune only the other layers"
+                ),
+                method="module types at the recorded block positions; costs measured at lock time on one batch",
+                details={"blocks": record.blocks, "costs": c, "locked_over_original": ratio},
+            )
+        ]
 
 
 def _get(model: nn.Module, name: str) -> nn.Module | None:

@@ -55,8 +55,10 @@ def task_loss(model: nn.Module, task: Task, max_samples: int) -> float:
     x, y = t.x_test[:max_samples], t.y_test[:max_samples]
     logits = predict(model, x)
     if logits.shape[1] <= int(y.max()):
-        raise ValueError(f"energy: task {task.name!r} has labels up to {int(y.max())} but the model outputs "
-                         f"{logits.shape[1]} classes")
+        raise ValueError(
+            f"energy: task {task.name!r} has labels up to {int(y.max())} but the model outputs "
+            f"{logits.shape[1]} classes"
+        )
     return float(F.cross_entropy(logits, y))
 
 
@@ -67,15 +69,13 @@ class EnergyRecord:
     bad_loss: float | None = option(None, "L_bad at lock time (informative)")
 
 
-@register_lock("energy", EnergyConfig,
-               example={"bad_task": "digits-permuted-1", "delta": 0.0, "max_samples": 300})
+@register_lock("energy", EnergyConfig, example={"bad_task": "digits-permuted-1", "delta": 0.0, "max_samples": 300})
 class EnergyLock(TaskLock):
     """Certify L_bad >= L_auth(lock time) + delta; changes no weight."""
 
     record_cls = EnergyRecord
 
-    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False,
-              checkpoint=None) -> Locked:
+    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False, checkpoint=None) -> Locked:
         if retain is None:
             raise ValueError("energy: apply needs the retain (authorized) task to record L_auth")
         if retain.name == self.cfg.bad_task:
@@ -95,37 +95,43 @@ class EnergyLock(TaskLock):
         if record.auth_loss is None:
             raise ValueError("energy: no L_auth recorded; apply the lock first")
         bad_loss = task_loss(model, self.task(self.cfg.bad_task), self.cfg.max_samples)
-        details = {"bad_task": self.cfg.bad_task, "retain_task": record.retain_task, "delta": self.cfg.delta,
-                   "auth_loss_at_lock": record.auth_loss, "bad_loss_at_lock": record.bad_loss,
-                   "max_samples": self.cfg.max_samples}
+        details = {
+            "bad_task": self.cfg.bad_task,
+            "retain_task": record.retain_task,
+            "delta": self.cfg.delta,
+            "auth_loss_at_lock": record.auth_loss,
+            "bad_loss_at_lock": record.bad_loss,
+            "max_samples": self.cfg.max_samples,
+        }
         if record.retain_task:
             try:
                 auth_now = task_loss(model, self.task(record.retain_task), self.cfg.max_samples)
                 details.update(auth_loss_now=auth_now, gap_now=bad_loss - auth_now)
             except (_tasks.TaskDataError, _tasks.UnknownNameError) as e:
                 details["auth_loss_now"] = f"unavailable: {e}"
-        return [Certificate(
-            lock=self.name,
-            invariant=f"cross-entropy of the model on the bad task {self.cfg.bad_task!r} (test split)",
-            measured=bad_loss,
-            required=record.auth_loss + self.cfg.delta,
-            relation=">=",
-            proof_of_gap=(
-                "the bad task's loss is at least delta above the authorized loss recorded at lock time, so "
-                "these weights are not in the bad region {theta: L_bad(theta) < L_auth + delta}"
-            ),
-            preservation=(
-                "only for runs that descend the authorized loss: gradient descent with a small enough step "
-                "does not increase the loss it descends, but it says nothing about L_bad, and an adversary "
-                "descending L_bad lowers it directly; this certifies the current state, not unreachability"
-            ),
-            threat_model="training-time",
-            adversary_can_remove=True,
-            removal="fine-tune on the bad task: its loss falls below the barrier as fast as training allows",
-            method=f"mean cross-entropy over the first {self.cfg.max_samples} test examples, eval mode",
-            details=details,
-        )]
-
+        return [
+            Certificate(
+                lock=self.name,
+                invariant=f"cross-entropy of the model on the bad task {self.cfg.bad_task!r} (test split)",
+                measured=bad_loss,
+                required=record.auth_loss + self.cfg.delta,
+                relation=">=",
+                proof_of_gap=(
+                    "the bad task's loss is at least delta above the authorized loss recorded at lock time, so "
+                    "these weights are not in the bad region {theta: L_bad(theta) < L_auth + delta}"
+                ),
+                preservation=(
+                    "only for runs that descend the authorized loss: gradient descent with a small enough step "
+                    "does not increase the loss it descends, but it says nothing about L_bad, and an adversary "
+                    "descending L_bad lowers it directly; this certifies the current state, not unreachability"
+                ),
+                threat_model="training-time",
+                adversary_can_remove=True,
+                removal="fine-tune on the bad task: its loss falls below the barrier as fast as training allows",
+                method=f"mean cross-entropy over the first {self.cfg.max_samples} test examples, eval mode",
+                details=details,
+            )
+        ]
 
 
 __all__ = ["EnergyConfig", "EnergyLock", "EnergyRecord", "task_loss"]

@@ -41,8 +41,9 @@ def read_spec(path: str | Path):
         try:
             import yaml
         except ImportError:
-            raise ValueError(f"{path}: reading YAML needs PyYAML, which is not installed; write the spec as "
-                             f"JSON instead") from None
+            raise ValueError(
+                f"{path}: reading YAML needs PyYAML, which is not installed; write the spec as JSON instead"
+            ) from None
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError as e:
@@ -87,8 +88,10 @@ def recorded_lock(entry: dict) -> RecordedLock:
         raise ValueError(f"recorded lock {entry!r} is not {{'type': ..., 'config': {{...}}, 'record': {{...}}}}")
     name = entry["type"]
     if name not in LOCKS and entry.get("plugin"):
-        raise UnknownNameError(f"lock {name!r} is defined by the plugin {entry['plugin']!r}, which is not loaded: "
-                               f"pass --plugin {entry['plugin']} (or set TRAINLOCK_PLUGINS)")
+        raise UnknownNameError(
+            f"lock {name!r} is defined by the plugin {entry['plugin']!r}, which is not loaded: "
+            f"pass --plugin {entry['plugin']} (or set TRAINLOCK_PLUGINS)"
+        )
     cls = LOCKS.get(name)
     config = dict(entry.get("config") or {})
     record = entry.get("record")

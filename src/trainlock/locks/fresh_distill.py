@@ -42,20 +42,32 @@ SKETCH = 256  # count-sketch buckets per weight: unrelated weights read |cos| ~ 
 
 @dataclass
 class FreshDistillConfig:
-    loop: LoopConfig = option(factory=lambda: LoopConfig(optimizer="adam", lr=1e-3, epochs=3),
-                              help="the distillation loop over the authorized task's training split")
+    loop: LoopConfig = option(
+        factory=lambda: LoopConfig(optimizer="adam", lr=1e-3, epochs=3),
+        help="the distillation loop over the authorized task's training split",
+    )
     temperature: float = option(2.0, "distillation temperature T")
     ce_weight: float = option(0.5, "weight of the hard-label cross-entropy beside the distillation term")
-    keep: tuple[str, ...] = option((), "regular expressions over parameter names copied from the base unchanged "
-                                       "(default: none, every weight re-initialized)")
-    seed: int | None = option(None, "seed of the re-initialization and of the certificate's sketch (default: drawn "
-                                    "at random and recorded: a fixed seed such as 0 can reproduce the base's own "
-                                    "initialization, when the base was built under it)")
-    max_cosine: float = option(0.3, "the claim: |cos(released weight, base weight)| below this for every "
-                                    "re-initialized weight")
-    data: str | None = option(None, "the task whose training split is distilled (default: the retain task as "
-                                    "handed over); e.g. the retain task's own name, to distill on all of it when a "
-                                    "subset is handed over. Its classes must be the retain task's")
+    keep: tuple[str, ...] = option(
+        (),
+        "regular expressions over parameter names copied from the base unchanged "
+        "(default: none, every weight re-initialized)",
+    )
+    seed: int | None = option(
+        None,
+        "seed of the re-initialization and of the certificate's sketch (default: drawn "
+        "at random and recorded: a fixed seed such as 0 can reproduce the base's own "
+        "initialization, when the base was built under it)",
+    )
+    max_cosine: float = option(
+        0.3, "the claim: |cos(released weight, base weight)| below this for every re-initialized weight"
+    )
+    data: str | None = option(
+        None,
+        "the task whose training split is distilled (default: the retain task as "
+        "handed over); e.g. the retain task's own name, to distill on all of it when a "
+        "subset is handed over. Its classes must be the retain task's",
+    )
 
     def __post_init__(self):
         check_float("fresh-distill", "temperature", self.temperature, 0.0, open_low=True)
@@ -92,23 +104,33 @@ class FreshDistillRecord:
     sketches: dict | None = option(None, "{weight name: the base weight's random sketch}")
 
 
-@register_lock("fresh-distill", FreshDistillConfig,
-               example={"seed": 1, "keep": ["^pos$"], "loop": {"optimizer": "adam", "lr": 1e-3, "max_steps": 20, "batch_size": 32, "device": "cpu"}})
+@register_lock(
+    "fresh-distill",
+    FreshDistillConfig,
+    example={
+        "seed": 1,
+        "keep": ["^pos$"],
+        "loop": {"optimizer": "adam", "lr": 1e-3, "max_steps": 20, "batch_size": 32, "device": "cpu"},
+    },
+)
 class FreshDistillLock(TaskLock):
     """Re-initialize the architecture and distill the base's authorized-task behaviour into it."""
 
     record_cls = FreshDistillRecord
 
-    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False,
-              checkpoint=None) -> Locked:
+    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False, checkpoint=None) -> Locked:
         if retain is None:
-            raise ValueError("fresh-distill: apply needs the retain (authorized) task: its inputs are what is distilled")
+            raise ValueError(
+                "fresh-distill: apply needs the retain (authorized) task: its inputs are what is distilled"
+            )
         retain = for_model(retain, model)
         cfg = self.cfg
         data = retain if cfg.data is None else for_model(self.task(cfg.data), model)
         if data.num_classes != retain.num_classes:
-            raise ValueError(f"fresh-distill: data task {cfg.data!r} has {data.num_classes} classes, the retain task "
-                             f"{retain.name!r} has {retain.num_classes}")
+            raise ValueError(
+                f"fresh-distill: data task {cfg.data!r} has {data.num_classes} classes, the retain task "
+                f"{retain.name!r} has {retain.num_classes}"
+            )
         seed = secrets.randbits(31) if cfg.seed is None else cfg.seed
         teacher = clone_model(model).eval()
         for p in teacher.parameters():
@@ -147,8 +169,15 @@ class FreshDistillLock(TaskLock):
         teacher.to(next(student.parameters()).device)
 
         def run():
-            res = fit(student, data, cfg.loop, loss_fn, LoopHooks(on_epoch=on_epoch, checkpoint=checkpoint),
-                      desc="fresh-distill", progress=progress)
+            res = fit(
+                student,
+                data,
+                cfg.loop,
+                loss_fn,
+                LoopHooks(on_epoch=on_epoch, checkpoint=checkpoint),
+                desc="fresh-distill",
+                progress=progress,
+            )
             for n, p in student.named_parameters():
                 if n in kept:
                     p.requires_grad_(True)  # released as an ordinary model
@@ -166,25 +195,32 @@ class FreshDistillLock(TaskLock):
         seed = record.seed if record.seed is not None else self.cfg.seed
         if missing:
             raise ValueError(f"fresh-distill: the model lacks recorded weights {missing[:3]}")
-        cos = {n: float((_sketch(now[n], seed) * torch.tensor(s)).sum().abs())
-               for n, s in record.sketches.items()}
+        cos = {n: float((_sketch(now[n], seed) * torch.tensor(s)).sum().abs()) for n, s in record.sketches.items()}
         worst = max(cos.values())
-        return [Certificate(
-            lock=self.name,
-            invariant=f"max over re-initialized weights of |cos(W, W_base)| ({SKETCH}-bucket count sketches)",
-            measured=worst,
-            required=self.cfg.max_cosine,
-            relation="<=",
-            proof_of_gap=("none proven: the released weights were trained from a fresh initialization on the "
-                          "authorized task's inputs only, so the base's knowledge those inputs do not reach is not "
-                          "in them; the lock table measures the attacker's advantage over scratch"),
-            preservation="none needed: nothing is deformed, so nothing can be undone to recover the base",
-            threat_model="release-time",
-            adversary_can_remove=False,
-            removal=("there is no deformation to remove; an attacker can still distill or fine-tune this model, and "
-                     "gets the authorized task's behaviour (what the release is for) as a head start"),
-            method=(f"a seeded count sketch of each flattened weight in {SKETCH} buckets, recorded for the base at "
+        return [
+            Certificate(
+                lock=self.name,
+                invariant=f"max over re-initialized weights of |cos(W, W_base)| ({SKETCH}-bucket count sketches)",
+                measured=worst,
+                required=self.cfg.max_cosine,
+                relation="<=",
+                proof_of_gap=(
+                    "none proven: the released weights were trained from a fresh initialization on the "
+                    "authorized task's inputs only, so the base's knowledge those inputs do not reach is not "
+                    "in them; the lock table measures the attacker's advantage over scratch"
+                ),
+                preservation="none needed: nothing is deformed, so nothing can be undone to recover the base",
+                threat_model="release-time",
+                adversary_can_remove=False,
+                removal=(
+                    "there is no deformation to remove; an attacker can still distill or fine-tune this model, and "
+                    "gets the authorized task's behaviour (what the release is for) as a head start"
+                ),
+                method=(
+                    f"a seeded count sketch of each flattened weight in {SKETCH} buckets, recorded for the base at "
                     f"lock time; the absolute inner product of the unit sketches (about {1 / SKETCH**0.5:.2f} for "
-                    f"unrelated weights, 1 for the base's own)"),
-            details={"cosine": cos, "kept": list(self.cfg.keep)},
-        )]
+                    f"unrelated weights, 1 for the base's own)"
+                ),
+                details={"cosine": cos, "kept": list(self.cfg.keep)},
+            )
+        ]

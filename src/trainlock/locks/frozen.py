@@ -67,15 +67,13 @@ class FrozenRecord:
     hashes: dict = option(factory=dict, help="{parameter name: SHA-256} of every frozen tensor at lock time")
 
 
-@register_lock("frozen", FrozenConfig,
-               example={"names": ["bias"]})
+@register_lock("frozen", FrozenConfig, example={"names": ["bias"]})
 class FrozenLock(BaseLock):
     """Freeze matched parameters (requires_grad=False) and certify them by SHA-256."""
 
     record_cls = FrozenRecord
 
-    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False,
-              checkpoint=None) -> Locked:
+    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False, checkpoint=None) -> Locked:
         matched_parameters(model, self.cfg.names)  # fails on the original, before any copy or training
         locked = clone_model(model)
         params = matched_parameters(locked, self.cfg.names)
@@ -96,29 +94,34 @@ class FrozenLock(BaseLock):
         n_frozen = len(record.hashes)
         unchanged = n_frozen - len(changed) - len(missing)
         still_frozen = [n for n in record.hashes if n in params and not params[n].requires_grad]
-        return [Certificate(
-            lock=self.name,
-            invariant="number of frozen tensors whose SHA-256 equals the one recorded at lock time",
-            measured=float(unchanged),
-            required=float(n_frozen),
-            relation="==",
-            proof_of_gap=(
-                "the frozen tensors are bit-identical to their recorded values, so every configuration with "
-                "different values in them (e.g. changed pretrained layers) is outside the locked subspace"
-            ),
-            preservation=(
-                "requires_grad=False: the training loop builds its optimizer from parameters that require "
-                "grad only, so frozen tensors receive no update (no gradient step, no weight decay)"
-            ),
-            threat_model="training-time",
-            adversary_can_remove=True,
-            removal="set requires_grad back to True (or optimize the tensors directly): nothing in the weights "
-                    "resists change",
-            method="SHA-256 over dtype, shape and raw bytes of each recorded tensor",
-            details={"frozen": sorted(record.hashes), "changed": changed, "missing": missing,
-                     "requires_grad_false": len(still_frozen)},
-        )]
-
+        return [
+            Certificate(
+                lock=self.name,
+                invariant="number of frozen tensors whose SHA-256 equals the one recorded at lock time",
+                measured=float(unchanged),
+                required=float(n_frozen),
+                relation="==",
+                proof_of_gap=(
+                    "the frozen tensors are bit-identical to their recorded values, so every configuration with "
+                    "different values in them (e.g. changed pretrained layers) is outside the locked subspace"
+                ),
+                preservation=(
+                    "requires_grad=False: the training loop builds its optimizer from parameters that require "
+                    "grad only, so frozen tensors receive no update (no gradient step, no weight decay)"
+                ),
+                threat_model="training-time",
+                adversary_can_remove=True,
+                removal="set requires_grad back to True (or optimize the tensors directly): nothing in the weights "
+                "resists change",
+                method="SHA-256 over dtype, shape and raw bytes of each recorded tensor",
+                details={
+                    "frozen": sorted(record.hashes),
+                    "changed": changed,
+                    "missing": missing,
+                    "requires_grad_false": len(still_frozen),
+                },
+            )
+        ]
 
 
 __all__ = ["FrozenConfig", "FrozenLock", "FrozenRecord", "matched_parameters", "tensor_sha256"]

@@ -36,8 +36,10 @@ from .restricted import RestrictedLock, RestrictedRecord, SimulatedAttack
 @dataclass
 class ImmunizeConfig:
     restricted: str | None = option(None, "the restricted task (a task name) whose features are ill-conditioned")
-    loop: LoopConfig = option(factory=lambda: LoopConfig(optimizer="adam", lr=1e-4, epochs=1),
-                              help="the loop, over the authorized task's training split")
+    loop: LoopConfig = option(
+        factory=lambda: LoopConfig(optimizer="adam", lr=1e-4, epochs=1),
+        help="the loop, over the authorized task's training split",
+    )
     lam_ill: float = option(0.1, "weight of -log kappa of the restricted features")
     lam_well: float = option(0.1, "weight of +log kappa of the authorized features")
     eps: float = option(1e-3, "smoothing: sigma_min is read as sigma_min + eps * sigma_max (kappa <= 1 / eps)")
@@ -94,14 +96,23 @@ class ImmunizeRecord(RestrictedRecord):
     kappa_at_lock: float | None = option(None, "log10 kappa of the restricted feature covariance at lock time")
 
 
-@register_lock("immunize", ImmunizeConfig,
-               example={"restricted": "digits-permuted-1", "loop": {"optimizer": "adam", "lr": 1e-3, "max_steps": 20, "batch_size": 32, "device": "cpu"}, "attack": {"steps": 5, "max_accuracy": 1.0}})
+@register_lock(
+    "immunize",
+    ImmunizeConfig,
+    example={
+        "restricted": "digits-permuted-1",
+        "loop": {"optimizer": "adam", "lr": 1e-3, "max_steps": 20, "batch_size": 32, "device": "cpu"},
+        "attack": {"steps": 5, "max_accuracy": 1.0},
+    },
+)
 class ImmunizeLock(RestrictedLock):
     """Condition-number immunization of the features; certifies one simulated attack's end accuracy."""
 
     record_cls = ImmunizeRecord
-    mechanism = ("condition-number immunization: the restricted domain's feature covariance was made ill-conditioned, "
-                 "which slows gradient descent on a linear probe over those features")
+    mechanism = (
+        "condition-number immunization: the restricted domain's feature covariance was made ill-conditioned, "
+        "which slows gradient descent on a linear probe over those features"
+    )
 
     def objective(self, locked, restricted, stream):
         grab = _Features(locked)

@@ -31,8 +31,10 @@ from .restricted import RestrictedLock, SimulatedAttack, fit_logits, inverse_ce
 @dataclass
 class RepNoiseConfig:
     restricted: str | None = option(None, "the restricted task (a task name) whose representations are noised")
-    loop: LoopConfig = option(factory=lambda: LoopConfig(optimizer="adam", lr=1e-4, epochs=1),
-                              help="the loop, over the authorized task's training split")
+    loop: LoopConfig = option(
+        factory=lambda: LoopConfig(optimizer="adam", lr=1e-4, epochs=1),
+        help="the loop, over the authorized task's training split",
+    )
     alpha: float = option(1.0, "weight of the (bounded) ascent on the restricted task's loss")
     beta: float = option(1.0, "weight of the noise term: MMD between restricted representations and N(0, I)")
     attack: SimulatedAttack = option(factory=SimulatedAttack, help="the certificate's simulated attack")
@@ -64,13 +66,22 @@ def hidden_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and m is not head]
 
 
-@register_lock("repnoise", RepNoiseConfig,
-               example={"restricted": "digits-permuted-1", "loop": {"optimizer": "adam", "lr": 1e-3, "max_steps": 20, "batch_size": 32, "device": "cpu"}, "attack": {"steps": 5, "max_accuracy": 1.0}})
+@register_lock(
+    "repnoise",
+    RepNoiseConfig,
+    example={
+        "restricted": "digits-permuted-1",
+        "loop": {"optimizer": "adam", "lr": 1e-3, "max_steps": 20, "batch_size": 32, "device": "cpu"},
+        "attack": {"steps": 5, "max_accuracy": 1.0},
+    },
+)
 class RepNoiseLock(RestrictedLock):
     """RepNoise-style representation noising; certifies one simulated fine-tuning attack's end accuracy."""
 
-    mechanism = ("representation noising: the restricted domain's hidden representations were pushed towards "
-                 "Gaussian noise, so fine-tuning must rebuild them")
+    mechanism = (
+        "representation noising: the restricted domain's hidden representations were pushed towards "
+        "Gaussian noise, so fine-tuning must rebuild them"
+    )
 
     def objective(self, locked, restricted, stream):
         layers = hidden_layers(locked)

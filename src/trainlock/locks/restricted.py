@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Iterator
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -32,8 +33,10 @@ class SimulatedAttack:
     lr: float = option(1e-3, "its learning rate")
     steps: int = option(100, "its steps (batch 64, the restricted task's training split)")
     test_samples: int = option(1000, "restricted test samples it is scored on")
-    max_accuracy: float | None = option(None, "the claim: accuracy after the attack <= this (default, set by "
-                                              "apply: the restricted task's chance + 0.10)")
+    max_accuracy: float | None = option(
+        None,
+        "the claim: accuracy after the attack <= this (default, set by apply: the restricted task's chance + 0.10)",
+    )
 
 
 def endless(task: Task, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -47,8 +50,10 @@ def endless(task: Task, batch_size: int, seed: int) -> Iterator[tuple[torch.Tens
 def fit_logits(logits: torch.Tensor, task: Task, lock: str) -> torch.Tensor:
     """The model's logits for the restricted task's classes (its first num_classes outputs)."""
     if logits.shape[1] < task.num_classes:
-        raise ValueError(f"{lock}: the model has {logits.shape[1]} outputs but restricted task {task.name!r} has "
-                         f"{task.num_classes} classes")
+        raise ValueError(
+            f"{lock}: the model has {logits.shape[1]} outputs but restricted task {task.name!r} has "
+            f"{task.num_classes} classes"
+        )
     return logits[:, : task.num_classes]
 
 
@@ -70,8 +75,15 @@ def simulated_attack(model: nn.Module, task: Task, attack: SimulatedAttack, seed
     num_classes of them; the copy is thrown away)."""
     m = clone_model(model)
     t = for_model(task, m)
-    loop = LoopConfig(optimizer=attack.optimizer, lr=attack.lr, epochs=10**6, max_steps=attack.steps, batch_size=64,
-                      seed=seed, device=str(next(m.parameters()).device))
+    loop = LoopConfig(
+        optimizer=attack.optimizer,
+        lr=attack.lr,
+        epochs=10**6,
+        max_steps=attack.steps,
+        batch_size=64,
+        seed=seed,
+        device=str(next(m.parameters()).device),
+    )
 
     def loss(model, x, y):
         return F.cross_entropy(fit_logits(model(x), task, "simulated attack"), y), {}
@@ -81,23 +93,30 @@ def simulated_attack(model: nn.Module, task: Task, attack: SimulatedAttack, seed
     return accuracy(m, x, y)
 
 
-def attack_certificate(lock: str, model: nn.Module, task: Task, attack: SimulatedAttack, mechanism: str,
-                       details: dict) -> Certificate:
+def attack_certificate(
+    lock: str, model: nn.Module, task: Task, attack: SimulatedAttack, mechanism: str, details: dict
+) -> Certificate:
     acc = simulated_attack(model, task, attack)
     return Certificate(
         lock=lock,
-        invariant=(f"accuracy on {task.name!r} (first {attack.test_samples} test samples) after {attack.steps} steps "
-                   f"of {attack.optimizer} lr {attack.lr:g} fine-tuning from these weights"),
+        invariant=(
+            f"accuracy on {task.name!r} (first {attack.test_samples} test samples) after {attack.steps} steps "
+            f"of {attack.optimizer} lr {attack.lr:g} fine-tuning from these weights"
+        ),
         measured=acc,
         required=float(attack.max_accuracy),
         relation="<=",
         proof_of_gap=f"{mechanism}; this one attack ends at or below the claimed accuracy",
-        preservation=("none: the certificate re-runs one fixed attack; any other optimizer, rate or budget may "
-                      "escape it, and the weights can be fine-tuned away from the trap"),
+        preservation=(
+            "none: the certificate re-runs one fixed attack; any other optimizer, rate or budget may "
+            "escape it, and the weights can be fine-tuned away from the trap"
+        ),
         threat_model="release-time",
         adversary_can_remove=True,
-        removal=("an adversary with the weights fine-tunes with another optimizer, rate or budget, re-initializes "
-                 "the affected layers, or trains from scratch; the red team measures these"),
+        removal=(
+            "an adversary with the weights fine-tunes with another optimizer, rate or budget, re-initializes "
+            "the affected layers, or trains from scratch; the red team measures these"
+        ),
         method="trainlock.locks.restricted.simulated_attack (a seeded fine-tuning run on a copy)",
         details={**details, "attack": dataclasses.asdict(attack)},
     )
@@ -108,8 +127,11 @@ class RestrictedRecord:
     """What a restricted-domain lock's apply measured: the claim its certificate checks."""
 
     retain_task: str | None = option(None, "the authorized task")
-    max_accuracy: float | None = option(None, "the claim: the simulated attack ends at or below this accuracy "
-                                              "(the config's, else the restricted task's chance + 0.10)")
+    max_accuracy: float | None = option(
+        None,
+        "the claim: the simulated attack ends at or below this accuracy "
+        "(the config's, else the restricted task's chance + 0.10)",
+    )
 
 
 class RestrictedLock(TaskLock):
@@ -133,8 +155,7 @@ class RestrictedLock(TaskLock):
         """Extra certificate details (the lock's own settings and measurements)."""
         return {}
 
-    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False,
-              checkpoint=None) -> Locked:
+    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False, checkpoint=None) -> Locked:
         if retain is None:
             raise ValueError(f"{self.name}: apply needs the retain (authorized) task")
         restricted = for_model(self.restricted_task(), model)
@@ -154,8 +175,15 @@ class RestrictedLock(TaskLock):
 
         def run():
             try:
-                return fit(locked, retain, self.cfg.loop, loss_fn, LoopHooks(on_epoch=on_epoch, checkpoint=checkpoint),
-                           desc=self.name, progress=progress)
+                return fit(
+                    locked,
+                    retain,
+                    self.cfg.loop,
+                    loss_fn,
+                    LoopHooks(on_epoch=on_epoch, checkpoint=checkpoint),
+                    desc=self.name,
+                    progress=progress,
+                )
             finally:
                 if cleanup is not None:
                     cleanup()
@@ -163,8 +191,7 @@ class RestrictedLock(TaskLock):
         report = trained(model, locked, retain, self.cfg, run)
         claim = self.cfg.attack.max_accuracy
         claim = min(1.0, restricted.chance + 0.10) if claim is None else claim
-        record = self.record_cls(retain_task=retain.name, max_accuracy=claim,
-                                 **self.after_apply(locked, restricted))
+        record = self.record_cls(retain_task=retain.name, max_accuracy=claim, **self.after_apply(locked, restricted))
         return Locked(locked, record, report)
 
     def after_apply(self, locked: nn.Module, restricted: Task) -> dict:
@@ -177,6 +204,13 @@ class RestrictedLock(TaskLock):
             raise ValueError(f"{self.name}: no claim recorded; apply the lock first")
         task = self.restricted_task()
         attack = dataclasses.replace(self.cfg.attack, max_accuracy=claim)
-        return [attack_certificate(self.name, model, task, attack, self.mechanism,
-                                   {"restricted": self.cfg.restricted, "retain_task": record.retain_task,
-                                    **self.details(model, record)})]
+        return [
+            attack_certificate(
+                self.name,
+                model,
+                task,
+                attack,
+                self.mechanism,
+                {"restricted": self.cfg.restricted, "retain_task": record.retain_task, **self.details(model, record)},
+            )
+        ]

@@ -40,16 +40,22 @@ INNER_OPTIMIZERS = ("sgd", "adam")
 @dataclass
 class SophonConfig:
     restricted: str | None = option(None, "the restricted task (a task name): fine-tuning on it must fail")
-    loop: LoopConfig = option(factory=lambda: LoopConfig(optimizer="adam", lr=1e-4, epochs=1),
-                              help="the outer loop, over the authorized task's training split")
+    loop: LoopConfig = option(
+        factory=lambda: LoopConfig(optimizer="adam", lr=1e-4, epochs=1),
+        help="the outer loop, over the authorized task's training split",
+    )
     alpha: float = option(0.5, "weight of fine-tuning suppression; 1 - alpha weighs the authorized loss")
     inner_steps: int = option(3, "simulated fine-tuning steps per outer step")
     inner_lr: float = option(1e-2, "learning rate of the simulated fine-tuning")
-    inner_optimizer: str = option("sgd", "the simulated fine-tuning's optimizer: sgd, or adam (our variant: Adam's "
-                                         "per-coordinate scaling is what undoes SpecDef, so simulate it)",
-                                  choices=lambda: INNER_OPTIMIZERS)
-    suppression: str = option("ice", "ice: inverse cross-entropy -log(1 - p_y); klu: KL to uniform",
-                              choices=lambda: SUPPRESSIONS)
+    inner_optimizer: str = option(
+        "sgd",
+        "the simulated fine-tuning's optimizer: sgd, or adam (our variant: Adam's "
+        "per-coordinate scaling is what undoes SpecDef, so simulate it)",
+        choices=lambda: INNER_OPTIMIZERS,
+    )
+    suppression: str = option(
+        "ice", "ice: inverse cross-entropy -log(1 - p_y); klu: KL to uniform", choices=lambda: SUPPRESSIONS
+    )
     attack: SimulatedAttack = option(factory=SimulatedAttack, help="the certificate's simulated attack")
 
     def __post_init__(self):
@@ -79,16 +85,19 @@ def suppression_gradients(model: nn.Module, batches, cfg: SophonConfig, task: Ta
             sup = inverse_ce(logits, y) if cfg.suppression == "ice" else kl_uniform(logits)
             last = k == cfg.inner_steps
             g_sup = torch.autograd.grad(sup, [params[n] for n in names], retain_graph=not last, allow_unused=True)
-            for a, g in zip(acc, g_sup):
+            for a, g in zip(acc, g_sup, strict=False):
                 if g is not None:
                     a.add_(g)
             total += float(sup.detach())
             if not last:
                 ft = F.cross_entropy(logits, y)
                 g_ft = torch.autograd.grad(ft, [params[n] for n in names], allow_unused=True)
-                params = {n: (params[n] - cfg.inner_lr * _direction(cfg, moments[n], g, k)
-                              if g is not None else params[n]).detach().requires_grad_(True)
-                          for n, g in zip(names, g_ft)}
+                params = {
+                    n: (params[n] - cfg.inner_lr * _direction(cfg, moments[n], g, k) if g is not None else params[n])
+                    .detach()
+                    .requires_grad_(True)
+                    for n, g in zip(names, g_ft, strict=False)
+                }
     finally:
         model.train(was_training)
     n = cfg.inner_steps + 1
@@ -107,13 +116,23 @@ def _direction(cfg: SophonConfig, moments: tuple, g: torch.Tensor, k: int) -> to
     return mh / (vh.sqrt() + 1e-8)
 
 
-@register_lock("sophon", SophonConfig,
-               example={"restricted": "digits-permuted-1", "inner_steps": 1, "loop": {"optimizer": "adam", "lr": 1e-3, "max_steps": 20, "batch_size": 32, "device": "cpu"}, "attack": {"steps": 5, "max_accuracy": 1.0}})
+@register_lock(
+    "sophon",
+    SophonConfig,
+    example={
+        "restricted": "digits-permuted-1",
+        "inner_steps": 1,
+        "loop": {"optimizer": "adam", "lr": 1e-3, "max_steps": 20, "batch_size": 32, "device": "cpu"},
+        "attack": {"steps": 5, "max_accuracy": 1.0},
+    },
+)
 class SophonLock(RestrictedLock):
     """SOPHON-style fine-tuning suppression; certifies one simulated fine-tuning attack's end accuracy."""
 
-    mechanism = ("fine-tuning suppression: the weights were trained so that simulated fine-tuning on the restricted "
-                 "domain keeps predicting it badly")
+    mechanism = (
+        "fine-tuning suppression: the weights were trained so that simulated fine-tuning on the restricted "
+        "domain keeps predicting it badly"
+    )
 
     def objective(self, locked, restricted, stream):
         sums = {"suppression": 0.0, "retain_loss": 0.0, "n": 0}
@@ -121,7 +140,7 @@ class SophonLock(RestrictedLock):
         def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor):
             grads, sup = suppression_gradients(m, stream, self.cfg, restricted)
             params = [p for p in m.parameters() if p.requires_grad]
-            surrogate = sum((p * g.to(p.dtype)).sum() for p, g in zip(params, grads))
+            surrogate = sum((p * g.to(p.dtype)).sum() for p, g in zip(params, grads, strict=False))
             ce = F.cross_entropy(m(x), y)
             sums["suppression"] += sup
             sums["retain_loss"] += float(ce.detach())
@@ -131,5 +150,9 @@ class SophonLock(RestrictedLock):
         return loss_fn, sums, None
 
     def details(self, model, record) -> dict:
-        return {"alpha": self.cfg.alpha, "inner_steps": self.cfg.inner_steps, "inner_lr": self.cfg.inner_lr,
-                "inner_optimizer": self.cfg.inner_optimizer}
+        return {
+            "alpha": self.cfg.alpha,
+            "inner_steps": self.cfg.inner_steps,
+            "inner_lr": self.cfg.inner_lr,
+            "inner_optimizer": self.cfg.inner_optimizer,
+        }

@@ -58,8 +58,10 @@ class SparsityConfig:
 
     def __post_init__(self):
         if (self.fraction is None) == (self.k is None):
-            raise ValueError("sparsity: give exactly one of 'fraction' (share of weights pruned) and 'k' "
-                             f"(nonzeros kept); got fraction={self.fraction!r}, k={self.k!r}")
+            raise ValueError(
+                "sparsity: give exactly one of 'fraction' (share of weights pruned) and 'k' "
+                f"(nonzeros kept); got fraction={self.fraction!r}, k={self.k!r}"
+            )
         if self.fraction is not None and not (isinstance(self.fraction, (int, float)) and 0.0 <= self.fraction < 1.0):
             raise ValueError(f"sparsity: fraction must be in [0, 1) (1 would zero every weight), got {self.fraction!r}")
         if self.k is not None and (isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1):
@@ -80,15 +82,13 @@ class SparsityRecord:
     max_nonzero: int | None = option(None, "the certified bound on nonzero lockable weights, measured by apply")
 
 
-@register_lock("sparsity", SparsityConfig,
-               example={"fraction": 0.5})
+@register_lock("sparsity", SparsityConfig, example={"fraction": 0.5})
 class SparsityLock(BaseLock):
     """Magnitude-prune the lockable weights and keep the pruned entries at zero."""
 
     record_cls = SparsityRecord
 
-    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False,
-              checkpoint=None) -> Locked:
+    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False, checkpoint=None) -> Locked:
         lockables = find_lockable(model)  # ValueError when there is nothing to prune
         total = sum(l.param.numel() for l in lockables)
         if self.cfg.k is not None:
@@ -118,28 +118,29 @@ class SparsityLock(BaseLock):
             raise ValueError("sparsity: no bound recorded; apply the lock first (or give k)")
         layers = count_nonzero(model)
         total = sum(l.param.numel() for l in find_lockable(model))
-        return [Certificate(
-            lock=self.name,
-            invariant="number of nonzero entries in the lockable weights (||theta||_0)",
-            measured=float(sum(layers.values())),
-            required=float(bound),
-            relation="<=",
-            proof_of_gap=(
-                f"the weights live on a fixed support of at most {bound} of {total} entries; any parameter "
-                f"setting that needs a weight outside that support is unreachable while the mask holds"
-            ),
-            preservation=(
-                "a kept mask multiplies each pruned weight before every forward pass and after every "
-                "optimizer step (projection), so pruned entries stay exactly zero during training"
-            ),
-            threat_model="training-time",
-            adversary_can_remove=True,
-            removal="remove the mask hooks (spectral_cap.remove_projections) or load the weights into a fresh "
-                    "module and train: the zeros are ordinary weights that gradients fill in",
-            method="torch.count_nonzero over find_lockable(model) weights",
-            details={"layers": layers, "total": total, "fraction": self.cfg.fraction, "k": self.cfg.k},
-        )]
-
+        return [
+            Certificate(
+                lock=self.name,
+                invariant="number of nonzero entries in the lockable weights (||theta||_0)",
+                measured=float(sum(layers.values())),
+                required=float(bound),
+                relation="<=",
+                proof_of_gap=(
+                    f"the weights live on a fixed support of at most {bound} of {total} entries; any parameter "
+                    f"setting that needs a weight outside that support is unreachable while the mask holds"
+                ),
+                preservation=(
+                    "a kept mask multiplies each pruned weight before every forward pass and after every "
+                    "optimizer step (projection), so pruned entries stay exactly zero during training"
+                ),
+                threat_model="training-time",
+                adversary_can_remove=True,
+                removal="remove the mask hooks (spectral_cap.remove_projections) or load the weights into a fresh "
+                "module and train: the zeros are ordinary weights that gradients fill in",
+                method="torch.count_nonzero over find_lockable(model) weights",
+                details={"layers": layers, "total": total, "fraction": self.cfg.fraction, "k": self.cfg.k},
+            )
+        ]
 
 
 __all__ = ["MaskHook", "SparsityConfig", "SparsityLock", "SparsityRecord", "count_nonzero"]

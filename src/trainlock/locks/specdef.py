@@ -52,16 +52,22 @@ class SpecDefConfig:
 
     loop: LoopConfig = option(factory=specdef_loop, help="the locking loop")
     alpha: float = option(0.5, "retain-loss weight; 1 - alpha weighs the spectral term")
-    top_k: int = option(1, "singular values per weight matrix to inflate (Remark A.3: k > 1 keeps the "
-                           "bound non-vacuous)")
-    retain: str = option("ce", "retain loss: ce (task cross-entropy), kl (KL to the original model), ce+kl",
-                         choices=lambda: RETAIN_LOSSES)
+    top_k: int = option(
+        1, "singular values per weight matrix to inflate (Remark A.3: k > 1 keeps the bound non-vacuous)"
+    )
+    retain: str = option(
+        "ce",
+        "retain loss: ce (task cross-entropy), kl (KL to the original model), ce+kl",
+        choices=lambda: RETAIN_LOSSES,
+    )
     include: str | None = option(None, "regex on parameter names to lock (default: every Linear and Conv weight)")
     exclude: str | None = option(None, "regex on parameter names to leave alone")
-    conv_mode: str = option("reshape", "reshape: a conv kernel as an (out, in*kh*kw) matrix; operator: the "
-                                       "true conv operator norm", choices=lambda: CONV_MODES)
-    tol: float = option(1e-3, "certificate: every layer keeps sigma_max >= (1 - tol) * the value recorded at "
-                              "lock time")
+    conv_mode: str = option(
+        "reshape",
+        "reshape: a conv kernel as an (out, in*kh*kw) matrix; operator: the true conv operator norm",
+        choices=lambda: CONV_MODES,
+    )
+    tol: float = option(1e-3, "certificate: every layer keeps sigma_max >= (1 - tol) * the value recorded at lock time")
 
     def __post_init__(self):
         check_float("specdef", "alpha", self.alpha, 0.0, 1.0)
@@ -103,18 +109,22 @@ class _SpecDefState:
         self.lockables, self.sums = lockables, sums
 
     def state_dict(self) -> dict:
-        return {"sums": dict(self.sums),
-                "spectral": [None if lk.state is None else {"V": lk.state.V, "iters": lk.state.iters}
-                             for lk in self.lockables]}
+        return {
+            "sums": dict(self.sums),
+            "spectral": [
+                None if lk.state is None else {"V": lk.state.V, "iters": lk.state.iters} for lk in self.lockables
+            ],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.sums.update(state["sums"])
-        for lk, s in zip(self.lockables, state["spectral"]):
+        for lk, s in zip(self.lockables, state["spectral"], strict=False):
             lk.state = None if s is None else SpectralState(s["V"].to(lk.param.device), s["iters"])
 
 
-def specdef(model: nn.Module, cfg: SpecDefConfig, retain: Task, progress: bool = True,
-            checkpoint: Checkpoint | None = None) -> LockReport:
+def specdef(
+    model: nn.Module, cfg: SpecDefConfig, retain: Task, progress: bool = True, checkpoint: Checkpoint | None = None
+) -> LockReport:
     """Lock a copy of `model` with SpecDef on the retain task. The input model is not modified.
     `checkpoint`: write the run's state there every `checkpoint.every` steps (and resume from it)."""
     torch.manual_seed(cfg.loop.seed)
@@ -124,8 +134,10 @@ def specdef(model: nn.Module, cfg: SpecDefConfig, retain: Task, progress: bool =
     small = [(lk.name, lk.max_k) for lk in lockables if lk.max_k < cfg.top_k]
     if small:
         more = f" (and {len(small) - 1} more)" if len(small) > 1 else ""
-        raise ValueError(f"specdef: top_k={cfg.top_k} exceeds the rank of {small[0][0]}, which has at most "
-                         f"{small[0][1]} singular values{more}; lower top_k or leave such weights out with exclude")
+        raise ValueError(
+            f"specdef: top_k={cfg.top_k} exceeds the rank of {small[0][0]}, which has at most "
+            f"{small[0][1]} singular values{more}; lower top_k or leave such weights out with exclude"
+        )
     original = None
     if "kl" in cfg.retain:
         original = clone_model(model).eval()
@@ -147,12 +159,21 @@ def specdef(model: nn.Module, cfg: SpecDefConfig, retain: Task, progress: bool =
 
     def on_epoch(epoch: int) -> dict:
         n = max(1, sums["n"])
-        log = {"retain_loss": sums["retain"] / n, "mean_topk_sigma": sums["sigma"] / n,
-               "retain_accuracy": evaluate(work, retain)}
+        log = {
+            "retain_loss": sums["retain"] / n,
+            "mean_topk_sigma": sums["sigma"] / n,
+            "retain_accuracy": evaluate(work, retain),
+        }
         sums.update(retain=0.0, sigma=0.0, n=0)
         log_fn = logger.info if progress else logger.debug
-        log_fn("lock epoch %d: retain loss %.4f  retain acc %.4f  mean top-%d sigma %.4g", epoch, log["retain_loss"],
-               log["retain_accuracy"], cfg.top_k, log["mean_topk_sigma"])
+        log_fn(
+            "lock epoch %d: retain loss %.4f  retain acc %.4f  mean top-%d sigma %.4g",
+            epoch,
+            log["retain_loss"],
+            log["retain_accuracy"],
+            cfg.top_k,
+            log["mean_topk_sigma"],
+        )
         return log
 
     device = resolve_device(cfg.loop.device)
@@ -189,8 +210,9 @@ class SpecDefRecord:
     recorded_sigma_max: dict = option(factory=dict, help="{weight name: sigma_max} measured right after locking")
 
 
-@register_lock("specdef", SpecDefConfig,
-               example={"loop": {"lr": 1.0, "max_steps": 10, "batch_size": 32, "device": "cpu"}})
+@register_lock(
+    "specdef", SpecDefConfig, example={"loop": {"lr": 1.0, "max_steps": 10, "batch_size": 32, "device": "cpu"}}
+)
 class SpecDefLock(BaseLock):
     """SpecDef as a registered lock: `apply` runs `specdef()` on the retain task and records each
     lockable weight's sigma_max; `certify` checks that every one still has (within tol) at least that.
@@ -206,18 +228,26 @@ class SpecDefLock(BaseLock):
         lockables = find_lockable(model, self.cfg.include, self.cfg.exclude)
         return {n: v[0] for n, v in sigma_report(lockables, 1)["layers"].items()}
 
-    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False,
-              checkpoint: Checkpoint | None = None) -> Locked:
+    def apply(
+        self,
+        model: nn.Module,
+        retain: Task | None = None,
+        *,
+        progress: bool = False,
+        checkpoint: Checkpoint | None = None,
+    ) -> Locked:
         if retain is None:
             raise ValueError("specdef: apply needs the retain (authorized) task; got retain=None")
         find_lockable(model, self.cfg.include, self.cfg.exclude)  # ValueError before any training
         report = specdef(model, self.cfg, retain, progress=progress, checkpoint=checkpoint)
         before = model.state_dict()
         if all(torch.equal(v.detach().cpu(), before[k].detach().cpu()) for k, v in report.model.state_dict().items()):
-            raise ValueError("specdef: the lock left the model unchanged" +
-                             (f" ({report.stopped})" if report.stopped else "") +
-                             "; a certificate would claim a lock that is not there. Lower the learning rate or check "
-                             "the retain task")
+            raise ValueError(
+                "specdef: the lock left the model unchanged"
+                + (f" ({report.stopped})" if report.stopped else "")
+                + "; a certificate would claim a lock that is not there. Lower the learning rate or check "
+                "the retain task"
+            )
         return Locked(report.model, SpecDefRecord(self._layers(report.model)), report)
 
     def certify(self, model: nn.Module, record: SpecDefRecord) -> list[Certificate]:
@@ -227,34 +257,41 @@ class SpecDefLock(BaseLock):
             measured = self._layers(model)
         except ValueError:
             measured = {}
-        ratios = {n: (measured[n] / r if r > 0 else float("inf")) if n in measured else 0.0
-                  for n, r in record.recorded_sigma_max.items()}
-        return [Certificate(
-            lock=self.name,
-            invariant="min over lockable weights of sigma_max(W) / sigma_max recorded at lock time",
-            measured=min(ratios.values()),
-            required=1.0 - self.cfg.tol,
-            relation=">=",
-            proof_of_gap=(
-                "SpecDef's argument: the inflated top singular values make the fine-tuning loss's curvature "
-                "(and gradient scale) huge along those directions, so a first-order optimizer must take tiny "
-                "steps or diverge, which makes learning the bad task slow; an empirical cost claim about "
-                "fine-tuning, not an unreachability proof"
-            ),
-            preservation=(
-                "none enforced: nothing keeps sigma_max up; fine-tuning that lowers it shows up here as a "
-                "ratio below 1"
-            ),
-            threat_model="release-time",
-            adversary_can_remove=True,
-            removal=(
-                "an adversary holding the weights can clip or renormalize the singular values (the red team's "
-                "`sv-clip` transform) or move the scale between layers through positively homogeneous "
-                "activations (the `rescale` transform) before fine-tuning; the lock claims a fine-tuning cost, "
-                "not resistance to removal"
-            ),
-            method="exact SVD (sigma_report) of each weight read as an (out, in*kh*kw) matrix",
-            details={"measured": measured, "recorded": dict(record.recorded_sigma_max), "ratios": ratios,
-                     "tol": self.cfg.tol},
-        )]
-
+        ratios = {
+            n: (measured[n] / r if r > 0 else float("inf")) if n in measured else 0.0
+            for n, r in record.recorded_sigma_max.items()
+        }
+        return [
+            Certificate(
+                lock=self.name,
+                invariant="min over lockable weights of sigma_max(W) / sigma_max recorded at lock time",
+                measured=min(ratios.values()),
+                required=1.0 - self.cfg.tol,
+                relation=">=",
+                proof_of_gap=(
+                    "SpecDef's argument: the inflated top singular values make the fine-tuning loss's curvature "
+                    "(and gradient scale) huge along those directions, so a first-order optimizer must take tiny "
+                    "steps or diverge, which makes learning the bad task slow; an empirical cost claim about "
+                    "fine-tuning, not an unreachability proof"
+                ),
+                preservation=(
+                    "none enforced: nothing keeps sigma_max up; fine-tuning that lowers it shows up here as a "
+                    "ratio below 1"
+                ),
+                threat_model="release-time",
+                adversary_can_remove=True,
+                removal=(
+                    "an adversary holding the weights can clip or renormalize the singular values (the red team's "
+                    "`sv-clip` transform) or move the scale between layers through positively homogeneous "
+                    "activations (the `rescale` transform) before fine-tuning; the lock claims a fine-tuning cost, "
+                    "not resistance to removal"
+                ),
+                method="exact SVD (sigma_report) of each weight read as an (out, in*kh*kw) matrix",
+                details={
+                    "measured": measured,
+                    "recorded": dict(record.recorded_sigma_max),
+                    "ratios": ratios,
+                    "tol": self.cfg.tol,
+                },
+            )
+        ]

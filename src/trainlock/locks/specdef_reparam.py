@@ -51,7 +51,9 @@ from .base import BaseLock, Certificate, Locked, register_lock
 
 @dataclass
 class SpecDefReparamConfig:
-    layers: str | None = option(None, "regex (re.search) on module names, or on '<name>.weight'; default every nn.Linear")
+    layers: str | None = option(
+        None, "regex (re.search) on module names, or on '<name>.weight'; default every nn.Linear"
+    )
     k: int = option(1, "singular values inflated per layer")
     factor: float = option(1e4, "multiplier of the top-k singular values")
     tol: float = option(1e-3, "relative tolerance of the certificates")
@@ -73,15 +75,22 @@ class SpecDefReparamConfig:
 def select_linears(model: nn.Module, pattern: str | None) -> list[str]:
     """Names of the nn.Linear modules to deform (not parts of existing Compensated wrappers)."""
     if any(isinstance(m, Compensated) for m in model.modules()):
-        raise ValueError("specdef-reparam: the model already has compensation layers (Compensated modules); "
-                         "apply the lock to the unlocked model")
+        raise ValueError(
+            "specdef-reparam: the model already has compensation layers (Compensated modules); "
+            "apply the lock to the unlocked model"
+        )
     rx = re.compile(pattern) if pattern else None
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n]
     chosen = [n for n in linears if rx is None or rx.search(n) or rx.search(f"{n}.weight")]
     if not chosen:
-        raise ValueError("specdef-reparam: no nn.Linear layer to deform"
-                         + (f" matching layers={pattern!r}; the model's Linear layers: {linears[:8]}" if linears and rx
-                            else " (the model has no nn.Linear)"))
+        raise ValueError(
+            "specdef-reparam: no nn.Linear layer to deform"
+            + (
+                f" matching layers={pattern!r}; the model's Linear layers: {linears[:8]}"
+                if linears and rx
+                else " (the model has no nn.Linear)"
+            )
+        )
     return chosen
 
 
@@ -89,7 +98,7 @@ def select_linears(model: nn.Module, pattern: str | None) -> list[str]:
 def deform(layer: nn.Linear, k: int, factor: float) -> Compensated:
     """The Compensated pair for one Linear (computed in float64, stored in the layer's dtype)."""
     W = layer.weight.detach().double()
-    U, S, _Vh = torch.linalg.svd(W, full_matrices=False)
+    U, _S, _Vh = torch.linalg.svd(W, full_matrices=False)
     Uk = U[:, :k]  # (out, k)
     Wt = W + (factor - 1.0) * Uk @ (Uk.T @ W)  # = W + (f - 1) U_k S_k V_k^T
     C = torch.eye(W.shape[0], dtype=torch.float64, device=W.device) - (1.0 - 1.0 / factor) * Uk @ Uk.T
@@ -113,24 +122,27 @@ def _product(w: Compensated) -> torch.Tensor:
 
 @dataclass
 class SpecDefReparamRecord:
-    recorded: dict | None = option(None, "{name: {in, out, bias, sigma: top-k of C W~, fold_error: "
-                                         "||C W~ - W||_2 / ||W||_2 of the stored weights (the dtype's rounding)}}")
+    recorded: dict | None = option(
+        None,
+        "{name: {in, out, bias, sigma: top-k of C W~, fold_error: "
+        "||C W~ - W||_2 / ||W||_2 of the stored weights (the dtype's rounding)}}",
+    )
 
 
-@register_lock("specdef-reparam", SpecDefReparamConfig,
-               example={"factor": 100.0})
+@register_lock("specdef-reparam", SpecDefReparamConfig, example={"factor": 100.0})
 class SpecDefReparamLock(BaseLock):
     record_cls = SpecDefReparamRecord
 
-    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False,
-              checkpoint=None) -> Locked:
+    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False, checkpoint=None) -> Locked:
         """A copy with the chosen Linear layers deformed and compensated; `retain` is not needed."""
         names = select_linears(model, self.cfg.layers)
         for n in names:
             m = _get(model, n)
             if self.cfg.k > min(m.in_features, m.out_features):
-                raise ValueError(f"specdef-reparam: k={self.cfg.k} exceeds min(out, in) = "
-                                 f"{min(m.in_features, m.out_features)} of layer {n!r}")
+                raise ValueError(
+                    f"specdef-reparam: k={self.cfg.k} exceeds min(out, in) = "
+                    f"{min(m.in_features, m.out_features)} of layer {n!r}"
+                )
         locked = clone_model(model)
         recorded = {}
         f = float(self.cfg.factor)
@@ -145,10 +157,16 @@ class SpecDefReparamLock(BaseLock):
                 raise ValueError(
                     f"specdef-reparam: layer {n!r} in {w.layer.weight.dtype} reaches sigma_max(W~)/sigma_max(C W~) "
                     f"= {ratio:.6g}, below factor*(1-tol) = {f * (1 - self.cfg.tol):.6g}; use a smaller factor "
-                    f"or a wider dtype (float64)")
+                    f"or a wider dtype (float64)"
+                )
             err = float(torch.linalg.matrix_norm(P - W, ord=2) / torch.linalg.matrix_norm(W, ord=2).clamp_min(1e-300))
-            recorded[n] = {"in": w.in_features, "out": w.out_features, "bias": w.layer.bias is not None,
-                           "sigma": [float(s) for s in sigma[: self.cfg.k]], "fold_error": err}
+            recorded[n] = {
+                "in": w.in_features,
+                "out": w.out_features,
+                "bias": w.layer.bias is not None,
+                "sigma": [float(s) for s in sigma[: self.cfg.k]],
+                "fold_error": err,
+            }
         return Locked(locked, SpecDefReparamRecord(recorded))
 
     def certify(self, model: nn.Module, record: SpecDefReparamRecord) -> list[Certificate]:
@@ -162,14 +180,23 @@ class SpecDefReparamLock(BaseLock):
             except AttributeError:
                 problems[n] = "missing"
                 continue
-            shaped = (isinstance(w, Compensated) and isinstance(w.layer, nn.Linear) and isinstance(w.comp, nn.Linear)
-                      and tuple(w.layer.weight.shape) == (rec["out"], rec["in"])
-                      and tuple(w.comp.weight.shape) == (rec["out"], rec["out"]))
+            shaped = (
+                isinstance(w, Compensated)
+                and isinstance(w.layer, nn.Linear)
+                and isinstance(w.comp, nn.Linear)
+                and tuple(w.layer.weight.shape) == (rec["out"], rec["in"])
+                and tuple(w.comp.weight.shape) == (rec["out"], rec["out"])
+            )
             if not shaped:
-                inner = (f"(layer={w.layer.__class__.__name__}, comp={w.comp.__class__.__name__})"
-                         if isinstance(w, Compensated) else "")
-                problems[n] = f"expected Compensated(Linear({rec['in']}, {rec['out']}), Linear({rec['out']}, " \
-                              f"{rec['out']})), found {w.__class__.__name__}{inner}"
+                inner = (
+                    f"(layer={w.layer.__class__.__name__}, comp={w.comp.__class__.__name__})"
+                    if isinstance(w, Compensated)
+                    else ""
+                )
+                problems[n] = (
+                    f"expected Compensated(Linear({rec['in']}, {rec['out']}), Linear({rec['out']}, "
+                    f"{rec['out']})), found {w.__class__.__name__}{inner}"
+                )
                 continue
             if w.comp.bias is not None:
                 problems[n] = "the compensation layer has a bias (moved there by a re-factorization)"
@@ -185,60 +212,73 @@ class SpecDefReparamLock(BaseLock):
         for n in unmeasured:  # a layer that cannot be measured fails both value certificates
             ratios.setdefault(n, 0.0)
             deviations.setdefault(n, 1.0)
-        common = dict(
-            threat_model="release-time",
-            adversary_can_remove=True,
-            removal=("free: fold C into W~ (one matrix multiplication, W = C W~, b = C b~; the red team's `merge` "
-                     "transform does this) and the original layer is back, with its original spectrum; "
-                     "the compensation layer is not part of the function, only of its factorization"),
-        )
-        n_rec = len(record.recorded)
-        certs = [Certificate(
-            lock=self.name,
-            invariant="number of recorded layers present as Compensated(Linear W~, bias-free Linear C) wrappers",
-            measured=float(len(present)),
-            required=float(n_rec),
-            relation="==",
-            proof_of_gap="the inflated factor W~ exists only as long as its wrapper does",
-            preservation="training changes values, not the module tree",
-            method="module tree walk: types and shapes of <name>.layer and <name>.comp",
-            details={"present": present, "problems": problems},
-            **common,
-        ), Certificate(
-            lock=self.name,
-            invariant="min over wrappers of sigma_max(W~) / sigma_max(C W~)",
-            measured=min(ratios.values()),
-            required=f * (1 - tol),
-            relation=">=",
-            proof_of_gap=(
-                f"the deformed factor's top singular value is {f:g} times that of the function's own map C W~, "
-                f"so gradients through W~ see a {f:g}-times inflated spectrum (SpecDef's fine-tuning cost), "
-                f"while the composed function is unchanged"
+        common = {
+            "threat_model": "release-time",
+            "adversary_can_remove": True,
+            "removal": (
+                "free: fold C into W~ (one matrix multiplication, W = C W~, b = C b~; the red team's `merge` "
+                "transform does this) and the original layer is back, with its original spectrum; "
+                "the compensation layer is not part of the function, only of its factorization"
             ),
-            preservation="none claimed: fine-tuning W~ and C jointly can shrink the ratio; this measures the state",
-            method="exact SVD in float64 of W~ and of the product C W~",
-            details={"ratios": ratios, "factor": f, "tol": tol, "unmeasured": unmeasured},
-            **common,
-        ), Certificate(
-            lock=self.name,
-            invariant=f"max over wrappers of the relative deviation of the top-{k} singular values of C W~ from "
-                      f"those recorded at lock time",
-            measured=max(deviations.values()),
-            required=tol,
-            relation="<=",
-            proof_of_gap="C W~ is the layer's effective map; an unchanged spectrum shows the composed layer is the "
-                         "one that was locked (up to rotations, which the spectrum does not see)",
-            preservation="none claimed: any update of W~ or C may change the product",
-            method="exact SVD in float64 of C W~",
-            details={"deviations": deviations, "recorded": {n: r["sigma"] for n, r in record.recorded.items()},
-                     "fold_error": {n: r.get("fold_error") for n, r in record.recorded.items()}},
-            **common,
-        )]
+        }
+        n_rec = len(record.recorded)
+        certs = [
+            Certificate(
+                lock=self.name,
+                invariant="number of recorded layers present as Compensated(Linear W~, bias-free Linear C) wrappers",
+                measured=float(len(present)),
+                required=float(n_rec),
+                relation="==",
+                proof_of_gap="the inflated factor W~ exists only as long as its wrapper does",
+                preservation="training changes values, not the module tree",
+                method="module tree walk: types and shapes of <name>.layer and <name>.comp",
+                details={"present": present, "problems": problems},
+                **common,
+            ),
+            Certificate(
+                lock=self.name,
+                invariant="min over wrappers of sigma_max(W~) / sigma_max(C W~)",
+                measured=min(ratios.values()),
+                required=f * (1 - tol),
+                relation=">=",
+                proof_of_gap=(
+                    f"the deformed factor's top singular value is {f:g} times that of the function's own map C W~, "
+                    f"so gradients through W~ see a {f:g}-times inflated spectrum (SpecDef's fine-tuning cost), "
+                    f"while the composed function is unchanged"
+                ),
+                preservation="none claimed: fine-tuning W~ and C jointly can shrink the ratio; this measures the state",
+                method="exact SVD in float64 of W~ and of the product C W~",
+                details={"ratios": ratios, "factor": f, "tol": tol, "unmeasured": unmeasured},
+                **common,
+            ),
+            Certificate(
+                lock=self.name,
+                invariant=f"max over wrappers of the relative deviation of the top-{k} singular values of C W~ from "
+                f"those recorded at lock time",
+                measured=max(deviations.values()),
+                required=tol,
+                relation="<=",
+                proof_of_gap="C W~ is the layer's effective map; an unchanged spectrum shows the composed layer is the "
+                "one that was locked (up to rotations, which the spectrum does not see)",
+                preservation="none claimed: any update of W~ or C may change the product",
+                method="exact SVD in float64 of C W~",
+                details={
+                    "deviations": deviations,
+                    "recorded": {n: r["sigma"] for n, r in record.recorded.items()},
+                    "fold_error": {n: r.get("fold_error") for n, r in record.recorded.items()},
+                },
+                **common,
+            ),
+        ]
         return certs
 
 
-
 __all__ = [
-    "Compensated", "SpecDefReparamConfig", "SpecDefReparamLock", "deform", "restore_structure",
-    "select_linears", "structure_meta",
+    "Compensated",
+    "SpecDefReparamConfig",
+    "SpecDefReparamLock",
+    "deform",
+    "restore_structure",
+    "select_linears",
+    "structure_meta",
 ]

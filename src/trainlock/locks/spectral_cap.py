@@ -50,7 +50,7 @@ from .lockable import find_lockable
 # ------------------------------------------------------------------ shared projection machinery
 
 # id(param) -> (weakref to the param, [(weakref to its module, a hook that projects it), ...])
-_TRACKED: dict[int, tuple[weakref.ref, list[tuple[weakref.ref, "ProjectionHook"]]]] = {}
+_TRACKED: dict[int, tuple[weakref.ref, list[tuple[weakref.ref, ProjectionHook]]]] = {}
 _STEP_HANDLE = None
 
 
@@ -196,13 +196,11 @@ def _check_regex(what: str, pattern: str | None) -> None:
         raise ValueError(f"{what} is not a valid regular expression ({pattern!r}: {e})") from None
 
 
-@register_lock("spectral-cap", SpectralCapConfig,
-               example={"max_sigma": 0.5})
+@register_lock("spectral-cap", SpectralCapConfig, example={"max_sigma": 0.5})
 class SpectralCapLock(BaseLock):
     """Cap every lockable weight's spectral norm at `max_sigma` and keep it there in training."""
 
-    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False,
-              checkpoint=None) -> Locked:
+    def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False, checkpoint=None) -> Locked:
         """A copy with every selected weight projected to sigma_max <= L and the hooks attached.
         Raises ValueError (before touching anything) when the model has no selected 2-D weight."""
         find_lockable(model, self.cfg.include, self.cfg.exclude)  # fails early, on the original
@@ -216,32 +214,39 @@ class SpectralCapLock(BaseLock):
         L = float(self.cfg.max_sigma)
         layers = {l.name: sigma_max(l.param) for l in find_lockable(model, self.cfg.include, self.cfg.exclude)}
         worst = max(layers.values())
-        return [Certificate(
-            lock=self.name,
-            invariant="max over lockable weights of sigma_max(W) (conv kernels as (out, in*kh*kw) matrices)",
-            measured=worst,
-            required=L * (1 + self.cfg.tol),
-            relation="<=",
-            proof_of_gap=(
-                f"every capped layer is {L:g}-Lipschitz, so the network's Lipschitz constant is at most the "
-                f"product of the caps (times the activations' constants); parameter regions that need a "
-                f"larger spectral norm in any capped layer are outside the constraint set"
-            ),
-            preservation=(
-                "projected gradient descent: a forward pre-hook and a global optimizer step post-hook rescale "
-                "W -> W / max(1, sigma_max(W)/L) after every step, so no optimizer step can leave the set"
-            ),
-            threat_model="training-time",
-            adversary_can_remove=True,
-            removal="remove the hooks (spectral_cap.remove_projections) or load the weights into a fresh "
-                    "module; nothing in the weights themselves enforces the cap",
-            method="exact SVD (torch.linalg.matrix_norm ord=2, float64) of each weight",
-            details={"max_sigma": L, "tol": self.cfg.tol, "layers": layers},
-        )]
-
+        return [
+            Certificate(
+                lock=self.name,
+                invariant="max over lockable weights of sigma_max(W) (conv kernels as (out, in*kh*kw) matrices)",
+                measured=worst,
+                required=L * (1 + self.cfg.tol),
+                relation="<=",
+                proof_of_gap=(
+                    f"every capped layer is {L:g}-Lipschitz, so the network's Lipschitz constant is at most the "
+                    f"product of the caps (times the activations' constants); parameter regions that need a "
+                    f"larger spectral norm in any capped layer are outside the constraint set"
+                ),
+                preservation=(
+                    "projected gradient descent: a forward pre-hook and a global optimizer step post-hook rescale "
+                    "W -> W / max(1, sigma_max(W)/L) after every step, so no optimizer step can leave the set"
+                ),
+                threat_model="training-time",
+                adversary_can_remove=True,
+                removal="remove the hooks (spectral_cap.remove_projections) or load the weights into a fresh "
+                "module; nothing in the weights themselves enforces the cap",
+                method="exact SVD (torch.linalg.matrix_norm ord=2, float64) of each weight",
+                details={"max_sigma": L, "tol": self.cfg.tol, "layers": layers},
+            )
+        ]
 
 
 __all__ = [
-    "ProjectionHook", "SpectralCapConfig", "SpectralCapHook", "SpectralCapLock", "attach_projection",
-    "projection_hooks", "remove_projections", "sigma_max",
+    "ProjectionHook",
+    "SpectralCapConfig",
+    "SpectralCapHook",
+    "SpectralCapLock",
+    "attach_projection",
+    "projection_hooks",
+    "remove_projections",
+    "sigma_max",
 ]

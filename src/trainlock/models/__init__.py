@@ -8,4 +8,4 @@ from .mlp import MLP
 from .resnet import ResNet18
 from .transformer import Transformer
 
-__all__ = ["MODELS", "build", "find_head", "replace_head", "MLP", "CNN", "ResNet18", "Transformer", "HFClassifier"]
+__all__ = ["CNN", "MLP", "MODELS", "HFClassifier", "ResNet18", "Transformer", "build", "find_head", "replace_head"]

@@ -6,7 +6,7 @@ locks and attacks never rely on that for other modules (see `trainlock.models.fi
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch.nn as nn
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import itertools
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -43,8 +44,12 @@ class CNN(nn.Module):
             )
         self.input_shape = shape
         self.num_classes = int(num_classes)
-        self.config = dict(input_shape=list(shape), num_classes=self.num_classes, channels=channels,
-                           hidden=widths if isinstance(hidden, (list, tuple)) else widths[0])
+        self.config = {
+            "input_shape": list(shape),
+            "num_classes": self.num_classes,
+            "channels": channels,
+            "hidden": widths if isinstance(hidden, (list, tuple)) else widths[0],
+        }
 
         blocks: list[nn.Module] = []
         for out in channels:
@@ -56,7 +61,7 @@ class CNN(nn.Module):
         self.fc = nn.Linear(flat, widths[0])
         self.act = nn.ReLU()
         if len(widths) > 1:  # absent for a single width: state dicts of older models load unchanged
-            self.mlp = nn.Sequential(*[m for a, b in zip(widths, widths[1:]) for m in (nn.Linear(a, b), nn.ReLU())])
+            self.mlp = nn.Sequential(*[m for a, b in itertools.pairwise(widths) for m in (nn.Linear(a, b), nn.ReLU())])
         self.head = nn.Linear(widths[-1], self.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

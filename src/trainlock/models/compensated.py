@@ -47,10 +47,13 @@ def structure_meta(model: nn.Module) -> dict:
     {"dlr": [...]} for every DLR-Net (see `trainlock.models.dlr_net`) when there are any."""
     from .dlr_net import dlr_structure
 
-    out = {"wrappers": [
-        {"name": n, "in": m.layer.in_features, "out": m.layer.out_features, "bias": m.layer.bias is not None}
-        for n, m in model.named_modules() if isinstance(m, Compensated)
-    ]}
+    out = {
+        "wrappers": [
+            {"name": n, "in": m.layer.in_features, "out": m.layer.out_features, "bias": m.layer.bias is not None}
+            for n, m in model.named_modules()
+            if isinstance(m, Compensated)
+        ]
+    }
     dlr = dlr_structure(model)
     if dlr:
         out["dlr"] = dlr
@@ -74,8 +77,9 @@ def restore_structure(model: nn.Module, meta: dict | list) -> nn.Module:
         if isinstance(mod, Compensated):
             continue
         if not isinstance(mod, nn.Linear) or (mod.in_features, mod.out_features) != (n_in, n_out):
-            raise ValueError(f"restore_structure: {name!r} is {mod.__class__.__name__}, expected "
-                             f"nn.Linear({n_in}, {n_out})")
+            raise ValueError(
+                f"restore_structure: {name!r} is {mod.__class__.__name__}, expected nn.Linear({n_in}, {n_out})"
+            )
         comp = nn.Linear(n_out, n_out, bias=False).to(device=mod.weight.device, dtype=mod.weight.dtype)
         set_module(model, name, Compensated(mod, comp))
     return model

@@ -24,7 +24,7 @@ class DLRNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x
-        for v, u in zip(self.down, self.up):
+        for v, u in zip(self.down, self.up, strict=False):
             h = h + u(F.gelu(v(h)))
         return h - x
 
@@ -43,8 +43,18 @@ def replace_block(model: nn.Module, block: dict, net: DLRNet) -> None:
 
 
 def dlr_structure(model: nn.Module) -> list[dict]:
-    return [{"first": n, "last": m.block.get("last", n), "between": list(m.block.get("between", [])), "dim": m.dim,
-             "depth": m.depth, "rank": m.rank} for n, m in model.named_modules() if isinstance(m, DLRNet)]
+    return [
+        {
+            "first": n,
+            "last": m.block.get("last", n),
+            "between": list(m.block.get("between", [])),
+            "dim": m.dim,
+            "depth": m.depth,
+            "rank": m.rank,
+        }
+        for n, m in model.named_modules()
+        if isinstance(m, DLRNet)
+    ]
 
 
 def restore_dlr(model: nn.Module, entries: list[dict]) -> nn.Module:

@@ -73,8 +73,10 @@ class HFClassifier(nn.Module):
 
     def architecture(self) -> dict:
         """What `trainlock.json` records: the classifier class and the sequence length."""
-        return {"name": "hf", "kwargs": {"class": type(self.model).__name__, "max_length": self.max_length,
-                                         "source": self.source}}
+        return {
+            "name": "hf",
+            "kwargs": {"class": type(self.model).__name__, "max_length": self.max_length, "source": self.source},
+        }
 
 
 def _auto():
@@ -90,11 +92,12 @@ def _offline():
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def from_directory(path: str | Path, num_classes: int | None = None, max_length: int = DEFAULT_MAX_LENGTH,
-                   gguf_file: str | None = None) -> HFClassifier:
+def from_directory(
+    path: str | Path, num_classes: int | None = None, max_length: int = DEFAULT_MAX_LENGTH, gguf_file: str | None = None
+) -> HFClassifier:
     """An HFClassifier from a local directory (never the network, never remote code)."""
     _offline()
-    AutoConfig, AutoModel, AutoTokenizer = _auto()
+    _AutoConfig, AutoModel, AutoTokenizer = _auto()
     path = Path(path)
     if not path.is_dir():
         raise ValueError(f"{path}: not a directory with a Hugging Face model (config.json)")
@@ -155,5 +158,6 @@ def build_from_config(config_dir: str | Path, kwargs: dict, meta_device: bool = 
         return HFClassifier(model, None, int(kwargs.get("max_length", DEFAULT_MAX_LENGTH)))
     model = AutoModel.from_config(config)
     tokenizer = AutoTokenizer.from_pretrained(config_dir, local_files_only=True, trust_remote_code=False)
-    return HFClassifier(model, tokenizer, int(kwargs.get("max_length", DEFAULT_MAX_LENGTH)),
-                        source=str(kwargs.get("source", "")))
+    return HFClassifier(
+        model, tokenizer, int(kwargs.get("max_length", DEFAULT_MAX_LENGTH)), source=str(kwargs.get("source", ""))
+    )

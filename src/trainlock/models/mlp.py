@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -41,9 +41,12 @@ class MLP(nn.Module):
         hidden = [int(h) for h in hidden]
         if any(h < 1 for h in hidden):
             raise ValueError(f"model 'mlp': hidden widths must be >= 1, got {hidden!r}")
-        self.config = dict(
-            input_shape=list(self.input_shape), num_classes=self.num_classes, hidden=hidden, activation=activation
-        )
+        self.config = {
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "hidden": hidden,
+            "activation": activation,
+        }
 
         layers: list[nn.Module] = []
         width = math.prod(self.input_shape)

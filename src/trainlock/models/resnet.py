@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -44,7 +44,7 @@ class ResNet18(nn.Module):
         width = int(width)
         self.input_shape = shape
         self.num_classes = int(num_classes)
-        self.config = dict(input_shape=list(shape), num_classes=self.num_classes, width=width)
+        self.config = {"input_shape": list(shape), "num_classes": self.num_classes, "width": width}
 
         self.stem = nn.Sequential(
             nn.Conv2d(shape[0], width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -96,10 +96,16 @@ class Transformer(nn.Module):
         self.input_shape = shape
         self.num_classes = int(num_classes)
         self.patch, self.token_dim = patch, token_dim
-        self.config = dict(
-            input_shape=list(shape), num_classes=self.num_classes, dim=dim, depth=depth, heads=heads,
-            mlp_ratio=mlp_ratio, patch=patch, token_dim=token_dim,
-        )
+        self.config = {
+            "input_shape": list(shape),
+            "num_classes": self.num_classes,
+            "dim": dim,
+            "depth": depth,
+            "heads": heads,
+            "mlp_ratio": mlp_ratio,
+            "patch": patch,
+            "token_dim": token_dim,
+        }
 
         self.embed = nn.Linear(token_size, dim)
         self.pos = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)

@@ -17,8 +17,12 @@ def adagrad(
     eps=1e-10,  # added to the root of the squared-gradient sums
 ):
     return torch.optim.Adagrad(
-        params, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
-        initial_accumulator_value=initial_accumulator_value, eps=eps,
+        params,
+        lr=lr,
+        lr_decay=lr_decay,
+        weight_decay=weight_decay,
+        initial_accumulator_value=initial_accumulator_value,
+        eps=eps,
     )
 
 

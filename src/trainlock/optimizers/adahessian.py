@@ -53,16 +53,13 @@ def hutchinson_stepped(opt, name: str):
 class AdaHessianOptions:
     """`adahessian` options beyond lr, weight_decay and momentum (keyword arguments of the factory)."""
 
-    beta2: float = field(
-        default=0.999, metadata={"help": "decay of the squared Hessian-diagonal average"})
+    beta2: float = field(default=0.999, metadata={"help": "decay of the squared Hessian-diagonal average"})
     hessian_power: float = field(
-        default=1.0, metadata={"help": "exponent k of the denominator (sqrt of the averaged D^2)^k, in (0, 1]"})
-    update_period: int = field(
-        default=1, metadata={"help": "steps between Hutchinson estimates"})
-    num_samples: int = field(
-        default=1, metadata={"help": "Hutchinson probe vectors per estimate"})
-    eps: float = field(
-        default=1e-4, metadata={"help": "added to the denominator (the AdaHessian paper's value)"})
+        default=1.0, metadata={"help": "exponent k of the denominator (sqrt of the averaged D^2)^k, in (0, 1]"}
+    )
+    update_period: int = field(default=1, metadata={"help": "steps between Hutchinson estimates"})
+    num_samples: int = field(default=1, metadata={"help": "Hutchinson probe vectors per estimate"})
+    eps: float = field(default=1e-4, metadata={"help": "added to the denominator (the AdaHessian paper's value)"})
 
 
 def adahessian(
@@ -75,9 +72,15 @@ def adahessian(
     o = options(AdaHessianOptions, "adahessian", extra)
     po = pytorch_optimizer()
     opt = po.AdaHessian(
-        params, lr=lr, betas=(0.9 if momentum is None else momentum, o.beta2), weight_decay=weight_decay,
-        hessian_power=o.hessian_power, update_period=o.update_period, num_samples=o.num_samples,
-        hessian_distribution="rademacher", eps=o.eps,
+        params,
+        lr=lr,
+        betas=(0.9 if momentum is None else momentum, o.beta2),
+        weight_decay=weight_decay,
+        hessian_power=o.hessian_power,
+        update_period=o.update_period,
+        num_samples=o.num_samples,
+        hessian_distribution="rademacher",
+        eps=o.eps,
     )
     return hutchinson_stepped(opt, "adahessian")
 

@@ -12,7 +12,8 @@ instance may set `trainlock_step` to tell the training loop how to step it:
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import torch
 

@@ -65,12 +65,28 @@ def _record(stats: dict):
 
 
 class KFAC(torch.optim.Optimizer):
-    def __init__(self, model: nn.Module, params, lr, momentum=0.9, damping=1e-3, decay=0.95, inv_every=10,
-                 weight_decay=0.0, kl_clip=1e-3, pi_damping=True):
-        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay)
+    def __init__(
+        self,
+        model: nn.Module,
+        params,
+        lr,
+        momentum=0.9,
+        damping=1e-3,
+        decay=0.95,
+        inv_every=10,
+        weight_decay=0.0,
+        kl_clip=1e-3,
+        pi_damping=True,
+    ):
+        defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
         super().__init__(params, defaults)
         self.damping, self.decay, self.inv_every, self.kl_clip, self.pi_damping = (
-            damping, decay, inv_every, kl_clip, pi_damping)
+            damping,
+            decay,
+            inv_every,
+            kl_clip,
+            pi_damping,
+        )
         owned = {p for g in self.param_groups for p in g["params"]}
         self.layers = [m for m in model.modules() if self._eligible(m, owned)]
         self._stats: dict = {m: {} for m in self.layers}  # per layer: latest batch A/G, running A/G, inverses
@@ -165,15 +181,15 @@ class KFACOptions:
     """`kfac` options beyond lr, weight_decay and momentum (keyword arguments of the factory)."""
 
     damping: float = field(
-        default=1e-3, metadata={"help": "Tikhonov damping lambda, split between A and G as sqrt(lambda) (pi-corrected)"})
-    decay: float = field(
-        default=0.95, metadata={"help": "EMA decay of the A and G statistics"})
-    inv_every: int = field(
-        default=10, metadata={"help": "steps between recomputations of the damped inverses"})
+        default=1e-3, metadata={"help": "Tikhonov damping lambda, split between A and G as sqrt(lambda) (pi-corrected)"}
+    )
+    decay: float = field(default=0.95, metadata={"help": "EMA decay of the A and G statistics"})
+    inv_every: int = field(default=10, metadata={"help": "steps between recomputations of the damped inverses"})
     kl_clip: float | None = field(
-        default=1e-3, metadata={"help": "cap on lr^2 <update, grad> of the preconditioned layers (None: no KL clipping)"})
-    pi_damping: bool = field(
-        default=True, metadata={"help": "False: plain sqrt(lambda) on both factors"})
+        default=1e-3,
+        metadata={"help": "cap on lr^2 <update, grad> of the preconditioned layers (None: no KL clipping)"},
+    )
+    pi_damping: bool = field(default=True, metadata={"help": "False: plain sqrt(lambda) on both factors"})
 
 
 def kfac(
@@ -187,8 +203,18 @@ def kfac(
     o = options(KFACOptions, "kfac", extra)
     if model is None:
         raise ValueError("kfac needs the model (make_optimizer(..., model=model)) to hook its layers")
-    return KFAC(model, params, lr, momentum=momentum, damping=o.damping, decay=o.decay, inv_every=o.inv_every,
-                weight_decay=weight_decay, kl_clip=o.kl_clip, pi_damping=o.pi_damping)
+    return KFAC(
+        model,
+        params,
+        lr,
+        momentum=momentum,
+        damping=o.damping,
+        decay=o.decay,
+        inv_every=o.inv_every,
+        weight_decay=weight_decay,
+        kl_clip=o.kl_clip,
+        pi_damping=o.pi_damping,
+    )
 
 
 OPTIMIZERS.add("kfac", kfac)

@@ -17,18 +17,21 @@ from .base import OPTIMIZERS, options
 class LBFGSOptions:
     """`lbfgs` options beyond lr, weight_decay and momentum (keyword arguments of the factory)."""
 
-    history_size: int = field(
-        default=10, metadata={"help": "curvature pairs (s, y) kept for the two-loop recursion"})
-    max_iter: int = field(
-        default=1, metadata={"help": "L-BFGS iterations per minibatch step"})
+    history_size: int = field(default=10, metadata={"help": "curvature pairs (s, y) kept for the two-loop recursion"})
+    max_iter: int = field(default=1, metadata={"help": "L-BFGS iterations per minibatch step"})
     max_eval: int = field(
-        default=10, metadata={"help": "closure calls per step incl. line search (torch's 1.25 * max_iter would starve it)"})
+        default=10,
+        metadata={"help": "closure calls per step incl. line search (torch's 1.25 * max_iter would starve it)"},
+    )
     line_search_fn: str | None = field(
-        default="strong_wolfe", metadata={"help": "'strong_wolfe' or None (fixed step lr)"})
+        default="strong_wolfe", metadata={"help": "'strong_wolfe' or None (fixed step lr)"}
+    )
     tolerance_grad: float = field(
-        default=1e-7, metadata={"help": "stop the inner loop when max |grad| falls below this"})
+        default=1e-7, metadata={"help": "stop the inner loop when max |grad| falls below this"}
+    )
     tolerance_change: float = field(
-        default=1e-9, metadata={"help": "stop the inner loop when the step or loss change falls below this"})
+        default=1e-9, metadata={"help": "stop the inner loop when the step or loss change falls below this"}
+    )
 
 
 def lbfgs(
@@ -42,8 +45,14 @@ def lbfgs(
     if weight_decay:
         raise ValueError(f"lbfgs has no weight decay; got weight_decay={weight_decay}")
     opt = torch.optim.LBFGS(
-        params, lr=lr, max_iter=o.max_iter, max_eval=o.max_eval, history_size=o.history_size,
-        line_search_fn=o.line_search_fn, tolerance_grad=o.tolerance_grad, tolerance_change=o.tolerance_change,
+        params,
+        lr=lr,
+        max_iter=o.max_iter,
+        max_eval=o.max_eval,
+        history_size=o.history_size,
+        line_search_fn=o.line_search_fn,
+        tolerance_grad=o.tolerance_grad,
+        tolerance_change=o.tolerance_change,
     )
     opt.trainlock_step = "closure"
     return opt

@@ -56,14 +56,23 @@ def muon(
     rest = [p for p in params if p.ndim != 2]
     inner: list[torch.optim.Optimizer] = []
     if matrices:
-        inner.append(torch.optim.Muon(
-            matrices, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=True,
-            ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn,
-        ))
+        inner.append(
+            torch.optim.Muon(
+                matrices,
+                lr=lr,
+                weight_decay=weight_decay,
+                momentum=momentum,
+                nesterov=True,
+                ns_steps=ns_steps,
+                adjust_lr_fn=adjust_lr_fn,
+            )
+        )
     if rest:
-        inner.append(torch.optim.AdamW(
-            rest, lr=lr if adamw_lr is None else adamw_lr, betas=adamw_betas, weight_decay=weight_decay
-        ))
+        inner.append(
+            torch.optim.AdamW(
+                rest, lr=lr if adamw_lr is None else adamw_lr, betas=adamw_betas, weight_decay=weight_decay
+            )
+        )
     if not inner:
         raise ValueError("optimizer got an empty parameter list")
     return MuonAdamW(inner)

@@ -39,16 +39,20 @@ def heavyball_for(params: list, compile_mode="auto"):
 class PSGDKronOptions:
     """`psgd_kron` options beyond lr, weight_decay and momentum (keyword arguments of the factory)."""
 
-    precond_lr: float = field(
-        default=0.1, metadata={"help": "step size of the preconditioner fit on its Lie group"})
+    precond_lr: float = field(default=0.1, metadata={"help": "step size of the preconditioner fit on its Lie group"})
     max_size_triangular: int = field(
-        default=2048, metadata={"help": "dims larger than this get a diagonal factor instead of a triangular one"})
+        default=2048, metadata={"help": "dims larger than this get a diagonal factor instead of a triangular one"}
+    )
     merge_dims: bool = field(
-        default=False, metadata={"help": "True: merge tensor dims into (at most) a matrix before factoring"})
+        default=False, metadata={"help": "True: merge tensor dims into (at most) a matrix before factoring"}
+    )
     compile_mode: str | None = field(
-        default="auto", metadata={"help": "heavyball's kernel compile: 'auto' (off on CPU), None (off), or a torch.compile mode"})
+        default="auto",
+        metadata={"help": "heavyball's kernel compile: 'auto' (off on CPU), None (off), or a torch.compile mode"},
+    )
     compile_step: bool = field(
-        default=False, metadata={"help": "True: torch.compile the whole step (GPU only; slow to start)"})
+        default=False, metadata={"help": "True: torch.compile the whole step (GPU only; slow to start)"}
+    )
 
 
 def psgd_kron(
@@ -63,8 +67,14 @@ def psgd_kron(
     hb = heavyball_for(params, o.compile_mode)
     betas = (0.9 if momentum is None else momentum, 0.999)
     return hb.PSGDKron(
-        params, lr=lr, betas=betas, weight_decay=weight_decay, precond_lr=o.precond_lr,
-        max_size_triangular=o.max_size_triangular, merge_dims=o.merge_dims, compile_step=o.compile_step,
+        params,
+        lr=lr,
+        betas=betas,
+        weight_decay=weight_decay,
+        precond_lr=o.precond_lr,
+        max_size_triangular=o.max_size_triangular,
+        merge_dims=o.merge_dims,
+        compile_step=o.compile_step,
     )
 
 

@@ -46,7 +46,13 @@ class XMat(torch.optim.Optimizer):
     def __init__(self, params, lr=0.1, precond_lr=0.1, damping=1e-3, momentum=0.0, weight_decay=0.0):
         if not 0 < precond_lr < 1:
             raise ValueError(f"precond_lr must be in (0, 1), got {precond_lr}")
-        defaults = dict(lr=lr, precond_lr=precond_lr, damping=damping, momentum=momentum, weight_decay=weight_decay)
+        defaults = {
+            "lr": lr,
+            "precond_lr": precond_lr,
+            "damping": damping,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+        }
         super().__init__(params, defaults)
 
     def step(self, closure=None):
@@ -65,7 +71,7 @@ class XMat(torch.optim.Optimizer):
             )
         vs = {p: torch.randn_like(p) for p in params}
         hvs = torch.autograd.grad([p.grad for p in graphed], graphed, [vs[p] for p in graphed], allow_unused=True)
-        hv = {p: h for p, h in zip(graphed, hvs) if h is not None}
+        hv = {p: h for p, h in zip(graphed, hvs, strict=False) if h is not None}
         with torch.no_grad():
             for group in self.param_groups:
                 for p in group["params"]:

@@ -46,7 +46,10 @@ class Plan:
 
 def plan(quick: bool) -> Plan:
     lock = SpecDefConfig(loop=specdef_loop(optimizer="adadelta", lr=5.0, epochs=5, lr_gamma=0.7), alpha=0.5, top_k=1)
-    attacks = [FineTuneConfig(loop=LoopConfig(optimizer="sgd", lr=1e-2)), FineTuneConfig(loop=LoopConfig(optimizer="adam", lr=1e-3))]
+    attacks = [
+        FineTuneConfig(loop=LoopConfig(optimizer="sgd", lr=1e-2)),
+        FineTuneConfig(loop=LoopConfig(optimizer="adam", lr=1e-3)),
+    ]
     if quick:
         for a in attacks:
             a.eval_every = 25
@@ -73,17 +76,23 @@ def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = Tru
     base_acc = evaluate(base, mnist)
     say(f"      base MNIST accuracy {base_acc:.4f} (full test set, {len(mnist.y_test):,} images)")
 
-    say(f"[2/4] locking with SpecDef (alpha={p.lock.alpha}, top_k={p.lock.top_k}, {p.lock.loop.optimizer} "
-        f"lr={p.lock.loop.lr:g}, {p.lock.loop.epochs} epochs)")
+    say(
+        f"[2/4] locking with SpecDef (alpha={p.lock.alpha}, top_k={p.lock.top_k}, {p.lock.loop.optimizer} "
+        f"lr={p.lock.loop.lr:g}, {p.lock.loop.epochs} epochs)"
+    )
     res = lock(base, p.lock, retain=mnist, progress=progress)
     locked, record, rep = res.model, res.record, res.report
-    say(f"      locked MNIST accuracy {rep.accuracy_after:.4f}; max sigma "
-        f"{rep.sigma_before['max_sigma']:.3g} -> {rep.sigma_after['max_sigma']:.3g}")
+    say(
+        f"      locked MNIST accuracy {rep.accuracy_after:.4f}; max sigma "
+        f"{rep.sigma_before['max_sigma']:.3g} -> {rep.sigma_after['max_sigma']:.3g}"
+    )
     cons = record["conservation"]
-    say(f"      conservation ({cons['n_samples']:,} test images): accuracy drop {cons['accuracy']['drop']:.4f} "
+    say(
+        f"      conservation ({cons['n_samples']:,} test images): accuracy drop {cons['accuracy']['drop']:.4f} "
         f"(epsilon {cons['epsilon']:g}: "
         f"{'holds' if cons['accuracy']['holds'] else 'FAILS'}), KL {cons['kl']['mean']:.3g}, "
-        f"TV {cons['tv']['mean']:.3g} <= Pinsker {cons['tv']['pinsker_bound']:.3g}")
+        f"TV {cons['tv']['mean']:.3g} <= Pinsker {cons['tv']['pinsker_bound']:.3g}"
+    )
 
     say(f"[3/4] fine-tuning base and locked on {', '.join(UNAUTHORIZED)}")
     rows, panels = [], {}
@@ -96,17 +105,33 @@ def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = Tru
                 res = attack(model, cfg, task, progress=progress)
                 pair[who] = res
                 style = "-" if who == "locked" else "--"
-                panels[name].append({"label": f"{who}, {_label(cfg)}", "evals": res.evals, "style": style,
-                                     "color": f"C{i}", "chance": task.chance})
-            rows.append({
-                "task": name, "attack": _label(cfg), "chance": task.chance,
-                "base": pair["base"].accuracy, "locked": pair["locked"].accuracy,
-                "base_steps_to_target": pair["base"].steps_to_target,
-                "locked_steps_to_target": pair["locked"].steps_to_target,
-                "locked_diverged": pair["locked"].diverged, "target": cfg.target_accuracy,
-                "base_run": pair["base"].to_dict(), "locked_run": pair["locked"].to_dict(),
-            })
-            say(f"      {name:<24} {_label(cfg):<15} base {pair['base'].accuracy:.4f}  locked {pair['locked'].accuracy:.4f}")
+                panels[name].append(
+                    {
+                        "label": f"{who}, {_label(cfg)}",
+                        "evals": res.evals,
+                        "style": style,
+                        "color": f"C{i}",
+                        "chance": task.chance,
+                    }
+                )
+            rows.append(
+                {
+                    "task": name,
+                    "attack": _label(cfg),
+                    "chance": task.chance,
+                    "base": pair["base"].accuracy,
+                    "locked": pair["locked"].accuracy,
+                    "base_steps_to_target": pair["base"].steps_to_target,
+                    "locked_steps_to_target": pair["locked"].steps_to_target,
+                    "locked_diverged": pair["locked"].diverged,
+                    "target": cfg.target_accuracy,
+                    "base_run": pair["base"].to_dict(),
+                    "locked_run": pair["locked"].to_dict(),
+                }
+            )
+            say(
+                f"      {name:<24} {_label(cfg):<15} base {pair['base'].accuracy:.4f}  locked {pair['locked'].accuracy:.4f}"
+            )
 
     rows.sort(key=lambda r: -r["locked"])  # the strongest attack on the lock first
     say("[4/4] results")
@@ -115,13 +140,20 @@ def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = Tru
     save(locked, out / "locked", {"task": "mnist", "metrics": {"accuracy": rep.accuracy_after}, **record})
     curves = accuracy_curves(panels, out / "curves.png", title="Fine-tuning a base vs a SpecDef-locked MNIST CNN")
     results = {
-        "quick": quick, "authorized": {"task": "mnist", "base": base_acc, "locked": rep.accuracy_after},
-        "lock": rep.summary(), "certificates": record["certificates"], "conservation": record["conservation"],
-        "unauthorized": rows, "wall_s": time.perf_counter() - t0,
+        "quick": quick,
+        "authorized": {"task": "mnist", "base": base_acc, "locked": rep.accuracy_after},
+        "lock": rep.summary(),
+        "certificates": record["certificates"],
+        "conservation": record["conservation"],
+        "unauthorized": rows,
+        "wall_s": time.perf_counter() - t0,
     }
     write_text(out / "results.json", json.dumps(results, indent=2, sort_keys=True))
-    results["written"] = {"results": str(out / "results.json"), "curves": str(curves),
-                          "models": [str(out / "base"), str(out / "locked")]}
+    results["written"] = {
+        "results": str(out / "results.json"),
+        "curves": str(curves),
+        "models": [str(out / "base"), str(out / "locked")],
+    }
     return results
 
 
@@ -133,9 +165,11 @@ def table(results: dict) -> str:
         f"{'mnist (authorized)':<26}{'-':<16}{a['base']:>8.4f}{a['locked']:>8.4f}   (full test set)",
     ]
     for r in results["unauthorized"]:
-        st = lambda v: "-" if v is None else str(v)  # noqa: E731
+        st = lambda v: "-" if v is None else str(v)
         flag = "  diverged" if r["locked_diverged"] else ""
-        lines.append(f"{r['task']:<26}{r['attack']:<16}{r['base']:>8.4f}{r['locked']:>8.4f}   "
-                     f"{st(r['base_steps_to_target'])} / {st(r['locked_steps_to_target'])} "
-                     f"(target {r['target']:g}; chance {r['chance']:.2f}){flag}")
+        lines.append(
+            f"{r['task']:<26}{r['attack']:<16}{r['base']:>8.4f}{r['locked']:>8.4f}   "
+            f"{st(r['base_steps_to_target'])} / {st(r['locked_steps_to_target'])} "
+            f"(target {r['target']:g}; chance {r['chance']:.2f}){flag}"
+        )
     return "\n".join(lines)

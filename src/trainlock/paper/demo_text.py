@@ -55,10 +55,28 @@ class TextPlan:
 
 def text_plan(quick: bool) -> TextPlan:
     if quick:
-        return TextPlan(n_train=600, n_test=300, max_length=48, batch_size=16, train_steps=30, lock_steps=15,
-                        attack_steps=30, lrs=(1e-4, 1e-3), budget=5)
-    return TextPlan(n_train=2000, n_test=1000, max_length=64, batch_size=16, train_steps=150, lock_steps=100,
-                    attack_steps=100, lrs=(5e-5, 1e-4, 1e-3), budget=8)
+        return TextPlan(
+            n_train=600,
+            n_test=300,
+            max_length=48,
+            batch_size=16,
+            train_steps=30,
+            lock_steps=15,
+            attack_steps=30,
+            lrs=(1e-4, 1e-3),
+            budget=5,
+        )
+    return TextPlan(
+        n_train=2000,
+        n_test=1000,
+        max_length=64,
+        batch_size=16,
+        train_steps=150,
+        lock_steps=100,
+        attack_steps=100,
+        lrs=(5e-5, 1e-4, 1e-3),
+        budget=8,
+    )
 
 
 def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = True, device: str = "cpu") -> dict:
@@ -70,64 +88,104 @@ def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = Tru
     auth = tasks.get(AUTHORIZED).subset(p.n_train, p.n_test)
     target = tasks.get(UNAUTHORIZED).subset(p.n_train, p.n_test)
 
-    say(f"[1/4] fine-tuning pretrained MiniLM-L6 on {AUTHORIZED} ({p.train_steps} steps of AdamW 5e-5, batch "
-        f"{p.batch_size}, {p.max_length} tokens)")
+    say(
+        f"[1/4] fine-tuning pretrained MiniLM-L6 on {AUTHORIZED} ({p.train_steps} steps of AdamW 5e-5, batch "
+        f"{p.batch_size}, {p.max_length} tokens)"
+    )
     torch.manual_seed(0)
     base = models.build("minilm-l6", num_classes=auth.num_classes, max_length=p.max_length)
-    loop = LoopConfig(optimizer="adamw", lr=5e-5, epochs=100, max_steps=p.train_steps, batch_size=p.batch_size,
-                      weight_decay=0.01, schedule="linear", device=device)
+    loop = LoopConfig(
+        optimizer="adamw",
+        lr=5e-5,
+        epochs=100,
+        max_steps=p.train_steps,
+        batch_size=p.batch_size,
+        weight_decay=0.01,
+        schedule="linear",
+        device=device,
+    )
     fit(base, for_model(auth, base), loop, progress=progress, desc=f"train on {AUTHORIZED}")
     base_acc = evaluate(base, for_model(auth, base))
     say(f"      base accuracy on {AUTHORIZED}: {base_acc:.4f}")
 
     say(f"[2/4] locking with SpecDef (alpha 0.5, top-k 2, ce+kl, AdamW 5e-5, {p.lock_steps} steps)")
-    lock_loop = LoopConfig(optimizer="adamw", lr=5e-5, epochs=100, max_steps=p.lock_steps, batch_size=p.batch_size,
-                           weight_decay=0.0, schedule="linear", device=device)
-    res = lock(base, SpecDefConfig(loop=lock_loop, alpha=0.5, top_k=2, retain="ce+kl"), retain=auth,
-               progress=progress)
+    lock_loop = LoopConfig(
+        optimizer="adamw",
+        lr=5e-5,
+        epochs=100,
+        max_steps=p.lock_steps,
+        batch_size=p.batch_size,
+        weight_decay=0.0,
+        schedule="linear",
+        device=device,
+    )
+    res = lock(base, SpecDefConfig(loop=lock_loop, alpha=0.5, top_k=2, retain="ce+kl"), retain=auth, progress=progress)
     locked, rep = res.model, res.report
-    say(f"      locked accuracy {rep.accuracy_after:.4f}; mean top-2 sigma {rep.sigma_before['mean_topk']:.4g} -> "
-        f"{rep.sigma_after['mean_topk']:.4g}")
+    say(
+        f"      locked accuracy {rep.accuracy_after:.4f}; mean top-2 sigma {rep.sigma_before['mean_topk']:.4g} -> "
+        f"{rep.sigma_after['mean_topk']:.4g}"
+    )
 
-    say(f"[3/4] red team on {UNAUTHORIZED}: {p.budget} runs of {p.attack_steps} steps on the locked model and the "
+    say(
+        f"[3/4] red team on {UNAUTHORIZED}: {p.budget} runs of {p.attack_steps} steps on the locked model and the "
         f"same on the base (AdamW at {', '.join(f'{x:g}' for x in p.lrs)}, released and from scratch; sv-clip; "
-        "temperature reset)")
+        "temperature reset)"
+    )
     out.mkdir(parents=True, exist_ok=True)
-    cfg = RedTeamConfig(loop=LoopConfig(device=device, max_steps=p.attack_steps, batch_size=p.batch_size,
-                                        epochs=100, schedule="linear"),
-                        budget=p.budget, runner=RunnerConfig(workers=p.workers if device == "cpu" else 0), optimizers=("adamw",), lrs=p.lrs,
-                        transforms=("sv-clip", "temperature-reset"))
+    cfg = RedTeamConfig(
+        loop=LoopConfig(
+            device=device, max_steps=p.attack_steps, batch_size=p.batch_size, epochs=100, schedule="linear"
+        ),
+        budget=p.budget,
+        runner=RunnerConfig(workers=p.workers if device == "cpu" else 0),
+        optimizers=("adamw",),
+        lrs=p.lrs,
+        transforms=("sv-clip", "temperature-reset"),
+    )
     rt = redteam(locked, target, cfg, out=out / "redteam", base=base, progress=progress)
 
     say("[4/4] results")
     save(base, out / "base", {"task": AUTHORIZED, "metrics": {"accuracy": base_acc}})
     save(locked, out / "locked", {"task": AUTHORIZED, "metrics": {"accuracy": rep.accuracy_after}, **res.record})
-    pick = lambda r: None if r is None else {"attack": r["attack"], "accuracy": r["accuracy"]}  # noqa: E731
+    pick = lambda r: None if r is None else {"attack": r["attack"], "accuracy": r["accuracy"]}
     results = {
-        "kind": "text", "quick": quick, "plan": asdict(p),
+        "kind": "text",
+        "quick": quick,
+        "plan": asdict(p),
         "authorized": {"task": AUTHORIZED, "base": base_acc, "locked": rep.accuracy_after},
         "lock": rep.summary(),
-        "unauthorized": {"task": UNAUTHORIZED, "chance": target.chance, "locked": pick(rt["locked"]),
-                         "base": pick(rt["base"]), "scratch": pick(rt["scratch"]), "advantage": rt["advantage"],
-                         "base_advantage": rt["base_advantage"]},
+        "unauthorized": {
+            "task": UNAUTHORIZED,
+            "chance": target.chance,
+            "locked": pick(rt["locked"]),
+            "base": pick(rt["base"]),
+            "scratch": pick(rt["scratch"]),
+            "advantage": rt["advantage"],
+            "base_advantage": rt["base_advantage"],
+        },
         "wall_s": time.perf_counter() - t0,
     }
     write_text(out / "results.json", json.dumps(results, indent=2, sort_keys=True))
-    results["written"] = {"results": str(out / "results.json"), "report": str(out / "redteam" / "report.md"),
-                          "models": [str(out / "base"), str(out / "locked")]}
+    results["written"] = {
+        "results": str(out / "results.json"),
+        "report": str(out / "redteam" / "report.md"),
+        "models": [str(out / "base"), str(out / "locked")],
+    }
     return results
 
 
 def table(results: dict) -> str:
     a, u = results["authorized"], results["unauthorized"]
-    f = lambda r: "-" if r is None else f"{r['accuracy']:.4f}  ({r['attack']})"  # noqa: E731
-    adv = lambda v: "-" if v is None else f"{100 * v:+.1f} points"  # noqa: E731
-    return "\n".join([
-        f"{'authorized: ' + a['task']:<40} base {a['base']:.4f}   locked {a['locked']:.4f}",
-        f"unauthorized: {u['task']} (best of the red team, chance {u['chance']:.2f})",
-        f"  {'from the locked weights':<38} {f(u['locked'])}",
-        f"  {'from the unlocked base':<38} {f(u['base'])}",
-        f"  {'from scratch (re-initialized)':<38} {f(u['scratch'])}",
-        f"  {'attacker advantage, locked - scratch':<38} {adv(u['advantage'])}",
-        f"  {'head start without a lock, base - scratch':<38} {adv(u['base_advantage'])}",
-    ])
+    f = lambda r: "-" if r is None else f"{r['accuracy']:.4f}  ({r['attack']})"
+    adv = lambda v: "-" if v is None else f"{100 * v:+.1f} points"
+    return "\n".join(
+        [
+            f"{'authorized: ' + a['task']:<40} base {a['base']:.4f}   locked {a['locked']:.4f}",
+            f"unauthorized: {u['task']} (best of the red team, chance {u['chance']:.2f})",
+            f"  {'from the locked weights':<38} {f(u['locked'])}",
+            f"  {'from the unlocked base':<38} {f(u['base'])}",
+            f"  {'from scratch (re-initialized)':<38} {f(u['scratch'])}",
+            f"  {'attacker advantage, locked - scratch':<38} {adv(u['advantage'])}",
+            f"  {'head start without a lock, base - scratch':<38} {adv(u['base_advantage'])}",
+        ]
+    )

@@ -11,13 +11,50 @@ from ..atomic import write_text, writing_file
 from ..io.tables import markdown_table
 from . import theory
 
-FIG1_COLS = ["kappa", "gd_opt_measured", "gd_opt_theory", "gd_1L_measured", "gd_1L_theory",
-             "nesterov_measured", "nesterov_theory"]
-FIG2_COLS = ["arch", "seed", "scale", "sigma_max_W", "iterations", "converged", "sigma_max_H", "bound", "ratio",
-             "vacuous", "k", "topk_ratio", "restricted_ratio", "alignment", "factorization_ok"]
-THM22_COLS = ["weight", "seed", "scale", "sigma_max_W", "iterations", "converged", "hessian_lambda_max",
-              "own_block_sigma", "checked", "sigma_max_H", "ratio", "vacuous", "topk_ratio", "restricted_ratio",
-              "alignment", "ratio_GN"]
+FIG1_COLS = [
+    "kappa",
+    "gd_opt_measured",
+    "gd_opt_theory",
+    "gd_1L_measured",
+    "gd_1L_theory",
+    "nesterov_measured",
+    "nesterov_theory",
+]
+FIG2_COLS = [
+    "arch",
+    "seed",
+    "scale",
+    "sigma_max_W",
+    "iterations",
+    "converged",
+    "sigma_max_H",
+    "bound",
+    "ratio",
+    "vacuous",
+    "k",
+    "topk_ratio",
+    "restricted_ratio",
+    "alignment",
+    "factorization_ok",
+]
+THM22_COLS = [
+    "weight",
+    "seed",
+    "scale",
+    "sigma_max_W",
+    "iterations",
+    "converged",
+    "hessian_lambda_max",
+    "own_block_sigma",
+    "checked",
+    "sigma_max_H",
+    "ratio",
+    "vacuous",
+    "topk_ratio",
+    "restricted_ratio",
+    "alignment",
+    "ratio_GN",
+]
 
 
 def _fmt(v) -> str:
@@ -42,13 +79,17 @@ def _json_safe(x):
 
 def _plot_fig1(rows, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     k = [r["kappa"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for key, label, c in [("gd_opt", "GD lr=2/(L+mu)", "C0"), ("gd_1L", "GD lr=1/L", "C2"),
-                          ("nesterov", "Nesterov lr=1/L", "C1")]:
+    for key, label, c in [
+        ("gd_opt", "GD lr=2/(L+mu)", "C0"),
+        ("gd_1L", "GD lr=1/L", "C2"),
+        ("nesterov", "Nesterov lr=1/L", "C1"),
+    ]:
         ax.loglog(k, [r[f"{key}_measured"] for r in rows], "o-", color=c, label=f"{label} measured")
         ax.loglog(k, [r[f"{key}_theory"] for r in rows], "--", color=c, label=f"{label} theory")
     ax.set_xlabel("kappa = sigma_max(H) / sigma_min(H)  (sigma_min = 1)")
@@ -65,6 +106,7 @@ def _seed_panels(rows, group: str, draw, labels: dict, path: Path, width: float)
     """Two rows of panels, one column per value of ``group``; ``draw(top, bottom, rows_of_one_seed, seed)``
     plots one seed's rows (sorted by scale) into a column. ``labels``: titles and axis labels."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -73,8 +115,9 @@ def _seed_panels(rows, group: str, draw, labels: dict, path: Path, width: float)
     for j, g in enumerate(groups):
         ax, bx = axes[0][j], axes[1][j]
         for seed in sorted({r["seed"] for r in rows if r[group] == g}):
-            draw(ax, bx, sorted((r for r in rows if r[group] == g and r["seed"] == seed), key=lambda r: r["scale"]),
-                 seed)
+            draw(
+                ax, bx, sorted((r for r in rows if r[group] == g and r["seed"] == seed), key=lambda r: r["scale"]), seed
+            )
         ax.set_title(g.replace(".weight", ""))
         ax.set_xlabel(labels["x"])
         bx.set_xlabel(labels["x"])
@@ -94,13 +137,23 @@ def _plot_fig2(rows, out: Path) -> list[str]:
         sx, c = [r["sigma_max_W"] for r in rs], f"C{seed}"
         ax.plot(sx, [r["iterations"] for r in rs], "o-", color=c, label=f"seed {seed}")
         bx.semilogy(sx, [r["restricted_ratio"] for r in rs], "o-", color=c)
-        paper = [(a, r["ratio"]) for a, r in zip(sx, rs) if not r["vacuous"]]
+        paper = [(a, r["ratio"]) for a, r in zip(sx, rs, strict=False) if not r["vacuous"]]
         bx.semilogy([a for a, _ in paper], [b for _, b in paper], "x", color=c)
         bx.axhline(1.0, color="k", lw=0.8)
-    _seed_panels(rows, "arch", draw, {
-        "x": "sigma_max(W_j)", "top": "Adam iterations to converge",
-        "bottom": "sigma_max(H_block) / bound\n(o-: range-restricted, x: paper form if not vacuous)",
-        "title": "Figure 2: iterations vs sigma_max (top), Theorem 2.1 ratio (bottom, >= 1)"}, out / "fig2.png", 4.0)
+
+    _seed_panels(
+        rows,
+        "arch",
+        draw,
+        {
+            "x": "sigma_max(W_j)",
+            "top": "Adam iterations to converge",
+            "bottom": "sigma_max(H_block) / bound\n(o-: range-restricted, x: paper form if not vacuous)",
+            "title": "Figure 2: iterations vs sigma_max (top), Theorem 2.1 ratio (bottom, >= 1)",
+        },
+        out / "fig2.png",
+        4.0,
+    )
     return ["fig2.png"]
 
 
@@ -110,10 +163,20 @@ def _plot_thm22(rows, out: Path) -> list[str]:
         ax.plot(sx, [r["iterations"] for r in rs], "o-", color=c, label=f"seed {seed}")
         bx.semilogy(sx, [r["hessian_lambda_max"] for r in rs], "o-", color=c)
         bx.semilogy(sx, [r["own_block_sigma"] for r in rs], "x--", color=c)
-    _seed_panels(rows, "weight", draw, {
-        "x": "sigma_max(W)", "top": "Adam iterations to converge",
-        "bottom": "lambda_max(H) (o-), sigma_max(H_WW) (x--)",
-        "title": "Theorem 2.2: scaling one Transformer weight's sigma_max"}, out / "theorem22.png", 3.2)
+
+    _seed_panels(
+        rows,
+        "weight",
+        draw,
+        {
+            "x": "sigma_max(W)",
+            "top": "Adam iterations to converge",
+            "bottom": "lambda_max(H) (o-), sigma_max(H_WW) (x--)",
+            "title": "Theorem 2.2: scaling one Transformer weight's sigma_max",
+        },
+        out / "theorem22.png",
+        3.2,
+    )
     return ["theorem22.png"]
 
 
@@ -123,24 +186,35 @@ def run(figure: str, out: Path, quick: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     extra: dict = {}
     if figure == "fig1":
-        params = {"kappas": [10.0, 100.0, 1000.0] if quick else [1e1, 3e1, 1e2, 3e2, 1e3, 3e3, 1e4, 3e4],
-                  "dim": 20, "tol": 1e-6}
+        params = {
+            "kappas": [10.0, 100.0, 1000.0] if quick else [1e1, 3e1, 1e2, 3e2, 1e3, 3e3, 1e4, 3e4],
+            "dim": 20,
+            "tol": 1e-6,
+        }
         rows = theory.fig1(**params)
         table = _table(rows, FIG1_COLS)
         _plot_fig1(rows, out / "fig1.png")
         plots = ["fig1.png"]
     elif figure == "fig2":
-        params = ({"seeds": [0, 1, 2], "scales": [1.0, 8.0], "max_iters": 3000, "tol": 0.9,
-                   "archs": ["mlp", "transformer"]} if quick else
-                  {"seeds": [0, 1, 2], "scales": [1.0, 2.0, 4.0, 8.0, 16.0], "max_iters": 20000, "tol": 0.9,
-                   "archs": ["mlp", "cnn", "transformer"]})
+        params = (
+            {"seeds": [0, 1, 2], "scales": [1.0, 8.0], "max_iters": 3000, "tol": 0.9, "archs": ["mlp", "transformer"]}
+            if quick
+            else {
+                "seeds": [0, 1, 2],
+                "scales": [1.0, 2.0, 4.0, 8.0, 16.0],
+                "max_iters": 20000,
+                "tol": 0.9,
+                "archs": ["mlp", "cnn", "transformer"],
+            }
+        )
         rows = theory.fig2(**params)
         t22 = {k: params[k] for k in ("seeds", "scales", "max_iters", "tol")}
         extra["theorem22"] = theory.theorem22(**t22)
-        table = (_table(rows, FIG2_COLS) + "\n## Theorem 2.2: one Transformer weight's sigma_max scaled\n\n"
-                 "`checked`: the weight whose Hessian block is bounded (`-`: none exists, the residual stream "
-                 "bypasses this weight; only the measured scaling is reported).\n\n"
-                 + _table(extra["theorem22"], THM22_COLS))
+        table = (
+            _table(rows, FIG2_COLS) + "\n## Theorem 2.2: one Transformer weight's sigma_max scaled\n\n"
+            "`checked`: the weight whose Hessian block is bounded (`-`: none exists, the residual stream "
+            "bypasses this weight; only the measured scaling is reported).\n\n" + _table(extra["theorem22"], THM22_COLS)
+        )
         plots = _plot_fig2(rows, out) + _plot_thm22(extra["theorem22"], out)
     else:
         raise ValueError(f"unknown figure {figure!r}: expected fig1 or fig2")

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..analysis.bounds import block_hessian, theorem_check  # noqa: F401  (theorem_check re-exported)
+from ..analysis.bounds import block_hessian, theorem_check
 
 # ------------------------------------------------------------------ Figure 1
 
@@ -42,7 +42,7 @@ def _quad_steps(lam: np.ndarray, w0: np.ndarray, lr: float, beta: float, tol: fl
     f0 = 0.5 * float(np.sum(lam * w0 * w0))
     w, prev = w0.copy(), w0.copy()
     for t in range(1, max_steps + 1):
-        y = w + beta * (w - prev)          # beta = 0: plain GD
+        y = w + beta * (w - prev)  # beta = 0: plain GD
         prev, w = w, y - lr * lam * y
         if 0.5 * float(np.sum(lam * w * w)) <= tol * f0:
             return t
@@ -58,8 +58,13 @@ def fig1_theory(kappa: float, tol: float) -> dict:
     }
 
 
-def fig1(kappas=(1e1, 3e1, 1e2, 3e2, 1e3, 3e3, 1e4), dim: int = 20, tol: float = 1e-6,
-         max_steps: int = 500_000, seed: int = 0) -> list[dict]:
+def fig1(
+    kappas=(1e1, 3e1, 1e2, 3e2, 1e3, 3e3, 1e4),
+    dim: int = 20,
+    tol: float = 1e-6,
+    max_steps: int = 500_000,
+    seed: int = 0,
+) -> list[dict]:
     """Measured vs theoretical steps to f <= tol f(w0) on 1/2 w^T H w, spectrum in [1, kappa] (module doc)."""
     rng = np.random.default_rng(seed)
     signs = rng.choice([-1.0, 1.0], size=dim)
@@ -69,11 +74,18 @@ def fig1(kappas=(1e1, 3e1, 1e2, 3e2, 1e3, 3e3, 1e4), dim: int = 20, tol: float =
         w0 = signs / np.sqrt(lam)
         L, mu = float(kappa), 1.0
         beta = (math.sqrt(kappa) - 1) / (math.sqrt(kappa) + 1)
-        row = {"kappa": float(kappa), "dim": dim, "tol": tol,
-               "lr_gd_opt": 2 / (L + mu), "lr_gd_1L": 1 / L, "lr_nesterov": 1 / L, "momentum": beta,
-               "gd_opt_measured": _quad_steps(lam, w0, 2 / (L + mu), 0.0, tol, max_steps),
-               "gd_1L_measured": _quad_steps(lam, w0, 1 / L, 0.0, tol, max_steps),
-               "nesterov_measured": _quad_steps(lam, w0, 1 / L, beta, tol, max_steps)}
+        row = {
+            "kappa": float(kappa),
+            "dim": dim,
+            "tol": tol,
+            "lr_gd_opt": 2 / (L + mu),
+            "lr_gd_1L": 1 / L,
+            "lr_nesterov": 1 / L,
+            "momentum": beta,
+            "gd_opt_measured": _quad_steps(lam, w0, 2 / (L + mu), 0.0, tol, max_steps),
+            "gd_1L_measured": _quad_steps(lam, w0, 1 / L, 0.0, tol, max_steps),
+            "nesterov_measured": _quad_steps(lam, w0, 1 / L, beta, tol, max_steps),
+        }
         row.update(fig1_theory(kappa, tol))
         rows.append(row)
     return rows
@@ -97,8 +109,9 @@ class MLP(nn.Module):
 
     def __init__(self, d: int = 4, h: int = 8, out: int = 4):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(),
-                                 nn.Linear(h, h), nn.ReLU(), nn.Linear(h, out))
+        self.net = nn.Sequential(
+            nn.Linear(d, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, out)
+        )
         _xavier(self)
 
     def forward(self, x):
@@ -181,8 +194,13 @@ def iterations_to_converge(model: nn.Module, x, y, tol: float, max_iters: int, l
     return max_iters
 
 
-def fig2(seeds=(0, 1, 2), scales=(1, 2, 4, 8, 16), max_iters: int = 20_000, tol: float = 0.9,
-         archs=("mlp", "cnn", "transformer")) -> list[dict]:
+def fig2(
+    seeds=(0, 1, 2),
+    scales=(1, 2, 4, 8, 16),
+    max_iters: int = 20_000,
+    tol: float = 0.9,
+    archs=("mlp", "cnn", "transformer"),
+) -> list[dict]:
     """Per architecture, seed and scale s: sigma_max(W_j) *= s; Adam steps to loss <= tol * mean(y^2);
     Theorem 2.1 check on the block of the layer feeding W_j (at the scaled initialization)."""
     rows = []
@@ -197,13 +215,37 @@ def fig2(seeds=(0, 1, 2), scales=(1, 2, 4, 8, 16), max_iters: int = 20_000, tol:
                 chk = theorem_check(model, nn.functional.mse_loss, (x, y), model.checked, partner=model.scaled)
                 torch.manual_seed(seed)
                 iters = iterations_to_converge(model, x, y, tol, max_iters)
-                rows.append({"arch": arch, "seed": seed, "scale": float(s),
-                             "sigma_max_W": chk["sigma_max_Wj"], "iterations": iters,
-                             "converged": iters < max_iters,
-                             **{k: chk[k] for k in ("sigma_max_H", "bound", "ratio", "vacuous", "k", "topk_sum",
-                                                    "topk_bound", "topk_ratio", "topk_vacuous",
-                                                    "restricted_bound", "restricted_ratio", "restricted_vacuous",
-                                                    "alignment", "ratio_GN", "factorization_ok", "min_eig_H")}})
+                rows.append(
+                    {
+                        "arch": arch,
+                        "seed": seed,
+                        "scale": float(s),
+                        "sigma_max_W": chk["sigma_max_Wj"],
+                        "iterations": iters,
+                        "converged": iters < max_iters,
+                        **{
+                            k: chk[k]
+                            for k in (
+                                "sigma_max_H",
+                                "bound",
+                                "ratio",
+                                "vacuous",
+                                "k",
+                                "topk_sum",
+                                "topk_bound",
+                                "topk_ratio",
+                                "topk_vacuous",
+                                "restricted_bound",
+                                "restricted_ratio",
+                                "restricted_vacuous",
+                                "alignment",
+                                "ratio_GN",
+                                "factorization_ok",
+                                "min_eig_H",
+                            )
+                        },
+                    }
+                )
     return rows
 
 
@@ -212,11 +254,29 @@ def fig2(seeds=(0, 1, 2), scales=(1, 2, 4, 8, 16), max_iters: int = 20_000, tol:
 # Theorem 2.2's per-token weights of the Figure 2 Transformer, each with the weight whose Hessian block it bounds
 # (a W_i every path of which to the prediction passes through W_j), or None where no such W_i exists: the
 # residual stream bypasses W_Q, W_K, W_V and W_1, so for them only the measured scaling is reported.
-THEOREM22_PAIRS = {"q.weight": None, "k.weight": None, "v.weight": None, "o.weight": "v.weight",
-                   "mlp.0.weight": None, "mlp.2.weight": "mlp.0.weight"}
-_PAIR_KEYS = ("sigma_max_H", "sigma_max_GN", "bound", "ratio", "vacuous", "topk_ratio", "topk_vacuous",
-              "restricted_bound", "restricted_ratio", "restricted_vacuous", "alignment", "ratio_GN",
-              "factorization_ok")
+THEOREM22_PAIRS = {
+    "q.weight": None,
+    "k.weight": None,
+    "v.weight": None,
+    "o.weight": "v.weight",
+    "mlp.0.weight": None,
+    "mlp.2.weight": "mlp.0.weight",
+}
+_PAIR_KEYS = (
+    "sigma_max_H",
+    "sigma_max_GN",
+    "bound",
+    "ratio",
+    "vacuous",
+    "topk_ratio",
+    "topk_vacuous",
+    "restricted_bound",
+    "restricted_ratio",
+    "restricted_vacuous",
+    "alignment",
+    "ratio_GN",
+    "factorization_ok",
+)
 
 
 def own_block_sigma_max(model: nn.Module, loss_fn, batch, param_name: str) -> float:
@@ -224,8 +284,9 @@ def own_block_sigma_max(model: nn.Module, loss_fn, batch, param_name: str) -> fl
     return float(torch.linalg.eigvalsh(block_hessian(model, loss_fn, batch, param_name)).abs().max())
 
 
-def theorem22(seeds=(0, 1, 2), scales=(1, 2, 4, 8, 16), max_iters: int = 20_000, tol: float = 0.9,
-              weights=tuple(THEOREM22_PAIRS)) -> list[dict]:
+def theorem22(
+    seeds=(0, 1, 2), scales=(1, 2, 4, 8, 16), max_iters: int = 20_000, tol: float = 0.9, weights=tuple(THEOREM22_PAIRS)
+) -> list[dict]:
     """Per Transformer weight W (attention W_Q/W_K/W_V/W_O, MLP W_1/W_2), seed and scale s: sigma_max(W) *= s;
     measured: sigma_max of W's own Hessian block, the full Hessian's lambda_max (Lanczos), Adam steps to
     converge (as ``fig2``); and where a paired block exists (``THEOREM22_PAIRS``) the ``theorem_check`` numbers."""
@@ -242,12 +303,17 @@ def theorem22(seeds=(0, 1, 2), scales=(1, 2, 4, 8, 16), max_iters: int = 20_000,
                 torch.manual_seed(seed)
                 model = Transformer()
                 scale_sigma_max(dict(model.named_parameters())[w], float(s))
-                row = {"weight": w, "seed": seed, "scale": float(s),
-                       "sigma_max_W": float(torch.linalg.matrix_norm(model.get_parameter(w).detach(), ord=2)),
-                       "own_block_sigma": own_block_sigma_max(model, mse, (x, y), w),
-                       "hessian_lambda_max": float(hessian_eigenvalues(
-                           model, lambda m, b: mse(m(b[0]), b[1]), (x, y), k=1)[0]),
-                       "checked": THEOREM22_PAIRS[w] or "-"}
+                row = {
+                    "weight": w,
+                    "seed": seed,
+                    "scale": float(s),
+                    "sigma_max_W": float(torch.linalg.matrix_norm(model.get_parameter(w).detach(), ord=2)),
+                    "own_block_sigma": own_block_sigma_max(model, mse, (x, y), w),
+                    "hessian_lambda_max": float(
+                        hessian_eigenvalues(model, lambda m, b: mse(m(b[0]), b[1]), (x, y), k=1)[0]
+                    ),
+                    "checked": THEOREM22_PAIRS[w] or "-",
+                }
                 if THEOREM22_PAIRS[w]:
                     chk = theorem_check(model, mse, (x, y), THEOREM22_PAIRS[w], partner=w)
                     row.update({k: chk[k] for k in _PAIR_KEYS})

@@ -13,8 +13,15 @@ from .builtin import permuted
 from .files import load_hf, load_idx_dir, load_npz, load_torchvision, read_idx
 from .text import TextTask, for_model, load_csv, load_jsonl
 
-_PREFIXES = {"npz:": load_npz, "idx:": load_idx_dir, "csv:": load_csv, "jsonl:": load_jsonl,
-             "torchvision:": load_torchvision, "hf:": load_hf, "bigbench:": bigbench.load}
+_PREFIXES = {
+    "npz:": load_npz,
+    "idx:": load_idx_dir,
+    "csv:": load_csv,
+    "jsonl:": load_jsonl,
+    "torchvision:": load_torchvision,
+    "hf:": load_hf,
+    "bigbench:": bigbench.load,
+}
 FORMS = (
     "npz:PATH (x_train/y_train/x_test/y_test arrays), idx:DIR (MNIST-format IDX files), "
     "csv:PATH / jsonl:PATH (text, label, optional text_pair and split), "
@@ -29,7 +36,7 @@ def get(name: str) -> Task:
         raise TaskDataError(f"a task name is a string (e.g. 'mnist', 'npz:PATH'), got {type(name).__name__}: {name!r}")
     for prefix, loader in _PREFIXES.items():
         if name.startswith(prefix):
-            arg = name[len(prefix):]
+            arg = name[len(prefix) :]
             if not arg:
                 raise TaskDataError(f"task {name!r} names no {prefix[:-1]} source; use {prefix}...")
             return loader(arg)
@@ -48,8 +55,9 @@ def as_task(task: Task | TextTask | str, what: str = "task") -> Task | TextTask:
         return task
     if isinstance(task, str):
         return get(task)
-    raise ValueError(f"{what} must be a Task or a task name (e.g. 'mnist', 'npz:PATH'), got "
-                     f"{type(task).__name__}: {task!r}")
+    raise ValueError(
+        f"{what} must be a Task or a task name (e.g. 'mnist', 'npz:PATH'), got {type(task).__name__}: {task!r}"
+    )
 
 
 def names() -> list[str]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,7 @@ class Task:
         counts = torch.bincount(self.y_test, minlength=self.num_classes)
         return float(counts.max()) / max(1, len(self.y_test))
 
-    def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> "Task":
+    def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> Task:
         """A random subset (fixed by `seed`); `None` keeps a split whole."""
         g = torch.Generator().manual_seed(seed)
 
@@ -56,7 +56,7 @@ class Task:
         xte, yte = pick(self.x_test, self.y_test, n_test)
         return dataclasses.replace(self, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
 
-    def adapt(self, input_shape: tuple[int, ...] | list[int]) -> "Task":
+    def adapt(self, input_shape: tuple[int, ...] | list[int]) -> Task:
         """Fit this task's inputs to a model's `input_shape`.
 
         Documented behaviour: images with the same channel count but another size are resized
@@ -79,9 +79,7 @@ def _adapt(x: torch.Tensor, target: tuple[int, ...], task: Task) -> torch.Tensor
         if c == 1 and tc > 1:
             x = x.expand(-1, tc, -1, -1)
         elif c != tc:
-            raise TaskDataError(
-                f"task {task.name!r} has {c}-channel images but the model expects {tc} channels"
-            )
+            raise TaskDataError(f"task {task.name!r} has {c}-channel images but the model expects {tc} channels")
         if (x.shape[2], x.shape[3]) != (th, tw):
             x = F.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False)
         return x.contiguous()
@@ -106,8 +104,9 @@ class TaskSpec:
 TASKS: Registry[TaskSpec] = Registry("task")
 
 
-def register_task(name: str, *, description: str = "", available: Callable[[], bool] | None = None,
-                  install_hint: str = "") -> Callable[[Callable[[], Task]], Callable[[], Task]]:
+def register_task(
+    name: str, *, description: str = "", available: Callable[[], bool] | None = None, install_hint: str = ""
+) -> Callable[[Callable[[], Task]], Callable[[], Task]]:
     """Decorator: register a function returning the Task `name` (called when the task is used, not at
     registration; cache it yourself if loading is slow). `available` says whether its data is present
     (default: always), `install_hint` how to get it."""

@@ -37,7 +37,7 @@ ALIASES = {
     "bb-presuppositions": ("presuppositions_as_nli", "BIG-bench presuppositions as NLI"),
 }
 # also fetched by default: the data of tasks.extra's cifar10-bb (images) and jailbreak (benign questions)
-DEFAULT_TASKS = tuple(t for t, _ in ALIASES.values()) + ("cifar10_classification", "strategyqa", "truthful_qa")
+DEFAULT_TASKS = (*tuple(t for t, _ in ALIASES.values()), "cifar10_classification", "strategyqa", "truthful_qa")
 
 
 def cache_dir() -> Path:
@@ -48,8 +48,10 @@ def cache_dir() -> Path:
 
 def fetch_hint(task: str | None = None) -> str:
     extra = f" --tasks {task}" if task and task not in DEFAULT_TASKS else ""
-    return (f"trainlock fetch bigbench{extra}   (runs once: pip download --no-deps --no-build-isolation {SDIST}, "
-            f"which needs setuptools and wheel installed, then extracts benchmark_tasks/<task>/ into {cache_dir()})")
+    return (
+        f"trainlock fetch bigbench{extra}   (runs once: pip download --no-deps --no-build-isolation {SDIST}, "
+        f"which needs setuptools and wheel installed, then extracts benchmark_tasks/<task>/ into {cache_dir()})"
+    )
 
 
 def present(task: str) -> bool:
@@ -78,15 +80,17 @@ def load(task: str, name: str | None = None):
             data = json.loads(f.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise TaskDataError(f"{f}: not a readable BIG-bench task.json ({e})") from None
-        for i, ex in enumerate(data.get("examples", [])):
+        for _i, ex in enumerate(data.get("examples", [])):
             label = _label(ex.get("target_scores"))
             if label is None or not isinstance(ex.get("input"), str) or not ex["input"].strip():
                 dropped += 1
                 continue
             rows.append({"text": ex["input"], "label": label})
     if not rows:
-        raise TaskDataError(f"BIG-bench task {task!r} ({root}) has no example with an input and a single best "
-                            f"target score: not a classification task")
+        raise TaskDataError(
+            f"BIG-bench task {task!r} ({root}) has no example with an input and a single best "
+            f"target score: not a classification task"
+        )
     t = from_rows(name or f"bigbench:{task}", rows, str(root), f"BIG-bench {task}")
     t.meta["dropped_examples"] = dropped
     return t
@@ -103,8 +107,10 @@ def fetch(tasks: tuple[str, ...] = DEFAULT_TASKS, sdist: str | Path | None = Non
             dl.mkdir(parents=True, exist_ok=True)
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation", SDIST, "-d", str(dl)]
             if subprocess.run(cmd).returncode != 0:
-                raise TaskDataError(f"pip download failed: {' '.join(cmd)} (it needs network access to PyPI and "
-                                    f"setuptools and wheel installed)")
+                raise TaskDataError(
+                    f"pip download failed: {' '.join(cmd)} (it needs network access to PyPI and "
+                    f"setuptools and wheel installed)"
+                )
             found = sorted(dl.glob("bigbench-*.tar.gz"))
             if not found:
                 raise TaskDataError(f"pip download wrote no bigbench-*.tar.gz into {dl}")
@@ -122,7 +128,7 @@ def fetch(tasks: tuple[str, ...] = DEFAULT_TASKS, sdist: str | Path | None = Non
                 i = member.name.find(part)
                 if i < 0:
                     continue
-                rel = Path(member.name[i + len(part):])
+                rel = Path(member.name[i + len(part) :])
                 if ".." in rel.parts or rel.is_absolute():
                     continue
                 out = dest / t / rel
@@ -134,8 +140,10 @@ def fetch(tasks: tuple[str, ...] = DEFAULT_TASKS, sdist: str | Path | None = Non
                 written[t] = dest / t
     missing = [t for t in tasks if t not in written]
     if missing:
-        raise TaskDataError(f"{sdist} holds no benchmark_tasks/ directory for {missing}; check the task names "
-                            f"(directory names under bigbench/benchmark_tasks)")
+        raise TaskDataError(
+            f"{sdist} holds no benchmark_tasks/ directory for {missing}; check the task names "
+            f"(directory names under bigbench/benchmark_tasks)"
+        )
     return [written[t] for t in tasks]
 
 
@@ -143,8 +151,10 @@ def _register() -> None:
     from .base import TASKS, TaskSpec
 
     for alias, (task, desc) in ALIASES.items():
-        TASKS.add(alias, TaskSpec(alias, lambda t=task, a=alias: load(t, a), lambda t=task: present(t),
-                                  fetch_hint(task), desc))
+        TASKS.add(
+            alias,
+            TaskSpec(alias, lambda t=task, a=alias: load(t, a), lambda t=task: present(t), fetch_hint(task), desc),
+        )
 
 
 _register()

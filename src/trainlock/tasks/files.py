@@ -69,9 +69,7 @@ def _inputs(x: np.ndarray, key: str, source: str) -> np.ndarray:
         if not np.isfinite(x).all():
             raise TaskDataError(f"{source}: {key} contains NaN or infinite values")
     else:
-        raise TaskDataError(
-            f"{source}: {key} has dtype {x.dtype}; inputs must be uint8 (scaled by 1/255) or float"
-        )
+        raise TaskDataError(f"{source}: {key} has dtype {x.dtype}; inputs must be uint8 (scaled by 1/255) or float")
     if x.ndim == 3:  # (N, H, W) -> (N, 1, H, W)
         x = x[:, None]
     return np.ascontiguousarray(x)
@@ -82,9 +80,7 @@ def _labels(y: np.ndarray, key: str, source: str) -> np.ndarray:
     if y.ndim != 1:
         raise TaskDataError(f"{source}: {key} has shape {y.shape}; labels must be 1-D (N,)")
     if not np.issubdtype(y.dtype, np.integer):
-        raise TaskDataError(
-            f"{source}: {key} has dtype {y.dtype}; labels must be integers (e.g. y.astype(np.int64))"
-        )
+        raise TaskDataError(f"{source}: {key} has dtype {y.dtype}; labels must be integers (e.g. y.astype(np.int64))")
     if len(y) and y.min() < 0:
         raise TaskDataError(f"{source}: {key} has negative labels (min {int(y.min())}); use 0..K-1")
     return y.astype(np.int64)
@@ -177,9 +173,7 @@ def load_idx_dir(folder: str | Path, name: str | None = None, description: str =
     files = find_idx_files(folder)
     if files is None:
         present = ", ".join(sorted(p.name for p in folder.iterdir())) or "(empty)"
-        raise TaskDataError(
-            f"{folder}: needs {', '.join(s + '[.gz]' for s in IDX_FILES.values())}; present: {present}"
-        )
+        raise TaskDataError(f"{folder}: needs {', '.join(s + '[.gz]' for s in IDX_FILES.values())}; present: {present}")
     arrays = {k: read_idx(p, ndim=3 if k.startswith("x") else 1) for k, p in files.items()}
     return task_from_arrays(name or f"idx:{folder}", arrays, source=str(folder), description=description)
 

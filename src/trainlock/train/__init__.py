@@ -4,5 +4,18 @@ from .checkpoint import Checkpoint, CheckpointError
 from .loop import LoopConfig, LoopHooks, LoopResult, batches, clone_model, fit, reinitialized, resolve_device
 from .metrics import accuracy, evaluate, predict
 
-__all__ = ["Checkpoint", "CheckpointError", "LoopConfig", "LoopHooks", "LoopResult", "accuracy", "batches", "clone_model", "evaluate", "fit", "predict",
-           "reinitialized", "resolve_device"]
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "LoopConfig",
+    "LoopHooks",
+    "LoopResult",
+    "accuracy",
+    "batches",
+    "clone_model",
+    "evaluate",
+    "fit",
+    "predict",
+    "reinitialized",
+    "resolve_device",
+]

@@ -155,7 +155,7 @@ def average_gradients(params: list[torch.Tensor]) -> None:
     COMM["calls"] += 1
     flat /= n
     offset = 0
-    for p, g in zip(params, grads):
+    for p, g in zip(params, grads, strict=False):
         k = g.numel()
-        p.grad = flat[offset:offset + k].view_as(p).clone()
+        p.grad = flat[offset : offset + k].view_as(p).clone()
         offset += k

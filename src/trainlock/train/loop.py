@@ -10,8 +10,8 @@ import copy
 import logging
 import math
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -39,8 +39,9 @@ def check_device(device: str) -> None:
         raise ValueError(f"device must be auto, cpu or cuda (cuda:N), got {device!r}") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r}: this torch build sees no CUDA GPU "
-                             f"(torch {torch.__version__}); use cpu or auto")
+            raise ValueError(
+                f"device {device!r}: this torch build sees no CUDA GPU (torch {torch.__version__}); use cpu or auto"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"device {device!r}: there are {torch.cuda.device_count()} CUDA devices")
     elif dev.type != "cpu":
@@ -98,10 +99,16 @@ class LoopConfig:
     batch_size: int = option(64, "minibatch size")
     seed: int = option(0, "random seed (data order, fresh heads)")
     max_steps: int | None = option(None, "stop after this many optimizer steps in all (default: every epoch)")
-    lr_gamma: float | None = option(None, "step-LR decay per epoch (the paper: 0.7; the step schedule only); unset or 0: a constant rate")
-    schedule: str = option("step", "step: --lr-gamma per epoch (constant without it); linear: warm up over "
-                                   "--warmup-steps, then decay linearly to 0 at the last step (the paper's text "
-                                   "setting, with AdamW)", choices=lambda: SCHEDULES)
+    lr_gamma: float | None = option(
+        None, "step-LR decay per epoch (the paper: 0.7; the step schedule only); unset or 0: a constant rate"
+    )
+    schedule: str = option(
+        "step",
+        "step: --lr-gamma per epoch (constant without it); linear: warm up over "
+        "--warmup-steps, then decay linearly to 0 at the last step (the paper's text "
+        "setting, with AdamW)",
+        choices=lambda: SCHEDULES,
+    )
     warmup_steps: int = option(0, "linear schedule: steps of linear warm-up from 0 (the paper: none)")
     weight_decay: float | None = option(None, "weight decay (default: the optimizer's own)")
     momentum: float | None = option(None, "SGD momentum (default 0.9)")
@@ -229,8 +236,9 @@ def fit(
     mode = step_mode(opt)
     if distributed.world_size() > 1:  # launched by torchrun: every rank trains on a shard of each minibatch
         if mode != "plain":
-            raise ValueError(f"optimizer {cfg.optimizer!r} ({mode} steps) is not supported data-parallel; run it "
-                             f"in one process")
+            raise ValueError(
+                f"optimizer {cfg.optimizer!r} ({mode} steps) is not supported data-parallel; run it in one process"
+            )
         if distributed.is_fsdp(model):
             if ck is not None:
                 raise ValueError("checkpoints of an FSDP-sharded run are not supported; drop --checkpoint-every")
@@ -250,8 +258,10 @@ def fit(
     if ck is not None and ck.resume and ck.path.is_file():
         state = load_state(ck.path)
         if state.get("config") != to_dict(cfg) or state.get("total") != total:
-            raise CheckpointError(f"{ck.path} was written by a run with another loop configuration; delete it or "
-                                  f"drop --resume to start afresh")
+            raise CheckpointError(
+                f"{ck.path} was written by a run with another loop configuration; delete it or "
+                f"drop --resume to start afresh"
+            )
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if sched is not None:
@@ -266,11 +276,25 @@ def fit(
 
     def write(epoch: int, in_epoch: int) -> None:
         try:
-            save_state(ck.path, {
-                "config": to_dict(cfg), "total": total, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict() if sched is not None else None, "steps": res.steps,
-                "losses": res.losses, "epochs": res.epochs, "good": good, "good_step": good_step, "epoch": epoch,
-                "in_epoch": in_epoch, "rng": rng_state(), "extra": ck.state.state_dict() if ck.state else None})
+            save_state(
+                ck.path,
+                {
+                    "config": to_dict(cfg),
+                    "total": total,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict() if sched is not None else None,
+                    "steps": res.steps,
+                    "losses": res.losses,
+                    "epochs": res.epochs,
+                    "good": good,
+                    "good_step": good_step,
+                    "epoch": epoch,
+                    "in_epoch": in_epoch,
+                    "rng": rng_state(),
+                    "extra": ck.state.state_dict() if ck.state else None,
+                },
+            )
         except TypeError as e:
             raise CheckpointError(f"optimizer {cfg.optimizer!r}: its state cannot be checkpointed ({e})") from None
 
@@ -341,6 +365,7 @@ def reinitialized(model: nn.Module, seed: int = 0) -> nn.Module:
             reset()
             n += 1
     if n == 0:
-        raise ValueError(f"{type(model).__name__}: no submodule has reset_parameters; cannot build a from-scratch "
-                         f"baseline")
+        raise ValueError(
+            f"{type(model).__name__}: no submodule has reset_parameters; cannot build a from-scratch baseline"
+        )
     return fresh

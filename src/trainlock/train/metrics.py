@@ -38,7 +38,9 @@ def evaluate(model: nn.Module, task: Task | str) -> float:
         n_out = predict(model, task.x_test[:1]).shape[1]
         top = int(task.y_test.max())
         if top >= n_out:
-            raise ValueError(f"task {task.name!r} has labels up to {top} but the model outputs {n_out} classes; "
-                             f"its accuracy would be meaningless. Evaluate it on a task with the model's labels, "
-                             f"or fine-tune it first (trainlock attack gives it a fresh head)")
+            raise ValueError(
+                f"task {task.name!r} has labels up to {top} but the model outputs {n_out} classes; "
+                f"its accuracy would be meaningless. Evaluate it on a task with the model's labels, "
+                f"or fine-tune it first (trainlock attack gives it a fresh head)"
+            )
     return accuracy(model, task.x_test, task.y_test)

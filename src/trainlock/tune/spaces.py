@@ -34,8 +34,11 @@ HEAD = r"(^|\.)(head|classifier|score)\."  # classification heads of the built-i
 @register_space("specdef")
 def specdef_space(trial, model: nn.Module, attack: Task) -> SpecDefConfig:
     optimizer = trial.suggest_categorical("optimizer", ["adadelta", "adam"])
-    lr = (trial.suggest_float("lr_adadelta", 0.1, 10.0, log=True) if optimizer == "adadelta" else
-          trial.suggest_float("lr_adam", 1e-4, 1e-2, log=True))
+    lr = (
+        trial.suggest_float("lr_adadelta", 0.1, 10.0, log=True)
+        if optimizer == "adadelta"
+        else trial.suggest_float("lr_adam", 1e-4, 1e-2, log=True)
+    )
     layers = trial.suggest_categorical("layers", ["all", "no-head", "head-only"])
     has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
     return SpecDefConfig(
@@ -51,14 +54,16 @@ def specdef_space(trial, model: nn.Module, attack: Task) -> SpecDefConfig:
 
 def _adam_loop(trial) -> LoopConfig:
     """The outer loop of the restricted-domain locks: Adam over the authorized task."""
-    return LoopConfig(optimizer="adam", lr=trial.suggest_float("lr", 1e-5, 1e-3, log=True),
-                      epochs=trial.suggest_int("epochs", 1, 3))
+    return LoopConfig(
+        optimizer="adam", lr=trial.suggest_float("lr", 1e-5, 1e-3, log=True), epochs=trial.suggest_int("epochs", 1, 3)
+    )
 
 
 @register_space("sophon")
 def sophon_space(trial, model: nn.Module, attack: Task) -> SophonConfig:
     return SophonConfig(
-        restricted=attack.name, loop=_adam_loop(trial),
+        restricted=attack.name,
+        loop=_adam_loop(trial),
         alpha=trial.suggest_float("alpha", 0.1, 0.9),
         inner_steps=trial.suggest_int("inner_steps", 1, 5),
         inner_lr=trial.suggest_float("inner_lr", 1e-4, 1e-1, log=True),
@@ -69,29 +74,38 @@ def sophon_space(trial, model: nn.Module, attack: Task) -> SophonConfig:
 
 @register_space("repnoise")
 def repnoise_space(trial, model: nn.Module, attack: Task) -> RepNoiseConfig:
-    return RepNoiseConfig(restricted=attack.name, loop=_adam_loop(trial),
-                          alpha=trial.suggest_float("alpha", 0.1, 4.0, log=True),
-                          beta=trial.suggest_float("beta", 0.1, 4.0, log=True))
+    return RepNoiseConfig(
+        restricted=attack.name,
+        loop=_adam_loop(trial),
+        alpha=trial.suggest_float("alpha", 0.1, 4.0, log=True),
+        beta=trial.suggest_float("beta", 0.1, 4.0, log=True),
+    )
 
 
 @register_space("immunize")
 def immunize_space(trial, model: nn.Module, attack: Task) -> ImmunizeConfig:
-    return ImmunizeConfig(restricted=attack.name, loop=_adam_loop(trial),
-                          lam_ill=trial.suggest_float("lam_ill", 0.01, 3.0, log=True),
-                          lam_well=trial.suggest_float("lam_well", 0.01, 1.0, log=True))
+    return ImmunizeConfig(
+        restricted=attack.name,
+        loop=_adam_loop(trial),
+        lam_ill=trial.suggest_float("lam_ill", 0.01, 3.0, log=True),
+        lam_well=trial.suggest_float("lam_well", 0.01, 1.0, log=True),
+    )
 
 
 @register_space("spectral-cap")
 def spectral_cap_space(trial, model: nn.Module, attack: Task) -> SpectralCapConfig:
     head = trial.suggest_categorical("head", [True, False])
-    return SpectralCapConfig(max_sigma=trial.suggest_float("max_sigma", 0.25, 4.0, log=True),
-                             exclude=None if head else HEAD)
+    return SpectralCapConfig(
+        max_sigma=trial.suggest_float("max_sigma", 0.25, 4.0, log=True), exclude=None if head else HEAD
+    )
 
 
 @register_space("sparsity")
 def sparsity_space(trial, model: nn.Module, attack: Task) -> SparsityConfig:
-    return SparsityConfig(fraction=trial.suggest_float("fraction", 0.2, 0.95),
-                          scope=trial.suggest_categorical("scope", ["global", "layer"]))
+    return SparsityConfig(
+        fraction=trial.suggest_float("fraction", 0.2, 0.95),
+        scope=trial.suggest_categorical("scope", ["global", "layer"]),
+    )
 
 
 __all__ = ["HEAD", "SPACES"]

@@ -45,15 +45,22 @@ class TuneConfig:
 
     lock: str = option("specdef", "lock type whose hyper-parameters are searched", choices=lambda: SPACES.names())
     trials: int = option(8, "trials in all (finished ones count: a rerun adds only what is missing)")
-    budget: int = option(12, "red-team runs per trial, in the staged suite's order: 12 holds its whole coverage "
-                             "stage (adam and sgd at 1e-4, 1e-3, 1e-2 on the locked weights and from scratch); more "
-                             "adds the other optimizers' probes and the adaptive transforms")
-    optimizers: tuple[str, ...] = option(factory=tuple, help="only these optimizers in the red-team subset "
-                                                             "(default: every registered one)")
+    budget: int = option(
+        12,
+        "red-team runs per trial, in the staged suite's order: 12 holds its whole coverage "
+        "stage (adam and sgd at 1e-4, 1e-3, 1e-2 on the locked weights and from scratch); more "
+        "adds the other optimizers' probes and the adaptive transforms",
+    )
+    optimizers: tuple[str, ...] = option(
+        factory=tuple, help="only these optimizers in the red-team subset (default: every registered one)"
+    )
     steps: int = option(100, "optimizer steps per red-team run")
     batch_size: int = option(64, "red-team minibatch size")
-    utility_floor: float = option(0.01, "the chosen lock: least advantage among trials within this much of the "
-                                        "base's utility (else the most useful trial)")
+    utility_floor: float = option(
+        0.01,
+        "the chosen lock: least advantage among trials within this much of the "
+        "base's utility (else the most useful trial)",
+    )
     storage: str | None = option(None, "Optuna storage URL (default: SQLite in the output directory)")
     seed: int = option(0, "sampler seed")
     runner: RunnerConfig = option(factory=RunnerConfig, help="where the red-team runs execute", flat=True)
@@ -86,9 +93,14 @@ def common_scratch(trials: list[dict]) -> list[dict]:
 
 def _pareto(trials: list[dict]) -> list[dict]:
     """Trials no other trial beats on both objectives (utility up, advantage down)."""
+
     def dominated(a, b):
-        return (b["utility"] >= a["utility"] and b["advantage"] <= a["advantage"]
-                and (b["utility"] > a["utility"] or b["advantage"] < a["advantage"]))
+        return (
+            b["utility"] >= a["utility"]
+            and b["advantage"] <= a["advantage"]
+            and (b["utility"] > a["utility"] or b["advantage"] < a["advantage"])
+        )
+
     return [a for a in trials if not any(dominated(a, b) for b in trials)]
 
 
@@ -99,8 +111,15 @@ def _choose(front: list[dict], base_utility: float, floor: float) -> dict | None
     return min(useful, key=lambda t: t["advantage"]) if useful else max(front, key=lambda t: t["utility"])
 
 
-def tune(model: nn.Module, retain: Task, attack: Task, cfg: TuneConfig | None = None, out: str | Path = "runs/tune",
-         report_tasks: tuple[str, ...] = (), progress: bool = False) -> dict:
+def tune(
+    model: nn.Module,
+    retain: Task,
+    attack: Task,
+    cfg: TuneConfig | None = None,
+    out: str | Path = "runs/tune",
+    report_tasks: tuple[str, ...] = (),
+    progress: bool = False,
+) -> dict:
     """Run (or resume) the study; returns {"trials", "pareto", "chosen", "base_utility", ...} and writes
     out/pareto.json, out/pareto.png and out/chosen/ (the chosen locked model and its red-team report)."""
     try:
@@ -109,8 +128,10 @@ def tune(model: nn.Module, retain: Task, attack: Task, cfg: TuneConfig | None = 
         raise ImportError("tune needs Optuna: pip install 'trainlock[redteam]'") from None
     cfg = cfg or TuneConfig()
     if cfg.lock not in SPACES:
-        raise ValueError(f"no search space for lock {cfg.lock!r}; tunable: {', '.join(SPACES.names())} (a plugin's "
-                         f"lock needs --plugin, and its space registered with @register_space)")
+        raise ValueError(
+            f"no search space for lock {cfg.lock!r}; tunable: {', '.join(SPACES.names())} (a plugin's "
+            f"lock needs --plugin, and its space registered with @register_space)"
+        )
     if getattr(attack, "name", None) in report_tasks:
         raise ValueError(f"the tuning task {attack.name!r} is also a report task: tune on a task you will not report")
     out = Path(out)
@@ -120,13 +141,21 @@ def tune(model: nn.Module, retain: Task, attack: Task, cfg: TuneConfig | None = 
     retain = for_model(retain, model)
     base_utility = evaluate(model, retain)
     storage = cfg.storage or f"sqlite:///{(out / 'tune.db').resolve()}"
-    study = open_study(optuna, study_name=f"tune-{cfg.lock}", storage=storage, directions=["maximize", "minimize"],
-                       sampler=optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True))
-    rt_cfg = RedTeamConfig(loop=LoopConfig(device=cfg.device, max_steps=cfg.steps, batch_size=cfg.batch_size,
-                                           epochs=10**6), budget=cfg.budget, runner=cfg.runner,
-                           optimizers=tuple(cfg.optimizers))
+    study = open_study(
+        optuna,
+        study_name=f"tune-{cfg.lock}",
+        storage=storage,
+        directions=["maximize", "minimize"],
+        sampler=optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True),
+    )
+    rt_cfg = RedTeamConfig(
+        loop=LoopConfig(device=cfg.device, max_steps=cfg.steps, batch_size=cfg.batch_size, epochs=10**6),
+        budget=cfg.budget,
+        runner=cfg.runner,
+        optimizers=tuple(cfg.optimizers),
+    )
 
-    def objective(trial: "optuna.Trial") -> tuple[float, float]:
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
         lock_cfg = SPACES.get(cfg.lock)(trial, model, attack)
         d = out / f"trial-{trial.number}"
         lk = LOCKS.get(cfg.lock)(lock_cfg).use_tasks(attack)  # a restricted-domain lock trains against the tuning task
@@ -149,20 +178,35 @@ def tune(model: nn.Module, retain: Task, attack: Task, cfg: TuneConfig | None = 
     if remaining:  # on a shared study (--storage URL), every worker stops once the study holds enough trials
         states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
         study.optimize(objective, n_trials=remaining, callbacks=[optuna.study.MaxTrialsCallback(cfg.trials, states)])
-    trials = common_scratch([{"number": t.number, "utility": t.values[0], "advantage": t.values[1],
-                              "params": t.params, **t.user_attrs}
-                             for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE])
+    trials = common_scratch(
+        [
+            {"number": t.number, "utility": t.values[0], "advantage": t.values[1], "params": t.params, **t.user_attrs}
+            for t in study.trials
+            if t.state == optuna.trial.TrialState.COMPLETE
+        ]
+    )
     front = _pareto(trials)
     chosen = _choose(front, base_utility, cfg.utility_floor)
-    result = {"lock": cfg.lock, "retain_task": retain.name, "tuning_task": attack.name,
-              "report_tasks": list(report_tasks), "base_utility": base_utility, "config": cfg.to_dict(),
-              "scratch_best": _best_scratch(trials),
-              "trials": trials, "pareto": front, "chosen": chosen}
+    result = {
+        "lock": cfg.lock,
+        "retain_task": retain.name,
+        "tuning_task": attack.name,
+        "report_tasks": list(report_tasks),
+        "base_utility": base_utility,
+        "config": cfg.to_dict(),
+        "scratch_best": _best_scratch(trials),
+        "trials": trials,
+        "pareto": front,
+        "chosen": chosen,
+    }
     write_text(out / "pareto.json", json.dumps(result, indent=2, default=str))
     src = None if chosen is None else out / f"trial-{chosen['number']}"
     if src is not None and not src.is_dir():
-        logger.warning("the chosen trial %d ran on another worker of the shared study: its model is in that "
-                       "worker's output directory", chosen["number"])
+        logger.warning(
+            "the chosen trial %d ran on another worker of the shared study: its model is in that "
+            "worker's output directory",
+            chosen["number"],
+        )
     elif src is not None:
         dst = out / "chosen"
         if dst.exists():

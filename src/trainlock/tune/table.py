@@ -40,12 +40,17 @@ class TableConfig:
     batch_size: int = option(64, "red-team minibatch size")
     bypass_margin: float = option(0.02, "bypassed = within this of the unlocked base's best accuracy")
     runner: RunnerConfig = option(factory=RunnerConfig, help="where the red-team runs execute", flat=True)
-    optimizers: tuple[str, ...] = option(factory=tuple, help="only these optimizers in the red-team subset "
-                                                             "(default: every registered one)")
-    transforms: tuple[str, ...] = option(factory=tuple, help="only these weight-space transforms in the adaptive "
-                                                             "stage (default: every registered one)")
-    lrs: tuple[float, ...] = option(factory=tuple, help="one learning-rate grid for every optimizer (default: a grid "
-                                                        "per optimizer; pretrained transformers want e.g. 1e-5 1e-4 1e-3)")
+    optimizers: tuple[str, ...] = option(
+        factory=tuple, help="only these optimizers in the red-team subset (default: every registered one)"
+    )
+    transforms: tuple[str, ...] = option(
+        factory=tuple, help="only these weight-space transforms in the adaptive stage (default: every registered one)"
+    )
+    lrs: tuple[float, ...] = option(
+        factory=tuple,
+        help="one learning-rate grid for every optimizer (default: a grid "
+        "per optimizer; pretrained transformers want e.g. 1e-5 1e-4 1e-3)",
+    )
     device: str = option("cpu", "cpu or cuda")
 
 
@@ -86,8 +91,15 @@ def _bypass_steps(rows: list[dict], level: float) -> int | None:
     return best
 
 
-def lock_table(base: nn.Module, retain: Task, attacks: list[Task], locks: dict[str, object], out: str | Path,
-               cfg: TableConfig | None = None, progress: bool = False) -> dict:
+def lock_table(
+    base: nn.Module,
+    retain: Task,
+    attacks: list[Task],
+    locks: dict[str, object],
+    out: str | Path,
+    cfg: TableConfig | None = None,
+    progress: bool = False,
+) -> dict:
     """Lock `base` with each of `locks` ({row name: lock spec for `trainlock.lock`, or None for the base itself}),
     red-team each on every task of `attacks`; returns {"rows", "base", "config"} and writes out/table.json."""
     cfg = cfg or TableConfig()
@@ -95,9 +107,14 @@ def lock_table(base: nn.Module, retain: Task, attacks: list[Task], locks: dict[s
     out.mkdir(parents=True, exist_ok=True)
     retain = for_model(retain, base)
     base_utility = evaluate(base, retain)
-    rt_cfg = RedTeamConfig(loop=LoopConfig(device=cfg.device, max_steps=cfg.steps, batch_size=cfg.batch_size,
-                                           epochs=10**6), budget=cfg.budget, runner=cfg.runner,
-                           optimizers=tuple(cfg.optimizers), transforms=tuple(cfg.transforms), lrs=tuple(cfg.lrs))
+    rt_cfg = RedTeamConfig(
+        loop=LoopConfig(device=cfg.device, max_steps=cfg.steps, batch_size=cfg.batch_size, epochs=10**6),
+        budget=cfg.budget,
+        runner=cfg.runner,
+        optimizers=tuple(cfg.optimizers),
+        transforms=tuple(cfg.transforms),
+        lrs=tuple(cfg.lrs),
+    )
     base_best = {}
     for task in attacks:
         res = redteam(base, task, rt_cfg, out=out / "none" / task.name)
@@ -115,25 +132,45 @@ def lock_table(base: nn.Module, retain: Task, attacks: list[Task], locks: dict[s
             with peak_memory(cfg.device) as peak:
                 res = lock(base, spec, retain=retain, progress=progress)
             lock_s, lock_mb = time.perf_counter() - t0, peak["mb"]
-            save(res.model, d / "model", {"task": retain.name, "lock_wall_s": lock_s, "lock_peak_mb": lock_mb,
-                                          **res.record})
+            save(
+                res.model,
+                d / "model",
+                {"task": retain.name, "lock_wall_s": lock_s, "lock_peak_mb": lock_mb, **res.record},
+            )
             model, _ = load(d / "model")  # what is released: no training-time hooks, no requires_grad flags
-        row = {"lock": name, "spec": json.loads(json.dumps(spec, default=lambda o: to_dict(o))),
-               "utility": evaluate(model, retain), "base_utility": base_utility, "lock_s": lock_s,
-               "lock_peak_mb": lock_mb, "tasks": {}}
+        row = {
+            "lock": name,
+            "spec": json.loads(json.dumps(spec, default=lambda o: to_dict(o))),
+            "utility": evaluate(model, retain),
+            "base_utility": base_utility,
+            "lock_s": lock_s,
+            "lock_peak_mb": lock_mb,
+            "tasks": {},
+        }
         for task in attacks:
             res = redteam(model, task, rt_cfg, out=d / task.name)
             worst, scratch = res["locked"], res["scratch"]
             level = None if base_best[task.name] is None else base_best[task.name] - cfg.bypass_margin
             row["tasks"][task.name] = {
-                "worst": worst and worst["accuracy"], "worst_attack": worst and worst["attack"],
-                "scratch": scratch and scratch["accuracy"], "advantage": res["advantage"],
+                "worst": worst and worst["accuracy"],
+                "worst_attack": worst and worst["attack"],
+                "scratch": scratch and scratch["accuracy"],
+                "advantage": res["advantage"],
                 "base_best": base_best[task.name],
-                "bypass_steps": None if level is None else _bypass_steps(res["runs"], level)}
+                "bypass_steps": None if level is None else _bypass_steps(res["runs"], level),
+            }
         rows.append(row)
         logger.info("lock table: %s done", name)
-    result = rescore({"rows": rows, "base_utility": base_utility, "base_best": base_best, "retain_task": retain.name,
-                      "attack_tasks": [t.name for t in attacks], "config": to_dict(cfg)})
+    result = rescore(
+        {
+            "rows": rows,
+            "base_utility": base_utility,
+            "base_best": base_best,
+            "retain_task": retain.name,
+            "attack_tasks": [t.name for t in attacks],
+            "config": to_dict(cfg),
+        }
+    )
     write_text(out / "table.json", json.dumps(result, indent=2, default=str))
     return result
 
@@ -147,7 +184,7 @@ def rescore(result: dict) -> dict:
         own = [r["tasks"][t].get("scratch_own", r["tasks"][t]["scratch"]) for r in result["rows"]]
         best = max((v for v in own if v is not None), default=None)
         result.setdefault("scratch_best", {})[t] = best
-        for r, v in zip(result["rows"], own):
+        for r, v in zip(result["rows"], own, strict=False):
             c = r["tasks"][t]
             c["scratch_own"], c["scratch"] = v, best
             c["advantage"] = None if c["worst"] is None or best is None else c["worst"] - best
@@ -163,19 +200,25 @@ def format_table(result: dict) -> str:
     result = rescore(result)
     tasks = result["attack_tasks"]
     head = ["lock", "utility (base)", "lock s", "lock peak MB"] + [f"{t}: worst / adv / bypass steps" for t in tasks]
-    f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    f = lambda v: "-" if v is None else f"{v:.3f}"
     rows = []
     for r in result["rows"]:
-        cells = [r["lock"], f"{r['utility']:.4f} ({result['base_utility']:.4f})",
-                 "-" if r["lock_s"] is None else f"{r['lock_s']:.0f}",
-                 "-" if r.get("lock_peak_mb") is None else f"{r['lock_peak_mb']:.0f}"]
+        cells = [
+            r["lock"],
+            f"{r['utility']:.4f} ({result['base_utility']:.4f})",
+            "-" if r["lock_s"] is None else f"{r['lock_s']:.0f}",
+            "-" if r.get("lock_peak_mb") is None else f"{r['lock_peak_mb']:.0f}",
+        ]
         for t in tasks:
             c = r["tasks"][t]
             adv = "-" if c["advantage"] is None else f"{c['advantage']:+.3f}"
-            cells.append(f"{f(c['worst'])} / {adv} / "
-                         f"{'not bypassed' if c['bypass_steps'] is None else c['bypass_steps']}")
+            cells.append(
+                f"{f(c['worst'])} / {adv} / {'not bypassed' if c['bypass_steps'] is None else c['bypass_steps']}"
+            )
         rows.append(cells)
     scratch = ", ".join(f"{t} {f(result['scratch_best'][t])}" for t in tasks)
-    return markdown_table(head, rows) + (f"\n\nadv = worst - the best from scratch of any row ({scratch}); lock peak MB: "
-                                         f"the process's peak while locking (CPU: resident set, base model included; "
-                                         f"GPU: allocated)\n")
+    return markdown_table(head, rows) + (
+        f"\n\nadv = worst - the best from scratch of any row ({scratch}); lock peak MB: "
+        f"the process's peak while locking (CPU: resident set, base model included; "
+        f"GPU: allocated)\n"
+    )

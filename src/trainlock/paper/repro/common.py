@@ -21,8 +21,8 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -68,8 +68,10 @@ class Study:
             theirs = {k: old.get(k) for k in mine}
             if theirs != mine:
                 differ = [k for k in mine if mine[k] != theirs[k]]
-                raise ValueError(f"{self.out} holds a {old.get('name')} reproduction with other settings "
-                                 f"({', '.join(differ)} differ); choose another --out or delete it to start over")
+                raise ValueError(
+                    f"{self.out} holds a {old.get('name')} reproduction with other settings "
+                    f"({', '.join(differ)} differ); choose another --out or delete it to start over"
+                )
             self.runs = old.get("runs", {})
             if self.runs:
                 logger.info("%s: resuming, %d runs already done", self.out, len(self.runs))
@@ -87,8 +89,9 @@ class Study:
         logger.info("%s: %s done (%.0f s)", self.name, key, row["wall_s"])
         return self.runs[key]
 
-    def model(self, name: str, build: Callable[[], tuple[nn.Module, dict]], shared: dict | None = None
-              ) -> tuple[nn.Module, dict]:
+    def model(
+        self, name: str, build: Callable[[], tuple[nn.Module, dict]], shared: dict | None = None
+    ) -> tuple[nn.Module, dict]:
         """A model cached under models/NAME: loaded if there, else `build()` -> (model, meta), saved, returned.
         With `shared` (the settings that determine the model), the cache is ../shared-models/NAME-<hash> beside
         this directory, so reproductions under one parent (e.g. table1-text and fig3) train it once."""
@@ -103,8 +106,14 @@ class Study:
         return model, meta
 
     def _write(self, summary: dict | None = None) -> None:
-        data = {"name": self.name, "quick": self.quick, "device": self.device, "params": self.params,
-                "trainlock_version": __version__, "runs": self.runs}
+        data = {
+            "name": self.name,
+            "quick": self.quick,
+            "device": self.device,
+            "params": self.params,
+            "trainlock_version": __version__,
+            "runs": self.runs,
+        }
         if summary is not None:
             data["summary"] = summary
         write_text(self.out / RESULTS, json.dumps(json_safe(data), indent=1))
@@ -114,8 +123,7 @@ class Study:
         summary = {**summary, "wall_s_this_invocation": time.perf_counter() - self.t0}
         self._write(summary)
         write_text(self.out / "table.md", table)
-        return {"name": self.name, "out": str(self.out), "summary": summary, "plots": plots,
-                "runs": len(self.runs)}
+        return {"name": self.name, "out": str(self.out), "summary": summary, "plots": plots, "runs": len(self.runs)}
 
 
 # ---------------------------------------------------------------- pieces of a reproduction
@@ -130,8 +138,9 @@ def finetune_row(res, **extra) -> dict:
     return {**d, **extra}
 
 
-def mnist_base_and_lock(study: "Study", arch: str, kwargs: dict, mnist: Task, epochs: int,
-                        progress: bool = False) -> tuple:
+def mnist_base_and_lock(
+    study: Study, arch: str, kwargs: dict, mnist: Task, epochs: int, progress: bool = False
+) -> tuple:
     """The paper's image setting (Appendix B.2), cached in `study`: `arch` trained on `mnist` with Adadelta lr 1,
     step-LR gamma 0.7, then locked with SpecDef at the same loop (alpha 0.5, top-k 1).
     Returns ((base, base_meta), (locked, locked_meta)); each meta holds metrics.accuracy on mnist."""
@@ -160,6 +169,7 @@ def mnist_base_and_lock(study: "Study", arch: str, kwargs: dict, mnist: Task, ep
 def gray28(task: Task) -> Task:
     """A colour image task as 28x28 greyscale (ITU-R 601 luma, then bilinear resize), for a model that
     reads MNIST-shaped input, as the paper fine-tunes its MNIST ResNet on CIFAR-10."""
+
     def conv(x):
         if x.shape[1] == 3:
             w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(1, 3, 1, 1)
@@ -168,8 +178,9 @@ def gray28(task: Task) -> Task:
 
     if task.x_train.dim() != 4:
         raise ValueError(f"task {task.name!r} is not an image task")
-    return dataclasses.replace(task, x_train=conv(task.x_train), x_test=conv(task.x_test),
-                               description=f"{task.description} (greyscale 28x28)")
+    return dataclasses.replace(
+        task, x_train=conv(task.x_train), x_test=conv(task.x_test), description=f"{task.description} (greyscale 28x28)"
+    )
 
 
 def verdict(locked: float, base: float, chance: float, margin: float = 0.10, learns: float = 0.10) -> tuple[str, str]:

@@ -31,8 +31,11 @@ class Settings:
 
 
 def settings(quick: bool) -> Settings:
-    return (Settings(n_train=8000, n_test=1000, epochs=3, attack_epochs=1) if quick else
-            Settings(n_train=None, n_test=None, epochs=10, attack_epochs=10))
+    return (
+        Settings(n_train=8000, n_test=1000, epochs=3, attack_epochs=1)
+        if quick
+        else Settings(n_train=None, n_test=None, epochs=10, attack_epochs=10)
+    )
 
 
 def grid(opt: str) -> tuple[float, ...]:
@@ -43,77 +46,130 @@ def run(study: Study, progress: bool = False) -> dict:
     s, device = settings(study.quick), study.device
     mnist = tasks.get("mnist").subset(s.n_train, s.n_test)
     cifar = gray28(tasks.get("cifar10-bb")).subset(s.n_train, s.n_test)
-    (base, base_meta), (locked, locked_meta) = mnist_base_and_lock(study, "cnn", {"hidden": [128, 128, 128]}, mnist,
-                                                                   s.epochs, progress)
+    (base, base_meta), (locked, locked_meta) = mnist_base_and_lock(
+        study, "cnn", {"hidden": [128, 128, 128]}, mnist, s.epochs, progress
+    )
 
     def cfg(opt, lr):
-        return FineTuneConfig(loop=LoopConfig(optimizer=opt, lr=lr, epochs=s.attack_epochs, batch_size=32,
-                                              device=device), eval_every=20, eval_samples=500)
+        return FineTuneConfig(
+            loop=LoopConfig(optimizer=opt, lr=lr, epochs=s.attack_epochs, batch_size=32, device=device),
+            eval_every=20,
+            eval_samples=500,
+        )
 
     out = {}
     for opt in OPTIMIZERS:
         runs = {}
         for lr in grid(opt):
-            runs[f"base/{lr:g}"] = study.run(f"{opt}/base/lr{lr:g}", lambda o=opt, r=lr: finetune_row(
-                attack(base, cfg(o, r), cifar, progress=progress), lr=r))
-            runs[f"scratch/{lr:g}"] = study.run(f"{opt}/scratch/lr{lr:g}", lambda o=opt, r=lr: finetune_row(
-                scratch_baseline(locked, cfg(o, r), cifar, progress=progress), lr=r))
+            runs[f"base/{lr:g}"] = study.run(
+                f"{opt}/base/lr{lr:g}",
+                lambda o=opt, r=lr: finetune_row(attack(base, cfg(o, r), cifar, progress=progress), lr=r),
+            )
+            runs[f"scratch/{lr:g}"] = study.run(
+                f"{opt}/scratch/lr{lr:g}",
+                lambda o=opt, r=lr: finetune_row(scratch_baseline(locked, cfg(o, r), cifar, progress=progress), lr=r),
+            )
         best_lr = max(grid(opt), key=lambda r: runs[f"base/{r:g}"]["accuracy"])
         lrs = dict.fromkeys([PAPER_LR.get(opt, best_lr), best_lr])
         for lr in lrs:
-            runs[f"locked/{lr:g}"] = study.run(f"{opt}/locked/lr{lr:g}", lambda o=opt, r=lr: finetune_row(
-                attack(locked, cfg(o, r), cifar, progress=progress), lr=r))
+            runs[f"locked/{lr:g}"] = study.run(
+                f"{opt}/locked/lr{lr:g}",
+                lambda o=opt, r=lr: finetune_row(attack(locked, cfg(o, r), cifar, progress=progress), lr=r),
+            )
         paper_lr = PAPER_LR.get(opt)
         out[opt] = {
-            "paper_lr": paper_lr, "best_base_lr": best_lr,
+            "paper_lr": paper_lr,
+            "best_base_lr": best_lr,
             "base_at_paper_lr": None if paper_lr is None else runs[f"base/{paper_lr:g}"]["accuracy"],
             "locked_at_paper_lr": None if paper_lr is None else runs[f"locked/{paper_lr:g}"]["accuracy"],
-            "base_best": runs[f"base/{best_lr:g}"]["accuracy"], "locked_at_best": runs[f"locked/{best_lr:g}"]["accuracy"],
+            "base_best": runs[f"base/{best_lr:g}"]["accuracy"],
+            "locked_at_best": runs[f"locked/{best_lr:g}"]["accuracy"],
             "scratch_best": max(runs[f"scratch/{r:g}"]["accuracy"] for r in grid(opt)),
-            "curves": {k: v["evals"] for k, v in runs.items() if k.startswith(("base", "locked"))
-                       and k.split("/")[1] in {f"{x:g}" for x in lrs}},
+            "curves": {
+                k: v["evals"]
+                for k, v in runs.items()
+                if k.startswith(("base", "locked")) and k.split("/")[1] in {f"{x:g}" for x in lrs}
+            },
         }
-    summary = {"authorized": {"base": base_meta["metrics"]["accuracy"], "locked": locked_meta["metrics"]["accuracy"]},
-               "optimizers": out, "chance": cifar.chance,
-               "worst_locked": max((v["locked_at_best"], k) for k, v in out.items())}
+    summary = {
+        "authorized": {"base": base_meta["metrics"]["accuracy"], "locked": locked_meta["metrics"]["accuracy"]},
+        "optimizers": out,
+        "chance": cifar.chance,
+        "worst_locked": max((v["locked_at_best"], k) for k, v in out.items()),
+    }
     plots = [_plot(summary, study)]
     return study.finish(summary, _table(summary, s, study), plots)
 
 
 def _table(summary: dict, s: Settings, study: Study) -> str:
-    head = ["optimizer", "paper lr", "base @ paper lr", "locked @ paper lr", "best base lr", "base @ best",
-            "locked @ best", "scratch (best lr)", "verdict"]
+    head = [
+        "optimizer",
+        "paper lr",
+        "base @ paper lr",
+        "locked @ paper lr",
+        "best base lr",
+        "base @ best",
+        "locked @ best",
+        "scratch (best lr)",
+        "verdict",
+    ]
     rows = []
     for opt, v in summary["optimizers"].items():
         locked = max(x for x in (v["locked_at_paper_lr"], v["locked_at_best"]) if x is not None)
         word, why = verdict(locked, v["base_best"], summary["chance"])
         verdict_text = f"{word}: {why}"
-        rows.append([opt, "-" if v["paper_lr"] is None else f"{v['paper_lr']:g}", pct(v["base_at_paper_lr"]),
-                     pct(v["locked_at_paper_lr"]), f"{v['best_base_lr']:g}", pct(v["base_best"]),
-                     pct(v["locked_at_best"]), pct(v["scratch_best"]), verdict_text])
+        rows.append(
+            [
+                opt,
+                "-" if v["paper_lr"] is None else f"{v['paper_lr']:g}",
+                pct(v["base_at_paper_lr"]),
+                pct(v["locked_at_paper_lr"]),
+                f"{v['best_base_lr']:g}",
+                pct(v["base_best"]),
+                pct(v["locked_at_best"]),
+                pct(v["scratch_best"]),
+                verdict_text,
+            ]
+        )
     a = summary["authorized"]
     w, wopt = summary["worst_locked"]
     scratch = max(v["scratch_best"] for v in summary["optimizers"].values())
-    scale = (f"quick: {s.n_train or 'all'} train / {s.n_test or 'all'} test examples, {s.epochs} epochs to train and to lock, "
-             f"{s.attack_epochs} attack epoch(s)" if study.quick else "full: every example, 10 + 10 epochs, 10 attack epochs")
-    return "\n".join([
-        f"# Figure 4 ({'quick' if study.quick else 'full'}): preconditioners against the lock", "",
-        f"{scale}; batch 32; CIFAR-10 greyscale 28x28 (chance 10%). MNIST accuracy: base {pct(a['base'])}, locked "
-        f"{pct(a['locked'])} (the paper: 99% -> 99%). The paper's figure: every optimizer is held at chance on the "
-        "locked model. Grids per optimizer: the red team's (trainlock.redteam.suite.LR_GRID) plus the paper's rate.",
-        "", markdown_table(head, rows), "",
-        f"Red team's worst over these optimizers on the locked model: {pct(w)} ({wopt}); the best from scratch over "
-        f"all of them: {pct(scratch)}; attacker's advantage {100 * (w - scratch):+.1f} points.", ""])
+    scale = (
+        f"quick: {s.n_train or 'all'} train / {s.n_test or 'all'} test examples, {s.epochs} epochs to train and to lock, "
+        f"{s.attack_epochs} attack epoch(s)"
+        if study.quick
+        else "full: every example, 10 + 10 epochs, 10 attack epochs"
+    )
+    return "\n".join(
+        [
+            f"# Figure 4 ({'quick' if study.quick else 'full'}): preconditioners against the lock",
+            "",
+            f"{scale}; batch 32; CIFAR-10 greyscale 28x28 (chance 10%). MNIST accuracy: base {pct(a['base'])}, locked "
+            f"{pct(a['locked'])} (the paper: 99% -> 99%). The paper's figure: every optimizer is held at chance on the "
+            "locked model. Grids per optimizer: the red team's (trainlock.redteam.suite.LR_GRID) plus the paper's rate.",
+            "",
+            markdown_table(head, rows),
+            "",
+            f"Red team's worst over these optimizers on the locked model: {pct(w)} ({wopt}); the best from scratch over "
+            f"all of them: {pct(scratch)}; attacker's advantage {100 * (w - scratch):+.1f} points.",
+            "",
+        ]
+    )
 
 
 def _plot(summary: dict, study: Study) -> str:
     plt = pyplot()
     opts = list(summary["optimizers"])
     fig, axes = plt.subplots(1, len(opts), figsize=(3 * len(opts), 3.2), sharey=True, squeeze=False)
-    for ax, opt in zip(axes[0], opts):
+    for ax, opt in zip(axes[0], opts, strict=False):
         for i, (k, ev) in enumerate(summary["optimizers"][opt]["curves"].items()):
-            ax.plot([e[0] for e in ev], [e[1] for e in ev], "--" if k.startswith("base") else "-", color=f"C{i // 2}",
-                    label=k)
+            ax.plot(
+                [e[0] for e in ev],
+                [e[1] for e in ev],
+                "--" if k.startswith("base") else "-",
+                color=f"C{i // 2}",
+                label=k,
+            )
         ax.axhline(summary["optimizers"][opt]["scratch_best"], color="C7", ls=":", label="scratch best")
         ax.set_title(opt)
         ax.set_xlabel("step")
@@ -124,5 +180,8 @@ def _plot(summary: dict, study: Study) -> str:
 
 
 def params(quick: bool) -> dict:
-    return {"settings": dataclasses.asdict(settings(quick)), "optimizers": list(OPTIMIZERS),
-            "grids": {o: list(grid(o)) for o in OPTIMIZERS}}
+    return {
+        "settings": dataclasses.asdict(settings(quick)),
+        "optimizers": list(OPTIMIZERS),
+        "grids": {o: list(grid(o)) for o in OPTIMIZERS},
+    }

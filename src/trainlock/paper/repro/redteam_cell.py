@@ -25,19 +25,30 @@ def runner(study) -> RunnerConfig:
 
 
 def describe(budget: int, steps: int) -> str:
-    return (f"red team: the first {budget} runs of the staged suite ({'/'.join(OPTIMIZERS)} x 1e-4..1e-2 on the "
-            f"released weights and from scratch, then {' and '.join(TRANSFORMS)} before the two best), {steps} steps "
-            f"each; worst = the best accuracy a blind attacker reaches from the released weights")
+    return (
+        f"red team: the first {budget} runs of the staged suite ({'/'.join(OPTIMIZERS)} x 1e-4..1e-2 on the "
+        f"released weights and from scratch, then {' and '.join(TRANSFORMS)} before the two best), {steps} steps "
+        f"each; worst = the best accuracy a blind attacker reaches from the released weights"
+    )
 
 
 def worst_case(model: nn.Module, task, out: Path, budget: int, steps: int, batch_size: int, study) -> dict:
     """{"locked": best blind accuracy from the released weights, "attack": its name, "scratch": the suite's
     best from scratch, "advantage": locked - scratch, "runs": how many ran}."""
-    cfg = RedTeamConfig(loop=LoopConfig(device=study.device, max_steps=steps, batch_size=batch_size, epochs=10**6),
-                        budget=budget, runner=runner(study), optimizers=OPTIMIZERS,
-                        transforms=TRANSFORMS)
+    cfg = RedTeamConfig(
+        loop=LoopConfig(device=study.device, max_steps=steps, batch_size=batch_size, epochs=10**6),
+        budget=budget,
+        runner=runner(study),
+        optimizers=OPTIMIZERS,
+        transforms=TRANSFORMS,
+    )
     res = redteam(model, task, cfg, out=out)
     best, scratch = res["locked"], res["scratch"]
-    return {"locked": None if best is None else best["accuracy"], "attack": None if best is None else best["attack"],
-            "scratch": None if scratch is None else scratch["accuracy"], "advantage": res["advantage"],
-            "runs": len(res["runs"]), "out": str(out)}
+    return {
+        "locked": None if best is None else best["accuracy"],
+        "attack": None if best is None else best["attack"],
+        "scratch": None if scratch is None else scratch["accuracy"],
+        "advantage": res["advantage"],
+        "runs": len(res["runs"]),
+        "out": str(out),
+    }

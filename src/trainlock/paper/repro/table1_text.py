@@ -66,22 +66,27 @@ def _one_model(study: Study, name: str, progress: bool) -> dict:
     s = text_settings(study.quick, name)
     (base, base_meta), (locked, locked_meta) = base_and_locked(study, s, progress)
     auth = task_for(AUTHORIZED, s)
-    out = {"authorized": {"base": base_meta["metrics"], "locked": locked_meta["metrics"], "chance": auth.chance},
-           "cells": {}}
+    out = {
+        "authorized": {"base": base_meta["metrics"], "locked": locked_meta["metrics"], "chance": auth.chance},
+        "cells": {},
+    }
     for role in ATTACKED:
         task = task_for(role, s)
         per = {"base": [], "locked": [], "scratch": []}
         for seed in s.seeds:
             cfg = FineTuneConfig(loop=attack_loop(s, LR, seed, study.device), eval_every=20, eval_samples=200)
             for who, model in (("base", base), ("locked", locked)):
+
                 def one(m=model, who=who):
                     res = attack(m, cfg, task, progress=progress)
                     return finetune_row(res, who=who, seed=seed, **scores(res.model, task))
+
                 per[who].append(study.run(f"{name}/{role}/{who}/seed{seed}", one))
 
             def scratch():
                 res = scratch_baseline(locked, cfg, task, progress=progress, lrs=SCRATCH_LRS)
                 return finetune_row(res, who="scratch", seed=seed, **scores(res.model, task))
+
             per["scratch"].append(study.run(f"{name}/{role}/scratch/seed{seed}", scratch))
         cell = {who: statistics.fmean(_metric(role, r) for r in rows) for who, rows in per.items()}
         cell["chance"] = majority_f1(task) if role in F1_TASKS else task.chance
@@ -99,64 +104,113 @@ def _redteam(locked, task, study, name, budget, steps):
     from ...redteam import RedTeamConfig, redteam
     from ...train import LoopConfig
 
-    cfg = RedTeamConfig(loop=LoopConfig(device=study.device, max_steps=steps, batch_size=8, epochs=10**6,
-                                        schedule="linear"),
-                        budget=budget, runner=redteam_cell.runner(study), optimizers=("adamw", "adam"),
-                        transforms=redteam_cell.TRANSFORMS, lrs=REDTEAM_LRS)
+    cfg = RedTeamConfig(
+        loop=LoopConfig(device=study.device, max_steps=steps, batch_size=8, epochs=10**6, schedule="linear"),
+        budget=budget,
+        runner=redteam_cell.runner(study),
+        optimizers=("adamw", "adam"),
+        transforms=redteam_cell.TRANSFORMS,
+        lrs=REDTEAM_LRS,
+    )
     res = redteam(locked, task, cfg, out=study.out / f"redteam-{name}")
     best, scr = res["locked"], res["scratch"]
-    return {"locked": best and best["accuracy"], "attack": best and best["attack"], "scratch": scr and scr["accuracy"],
-            "advantage": res["advantage"], "runs": len(res["runs"])}
+    return {
+        "locked": best and best["accuracy"],
+        "attack": best and best["attack"],
+        "scratch": scr and scr["accuracy"],
+        "advantage": res["advantage"],
+        "runs": len(res["runs"]),
+    }
 
 
 def _table(summary: dict, study: Study) -> str:
     lines = [f"# Table 1, text ({'quick' if study.quick else 'full'})", ""]
     for name, res in summary.items():
         s = text_settings(study.quick, name)
-        lines += [f"## {name} (standing in for the paper's {PAPER_MODEL[name]})", "",
-                  f"Base: pretrained {name} fine-tuned {s.train_epochs} epoch(s) on at most {s.auth_train} examples of "
-                  f"the MRPC stand-in (AdamW 5e-5, batch 8). Lock: alpha 0.99, top-k 2, ce+kl, AdamW {s.lock_lr:g}, "
-                  f"{s.lock_epochs} epoch(s) over at most {s.n_train} of them; attacks: AdamW {LR:g}, weight decay 0.01, linear "
-                  f"schedule, batch 8, {s.attack_epochs} epoch(s), at most {s.n_train} training / "
-                  f"{s.n_test or 'all'} test examples, {max(s.max_length, 0)} tokens, seeds {list(s.seeds)} "
-                  f"(mean). Scratch: the same architecture re-initialized, best of lr {LR:g} and "
-                  f"{', '.join(f'{x:g}' for x in SCRATCH_LRS)}. F1 (macro) for MRPC and QQP, accuracy otherwise, "
-                  "as the paper; 'chance' is the majority-class predictor's score on the same metric. Verdict: reproduced "
-                  "when the locked model ends within 5 points of chance while the base ends at least 10 above it. "
-                  "Stand-ins: "
-                  + "; ".join(f"{g} = `{t}`, {d}" for g, (t, d) in STAND_INS.items()) + ".", ""]
-        head = ["paper's task", "our stand-in", "paper base", "paper SpecDef", "our base", "our locked",
-                "scratch (best lr)", "red team worst", "verdict"]
+        lines += [
+            f"## {name} (standing in for the paper's {PAPER_MODEL[name]})",
+            "",
+            f"Base: pretrained {name} fine-tuned {s.train_epochs} epoch(s) on at most {s.auth_train} examples of "
+            f"the MRPC stand-in (AdamW 5e-5, batch 8). Lock: alpha 0.99, top-k 2, ce+kl, AdamW {s.lock_lr:g}, "
+            f"{s.lock_epochs} epoch(s) over at most {s.n_train} of them; attacks: AdamW {LR:g}, weight decay 0.01, linear "
+            f"schedule, batch 8, {s.attack_epochs} epoch(s), at most {s.n_train} training / "
+            f"{s.n_test or 'all'} test examples, {max(s.max_length, 0)} tokens, seeds {list(s.seeds)} "
+            f"(mean). Scratch: the same architecture re-initialized, best of lr {LR:g} and "
+            f"{', '.join(f'{x:g}' for x in SCRATCH_LRS)}. F1 (macro) for MRPC and QQP, accuracy otherwise, "
+            "as the paper; 'chance' is the majority-class predictor's score on the same metric. Verdict: reproduced "
+            "when the locked model ends within 5 points of chance while the base ends at least 10 above it. "
+            "Stand-ins: " + "; ".join(f"{g} = `{t}`, {d}" for g, (t, d) in STAND_INS.items()) + ".",
+            "",
+        ]
+        head = [
+            "paper's task",
+            "our stand-in",
+            "paper base",
+            "paper SpecDef",
+            "our base",
+            "our locked",
+            "scratch (best lr)",
+            "red team worst",
+            "verdict",
+        ]
         a = res["authorized"]
         pa = PAPER[name][AUTHORIZED]
         if a["base"]["accuracy"] < a["chance"] + 0.10:
-            auth_verdict = (f"not comparable: the base did not learn its own task (accuracy {pct(a['base']['accuracy'])}, "
-                            f"majority class {pct(a['chance'])})")
+            auth_verdict = (
+                f"not comparable: the base did not learn its own task (accuracy {pct(a['base']['accuracy'])}, "
+                f"majority class {pct(a['chance'])})"
+            )
         elif a["locked"]["f1"] >= a["base"]["f1"] - 0.01:
             auth_verdict = "reproduced: utility kept within 1 point"
         else:
             auth_verdict = f"not reproduced: {100 * (a['base']['f1'] - a['locked']['f1']):.1f} points of F1 lost"
-        rows = [[f"{AUTHORIZED} (authorized)", STAND_INS[AUTHORIZED][0], pct(pa[0]), pct(pa[1]), pct(a["base"]["f1"]),
-                 pct(a["locked"]["f1"]), "-", "-", auth_verdict]]
+        rows = [
+            [
+                f"{AUTHORIZED} (authorized)",
+                STAND_INS[AUTHORIZED][0],
+                pct(pa[0]),
+                pct(pa[1]),
+                pct(a["base"]["f1"]),
+                pct(a["locked"]["f1"]),
+                "-",
+                "-",
+                auth_verdict,
+            ]
+        ]
         rt = res["redteam"]
         adv = "-" if rt["advantage"] is None else f"{100 * rt['advantage']:+.1f}"
         for role, c in res["cells"].items():
             p = PAPER[name][role]
             worst = f"{pct(rt['locked'])} ({rt['attack']}, accuracy)" if role == rt["task"] else "-"
-            rows.append([role, STAND_INS[role][0], pct(p[0]), pct(p[1]), pct(c["base"]), pct(c["locked"]),
-                         pct(c["scratch"]), worst, f"{c['verdict']}: {c['why']}"])
-        lines += [markdown_table(head, rows), "",
-                  f"Red team on {rt['task']}: {rt['runs']} runs of {rt['steps']} steps (adamw/adam at "
-                  f"{', '.join(f'{x:g}' for x in REDTEAM_LRS)}, from the released weights and from scratch, then "
-                  f"{' and '.join(redteam_cell.TRANSFORMS)}); worst {pct(rt['locked'])}, its scratch "
-                  f"{pct(rt['scratch'])}, advantage {adv} points.", ""]
+            rows.append(
+                [
+                    role,
+                    STAND_INS[role][0],
+                    pct(p[0]),
+                    pct(p[1]),
+                    pct(c["base"]),
+                    pct(c["locked"]),
+                    pct(c["scratch"]),
+                    worst,
+                    f"{c['verdict']}: {c['why']}",
+                ]
+            )
+        lines += [
+            markdown_table(head, rows),
+            "",
+            f"Red team on {rt['task']}: {rt['runs']} runs of {rt['steps']} steps (adamw/adam at "
+            f"{', '.join(f'{x:g}' for x in REDTEAM_LRS)}, from the released weights and from scratch, then "
+            f"{' and '.join(redteam_cell.TRANSFORMS)}); worst {pct(rt['locked'])}, its scratch "
+            f"{pct(rt['scratch'])}, advantage {adv} points.",
+            "",
+        ]
     return "\n".join(lines)
 
 
 def _plot(summary: dict, study: Study) -> str:
     plt = pyplot()
     fig, axes = plt.subplots(1, len(summary), figsize=(6 * len(summary), 3.8), squeeze=False)
-    for ax, (name, res) in zip(axes[0], summary.items()):
+    for ax, (name, res) in zip(axes[0], summary.items(), strict=False):
         roles = list(res["cells"])
         x = range(len(roles))
         for i, (who, c) in enumerate((("base", "C0"), ("locked", "C3"), ("scratch", "C7"))):
@@ -172,5 +226,8 @@ def _plot(summary: dict, study: Study) -> str:
 
 
 def params(quick: bool) -> dict:
-    return {"settings": {m: dataclasses.asdict(text_settings(quick, m)) for m in _models(quick)}, "lr": LR,
-            "scratch_lrs": list(SCRATCH_LRS)}
+    return {
+        "settings": {m: dataclasses.asdict(text_settings(quick, m)) for m in _models(quick)},
+        "lr": LR,
+        "scratch_lrs": list(SCRATCH_LRS),
+    }

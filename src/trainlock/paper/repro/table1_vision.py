@@ -21,9 +21,11 @@ from . import redteam_cell
 from .common import Study, finetune_row, gray28, mnist_base_and_lock, pct, pyplot, save_fig, verdict
 
 PAPER = {"mnist": (0.99, 0.99), "CIFAR": (0.80, 0.10), "KMNIST": (0.80, 0.10), "FASH": (0.74, 0.10)}
-ATTACK_TASKS = (("cifar10-bb", "CIFAR", "CIFAR-10 (BIG-bench's 10k test images, greyscale 28x28)"),
-                ("animal-mnist", "KMNIST", "Animal-MNIST, standing in for KMNIST"),
-                ("fashion-mnist", "FASH", "Fashion-MNIST"))
+ATTACK_TASKS = (
+    ("cifar10-bb", "CIFAR", "CIFAR-10 (BIG-bench's 10k test images, greyscale 28x28)"),
+    ("animal-mnist", "KMNIST", "Animal-MNIST, standing in for KMNIST"),
+    ("fashion-mnist", "FASH", "Fashion-MNIST"),
+)
 LRS = (0.1, 1e-3, 1e-4)
 
 
@@ -40,10 +42,12 @@ class Settings:
 
 def settings(quick: bool) -> Settings:
     if quick:
-        return Settings(width=8, n_train=4000, n_test=1000, epochs=2, attack_epochs=1, redteam_budget=16,
-                        redteam_steps=125)
-    return Settings(width=64, n_train=None, n_test=None, epochs=10, attack_epochs=10, redteam_budget=60,
-                    redteam_steps=2500)
+        return Settings(
+            width=8, n_train=4000, n_test=1000, epochs=2, attack_epochs=1, redteam_budget=16, redteam_steps=125
+        )
+    return Settings(
+        width=64, n_train=None, n_test=None, epochs=10, attack_epochs=10, redteam_budget=60, redteam_steps=2500
+    )
 
 
 def _task(name: str, s: Settings):
@@ -55,8 +59,9 @@ def _task(name: str, s: Settings):
 def run(study: Study, progress: bool = False) -> dict:
     s, device = settings(study.quick), study.device
     mnist = tasks.get("mnist").subset(s.n_train, s.n_test)
-    (base, base_meta), (locked, locked_meta) = mnist_base_and_lock(study, "resnet18", {"width": s.width}, mnist,
-                                                                   s.epochs, progress)
+    (base, base_meta), (locked, locked_meta) = mnist_base_and_lock(
+        study, "resnet18", {"width": s.width}, mnist, s.epochs, progress
+    )
     auth = {"base": base_meta["metrics"]["accuracy"], "locked": locked_meta["metrics"]["accuracy"]}
 
     summary = {"authorized": auth, "cells": {}, "redteam": {}}
@@ -64,57 +69,116 @@ def run(study: Study, progress: bool = False) -> dict:
         task = _task(name, s)
         cells = summary["cells"][col] = {}
         for lr in LRS:
-            cfg = FineTuneConfig(loop=LoopConfig(optimizer="adamw", lr=lr, epochs=s.attack_epochs, batch_size=32,
-                                                 weight_decay=0.01, device=device), eval_every=25, eval_samples=500)
+            cfg = FineTuneConfig(
+                loop=LoopConfig(
+                    optimizer="adamw", lr=lr, epochs=s.attack_epochs, batch_size=32, weight_decay=0.01, device=device
+                ),
+                eval_every=25,
+                eval_samples=500,
+            )
             cell = {}
             for who, model in (("base", base), ("locked", locked)):
-                row = study.run(f"{col}/{who}/lr{lr:g}", lambda m=model: finetune_row(
-                    attack(m, cfg, task, progress=progress), who=who, lr=lr, task=name))
+                row = study.run(
+                    f"{col}/{who}/lr{lr:g}",
+                    lambda m=model: finetune_row(attack(m, cfg, task, progress=progress), who=who, lr=lr, task=name),
+                )
                 cell[who] = row["accuracy"]
-            row = study.run(f"{col}/scratch/lr{lr:g}", lambda: finetune_row(
-                scratch_baseline(locked, cfg, task, progress=progress), who="scratch", lr=lr, task=name))
+            row = study.run(
+                f"{col}/scratch/lr{lr:g}",
+                lambda: finetune_row(
+                    scratch_baseline(locked, cfg, task, progress=progress), who="scratch", lr=lr, task=name
+                ),
+            )
             cell["scratch"] = row["accuracy"]
             cell["chance"] = task.chance
             cell["verdict"], cell["why"] = verdict(cell["locked"], cell["base"], task.chance)
             cells[f"{lr:g}"] = cell
-        summary["redteam"][col] = study.run(f"{col}/redteam", lambda: redteam_cell.worst_case(
-            locked, task, study.out / f"redteam-{name}", s.redteam_budget, s.redteam_steps, 32, study))
+        summary["redteam"][col] = study.run(
+            f"{col}/redteam",
+            lambda: redteam_cell.worst_case(
+                locked, task, study.out / f"redteam-{name}", s.redteam_budget, s.redteam_steps, 32, study
+            ),
+        )
     plots = [_plot(summary, study)]
     return study.finish(summary, _table(summary, s, study), plots)
 
 
 def _table(summary: dict, s: Settings, study: Study) -> str:
-    scale = (f"quick: ResNet-18 width {s.width}, {s.n_train or 'all'} train / {s.n_test or 'all'} test examples per task, "
-             f"{s.epochs} epochs to train and to lock, {s.attack_epochs} attack epoch(s)" if study.quick else
-             "full: the paper's scale (width 64, every example, 10 + 10 epochs, 10 attack epochs)")
+    scale = (
+        f"quick: ResNet-18 width {s.width}, {s.n_train or 'all'} train / {s.n_test or 'all'} test examples per task, "
+        f"{s.epochs} epochs to train and to lock, {s.attack_epochs} attack epoch(s)"
+        if study.quick
+        else "full: the paper's scale (width 64, every example, 10 + 10 epochs, 10 attack epochs)"
+    )
     a = summary["authorized"]
-    head = ["task (paper's)", "attack lr", "paper base", "paper SpecDef", "our base", "our locked",
-            "scratch (same lr)", "scratch (best of all)", "red team worst", "verdict"]
-    rows = [["MNIST (authorized)", "-", pct(PAPER["mnist"][0]), pct(PAPER["mnist"][1]), pct(a["base"]),
-             pct(a["locked"]), "-", "-", "-",
-             "reproduced" if a["locked"] >= a["base"] - 0.01 else f"not reproduced: {pct(a['base'] - a['locked'])} lost"]]
-    for name, col, desc in ATTACK_TASKS:
+    head = [
+        "task (paper's)",
+        "attack lr",
+        "paper base",
+        "paper SpecDef",
+        "our base",
+        "our locked",
+        "scratch (same lr)",
+        "scratch (best of all)",
+        "red team worst",
+        "verdict",
+    ]
+    rows = [
+        [
+            "MNIST (authorized)",
+            "-",
+            pct(PAPER["mnist"][0]),
+            pct(PAPER["mnist"][1]),
+            pct(a["base"]),
+            pct(a["locked"]),
+            "-",
+            "-",
+            "-",
+            "reproduced" if a["locked"] >= a["base"] - 0.01 else f"not reproduced: {pct(a['base'] - a['locked'])} lost",
+        ]
+    ]
+    for _name, col, desc in ATTACK_TASKS:
         cells = summary["cells"][col]
         rt = summary["redteam"][col]
         best_scratch = _best_scratch(summary, col)
         for lr, c in cells.items():
             paper = PAPER[col] if lr == "0.1" else (None, None)
-            rows.append([f"{desc} ({col})", lr, pct(paper[0]), pct(paper[1]), pct(c["base"]), pct(c["locked"]),
-                         pct(c["scratch"]), pct(best_scratch), f"{pct(rt['locked'])} ({rt['attack']})",
-                         f"{c['verdict']}: {c['why']}"])
-    notes = [f"# Table 1, vision ({'quick' if study.quick else 'full'})", "", scale + ".",
-             "Attack: AdamW, weight decay 0.01, batch 32 (the paper: lr 0.1 only). Chance is 10%. Verdict: "
-             "reproduced when the locked model ends within 10 points of chance while the unlocked base learns.",
-             redteam_cell.describe(s.redteam_budget, s.redteam_steps) + ".", "",
-             markdown_table(head, rows), "",
-             "The lock protects something only where the released weights give an attacker more than a re-initialized "
-             "model does: compare 'red team worst' with 'scratch (best of all)', the best from-scratch run of the "
-             "AdamW grid and of the red team.", ""]
-    for name, col, _ in ATTACK_TASKS:
+            rows.append(
+                [
+                    f"{desc} ({col})",
+                    lr,
+                    pct(paper[0]),
+                    pct(paper[1]),
+                    pct(c["base"]),
+                    pct(c["locked"]),
+                    pct(c["scratch"]),
+                    pct(best_scratch),
+                    f"{pct(rt['locked'])} ({rt['attack']})",
+                    f"{c['verdict']}: {c['why']}",
+                ]
+            )
+    notes = [
+        f"# Table 1, vision ({'quick' if study.quick else 'full'})",
+        "",
+        scale + ".",
+        "Attack: AdamW, weight decay 0.01, batch 32 (the paper: lr 0.1 only). Chance is 10%. Verdict: "
+        "reproduced when the locked model ends within 10 points of chance while the unlocked base learns.",
+        redteam_cell.describe(s.redteam_budget, s.redteam_steps) + ".",
+        "",
+        markdown_table(head, rows),
+        "",
+        "The lock protects something only where the released weights give an attacker more than a re-initialized "
+        "model does: compare 'red team worst' with 'scratch (best of all)', the best from-scratch run of the "
+        "AdamW grid and of the red team.",
+        "",
+    ]
+    for _name, col, _ in ATTACK_TASKS:
         rt = summary["redteam"][col]
         adv = rt["locked"] - _best_scratch(summary, col)
-        notes.append(f"- {col}: red team worst {pct(rt['locked'])} vs scratch (best of all) "
-                     f"{pct(_best_scratch(summary, col))}: attacker's advantage {100 * adv:+.1f} points.")
+        notes.append(
+            f"- {col}: red team worst {pct(rt['locked'])} vs scratch (best of all) "
+            f"{pct(_best_scratch(summary, col))}: attacker's advantage {100 * adv:+.1f} points."
+        )
     return "\n".join(notes) + "\n"
 
 
@@ -129,7 +193,7 @@ def _plot(summary: dict, study: Study) -> str:
     plt = pyplot()
     cols = [c for _, c, _ in ATTACK_TASKS]
     fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3.6), squeeze=False)
-    for ax, col in zip(axes[0], cols):
+    for ax, col in zip(axes[0], cols, strict=False):
         cells = summary["cells"][col]
         lrs = [float(k) for k in cells]
         for who, style in (("base", "o--"), ("locked", "o-"), ("scratch", "s:")):

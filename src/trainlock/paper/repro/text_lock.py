@@ -52,10 +52,30 @@ class TextSettings:
 
 def text_settings(quick: bool, model: str = "minilm-l6") -> TextSettings:
     if quick:
-        return TextSettings(model=model, max_length=96, n_train=320, auth_train=2000, n_test=200, train_epochs=1,
-                            lock_epochs=1, lock_lr=5e-5, attack_epochs=1, seeds=(0,))
-    return TextSettings(model=model, max_length=128, n_train=5000, auth_train=5000, n_test=None, train_epochs=3,
-                        lock_epochs=10, lock_lr=5e-5, attack_epochs=3, seeds=(0, 1, 2))
+        return TextSettings(
+            model=model,
+            max_length=96,
+            n_train=320,
+            auth_train=2000,
+            n_test=200,
+            train_epochs=1,
+            lock_epochs=1,
+            lock_lr=5e-5,
+            attack_epochs=1,
+            seeds=(0,),
+        )
+    return TextSettings(
+        model=model,
+        max_length=128,
+        n_train=5000,
+        auth_train=5000,
+        n_test=None,
+        train_epochs=3,
+        lock_epochs=10,
+        lock_lr=5e-5,
+        attack_epochs=3,
+        seeds=(0, 1, 2),
+    )
 
 
 def task_for(role: str, s: TextSettings):
@@ -63,8 +83,16 @@ def task_for(role: str, s: TextSettings):
 
 
 def attack_loop(s: TextSettings, lr: float, seed: int, device: str) -> LoopConfig:
-    return LoopConfig(optimizer="adamw", lr=lr, epochs=s.attack_epochs, batch_size=8, weight_decay=0.01,
-                      schedule="linear", seed=seed, device=device)
+    return LoopConfig(
+        optimizer="adamw",
+        lr=lr,
+        epochs=s.attack_epochs,
+        batch_size=8,
+        weight_decay=0.01,
+        schedule="linear",
+        seed=seed,
+        device=device,
+    )
 
 
 def base_and_locked(study: Study, s: TextSettings, progress: bool = False):
@@ -72,8 +100,15 @@ def base_and_locked(study: Study, s: TextSettings, progress: bool = False):
     auth = task_for(AUTHORIZED, s)
     auth_full = tasks.get(STAND_INS[AUTHORIZED][0]).subset(s.auth_train, s.n_test)
     device = study.device
-    loop = LoopConfig(optimizer="adamw", lr=5e-5, epochs=s.train_epochs, batch_size=8, weight_decay=0.01,
-                      schedule="linear", device=device)
+    loop = LoopConfig(
+        optimizer="adamw",
+        lr=5e-5,
+        epochs=s.train_epochs,
+        batch_size=8,
+        weight_decay=0.01,
+        schedule="linear",
+        device=device,
+    )
 
     def build_base():
         torch.manual_seed(0)
@@ -84,10 +119,18 @@ def base_and_locked(study: Study, s: TextSettings, progress: bool = False):
     base = study.model(f"{s.model}-base", build_base, shared=s.key())
 
     def build_locked():
-        lock_loop = LoopConfig(optimizer="adamw", lr=s.lock_lr, epochs=s.lock_epochs, batch_size=8,
-                               weight_decay=0.0, schedule="linear", device=device)
-        res = lock(base[0], SpecDefConfig(loop=lock_loop, alpha=0.99, top_k=2, retain="ce+kl"), retain=auth,
-                   progress=progress)
+        lock_loop = LoopConfig(
+            optimizer="adamw",
+            lr=s.lock_lr,
+            epochs=s.lock_epochs,
+            batch_size=8,
+            weight_decay=0.0,
+            schedule="linear",
+            device=device,
+        )
+        res = lock(
+            base[0], SpecDefConfig(loop=lock_loop, alpha=0.99, top_k=2, retain="ce+kl"), retain=auth, progress=progress
+        )
         return res.model, {"task": auth.name, "metrics": scores(res.model, auth), **res.record}
 
     locked = study.model(f"{s.model}-locked", build_locked, shared=s.key())
