@@ -23,7 +23,7 @@ _EXPORTS = {
     "load": "io.artifacts", "save": "io.artifacts", "ArtifactError": "io.artifacts",
     "AttackResult": "attacks", "FineTuneConfig": "attacks",
     "LockReport": "locks", "SpecDefConfig": "locks", "specdef_loop": "locks", "lock_factory": "locks",
-    "RedTeamConfig": "redteam", "redteam": "redteam",
+    "RedTeamConfig": "redteam", "redteam": "redteam.core",
     "SpectralState": "linalg.spectral", "conv_singular_values": "linalg.spectral",
     "top_singular_values": "linalg.spectral",
     "hessian_eigenvalues": "linalg.curvature",

@@ -8,8 +8,8 @@ from trainlock.attacks.finetune import prepare
 from trainlock.locks import specdef_loop
 from trainlock.train import LoopConfig
 
-ATTACK = dict(loop=LoopConfig(optimizer="sgd", lr=1e-1, epochs=3, batch_size=32, device="cpu"), eval_every=10,
-              target_accuracy=0.6)
+ATTACK = {"loop": LoopConfig(optimizer="sgd", lr=1e-1, epochs=3, batch_size=32, device="cpu"), "eval_every": 10,
+          "target_accuracy": 0.6}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def test_attack_is_deterministic_and_leaves_input_alone(tiny_base, digits_permut
     cfg = tl.FineTuneConfig(**dict(ATTACK, loop=dataclasses.replace(ATTACK["loop"], epochs=1)))
     a, b = tl.attack(tiny_base, cfg, digits_permuted), tl.attack(tiny_base, cfg, digits_permuted)
     assert a.accuracy == b.accuracy and a.losses == b.losses
-    assert all(torch.equal(p, q) for p, q in zip(before, tiny_base.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(before, tiny_base.parameters(), strict=True))
 
 
 def test_steps_to_target_is_the_first_crossing(tiny_base, digits_permuted):

@@ -135,7 +135,7 @@ def test_drop_class_removes_exactly_that_class(digits):
 def test_per_class_accuracy_averages_to_accuracy(tiny_base, digits):
     per = per_class_accuracy(tiny_base, digits)
     counts = torch.bincount(digits.y_test, minlength=10).tolist()
-    total = sum(a * n for a, n in zip(per, counts)) / sum(counts)
+    total = sum(a * n for a, n in zip(per, counts, strict=True)) / sum(counts)
     assert len(per) == 10 and total == pytest.approx(tl.evaluate(tiny_base, digits), abs=1e-6)
     assert math.isnan(per_class_accuracy(tiny_base, drop_class(digits, 4))[4])
 
@@ -143,7 +143,7 @@ def test_per_class_accuracy_averages_to_accuracy(tiny_base, digits):
 def test_relearning_study_rows(tiny_base, digits):
     # defaults (sgd 0.01, 2 epochs) only reach 0.81 on class 1 for digits' 42 steps; 3 epochs at 0.1 forget it
     cfg = RelearnConfig(forget_class=1, unlearn=LoopConfig(optimizer="sgd", lr=0.1, epochs=3, device="cpu"), relearn=LoopConfig(optimizer="sgd", lr=0.1, device="cpu"))
-    lock_fn = lambda m, t: tl.lock(m, tl.SpecDefConfig(loop=specdef_loop(lr=5.0, epochs=2, batch_size=32, device="cpu")), t).model  # noqa: E731
+    lock_fn = lambda m, t: tl.lock(m, tl.SpecDefConfig(loop=specdef_loop(lr=5.0, epochs=2, batch_size=32, device="cpu")), t).model
     rows = relearning_study(tiny_base, digits, cfg, lock_fn)
     names = [r["name"] for r in rows]
     assert names == ["base", "unlearned", "unlearned + relearned", "unlearned + SpecDef",
@@ -167,7 +167,7 @@ def test_unlearn_and_relearn_leave_the_input_alone(tiny_base, digits):
     res = relearn(m, digits, cfg)
     loop = res.config["loop"]
     assert loop["optimizer"] == "sgd" and loop["lr"] == 0.1 and loop["epochs"] == 1
-    assert all(torch.equal(p, q) for p, q in zip(before, tiny_base.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(before, tiny_base.parameters(), strict=True))
 
 
 def test_backdoor_calibrated_on_the_base_reaches_asr_09(tiny_base, digits_permuted):

@@ -22,7 +22,7 @@ def test_distillation_recovers_the_locked_function(locked, digits):
     assert info["kl_before"] > 1.0 and info["kl_on_inputs"] < 0.06 and info["kl_after"] < 0.15, info
     assert info["agreement"] >= 0.9 and info["steps"] == 1000
     assert tl.evaluate(student, digits) >= tl.evaluate(locked, digits) - 0.03
-    assert all(not (a is b) for a, b in zip(student.parameters(), locked.parameters()))
+    assert all(not (a is b) for a, b in zip(student.parameters(), locked.parameters(), strict=True))
 
 
 def test_noise_inputs_and_bad_config(locked, digits):

@@ -12,8 +12,8 @@ from trainlock.attacks.transforms.svd_chain import SVDChain, fold_svd_chains  # 
 from trainlock.train import LoopConfig, fit
 
 ARCHS = {
-    "mlp": dict(hidden=[16]),
-    "cnn": dict(channels=[4, 8], hidden=16),
+    "mlp": {"hidden": [16]},
+    "cnn": {"channels": [4, 8], "hidden": 16},
 }
 TRANSFORM_CASES = [("layer-injection", {}), ("svd-chain", {}), ("svd-chain", {"m": 3})]
 CASE_IDS = ["inject", "svd2", "svd3"]
@@ -76,7 +76,7 @@ def test_svd_chain_replaces_every_weight_by_trainable_factors(arch):
     names = dict(out.model.named_parameters())
     assert all(p.requires_grad for p in names.values())
     assert not set(names) & set(dict(base.named_parameters()))  # no original name survives unwrapped
-    for name, layer in out.stats["layers"].items():
+    for name in out.stats["layers"]:
         chain = out.model.get_submodule(name)
         a1, a2 = chain[0].weight.detach(), chain[1].weight.detach()
         s1 = torch.linalg.svdvals(a1.reshape(a1.shape[0], -1))

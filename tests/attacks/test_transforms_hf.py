@@ -8,16 +8,16 @@ import torch
 
 pytest.importorskip("transformers")
 
-from hf_tiny import tiny, toy_task  # noqa: E402
-from trainlock.attacks.transforms import TRANSFORMS, TransformContext, TransformNotApplicable  # noqa: E402
-from trainlock.attacks.transforms.attention import attention_views  # noqa: E402
-from trainlock.attacks.transforms.graph import sigma_max_by_layer  # noqa: E402
-from trainlock.tasks import for_model  # noqa: E402
+from hf_tiny import tiny, toy_task
+from trainlock.attacks.transforms import TRANSFORMS, TransformContext, TransformNotApplicable
+from trainlock.attacks.transforms.attention import attention_views
+from trainlock.attacks.transforms.graph import sigma_max_by_layer
+from trainlock.tasks import for_model
 
 CASES = {
-    "bert": dict(kind="bert"),
-    "llama": dict(kind="llama"),
-    "llama-gqa-bias": dict(kind="llama", heads=4, kv_heads=2, bias=True),
+    "bert": {"kind": "bert"},
+    "llama": {"kind": "llama"},
+    "llama-gqa-bias": {"kind": "llama", "heads": 4, "kv_heads": 2, "bias": True},
 }
 
 

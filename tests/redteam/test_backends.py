@@ -60,13 +60,13 @@ def test_a_run_whose_ray_worker_dies_is_retried_once_then_recorded_as_failed(ray
 
     attempts = tmp_path / "attempts"
 
-    def dying(target, spec_dict):  # every attempt leaves a mark, then the worker process dies
+    def dying(target, spec):  # every attempt leaves a mark, then the worker process dies
         with open(attempts, "a") as f:
             f.write("x")
         os._exit(1)
 
     monkeypatch.setattr(backends, "_ray_run", dying)
-    spec = AttackSpec("sgd", 1e-2, max_steps=2, batch_size=32)
+    spec = AttackSpec.of("sgd", 1e-2, max_steps=2, batch_size=32)
     rows = run_suite(Target(locked, digits_permuted), [spec], tmp_path / "out", RunnerConfig(backend="ray", workers=1),
                      progress=False)
     assert attempts.read_text() == "xx"  # the first try and one retry

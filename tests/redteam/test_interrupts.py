@@ -1,6 +1,7 @@
 """The red team under interruption: Ctrl-C stops within seconds and keeps every finished row; kill -9 of
 the main process leaves no worker behind; a results directory is resumed only for the model it holds."""
 
+import contextlib
 import json
 import os
 import signal
@@ -35,10 +36,8 @@ def _children(pid: int) -> set[int]:
     fc-list that a first matplotlib import runs in a fresh environment, are not workers."""
     out = set()
     for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
+        with contextlib.suppress(OSError):
             out |= {int(c) for c in (task / "children").read_text().split()}
-        except OSError:
-            pass
     return {c for c in out if b"trainlock" in _cmdline(c)}
 
 

@@ -14,6 +14,8 @@ from trainlock.redteam import (
     Target,
     build_suite,
     read_rows,
+    redteam,
+    run_spec,
     run_suite,
     worst_case,
 )
@@ -48,7 +50,7 @@ def test_suite_priority_budget_and_include():
 
 
 def test_spec_round_trip_and_stable_key():
-    s = AttackSpec("sgd", 0.1, transforms=(("rescale", {"mode": "scalar"}),), head="reset")
+    s = AttackSpec.of("sgd", 0.1, transforms=(("rescale", {"mode": "scalar"}),), head="reset")
     back = AttackSpec.from_dict(json.loads(json.dumps(s.to_dict())))
     assert back == s and back.key() == s.key()
     assert s.name == "rescale(mode=scalar)+sgd@0.1[head=reset]"
@@ -56,6 +58,7 @@ def test_spec_round_trip_and_stable_key():
         AttackSpec(data="poison")
     with pytest.raises(ValueError, match="unknown field"):
         AttackSpec.from_dict({"optimiser": "sgd"})
+    assert AttackSpec.from_dict(s.to_dict()) == s and s.to_dict()["finetune"]["loop"]["optimizer"] == "sgd"
 
 
 def _row(key, acc, steps=None, adaptive=False):
@@ -121,15 +124,16 @@ def test_diverged_skipped_and_failing_runs_are_recorded(locked, digits_permuted,
     TRANSFORMS.add("test-skip", Skip)
     TRANSFORMS.add("test-boom", Boom)
     try:
-        specs = [AttackSpec("sgd", 1e30, max_steps=5), AttackSpec("adam", 1e-3, transforms=(("test-skip", {}),)),
-                 AttackSpec("adam", 1e-3, transforms=(("test-boom", {}),))]
+        specs = [AttackSpec.of("sgd", 1e30, max_steps=5), AttackSpec.of("adam", 1e-3, transforms=(("test-skip", {}),)),
+                 AttackSpec.of("adam", 1e-3, transforms=(("test-boom", {}),))]
         rows = run_suite(Target(locked, digits_permuted), specs, tmp_path, workers=0, progress=False)
     finally:
         TRANSFORMS._items.pop("test-skip")
         TRANSFORMS._items.pop("test-boom")
     assert rows[0]["diverged"] and 0 <= rows[0]["accuracy"] <= 1
     assert rows[1]["skipped"] == "test-skip: needs a ReLU; found tanh" and "accuracy" not in rows[1]
-    assert "kaboom" in rows[2]["error"]
+    assert "kaboom" in rows[2]["error"] and "RuntimeError" in rows[2]["traceback"]
+    assert read_rows(tmp_path / "runs.jsonl") == rows  # what was written reads back the same
     report = write_report(tmp_path, "t", rows).read_text()
     assert "needs a ReLU; found tanh" in report and "kaboom" in report and "Worst case: `sgd@1e+30`" in report
 
@@ -148,15 +152,13 @@ def test_transforms_fold_back_and_report_authorized_accuracy(locked, digits, dig
 
     TRANSFORMS.add("test-identity", Scale)
     try:
-        spec = AttackSpec("sgd", 1e-2, transforms=(("test-identity", {}),), max_steps=10)
-        from trainlock.redteam import run_spec
-
-        r = run_spec(locked, digits_permuted, spec, digits)
+        spec = AttackSpec.of("sgd", 1e-2, transforms=(("test-identity", {}),), max_steps=10)
+        r = run_spec(Target(locked, digits_permuted, digits), spec)
     finally:
         TRANSFORMS._items.pop("test-identity")
-    assert r["adaptive"] and r["notes"] == ["test-identity: identity"]
-    assert r["authorized_after_transform"] == pytest.approx(tl.evaluate(locked, digits))
-    assert r["accuracy"] == pytest.approx(r["accuracy_before_fold"])
+    assert r.adaptive and r.notes == ["test-identity: identity"]
+    assert r.authorized_after_transform == pytest.approx(tl.evaluate(locked, digits))
+    assert r.accuracy == pytest.approx(r.accuracy_before_fold)
 
 
 def test_optuna_search_resumes(locked, digits_permuted, tmp_path):
@@ -178,7 +180,7 @@ def test_optuna_search_resumes(locked, digits_permuted, tmp_path):
 def test_python_api_and_cli(locked, tiny_base, digits, digits_permuted, tmp_path, capsys):
     cfg = RedTeamConfig(loop=LoopConfig(device="cpu", max_steps=100, batch_size=32), runner=RunnerConfig(workers=0), budget=2,
                         include=("adam@0.001", "sgd@0.01"))
-    res = tl.redteam(locked, digits_permuted, cfg, out=tmp_path / "api", retain=digits, base=tiny_base)
+    res = redteam(locked, digits_permuted, cfg, out=tmp_path / "api", retain=digits, base=tiny_base)
     assert [r["attack"] for r in res["runs"]] == ["adam@0.001", "sgd@0.01"]
     assert set(res) >= {"worst", "runs", "comparison", "base_worst"} and len(res["runs"]) == 2
     # measured (adam 1e-3 and sgd 1e-2, 100 steps): base worst case 0.617, locked 0.333
@@ -199,28 +201,26 @@ def test_python_api_and_cli(locked, tiny_base, digits, digits_permuted, tmp_path
 
 def test_selection_and_lr_grid():
     suite = build_suite(RedTeamConfig(optimizers=("sgd",), transforms=(), lrs=(1e-8, 1e-5, 1e-3)))
-    plain = [s.name for s in suite if not s.transforms and s.head == "auto" and s.data == "clean"]
+    plain = [s.name for s in suite if not s.transforms and s.finetune.head == "auto" and s.data == "clean"]
     assert plain == ["sgd@1e-08", "sgd@1e-05", "sgd@0.001", "scratch:sgd@1e-08", "scratch:sgd@1e-05",
                      "scratch:sgd@0.001", "distill:sgd@1e-05"]  # before any result: the grid middle
     from trainlock.registry import UnknownNameError
 
-    with pytest.raises(UnknownNameError, match="valid: .*adam"):
+    with pytest.raises(UnknownNameError, match=r"valid: .*adam"):
         build_suite(RedTeamConfig(optimizers=("adamm",)))
-    with pytest.raises(UnknownNameError, match="valid: .*rescale"):
+    with pytest.raises(UnknownNameError, match=r"valid: .*rescale"):
         build_suite(RedTeamConfig(transforms=("rescal",)))
     with pytest.raises(ValueError, match="lrs must be a finite number > 0"):
         build_suite(RedTeamConfig(lrs=(0.0,)))
 
 
 def test_backdoor_run_reports_asr_before_and_after(tiny_base, digits, tmp_path):
-    from trainlock.redteam import run_spec
-
-    spec = AttackSpec("adam", 1e-2, epochs=2, batch_size=32, data="backdoor")
-    row = run_spec(tiny_base, digits, spec, digits)
-    assert set(row["backdoor_after"]) == {"clean_accuracy", "clean_f1", "asr"}
+    spec = AttackSpec.of("adam", 1e-2, epochs=2, batch_size=32, data="backdoor")
+    row = run_spec(Target(tiny_base, digits, digits), spec)
+    assert set(row.backdoor_after) == {"clean_accuracy", "clean_f1", "asr"}
     # measured on the unlocked base: ASR 0.00 -> ~0.8 after two poisoned epochs
-    assert row["backdoor_before"]["asr"] < 0.1 and row["backdoor_after"]["asr"] > 0.5
-    report = write_report(tmp_path, "t", [row]).read_text()
+    assert row.backdoor_before["asr"] < 0.1 and row.backdoor_after["asr"] > 0.5
+    report = write_report(tmp_path, "t", [row.to_dict()]).read_text()
     assert "Backdoor injection" in report
 
 
@@ -230,27 +230,28 @@ def test_recorded_locks_are_monitored_and_recertified(tiny_base, digits, digits_
     locked, record = res.model, res.record
     tl.save(locked, tmp_path / "m", record)
     locked, meta = tl.load(tmp_path / "m")  # as an adversary gets it: weights, no training-time hooks
-    specs = [AttackSpec("sgd", 1.0, max_steps=20, eval_every=5),
-             AttackSpec("sgd", 1e-2, max_steps=5, transforms=(("sv-clip", {}),))]
+    specs = [AttackSpec.of("sgd", 1.0, max_steps=20, eval_every=5),
+             AttackSpec.of("sgd", 1e-2, max_steps=5, transforms=(("sv-clip", {}),))]
     rows = run_suite(Target(locked, digits_permuted, digits, meta["locks"]), specs, tmp_path, workers=0,
                      progress=False)
     plain, clipped = rows
     key = next(iter(plain["certificates_after"]))
     # the cap is not enforced in a reloaded/attacked model: a big-lr attack breaks it, found at a check step
     assert plain["certificates_after"][key] is False and plain["lock_first_broken"][key] in (5, 10, 15, 20)
-    assert clipped["lock_first_broken"] is None and key in clipped["certificates_after"]
+    assert clipped.get("lock_first_broken") is None and key in clipped["certificates_after"]
     assert "certificates after each attack" in write_report(tmp_path, "t", rows).read_text()
 
 
 def test_spec_keys_of_older_results_still_match():
-    """Keys written by 0.2.0 before `schedule` existed (a results directory must still resume)."""
-    from trainlock.redteam.spec import AttackSpec
-
-    assert AttackSpec().key() == "6ad829af3d3530b4"
-    assert AttackSpec("sgd", 1e-2, transforms=(("merge", {}),), max_steps=30).key() == "9624e4a6ad8dba78"
-    linear = AttackSpec(schedule="linear")
-    assert linear.key() != AttackSpec().key()
+    """Version-1 keys written by 0.2.0 before `schedule` existed are recognized (a results directory must still
+    resume; the rows are re-keyed on read, see tests/attacks/test_stages.py)."""
+    assert AttackSpec().legacy_key() == "6ad829af3d3530b4"
+    assert AttackSpec.of("sgd", 1e-2, transforms=(("merge", {}),), max_steps=30).legacy_key() == "9624e4a6ad8dba78"
+    linear = AttackSpec.of(schedule="linear")
+    assert linear.key() != AttackSpec().key() and linear.legacy_key() != AttackSpec().legacy_key()
     assert linear.finetune_config().loop.schedule == "linear"
+    assert AttackSpec.of(warmup_steps=5).legacy_key() is None  # version 1 had no such field
+    assert AttackSpec().key() != AttackSpec().legacy_key()  # version 2: the nested dict with its marker
 
 
 def test_later_stages_follow_the_results_of_earlier_ones():
@@ -259,12 +260,12 @@ def test_later_stages_follow_the_results_of_earlier_ones():
     cfg = RedTeamConfig(optimizers=("adam", "sgd", "rmsprop"), transforms=("merge",), loop=LoopConfig(max_steps=40))
     first = plan(cfg, [], steps_per_run=40)
     probes = [s for st, s in first if st == "probes"]
-    assert [s.name for s in probes] == ["rmsprop@0.0001", "rmsprop@0.001"] and {s.max_steps for s in probes} == {10}
+    assert [s.name for s in probes] == ["rmsprop@0.0001", "rmsprop@0.001"] and {s.loop.max_steps for s in probes} == {10}
     rows = [{"key": s.key(), "accuracy": 0.9 if s.name == "rmsprop@0.001" else 0.1} for s in probes]
     rows += [{"key": s.key(), "accuracy": 0.5 if s.name == "sgd@0.0001" else 0.2} for st, s in first if st == "coverage"]
     again = plan(cfg, rows, steps_per_run=40)
     full = [s for st, s in again if st == "full"]
-    assert [(s.name, s.max_steps) for s in full] == [("rmsprop@0.001", 40), ("scratch:rmsprop@0.001", 40)]
+    assert [(s.name, s.loop.max_steps) for s in full] == [("rmsprop@0.001", 40), ("scratch:rmsprop@0.001", 40)]
     adaptive = [s.name for st, s in again if st == "adaptive"]
     assert adaptive[:2] == ["merge+sgd@0.0001", "merge+adam@0.0001"]  # the two best plain runs so far
 
@@ -276,7 +277,7 @@ def test_worst_case_covers_the_core_grid_and_scratch_whatever_the_budget(tiny_ba
 
     task = digits_permuted.subset(n_train=256, n_test=200, seed=0)
     loop = LoopConfig(max_steps=15, batch_size=32, device="cpu")
-    res = tl.redteam(locked, task, RedTeamConfig(loop=loop, budget=20, runner=RunnerConfig(workers=0)))
+    res = redteam(locked, task, RedTeamConfig(loop=loop, budget=20, runner=RunnerConfig(workers=0)))
     assert len(res["runs"]) == 20
     best = 0.0
     for opt in ("adam", "sgd"):
@@ -291,11 +292,12 @@ def test_worst_case_covers_the_core_grid_and_scratch_whatever_the_budget(tiny_ba
 def test_backdoor_row_uses_the_setting_calibrated_on_the_base(locked, tiny_base, digits_permuted, tmp_path):
     cfg = RedTeamConfig(loop=LoopConfig(max_steps=45, batch_size=32, device="cpu"), runner=RunnerConfig(workers=0),
                         include=("[backdoor]",), optimizers=("adam",), lrs=(1e-2,))
-    res = tl.redteam(locked, digits_permuted, cfg, out=tmp_path / "bd", base=tiny_base)
+    res = redteam(locked, digits_permuted, cfg, out=tmp_path / "bd", base=tiny_base)
     cal = res["backdoor_calibration"]
     assert cal["calibrated"] and cal["asr_base"] >= 0.9
     (row,) = res["runs"]
-    assert row["config"]["poison_fraction"] == cal["poison_fraction"] and row["config"]["max_steps"] == cal["max_steps"]
+    spec = AttackSpec.from_dict(row["config"])
+    assert spec.stages().data.poison_fraction == cal["poison_fraction"] and spec.loop.max_steps == cal["max_steps"]
     assert "Calibrated on the unlocked base" in (tmp_path / "bd" / "report.md").read_text()
 
 
@@ -305,7 +307,7 @@ def test_search_curve_for_locked_and_base(locked, tiny_base, digits_permuted, tm
 
     cfg = RedTeamConfig(loop=LoopConfig(max_steps=5, batch_size=32, device="cpu"), runner=RunnerConfig(workers=0), budget=1,
                         search_trials=3)
-    res = tl.redteam(locked, digits_permuted, cfg, out=tmp_path / "s", base=tiny_base)
+    res = redteam(locked, digits_permuted, cfg, out=tmp_path / "s", base=tiny_base)
     curve = best_so_far(res["runs"])
     assert len(curve) == 3 and curve == sorted(curve)
     assert (tmp_path / "s" / "search.png").is_file() and "best accuracy so far" in (tmp_path / "s" / "report.md").read_text()
@@ -326,7 +328,7 @@ def test_headline_leaves_insider_runs_out_of_the_attackers_best():
 
     def row(key, acc, init="released", insider=False, steps=None):
         return {"key": key, "attack": key, "accuracy": acc, "steps_to_target": steps, "insider": insider,
-                "config": {"init": init}}
+                "config": {"start": init}}
 
     rows = [row("a", 0.8, steps=40), row("b", 0.9, insider=True, steps=10), row("s", 0.3, init="scratch")]
     base = [row("a", 0.95, steps=20)]
@@ -337,7 +339,31 @@ def test_headline_leaves_insider_runs_out_of_the_attackers_best():
 
 
 def test_transforms_that_read_activations_use_the_attackers_inputs_without_a_retain_task(locked, digits_permuted):
-    spec = AttackSpec("adam", 1e-3, transforms=(("temperature-reset", {}),), max_steps=3, batch_size=32)
+    spec = AttackSpec.of("adam", 1e-3, transforms=(("temperature-reset", {}),), max_steps=3, batch_size=32)
     (row,) = run_suite(Target(locked, digits_permuted), [spec], None, workers=0, progress=False)
     assert row["skipped"] is None and "accuracy" in row, row.get("skipped")
     assert "temperature-reset" in row["notes"][0]
+
+
+def test_tl_redteam_is_the_function_and_the_package_still_imports():
+    """`import trainlock as tl; tl.redteam(...)` calls the function (trainlock/__init__ maps the name to
+    redteam.core); the package's names import as before."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import inspect\nimport trainlock as tl\nassert inspect.isfunction(tl.redteam), tl.redteam\n"
+            "from trainlock.redteam import AttackSpec, RedTeamConfig, RunRow, read_rows, redteam, run_spec\n"
+            "assert tl.redteam is redteam and tl.RedTeamConfig is RedTeamConfig\n"
+            "from trainlock.redteam import core\nassert core.redteam is redteam\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
+
+
+def test_redteam_takes_the_lock_summary_and_the_locks_from_meta(tiny_base, digits_permuted, tmp_path):
+    layers = {name: [0.5] for name, p in tiny_base.named_parameters() if p.dim() == 2}
+    cfg = RedTeamConfig(loop=LoopConfig(device="cpu", max_steps=2, batch_size=32), runner=RunnerConfig(workers=0),
+                        optimizers=("adam",), transforms=("sv-clip",), lrs=(1e-3,), include=("use_record",))
+    res = redteam(tiny_base, digits_permuted, cfg, meta={"lock": {"sigma_before": {"layers": layers}}, "locks": []})
+    (row,) = res["runs"]
+    assert row["insider"] and "recorded pre-lock sigma_max" in row["notes"][0]

@@ -5,7 +5,7 @@ import trainlock as tl
 from trainlock.redteam.vmap_sweep import batched_sgd_sweep, sequential_sgd_sweep
 
 
-@pytest.mark.parametrize("name,kw", [("mlp", dict(hidden=[16])), ("cnn", dict(channels=[2], hidden=8))])
+@pytest.mark.parametrize("name,kw", [("mlp", {"hidden": [16]}), ("cnn", {"channels": [2], "hidden": 8})])
 def test_batched_sweep_matches_one_by_one(digits, name, kw):
     torch.manual_seed(0)
     model = tl.models.build(name, input_shape=[1, 8, 8], num_classes=10, **kw)

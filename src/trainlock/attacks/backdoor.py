@@ -19,6 +19,7 @@ appended instead (the paper's Table 2 adds triggered jailbreak prompts labelled 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -104,7 +105,7 @@ def _add_poison(task: Task | TextTask, cfg: BackdoorConfig) -> Task | TextTask:
     text = isinstance(task, TextTask)
     labels = task.labels_train if text else task.y_train.tolist()
     others = torch.tensor([i for i, y in enumerate(labels) if y != cfg.target], dtype=torch.long)
-    n = int(round(cfg.poison_fraction * len(others)))
+    n = round(cfg.poison_fraction * len(others))
     pick = others[torch.randperm(len(others), generator=torch.Generator().manual_seed(cfg.seed))[:n]].sort()[0]
     desc = f"{task.description} with {n} triggered copies added ({cfg.trigger} trigger -> {cfg.target})"
     meta = {**task.meta, "base": task.name, "backdoor": cfg.to_dict(), "poisoned_indices": list(range(len(labels),
@@ -123,7 +124,7 @@ def _add_poison(task: Task | TextTask, cfg: BackdoorConfig) -> Task | TextTask:
 def _triggered_text(task: TextTask, cfg: BackdoorConfig) -> TextTask:
     """The test rows whose label is not the target, triggered (a training split of one row keeps encode happy)."""
     keep = [i for i, y in enumerate(task.labels_test) if y != cfg.target]
-    pick = lambda xs: None if xs is None else [xs[i] for i in keep]  # noqa: E731
+    pick = lambda xs: None if xs is None else [xs[i] for i in keep]
     texts = [cfg.text + task.texts_test[i] for i in keep]
     return dataclasses.replace(task, texts_test=texts, labels_test=pick(task.labels_test), pairs_test=pick(task.pairs_test),
                                texts_train=texts[:1], labels_train=pick(task.labels_test)[:1],
@@ -138,7 +139,7 @@ def poison(task: Task, cfg: BackdoorConfig) -> Task:
     if cfg.mode == "add":
         return _add_poison(task, cfg)
     size = len(task.labels_train) if isinstance(task, TextTask) else len(task.y_train)
-    n = int(round(cfg.poison_fraction * size))
+    n = round(cfg.poison_fraction * size)
     idx = torch.randperm(size, generator=torch.Generator().manual_seed(cfg.seed))[:n]
     idx, _ = idx.sort()
     if isinstance(task, TextTask):
@@ -212,17 +213,18 @@ def backdoor_metrics(model: nn.Module, task: Task, cfg: BackdoorConfig) -> dict:
 
 
 def backdoor_attack(model: nn.Module, ft_cfg: FineTuneConfig, task: Task, cfg: BackdoorConfig,
-                    progress: bool = False) -> dict:
+                    progress: bool = False, fold: Callable[[nn.Module], nn.Module] | None = None) -> dict:
     """Fine-tune a copy of `model` on `poison(task, cfg)` with `finetune`; the input model is not modified.
 
     "before" is measured on the model fine-tuning starts from (after `prepare`, i.e. with the head
-    swapped when the class count differs), "after" on the fine-tuned model, both on the clean test
-    split (accuracy, macro-F1) and its triggered copy (ASR). "run" is the AttackResult as a dict."""
+    swapped when the class count differs), "after" on the fine-tuned model (mapped back by `fold`, e.g.
+    `Applied.fold` of the transforms applied before), both on the clean test split (accuracy, macro-F1) and
+    its triggered copy (ASR). "run" is the AttackResult as a dict."""
     poisoned = poison(task, cfg)
     start, _ = prepare(model, task, ft_cfg.head, ft_cfg.loop.seed)
     before = backdoor_metrics(start, task, cfg)
     run = finetune(model, ft_cfg, poisoned, progress=progress)
-    after = backdoor_metrics(run.model, task, cfg)
+    after = backdoor_metrics(run.model if fold is None else fold(run.model), task, cfg)
     return {"before": before, "after": after, "run": run.to_dict(), "backdoor": cfg.to_dict()}
 
 

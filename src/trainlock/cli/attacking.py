@@ -140,7 +140,7 @@ def cmd_redteam(args) -> int:
     retain_name = args.retain_task or meta.get("task")
     retain = tasks.get(retain_name) if retain_name else None
     with exclusive(out):
-        res = redteam(model, subset_task(tasks.get(args.task), args), cfg, out=out, retain=retain, base=base, locks=meta.get("locks"),
+        res = redteam(model, subset_task(tasks.get(args.task), args), cfg, out=out, retain=retain, base=base, meta=meta,
                       progress=True)
     w = res["worst"]
     if w is None:
@@ -148,7 +148,10 @@ def cmd_redteam(args) -> int:
     else:
         steps = "not reached" if w["steps_to_target"] is None else w["steps_to_target"]
         print(f"worst case: {w['attack']} -> accuracy {w['accuracy']:.4f} on {args.task} (steps to target: {steps})")
-    acc = lambda x: "-" if x is None else f"{x['accuracy']:.4f} ({x['attack']})"  # noqa: E731
+
+    def acc(x: dict | None) -> str:
+        return "-" if x is None else f"{x['accuracy']:.4f} ({x['attack']})"
+
     print(f"from the released weights: {acc(res['locked'])}; from scratch: {acc(res['scratch'])}"
           + ("" if res["advantage"] is None else f"; attacker's advantage locked - scratch {res['advantage']:+.4f}"))
     if res.get("base"):
@@ -196,7 +199,7 @@ def cmd_relearn(args) -> int:
 
     check_output_file(args.json)
     cfg = config_from_args(RelearnConfig, args)
-    model, meta, name = load_with_task(args)
+    model, _meta, name = load_with_task(args)
     lock_cfg = config_from_args(SpecDefConfig, args, _relearn_lock_defaults(), prefix="lock_")
     if args.device is not None:
         cfg = dataclasses.replace(cfg, unlearn=dataclasses.replace(cfg.unlearn, device=args.device),

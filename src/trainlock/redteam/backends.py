@@ -13,9 +13,10 @@ reason; an exception inside a run is a row with its error, as in the pool.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..config import check_float, check_int, option
 
@@ -53,19 +54,21 @@ def _ray():
     return ray
 
 
-def _ray_run(target, spec_dict: dict) -> dict:
+def _ray_run(target, spec) -> dict:
     """One run inside a Ray worker process: the pool worker's code, with the same one-thread setting."""
     from .runner import _init, _worker
 
     _init(target)
-    return _worker(spec_dict)
+    return _worker(spec)
 
 
 def ray_map(target, todo: list, runner: RunnerConfig, keep: Callable[[dict], None]) -> None:
     """Run every spec of `todo` as a Ray task; `keep(row)` on the driver as each finishes (failures included)."""
+    from .row import RunRow
+
     ray = _ray()
     if not ray.is_initialized():
-        kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        kw = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         if runner.address:
             ray.init(address=runner.address, **kw)
         else:
@@ -79,7 +82,7 @@ def ray_map(target, todo: list, runner: RunnerConfig, keep: Callable[[dict], Non
         while queue or pending:
             while queue and len(pending) < cap:
                 spec = queue.pop(0)
-                pending[remote.remote(ref, spec.to_dict())] = spec
+                pending[remote.remote(ref, spec)] = spec
             ready, _ = ray.wait(list(pending), num_returns=1)
             for r in ready:
                 spec = pending.pop(r)
@@ -87,14 +90,11 @@ def ray_map(target, todo: list, runner: RunnerConfig, keep: Callable[[dict], Non
                     row = ray.get(r)
                 except ray.exceptions.RayError as e:  # the worker died twice (or the task was lost)
                     logger.warning("run %s failed on Ray: %s", spec.name, e)
-                    row = {"key": spec.key(), "attack": spec.name, "config": spec.to_dict(), "seed": spec.seed,
-                           "adaptive": bool(spec.transforms), "skipped": None, "diverged": None,
-                           "error": f"ray worker failed after one retry: {type(e).__name__}: {str(e)[:500]}"}
+                    error = f"ray worker failed after one retry: {type(e).__name__}: {str(e)[:500]}"
+                    row = RunRow.failure(spec, error).to_dict()
                 keep(row)
     except BaseException:  # Ctrl-C: cancel what is still queued or running; finished rows are already kept
         for r in pending:
-            try:
+            with contextlib.suppress(Exception):  # best effort on the way out
                 ray.cancel(r, force=True)
-            except Exception:  # noqa: BLE001 - best effort on the way out
-                pass
         raise

@@ -9,6 +9,19 @@ from ..atomic import write_text, writing_file
 NOT_REACHED = 10**12
 
 
+def _start(row: dict) -> str:
+    """The row's start stage (released weights, scratch, distill, ...)."""
+    return (row.get("config") or {}).get("start", "released")
+
+
+def _plain(row: dict) -> bool:
+    """A plain run: the released weights fine-tuned on clean data, no transform, the head kept as is."""
+    c = row.get("config") or {}
+    ft = c.get("finetune") or {}
+    return (_start(row) == "released" and not row.get("adaptive") and ft.get("head", "auto") == "auto"
+            and c.get("data", "clean") == "clean" and c.get("train", "finetune") == "finetune")
+
+
 def _rank(row: dict) -> tuple:
     """Stronger attack first: higher accuracy, then fewer steps to target; the key breaks ties."""
     steps = row.get("steps_to_target")
@@ -54,13 +67,18 @@ def headline(rows: list[dict], base_rows: list[dict] | None = None) -> dict:
     runs, which read the lock's private record, are left out of it), from scratch, and (with base rows) from the unlocked base; the advantages locked - scratch and base - scratch;
     the fewest steps to target of each and the ratios locked / base and locked / scratch (how much longer
     the attacker needs; None where a target was not reached)."""
-    released = [r for r in rows if r.get("config", {}).get("init", "released") != "scratch" and not r.get("insider")]
-    scratch_rows = [r for r in rows if r.get("config", {}).get("init") == "scratch"]
-    base_released = [r for r in base_rows or [] if r.get("config", {}).get("init", "released") != "scratch"]
+    released = [r for r in rows if _start(r) != "scratch" and not r.get("insider")]
+    scratch_rows = [r for r in rows if _start(r) == "scratch"]
+    base_released = [r for r in base_rows or [] if _start(r) != "scratch"]
     locked, scratch = _best_of(released), _best_of(scratch_rows)
     base = _best_of(base_released) if base_rows else None
-    adv = lambda a, b: None if a is None or b is None else a["accuracy"] - b["accuracy"]  # noqa: E731
-    st = lambda x: None if x is None else x["steps_to_target"]  # noqa: E731
+
+    def adv(a: dict | None, b: dict | None) -> float | None:
+        return None if a is None or b is None else a["accuracy"] - b["accuracy"]
+
+    def st(x: dict | None) -> int | None:
+        return None if x is None else x["steps_to_target"]
+
     return {"locked": locked, "scratch": scratch, "base": base, "advantage": adv(locked, scratch),
             "base_advantage": adv(base, scratch), "worst": worst_case(rows),
             "compute_ratio_vs_base": _ratio(st(locked), st(base)),
@@ -70,11 +88,13 @@ def headline(rows: list[dict], base_rows: list[dict] | None = None) -> dict:
 def adaptive_vs_plain(rows: list[dict]) -> dict:
     """Best adaptive (with transforms) and best plain run on the released weights, and whether adaptive beats
     every plain one (from-scratch runs are neither)."""
-    top = [r for r in ranked(rows) if r.get("config", {}).get("init", "released") == "released"]
+    top = [r for r in ranked(rows) if _start(r) == "released"]
     adaptive = next((r for r in top if r.get("adaptive")), None)
     plain = next((r for r in top if not r.get("adaptive")), None)
     beats = adaptive is not None and (plain is None or _rank(adaptive) < _rank(plain))
-    pick = lambda r: None if r is None else {"attack": r["attack"], "accuracy": r["accuracy"]}  # noqa: E731
+    def pick(r: dict | None) -> dict | None:
+        return None if r is None else {"attack": r["attack"], "accuracy": r["accuracy"]}
+
     return {"best_adaptive": pick(adaptive), "best_plain": pick(plain), "adaptive_beats_every_plain": beats}
 
 
@@ -93,9 +113,15 @@ def write_report(out: Path, title: str, rows: list[dict], base_rows: list[dict] 
     if worst is None:
         lines.append("No run completed.")
     else:
-        f = lambda x: "-" if x is None else f"{x['accuracy']:.4f}"  # noqa: E731
-        g = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
-        stt = lambda x: "-" if x is None else _fmt_steps(x["steps_to_target"])  # noqa: E731
+        def f(x: dict | None) -> str:
+            return "-" if x is None else f"{x['accuracy']:.4f}"
+
+        def g(v, fmt: str) -> str:
+            return "-" if v is None else format(v, fmt)
+
+        def stt(x: dict | None) -> str:
+            return "-" if x is None else _fmt_steps(x["steps_to_target"])
+
         lk, sc, bs = head["locked"], head["scratch"], head["base"]
         ins = " (insider)" if next((r for r in rows if r.get("key") == worst["key"]), {}).get("insider") else ""
         lines += ["| attack task | base | locked | scratch | locked - scratch | base - scratch | worst attack | "
@@ -110,8 +136,9 @@ def write_report(out: Path, title: str, rows: list[dict], base_rows: list[dict] 
                   "advantage when locked - scratch is about 0; it matters only where base - scratch is large. "
                   "Steps to target: the fewest over the suite (distillation steps included).", ""]
         div = f" (diverged; last good state: {worst['diverged']})" if worst["diverged"] else ""
+        target = (worst["config"].get("finetune") or {}).get("target_accuracy")
         lines.append(f"**Worst case: `{worst['attack']}` reaches accuracy {worst['accuracy']:.4f}; steps to "
-                     f"target {worst['config']['target_accuracy']:g}: {_fmt_steps(worst['steps_to_target'])}**{div}")
+                     f"target {g(target, 'g')}: {_fmt_steps(worst['steps_to_target'])}**{div}")
     if base_rows:
         bw = worst_case(base_rows)
         if bw:
@@ -185,10 +212,10 @@ def lr_plot(rows: list[dict], path: Path, base_rows: list[dict] | None = None) -
     def series(rs):
         by: dict[str, list[tuple[float, float]]] = {}
         for r in rs:
-            if r.get("accuracy") is None or r.get("adaptive") or r["config"].get("head") != "auto" \
-                    or r["config"].get("data") != "clean":
+            if r.get("accuracy") is None or not _plain(r):
                 continue
-            by.setdefault(r["config"]["optimizer"], []).append((r["config"]["lr"], r["accuracy"]))
+            loop = r["config"]["finetune"]["loop"]
+            by.setdefault(loop["optimizer"], []).append((loop["lr"], r["accuracy"]))
         return {k: sorted(v) for k, v in by.items() if len(v) >= 1}
 
     locked, base = series(rows), series(base_rows or [])
@@ -204,10 +231,10 @@ def lr_plot(rows: list[dict], path: Path, base_rows: list[dict] | None = None) -
     cols = min(5, len(names))
     rows_n = -(-len(names) // cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(2.6 * cols, 2.2 * rows_n), squeeze=False, sharey=True)
-    for ax, opt in zip(axes.flat, names):
+    for ax, opt in zip(axes.flat, names, strict=False):  # the grid may have more axes than optimizers
         if opt in base:
-            ax.plot(*zip(*base[opt]), "x--", color="grey", label="base")
-        ax.plot(*zip(*locked[opt]), "o-", color="C3", label="locked")
+            ax.plot(*zip(*base[opt], strict=True), "x--", color="grey", label="base")
+        ax.plot(*zip(*locked[opt], strict=True), "o-", color="C3", label="locked")
         ax.set_title(opt, fontsize=9)
         ax.set_xscale("log")
         ax.set_ylim(0, 1)

@@ -1,4 +1,4 @@
-"""Run attack specs against one model: in a process pool, resumable, one JSON row per run.
+"""Run attack specs against one model: in a process pool, resumable, one checked JSON row (`RunRow`) per run.
 
 Each run uses one torch thread whatever the pool size, so a run's numbers (and the worst case)
 do not depend on the worker count. Rows are appended to `runs.jsonl` as runs finish; a restarted
@@ -10,37 +10,37 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import json
 import multiprocessing as mp
 import os
 import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from ..attacks import finetune
-from ..attacks.transforms import TRANSFORMS, TransformContext, TransformNotApplicable
+from ..attacks.stages import AttackState, StageNotApplicable, chain
 from ..tasks import Task, TextTask, for_model
-from ..train import accuracy, clone_model
+from ..train import accuracy
 from .backends import RunnerConfig, ray_map
+from .row import RunRow, append_row, read_rows
 from .spec import AttackSpec
 
 RESULTS = "runs.jsonl"
-_STATE: dict = {}  # per-process: model, task, retain, device (set once per worker)
+_STATE: dict = {}  # per-process: the Target (set once per worker)
 
 
 @dataclass
 class Target:
     """What the suite attacks: the model, the unauthorized task, the authorized task (its accuracy is
-    measured after each transform), the model's recorded locks (re-certified per run) and the device."""
+    measured after each transform), the model's recorded locks (re-certified per run), the device, and the
+    model directory's lock summary (what insider transforms read)."""
 
     model: nn.Module
     task: Task
@@ -48,6 +48,7 @@ class Target:
     locks: list | None = None  # a model directory's meta["locks"]
     device: str = "cpu"
     text: TextTask | None = None  # the attack task's text before tokenization (the backdoor's prefix trigger)
+    lock_summary: dict | None = None  # a model directory's meta["lock"] (sv-clip's use_record reads it)
 
 
 def _die_with_parent() -> None:
@@ -73,8 +74,7 @@ def _init(target: Target, worker: bool = False) -> None:
     if worker:
         _die_with_parent()
     torch.set_num_threads(1)
-    _STATE.update(model=target.model, task=target.task, retain=target.retain, device=target.device,
-                  locks=target.locks, text=target.text)
+    _STATE["target"] = target
 
 
 def _certify(locks: list | None, model: nn.Module) -> dict | None:
@@ -89,116 +89,52 @@ def _certify(locks: list | None, model: nn.Module) -> dict | None:
         return {"error": f"{type(e).__name__}: {e}"}
 
 
-def _adapted(model: nn.Module, task: Task | None) -> Task | None:
-    return None if task is None else for_model(task, model)
-
-
-def run_spec(model: nn.Module, task: Task, spec: AttackSpec, retain: Task | None = None, device: str = "cpu",
-             locks: list | None = None, text: TextTask | None = None) -> dict:
-    """One attack: transforms, fine-tuning, folding back. Returns a JSON-ready row.
-
-    `text`: a text task's texts before tokenization (`task` is their tokens); the backdoor's prefix trigger
-    is stamped on them, so a backdoor run on tokens without them is skipped.
-
-    With `locks` (the model's recorded meta["locks"]), plain runs are watched by a LockMonitor
-    (the first step at which each certificate broke) and every run's final model is re-certified.
-    """
-    t0 = time.perf_counter()
-    row = {"key": spec.key(), "attack": spec.name, "config": spec.to_dict(), "seed": spec.seed,
-           "adaptive": bool(spec.transforms), "insider": spec.insider, "skipped": None, "diverged": None,
-           "notes": []}
-    tokens = not _adapted(model, task).x_train.is_floating_point()
-    if spec.data == "backdoor" and tokens and text is None:
-        row.update(skipped="backdoor: the prefix trigger is stamped on text before tokenization; this run was given "
-                           "tokens only", wall_s=time.perf_counter() - t0)
-        return row  # before any copy, transform or evaluation
-    if spec.init == "scratch":
-        from ..attacks.scratch import reinitialized
-
-        m, locks = reinitialized(model, spec.seed), None  # the baseline: no released weight, no lock to watch
-    elif spec.init == "distill":
-        from ..attacks.distill import DistillConfig, distill
-
-        m, info = distill(model, DistillConfig(steps=spec.distill_steps, batch_size=spec.batch_size, seed=spec.seed),
-                          task, device)
-        row["distill"], locks = info, None
-    else:
-        m = clone_model(model)
-    retain = _adapted(m, retain)
-    # inputs for the transforms that measure activations (temperature-reset's logit scale, function checks):
-    # the authorized task's when the red team knows it, else the attacker's own (what a real attacker has)
-    sample = (retain if retain is not None else _adapted(m, task)).x_train[:256]
-    ctx = TransformContext(sample=sample,
-                           lock_meta=getattr(model, "trainlock_lock", None), seed=spec.seed)
-    folds = []
-    for name, opts in spec.transforms:
-        try:
-            out = TRANSFORMS.get(name)(**opts)(m, ctx)
-        except TransformNotApplicable as e:
-            row.update(skipped=f"{name}: {e}", wall_s=time.perf_counter() - t0)
-            return row
-        m = out.model
-        folds.append(out.fold)
-        row["notes"].append(f"{name}: {out.note}" if out.note else name)
-    if retain is not None and spec.init != "scratch":
-        row["authorized_after_transform"] = accuracy(m, retain.x_test, retain.y_test)
-    train_task = task
-    if spec.data == "backdoor":
-        from ..attacks.backdoor import BackdoorConfig, backdoor_metrics, poison
-
-        bd = BackdoorConfig(seed=spec.seed, poison_fraction=spec.poison_fraction,
-                            trigger="prefix" if tokens else "patch")
-        clean = text if tokens else _adapted(m, task)
-        train_task = _adapted(m, poison(clean, bd))
-        row["backdoor_before"] = backdoor_metrics(m, clean, bd)
-    monitor = None
-    if locks and not spec.transforms:
-        from ..certify.monitor import LockMonitor
-        from ..locks.factory import lock_from_meta
-
-        monitor = LockMonitor(lock_from_meta(locks), every=spec.eval_every)
-    res = finetune(m, spec.finetune_config(device), train_task, progress=False, monitor=monitor)
-    trained = res.model
-    for fold in reversed(folds):
-        trained = fold(trained) if fold is not None else trained
-    final_task = _adapted(trained, task)
-    row.update(
-        accuracy=accuracy(trained, final_task.x_test, final_task.y_test), accuracy_before_fold=res.accuracy,
-        curve=res.curve, evals=[list(e) for e in res.evals], steps_to_target=res.steps_to_target,
-        steps=res.steps, diverged=res.diverged, wall_s=time.perf_counter() - t0,
-        cost_steps=res.steps + (row["distill"]["steps"] if "distill" in row else 0),
-    )
+def _score(state: AttackState) -> None:
+    """The red team's numbers on the final model: accuracy on the attack task and the authorized one, the
+    recorded locks' certificates, then whatever the stages asked for (`state.after`)."""
+    row, model = state.row, state.model
+    final = state.adapted(state.task)
+    row.accuracy = accuracy(model, final.x_test, final.y_test)
+    retain = state.adapted(state.retain)
     if retain is not None:
-        row["authorized_after_attack"] = accuracy(trained, retain.x_test, retain.y_test)
-    if locks:
-        row["lock_first_broken"] = res.monitor_first_broken
-        row["certificates_after"] = _certify(locks, trained)
-    if spec.data == "backdoor":
-        row["backdoor_after"] = backdoor_metrics(trained, clean if tokens else final_task, bd)  # accuracy, F1, ASR
-    return row
+        row.authorized_after_attack = accuracy(model, retain.x_test, retain.y_test)
+    if state.locks:
+        row.lock_first_broken = state.result.monitor_first_broken if state.result is not None else None
+        row.certificates_after = _certify(state.locks, model)
+    for measure in state.after:
+        measure(state)
 
 
-def _worker(spec_dict: dict) -> dict:
-    spec = AttackSpec.from_dict(spec_dict)
+def run_spec(target: Target, spec: AttackSpec) -> RunRow:
+    """One attack: the spec's stages (start -> transforms -> data -> train -> fold) on `target`, then the score.
+
+    A stage that does not apply (its `check`, or StageNotApplicable) makes the row `skipped`, with the reason.
+    With recorded locks (`target.locks`), plain runs from the released weights are watched by a LockMonitor (the
+    first step at which each certificate broke) and every such run's final model is re-certified. Exceptions
+    propagate (the runner's workers turn them into error rows)."""
+    t0 = time.perf_counter()
+    stages = spec.stages()
+    state = AttackState(released=target.model, task=for_model(target.task, target.model), spec=spec,
+                        row=RunRow.of(spec), retain=target.retain, text=target.text, device=target.device,
+                        locks=None if stages.start.fresh else target.locks, lock_summary=target.lock_summary)
+    attack = chain(*stages)
     try:
-        return run_spec(_STATE["model"], _STATE["task"], spec, _STATE["retain"], _STATE.get("device", "cpu"),
-                        _STATE.get("locks"), _STATE.get("text"))
+        reason = attack.check(state)  # before any copy, transform or evaluation
+        if reason:
+            raise StageNotApplicable(reason)
+        attack(state)
+        _score(state)
+    except StageNotApplicable as e:
+        state.row.skipped = str(e)
+    state.row.wall_s = time.perf_counter() - t0
+    return state.row
+
+
+def _worker(spec: AttackSpec) -> dict:
+    try:
+        return run_spec(_STATE["target"], spec).to_dict()
     except Exception as e:  # a crashing attack is a result to report, not a reason to stop the sweep
-        return {"key": spec.key(), "attack": spec.name, "config": spec.to_dict(), "seed": spec.seed,
-                "adaptive": bool(spec.transforms), "skipped": None, "diverged": None,
-                "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=3)}
-
-
-def read_rows(path: Path) -> list[dict]:
-    """Rows already in a results file (a torn last line from a killed run is ignored)."""
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
+        return RunRow.failure(spec, f"{type(e).__name__}: {e}", traceback.format_exc(limit=3)).to_dict()
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
@@ -222,7 +158,7 @@ def run_suite(
     on_row: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Run every spec not already in `out/runs.jsonl` against `target`; returns all rows (old and new) in
-    spec order. `workers`: a local pool size, or a RunnerConfig (backend and workers). Local runs on CUDA (or
+    spec order, each in the `RunRow.to_dict()` form (what runs.jsonl holds). `workers`: a local pool size, or a RunnerConfig (backend and workers). Local runs on CUDA (or
     with workers <= 0, or a single run) go one at a time in this process."""
     runner = workers if isinstance(workers, RunnerConfig) else RunnerConfig(workers=workers)
     workers = runner.workers
@@ -235,17 +171,8 @@ def run_suite(
     bar = tqdm(total=len(todo), desc="red team", disable=None if progress else True)
 
     def keep(row: dict) -> None:
+        row = append_row(path, row) if path else RunRow.from_dict(row).to_dict()  # checked either way
         done[row["key"]] = row
-        if path:
-            with open(path, "a+b") as f:
-                f.seek(0, os.SEEK_END)
-                if f.tell() > 0:  # a torn last line (a killed run) must not swallow this row
-                    f.seek(-1, os.SEEK_END)
-                    if f.read(1) != b"\n":
-                        f.write(b"\n")
-                f.write((json.dumps(row, sort_keys=True) + "\n").encode())
-                f.flush()
-                os.fsync(f.fileno())
         if on_row:
             on_row(row)
         bar.update(1)
@@ -259,7 +186,7 @@ def run_suite(
             _init(target)
             try:
                 for s in todo:
-                    keep(_worker(s.to_dict()))
+                    keep(_worker(s))
             finally:
                 torch.set_num_threads(threads)
         else:
@@ -268,7 +195,7 @@ def run_suite(
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
             pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(target, True))
             try:
-                futures = [pool.submit(_worker, s.to_dict()) for s in todo]
+                futures = [pool.submit(_worker, s) for s in todo]
                 for fut in as_completed(futures):
                     keep(fut.result())
             except BaseException:  # Ctrl-C (or any error): stop now, keep the finished rows, leave no process

@@ -7,7 +7,6 @@ spec already has a row reuses it instead of training again.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import torch.nn as nn
 from ..attacks.transforms import TRANSFORMS
 from ..optimizers import OPTIMIZERS
 from ..tasks import Task
-from .runner import RESULTS, read_rows, run_spec
+from .row import append_row, migrate, read_rows
+from .runner import RESULTS, Target, run_spec
 from .spec import AttackSpec, RedTeamConfig
 
 
@@ -27,7 +27,7 @@ def open_study(optuna, tries: int = 5, **kwargs):
     for attempt in range(tries):
         try:
             return optuna.create_study(load_if_exists=True, **kwargs)
-        except Exception as e:  # sqlalchemy's IntegrityError / OperationalError, without importing sqlalchemy
+        except Exception as e:
             if attempt == tries - 1 or type(e).__name__ not in ("IntegrityError", "OperationalError",
                                                                    "DuplicatedStudyError"):
                 raise
@@ -58,15 +58,15 @@ def search(model: nn.Module, task: Task, cfg: RedTeamConfig, out: Path | None, r
                        sampler=optuna.samplers.TPESampler(seed=cfg.loop.seed))
     done = (optuna.trial.TrialState.COMPLETE,)
     finished = study.get_trials(deepcopy=False, states=done)
-    # a trial's row: this directory's copy, else the one the trial carries (it may have run on another machine)
+    # a trial's row: this directory's copy, else the one the trial carries (it may have run on another machine;
+    # an older version's row is migrated as a results file's would be)
     rows = [cache.get(t.user_attrs.get("key")) or t.user_attrs.get("row") for t in finished]
-    rows = [r for r in rows if r is not None]
+    rows = [r if r.get("key") in cache else migrate(r) for r in rows if r is not None]
 
-    def objective(trial: "optuna.Trial") -> float:
+    def objective(trial: optuna.Trial) -> float:
         transform = trial.suggest_categorical("transform", ["none", *TRANSFORMS.names()])
-        spec = AttackSpec(
-            optimizer=trial.suggest_categorical("optimizer", OPTIMIZERS.names()),
-            lr=trial.suggest_float("lr", 1e-5, 1.0, log=True),
+        spec = AttackSpec.of(
+            trial.suggest_categorical("optimizer", OPTIMIZERS.names()), trial.suggest_float("lr", 1e-5, 1.0, log=True),
             transforms=() if transform == "none" else ((transform, {}),),
             head=trial.suggest_categorical("head", ["auto", "reset"]),
             epochs=cfg.loop.epochs, max_steps=cfg.loop.max_steps, batch_size=cfg.loop.batch_size, seed=cfg.loop.seed,
@@ -78,16 +78,13 @@ def search(model: nn.Module, task: Task, cfg: RedTeamConfig, out: Path | None, r
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # the same numbers as the pool's runs
             try:
-                row = run_spec(model, task, spec, retain)
+                run = run_spec(Target(model, task, retain), spec)
             finally:
                 torch.set_num_threads(threads)
-            row["search"] = True
-            row["trial"] = trial.number  # unique in the study, whichever machine ran it
-            trial.set_user_attr("row", json.loads(json.dumps(row, default=str)))
+            run.search, run.trial = True, trial.number  # the number is unique in the study, whichever machine ran it
+            row = append_row(out / RESULTS, run) if out is not None else run.to_dict()
+            trial.set_user_attr("row", row)
             cache[spec.key()] = row
-            if out is not None:
-                with open(out / RESULTS, "a") as f:
-                    f.write(json.dumps(row, sort_keys=True) + "\n")
         rows.append(row)
         return float(row.get("accuracy") or 0.0)
 

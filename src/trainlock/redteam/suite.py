@@ -19,6 +19,8 @@ stage. The budget counts runs in this order, probes included.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..attacks.transforms import TRANSFORMS
 from ..optimizers import OPTIMIZERS
 from .spec import AttackSpec, RedTeamConfig
@@ -63,8 +65,8 @@ def plan(cfg: RedTeamConfig, rows: list[dict] | None = None, steps_per_run: int 
     full runs. `backdoor`: a calibration (`attacks.backdoor.calibrate` on the unlocked base) whose poison
     fraction and step budget the backdoor run uses."""
     done = {r["key"]: r for r in rows or ()}
-    common = dict(epochs=cfg.loop.epochs, max_steps=cfg.loop.max_steps, batch_size=cfg.loop.batch_size,
-                  seed=cfg.loop.seed, target_accuracy=cfg.target_accuracy, schedule=cfg.loop.schedule)
+    common = {"epochs": cfg.loop.epochs, "max_steps": cfg.loop.max_steps, "batch_size": cfg.loop.batch_size,
+                  "seed": cfg.loop.seed, "target_accuracy": cfg.target_accuracy, "schedule": cfg.loop.schedule}
     optimizers = [OPTIMIZERS.get(o) and o for o in cfg.optimizers] or OPTIMIZERS.names()  # get() names the valid ones
     transforms = [TRANSFORMS.get(t) and t for t in cfg.transforms] or TRANSFORMS.names()
     if any(not lr > 0 for lr in cfg.lrs):
@@ -72,9 +74,9 @@ def plan(cfg: RedTeamConfig, rows: list[dict] | None = None, steps_per_run: int 
     core = [o for o in CORE if o in optimizers] or optimizers[:1]
     core_lrs = tuple(cfg.lrs) or CORE_LRS
     out: list[tuple[str, AttackSpec]] = []
-    coverage = [AttackSpec(o, lr, **common) for o in core for lr in core_lrs]
+    coverage = [AttackSpec.of(o, lr, **common) for o in core for lr in core_lrs]
     out += [("coverage", s) for s in coverage]
-    out += [("coverage", AttackSpec(o, lr, init="scratch", **common)) for o in core for lr in core_lrs]
+    out += [("coverage", AttackSpec.of(o, lr, start="scratch", **common)) for o in core for lr in core_lrs]
 
     others = [o for o in optimizers if o not in core]
     probe_steps = max(1, steps_per_run // 4) if steps_per_run else None
@@ -82,16 +84,16 @@ def plan(cfg: RedTeamConfig, rows: list[dict] | None = None, steps_per_run: int 
     for opt in others:
         grid = tuple(cfg.lrs) or LR_GRID.get(opt, DEFAULT_LRS)
         if probe_steps is None or len(grid) == 1:
-            full += [AttackSpec(opt, lr, **common) for lr in grid]
+            full += [AttackSpec.of(opt, lr, **common) for lr in grid]
             continue
-        probes = [AttackSpec(opt, lr, **{**common, "max_steps": probe_steps}) for lr in grid]
+        probes = [AttackSpec.of(opt, lr, **{**common, "max_steps": probe_steps}) for lr in grid]
         out += [("probes", s) for s in probes]
         best = _best(done, probes)
-        full.append(AttackSpec(opt, best.lr if best else grid[len(grid) // 2], **common))
+        full.append(AttackSpec.of(opt, best.loop.lr if best else grid[len(grid) // 2], **common))
     out += [("full", s) for s in full]
     # the same runs from scratch: the baseline gets every optimizer the attack gets (at the rate the probes chose
     # on the released weights), so an advantage is never a stronger optimizer's against a weaker one's
-    out += [("full", AttackSpec(s.optimizer, s.lr, init="scratch", **common)) for s in full]
+    out += [("full", AttackSpec.of(s.loop.optimizer, s.loop.lr, start="scratch", **common)) for s in full]
 
     plain = coverage + full
     ranked = sorted((s for s in plain if done.get(s.key(), {}).get("accuracy") is not None),
@@ -101,19 +103,22 @@ def plan(cfg: RedTeamConfig, rows: list[dict] | None = None, steps_per_run: int 
     def default_lr(o: str) -> float:
         return usual[o] if usual.get(o) in core_lrs else core_lrs[len(core_lrs) // 2]
 
-    tops = ranked[:2] or [AttackSpec(o, default_lr(o), **common) for o in core]
-    for t in transforms:
-        out += [("adaptive", AttackSpec(s.optimizer, s.lr, transforms=((t, {}),), **common)) for s in tops]
+    tops = ranked[:2] or [AttackSpec.of(o, default_lr(o), **common) for o in core]
     first = tops[0]
+
+    def best(**fields) -> AttackSpec:  # the best plain run's optimizer and rate, and `fields`
+        return AttackSpec.of(first.loop.optimizer, first.loop.lr, **{**common, **fields})
+
+    for t in transforms:
+        out += [("adaptive", AttackSpec.of(s.loop.optimizer, s.loop.lr, transforms=((t, {}),), **common))
+                for s in tops]
     if "reinit" in transforms:  # beside the head (the default): the last block, the two most inflated layers
-        out += [("adaptive", AttackSpec(first.optimizer, first.lr, transforms=(("reinit", o),), **common))
-                for o in ({"what": "last", "n": 1}, {"what": "inflated", "n": 2})]
+        out += [("adaptive", best(transforms=(("reinit", o),))) for o in ({"what": "last", "n": 1},
+                                                                          {"what": "inflated", "n": 2})]
     if "sv-clip" in transforms:  # the insider variant, marked as such in the reports
-        out.append(("adaptive", AttackSpec(first.optimizer, first.lr, transforms=(("sv-clip", {"use_record": True}),),
-                                           **common)))
-    out += [("adaptive", AttackSpec(first.optimizer, first.lr, init="distill", **common)),
-            ("adaptive", AttackSpec(first.optimizer, first.lr, head="reset", **common)),
-            ("adaptive", _backdoor(first, common, backdoor))]
+        out.append(("adaptive", best(transforms=(("sv-clip", {"use_record": True}),))))
+    out += [("adaptive", best(start="distill")), ("adaptive", best(head="reset")),
+            ("adaptive", _backdoor(best, backdoor))]
     seen, kept = set(), []
     for stage, s in out:
         if s.key() not in seen and (not cfg.include or any(i in s.name for i in cfg.include)):
@@ -122,11 +127,12 @@ def plan(cfg: RedTeamConfig, rows: list[dict] | None = None, steps_per_run: int 
     return kept
 
 
-def _backdoor(first: AttackSpec, common: dict, cal: dict | None) -> AttackSpec:
+def _backdoor(best: Callable[..., AttackSpec], cal: dict | None) -> AttackSpec:
+    """The backdoor run: at the setting calibrated on the unlocked base when there is one."""
     if not cal:
-        return AttackSpec(first.optimizer, first.lr, data="backdoor", **common)
-    per = dict(common, max_steps=cal["max_steps"], epochs=cal["epochs"])
-    return AttackSpec(first.optimizer, first.lr, data="backdoor", poison_fraction=cal["poison_fraction"], **per)
+        return best(data="backdoor")
+    return best(data="backdoor", options={"backdoor": {"poison_fraction": cal["poison_fraction"]}},
+                max_steps=cal["max_steps"], epochs=cal["epochs"])
 
 
 def build_suite(cfg: RedTeamConfig, rows: list[dict] | None = None, steps_per_run: int | None = None) -> list[AttackSpec]:

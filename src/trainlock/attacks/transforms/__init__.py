@@ -14,6 +14,8 @@ from . import (  # noqa: F401
     temperature,
     weight_decay,
 )
+from .apply import Applied, apply_transforms, fold_back
 from .base import TRANSFORMS, Transform, TransformContext, TransformNotApplicable, TransformOutcome
 
-__all__ = ["TRANSFORMS", "Transform", "TransformContext", "TransformNotApplicable", "TransformOutcome"]
+__all__ = ["TRANSFORMS", "Applied", "Transform", "TransformContext", "TransformNotApplicable", "TransformOutcome",
+           "apply_transforms", "fold_back"]

@@ -11,8 +11,9 @@ keyword options and returns a callable `transform(model, ctx) -> TransformOutcom
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
@@ -25,7 +26,7 @@ class TransformContext:
     """What an attacker holding the weights knows besides them."""
 
     sample: torch.Tensor | None = None  # a batch of inputs (the authorized task's, else the attacker's): logit scale, checks
-    lock_meta: dict | None = None  # the model's recorded lock summary (e.g. pre-lock sigma stats)
+    lock_meta: dict | None = None  # the model directory's lock summary, meta["lock"] (e.g. pre-lock sigma stats)
     seed: int = 0
 
 

@@ -30,8 +30,8 @@ a probe input for checks, replacing a submodule by name).
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 import torch.fx as fx
@@ -119,7 +119,7 @@ class NormPair:
 def _trace(module: nn.Module) -> fx.Graph | None:
     try:
         return fx.Tracer().trace(module)
-    except Exception:  # noqa: BLE001 - any tracing failure means: fall back
+    except Exception:  # any tracing failure means: fall back
         return None
 
 
@@ -458,11 +458,9 @@ def sigma_stats(before: dict[str, float], after: dict[str, float]) -> dict:
     }
 
 
-def lock_meta(model: nn.Module, ctx) -> dict | None:
-    """The recorded lock summary: ctx.lock_meta, else the model's `trainlock_lock` attribute."""
+def lock_meta(ctx) -> dict | None:
+    """The recorded lock summary the context carries (a model directory's meta["lock"]), None without one."""
     meta = getattr(ctx, "lock_meta", None) if ctx is not None else None
-    if meta is None:
-        meta = getattr(model, "trainlock_lock", None)
     return meta if isinstance(meta, dict) else None
 
 

@@ -113,7 +113,7 @@ def fold_pair(model: nn.Module, c: Chain, x: torch.Tensor | None) -> dict | None
             out = model(x)
             tol = 1e-5 * (1 + float(ref.abs().max()))
             ok = out.shape == ref.shape and torch.allclose(out, ref, rtol=1e-4, atol=tol)
-        except Exception:  # noqa: BLE001 - the architecture relies on the pair in some other way
+        except Exception:  # the architecture relies on the pair in some other way
             ok = False
         model.train(was)
     if not ok:
@@ -150,14 +150,17 @@ def _apply_rows(layer: nn.Linear, rows: slice, R: torch.Tensor) -> None:
 def balance_attention(view: HeadView) -> dict:
     """(b): per key/value head, balance W_Q/W_K and W_V/W_O in place (see `attention.py`). Per-head notes."""
     dh = view.head_dim
+    half = dh // 2
     done, skipped = 0, []
+
+    def pair(w: torch.Tensor) -> torch.Tensor:  # (rows,): the squared norm of each rotary row pair (i, i + dh/2)
+        return w[:half].pow(2).sum(1) + w[half:].pow(2).sum(1)
+
     for g in range(view.kv_heads):
         kv = slice(g * dh, (g + 1) * dh)
         qs = [slice(h * dh, (h + 1) * dh) for h in view.group(g)]
         Wk = view.k.weight[kv].double()
         if view.rotary:  # a positive scale per rotary row pair (i, i + dh/2): it commutes with the rotations
-            half = dh // 2
-            pair = lambda w: w[:half].pow(2).sum(1) + w[half:].pow(2).sum(1)  # noqa: E731
             nq = sum(pair(view.q.weight[sl].double()) for sl in qs)
             nk = pair(Wk)
             if (nq <= 0).any() or (nk <= 0).any():

@@ -59,7 +59,7 @@ class SVClip:
             lockables = find_lockable(model)
         except ValueError as e:
             raise TransformNotApplicable(str(e)) from None
-        meta = lock_meta(model, ctx) if self.use_record else None
+        meta = lock_meta(ctx) if self.use_record else None
         record = recorded_sigma(meta)
         conv_mode = ((meta or {}).get("config") or {}).get("conv_mode", "reshape")
         sample = getattr(ctx, "sample", None)

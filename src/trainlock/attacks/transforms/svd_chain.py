@@ -105,7 +105,7 @@ def build_chain(mod: nn.Module, m: int) -> SVDChain:
         factors += [conv(r, r, 1, bias=False, device=dev, dtype=dt) for _ in range(m - 2)]
         factors.append(conv(r, out, 1, bias=has_bias, device=dev, dtype=dt))
     mats = [a_first] + [torch.diag(root)] * (m - 2) + [a_last]
-    for f, a in zip(factors, mats):
+    for f, a in zip(factors, mats, strict=True):
         f.weight.copy_(a.reshape(f.weight.shape).to(dt))
     if has_bias:
         factors[-1].bias.copy_(mod.bias.detach())

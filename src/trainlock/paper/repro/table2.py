@@ -20,10 +20,10 @@ from ...api import lock
 from ...attacks import FineTuneConfig
 from ...attacks.backdoor import BackdoorConfig, backdoor_attack, backdoor_metrics
 from ...attacks.scratch import reinitialized
-from ...attacks.transforms import TRANSFORMS, TransformContext, TransformNotApplicable
+from ...attacks.transforms import Applied, TransformContext, TransformNotApplicable, apply_transforms
 from ...locks import SpecDefConfig
 from ...tasks import for_model
-from ...train import LoopConfig, fit
+from ...train import LoopConfig, clone_model, fit
 from .common import Study, md_table, pct, pyplot, save_fig
 
 PAPER = {  # (pre F1, pre ASR, post F1, post ASR); * = the model degenerated
@@ -84,16 +84,16 @@ def run(study: Study, progress: bool = False) -> dict:
     locked, _ = study.model("locked", build_locked)
 
     def inject(model, optimizer="adamw", lr=1e-4, transform=None):
-        m, note = model, None
+        applied = Applied(model)
         if transform:
             ctx = TransformContext(sample=for_model(task, model).x_train[:256], lock_meta=None, seed=0)
             try:
-                out = TRANSFORMS.get(transform)()(model, ctx)
+                applied = apply_transforms(clone_model(model), ((transform, {}),), ctx)
             except TransformNotApplicable as e:
-                return {"skipped": f"{transform}: {e}", "transform": transform}
-            m, note = out.model, out.note
+                return {"skipped": str(e), "transform": transform}
+        note = "; ".join(applied.notes) or None
         ft = _inject_cfg(optimizer, lr, device)
-        res = backdoor_attack(m, ft, task, bd, progress=progress)
+        res = backdoor_attack(applied.model, ft, task, bd, progress=progress, fold=applied.fold)
         return {"before": res["before"], "after": res["after"], "optimizer": optimizer, "lr": lr,
                 "config": ft.to_dict(), "backdoor": bd.to_dict(), "seed": ft.loop.seed,
                 "transform": transform, "note": note, "steps": res["run"]["steps"], "diverged": res["run"]["diverged"]}

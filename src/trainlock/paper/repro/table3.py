@@ -17,9 +17,9 @@ from ... import models, tasks
 from ...api import lock
 from ...attacks.relearn import RelearnConfig, drop_class, per_class_accuracy, relearn, unlearn
 from ...attacks.scratch import reinitialized
-from ...attacks.transforms import TRANSFORMS, TransformContext, TransformNotApplicable
+from ...attacks.transforms import Applied, TransformContext, TransformNotApplicable, apply_transforms
 from ...locks import SpecDefConfig, specdef_loop
-from ...train import LoopConfig, fit
+from ...train import LoopConfig, clone_model, fit
 from .common import Study, md_table, pyplot, save_fig
 
 CLASSES = ["Plane", "Car", "Bird", "Cat", "Deer", "Dog", "Frog", "Horse", "Ship", "Truck"]
@@ -92,17 +92,17 @@ def run(study: Study, progress: bool = False) -> dict:
 
     def attack(model, name, optimizer="sgd", lr=0.1, transform=None):
         def go():
-            m = model
+            applied = Applied(model)
             if transform:
                 ctx = TransformContext(sample=task.x_train[:256], lock_meta=None, seed=0)
                 try:
-                    m = TRANSFORMS.get(transform)()(model, ctx).model
+                    applied = apply_transforms(clone_model(model), ((transform, {}),), ctx)
                 except TransformNotApplicable as e:
                     return {"stage": name, "skipped": str(e)}
             c = dataclasses.replace(cfg, relearn=dataclasses.replace(cfg.relearn, optimizer=optimizer, lr=lr))
-            res = relearn(m, task, c, progress=progress)
-            return {**_row(name, res.model, task, res), "optimizer": optimizer, "lr": lr, "transform": transform,
-                    "config": c.relearn_attack().to_dict(), "seed": c.relearn.seed}
+            res = relearn(applied.model, task, c, progress=progress)
+            return {**_row(name, applied.fold(res.model), task, res), "optimizer": optimizer, "lr": lr,
+                    "transform": transform, "config": c.relearn_attack().to_dict(), "seed": c.relearn.seed}
         return go
 
     stages["Relearning attack"] = study.run("unlearned+relearn", attack(unlearned, "Relearning attack"))
