@@ -30,11 +30,13 @@ demo-vision: install data  # the MNIST -> Fashion-MNIST CNN demo (no pretrained 
 
 # PASSIVE: idle OpenMP threads sleep instead of spinning, so a loaded 2-core machine stays usable
 test: install data
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks tools examples
+	$(VENV)/bin/ruff format --check src tests benchmarks tools examples
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 
 test-all: install data postgres  # slow tests too (a throwaway PostgreSQL server for the shared-study test)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks tools examples
+	$(VENV)/bin/ruff format --check src tests benchmarks tools examples
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -m "not gpu"
 
 bench: install data

@@ -28,7 +28,7 @@ def throughput(runs: int, steps: int) -> list[tuple[str, float, float]]:
     import torch
 
     import trainlock as tl
-    from trainlock.redteam import AttackSpec, RunnerConfig, Target, run_suite
+    from trainlock.red_team import AttackSpec, RunnerConfig, Target, run_suite
 
     # runs of a few seconds each (the CNN on 4,000 MNIST images): pool and Ray overheads are per run, so runs
     # of a fraction of a second would measure start-up, not throughput

@@ -12,7 +12,7 @@ import time
 import torch
 
 import trainlock as tl
-from trainlock.redteam.vmap_sweep import batched_sgd_sweep, sequential_sgd_sweep
+from trainlock.red_team.vmap_sweep import batched_sgd_sweep, sequential_sgd_sweep
 
 
 def main() -> None:

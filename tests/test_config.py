@@ -14,7 +14,7 @@ from trainlock.config import from_dict, to_dict
 from trainlock.locks import LOCKS, RecordedLock, SpecDefConfig, specdef_loop
 from trainlock.locks.factory import lock_from_meta
 from trainlock.optimizers import OPTIMIZERS
-from trainlock.redteam import RedTeamConfig
+from trainlock.red_team import RedTeamConfig
 from trainlock.train import LoopConfig
 
 V01 = Path(__file__).parent / "data" / "v0.1"  # written by trainlock 0.1.0 (flat configs)

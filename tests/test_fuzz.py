@@ -24,7 +24,7 @@ from trainlock.certify.verify import verify
 from trainlock.config import from_dict
 from trainlock.io.artifacts import META, WEIGHTS, ArtifactError, read_header
 from trainlock.locks import SpecDefConfig, lock_factory
-from trainlock.redteam import RedTeamConfig
+from trainlock.red_team import RedTeamConfig
 from trainlock.registry import UnknownNameError
 from trainlock.tasks import TaskDataError
 from trainlock.tasks.files import load_idx_dir, load_npz, read_idx

@@ -21,7 +21,7 @@ LAYERS = [
     ("certify", {"certify"}),
     ("attacks", {"attacks"}),
     ("api", {"api"}),
-    ("studies", {"redteam", "analysis", "tune"}),
+    ("studies", {"red_team", "analysis", "tune"}),
     ("paper", {"paper"}),
     ("cli", {"cli", "__main__"}),
 ]
@@ -93,11 +93,11 @@ def test_the_checker_sees_a_violation(tmp_path):
     (src / "linalg").mkdir(parents=True)
     (src / "linalg" / "planted.py").write_text(
         "from ..registry import Registry\nfrom . import spectral\n"
-        "def f():\n    from ..redteam import redteam\n    import trainlock.cli.main\n"
+        "def f():\n    from ..red_team import redteam\n    import trainlock.cli.main\n"
     )
     found = violations(src)
     assert found == [
-        "trainlock/linalg/planted.py:4 (foundation) imports trainlock.redteam (studies)",
+        "trainlock/linalg/planted.py:4 (foundation) imports trainlock.red_team (studies)",
         "trainlock/linalg/planted.py:5 (foundation) imports trainlock.cli.main (cli)",
     ]
 

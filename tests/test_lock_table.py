@@ -4,7 +4,7 @@ import json
 
 from trainlock.cli.main import main
 from trainlock.io.artifacts import save
-from trainlock.redteam import RunnerConfig
+from trainlock.red_team import RunnerConfig
 from trainlock.tune.table import TableConfig, _bypass_steps, format_table, lock_table
 
 

@@ -16,7 +16,7 @@ from trainlock.locks import LOCKS
 ROOT = Path(__file__).resolve().parents[1]
 NOISY = str(ROOT / "examples" / "plugins" / "noisy_top.py")
 TASK_PLUGIN = str(ROOT / "examples" / "plugins" / "shuffled_digits.py")
-STAGE_PLUGIN = str(ROOT / "examples" / "plugins" / "shrink_start.py")
+STAGE_PLUGIN = str(ROOT / "examples" / "plugins" / "noisy_start.py")
 
 
 def _env(**extra) -> dict:
@@ -141,6 +141,45 @@ def test_tune_searches_the_plugin_space_on_a_plugin_task(base_dir, tmp_path):
     res = json.loads((out / "pareto.json").read_text())
     assert res["lock"] == "noisy-top" and res["tuning_task"] == "shuffled-digits"
     assert set(res["trials"][0]["params"]) == {"top_k", "scale"}
+
+
+def test_redteam_attacks_a_plugin_lock_with_a_plugin_stage(locked_dir, base_dir, tmp_path):
+    out = tmp_path / "rt"
+    assert (
+        main(
+            [
+                "--plugin",
+                NOISY,
+                "--plugin",
+                STAGE_PLUGIN,
+                "redteam",
+                str(locked_dir),
+                "--task",
+                "digits",
+                "--base",
+                str(base_dir),
+                "--max-steps",
+                "5",
+                "--workers",
+                "0",
+                "--optimizers",
+                "adam",
+                "sgd",
+                "--transforms",
+                "sv-clip",
+                "--out",
+                str(out),
+                "--json",
+                str(tmp_path / "rt.json"),
+            ]
+        )
+        == 0
+    )
+    rows = [json.loads(x) for x in (out / "runs.jsonl").read_text().splitlines()]
+    noisy = [r for r in rows if r["attack"].startswith("noisy:")]
+    assert len(noisy) == 1 and noisy[0]["accuracy"] is not None, [r["attack"] for r in rows]
+    plain = next(r for r in rows if r["attack"] == "adam@0.001")
+    assert any(k.startswith("noisy-top:") for k in plain["certificates_after"])  # the plugin lock re-certified
 
 
 def test_a_task_plugin_trains_and_locks(tmp_path, capsys):

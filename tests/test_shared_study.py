@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import trainlock as tl
-from trainlock.redteam import read_rows
+from trainlock.red_team import read_rows
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 HEAVY = (
-    "trainlock.redteam",
+    "trainlock.red_team",
     "trainlock.optimizers.",
     "trainlock.analysis",
     "trainlock.paper",

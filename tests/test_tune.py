@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from trainlock.redteam import RunnerConfig
+from trainlock.red_team import RunnerConfig
 
 pytest.importorskip("optuna")
 

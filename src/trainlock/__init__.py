@@ -19,20 +19,48 @@ from ._version import __version__
 
 # public name -> module that defines it (relative to this package)
 _EXPORTS = {
-    "lock": "api", "attack": "api", "LockResult": "api",
-    "load": "io.artifacts", "save": "io.artifacts", "ArtifactError": "io.artifacts",
-    "AttackResult": "attacks", "FineTuneConfig": "attacks",
-    "LockReport": "locks", "SpecDefConfig": "locks", "specdef_loop": "locks", "lock_factory": "locks",
-    "RedTeamConfig": "redteam", "redteam": "redteam.core",
-    "SpectralState": "linalg.spectral", "conv_singular_values": "linalg.spectral",
+    "lock": "api",
+    "attack": "api",
+    "LockResult": "api",
+    "load": "io.artifacts",
+    "save": "io.artifacts",
+    "ArtifactError": "io.artifacts",
+    "AttackResult": "attacks",
+    "FineTuneConfig": "attacks",
+    "LockReport": "locks",
+    "SpecDefConfig": "locks",
+    "specdef_loop": "locks",
+    "lock_factory": "locks",
+    "RedTeamConfig": "red_team",
+    "redteam": "red_team.core",
+    "SpectralState": "linalg.spectral",
+    "conv_singular_values": "linalg.spectral",
     "top_singular_values": "linalg.spectral",
     "hessian_eigenvalues": "linalg.curvature",
     "theorem_check": "analysis.bounds",
-    "LoopConfig": "train", "evaluate": "train",
+    "LoopConfig": "train",
+    "evaluate": "train",
     "verify": "certify.verify",
 }
-_SUBMODULES = ("models", "tasks", "api", "locks", "attacks", "train", "io", "linalg", "certify",
-               "analysis", "paper", "optimizers", "config", "registry")
+_SUBMODULES = (
+    "models",
+    "tasks",
+    "api",
+    "locks",
+    "attacks",
+    "train",
+    "io",
+    "linalg",
+    "certify",
+    "analysis",
+    "paper",
+    "optimizers",
+    "config",
+    "registry",
+    "plugins",
+    "red_team",
+    "tune",
+)
 
 __all__ = ["__version__", *sorted(_EXPORTS), *_SUBMODULES]
 
@@ -53,7 +81,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from . import (  # noqa: F401  # noqa: F401
+    from . import (  # noqa: F401
         analysis,
         api,
         attacks,
@@ -65,7 +93,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         models,
         optimizers,
         paper,
-        redteam,
+        plugins,
+        red_team,
         registry,
         tasks,
         train,
@@ -78,5 +107,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .linalg.curvature import hessian_eigenvalues  # noqa: F401
     from .linalg.spectral import SpectralState, conv_singular_values, top_singular_values  # noqa: F401
     from .locks import LockReport, SpecDefConfig, lock_factory, specdef_loop  # noqa: F401
-    from .redteam import RedTeamConfig, redteam  # noqa: F401,F811
+    from .red_team import RedTeamConfig  # noqa: F401
+    from .red_team.core import redteam  # noqa: F401
     from .train import LoopConfig, evaluate  # noqa: F401

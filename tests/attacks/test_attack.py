@@ -8,13 +8,20 @@ from trainlock.attacks.finetune import prepare
 from trainlock.locks import specdef_loop
 from trainlock.train import LoopConfig
 
-ATTACK = {"loop": LoopConfig(optimizer="sgd", lr=1e-1, epochs=3, batch_size=32, device="cpu"), "eval_every": 10,
-          "target_accuracy": 0.6}
+ATTACK = {
+    "loop": LoopConfig(optimizer="sgd", lr=1e-1, epochs=3, batch_size=32, device="cpu"),
+    "eval_every": 10,
+    "target_accuracy": 0.6,
+}
 
 
 @pytest.fixture(scope="module")
 def locked(tiny_base, digits):
-    return tl.lock(tiny_base, tl.SpecDefConfig(loop=specdef_loop(lr=10.0, epochs=5, batch_size=32, device="cpu"), alpha=0.5), digits).model
+    return tl.lock(
+        tiny_base,
+        tl.SpecDefConfig(loop=specdef_loop(lr=10.0, epochs=5, batch_size=32, device="cpu"), alpha=0.5),
+        digits,
+    ).model
 
 
 def test_locked_model_learns_slower_than_its_base(tiny_base, locked, digits_permuted):
@@ -45,8 +52,15 @@ def test_steps_to_target_is_the_first_crossing(tiny_base, digits_permuted):
 
 def _three_class(task):
     keep_tr, keep_te = task.y_train < 3, task.y_test < 3
-    return dataclasses.replace(task, name="digits-3", x_train=task.x_train[keep_tr], y_train=task.y_train[keep_tr],
-                               x_test=task.x_test[keep_te], y_test=task.y_test[keep_te], num_classes=3)
+    return dataclasses.replace(
+        task,
+        name="digits-3",
+        x_train=task.x_train[keep_tr],
+        y_train=task.y_train[keep_tr],
+        x_test=task.x_test[keep_te],
+        y_test=task.y_test[keep_te],
+        num_classes=3,
+    )
 
 
 def test_head_modes(tiny_base, digits):
@@ -63,14 +77,21 @@ def test_head_modes(tiny_base, digits):
 
 
 def test_diverging_attack_is_recorded_not_dropped(tiny_base, digits_permuted):
-    res = tl.attack(tiny_base, tl.FineTuneConfig(loop=LoopConfig(optimizer="sgd", lr=1e30, epochs=1, device="cpu")), digits_permuted)
+    res = tl.attack(
+        tiny_base, tl.FineTuneConfig(loop=LoopConfig(optimizer="sgd", lr=1e30, epochs=1, device="cpu")), digits_permuted
+    )
     assert res.diverged and "non-finite" in res.diverged
     assert 0.0 <= res.accuracy <= 1.0  # the last good state is kept and evaluated
 
 
 def test_input_shape_mismatch_is_a_clear_error(digits):
-    mnist1d_like = dataclasses.replace(digits, x_train=torch.rand(10, 40), x_test=torch.rand(5, 40),
-                                       y_train=torch.zeros(10, dtype=torch.long), y_test=torch.zeros(5, dtype=torch.long))
+    mnist1d_like = dataclasses.replace(
+        digits,
+        x_train=torch.rand(10, 40),
+        x_test=torch.rand(5, 40),
+        y_train=torch.zeros(10, dtype=torch.long),
+        y_test=torch.zeros(5, dtype=torch.long),
+    )
     model = tl.models.build("cnn", input_shape=[1, 8, 8], num_classes=10, channels=[2], hidden=4)
     with pytest.raises(tl.tasks.TaskDataError, match="do not fit"):
         tl.attack(model, tl.FineTuneConfig(loop=LoopConfig(device="cpu")), mnist1d_like)
@@ -82,9 +103,15 @@ def test_images_are_resized_to_the_model(digits):
     assert res.steps == 2
 
 
-@pytest.mark.parametrize("build", [lambda: tl.FineTuneConfig(head="new"), lambda: LoopConfig(epochs=0),
-                                   lambda: tl.FineTuneConfig(eval_every=0),
-                                   lambda: tl.FineTuneConfig(target_accuracy=5)])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: tl.FineTuneConfig(head="new"),
+        lambda: LoopConfig(epochs=0),
+        lambda: tl.FineTuneConfig(eval_every=0),
+        lambda: tl.FineTuneConfig(target_accuracy=5),
+    ],
+)
 def test_bad_attack_config(build):
     with pytest.raises(ValueError):
         build()

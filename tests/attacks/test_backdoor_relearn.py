@@ -125,8 +125,10 @@ def test_drop_class_removes_exactly_that_class(digits):
     assert not (d.y_train == 3).any() and not (d.y_test == 3).any()
     for split, full in ((d.y_train, digits.y_train), (d.y_test, digits.y_test)):
         assert len(split) == len(full) - int((full == 3).sum())
-        assert torch.equal(torch.bincount(split, minlength=10)[[c for c in range(10) if c != 3]],
-                           torch.bincount(full, minlength=10)[[c for c in range(10) if c != 3]])
+        assert torch.equal(
+            torch.bincount(split, minlength=10)[[c for c in range(10) if c != 3]],
+            torch.bincount(full, minlength=10)[[c for c in range(10) if c != 3]],
+        )
     assert d.num_classes == 10
     with pytest.raises(ValueError):
         drop_class(digits, 10)
@@ -142,12 +144,23 @@ def test_per_class_accuracy_averages_to_accuracy(tiny_base, digits):
 
 def test_relearning_study_rows(tiny_base, digits):
     # defaults (sgd 0.01, 2 epochs) only reach 0.81 on class 1 for digits' 42 steps; 3 epochs at 0.1 forget it
-    cfg = RelearnConfig(forget_class=1, unlearn=LoopConfig(optimizer="sgd", lr=0.1, epochs=3, device="cpu"), relearn=LoopConfig(optimizer="sgd", lr=0.1, device="cpu"))
-    lock_fn = lambda m, t: tl.lock(m, tl.SpecDefConfig(loop=specdef_loop(lr=5.0, epochs=2, batch_size=32, device="cpu")), t).model
+    cfg = RelearnConfig(
+        forget_class=1,
+        unlearn=LoopConfig(optimizer="sgd", lr=0.1, epochs=3, device="cpu"),
+        relearn=LoopConfig(optimizer="sgd", lr=0.1, device="cpu"),
+    )
+    lock_fn = lambda m, t: (
+        tl.lock(m, tl.SpecDefConfig(loop=specdef_loop(lr=5.0, epochs=2, batch_size=32, device="cpu")), t).model
+    )
     rows = relearning_study(tiny_base, digits, cfg, lock_fn)
     names = [r["name"] for r in rows]
-    assert names == ["base", "unlearned", "unlearned + relearned", "unlearned + SpecDef",
-                     "unlearned + SpecDef + relearned"]
+    assert names == [
+        "base",
+        "unlearned",
+        "unlearned + relearned",
+        "unlearned + SpecDef",
+        "unlearned + SpecDef + relearned",
+    ]
     assert all(len(r["per_class"]) == 10 for r in rows)
     by = {r["name"]: r for r in rows}
     # measured (seed 0), class-1 accuracy: base 0.972, unlearned 0.000, relearned 0.972,
@@ -162,7 +175,10 @@ def test_relearning_study_rows(tiny_base, digits):
 
 def test_unlearn_and_relearn_leave_the_input_alone(tiny_base, digits):
     before = [p.clone() for p in tiny_base.parameters()]
-    cfg = RelearnConfig(unlearn=LoopConfig(optimizer="sgd", lr=0.01, epochs=2, device="cpu"), relearn=LoopConfig(optimizer="sgd", lr=0.1, device="cpu"))
+    cfg = RelearnConfig(
+        unlearn=LoopConfig(optimizer="sgd", lr=0.01, epochs=2, device="cpu"),
+        relearn=LoopConfig(optimizer="sgd", lr=0.1, device="cpu"),
+    )
     m = unlearn(tiny_base, digits, cfg)
     res = relearn(m, digits, cfg)
     loop = res.config["loop"]

@@ -148,8 +148,15 @@ def test_which_selects_modules_and_nothing_matching_is_not_applicable(name):
 
 def _three_class(task):
     tr, te = task.y_train < 3, task.y_test < 3
-    return dataclasses.replace(task, name="digits-3", x_train=task.x_train[tr], y_train=task.y_train[tr],
-                               x_test=task.x_test[te], y_test=task.y_test[te], num_classes=3)
+    return dataclasses.replace(
+        task,
+        name="digits-3",
+        x_train=task.x_train[tr],
+        y_train=task.y_train[tr],
+        x_test=task.x_test[te],
+        y_test=task.y_test[te],
+        num_classes=3,
+    )
 
 
 @pytest.mark.parametrize("name,opts", TRANSFORM_CASES[:2], ids=CASE_IDS[:2])

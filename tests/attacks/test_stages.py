@@ -19,9 +19,9 @@ from trainlock.attacks.transforms import (
     apply_transforms,
     fold_back,
 )
-from trainlock.redteam import AttackSpec, RowError, RunRow, Target, read_rows, run_spec, run_suite
-from trainlock.redteam.row import append_row
-from trainlock.redteam.spec import config_key
+from trainlock.red_team import AttackSpec, RowError, RunRow, Target, read_rows, run_spec, run_suite
+from trainlock.red_team.row import append_row
+from trainlock.red_team.spec import config_key
 
 TINY = {"finetune": {"loop": {"max_steps": 3, "batch_size": 32}, "eval_every": 1}}
 
@@ -141,7 +141,9 @@ def test_a_plugin_stage_registers_and_runs_by_name(plugin, tiny_base, digits, di
 
 
 def test_an_unknown_stage_lists_the_valid_ones_and_the_plugin_flag():
-    with pytest.raises(ValueError, match=r"unknown start stage 'noisy'; valid: distill, released, scratch\. .*--plugin"):
+    with pytest.raises(
+        ValueError, match=r"unknown start stage 'noisy'; valid: distill, released, scratch\. .*--plugin"
+    ):
         AttackSpec(start="noisy")
     with pytest.raises(ValueError, match="not a stage of this spec"):
         AttackSpec(options={"distill": {"steps": 3}})  # start is `released`
@@ -210,10 +212,22 @@ def test_insider_transforms_read_the_lock_summary_the_target_carries(tiny_base, 
 
 def _rows() -> list[RunRow]:
     spec = AttackSpec.of("sgd", 0.01, max_steps=5)
-    return [RunRow.of(spec, accuracy=0.5, curve=[0.5], evals=[[0, 0.1], [5, 0.5]], steps=5, steps_to_target=None,
-                      wall_s=1.5, cost_steps=5, notes=[], extra={"mine": [1, 2]}),
-            RunRow.of(AttackSpec.of(transforms=(("prune", {}),)), skipped="prune: not here", notes=[]),
-            RunRow.failure(spec, "RuntimeError: kaboom", "Traceback ...")]
+    return [
+        RunRow.of(
+            spec,
+            accuracy=0.5,
+            curve=[0.5],
+            evals=[[0, 0.1], [5, 0.5]],
+            steps=5,
+            steps_to_target=None,
+            wall_s=1.5,
+            cost_steps=5,
+            notes=[],
+            extra={"mine": [1, 2]},
+        ),
+        RunRow.of(AttackSpec.of(transforms=(("prune", {}),)), skipped="prune: not here", notes=[]),
+        RunRow.failure(spec, "RuntimeError: kaboom", "Traceback ..."),
+    ]
 
 
 def test_rows_round_trip(tmp_path):
@@ -228,14 +242,20 @@ def test_rows_round_trip(tmp_path):
     assert RunRow.from_dict(monitored.to_dict()) == monitored
 
 
-@pytest.mark.parametrize(("line", "match"), [
-    ('{"key": "k", "attack": "a", "config": {}, "seed": 0, "colour": "red"}', r"runs.jsonl:2: unknown field.*colour"),
-    ('{"key": "k", "attack": "a", "config": {}, "seed": 0, "accuracy": "high"}', r"runs.jsonl:2: field 'accuracy'"),
-    ('{"key": "k", "attack": "a", "config": {}, "seed": 0, "adaptive": 1}', r"runs.jsonl:2: field 'adaptive'"),
-    ('{"key": "k", "attack": "a", "seed": 0}', r"runs.jsonl:2: missing field.*config"),
-    ('[1, 2]', r"runs.jsonl:2: a row is a JSON object"),
-    ('hello', r"runs.jsonl:2: not a JSON row"),
-])
+@pytest.mark.parametrize(
+    ("line", "match"),
+    [
+        (
+            '{"key": "k", "attack": "a", "config": {}, "seed": 0, "colour": "red"}',
+            r"runs.jsonl:2: unknown field.*colour",
+        ),
+        ('{"key": "k", "attack": "a", "config": {}, "seed": 0, "accuracy": "high"}', r"runs.jsonl:2: field 'accuracy'"),
+        ('{"key": "k", "attack": "a", "config": {}, "seed": 0, "adaptive": 1}', r"runs.jsonl:2: field 'adaptive'"),
+        ('{"key": "k", "attack": "a", "seed": 0}', r"runs.jsonl:2: missing field.*config"),
+        ("[1, 2]", r"runs.jsonl:2: a row is a JSON object"),
+        ("hello", r"runs.jsonl:2: not a JSON row"),
+    ],
+)
 def test_a_malformed_row_names_its_line(tmp_path, line, match):
     path = tmp_path / "runs.jsonl"
     append_row(path, _rows()[0])
@@ -262,9 +282,24 @@ def test_a_torn_row_is_skipped_and_a_bad_one_is_refused_on_write(tmp_path):
 
 # ---- an older version's results directory ----
 
-V1_DEFAULT = {"optimizer": "adam", "lr": 0.001, "transforms": [], "epochs": 1, "max_steps": None, "batch_size": 64,
-              "lr_gamma": None, "schedule": "step", "init": "released", "distill_steps": 500, "poison_fraction": 0.1,
-              "head": "auto", "data": "clean", "seed": 0, "target_accuracy": 0.7, "eval_every": 50}
+V1_DEFAULT = {
+    "optimizer": "adam",
+    "lr": 0.001,
+    "transforms": [],
+    "epochs": 1,
+    "max_steps": None,
+    "batch_size": 64,
+    "lr_gamma": None,
+    "schedule": "step",
+    "init": "released",
+    "distill_steps": 500,
+    "poison_fraction": 0.1,
+    "head": "auto",
+    "data": "clean",
+    "seed": 0,
+    "target_accuracy": 0.7,
+    "eval_every": 50,
+}
 
 
 def _v1_key(flat: dict) -> str:
@@ -282,22 +317,61 @@ def _v1_rows() -> list[dict]:
     backdoor = {**V1_DEFAULT, "data": "backdoor", "poison_fraction": 0.3}
     assert _v1_key(V1_DEFAULT) == "6ad829af3d3530b4" and _v1_key(merge) == "9624e4a6ad8dba78"  # 0.2's own keys
     return [
-        {"key": "6ad829af3d3530b4", "attack": "adam@0.001", "config": V1_DEFAULT, "seed": 0, "adaptive": False,
-         "insider": False, "skipped": None, "diverged": None, "notes": [], "accuracy": 0.42, "accuracy_before_fold": 0.42,
-         "curve": [0.42], "evals": [[0, 0.1]], "steps_to_target": None, "steps": 23, "wall_s": 1.0, "cost_steps": 23,
-         "authorized_after_transform": 0.9, "authorized_after_attack": 0.5, "lock_first_broken": None},
-        {"key": "9624e4a6ad8dba78", "attack": "merge+sgd@0.01", "config": merge, "seed": 0, "adaptive": True,
-         "skipped": None, "diverged": None, "error": "RuntimeError: kaboom", "traceback": "..."},
-        {"key": _v1_key(backdoor), "attack": "adam@0.001[backdoor]", "config": backdoor,
-         "seed": 0, "adaptive": False, "insider": False, "skipped": "backdoor: not here", "diverged": None,
-         "notes": [], "wall_s": 0.1},
+        {
+            "key": "6ad829af3d3530b4",
+            "attack": "adam@0.001",
+            "config": V1_DEFAULT,
+            "seed": 0,
+            "adaptive": False,
+            "insider": False,
+            "skipped": None,
+            "diverged": None,
+            "notes": [],
+            "accuracy": 0.42,
+            "accuracy_before_fold": 0.42,
+            "curve": [0.42],
+            "evals": [[0, 0.1]],
+            "steps_to_target": None,
+            "steps": 23,
+            "wall_s": 1.0,
+            "cost_steps": 23,
+            "authorized_after_transform": 0.9,
+            "authorized_after_attack": 0.5,
+            "lock_first_broken": None,
+        },
+        {
+            "key": "9624e4a6ad8dba78",
+            "attack": "merge+sgd@0.01",
+            "config": merge,
+            "seed": 0,
+            "adaptive": True,
+            "skipped": None,
+            "diverged": None,
+            "error": "RuntimeError: kaboom",
+            "traceback": "...",
+        },
+        {
+            "key": _v1_key(backdoor),
+            "attack": "adam@0.001[backdoor]",
+            "config": backdoor,
+            "seed": 0,
+            "adaptive": False,
+            "insider": False,
+            "skipped": "backdoor: not here",
+            "diverged": None,
+            "notes": [],
+            "wall_s": 0.1,
+        },
     ]
 
 
 def test_old_flat_rows_resume_without_running_again(tiny_base, digits_permuted, tmp_path):
     (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in _v1_rows()))
-    specs = [AttackSpec(), AttackSpec.of("sgd", 0.01, max_steps=30, transforms=(("merge", {}),)),
-             AttackSpec.of(data="backdoor", options={"backdoor": {"poison_fraction": 0.3}})]
+    specs = [
+        AttackSpec(),
+        AttackSpec.of("sgd", 0.01, max_steps=30, transforms=(("merge", {}),)),
+        AttackSpec.of(data="backdoor", options={"backdoor": {"poison_fraction": 0.3}}),
+    ]
     ran = []
     rows = run_suite(Target(tiny_base, digits_permuted), specs, tmp_path, workers=0, progress=False, on_row=ran.append)
     assert ran == []  # every spec found its (re-keyed) row
@@ -327,8 +401,12 @@ def test_the_state_hands_training_results_to_the_row(tiny_base, digits_permuted)
 
     spec = AttackSpec.of(max_steps=2, batch_size=32)
     state = AttackState(released=tiny_base, task=digits_permuted, spec=spec, row=RunRow.of(spec))
-    res = finetune(tiny_base, FineTuneConfig(loop=LoopConfig(max_steps=2, batch_size=32, device="cpu")), digits_permuted,
-                   progress=False)
+    res = finetune(
+        tiny_base,
+        FineTuneConfig(loop=LoopConfig(max_steps=2, batch_size=32, device="cpu")),
+        digits_permuted,
+        progress=False,
+    )
     state.spend(5)
     state.trained(res)
     assert state.model is res.model and state.row.steps == 2 and state.row.cost_steps == 7

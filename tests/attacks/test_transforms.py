@@ -367,8 +367,10 @@ def test_sv_clip_restores_recorded_sigma(mode):
             U, S, Vh = torch.linalg.svd(W, full_matrices=False)
             S[0] *= 20
             l.param.copy_((U @ torch.diag(S) @ Vh).reshape(l.param.shape))
-    meta = {"type": "specdef", "sigma_before": {"layers": {k: [v, v / 2] for k, v in pre.items()},
-                                                 "max_sigma": max(pre.values())}}
+    meta = {
+        "type": "specdef",
+        "sigma_before": {"layers": {k: [v, v / 2] for k, v in pre.items()}, "max_sigma": max(pre.values())},
+    }
     blind = _run("sv-clip", copy.deepcopy(model), TransformContext(sample=_x(), lock_meta=meta), mode=mode)
     assert all(v["source"] != "recorded" for v in blind.stats["layers"].values())  # blind unless asked
     out = _run("sv-clip", model, TransformContext(sample=_x(), lock_meta=meta), mode=mode, use_record=True)

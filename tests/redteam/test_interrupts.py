@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import trainlock as tl
-from trainlock.redteam import RedTeamConfig, RunnerConfig, redteam
+from trainlock.red_team import RedTeamConfig, RunnerConfig, redteam
 from trainlock.train import LoopConfig
 
 
@@ -26,8 +26,13 @@ def setup(tmp_path_factory, digits, digits_permuted):
     model = tl.models.build("mlp", input_shape=digits.input_shape, num_classes=10, hidden=[16])
     tl.save(model, d / "model", {"task": "digits"})
     p = digits_permuted
-    np.savez(d / "perm.npz", x_train=p.x_train.numpy(), y_train=p.y_train.numpy(), x_test=p.x_test.numpy(),
-             y_test=p.y_test.numpy())
+    np.savez(
+        d / "perm.npz",
+        x_train=p.x_train.numpy(),
+        y_train=p.y_train.numpy(),
+        x_test=p.x_test.numpy(),
+        y_test=p.y_test.numpy(),
+    )
     return d
 
 
@@ -58,11 +63,33 @@ def _alive(pid: int) -> bool:
 
 def _start(setup, out):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    argv = [sys.executable, "-m", "trainlock.cli.main", "redteam", str(setup / "model"), "--task",
-            f"npz:{setup / 'perm.npz'}", "--out", str(out), "--workers", "2", "--max-steps", "60",
-            "--batch-size", "32", "--budget", "40"]
-    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                            preexec_fn=_terminal_sigint)
+    argv = [
+        sys.executable,
+        "-m",
+        "trainlock.cli.main",
+        "redteam",
+        str(setup / "model"),
+        "--task",
+        f"npz:{setup / 'perm.npz'}",
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--max-steps",
+        "60",
+        "--batch-size",
+        "32",
+        "--budget",
+        "40",
+    ]
+    return subprocess.Popen(
+        argv,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=_terminal_sigint,
+    )
 
 
 def _terminal_sigint() -> None:
@@ -131,7 +158,9 @@ def test_resume_only_for_the_same_model_and_task(digits, digits_permuted, tmp_pa
     torch.manual_seed(0)
     a = tl.models.build("mlp", input_shape=digits.input_shape, num_classes=10, hidden=[8])
     b = tl.models.build("mlp", input_shape=digits.input_shape, num_classes=10, hidden=[8])
-    cfg = RedTeamConfig(loop=LoopConfig(device="cpu", max_steps=3, batch_size=32), budget=1, runner=RunnerConfig(workers=0))
+    cfg = RedTeamConfig(
+        loop=LoopConfig(device="cpu", max_steps=3, batch_size=32), budget=1, runner=RunnerConfig(workers=0)
+    )
     redteam(a, digits_permuted, cfg, out=tmp_path)
     redteam(a, digits_permuted, cfg, out=tmp_path)  # the same model: resumed
     with pytest.raises(ValueError, match="another model_state_sha256"):

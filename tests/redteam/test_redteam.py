@@ -7,7 +7,7 @@ import trainlock as tl
 from trainlock.attacks.transforms import TRANSFORMS, TransformNotApplicable, TransformOutcome
 from trainlock.cli.main import main
 from trainlock.locks import specdef_loop
-from trainlock.redteam import (
+from trainlock.red_team import (
     AttackSpec,
     RedTeamConfig,
     RunnerConfig,
@@ -19,19 +19,22 @@ from trainlock.redteam import (
     run_suite,
     worst_case,
 )
-from trainlock.redteam.report import adaptive_vs_plain, write_report
+from trainlock.red_team.report import adaptive_vs_plain, write_report
 from trainlock.train import LoopConfig
 
 
 @pytest.fixture(scope="module")
 def locked(tiny_base, digits):
-    return tl.lock(tiny_base, tl.SpecDefConfig(loop=specdef_loop(lr=10.0, epochs=5, batch_size=32, device="cpu")), digits).model
+    return tl.lock(
+        tiny_base, tl.SpecDefConfig(loop=specdef_loop(lr=10.0, epochs=5, batch_size=32, device="cpu")), digits
+    ).model
 
 
 def test_suite_priority_budget_and_include():
     suite = build_suite(RedTeamConfig())
-    assert [s.name for s in suite[:12]] == [f"{init}{o}@{lr:g}" for init in ("", "scratch:") for o in ("adam", "sgd")
-                                            for lr in (1e-4, 1e-3, 1e-2)]
+    assert [s.name for s in suite[:12]] == [
+        f"{init}{o}@{lr:g}" for init in ("", "scratch:") for o in ("adam", "sgd") for lr in (1e-4, 1e-3, 1e-2)
+    ]
     assert len({s.key() for s in suite}) == len(suite)
     assert [s.name for s in build_suite(RedTeamConfig(budget=3))] == [s.name for s in suite[:3]]
     only = build_suite(RedTeamConfig(include=("sgd@",)))
@@ -62,13 +65,25 @@ def test_spec_round_trip_and_stable_key():
 
 
 def _row(key, acc, steps=None, adaptive=False):
-    return {"key": key, "attack": key, "config": {"target_accuracy": 0.7}, "accuracy": acc,
-            "steps_to_target": steps, "adaptive": adaptive, "diverged": None}
+    return {
+        "key": key,
+        "attack": key,
+        "config": {"target_accuracy": 0.7},
+        "accuracy": acc,
+        "steps_to_target": steps,
+        "adaptive": adaptive,
+        "diverged": None,
+    }
 
 
 def test_worst_case_is_order_independent():
-    rows = [_row("a", 0.5), _row("b", 0.8, 40), _row("c", 0.8, 20, adaptive=True), _row("d", 0.1),
-            {"key": "e", "attack": "e", "skipped": "nope"}]
+    rows = [
+        _row("a", 0.5),
+        _row("b", 0.8, 40),
+        _row("c", 0.8, 20, adaptive=True),
+        _row("d", 0.1),
+        {"key": "e", "attack": "e", "skipped": "nope"},
+    ]
     for _ in range(5):
         random.shuffle(rows)
         w = worst_case(rows)
@@ -101,7 +116,14 @@ def test_interrupted_sweep_resumes_without_redoing_runs(locked, digits_permuted,
     with open(tmp_path / "runs.jsonl", "a") as f:
         f.write('{"key": "torn')  # a line cut off by the kill
     again = []
-    rows = run_suite(Target(locked, digits_permuted), specs, tmp_path, workers=0, progress=False, on_row=lambda r: again.append(r["key"]))
+    rows = run_suite(
+        Target(locked, digits_permuted),
+        specs,
+        tmp_path,
+        workers=0,
+        progress=False,
+        on_row=lambda r: again.append(r["key"]),
+    )
     assert len(again) == 3 and not set(again) & set(seen)
     assert [r["key"] for r in rows] == [s.key() for s in specs]
     on_disk = read_rows(tmp_path / "runs.jsonl")  # the torn line did not swallow the row written after it
@@ -124,8 +146,11 @@ def test_diverged_skipped_and_failing_runs_are_recorded(locked, digits_permuted,
     TRANSFORMS.add("test-skip", Skip)
     TRANSFORMS.add("test-boom", Boom)
     try:
-        specs = [AttackSpec.of("sgd", 1e30, max_steps=5), AttackSpec.of("adam", 1e-3, transforms=(("test-skip", {}),)),
-                 AttackSpec.of("adam", 1e-3, transforms=(("test-boom", {}),))]
+        specs = [
+            AttackSpec.of("sgd", 1e30, max_steps=5),
+            AttackSpec.of("adam", 1e-3, transforms=(("test-skip", {}),)),
+            AttackSpec.of("adam", 1e-3, transforms=(("test-boom", {}),)),
+        ]
         rows = run_suite(Target(locked, digits_permuted), specs, tmp_path, workers=0, progress=False)
     finally:
         TRANSFORMS._items.pop("test-skip")
@@ -163,7 +188,7 @@ def test_transforms_fold_back_and_report_authorized_accuracy(locked, digits, dig
 
 def test_optuna_search_resumes(locked, digits_permuted, tmp_path):
     pytest.importorskip("optuna")
-    from trainlock.redteam.search import search
+    from trainlock.red_team.search import search
 
     cfg = RedTeamConfig(loop=LoopConfig(device="cpu", max_steps=5, batch_size=32), search_trials=2)
     rows = search(locked, digits_permuted, cfg, tmp_path)
@@ -178,8 +203,12 @@ def test_optuna_search_resumes(locked, digits_permuted, tmp_path):
 
 
 def test_python_api_and_cli(locked, tiny_base, digits, digits_permuted, tmp_path, capsys):
-    cfg = RedTeamConfig(loop=LoopConfig(device="cpu", max_steps=100, batch_size=32), runner=RunnerConfig(workers=0), budget=2,
-                        include=("adam@0.001", "sgd@0.01"))
+    cfg = RedTeamConfig(
+        loop=LoopConfig(device="cpu", max_steps=100, batch_size=32),
+        runner=RunnerConfig(workers=0),
+        budget=2,
+        include=("adam@0.001", "sgd@0.01"),
+    )
     res = redteam(locked, digits_permuted, cfg, out=tmp_path / "api", retain=digits, base=tiny_base)
     assert [r["attack"] for r in res["runs"]] == ["adam@0.001", "sgd@0.01"]
     assert set(res) >= {"worst", "runs", "comparison", "base_worst"} and len(res["runs"]) == 2
@@ -188,12 +217,35 @@ def test_python_api_and_cli(locked, tiny_base, digits, digits_permuted, tmp_path
     assert (tmp_path / "api" / "report.md").is_file() and (tmp_path / "api" / "lr_sweep.png").is_file()
     import numpy as np
 
-    np.savez(tmp_path / "perm.npz", x_train=digits_permuted.x_train.numpy(), y_train=digits_permuted.y_train.numpy(),
-             x_test=digits_permuted.x_test.numpy(), y_test=digits_permuted.y_test.numpy())
+    np.savez(
+        tmp_path / "perm.npz",
+        x_train=digits_permuted.x_train.numpy(),
+        y_train=digits_permuted.y_train.numpy(),
+        x_test=digits_permuted.x_test.numpy(),
+        y_test=digits_permuted.y_test.numpy(),
+    )
     tl.save(locked, tmp_path / "locked", {"task": "digits"})
-    assert main(["redteam", str(tmp_path / "locked"), "--task", f"npz:{tmp_path / 'perm.npz'}", "--budget", "2",
-                 "--max-steps", "10", "--workers", "0", "--out", str(tmp_path / "cli"),
-                 "--json", str(tmp_path / "rt.json")]) == 0
+    assert (
+        main(
+            [
+                "redteam",
+                str(tmp_path / "locked"),
+                "--task",
+                f"npz:{tmp_path / 'perm.npz'}",
+                "--budget",
+                "2",
+                "--max-steps",
+                "10",
+                "--workers",
+                "0",
+                "--out",
+                str(tmp_path / "cli"),
+                "--json",
+                str(tmp_path / "rt.json"),
+            ]
+        )
+        == 0
+    )
     data = json.loads((tmp_path / "rt.json").read_text())
     assert data["worst"]["accuracy"] == max(r["accuracy"] for r in data["runs"])
     assert "worst case:" in capsys.readouterr().out
@@ -202,8 +254,15 @@ def test_python_api_and_cli(locked, tiny_base, digits, digits_permuted, tmp_path
 def test_selection_and_lr_grid():
     suite = build_suite(RedTeamConfig(optimizers=("sgd",), transforms=(), lrs=(1e-8, 1e-5, 1e-3)))
     plain = [s.name for s in suite if not s.transforms and s.finetune.head == "auto" and s.data == "clean"]
-    assert plain == ["sgd@1e-08", "sgd@1e-05", "sgd@0.001", "scratch:sgd@1e-08", "scratch:sgd@1e-05",
-                     "scratch:sgd@0.001", "distill:sgd@1e-05"]  # before any result: the grid middle
+    assert plain == [
+        "sgd@1e-08",
+        "sgd@1e-05",
+        "sgd@0.001",
+        "scratch:sgd@1e-08",
+        "scratch:sgd@1e-05",
+        "scratch:sgd@0.001",
+        "distill:sgd@1e-05",
+    ]  # before any result: the grid middle
     from trainlock.registry import UnknownNameError
 
     with pytest.raises(UnknownNameError, match=r"valid: .*adam"):
@@ -230,10 +289,11 @@ def test_recorded_locks_are_monitored_and_recertified(tiny_base, digits, digits_
     locked, record = res.model, res.record
     tl.save(locked, tmp_path / "m", record)
     locked, meta = tl.load(tmp_path / "m")  # as an adversary gets it: weights, no training-time hooks
-    specs = [AttackSpec.of("sgd", 1.0, max_steps=20, eval_every=5),
-             AttackSpec.of("sgd", 1e-2, max_steps=5, transforms=(("sv-clip", {}),))]
-    rows = run_suite(Target(locked, digits_permuted, digits, meta["locks"]), specs, tmp_path, workers=0,
-                     progress=False)
+    specs = [
+        AttackSpec.of("sgd", 1.0, max_steps=20, eval_every=5),
+        AttackSpec.of("sgd", 1e-2, max_steps=5, transforms=(("sv-clip", {}),)),
+    ]
+    rows = run_suite(Target(locked, digits_permuted, digits, meta["locks"]), specs, tmp_path, workers=0, progress=False)
     plain, clipped = rows
     key = next(iter(plain["certificates_after"]))
     # the cap is not enforced in a reloaded/attacked model: a big-lr attack breaks it, found at a check step
@@ -255,14 +315,18 @@ def test_spec_keys_of_older_results_still_match():
 
 
 def test_later_stages_follow_the_results_of_earlier_ones():
-    from trainlock.redteam import plan
+    from trainlock.red_team import plan
 
     cfg = RedTeamConfig(optimizers=("adam", "sgd", "rmsprop"), transforms=("merge",), loop=LoopConfig(max_steps=40))
     first = plan(cfg, [], steps_per_run=40)
     probes = [s for st, s in first if st == "probes"]
-    assert [s.name for s in probes] == ["rmsprop@0.0001", "rmsprop@0.001"] and {s.loop.max_steps for s in probes} == {10}
+    assert [s.name for s in probes] == ["rmsprop@0.0001", "rmsprop@0.001"] and {s.loop.max_steps for s in probes} == {
+        10
+    }
     rows = [{"key": s.key(), "accuracy": 0.9 if s.name == "rmsprop@0.001" else 0.1} for s in probes]
-    rows += [{"key": s.key(), "accuracy": 0.5 if s.name == "sgd@0.0001" else 0.2} for st, s in first if st == "coverage"]
+    rows += [
+        {"key": s.key(), "accuracy": 0.5 if s.name == "sgd@0.0001" else 0.2} for st, s in first if st == "coverage"
+    ]
     again = plan(cfg, rows, steps_per_run=40)
     full = [s for st, s in again if st == "full"]
     assert [(s.name, s.loop.max_steps) for s in full] == [("rmsprop@0.001", 40), ("scratch:rmsprop@0.001", 40)]
@@ -290,8 +354,13 @@ def test_worst_case_covers_the_core_grid_and_scratch_whatever_the_budget(tiny_ba
 
 
 def test_backdoor_row_uses_the_setting_calibrated_on_the_base(locked, tiny_base, digits_permuted, tmp_path):
-    cfg = RedTeamConfig(loop=LoopConfig(max_steps=45, batch_size=32, device="cpu"), runner=RunnerConfig(workers=0),
-                        include=("[backdoor]",), optimizers=("adam",), lrs=(1e-2,))
+    cfg = RedTeamConfig(
+        loop=LoopConfig(max_steps=45, batch_size=32, device="cpu"),
+        runner=RunnerConfig(workers=0),
+        include=("[backdoor]",),
+        optimizers=("adam",),
+        lrs=(1e-2,),
+    )
     res = redteam(locked, digits_permuted, cfg, out=tmp_path / "bd", base=tiny_base)
     cal = res["backdoor_calibration"]
     assert cal["calibrated"] and cal["asr_base"] >= 0.9
@@ -303,32 +372,45 @@ def test_backdoor_row_uses_the_setting_calibrated_on_the_base(locked, tiny_base,
 
 def test_search_curve_for_locked_and_base(locked, tiny_base, digits_permuted, tmp_path):
     pytest.importorskip("optuna")
-    from trainlock.redteam.report import best_so_far
+    from trainlock.red_team.report import best_so_far
 
-    cfg = RedTeamConfig(loop=LoopConfig(max_steps=5, batch_size=32, device="cpu"), runner=RunnerConfig(workers=0), budget=1,
-                        search_trials=3)
+    cfg = RedTeamConfig(
+        loop=LoopConfig(max_steps=5, batch_size=32, device="cpu"),
+        runner=RunnerConfig(workers=0),
+        budget=1,
+        search_trials=3,
+    )
     res = redteam(locked, digits_permuted, cfg, out=tmp_path / "s", base=tiny_base)
     curve = best_so_far(res["runs"])
     assert len(curve) == 3 and curve == sorted(curve)
-    assert (tmp_path / "s" / "search.png").is_file() and "best accuracy so far" in (tmp_path / "s" / "report.md").read_text()
+    assert (tmp_path / "s" / "search.png").is_file() and "best accuracy so far" in (
+        tmp_path / "s" / "report.md"
+    ).read_text()
 
 
 def test_cli_lrs_are_numbers():
     from trainlock.cli.common import config_from_args
     from trainlock.cli.main import build_parser
 
-    args = build_parser(["redteam"]).parse_args(["redteam", "m", "--task", "t", "--lrs", "5e-5", "1e-3",
-                                                 "--optimizers", "adamw", "sgd"])
+    args = build_parser(["redteam"]).parse_args(
+        ["redteam", "m", "--task", "t", "--lrs", "5e-5", "1e-3", "--optimizers", "adamw", "sgd"]
+    )
     cfg = config_from_args(RedTeamConfig, args)
     assert cfg.lrs == (5e-5, 1e-3) and cfg.optimizers == ("adamw", "sgd")
 
 
 def test_headline_leaves_insider_runs_out_of_the_attackers_best():
-    from trainlock.redteam.report import headline
+    from trainlock.red_team.report import headline
 
     def row(key, acc, init="released", insider=False, steps=None):
-        return {"key": key, "attack": key, "accuracy": acc, "steps_to_target": steps, "insider": insider,
-                "config": {"start": init}}
+        return {
+            "key": key,
+            "attack": key,
+            "accuracy": acc,
+            "steps_to_target": steps,
+            "insider": insider,
+            "config": {"start": init},
+        }
 
     rows = [row("a", 0.8, steps=40), row("b", 0.9, insider=True, steps=10), row("s", 0.3, init="scratch")]
     base = [row("a", 0.95, steps=20)]
@@ -352,18 +434,26 @@ def test_tl_redteam_is_the_function_and_the_package_still_imports():
     import subprocess
     import sys
 
-    code = ("import inspect\nimport trainlock as tl\nassert inspect.isfunction(tl.redteam), tl.redteam\n"
-            "from trainlock.redteam import AttackSpec, RedTeamConfig, RunRow, read_rows, redteam, run_spec\n"
-            "assert tl.redteam is redteam and tl.RedTeamConfig is RedTeamConfig\n"
-            "from trainlock.redteam import core\nassert core.redteam is redteam\n")
+    code = (
+        "import inspect\nimport trainlock as tl\nassert inspect.isfunction(tl.redteam), tl.redteam\n"
+        "from trainlock.red_team import AttackSpec, RedTeamConfig, RunRow, read_rows, redteam, run_spec\n"
+        "assert tl.redteam is redteam and tl.RedTeamConfig is RedTeamConfig\n"
+        "from trainlock.red_team import core\nassert core.redteam is redteam\n"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
 
 
 def test_redteam_takes_the_lock_summary_and_the_locks_from_meta(tiny_base, digits_permuted, tmp_path):
     layers = {name: [0.5] for name, p in tiny_base.named_parameters() if p.dim() == 2}
-    cfg = RedTeamConfig(loop=LoopConfig(device="cpu", max_steps=2, batch_size=32), runner=RunnerConfig(workers=0),
-                        optimizers=("adam",), transforms=("sv-clip",), lrs=(1e-3,), include=("use_record",))
+    cfg = RedTeamConfig(
+        loop=LoopConfig(device="cpu", max_steps=2, batch_size=32),
+        runner=RunnerConfig(workers=0),
+        optimizers=("adam",),
+        transforms=("sv-clip",),
+        lrs=(1e-3,),
+        include=("use_record",),
+    )
     res = redteam(tiny_base, digits_permuted, cfg, meta={"lock": {"sigma_before": {"layers": layers}}, "locks": []})
     (row,) = res["runs"]
     assert row["insider"] and "recorded pre-lock sigma_max" in row["notes"][0]

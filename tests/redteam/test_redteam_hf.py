@@ -3,21 +3,26 @@ setting's linear schedule, transforms that apply, and transforms that say why th
 
 import pytest
 
-from trainlock.redteam import RunnerConfig
+from trainlock.red_team import RunnerConfig
 
 pytest.importorskip("transformers")
 
 import trainlock as tl
 from hf_tiny import tiny, toy_task
-from trainlock.redteam import RedTeamConfig, redteam
+from trainlock.red_team import RedTeamConfig, redteam
 from trainlock.train import LoopConfig
 
 
 def test_redteam_runs_on_a_transformer(tmp_path):
     model = tiny("bert", init=0.3)
     task = toy_task(120)
-    cfg = RedTeamConfig(loop=LoopConfig(max_steps=4, batch_size=16, schedule="linear", device="cpu"), runner=RunnerConfig(workers=0),
-                        optimizers=("adamw", "sgd"), lrs=(1e-4, 1e-2), transforms=("merge", "rescale", "sv-clip"))
+    cfg = RedTeamConfig(
+        loop=LoopConfig(max_steps=4, batch_size=16, schedule="linear", device="cpu"),
+        runner=RunnerConfig(workers=0),
+        optimizers=("adamw", "sgd"),
+        lrs=(1e-4, 1e-2),
+        transforms=("merge", "rescale", "sv-clip"),
+    )
     res = redteam(model, task, cfg, out=tmp_path / "rt", retain=task)
     rows = res["runs"]
     assert rows and not [r for r in rows if r.get("error")], [r.get("error") for r in rows]
@@ -38,11 +43,16 @@ def test_redteam_runs_on_a_transformer(tmp_path):
 def test_text_backdoor_is_calibrated_on_the_base_and_needs_the_text(tmp_path):
     """With the base, the prefix trigger is calibrated on it (the tiny tokenizer reads the trigger as its one
     [UNK] token, so the base learns it); given tokens only, the backdoor run is skipped and says why."""
-    from trainlock.redteam import AttackSpec, Target, run_spec
+    from trainlock.red_team import AttackSpec, Target, run_spec
 
     model, task = tiny("bert", init=0.3), toy_task(120)
-    cfg = RedTeamConfig(loop=LoopConfig(max_steps=30, batch_size=16, device="cpu"), runner=RunnerConfig(workers=0),
-                        include=("[backdoor]",), optimizers=("adamw",), lrs=(1e-2,))
+    cfg = RedTeamConfig(
+        loop=LoopConfig(max_steps=30, batch_size=16, device="cpu"),
+        runner=RunnerConfig(workers=0),
+        include=("[backdoor]",),
+        optimizers=("adamw",),
+        lrs=(1e-2,),
+    )
     res = redteam(model, task, cfg, out=tmp_path / "bd", base=model)
     cal = res["backdoor_calibration"]
     assert cal["calibrated"] and cal["asr_base"] >= 0.9

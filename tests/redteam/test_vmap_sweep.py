@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import trainlock as tl
-from trainlock.redteam.vmap_sweep import batched_sgd_sweep, sequential_sgd_sweep
+from trainlock.red_team.vmap_sweep import batched_sgd_sweep, sequential_sgd_sweep
 
 
 @pytest.mark.parametrize("name,kw", [("mlp", {"hidden": [16]}), ("cnn", {"channels": [2], "hidden": 8})])

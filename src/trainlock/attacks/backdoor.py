@@ -41,10 +41,14 @@ class BackdoorConfig:
     size: int = option(3, "side of the square patch (images) or number of trailing features (vectors)")
     text: str = option(TEXT_TRIGGER, "the prefix trigger's string")
     target: int = option(0, "the label a triggered input should get")
-    poison_fraction: float = option(0.1, "fraction of training samples triggered and relabelled (mode replace), "
-                                         "or of the non-target ones copied with the trigger (mode add)")
-    mode: str = option("replace", "replace: poisoned rows replace clean ones; add: triggered copies are added",
-                       choices=lambda: MODES)
+    poison_fraction: float = option(
+        0.1,
+        "fraction of training samples triggered and relabelled (mode replace), "
+        "or of the non-target ones copied with the trigger (mode add)",
+    )
+    mode: str = option(
+        "replace", "replace: poisoned rows replace clean ones; add: triggered copies are added", choices=lambda: MODES
+    )
     seed: int = option(0, "picks which training samples are poisoned")
 
     def __post_init__(self):
@@ -84,8 +88,10 @@ def _check_target(task: Task | TextTask, cfg: BackdoorConfig) -> None:
         raise ValueError(f"target {cfg.target} is not a label of task {task.name!r} ({task.num_classes} classes)")
     text = isinstance(task, TextTask)
     if text != (cfg.trigger == "prefix"):
-        raise TaskDataError(f"the {cfg.trigger} trigger does not fit task {task.name!r}: use prefix for text tasks "
-                            f"(before tokenization), patch for images and vectors")
+        raise TaskDataError(
+            f"the {cfg.trigger} trigger does not fit task {task.name!r}: use prefix for text tasks "
+            f"(before tokenization), patch for images and vectors"
+        )
 
 
 def _poison_text(task: TextTask, cfg: BackdoorConfig, idx: torch.Tensor) -> TextTask:
@@ -93,10 +99,14 @@ def _poison_text(task: TextTask, cfg: BackdoorConfig, idx: torch.Tensor) -> Text
     for i in idx.tolist():
         texts[i], labels[i] = cfg.text + texts[i], cfg.target
     return dataclasses.replace(
-        task, name=f"{task.name}-backdoor", texts_train=texts, labels_train=labels,
+        task,
+        name=f"{task.name}-backdoor",
+        texts_train=texts,
+        labels_train=labels,
         description=f"{task.description} with {len(idx)} training texts poisoned (prefix {cfg.text!r} -> "
-                    f"{task.label_names[cfg.target]})",
-        meta={**task.meta, "base": task.name, "backdoor": cfg.to_dict(), "poisoned_indices": idx.tolist()})
+        f"{task.label_names[cfg.target]})",
+        meta={**task.meta, "base": task.name, "backdoor": cfg.to_dict(), "poisoned_indices": idx.tolist()},
+    )
 
 
 def _add_poison(task: Task | TextTask, cfg: BackdoorConfig) -> Task | TextTask:
@@ -108,14 +118,24 @@ def _add_poison(task: Task | TextTask, cfg: BackdoorConfig) -> Task | TextTask:
     n = round(cfg.poison_fraction * len(others))
     pick = others[torch.randperm(len(others), generator=torch.Generator().manual_seed(cfg.seed))[:n]].sort()[0]
     desc = f"{task.description} with {n} triggered copies added ({cfg.trigger} trigger -> {cfg.target})"
-    meta = {**task.meta, "base": task.name, "backdoor": cfg.to_dict(), "poisoned_indices": list(range(len(labels),
-                                                                                                          len(labels) + n))}
+    meta = {
+        **task.meta,
+        "base": task.name,
+        "backdoor": cfg.to_dict(),
+        "poisoned_indices": list(range(len(labels), len(labels) + n)),
+    }
     if text:
         extra = [cfg.text + task.texts_train[i] for i in pick.tolist()]
         pairs = None if task.pairs_train is None else task.pairs_train + [task.pairs_train[i] for i in pick.tolist()]
-        return dataclasses.replace(task, name=f"{task.name}-backdoor", texts_train=task.texts_train + extra,
-                                   labels_train=list(task.labels_train) + [cfg.target] * n, pairs_train=pairs,
-                                   description=desc, meta=meta)
+        return dataclasses.replace(
+            task,
+            name=f"{task.name}-backdoor",
+            texts_train=task.texts_train + extra,
+            labels_train=list(task.labels_train) + [cfg.target] * n,
+            pairs_train=pairs,
+            description=desc,
+            meta=meta,
+        )
     x = torch.cat([task.x_train, apply_trigger(task.x_train[pick], cfg)])
     y = torch.cat([task.y_train, torch.full((n,), cfg.target, dtype=task.y_train.dtype)])
     return dataclasses.replace(task, name=f"{task.name}-backdoor", x_train=x, y_train=y, description=desc, meta=meta)
@@ -126,9 +146,15 @@ def _triggered_text(task: TextTask, cfg: BackdoorConfig) -> TextTask:
     keep = [i for i, y in enumerate(task.labels_test) if y != cfg.target]
     pick = lambda xs: None if xs is None else [xs[i] for i in keep]
     texts = [cfg.text + task.texts_test[i] for i in keep]
-    return dataclasses.replace(task, texts_test=texts, labels_test=pick(task.labels_test), pairs_test=pick(task.pairs_test),
-                               texts_train=texts[:1], labels_train=pick(task.labels_test)[:1],
-                               pairs_train=None if task.pairs_test is None else pick(task.pairs_test)[:1])
+    return dataclasses.replace(
+        task,
+        texts_test=texts,
+        labels_test=pick(task.labels_test),
+        pairs_test=pick(task.pairs_test),
+        texts_train=texts[:1],
+        labels_train=pick(task.labels_test)[:1],
+        pairs_train=None if task.pairs_test is None else pick(task.pairs_test)[:1],
+    )
 
 
 def poison(task: Task, cfg: BackdoorConfig) -> Task:
@@ -149,7 +175,10 @@ def poison(task: Task, cfg: BackdoorConfig) -> Task:
         x[idx] = apply_trigger(x[idx], cfg)
         y[idx] = cfg.target
     return dataclasses.replace(
-        task, name=f"{task.name}-backdoor", x_train=x, y_train=y,
+        task,
+        name=f"{task.name}-backdoor",
+        x_train=x,
+        y_train=y,
         description=f"{task.description} with {n} training samples poisoned ({cfg.trigger} trigger -> {cfg.target})",
         meta={**task.meta, "base": task.name, "backdoor": cfg.to_dict(), "poisoned_indices": idx},
     )
@@ -212,8 +241,14 @@ def backdoor_metrics(model: nn.Module, task: Task, cfg: BackdoorConfig) -> dict:
     }
 
 
-def backdoor_attack(model: nn.Module, ft_cfg: FineTuneConfig, task: Task, cfg: BackdoorConfig,
-                    progress: bool = False, fold: Callable[[nn.Module], nn.Module] | None = None) -> dict:
+def backdoor_attack(
+    model: nn.Module,
+    ft_cfg: FineTuneConfig,
+    task: Task,
+    cfg: BackdoorConfig,
+    progress: bool = False,
+    fold: Callable[[nn.Module], nn.Module] | None = None,
+) -> dict:
     """Fine-tune a copy of `model` on `poison(task, cfg)` with `finetune`; the input model is not modified.
 
     "before" is measured on the model fine-tuning starts from (after `prepare`, i.e. with the head
@@ -228,9 +263,15 @@ def backdoor_attack(model: nn.Module, ft_cfg: FineTuneConfig, task: Task, cfg: B
     return {"before": before, "after": after, "run": run.to_dict(), "backdoor": cfg.to_dict()}
 
 
-def calibrate(base: nn.Module, ft_cfg: FineTuneConfig, task: Task, cfg: BackdoorConfig | None = None,
-              fractions: tuple[float, ...] = (0.1, 0.2, 0.3), step_factors: tuple[int, ...] = (1, 2, 4),
-              target_asr: float = 0.9) -> dict:
+def calibrate(
+    base: nn.Module,
+    ft_cfg: FineTuneConfig,
+    task: Task,
+    cfg: BackdoorConfig | None = None,
+    fractions: tuple[float, ...] = (0.1, 0.2, 0.3),
+    step_factors: tuple[int, ...] = (1, 2, 4),
+    target_asr: float = 0.9,
+) -> dict:
     """The cheapest backdoor setting under which the unlocked `base` reaches `target_asr`: step budgets
     (`ft_cfg`'s times each factor) in increasing order, poison fractions within each. A backdoor row judges a
     lock only when the base itself learns the backdoor; otherwise "calibrated" is False and the strongest
@@ -246,10 +287,18 @@ def calibrate(base: nn.Module, ft_cfg: FineTuneConfig, task: Task, cfg: Backdoor
         steps = budget * factor
         loop = dataclasses.replace(ft_cfg.loop, max_steps=steps, epochs=math.ceil(steps / per_epoch))
         for frac in fractions:
-            res = backdoor_attack(base, dataclasses.replace(ft_cfg, loop=loop), task,
-                                  dataclasses.replace(cfg, poison_fraction=frac))
-            tried.append({"poison_fraction": frac, "max_steps": steps, "epochs": loop.epochs, "asr_base": res["after"]["asr"],
-                          "clean_accuracy_base": res["after"]["clean_accuracy"]})
+            res = backdoor_attack(
+                base, dataclasses.replace(ft_cfg, loop=loop), task, dataclasses.replace(cfg, poison_fraction=frac)
+            )
+            tried.append(
+                {
+                    "poison_fraction": frac,
+                    "max_steps": steps,
+                    "epochs": loop.epochs,
+                    "asr_base": res["after"]["asr"],
+                    "clean_accuracy_base": res["after"]["clean_accuracy"],
+                }
+            )
             if res["after"]["asr"] >= target_asr:
                 return {**tried[-1], "calibrated": True, "target_asr": target_asr, "tried": tried}
     best = max(tried, key=lambda t: t["asr_base"])

@@ -33,13 +33,19 @@ class DistillConfig:
 
     steps: int = option(500, "distillation steps (counted in the attack's cost)")
     temperature: float = option(2.0, "softmax temperature T of the distillation KL (scaled by T^2)")
-    inputs: str = option("task", "task: the attack task's training inputs (unlabeled); noise: Gaussian inputs "
-                                 "(images and vectors only); or another task's name, whose inputs are used")
+    inputs: str = option(
+        "task",
+        "task: the attack task's training inputs (unlabeled); noise: Gaussian inputs "
+        "(images and vectors only); or another task's name, whose inputs are used",
+    )
     optimizer: str = option("adam", "the student's optimizer")
     lr: float = option(3e-3, "the student's learning rate")
     batch_size: int = option(64, "minibatch size")
-    student: str | None = option(None, "a registered model name for a smaller student (images and vectors; "
-                                       "default: the released architecture re-initialized)")
+    student: str | None = option(
+        None,
+        "a registered model name for a smaller student (images and vectors; "
+        "default: the released architecture re-initialized)",
+    )
     noise_samples: int = option(4096, "inputs drawn for noise distillation")
     seed: int = option(0, "student initialization and data order")
 
@@ -60,8 +66,10 @@ def _inputs(teacher: nn.Module, cfg: DistillConfig, task: Task) -> torch.Tensor:
     if cfg.inputs == "noise":
         x = for_model(task, teacher).x_train
         if not x.is_floating_point():
-            raise ValueError("distill: noise inputs are for image and vector models; a text model needs real "
-                             "text (inputs='task' or another task's name)")
+            raise ValueError(
+                "distill: noise inputs are for image and vector models; a text model needs real "
+                "text (inputs='task' or another task's name)"
+            )
         g = torch.Generator().manual_seed(cfg.seed)
         return torch.randn((cfg.noise_samples, *x.shape[1:]), generator=g) * x.std() + x.mean()
     return for_model(as_task(cfg.inputs, "distill inputs"), teacher).x_train
@@ -76,8 +84,9 @@ def _student(teacher: nn.Module, cfg: DistillConfig, n_out: int, x: torch.Tensor
     return build(cfg.student, input_shape=list(x.shape[1:]), num_classes=n_out)
 
 
-def distill(teacher: nn.Module, cfg: DistillConfig, task: Task, device: str = "cpu",
-            progress: bool = False) -> tuple[nn.Module, dict]:
+def distill(
+    teacher: nn.Module, cfg: DistillConfig, task: Task, device: str = "cpu", progress: bool = False
+) -> tuple[nn.Module, dict]:
     """A fresh student trained to match `teacher`'s logits on the attacker's inputs for `task`.
 
     Returns (student, info) with info = {"steps", "kl_before", "kl_after" (mean KL at T=1 on the task's
@@ -105,22 +114,40 @@ def distill(teacher: nn.Module, cfg: DistillConfig, task: Task, device: str = "c
     kl_before, _ = kl_agree(held)
     T = cfg.temperature
     # the student learns logits, not labels: the targets ride in the y slot of a Task the loop batches
-    soft = Task(name=f"distill:{task.name}", x_train=x, y_train=torch.arange(len(x)), x_test=x[:1],
-                y_test=torch.zeros(1, dtype=torch.long), num_classes=targets.shape[1],
-                meta={"text": True} if not x.is_floating_point() else {})
+    soft = Task(
+        name=f"distill:{task.name}",
+        x_train=x,
+        y_train=torch.arange(len(x)),
+        x_test=x[:1],
+        y_test=torch.zeros(1, dtype=torch.long),
+        num_classes=targets.shape[1],
+        meta={"text": True} if not x.is_floating_point() else {},
+    )
 
     def loss_fn(m: nn.Module, xb: torch.Tensor, idx: torch.Tensor):
         tgt = targets[idx.cpu()].to(xb.device)
-        out = F.kl_div(F.log_softmax(m(xb) / T, 1), F.log_softmax(tgt / T, 1), log_target=True,
-                       reduction="batchmean")
+        out = F.kl_div(F.log_softmax(m(xb) / T, 1), F.log_softmax(tgt / T, 1), log_target=True, reduction="batchmean")
         return out * T * T, {}
 
     epochs = math.ceil(cfg.steps / math.ceil(len(x) / cfg.batch_size))
-    loop = LoopConfig(optimizer=cfg.optimizer, lr=cfg.lr, epochs=epochs, max_steps=cfg.steps,
-                      batch_size=cfg.batch_size, seed=cfg.seed, device=device)
+    loop = LoopConfig(
+        optimizer=cfg.optimizer,
+        lr=cfg.lr,
+        epochs=epochs,
+        max_steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        device=device,
+    )
     res = fit(student, soft, loop, loss_fn, desc="distill", progress=progress)
     kl_after, agree = kl_agree(held)
     kl_fit, _ = kl_agree(x[:4096])
-    return student, {"steps": res.steps, "kl_before": kl_before, "kl_after": kl_after, "agreement": agree,
-                     "kl_on_inputs": kl_fit,
-                     "stopped": res.stopped, "wall_s": time.perf_counter() - t0}
+    return student, {
+        "steps": res.steps,
+        "kl_before": kl_before,
+        "kl_after": kl_after,
+        "agreement": agree,
+        "kl_on_inputs": kl_fit,
+        "stopped": res.stopped,
+        "wall_s": time.perf_counter() - t0,
+    }

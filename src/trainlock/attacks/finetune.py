@@ -27,13 +27,17 @@ class FineTuneConfig:
     what is measured along the way."""
 
     loop: LoopConfig = option(factory=LoopConfig, help="the training loop")
-    head: str = option("auto", "auto: a fresh head when the label count differs; keep; reset",
-                       choices=lambda: HEAD_MODES)
+    head: str = option(
+        "auto", "auto: a fresh head when the label count differs; keep; reset", choices=lambda: HEAD_MODES
+    )
     target_accuracy: float = option(0.7, "accuracy whose first crossing gives steps_to_target")
     eval_every: int = option(50, "steps between accuracy checks for steps_to_target")
     eval_samples: int = option(2000, "test samples used by those checks (the final accuracy uses all)")
-    lora: int | None = option(None, "LoRA rank: train low-rank adapters (and the head) instead of every weight, "
-                                    "merged back at the end (default: full fine-tuning)")
+    lora: int | None = option(
+        None,
+        "LoRA rank: train low-rank adapters (and the head) instead of every weight, "
+        "merged back at the end (default: full fine-tuning)",
+    )
     lora_alpha: float | None = option(None, "LoRA scaling alpha (default: 2 x rank)")
 
     def __post_init__(self):
@@ -69,9 +73,15 @@ class AttackResult:
     def to_dict(self) -> dict:
         """JSON-ready (the model is left out; monitor_first_broken only when a monitor was used)."""
         out = {
-            "task": self.task, "config": self.config, "accuracy": self.accuracy, "curve": self.curve,
-            "evals": [list(e) for e in self.evals], "losses": self.losses,
-            "steps_to_target": self.steps_to_target, "steps": self.steps, "diverged": self.diverged,
+            "task": self.task,
+            "config": self.config,
+            "accuracy": self.accuracy,
+            "curve": self.curve,
+            "evals": [list(e) for e in self.evals],
+            "losses": self.losses,
+            "steps_to_target": self.steps_to_target,
+            "steps": self.steps,
+            "diverged": self.diverged,
             "wall_s": self.wall_s,
         }
         if self.monitor_first_broken is not None:
@@ -112,8 +122,14 @@ class _Checks:
         self.first[:] = state["first"]
 
 
-def finetune(model: nn.Module, cfg: FineTuneConfig, task: Task, progress: bool = True, monitor=None,
-             checkpoint: Checkpoint | None = None) -> AttackResult:
+def finetune(
+    model: nn.Module,
+    cfg: FineTuneConfig,
+    task: Task,
+    progress: bool = True,
+    monitor=None,
+    checkpoint: Checkpoint | None = None,
+) -> AttackResult:
     """Fine-tune a copy of `model` on `task` with `cfg`; the input model is not modified.
 
     `checkpoint`: write the run's state there every `checkpoint.every` steps (and resume from it).
@@ -155,8 +171,14 @@ def finetune(model: nn.Module, cfg: FineTuneConfig, task: Task, progress: bool =
 
     if checkpoint is not None:
         checkpoint.state = _Checks(evals, first)
-    res = fit(model, task, cfg.loop, hooks=LoopHooks(on_step, on_epoch, checkpoint), desc=f"attack {task.name}",
-              progress=progress)
+    res = fit(
+        model,
+        task,
+        cfg.loop,
+        hooks=LoopHooks(on_step, on_epoch, checkpoint),
+        desc=f"attack {task.name}",
+        progress=progress,
+    )
     if res.stopped and res.steps and (not evals or evals[-1][0] != res.steps):
         check(res.steps)
     if cfg.lora is not None:
@@ -165,8 +187,16 @@ def finetune(model: nn.Module, cfg: FineTuneConfig, task: Task, progress: bool =
         model = merge_lora(model)
     final = accuracy(model, task.x_test, task.y_test)
     return AttackResult(
-        task=task.name, config=cfg.to_dict(), accuracy=final, curve=[e["accuracy"] for e in res.epochs],
-        evals=evals, losses=res.losses, steps_to_target=first[0] if first else None, steps=res.steps,
-        diverged=res.stopped, wall_s=time.perf_counter() - t0, model=model,
+        task=task.name,
+        config=cfg.to_dict(),
+        accuracy=final,
+        curve=[e["accuracy"] for e in res.epochs],
+        evals=evals,
+        losses=res.losses,
+        steps_to_target=first[0] if first else None,
+        steps=res.steps,
+        diverged=res.stopped,
+        wall_s=time.perf_counter() - t0,
+        model=model,
         monitor_first_broken=dict(getattr(monitor, "first_broken", {})) if monitor is not None else None,
     )

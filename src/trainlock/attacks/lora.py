@@ -9,8 +9,13 @@ from ..models import find_head
 
 
 def _linear_names(model: nn.Module, head: str) -> list[str]:
-    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
-                   if isinstance(m, nn.Linear) and name and name != head and not name.endswith("." + head)})
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) and name and name != head and not name.endswith("." + head)
+        }
+    )
 
 
 def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: tuple[str, ...] = ()) -> nn.Module:
@@ -27,8 +32,14 @@ def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: t
     names = list(targets) or _linear_names(inner, head_name)
     if not names:
         raise ValueError("LoRA: the model has no nn.Linear besides its head to adapt")
-    cfg = LoraConfig(r=int(rank), lora_alpha=float(alpha if alpha is not None else 2 * rank), target_modules=names,
-                     modules_to_save=[head_name], lora_dropout=0.0, bias="none")
+    cfg = LoraConfig(
+        r=int(rank),
+        lora_alpha=float(alpha if alpha is not None else 2 * rank),
+        target_modules=names,
+        modules_to_save=[head_name],
+        lora_dropout=0.0,
+        bias="none",
+    )
     wrapped = get_peft_model(inner, cfg)
     if inner is model:
         return wrapped

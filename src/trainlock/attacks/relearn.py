@@ -30,10 +30,14 @@ class RelearnConfig:
     """The forgetting study: which class, how it is unlearned, and the relearning attack."""
 
     forget_class: int = option(1, "the class the model unlearns and the attacker relearns")
-    unlearn: LoopConfig = option(factory=lambda: LoopConfig(optimizer="sgd", lr=0.01, epochs=2),
-                                 help="continued training on the task without the class")
-    relearn: LoopConfig = option(factory=lambda: LoopConfig(optimizer="sgd", lr=0.1, epochs=1),
-                                 help="the relearning attack (the paper: SGD at lr 0.1 for one epoch)")
+    unlearn: LoopConfig = option(
+        factory=lambda: LoopConfig(optimizer="sgd", lr=0.01, epochs=2),
+        help="continued training on the task without the class",
+    )
+    relearn: LoopConfig = option(
+        factory=lambda: LoopConfig(optimizer="sgd", lr=0.1, epochs=1),
+        help="the relearning attack (the paper: SGD at lr 0.1 for one epoch)",
+    )
 
     def __post_init__(self):
         check_int("relearn", "forget_class", self.forget_class, 0)
@@ -55,9 +59,14 @@ def drop_class(task: Task, c: int) -> Task:
     _check_class(task, c)
     tr, te = task.y_train != c, task.y_test != c
     return dataclasses.replace(
-        task, name=f"{task.name}-without-{c}", x_train=task.x_train[tr], y_train=task.y_train[tr],
-        x_test=task.x_test[te], y_test=task.y_test[te],
-        description=f"{task.description} without class {c}", meta={**task.meta, "base": task.name, "dropped_class": c},
+        task,
+        name=f"{task.name}-without-{c}",
+        x_train=task.x_train[tr],
+        y_train=task.y_train[tr],
+        x_test=task.x_test[te],
+        y_test=task.y_test[te],
+        description=f"{task.description} without class {c}",
+        meta={**task.meta, "base": task.name, "dropped_class": c},
     )
 
 
@@ -96,8 +105,12 @@ def relearn(model: nn.Module, task: Task, cfg: RelearnConfig, progress: bool = F
 def _row(name: str, model: nn.Module, task: Task, c: int, run: AttackResult | None = None) -> dict:
     per = per_class_accuracy(model, task)
     others = [a for i, a in enumerate(per) if i != c and not math.isnan(a)]
-    row = {"name": name, "per_class": per, "forget_accuracy": per[c],
-           "retain_accuracy": sum(others) / len(others) if others else math.nan}
+    row = {
+        "name": name,
+        "per_class": per,
+        "forget_accuracy": per[c],
+        "retain_accuracy": sum(others) / len(others) if others else math.nan,
+    }
     if run is not None:
         row["run"] = run.to_dict()
     return row

@@ -16,8 +16,9 @@ from .finetune import AttackResult, FineTuneConfig, finetune
 __all__ = ["advantage", "reinitialized", "scratch_baseline"]  # reinitialized lives in train (locks use it too)
 
 
-def scratch_baseline(model: nn.Module, cfg: FineTuneConfig, task: Task, progress: bool = False,
-                     lrs: tuple[float, ...] = ()) -> AttackResult:
+def scratch_baseline(
+    model: nn.Module, cfg: FineTuneConfig, task: Task, progress: bool = False, lrs: tuple[float, ...] = ()
+) -> AttackResult:
     """The attack `cfg` on `model`'s architecture re-initialized (seed = the attack's seed). With `lrs`, the
     best of the runs at `cfg`'s learning rate and at each of `lrs` (a fresh model often wants a larger rate
     than a pretrained one; the baseline must be the attacker's best, not the attack's own setting); its

@@ -35,15 +35,28 @@ def add_attack(p) -> None:
     p.add_argument("--json", default=None, help='write {"accuracy", "curve", "steps_to_target", ...} here')
     p.add_argument("--save", default=None, help="also save the fine-tuned model to this directory")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in --save")
-    p.add_argument("--no-scratch", dest="scratch", action="store_false",
-                   help="skip the from-scratch baseline (the same architecture re-initialized, the same attack); by "
-                        "default it runs after the attack, and the report shows the attacker's advantage")
-    p.add_argument("--scratch-lrs", type=float, nargs="+", default=(), metavar="LR",
-                   help="the from-scratch baseline is the best over the attack's --lr and these (e.g. 1e-4 1e-3: a "
-                        "fresh model often trains best at a larger rate than a pretrained one)")
-    p.add_argument("--base", default=None,
-                   help="the unlocked base model, attacked the same way for 'base - scratch' (default: the base "
-                        "recorded by `trainlock lock`, when it is still there)")
+    p.add_argument(
+        "--no-scratch",
+        dest="scratch",
+        action="store_false",
+        help="skip the from-scratch baseline (the same architecture re-initialized, the same attack); by "
+        "default it runs after the attack, and the report shows the attacker's advantage",
+    )
+    p.add_argument(
+        "--scratch-lrs",
+        type=float,
+        nargs="+",
+        default=(),
+        metavar="LR",
+        help="the from-scratch baseline is the best over the attack's --lr and these (e.g. 1e-4 1e-3: a "
+        "fresh model often trains best at a larger rate than a pretrained one)",
+    )
+    p.add_argument(
+        "--base",
+        default=None,
+        help="the unlocked base model, attacked the same way for 'base - scratch' (default: the base "
+        "recorded by `trainlock lock`, when it is still there)",
+    )
     add_subset_flags(p)
     add_checkpoint_flags(p, where="--save")
     add_config_flags(p, FineTuneConfig)
@@ -64,8 +77,10 @@ def cmd_attack(args) -> int:
     task = subset_task(get(args.task), args)  # once: the attack, the scratch baseline and the base share it
     res = attack(model, cfg, task, progress=True, checkpoint=checkpoint)
     reached = f"{res.steps_to_target} steps" if res.steps_to_target is not None else "not reached"
-    print(f"attack {cfg.loop.optimizer} lr={cfg.loop.lr:g} on {res.task}: accuracy {res.accuracy:.4f} after "
-          f"{res.steps} steps; per epoch {[round(a, 4) for a in res.curve]}; target {cfg.target_accuracy:g}: {reached}")
+    print(
+        f"attack {cfg.loop.optimizer} lr={cfg.loop.lr:g} on {res.task}: accuracy {res.accuracy:.4f} after "
+        f"{res.steps} steps; per epoch {[round(a, 4) for a in res.curve]}; target {cfg.target_accuracy:g}: {reached}"
+    )
     if res.diverged:
         logger.warning("diverged: %s", res.diverged)
     out = res.to_dict()
@@ -73,8 +88,9 @@ def cmd_attack(args) -> int:
         out.update(_baselines(args, meta, model, cfg, res, task))
     if args.save:
         with writing(args.save):
-            save(res.model, args.save, {"task": res.task, "metrics": {"accuracy": res.accuracy},
-                                        "attack": res.to_dict()})
+            save(
+                res.model, args.save, {"task": res.task, "metrics": {"accuracy": res.accuracy}, "attack": res.to_dict()}
+            )
         done_with(checkpoint)
     write_json(args.json, out)
     return 0
@@ -90,8 +106,10 @@ def _baselines(args, meta: dict, model, cfg, res, task) -> dict:
     scratch, lr = sres.accuracy, sres.config["loop"]["lr"]
     out = {"scratch_accuracy": scratch, "scratch_lr": lr, "advantage": advantage(res.accuracy, scratch)}
     grid = f", best over lr {sorted({cfg.loop.lr, *args.scratch_lrs})}: lr {lr:g}" if args.scratch_lrs else ""
-    print(f"from scratch (same architecture re-initialized, same attack{grid}): {scratch:.4f}; attacker's advantage "
-          f"(this model - scratch): {out['advantage']:+.4f}")
+    print(
+        f"from scratch (same architecture re-initialized, same attack{grid}): {scratch:.4f}; attacker's advantage "
+        f"(this model - scratch): {out['advantage']:+.4f}"
+    )
     base_dir = args.base or meta.get("base")
     if base_dir and Path(base_dir).resolve() != Path(args.model_dir).resolve():
         try:
@@ -101,18 +119,22 @@ def _baselines(args, meta: dict, model, cfg, res, task) -> dict:
             return out
         base_acc = attack(base, cfg, task, progress=True).accuracy
         out.update(base_accuracy=base_acc, base_advantage=advantage(base_acc, scratch))
-        print(f"base {base_dir}: {base_acc:.4f}; base - scratch {out['base_advantage']:+.4f} (a lock matters only "
-              f"where this is large)")
+        print(
+            f"base {base_dir}: {base_acc:.4f}; base - scratch {out['base_advantage']:+.4f} (a lock matters only "
+            f"where this is large)"
+        )
     return out
 
 
-REDTEAM_DESCRIPTION = ("Plain optimizers over a learning-rate grid, adaptive weight-space transforms, "
-                       "reparametrizations and backdoor data against MODEL_DIR on TASK. Resumable: rerun the same "
-                       "command after an interruption and finished runs are kept.")
+REDTEAM_DESCRIPTION = (
+    "Plain optimizers over a learning-rate grid, adaptive weight-space transforms, "
+    "reparametrizations and backdoor data against MODEL_DIR on TASK. Resumable: rerun the same "
+    "command after an interruption and finished runs are kept."
+)
 
 
 def add_redteam(p) -> None:
-    from ..redteam import RedTeamConfig
+    from ..red_team import RedTeamConfig
 
     p.add_argument("model_dir", help="model directory (the locked model)")
     p.add_argument("--task", required=True, help="the unauthorized task")
@@ -128,7 +150,7 @@ def cmd_redteam(args) -> int:
     from .. import tasks
     from ..atomic import exclusive
     from ..io.artifacts import load
-    from ..redteam import RedTeamConfig, redteam
+    from ..red_team import RedTeamConfig, redteam
 
     cfg = config_from_args(RedTeamConfig, args)
     out = Path(args.out or f"runs/redteam-{Path(args.model_dir).name}-{args.task.replace(':', '_').replace('/', '_')}")
@@ -140,8 +162,16 @@ def cmd_redteam(args) -> int:
     retain_name = args.retain_task or meta.get("task")
     retain = tasks.get(retain_name) if retain_name else None
     with exclusive(out):
-        res = redteam(model, subset_task(tasks.get(args.task), args), cfg, out=out, retain=retain, base=base, meta=meta,
-                      progress=True)
+        res = redteam(
+            model,
+            subset_task(tasks.get(args.task), args),
+            cfg,
+            out=out,
+            retain=retain,
+            base=base,
+            meta=meta,
+            progress=True,
+        )
     w = res["worst"]
     if w is None:
         print("no run completed; see the report")
@@ -152,23 +182,40 @@ def cmd_redteam(args) -> int:
     def acc(x: dict | None) -> str:
         return "-" if x is None else f"{x['accuracy']:.4f} ({x['attack']})"
 
-    print(f"from the released weights: {acc(res['locked'])}; from scratch: {acc(res['scratch'])}"
-          + ("" if res["advantage"] is None else f"; attacker's advantage locked - scratch {res['advantage']:+.4f}"))
+    print(
+        f"from the released weights: {acc(res['locked'])}; from scratch: {acc(res['scratch'])}"
+        + ("" if res["advantage"] is None else f"; attacker's advantage locked - scratch {res['advantage']:+.4f}")
+    )
     if res.get("base"):
-        print(f"unlocked base, same suite: {acc(res['base'])}"
-              + ("" if res["base_advantage"] is None else f"; base - scratch {res['base_advantage']:+.4f}"))
+        print(
+            f"unlocked base, same suite: {acc(res['base'])}"
+            + ("" if res["base_advantage"] is None else f"; base - scratch {res['base_advantage']:+.4f}")
+        )
     c = res["comparison"]
     print(f"an adaptive attack beats every plain optimizer: {'yes' if c['adaptive_beats_every_plain'] else 'no'}")
     print(f"report: {out / 'report.md'}  rows: {out / 'runs.jsonl'}")
-    keys = ("worst", "locked", "scratch", "base", "advantage", "base_advantage", "compute_ratio_vs_base",
-            "compute_ratio_vs_scratch", "comparison", "base_worst", "runs")
+    keys = (
+        "worst",
+        "locked",
+        "scratch",
+        "base",
+        "advantage",
+        "base_advantage",
+        "compute_ratio_vs_base",
+        "compute_ratio_vs_scratch",
+        "comparison",
+        "base_worst",
+        "runs",
+    )
     write_json(args.json, {k: res.get(k) for k in keys})
     return 0
 
 
-RELEARN_DESCRIPTION = ("The paper's forgetting study: continue training MODEL_DIR without one class (unlearning), "
-                       "lock the result with SpecDef on the remaining classes (the --lock-* flags), then relearn with "
-                       "SGD on the full task; prints per-class test accuracy after each stage.")
+RELEARN_DESCRIPTION = (
+    "The paper's forgetting study: continue training MODEL_DIR without one class (unlearning), "
+    "lock the result with SpecDef on the remaining classes (the --lock-* flags), then relearn with "
+    "SGD on the full task; prints per-class test accuracy after each stage."
+)
 
 
 def _relearn_lock_defaults():
@@ -184,8 +231,11 @@ def add_relearn(p) -> None:
     p.add_argument("model_dir", help="the trained base model")
     p.add_argument("--task", default=None, help="task (default: the model's own)")
     p.add_argument("--json", default=None, help="write the rows here")
-    p.add_argument("--device", default=None, help="cpu, cuda or auto for all three loops (unlearn, lock, relearn); "
-                                                   "overrides their own --*-device flags")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda or auto for all three loops (unlearn, lock, relearn); overrides their own --*-device flags",
+    )
     add_config_flags(p, RelearnConfig)
     lock = p.add_argument_group("the SpecDef lock applied to the unlearned model")
     add_config_flags(lock, SpecDefConfig, _relearn_lock_defaults(), prefix="lock_")
@@ -202,11 +252,15 @@ def cmd_relearn(args) -> int:
     model, _meta, name = load_with_task(args)
     lock_cfg = config_from_args(SpecDefConfig, args, _relearn_lock_defaults(), prefix="lock_")
     if args.device is not None:
-        cfg = dataclasses.replace(cfg, unlearn=dataclasses.replace(cfg.unlearn, device=args.device),
-                                  relearn=dataclasses.replace(cfg.relearn, device=args.device))
+        cfg = dataclasses.replace(
+            cfg,
+            unlearn=dataclasses.replace(cfg.unlearn, device=args.device),
+            relearn=dataclasses.replace(cfg.relearn, device=args.device),
+        )
         lock_cfg = dataclasses.replace(lock_cfg, loop=dataclasses.replace(lock_cfg.loop, device=args.device))
-    rows = relearning_study(model, tasks.get(name), cfg, lambda m, t: lock(m, lock_cfg, t, progress=True).model,
-                            progress=True)
+    rows = relearning_study(
+        model, tasks.get(name), cfg, lambda m, t: lock(m, lock_cfg, t, progress=True).model, progress=True
+    )
     n = len(rows[0]["per_class"])
     print(f"{'stage':<36}" + "".join(f"{c:>7}" for c in range(n)) + f"{'others':>8}")
     for r in rows:
@@ -216,10 +270,25 @@ def cmd_relearn(args) -> int:
 
 
 COMMANDS = [
-    ("attack", "fine-tune a saved model on an unauthorized task",
-     "Fine-tune a copy of the model on TASK and report how fast it learns.", add_attack, cmd_attack),
-    ("redteam", "run the attack suite against a model; worst case first", REDTEAM_DESCRIPTION, add_redteam,
-     cmd_redteam),
-    ("relearn", "unlearn a class, lock, relearn: per-class accuracy at every stage", RELEARN_DESCRIPTION, add_relearn,
-     cmd_relearn),
+    (
+        "attack",
+        "fine-tune a saved model on an unauthorized task",
+        "Fine-tune a copy of the model on TASK and report how fast it learns.",
+        add_attack,
+        cmd_attack,
+    ),
+    (
+        "redteam",
+        "run the attack suite against a model; worst case first",
+        REDTEAM_DESCRIPTION,
+        add_redteam,
+        cmd_redteam,
+    ),
+    (
+        "relearn",
+        "unlearn a class, lock, relearn: per-class accuracy at every stage",
+        RELEARN_DESCRIPTION,
+        add_relearn,
+        cmd_relearn,
+    ),
 ]

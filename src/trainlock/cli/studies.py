@@ -130,7 +130,7 @@ def add_reproduce(p) -> None:
     )
     size.add_argument("--full", dest="quick", action="store_false", help="the paper's scale (a GPU for the tables)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (CUDA when present; default)")
-    from ..redteam import RunnerConfig
+    from ..red_team import RunnerConfig
 
     add_config_flags(p, RunnerConfig)
 
@@ -161,7 +161,7 @@ def cmd_reproduce(args) -> int:
 
 def _runner(args):
     """The RunnerConfig the flags name; None when they name the default (so a GPU keeps one run at a time)."""
-    from ..redteam import RunnerConfig
+    from ..red_team import RunnerConfig
 
     runner = config_from_args(RunnerConfig, args)
     return None if runner == RunnerConfig() else runner

@@ -28,7 +28,7 @@ from ..api import lock
 from ..atomic import write_text
 from ..io.artifacts import save
 from ..locks import SpecDefConfig
-from ..redteam import RedTeamConfig, RunnerConfig, redteam
+from ..red_team import RedTeamConfig, RunnerConfig, redteam
 from ..tasks import for_model
 from ..train import LoopConfig, evaluate, fit
 

@@ -30,8 +30,8 @@ from ..atomic import write_text
 from ..config import check_int, option, to_dict
 from ..io.artifacts import save
 from ..locks import LOCKS, SPACES
-from ..redteam import RedTeamConfig, RunnerConfig, redteam
-from ..redteam.search import open_study
+from ..red_team import RedTeamConfig, RunnerConfig, redteam
+from ..red_team.search import open_study
 from ..tasks import Task, for_model
 from ..train import LoopConfig, evaluate
 from . import spaces  # noqa: F401  (registers the built-in search spaces)

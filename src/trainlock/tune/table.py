@@ -26,7 +26,7 @@ from ..atomic import write_text
 from ..config import option, to_dict
 from ..io.artifacts import load, save
 from ..io.tables import markdown_table
-from ..redteam import RedTeamConfig, RunnerConfig, redteam
+from ..red_team import RedTeamConfig, RunnerConfig, redteam
 from ..tasks import Task, for_model
 from ..train import LoopConfig, evaluate
 
@@ -80,7 +80,8 @@ def _bypass_steps(rows: list[dict], level: float) -> int | None:
     """The fewest steps at which any released-weights run's accuracy checks reached `level`."""
     best = None
     for r in rows:
-        if r.get("config", {}).get("init", "released") != "released" or r.get("insider"):
+        config = r.get("config", {})
+        if config.get("start", config.get("init", "released")) != "released" or r.get("insider"):
             continue
         extra = r["distill"]["steps"] if r.get("distill") else 0
         hit = next((s for s, a in r.get("evals") or [] if a is not None and a >= level), None)

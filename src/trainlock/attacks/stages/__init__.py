@@ -23,6 +23,24 @@ from .base import (
 from .row import RowError, RunRow
 from .transforms import Transforms
 
-__all__ = ["KINDS", "STAGES", "AttackState", "Chain", "DataStage", "FoldStage", "RowError", "RunRow",
-           "StageNotApplicable", "StartStage", "TrainStage", "Transforms", "build_stage", "chain", "example",
-           "register_stage", "registered", "stage_defaults", "stage_names"]
+__all__ = [
+    "KINDS",
+    "STAGES",
+    "AttackState",
+    "Chain",
+    "DataStage",
+    "FoldStage",
+    "RowError",
+    "RunRow",
+    "StageNotApplicable",
+    "StartStage",
+    "TrainStage",
+    "Transforms",
+    "build_stage",
+    "chain",
+    "example",
+    "register_stage",
+    "registered",
+    "stage_defaults",
+    "stage_names",
+]

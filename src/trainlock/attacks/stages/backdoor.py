@@ -16,22 +16,23 @@ class Backdoor:
     the row gets clean accuracy, clean F1 and ASR before training (`backdoor_before`) and on the final model
     (`backdoor_after`)."""
 
-    poison_fraction: float = option(0.1, "fraction of the training split poisoned (the suite calibrates it on the "
-                                         "unlocked base)")
+    poison_fraction: float = option(
+        0.1, "fraction of the training split poisoned (the suite calibrates it on the unlocked base)"
+    )
 
     def __post_init__(self):
         check_float("backdoor", "poison_fraction", self.poison_fraction, 0.0, 1.0)
 
     def check(self, state: AttackState) -> str | None:
         if state.tokens and state.text is None:
-            return ("backdoor: the prefix trigger is stamped on text before tokenization; this run was given "
-                    "tokens only")
+            return "backdoor: the prefix trigger is stamped on text before tokenization; this run was given tokens only"
         return None
 
     def __call__(self, state: AttackState) -> None:
         tokens = state.tokens
-        bd = BackdoorConfig(seed=state.seed, poison_fraction=self.poison_fraction,
-                            trigger="prefix" if tokens else "patch")
+        bd = BackdoorConfig(
+            seed=state.seed, poison_fraction=self.poison_fraction, trigger="prefix" if tokens else "patch"
+        )
         clean = state.text if tokens else state.adapted(state.task)
         state.train_task = state.adapted(poison(clean, bd))
         state.row.backdoor_before = backdoor_metrics(state.model, clean, bd)

@@ -7,7 +7,7 @@
     train       how the weights are trained                    finetune, lora
     fold        back to the released architecture              reverse
 
-An `AttackSpec` (trainlock.redteam.spec) names one stage of each kind (`start="scratch"`, `data="backdoor"`,
+An `AttackSpec` (trainlock.red_team.spec) names one stage of each kind (`start="scratch"`, `data="backdoor"`,
 `train="finetune"`, `fold="reverse"`, plus its `transforms`) and their options by stage name
 (`options={"distill": {"steps": 200}}`). `run_spec` builds them and runs `chain(start, transforms, data, train,
 fold)` over one `AttackState`, then scores the final model (accuracy, authorized accuracy, certificates).
@@ -63,7 +63,7 @@ F = TypeVar("F", bound=Callable)
 
 
 class RunSpec(Protocol):
-    """What stages read from the spec of their run (`trainlock.redteam.AttackSpec`)."""
+    """What stages read from the spec of their run (`trainlock.red_team.AttackSpec`)."""
 
     transforms: tuple[tuple[str, dict], ...]  # ((name, {options}), ...)
     finetune: FineTuneConfig  # the loop and what training measures
@@ -245,19 +245,24 @@ def build_stage(kind: str, name: str, options: dict[str, Any] | None = None) -> 
     try:
         factory = registry.get(name)
     except UnknownNameError:
-        raise ValueError(f"unknown {kind} stage {name!r}; valid: {', '.join(registry.names()) or '(none)'}. A stage "
-                         f"defined in a plugin: load the plugin that defines it with --plugin PATH.py|MODULE (or "
-                         f"TRAINLOCK_PLUGINS)") from None
+        raise ValueError(
+            f"unknown {kind} stage {name!r}; valid: {', '.join(registry.names()) or '(none)'}. A stage "
+            f"defined in a plugin: load the plugin that defines it with --plugin PATH.py|MODULE (or "
+            f"TRAINLOCK_PLUGINS)"
+        ) from None
     try:
         stage = factory(**(options or {}))
     except TypeError as e:
-        valid = ([f.name for f in dataclasses.fields(factory)] if dataclasses.is_dataclass(factory) else None)
-        raise ValueError(f"{kind} stage {name!r}: bad options {options}: {e}"
-                         + ("" if valid is None else f"; valid: {valid}")) from None
+        valid = [f.name for f in dataclasses.fields(factory)] if dataclasses.is_dataclass(factory) else None
+        raise ValueError(
+            f"{kind} stage {name!r}: bad options {options}: {e}" + ("" if valid is None else f"; valid: {valid}")
+        ) from None
     proto = PROTOCOLS.get(kind)
     if proto is not None and not isinstance(stage, proto):
-        raise TypeError(f"{kind} stage {name!r}: {type(stage).__name__} does not follow {proto.__name__} "
-                        f"(see trainlock.attacks.stages.base)")
+        raise TypeError(
+            f"{kind} stage {name!r}: {type(stage).__name__} does not follow {proto.__name__} "
+            f"(see trainlock.attacks.stages.base)"
+        )
     return stage
 
 

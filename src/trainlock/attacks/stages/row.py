@@ -4,7 +4,7 @@ A row is one line of a results file (`runs.jsonl`, JSON with sorted keys) and on
 `redteam(...)["runs"]`, always in the `to_dict()` form: the fields of ALWAYS are always there, any other field
 only when it was measured (not None; `extra` only when not empty). A stage's own numbers go to `extra` (a
 JSON-ready dict), so a plugin needs no change here; a field that a built-in stage writes is declared below.
-Reading and writing results files: `trainlock.redteam.row`.
+Reading and writing results files: `trainlock.red_team.row`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Protocol, Union
 
 
 class RowSpec(Protocol):
-    """What a row reads from the spec of its run (`trainlock.redteam.AttackSpec`)."""
+    """What a row reads from the spec of its run (`trainlock.red_team.AttackSpec`)."""
 
     transforms: tuple
     seed: int
@@ -76,8 +76,15 @@ class RunRow:
     @classmethod
     def of(cls, spec: RowSpec, **fields: Any) -> RunRow:
         """A row for `spec`, identity fields filled from it."""
-        return cls(key=spec.key(), attack=spec.name, config=spec.to_dict(), seed=spec.seed,
-                   adaptive=bool(spec.transforms), insider=spec.insider, **fields)
+        return cls(
+            key=spec.key(),
+            attack=spec.name,
+            config=spec.to_dict(),
+            seed=spec.seed,
+            adaptive=bool(spec.transforms),
+            insider=spec.insider,
+            **fields,
+        )
 
     @classmethod
     def failure(cls, spec: RowSpec, error: str, traceback: str | None = None) -> RunRow:
@@ -103,8 +110,11 @@ class RunRow:
         unknown = sorted(set(data) - set(names))
         if unknown:
             raise RowError(f"{where}: unknown field(s) {unknown}; valid: {names} (a stage's own numbers go to 'extra')")
-        missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
-                   and f.default_factory is dataclasses.MISSING and f.name not in data]
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in data
+        ]
         if missing:
             raise RowError(f"{where}: missing field(s) {missing}")
         row = cls(**data)

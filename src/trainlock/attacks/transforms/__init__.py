@@ -17,5 +17,13 @@ from . import (  # noqa: F401
 from .apply import Applied, apply_transforms, fold_back
 from .base import TRANSFORMS, Transform, TransformContext, TransformNotApplicable, TransformOutcome
 
-__all__ = ["TRANSFORMS", "Applied", "Transform", "TransformContext", "TransformNotApplicable", "TransformOutcome",
-           "apply_transforms", "fold_back"]
+__all__ = [
+    "TRANSFORMS",
+    "Applied",
+    "Transform",
+    "TransformContext",
+    "TransformNotApplicable",
+    "TransformOutcome",
+    "apply_transforms",
+    "fold_back",
+]

@@ -59,8 +59,9 @@ def _view(name: str, m: nn.Module) -> HeadView | str | None:
     if sa is not None and hasattr(sa, "query") and hasattr(sa, "key") and out is not None and hasattr(out, "dense"):
         if not _linears(sa.query, sa.key, sa.value, out.dense):
             return "its projections are not nn.Linear"
-        pos = getattr(sa, "position_embedding_type", None) or getattr(getattr(sa, "config", None),
-                                                                       "position_embedding_type", "absolute")
+        pos = getattr(sa, "position_embedding_type", None) or getattr(
+            getattr(sa, "config", None), "position_embedding_type", "absolute"
+        )
         if pos != "absolute":
             return f"position_embedding_type {pos!r}: relative-position scores read the query alone"
         heads = sa.num_attention_heads

@@ -25,7 +25,9 @@ from ...registry import Registry
 class TransformContext:
     """What an attacker holding the weights knows besides them."""
 
-    sample: torch.Tensor | None = None  # a batch of inputs (the authorized task's, else the attacker's): logit scale, checks
+    sample: torch.Tensor | None = (
+        None  # a batch of inputs (the authorized task's, else the attacker's): logit scale, checks
+    )
     lock_meta: dict | None = None  # the model directory's lock summary, meta["lock"] (e.g. pre-lock sigma stats)
     seed: int = 0
 

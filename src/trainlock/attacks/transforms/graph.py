@@ -44,28 +44,74 @@ BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 _ELEMENTWISE_MODULES = (nn.ReLU, nn.LeakyReLU)
 _POOL_MODULES = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
 )
 _IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 _BLOCKER_MODULES = (
-    nn.Tanh, nn.GELU, nn.Sigmoid, nn.SiLU, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.Mish,
-    nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.LogSigmoid, nn.Softsign, nn.Tanhshrink, nn.PReLU,
+    nn.Tanh,
+    nn.GELU,
+    nn.Sigmoid,
+    nn.SiLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.Softplus,
+    nn.Mish,
+    nn.ReLU6,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.LogSigmoid,
+    nn.Softsign,
+    nn.Tanhshrink,
+    nn.PReLU,
 )
 _RELU_FUNCS = {torch.relu, F.relu, torch.relu_, F.relu_}
 _LEAKY_FUNCS = {F.leaky_relu, F.leaky_relu_}
 _POOL_FUNCS = {
-    F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
-    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
-    F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
-    torch.max_pool1d, torch.max_pool2d, torch.avg_pool1d, torch.adaptive_avg_pool1d,
+    F.max_pool1d,
+    F.max_pool2d,
+    F.max_pool3d,
+    F.avg_pool1d,
+    F.avg_pool2d,
+    F.avg_pool3d,
+    F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_avg_pool3d,
+    F.adaptive_max_pool1d,
+    F.adaptive_max_pool2d,
+    F.adaptive_max_pool3d,
+    torch.max_pool1d,
+    torch.max_pool2d,
+    torch.avg_pool1d,
+    torch.adaptive_avg_pool1d,
 }
 _IDENTITY_FUNCS = {F.dropout, torch.dropout}
 _BLOCKER_FUNCS = {
-    torch.tanh: "tanh", F.tanh: "tanh", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", F.gelu: "gelu",
-    F.silu: "silu", F.elu: "elu", F.selu: "selu", F.softplus: "softplus", F.mish: "mish",
-    F.relu6: "relu6", F.hardtanh: "hardtanh", F.hardswish: "hardswish",
+    torch.tanh: "tanh",
+    F.tanh: "tanh",
+    torch.sigmoid: "sigmoid",
+    F.sigmoid: "sigmoid",
+    F.gelu: "gelu",
+    F.silu: "silu",
+    F.elu: "elu",
+    F.selu: "selu",
+    F.softplus: "softplus",
+    F.mish: "mish",
+    F.relu6: "relu6",
+    F.hardtanh: "hardtanh",
+    F.hardswish: "hardswish",
 }
 _BLOCKER_METHODS = {"tanh", "sigmoid"}
 
@@ -228,8 +274,11 @@ def _data_users(node: fx.Node) -> list[fx.Node]:
     for u in node.users:
         if u.op == "call_method" and u.target in ("size", "dim"):
             continue
-        if u.op == "call_function" and u.target is getattr and len(u.args) > 1 and u.args[1] in (
-            "shape", "ndim", "dtype", "device"
+        if (
+            u.op == "call_function"
+            and u.target is getattr
+            and len(u.args) > 1
+            and u.args[1] in ("shape", "ndim", "dtype", "device")
         ):
             continue
         out.append(u)
@@ -272,9 +321,13 @@ def _walk_graph(prefix: str, root: nn.Module, graph: fx.Graph) -> tuple[list[Cha
         if len(users) != 1:
             continue
         first = users[0]
-        if (first.op == "call_module" and calls[first.target] == 1 and _only_input_is(first, p)
-                and first.target not in exposed
-                and isinstance(modules[first.target], (*BATCHNORM, nn.LayerNorm))):
+        if (
+            first.op == "call_module"
+            and calls[first.target] == 1
+            and _only_input_is(first, p)
+            and first.target not in exposed
+            and isinstance(modules[first.target], (*BATCHNORM, nn.LayerNorm))
+        ):
             norm = modules[first.target]
             norms.append(NormPair(_qual(prefix, p.target), producer, _qual(prefix, first.target), norm))
         chain = _follow(prefix, p, producer, modules, calls, exposed)
@@ -339,8 +392,16 @@ def _make_chain(prefix, pname, producer, cname, consumer, ops, norm_name, norm, 
             return None
         group = 1
     return Chain(
-        _qual(prefix, pname), producer, _qual(prefix, cname), consumer, list(ops),
-        _qual(prefix, norm_name) if norm_name else None, norm, blocker is None, blocker, group,
+        _qual(prefix, pname),
+        producer,
+        _qual(prefix, cname),
+        consumer,
+        list(ops),
+        _qual(prefix, norm_name) if norm_name else None,
+        norm,
+        blocker is None,
+        blocker,
+        group,
     )
 
 

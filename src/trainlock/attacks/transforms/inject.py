@@ -177,9 +177,14 @@ class LayerInjection:
         added = sum(v["added"] for v in layers.values())
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         stats = {
-            "layers": layers, "skipped": skipped, "params_before": before, "params_added": added,
-            "params_after": before + added, "relative_increase": added / max(1, before),
-            "trainable_params": trainable, "freeze_locked": self.freeze_locked,
+            "layers": layers,
+            "skipped": skipped,
+            "params_before": before,
+            "params_added": added,
+            "params_after": before + added,
+            "relative_increase": added / max(1, before),
+            "trainable_params": trainable,
+            "freeze_locked": self.freeze_locked,
         }
         note = (
             f"injected an identity-initialised square mixer after {len(layers)} layer(s): +{added} parameters "

@@ -86,8 +86,13 @@ def refactor_pair(c: Chain) -> dict:
     if c.producer.bias is not None:
         c.producer.bias.zero_()
     _set_bias(c.consumer, b)
-    return {"kind": "refactor", "rank": r, "inner": h, "cond_before": cond_before,
-            "cond_after": max(_cond(c.producer.weight), _cond(c.consumer.weight))}
+    return {
+        "kind": "refactor",
+        "rank": r,
+        "inner": h,
+        "cond_before": cond_before,
+        "cond_after": max(_cond(c.producer.weight), _cond(c.consumer.weight)),
+    }
 
 
 @torch.no_grad()
@@ -195,8 +200,11 @@ def balance_attention(view: HeadView) -> dict:
 
 
 def _linear_pairs(model: nn.Module) -> list[Chain]:
-    return [c for c in find_chains(model)
-            if c.linear_only and isinstance(c.producer, nn.Linear) and isinstance(c.consumer, nn.Linear)]
+    return [
+        c
+        for c in find_chains(model)
+        if c.linear_only and isinstance(c.producer, nn.Linear) and isinstance(c.consumer, nn.Linear)
+    ]
 
 
 class Merge:
@@ -255,11 +263,15 @@ class Merge:
             if v["kind"] == "fold":
                 parts.append(f"folded {k} into one Linear {tuple(v['shape'])} (+ Identity)")
             elif v["kind"] == "refactor":
-                parts.append(f"re-factorized {k} (rank {v['rank']}/{v['inner']}, factor cond "
-                             f"{v['cond_before']:.3g} -> {v['cond_after']:.3g})")
+                parts.append(
+                    f"re-factorized {k} (rank {v['rank']}/{v['inner']}, factor cond "
+                    f"{v['cond_before']:.3g} -> {v['cond_after']:.3g})"
+                )
             else:
-                parts.append(f"balanced {v['balanced']} q/k and v/o head products in {k}"
-                             + (f" (skipped {', '.join(v['skipped'])})" if v["skipped"] else ""))
+                parts.append(
+                    f"balanced {v['balanced']} q/k and v/o head products in {k}"
+                    + (f" (skipped {', '.join(v['skipped'])})" if v["skipped"] else "")
+                )
         if refused_attn:
             parts.append(f"not balanced: {'; '.join(refused_attn)}")
         note = "; ".join(parts) + f"; max sigma_max {stats['max_sigma_before']:.4g} -> {stats['max_sigma_after']:.4g}"

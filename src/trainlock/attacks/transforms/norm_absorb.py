@@ -65,8 +65,13 @@ def _absorb_bn(pair: NormPair, target: str) -> dict:
                 bn.weight[low] *= fix[low].to(bn.weight.dtype)
             new_var = new_var.clamp_min(0.0)
         bn.running_var.copy_(new_var.to(bn.running_var.dtype))
-    return {"kind": "batchnorm", "c_min": float(c.min()), "c_max": float(c.max()), "var_clamped": clamped,
-            "exact": bn.running_var is not None and (clamped == 0 or bn.affine)}
+    return {
+        "kind": "batchnorm",
+        "c_min": float(c.min()),
+        "c_max": float(c.max()),
+        "var_clamped": clamped,
+        "exact": bn.running_var is not None and (clamped == 0 or bn.affine),
+    }
 
 
 @torch.no_grad()

@@ -38,8 +38,10 @@ class Prune:
         zeros = sum(int((~m).sum()) for m in masks.values())
         stats["sparsity"] = {n: float((~m).sum()) / m.numel() for n, m in masks.items()}
         stats["pruned"], stats["total"] = zeros, total
-        note = (f"pruned {zeros}/{total} weights ({zeros / max(total, 1):.1%}, {self.scope}); "
-                f"max sigma_max {stats['max_sigma_before']:.4g} -> {stats['max_sigma_after']:.4g}")
+        note = (
+            f"pruned {zeros}/{total} weights ({zeros / max(total, 1):.1%}, {self.scope}); "
+            f"max sigma_max {stats['max_sigma_before']:.4g} -> {stats['max_sigma_after']:.4g}"
+        )
         return TransformOutcome(model=model, note=note, stats=stats)
 
 

@@ -34,9 +34,11 @@ class Quantize:
         stats = sigma_stats(before, sigma_max_by_layer(model))
         stats["quantization"] = q
         worst = max(v["mse"] for v in q["layers"].values())
-        note = (f"quantized {len(q['layers'])} weight(s) to {self.bits} bits "
-                f"({'per channel' if self.per_channel else 'per tensor'}, worst mse {worst:.3g}); "
-                f"max sigma_max {stats['max_sigma_before']:.4g} -> {stats['max_sigma_after']:.4g}")
+        note = (
+            f"quantized {len(q['layers'])} weight(s) to {self.bits} bits "
+            f"({'per channel' if self.per_channel else 'per tensor'}, worst mse {worst:.3g}); "
+            f"max sigma_max {stats['max_sigma_before']:.4g} -> {stats['max_sigma_after']:.4g}"
+        )
         return TransformOutcome(model=model, note=note, stats=stats)
 
 

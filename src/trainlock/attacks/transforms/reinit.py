@@ -27,8 +27,11 @@ WHAT = ("head", "last", "inflated")
 
 
 def _resettable(m: nn.Module) -> list[nn.Module]:
-    return [s for s in m.modules() if callable(getattr(s, "reset_parameters", None))
-            and any(True for _ in s.parameters(recurse=False))]
+    return [
+        s
+        for s in m.modules()
+        if callable(getattr(s, "reset_parameters", None)) and any(True for _ in s.parameters(recurse=False))
+    ]
 
 
 def _block_stack(model: nn.Module) -> tuple[str, list[tuple[str, nn.Module]]] | None:
@@ -38,8 +41,12 @@ def _block_stack(model: nn.Module) -> tuple[str, list[tuple[str, nn.Module]]] | 
         if not isinstance(m, (nn.ModuleList, nn.Sequential)):
             continue
         kids = [(f"{name}.{k}" if name else k, c) for k, c in m.named_children()]
-        if len(kids) >= 2 and len({type(c) for _, c in kids}) == 1 and any(True for _ in kids[0][1].parameters()) \
-                and not isinstance(kids[0][1], (nn.Linear, nn.Conv2d, nn.Conv1d)):
+        if (
+            len(kids) >= 2
+            and len({type(c) for _, c in kids}) == 1
+            and any(True for _ in kids[0][1].parameters())
+            and not isinstance(kids[0][1], (nn.Linear, nn.Conv2d, nn.Conv1d))
+        ):
             depth = name.count(".") + 1
             if best is None or depth >= best[0]:
                 best = (depth, name, kids)
@@ -70,13 +77,16 @@ class Reinit:
         if self.what == "last":
             stack = _block_stack(model)
             if stack is not None:
-                return stack[1][-self.n:]
+                return stack[1][-self.n :]
             head_name, _ = find_head(model)
-            layers = [(n, m) for n, m in model.named_modules()
-                      if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) and n != head_name]
+            layers = [
+                (n, m)
+                for n, m in model.named_modules()
+                if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) and n != head_name
+            ]
             if not layers:
                 raise TransformNotApplicable("no block stack and no Linear / Conv layer besides the head")
-            return layers[-self.n:]
+            return layers[-self.n :]
         try:
             lockables = find_lockable(model)
         except ValueError as e:
@@ -96,8 +106,9 @@ class Reinit:
         total = sum(p.numel() for p in model.parameters())
         names = ", ".join(n for n, _ in targets)
         note = f"re-initialized {self.what} ({names}): {n_params:,} of {total:,} parameters"
-        return TransformOutcome(model=model, note=note, stats={"reinitialized": [n for n, _ in targets],
-                                                               "parameters": n_params})
+        return TransformOutcome(
+            model=model, note=note, stats={"reinitialized": [n for n, _ in targets], "parameters": n_params}
+        )
 
 
 TRANSFORMS.add("reinit", Reinit)

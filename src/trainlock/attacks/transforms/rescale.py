@@ -97,7 +97,8 @@ class Rescale:
         usable = [c for c in chains if c.homogeneous and (self.include_norm or c.norm is None)]
         skipped = [c for c in chains if c not in usable]
         skip_txt = "; ".join(
-            f"{c.describe()} ({c.blocker} is not positively homogeneous)" if c.blocker
+            f"{c.describe()} ({c.blocker} is not positively homogeneous)"
+            if c.blocker
             else f"{c.describe()} (through {c.norm_name}, include_norm=False)"
             for c in skipped
         )

@@ -102,8 +102,10 @@ class SVClip:
             "layers": layers,
         }
         src = "recorded pre-lock sigma_max" if record else f"{self.spread:g} x median singular value"
-        note = (f"{self.mode}: {changed}/{len(layers)} weight(s) above threshold ({src}) brought down; "
-                f"max sigma_max {stats['max_sigma_before']:.4g} -> {stats['max_sigma_after']:.4g}")
+        note = (
+            f"{self.mode}: {changed}/{len(layers)} weight(s) above threshold ({src}) brought down; "
+            f"max sigma_max {stats['max_sigma_before']:.4g} -> {stats['max_sigma_after']:.4g}"
+        )
         return TransformOutcome(model=model, note=note, stats=stats)
 
 

@@ -71,7 +71,9 @@ class SVDChain(nn.Sequential):
         mod.to_empty(device=first.device)
         flags = {k: p.requires_grad for k, p in self.template[0].named_parameters(recurse=False)}
         shape = (prod.shape[0], *first.shape[1:])
-        mod.weight = nn.Parameter(prod.reshape(shape).to(first.dtype).contiguous(), requires_grad=flags.get("weight", True))
+        mod.weight = nn.Parameter(
+            prod.reshape(shape).to(first.dtype).contiguous(), requires_grad=flags.get("weight", True)
+        )
         bias = getattr(last, "bias", None)
         mod.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=flags.get("bias", True))
         if isinstance(mod, nn.Linear):
@@ -100,8 +102,20 @@ def build_chain(mod: nn.Module, m: int) -> SVDChain:
         factors.append(nn.Linear(r, out, bias=has_bias, device=dev, dtype=dt))
     else:
         conv = _CONVS[w.dim() - 2]
-        factors = [conv(mod.in_channels, r, mod.kernel_size, stride=mod.stride, padding=mod.padding,
-                        dilation=mod.dilation, bias=False, padding_mode=mod.padding_mode, device=dev, dtype=dt)]
+        factors = [
+            conv(
+                mod.in_channels,
+                r,
+                mod.kernel_size,
+                stride=mod.stride,
+                padding=mod.padding,
+                dilation=mod.dilation,
+                bias=False,
+                padding_mode=mod.padding_mode,
+                device=dev,
+                dtype=dt,
+            )
+        ]
         factors += [conv(r, r, 1, bias=False, device=dev, dtype=dt) for _ in range(m - 2)]
         factors.append(conv(r, out, 1, bias=has_bias, device=dev, dtype=dt))
     mats = [a_first] + [torch.diag(root)] * (m - 2) + [a_last]
@@ -138,14 +152,24 @@ class SVDChainTransform:
             old = sum(p.numel() for p in mod.parameters())
             new = sum(p.numel() for p in chain.parameters())
             rank = chain[0].weight.shape[0]
-            layers[name or "<model>"] = {"shape": list(mod.weight.shape), "rank": rank, "params_before": old,
-                                         "params_after": new, "added": new - old}
+            layers[name or "<model>"] = {
+                "shape": list(mod.weight.shape),
+                "rank": rank,
+                "params_before": old,
+                "params_after": new,
+                "added": new - old,
+            }
             model = replace_module(model, name, chain)
         after = count_params(model)
         added = after - before
         stats = {
-            "m": self.m, "layers": layers, "skipped": skipped, "params_before": before, "params_added": added,
-            "params_after": after, "relative_increase": added / max(1, before),
+            "m": self.m,
+            "layers": layers,
+            "skipped": skipped,
+            "params_before": before,
+            "params_added": added,
+            "params_after": after,
+            "relative_increase": added / max(1, before),
         }
         note = (
             f"factored {len(layers)} layer(s) into {self.m} SVD factors sharing S^(1/{self.m}): +{added} parameters "

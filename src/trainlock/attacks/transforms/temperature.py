@@ -57,8 +57,10 @@ class TemperatureReset:
             head.weight.mul_(t)
             if head.bias is not None:
                 head.bias.mul_(t)
-        note = (f"argmax-preserving: scaled head {name!r} by {t:.4g} so the logit spread on "
-                f"{len(ctx.sample)} samples goes {spread:.4g} -> {self.target:g}")
+        note = (
+            f"argmax-preserving: scaled head {name!r} by {t:.4g} so the logit spread on "
+            f"{len(ctx.sample)} samples goes {spread:.4g} -> {self.target:g}"
+        )
         stats = {"head": name, "factor": t, "spread_before": spread, "spread_after": spread * t}
         return TransformOutcome(model=model, note=note, stats=stats)
 

@@ -36,8 +36,10 @@ class WeightDecayPull:
             raise TransformNotApplicable("the model has no weight matrix (no parameter with >= 2 dimensions)")
         stats = sigma_stats(before, sigma_max_by_layer(model))
         stats.update(res)
-        note = (f"multiplied {res['tensors']} weight tensor(s) by {self.factor:g}; squared norm "
-                f"{res['sq_norm_before']:.4g} -> {res['sq_norm_after']:.4g}")
+        note = (
+            f"multiplied {res['tensors']} weight tensor(s) by {self.factor:g}; squared norm "
+            f"{res['sq_norm_before']:.4g} -> {res['sq_norm_after']:.4g}"
+        )
         return TransformOutcome(model=model, note=note, stats=stats)
 
 

@@ -30,7 +30,6 @@ import torch.nn as nn
 from ..._version import __version__
 from ...atomic import write_text, writing_file
 from ...io.artifacts import load, save
-from ...io.tables import markdown_table
 from ...tasks import Task
 
 logger = logging.getLogger(__name__)
@@ -199,12 +198,6 @@ def pct(v) -> str:
         return "-"
     v = float(v)
     return "nan" if not math.isfinite(v) else f"{100 * v:.1f}%"
-
-
-def md_table(header: list[str], rows: list[list]) -> str:
-    """`trainlock.io.tables.markdown_table` plus a newline: kept only for table2 and table3 until they call
-    markdown_table (then delete it)."""
-    return markdown_table(header, rows) + "\n"
 
 
 def save_fig(fig, path: Path) -> str:

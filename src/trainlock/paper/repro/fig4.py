@@ -14,7 +14,7 @@ from ...api import attack
 from ...attacks import FineTuneConfig
 from ...attacks.scratch import scratch_baseline
 from ...io.tables import markdown_table
-from ...redteam.suite import LR_GRID
+from ...red_team.suite import LR_GRID
 from ...train import LoopConfig
 from .common import Study, finetune_row, gray28, mnist_base_and_lock, pct, pyplot, save_fig, verdict
 
@@ -146,7 +146,7 @@ def _table(summary: dict, s: Settings, study: Study) -> str:
             "",
             f"{scale}; batch 32; CIFAR-10 greyscale 28x28 (chance 10%). MNIST accuracy: base {pct(a['base'])}, locked "
             f"{pct(a['locked'])} (the paper: 99% -> 99%). The paper's figure: every optimizer is held at chance on the "
-            "locked model. Grids per optimizer: the red team's (trainlock.redteam.suite.LR_GRID) plus the paper's rate.",
+            "locked model. Grids per optimizer: the red team's (trainlock.red_team.suite.LR_GRID) plus the paper's rate.",
             "",
             markdown_table(head, rows),
             "",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from ...redteam import RedTeamConfig, RunnerConfig, redteam
+from ...red_team import RedTeamConfig, RunnerConfig, redteam
 from ...train import LoopConfig
 
 OPTIMIZERS = ("adam", "sgd")

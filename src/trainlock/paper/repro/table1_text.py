@@ -101,7 +101,7 @@ def _one_model(study: Study, name: str, progress: bool) -> dict:
 
 
 def _redteam(locked, task, study, name, budget, steps):
-    from ...redteam import RedTeamConfig, redteam
+    from ...red_team import RedTeamConfig, redteam
     from ...train import LoopConfig
 
     cfg = RedTeamConfig(

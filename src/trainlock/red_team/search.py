@@ -28,15 +28,24 @@ def open_study(optuna, tries: int = 5, **kwargs):
         try:
             return optuna.create_study(load_if_exists=True, **kwargs)
         except Exception as e:
-            if attempt == tries - 1 or type(e).__name__ not in ("IntegrityError", "OperationalError",
-                                                                   "DuplicatedStudyError"):
+            if attempt == tries - 1 or type(e).__name__ not in (
+                "IntegrityError",
+                "OperationalError",
+                "DuplicatedStudyError",
+            ):
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
 
 
-def search(model: nn.Module, task: Task, cfg: RedTeamConfig, out: Path | None, retain: Task | None = None,
-           progress: bool = False) -> list[dict]:
+def search(
+    model: nn.Module,
+    task: Task,
+    cfg: RedTeamConfig,
+    out: Path | None,
+    retain: Task | None = None,
+    progress: bool = False,
+) -> list[dict]:
     """Run `cfg.search_trials` trials in all (finished ones included); returns the search's rows."""
     try:
         import optuna
@@ -54,8 +63,13 @@ def search(model: nn.Module, task: Task, cfg: RedTeamConfig, out: Path | None, r
         from ..io.hashing import state_hashes
 
         name = f"redteam-{state_hashes(model)['state'][:12]}-{getattr(task, 'name', 'task')}"
-    study = open_study(optuna, study_name=name, storage=storage, direction="maximize",
-                       sampler=optuna.samplers.TPESampler(seed=cfg.loop.seed))
+    study = open_study(
+        optuna,
+        study_name=name,
+        storage=storage,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=cfg.loop.seed),
+    )
     done = (optuna.trial.TrialState.COMPLETE,)
     finished = study.get_trials(deepcopy=False, states=done)
     # a trial's row: this directory's copy, else the one the trial carries (it may have run on another machine;
@@ -66,11 +80,16 @@ def search(model: nn.Module, task: Task, cfg: RedTeamConfig, out: Path | None, r
     def objective(trial: optuna.Trial) -> float:
         transform = trial.suggest_categorical("transform", ["none", *TRANSFORMS.names()])
         spec = AttackSpec.of(
-            trial.suggest_categorical("optimizer", OPTIMIZERS.names()), trial.suggest_float("lr", 1e-5, 1.0, log=True),
+            trial.suggest_categorical("optimizer", OPTIMIZERS.names()),
+            trial.suggest_float("lr", 1e-5, 1.0, log=True),
             transforms=() if transform == "none" else ((transform, {}),),
             head=trial.suggest_categorical("head", ["auto", "reset"]),
-            epochs=cfg.loop.epochs, max_steps=cfg.loop.max_steps, batch_size=cfg.loop.batch_size, seed=cfg.loop.seed,
-            target_accuracy=cfg.target_accuracy, schedule=cfg.loop.schedule,
+            epochs=cfg.loop.epochs,
+            max_steps=cfg.loop.max_steps,
+            batch_size=cfg.loop.batch_size,
+            seed=cfg.loop.seed,
+            target_accuracy=cfg.target_accuracy,
+            schedule=cfg.loop.schedule,
         )
         trial.set_user_attr("key", spec.key())
         row = cache.get(spec.key())

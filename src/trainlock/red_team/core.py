@@ -10,7 +10,6 @@ they are about.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..atomic import write_text
+from ..io.hashing import tensor_sha256
 from ..tasks import Task, TextTask, as_task, for_model
 from .report import adaptive_vs_plain, headline, worst_case, write_report
 from .runner import RESULTS, Target, run_suite
@@ -27,22 +27,16 @@ from .suite import STAGES, plan
 IDENTITY = "identity.json"
 
 
-def _tensor_sha256(*tensors) -> str:
-    h = hashlib.sha256()
-    for x in tensors:
-        x = x.detach().cpu().contiguous()
-        h.update(f"{x.dtype}|{tuple(x.shape)}|".encode())
-        h.update(x.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def identity(model: nn.Module, task: Task, retain: Task | None = None) -> dict:
     """What a results directory's rows are about: the model's weights, the task's data, the retain task."""
     from ..io.hashing import state_hashes
 
-    return {"model_state_sha256": state_hashes(model)["state"], "task": task.name,
-            "task_sha256": _tensor_sha256(task.x_train, task.y_train, task.x_test, task.y_test),
-            "retain": None if retain is None else retain.name}
+    return {
+        "model_state_sha256": state_hashes(model)["state"],
+        "task": task.name,
+        "task_sha256": tensor_sha256(task.x_train, task.y_train, task.x_test, task.y_test, legacy=True),
+        "retain": None if retain is None else retain.name,
+    }
 
 
 def claim(out: Path, ident: dict) -> None:
@@ -55,12 +49,16 @@ def claim(out: Path, ident: dict) -> None:
             old = {}
         diff = sorted(k for k in ident if old.get(k) != ident[k])
         if diff:
-            raise ValueError(f"{out} holds red-team runs of another {' and '.join(diff)}; resuming would report "
-                             f"their numbers as this model's. Choose another --out (or delete {out} to start over)")
+            raise ValueError(
+                f"{out} holds red-team runs of another {' and '.join(diff)}; resuming would report "
+                f"their numbers as this model's. Choose another --out (or delete {out} to start over)"
+            )
         return
     if (Path(out) / RESULTS).is_file():
-        raise ValueError(f"{out} holds red-team runs without a record of which model they attacked; choose another "
-                         f"--out (or delete {out / RESULTS} to start over)")
+        raise ValueError(
+            f"{out} holds red-team runs without a record of which model they attacked; choose another "
+            f"--out (or delete {out / RESULTS} to start over)"
+        )
     write_text(f, json.dumps(ident, indent=2, sort_keys=True))
 
 
@@ -90,8 +88,10 @@ def redteam(
     cfg = config or RedTeamConfig()
     steps = cfg.loop.total_steps(len(task.y_train))
     if not plan(cfg, [], steps):
-        raise ValueError(f"the suite is empty: no attack matches include={list(cfg.include)} among the registered "
-                         f"optimizers and transforms (see `trainlock redteam --help`)")
+        raise ValueError(
+            f"the suite is empty: no attack matches include={list(cfg.include)} among the registered "
+            f"optimizers and transforms (see `trainlock redteam --help`)"
+        )
     out = Path(out) if out is not None else None
     if out is not None:
         claim(out, identity(model, task, retain))
@@ -115,16 +115,24 @@ def redteam(
     base_rows = None
     if base is not None:
         base_out = None if out is None else out / "base"
-        base_rows = run_suite(Target(base, task, retain, None, device, text), specs, base_out, cfg.runner,
-                              progress)  # the same attacks as the locked model got
+        base_rows = run_suite(
+            Target(base, task, retain, None, device, text), specs, base_out, cfg.runner, progress
+        )  # the same attacks as the locked model got
         if cfg.search_trials:
             base_rows += search(base, task, cfg, base_out, retain, progress)
     head = headline(rows, base_rows)
-    result = {"worst": worst_case(rows), "locked": head["locked"], "scratch": head["scratch"], "base": head["base"],
-              "advantage": head["advantage"], "base_advantage": head["base_advantage"],
-              "compute_ratio_vs_base": head["compute_ratio_vs_base"],
-              "compute_ratio_vs_scratch": head["compute_ratio_vs_scratch"], "comparison": adaptive_vs_plain(rows),
-              "runs": rows}
+    result = {
+        "worst": worst_case(rows),
+        "locked": head["locked"],
+        "scratch": head["scratch"],
+        "base": head["base"],
+        "advantage": head["advantage"],
+        "base_advantage": head["base_advantage"],
+        "compute_ratio_vs_base": head["compute_ratio_vs_base"],
+        "compute_ratio_vs_scratch": head["compute_ratio_vs_scratch"],
+        "comparison": adaptive_vs_plain(rows),
+        "runs": rows,
+    }
     if base_rows is not None:
         result["base_worst"] = worst_case(base_rows)
     if calibration is not None:
@@ -135,8 +143,7 @@ def redteam(
     return result
 
 
-def _calibrate(base: nn.Module, task: Task | TextTask, cfg: RedTeamConfig, planned: list,
-               device: str) -> dict | None:
+def _calibrate(base: nn.Module, task: Task | TextTask, cfg: RedTeamConfig, planned: list, device: str) -> dict | None:
     """The backdoor setting the unlocked base learns (ASR >= 0.9) within the cheapest budget; None when the
     suite has no backdoor run. A TextTask gets the prefix trigger, a tensor task the patch."""
     from ..attacks.backdoor import BackdoorConfig, calibrate

@@ -3,7 +3,7 @@ checked and migrated.
 
 Reading (`read_rows`) re-keys each row from its config (`migrate`), so a directory written by an older version
 resumes: rows of version 1 (flat configs, keys without a version) and rows whose config lacks a field added
-since are recognized; see `trainlock.redteam.spec` for the key scheme.
+since are recognized; see `trainlock.red_team.spec` for the key scheme.
 """
 
 from __future__ import annotations

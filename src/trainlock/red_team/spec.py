@@ -62,22 +62,33 @@ class AttackSpec:
     """A composable attack: start -> transforms -> data -> train -> fold, each stage named (see
     trainlock.attacks.stages; a plugin's stages by their names once the plugin is loaded)."""
 
-    start: str = option("released", "where the weights come from: a start stage (released, scratch: the "
-                                    "architecture re-initialized, distill: a fresh student of the released model)")
+    start: str = option(
+        "released",
+        "where the weights come from: a start stage (released, scratch: the "
+        "architecture re-initialized, distill: a fresh student of the released model)",
+    )
     transforms: tuple[tuple[str, dict], ...] = option(
-        factory=tuple, help="((name, {options}), ...) weight-space transforms (TRANSFORMS) applied in order before "
-                            "training; only on the released weights")
-    data: str = option("clean", "what is trained on: a data stage (clean; backdoor: a poisoned training split, "
-                                "attack success rate reported)")
+        factory=tuple,
+        help="((name, {options}), ...) weight-space transforms (TRANSFORMS) applied in order before "
+        "training; only on the released weights",
+    )
+    data: str = option(
+        "clean",
+        "what is trained on: a data stage (clean; backdoor: a poisoned training split, attack success rate reported)",
+    )
     train: str = option("finetune", "how the weights are trained: a train stage (finetune; lora: adapters)")
     fold: str = option("reverse", "after training: a fold stage (reverse: the transforms' folds, last first)")
     finetune: FineTuneConfig = option(
-        factory=FineTuneConfig, help="the training loop (optimizer, lr, epochs, steps, batch, schedule, seed) and "
-                                     "what is measured (head, target accuracy, eval_every); the device is the "
-                                     "runner's")
+        factory=FineTuneConfig,
+        help="the training loop (optimizer, lr, epochs, steps, batch, schedule, seed) and "
+        "what is measured (head, target accuracy, eval_every); the device is the "
+        "runner's",
+    )
     options: dict[str, dict] = option(
-        factory=dict, help="the named stages' options by stage name, e.g. {'distill': {'steps': 200}}; options at "
-                           "a stage's defaults are left out, so equal runs have equal keys")
+        factory=dict,
+        help="the named stages' options by stage name, e.g. {'distill': {'steps': 200}}; options at "
+        "a stage's defaults are left out, so equal runs have equal keys",
+    )
 
     def __post_init__(self):
         self.transforms = tuple((str(n), dict(o)) for n, o in self.transforms)
@@ -113,6 +124,7 @@ class AttackSpec:
 
     def stages(self) -> Stages:
         """The stages this spec names, made with their options (a ValueError names an unknown one)."""
+
         def make(kind: str):
             name = getattr(self, kind)
             return build_stage(kind, name, self.options.get(name))
@@ -130,8 +142,10 @@ class AttackSpec:
     @property
     def name(self) -> str:
         """Readable name: transforms, then optimizer and lr, e.g. 'rescale+adam@0.001', 'scratch:sgd@0.01'."""
-        parts = [n + ("" if not o else "(" + ",".join(f"{k}={v}" for k, v in sorted(o.items())) + ")")
-                 for n, o in self.transforms]
+        parts = [
+            n + ("" if not o else "(" + ",".join(f"{k}={v}" for k, v in sorted(o.items())) + ")")
+            for n, o in self.transforms
+        ]
         extra = "" if self.finetune.head == "auto" else f"[head={self.finetune.head}]"
         extra += "" if self.data == "clean" else f"[{self.data}]"
         extra += "" if self.train == "finetune" else f"[{self.train}]"
@@ -226,25 +240,36 @@ class AttackSpec:
 class RedTeamConfig:
     """The suite and how to run it."""
 
-    loop: LoopConfig = option(factory=lambda: LoopConfig(device="cpu"),
-                              help="epochs, step cap, batch size, seed and device of every run (the suite sets "
-                                   "the optimizer and learning rate per run; on cuda runs go one at a time)")
+    loop: LoopConfig = option(
+        factory=lambda: LoopConfig(device="cpu"),
+        help="epochs, step cap, batch size, seed and device of every run (the suite sets "
+        "the optimizer and learning rate per run; on cuda runs go one at a time)",
+    )
     budget: int | None = option(None, "at most this many runs, in the suite's priority order (default: all)")
     runner: RunnerConfig = option(factory=RunnerConfig, help="backend and workers", flat=True)
     target_accuracy: float = option(0.7, "accuracy that defines steps_to_target")
     search_trials: int = option(0, "Optuna trials after the suite (resumable)")
-    storage: str | None = option(None, "Optuna storage of the search (default: SQLite in the results directory; "
-                                       "any RDB URL, e.g. postgresql+psycopg://USER@HOST/DB, lets several machines "
-                                       "share one study)")
-    include: tuple[str, ...] = option(factory=tuple, help="run only attacks whose name contains one of these "
-                                                          "(default: every attack)")
-    optimizers: tuple[str, ...] = option(factory=tuple, help="only these optimizers (default: every registered one)",
-                                         choices=lambda: OPTIMIZERS.names())
-    transforms: tuple[str, ...] = option(factory=tuple, help="only these transforms (default: every registered one)",
-                                         choices=lambda: TRANSFORMS.names())
-    lrs: tuple[float, ...] = option(factory=tuple, help="one learning-rate grid for every optimizer, e.g. 1e-8 1e-7 "
-                                                        "1e-6 1e-5 1e-4 1e-3 (paper Fig. 3; default: a grid per "
-                                                        "optimizer)")
+    storage: str | None = option(
+        None,
+        "Optuna storage of the search (default: SQLite in the results directory; "
+        "any RDB URL, e.g. postgresql+psycopg://USER@HOST/DB, lets several machines "
+        "share one study)",
+    )
+    include: tuple[str, ...] = option(
+        factory=tuple, help="run only attacks whose name contains one of these (default: every attack)"
+    )
+    optimizers: tuple[str, ...] = option(
+        factory=tuple, help="only these optimizers (default: every registered one)", choices=lambda: OPTIMIZERS.names()
+    )
+    transforms: tuple[str, ...] = option(
+        factory=tuple, help="only these transforms (default: every registered one)", choices=lambda: TRANSFORMS.names()
+    )
+    lrs: tuple[float, ...] = option(
+        factory=tuple,
+        help="one learning-rate grid for every optimizer, e.g. 1e-8 1e-7 "
+        "1e-6 1e-5 1e-4 1e-3 (paper Fig. 3; default: a grid per "
+        "optimizer)",
+    )
 
     def __post_init__(self):
         check_int("redteam", "budget", self.budget, 1, allow_none=True)

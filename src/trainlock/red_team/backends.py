@@ -29,12 +29,19 @@ BACKENDS = ("local", "ray")
 class RunnerConfig:
     """Where and how many runs execute at once."""
 
-    backend: str = option("local", "local: this machine's process pool; ray: Ray tasks (a local Ray instance, or "
-                                "the cluster at --address)", choices=lambda: BACKENDS)
-    workers: int = option(2, "runs at the same time (local: pool size, 0 = in this process; ray: runs in "
-                             "flight, 0 = as many as the cluster schedules)")
-    address: str | None = option(None, "ray: an existing cluster ('auto' or HOST:PORT; default: start a local "
-                                        "Ray instance with --workers CPUs)")
+    backend: str = option(
+        "local",
+        "local: this machine's process pool; ray: Ray tasks (a local Ray instance, or the cluster at --address)",
+        choices=lambda: BACKENDS,
+    )
+    workers: int = option(
+        2,
+        "runs at the same time (local: pool size, 0 = in this process; ray: runs in "
+        "flight, 0 = as many as the cluster schedules)",
+    )
+    address: str | None = option(
+        None, "ray: an existing cluster ('auto' or HOST:PORT; default: start a local Ray instance with --workers CPUs)"
+    )
     cpus_per_run: float = option(1.0, "ray: CPUs each run reserves")
     gpus_per_run: float = option(0.0, "ray: GPUs each run reserves (1 to give every run its own GPU)")
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..attacks import stages as attack_stages
 from ..attacks.transforms import TRANSFORMS
 from ..optimizers import OPTIMIZERS
 from .spec import AttackSpec, RedTeamConfig
@@ -57,16 +58,23 @@ def _best(rows: dict[str, dict], specs: list[AttackSpec]) -> AttackSpec | None:
     return max(done, key=lambda d: (d[0], -d[1]))[2] if done else None
 
 
-def plan(cfg: RedTeamConfig, rows: list[dict] | None = None, steps_per_run: int | None = None,
-         backdoor: dict | None = None) -> list[tuple[str, AttackSpec]]:
+def plan(
+    cfg: RedTeamConfig, rows: list[dict] | None = None, steps_per_run: int | None = None, backdoor: dict | None = None
+) -> list[tuple[str, AttackSpec]]:
     """(stage, spec) in priority order, deduplicated and filtered by `cfg.include`, not cut to the budget.
 
     `steps_per_run`: the step budget of one full run (for the probes' quarter); without it the probes are
     full runs. `backdoor`: a calibration (`attacks.backdoor.calibrate` on the unlocked base) whose poison
     fraction and step budget the backdoor run uses."""
     done = {r["key"]: r for r in rows or ()}
-    common = {"epochs": cfg.loop.epochs, "max_steps": cfg.loop.max_steps, "batch_size": cfg.loop.batch_size,
-                  "seed": cfg.loop.seed, "target_accuracy": cfg.target_accuracy, "schedule": cfg.loop.schedule}
+    common = {
+        "epochs": cfg.loop.epochs,
+        "max_steps": cfg.loop.max_steps,
+        "batch_size": cfg.loop.batch_size,
+        "seed": cfg.loop.seed,
+        "target_accuracy": cfg.target_accuracy,
+        "schedule": cfg.loop.schedule,
+    }
     optimizers = [OPTIMIZERS.get(o) and o for o in cfg.optimizers] or OPTIMIZERS.names()  # get() names the valid ones
     transforms = [TRANSFORMS.get(t) and t for t in cfg.transforms] or TRANSFORMS.names()
     if any(not lr > 0 for lr in cfg.lrs):
@@ -96,8 +104,10 @@ def plan(cfg: RedTeamConfig, rows: list[dict] | None = None, steps_per_run: int 
     out += [("full", AttackSpec.of(s.loop.optimizer, s.loop.lr, start="scratch", **common)) for s in full]
 
     plain = coverage + full
-    ranked = sorted((s for s in plain if done.get(s.key(), {}).get("accuracy") is not None),
-                    key=lambda s: -done[s.key()]["accuracy"])
+    ranked = sorted(
+        (s for s in plain if done.get(s.key(), {}).get("accuracy") is not None),
+        key=lambda s: -done[s.key()]["accuracy"],
+    )
     usual = {"adam": 1e-3, "sgd": 1e-2}  # before any result: the usual rate when the grid has it, else its middle
 
     def default_lr(o: str) -> float:
@@ -110,15 +120,20 @@ def plan(cfg: RedTeamConfig, rows: list[dict] | None = None, steps_per_run: int 
         return AttackSpec.of(first.loop.optimizer, first.loop.lr, **{**common, **fields})
 
     for t in transforms:
-        out += [("adaptive", AttackSpec.of(s.loop.optimizer, s.loop.lr, transforms=((t, {}),), **common))
-                for s in tops]
+        out += [("adaptive", AttackSpec.of(s.loop.optimizer, s.loop.lr, transforms=((t, {}),), **common)) for s in tops]
     if "reinit" in transforms:  # beside the head (the default): the last block, the two most inflated layers
-        out += [("adaptive", best(transforms=(("reinit", o),))) for o in ({"what": "last", "n": 1},
-                                                                          {"what": "inflated", "n": 2})]
+        out += [
+            ("adaptive", best(transforms=(("reinit", o),)))
+            for o in ({"what": "last", "n": 1}, {"what": "inflated", "n": 2})
+        ]
     if "sv-clip" in transforms:  # the insider variant, marked as such in the reports
         out.append(("adaptive", best(transforms=(("sv-clip", {"use_record": True}),))))
-    out += [("adaptive", best(start="distill")), ("adaptive", best(head="reset")),
-            ("adaptive", _backdoor(best, backdoor))]
+    out += [
+        ("adaptive", best(start="distill")),
+        ("adaptive", best(head="reset")),
+        ("adaptive", _backdoor(best, backdoor)),
+    ]
+    out += [("adaptive", best(**attack_stages.example(kind, name))) for kind, name in plugin_stages()]
     seen, kept = set(), []
     for stage, s in out:
         if s.key() not in seen and (not cfg.include or any(i in s.name for i in cfg.include)):
@@ -127,15 +142,34 @@ def plan(cfg: RedTeamConfig, rows: list[dict] | None = None, steps_per_run: int 
     return kept
 
 
+def plugin_stages() -> list[tuple[str, str]]:
+    """(kind, name) of every start, data, train and fold stage a plugin registered: each joins the suite with its
+    registered example (a plugin's transforms join as every transform does)."""
+    registries = attack_stages.STAGES
+    return [
+        (kind, name)
+        for kind in attack_stages.KINDS
+        if kind != "transforms"
+        for name in registries[kind].names()
+        if registries[kind].origin(name)
+    ]
+
+
 def _backdoor(best: Callable[..., AttackSpec], cal: dict | None) -> AttackSpec:
     """The backdoor run: at the setting calibrated on the unlocked base when there is one."""
     if not cal:
         return best(data="backdoor")
-    return best(data="backdoor", options={"backdoor": {"poison_fraction": cal["poison_fraction"]}},
-                max_steps=cal["max_steps"], epochs=cal["epochs"])
+    return best(
+        data="backdoor",
+        options={"backdoor": {"poison_fraction": cal["poison_fraction"]}},
+        max_steps=cal["max_steps"],
+        epochs=cal["epochs"],
+    )
 
 
-def build_suite(cfg: RedTeamConfig, rows: list[dict] | None = None, steps_per_run: int | None = None) -> list[AttackSpec]:
+def build_suite(
+    cfg: RedTeamConfig, rows: list[dict] | None = None, steps_per_run: int | None = None
+) -> list[AttackSpec]:
     """The planned suite (see `plan`), cut to `cfg.budget`."""
     specs = [s for _, s in plan(cfg, rows, steps_per_run)]
     return specs[: cfg.budget] if cfg.budget else specs

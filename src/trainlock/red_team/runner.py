@@ -114,9 +114,17 @@ def run_spec(target: Target, spec: AttackSpec) -> RunRow:
     propagate (the runner's workers turn them into error rows)."""
     t0 = time.perf_counter()
     stages = spec.stages()
-    state = AttackState(released=target.model, task=for_model(target.task, target.model), spec=spec,
-                        row=RunRow.of(spec), retain=target.retain, text=target.text, device=target.device,
-                        locks=None if stages.start.fresh else target.locks, lock_summary=target.lock_summary)
+    state = AttackState(
+        released=target.model,
+        task=for_model(target.task, target.model),
+        spec=spec,
+        row=RunRow.of(spec),
+        retain=target.retain,
+        text=target.text,
+        device=target.device,
+        locks=None if stages.start.fresh else target.locks,
+        lock_summary=target.lock_summary,
+    )
     attack = chain(*stages)
     try:
         reason = attack.check(state)  # before any copy, transform or evaluation

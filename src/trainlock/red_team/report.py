@@ -18,8 +18,13 @@ def _plain(row: dict) -> bool:
     """A plain run: the released weights fine-tuned on clean data, no transform, the head kept as is."""
     c = row.get("config") or {}
     ft = c.get("finetune") or {}
-    return (_start(row) == "released" and not row.get("adaptive") and ft.get("head", "auto") == "auto"
-            and c.get("data", "clean") == "clean" and c.get("train", "finetune") == "finetune")
+    return (
+        _start(row) == "released"
+        and not row.get("adaptive")
+        and ft.get("head", "auto") == "auto"
+        and c.get("data", "clean") == "clean"
+        and c.get("train", "finetune") == "finetune"
+    )
 
 
 def _rank(row: dict) -> tuple:
@@ -44,8 +49,11 @@ def worst_case(rows: list[dict]) -> dict | None:
 
 def _fastest(rows: list[dict]) -> int | None:
     """The fewest steps to target over completed runs (distillation steps included), None if none reached it."""
-    steps = [r["steps_to_target"] + (r["distill"]["steps"] if r.get("distill") else 0)
-             for r in rows if r.get("accuracy") is not None and r.get("steps_to_target") is not None]
+    steps = [
+        r["steps_to_target"] + (r["distill"]["steps"] if r.get("distill") else 0)
+        for r in rows
+        if r.get("accuracy") is not None and r.get("steps_to_target") is not None
+    ]
     return min(steps) if steps else None
 
 
@@ -54,8 +62,7 @@ def _best_of(rows: list[dict]) -> dict | None:
     if not top:
         return None
     r = top[0]
-    return {"attack": r["attack"], "accuracy": r["accuracy"], "config": r["config"],
-            "steps_to_target": _fastest(rows)}
+    return {"attack": r["attack"], "accuracy": r["accuracy"], "config": r["config"], "steps_to_target": _fastest(rows)}
 
 
 def _ratio(a: int | None, b: int | None) -> float | None:
@@ -79,10 +86,16 @@ def headline(rows: list[dict], base_rows: list[dict] | None = None) -> dict:
     def st(x: dict | None) -> int | None:
         return None if x is None else x["steps_to_target"]
 
-    return {"locked": locked, "scratch": scratch, "base": base, "advantage": adv(locked, scratch),
-            "base_advantage": adv(base, scratch), "worst": worst_case(rows),
-            "compute_ratio_vs_base": _ratio(st(locked), st(base)),
-            "compute_ratio_vs_scratch": _ratio(st(locked), st(scratch))}
+    return {
+        "locked": locked,
+        "scratch": scratch,
+        "base": base,
+        "advantage": adv(locked, scratch),
+        "base_advantage": adv(base, scratch),
+        "worst": worst_case(rows),
+        "compute_ratio_vs_base": _ratio(st(locked), st(base)),
+        "compute_ratio_vs_scratch": _ratio(st(locked), st(scratch)),
+    }
 
 
 def adaptive_vs_plain(rows: list[dict]) -> dict:
@@ -92,6 +105,7 @@ def adaptive_vs_plain(rows: list[dict]) -> dict:
     adaptive = next((r for r in top if r.get("adaptive")), None)
     plain = next((r for r in top if not r.get("adaptive")), None)
     beats = adaptive is not None and (plain is None or _rank(adaptive) < _rank(plain))
+
     def pick(r: dict | None) -> dict | None:
         return None if r is None else {"attack": r["attack"], "accuracy": r["accuracy"]}
 
@@ -102,8 +116,9 @@ def _fmt_steps(v) -> str:
     return "not reached" if v is None else str(v)
 
 
-def write_report(out: Path, title: str, rows: list[dict], base_rows: list[dict] | None = None,
-                 calibration: dict | None = None) -> Path:
+def write_report(
+    out: Path, title: str, rows: list[dict], base_rows: list[dict] | None = None, calibration: dict | None = None
+) -> Path:
     """report.md (worst case first) plus lr_sweep.png; returns the report path."""
     out.mkdir(parents=True, exist_ok=True)
     worst = worst_case(rows)
@@ -113,6 +128,7 @@ def write_report(out: Path, title: str, rows: list[dict], base_rows: list[dict] 
     if worst is None:
         lines.append("No run completed.")
     else:
+
         def f(x: dict | None) -> str:
             return "-" if x is None else f"{x['accuracy']:.4f}"
 
@@ -124,47 +140,69 @@ def write_report(out: Path, title: str, rows: list[dict], base_rows: list[dict] 
 
         lk, sc, bs = head["locked"], head["scratch"], head["base"]
         ins = " (insider)" if next((r for r in rows if r.get("key") == worst["key"]), {}).get("insider") else ""
-        lines += ["| attack task | base | locked | scratch | locked - scratch | base - scratch | worst attack | "
-                  "steps to target (base / locked / scratch) | compute locked / base | locked / scratch |",
-                  "|---|---|---|---|---|---|---|---|---|---|",
-                  f"| {title} | {f(bs)} | {f(lk)} | {f(sc)} | {g(head['advantage'], '+.4f')} | "
-                  f"{g(head['base_advantage'], '+.4f')} | `{worst['attack']}`{ins} | {stt(bs)} / {stt(lk)} / {stt(sc)} | "
-                  f"{g(head['compute_ratio_vs_base'], '.2f')} | {g(head['compute_ratio_vs_scratch'], '.2f')} |", "",
-                  "base / locked: the best accuracy any attack in the suite reached from those weights (distillation "
-                  "counts as an attack on the locked model; insider runs do not); scratch: the best from the same architecture "
-                  "re-initialized, over the same optimizers and learning rates. A lock leaves the attacker no "
-                  "advantage when locked - scratch is about 0; it matters only where base - scratch is large. "
-                  "Steps to target: the fewest over the suite (distillation steps included).", ""]
+        lines += [
+            "| attack task | base | locked | scratch | locked - scratch | base - scratch | worst attack | "
+            "steps to target (base / locked / scratch) | compute locked / base | locked / scratch |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            f"| {title} | {f(bs)} | {f(lk)} | {f(sc)} | {g(head['advantage'], '+.4f')} | "
+            f"{g(head['base_advantage'], '+.4f')} | `{worst['attack']}`{ins} | {stt(bs)} / {stt(lk)} / {stt(sc)} | "
+            f"{g(head['compute_ratio_vs_base'], '.2f')} | {g(head['compute_ratio_vs_scratch'], '.2f')} |",
+            "",
+            "base / locked: the best accuracy any attack in the suite reached from those weights (distillation "
+            "counts as an attack on the locked model; insider runs do not); scratch: the best from the same architecture "
+            "re-initialized, over the same optimizers and learning rates. A lock leaves the attacker no "
+            "advantage when locked - scratch is about 0; it matters only where base - scratch is large. "
+            "Steps to target: the fewest over the suite (distillation steps included).",
+            "",
+        ]
         div = f" (diverged; last good state: {worst['diverged']})" if worst["diverged"] else ""
         target = (worst["config"].get("finetune") or {}).get("target_accuracy")
-        lines.append(f"**Worst case: `{worst['attack']}` reaches accuracy {worst['accuracy']:.4f}; steps to "
-                     f"target {g(target, 'g')}: {_fmt_steps(worst['steps_to_target'])}**{div}")
+        lines.append(
+            f"**Worst case: `{worst['attack']}` reaches accuracy {worst['accuracy']:.4f}; steps to "
+            f"target {g(target, 'g')}: {_fmt_steps(worst['steps_to_target'])}**{div}"
+        )
     if base_rows:
         bw = worst_case(base_rows)
         if bw:
-            lines.append(f"\nUnlocked base under the same suite: worst case `{bw['attack']}` reaches {bw['accuracy']:.4f}.")
+            lines.append(
+                f"\nUnlocked base under the same suite: worst case `{bw['attack']}` reaches {bw['accuracy']:.4f}."
+            )
     if cmp_["best_plain"] or cmp_["best_adaptive"]:
+
         def show(r):
             return "none completed" if r is None else "`{}` {:.4f}".format(r["attack"], r["accuracy"])
 
         yes = "yes" if cmp_["adaptive_beats_every_plain"] else "no"
         lines.append("")
-        lines.append(f"Best adaptive attack: {show(cmp_['best_adaptive'])}; best plain optimizer: "
-                     f"{show(cmp_['best_plain'])}. An adaptive attack beats every plain optimizer: **{yes}**.")
-    lines += ["", "## Every run, strongest first", "",
-              "| # | attack | accuracy | steps to target | authorized after transform | diverged | insider | s |",
-              "|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"Best adaptive attack: {show(cmp_['best_adaptive'])}; best plain optimizer: "
+            f"{show(cmp_['best_plain'])}. An adaptive attack beats every plain optimizer: **{yes}**."
+        )
+    lines += [
+        "",
+        "## Every run, strongest first",
+        "",
+        "| # | attack | accuracy | steps to target | authorized after transform | diverged | insider | s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for i, r in enumerate(ranked(rows), 1):
         auth = r.get("authorized_after_transform")
         auth = "" if auth is None else f"{auth:.4f}"
         div = "yes" if r.get("diverged") else ""
         ins = "yes" if r.get("insider") else ""
-        lines.append(f"| {i} | `{r['attack']}` | {r['accuracy']:.4f} | {_fmt_steps(r.get('steps_to_target'))} | "
-                     f"{auth} | {div} | {ins} | {r.get('wall_s', 0):.1f} |")
+        lines.append(
+            f"| {i} | `{r['attack']}` | {r['accuracy']:.4f} | {_fmt_steps(r.get('steps_to_target'))} | "
+            f"{auth} | {div} | {ins} | {r.get('wall_s', 0):.1f} |"
+        )
     certified = [r for r in ranked(rows) if r.get("certificates_after")]
     if certified:
-        lines += ["", "## The lock's certificates after each attack", "",
-                  "| attack | accuracy | certificates holding after | first broken at step (plain runs) |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "## The lock's certificates after each attack",
+            "",
+            "| attack | accuracy | certificates holding after | first broken at step (plain runs) |",
+            "|---|---|---|---|",
+        ]
         for r in certified:
             after = r["certificates_after"]
             held = after.get("error") or f"{sum(bool(v) for v in after.values())}/{len(after)}"
@@ -174,20 +212,32 @@ def write_report(out: Path, title: str, rows: list[dict], base_rows: list[dict] 
     poisoned = [r for r in rows if r.get("backdoor_after")]
     if poisoned:
         if calibration is None:
-            cal = ("Not calibrated (no unlocked base given): the row says nothing unless the base learns the backdoor "
-                   "under the same setting.")
+            cal = (
+                "Not calibrated (no unlocked base given): the row says nothing unless the base learns the backdoor "
+                "under the same setting."
+            )
         else:
             ok = "reaches" if calibration["calibrated"] else "does NOT reach"
-            cal = (f"Calibrated on the unlocked base: poison fraction {calibration['poison_fraction']:g}, "
-                   f"{calibration['max_steps']} steps; the base {ok} ASR {calibration['target_asr']:g} "
-                   f"({calibration['asr_base']:.3f}).")
-        lines += ["", "## Backdoor injection (poisoned fine-tuning)", "", cal, "",
-                  "| attack | clean acc before | clean F1 before | ASR before | clean acc after | clean F1 after | ASR after |",
-                  "|---|---|---|---|---|---|---|"]
+            cal = (
+                f"Calibrated on the unlocked base: poison fraction {calibration['poison_fraction']:g}, "
+                f"{calibration['max_steps']} steps; the base {ok} ASR {calibration['target_asr']:g} "
+                f"({calibration['asr_base']:.3f})."
+            )
+        lines += [
+            "",
+            "## Backdoor injection (poisoned fine-tuning)",
+            "",
+            cal,
+            "",
+            "| attack | clean acc before | clean F1 before | ASR before | clean acc after | clean F1 after | ASR after |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in poisoned:
             b, a = r["backdoor_before"], r["backdoor_after"]
-            lines.append(f"| `{r['attack']}` | {b['clean_accuracy']:.4f} | {b['clean_f1']:.4f} | {b['asr']:.4f} | "
-                         f"{a['clean_accuracy']:.4f} | {a['clean_f1']:.4f} | {a['asr']:.4f} |")
+            lines.append(
+                f"| `{r['attack']}` | {b['clean_accuracy']:.4f} | {b['clean_f1']:.4f} | {b['asr']:.4f} | "
+                f"{a['clean_accuracy']:.4f} | {a['clean_f1']:.4f} | {a['asr']:.4f} |"
+            )
     skipped = [r for r in rows if r.get("skipped")]
     if skipped:
         lines += ["", "## Skipped: the transform does not apply to this architecture", ""]
@@ -209,6 +259,7 @@ def write_report(out: Path, title: str, rows: list[dict], base_rows: list[dict] 
 
 def lr_plot(rows: list[dict], path: Path, base_rows: list[dict] | None = None) -> Path | None:
     """Accuracy vs learning rate, one line per optimizer (plain runs only), like the paper's Fig. 3/4."""
+
     def series(rs):
         by: dict[str, list[tuple[float, float]]] = {}
         for r in rs:
@@ -241,7 +292,7 @@ def lr_plot(rows: list[dict], path: Path, base_rows: list[dict] | None = None) -
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded minor labels
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7, loc="lower left")
     fig.supxlabel("learning rate", fontsize=9)

@@ -22,8 +22,15 @@ def _check(model: nn.Module) -> None:
         raise ValueError("batched_sgd_sweep cannot vmap BatchNorm running statistics; sweep such models one by one")
 
 
-def batched_sgd_sweep(model: nn.Module, task: Task, lrs: list[float], steps: int, batch_size: int = 64,
-                      momentum: float = 0.9, seed: int = 0) -> tuple[list[float], dict[str, torch.Tensor]]:
+def batched_sgd_sweep(
+    model: nn.Module,
+    task: Task,
+    lrs: list[float],
+    steps: int,
+    batch_size: int = 64,
+    momentum: float = 0.9,
+    seed: int = 0,
+) -> tuple[list[float], dict[str, torch.Tensor]]:
     """Fine-tune L = len(lrs) copies of `model` on `task` for `steps` SGD steps, one per lr.
 
     Returns (test accuracy per lr, stacked final parameters {name: (L, *shape)}).
@@ -60,8 +67,15 @@ def batched_sgd_sweep(model: nn.Module, task: Task, lrs: list[float], steps: int
     return ok.float().mean(1).tolist(), stacked
 
 
-def sequential_sgd_sweep(model: nn.Module, task: Task, lrs: list[float], steps: int, batch_size: int = 64,
-                         momentum: float = 0.9, seed: int = 0) -> tuple[list[float], list[dict[str, torch.Tensor]]]:
+def sequential_sgd_sweep(
+    model: nn.Module,
+    task: Task,
+    lrs: list[float],
+    steps: int,
+    batch_size: int = 64,
+    momentum: float = 0.9,
+    seed: int = 0,
+) -> tuple[list[float], list[dict[str, torch.Tensor]]]:
     """The same sweep, one run after another with torch.optim.SGD (the reference)."""
     from ..train import LoopConfig, accuracy, clone_model, fit
 
@@ -69,8 +83,17 @@ def sequential_sgd_sweep(model: nn.Module, task: Task, lrs: list[float], steps: 
     task = for_model(task, model)
     for lr in lrs:
         m = clone_model(model)
-        cfg = LoopConfig(optimizer="sgd", lr=lr, momentum=momentum, epochs=10**6, max_steps=steps,
-                         batch_size=batch_size, seed=seed, device="cpu", snapshot_every=10**9)
+        cfg = LoopConfig(
+            optimizer="sgd",
+            lr=lr,
+            momentum=momentum,
+            epochs=10**6,
+            max_steps=steps,
+            batch_size=batch_size,
+            seed=seed,
+            device="cpu",
+            snapshot_every=10**9,
+        )
         fit(m, task, cfg, progress=False)
         accs.append(accuracy(m, task.x_test, task.y_test))
         params.append({k: v.detach() for k, v in m.named_parameters()})

@@ -16,6 +16,26 @@ from .runner import RESULTS, Target, run_spec, run_suite
 from .spec import AttackSpec, RedTeamConfig
 from .suite import LR_GRID, STAGES, build_suite, plan
 
-__all__ = ["LR_GRID", "RESULTS", "STAGES", "AttackSpec", "RedTeamConfig", "RowError", "RunRow", "RunnerConfig",
-           "Target", "adaptive_vs_plain", "build_suite", "claim", "identity", "plan", "ranked", "read_rows",
-           "redteam", "run_spec", "run_suite", "worst_case", "write_report"]
+__all__ = [
+    "LR_GRID",
+    "RESULTS",
+    "STAGES",
+    "AttackSpec",
+    "RedTeamConfig",
+    "RowError",
+    "RunRow",
+    "RunnerConfig",
+    "Target",
+    "adaptive_vs_plain",
+    "build_suite",
+    "claim",
+    "identity",
+    "plan",
+    "ranked",
+    "read_rows",
+    "redteam",
+    "run_spec",
+    "run_suite",
+    "worst_case",
+    "write_report",
+]
