@@ -37,7 +37,9 @@ def throughput(runs: int, steps: int) -> list[tuple[str, float, float]]:
     model = tl.models.build("cnn", input_shape=mnist.input_shape, num_classes=10)
     task = tl.tasks.permuted(mnist, seed=1)
     # distinct specs (lr varies) so no run is a resumed one
-    specs = [AttackSpec("adam", 1e-3 * (1 + i / 10), max_steps=steps, batch_size=32, epochs=10**6) for i in range(runs)]
+    specs = [
+        AttackSpec.of("adam", 1e-3 * (1 + i / 10), max_steps=steps, batch_size=32, epochs=10**6) for i in range(runs)
+    ]
     out = []
     for name, runner in [
         ("local x1", RunnerConfig(workers=1)),
@@ -52,7 +54,7 @@ def throughput(runs: int, steps: int) -> list[tuple[str, float, float]]:
             ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False, configure_logging=False)
             run_suite(
                 Target(model, task),
-                [AttackSpec("adam", 9.0, max_steps=1, batch_size=32, epochs=10**6)],
+                [AttackSpec.of("adam", 9.0, max_steps=1, batch_size=32, epochs=10**6)],
                 None,
                 runner,
                 progress=False,

