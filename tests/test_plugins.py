@@ -236,10 +236,13 @@ def test_a_broken_plugin_is_one_line(tmp_path):
 
 
 def test_an_entry_point_plugin_is_loaded(locked_dir, tmp_path):
-    """An installed package's `trainlock.plugins` entry point: a dist-info on the path is all it takes."""
+    """An installed package's `trainlock.plugins` entry point (a dist-info on the path is all it takes) holding a
+    lock, a task and an attack stage: each works through lock, verify, train and redteam."""
     site = tmp_path / "site"
     (site / "mylocks_pkg").mkdir(parents=True)
-    (site / "mylocks_pkg" / "__init__.py").write_text(Path(NOISY).read_text())
+    for path in (NOISY, TASK_PLUGIN, STAGE_PLUGIN):
+        (site / "mylocks_pkg" / Path(path).name).write_text(Path(path).read_text())
+    (site / "mylocks_pkg" / "__init__.py").write_text("from . import noisy_start, noisy_top, shuffled_digits\n")
     info = site / "mylocks_pkg-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mylocks-pkg\nVersion: 0.1\n")
@@ -253,6 +256,28 @@ def test_an_entry_point_plugin_is_loaded(locked_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     r = _cli("verify", str(out), env=env)
     assert "noisy-top: min over weights" in r.stdout, r.stderr
+    rt = tmp_path / "ep-rt"
+    r = _cli(
+        "redteam",
+        str(out),
+        "--task",
+        "shuffled-digits",
+        "--max-steps",
+        "3",
+        "--workers",
+        "0",
+        "--optimizers",
+        "adam",
+        "sgd",
+        "--transforms",
+        "sv-clip",
+        "--out",
+        str(rt),
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in (rt / "runs.jsonl").read_text().splitlines()]
+    assert any(row["attack"].startswith("noisy:") and row["accuracy"] is not None for row in rows)
 
 
 def test_loading_twice_is_a_no_op_and_names_are_checked():

@@ -95,7 +95,10 @@ def test_a_checkpoint_from_another_run_is_refused(base, tmp_path):
     out = tmp_path / "out"
     proc = _run([*_command("train", base, out), "--checkpoint-every", "5"], wait=False)
     ckpt = tmp_path / ".out.checkpoint.safetensors"
-    while not ckpt.exists():
+    t0 = time.time()
+    while not ckpt.exists():  # never wait forever: the run may have died or finished first
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.time() - t0 < 120
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

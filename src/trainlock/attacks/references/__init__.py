@@ -1,0 +1,23 @@
+"""Reference attackers, one per file, registered by name (see base.py). Importing this package registers the
+built-in ones."""
+
+from . import classical  # noqa: F401  (registers)
+from .base import (
+    REFERENCES,
+    Reference,
+    ReferenceRun,
+    ReferenceTarget,
+    best_reference,
+    register_reference,
+    run_reference,
+)
+
+__all__ = [
+    "REFERENCES",
+    "Reference",
+    "ReferenceRun",
+    "ReferenceTarget",
+    "best_reference",
+    "register_reference",
+    "run_reference",
+]
