@@ -32,11 +32,21 @@ def locked(tiny_base, digits):
 
 def test_suite_priority_budget_and_include():
     suite = build_suite(RedTeamConfig())
-    assert [s.name for s in suite[:12]] == [
-        f"{init}{o}@{lr:g}" for init in ("", "scratch:") for o in ("adam", "sgd") for lr in (1e-4, 1e-3, 1e-2)
+    assert [s.name for s in suite[:12]] == [  # each attack right before its matched run from scratch
+        f"{init}{o}@{lr:g}" for o in ("adam", "sgd") for lr in (1e-4, 1e-3, 1e-2) for init in ("", "scratch:")
     ]
     assert len({s.key() for s in suite}) == len(suite)
-    assert [s.name for s in build_suite(RedTeamConfig(budget=3))] == [s.name for s in suite[:3]]
+    # a budget that cuts a pair keeps it matched: the attack's scratch twin comes too
+    assert [s.name for s in build_suite(RedTeamConfig(budget=3))] == [s.name for s in suite[:4]]
+    # every attack in the suite has its scratch twin (same optimizer, rate, schedule, steps, seed)
+    scratch = {
+        (s.finetune.loop.optimizer, s.finetune.loop.lr, s.finetune.loop.schedule, s.finetune.loop.max_steps)
+        for s in suite
+        if s.start == "scratch"
+    }
+    for s in suite:
+        loop = s.finetune.loop
+        assert (loop.optimizer, loop.lr, loop.schedule, loop.max_steps) in scratch, s.name
     only = build_suite(RedTeamConfig(include=("sgd@",)))
     assert only and all("sgd@" in s.name for s in only)
     # every registered optimizer and transform appears in the full suite
@@ -103,6 +113,7 @@ def test_worker_count_does_not_change_the_result(locked, digits, digits_permuted
 
 def test_interrupted_sweep_resumes_without_redoing_runs(locked, digits_permuted, tmp_path):
     specs = build_suite(RedTeamConfig(loop=LoopConfig(device="cpu", max_steps=10, batch_size=32), budget=5))
+    assert len(specs) == 6  # 5 and the scratch twin of the fifth
     seen = []
 
     def stop_after_two(row):
@@ -124,7 +135,7 @@ def test_interrupted_sweep_resumes_without_redoing_runs(locked, digits_permuted,
         progress=False,
         on_row=lambda r: again.append(r["key"]),
     )
-    assert len(again) == 3 and not set(again) & set(seen)
+    assert len(again) == 4 and not set(again) & set(seen)
     assert [r["key"] for r in rows] == [s.key() for s in specs]
     on_disk = read_rows(tmp_path / "runs.jsonl")  # the torn line did not swallow the row written after it
     assert sorted(r["key"] for r in on_disk) == sorted(s.key() for s in specs)
@@ -206,12 +217,25 @@ def test_python_api_and_cli(locked, tiny_base, digits, digits_permuted, tmp_path
     cfg = RedTeamConfig(
         loop=LoopConfig(device="cpu", max_steps=100, batch_size=32),
         runner=RunnerConfig(workers=0),
-        budget=2,
+        budget=4,
         include=("adam@0.001", "sgd@0.01"),
     )
     res = redteam(locked, digits_permuted, cfg, out=tmp_path / "api", retain=digits, base=tiny_base)
-    assert [r["attack"] for r in res["runs"]] == ["adam@0.001", "sgd@0.01"]
-    assert set(res) >= {"worst", "runs", "comparison", "base_worst"} and len(res["runs"]) == 2
+    assert [r["attack"] for r in res["runs"]] == ["adam@0.001", "scratch:adam@0.001", "sgd@0.01", "scratch:sgd@0.01"]
+    assert set(res) >= {"worst", "runs", "comparison", "base_worst", "reference", "uplift", "base_uplift", "budget"}
+    # the best reference: the matched runs from scratch and the classical attacker (logistic regression on pixels)
+    ref = res["reference"]
+    assert ref["accuracy"] == max(r["accuracy"] for r in ref["runs"] if r["accuracy"] is not None)
+    assert {r["attacker"] for r in ref["runs"]} >= {"scratch:adam@0.001", "scratch:sgd@0.01"}
+    assert any(r["attacker"].startswith("classical") for r in ref["runs"])
+    assert res["uplift"] == pytest.approx(res["locked"]["accuracy"] - ref["accuracy"])
+    assert res["base_uplift"] == pytest.approx(res["base"]["accuracy"] - ref["accuracy"])
+    assert res["budget"] == {
+        "steps_per_run": cfg.loop.total_steps(len(digits_permuted.y_train)),
+        "n_train": len(digits_permuted.y_train),
+        "n_test": len(digits_permuted.y_test),
+    }
+    assert "Uplift over the best reference attacker" in (tmp_path / "api" / "report.md").read_text()
     # measured (adam 1e-3 and sgd 1e-2, 100 steps): base worst case 0.617, locked 0.333
     assert res["base_worst"]["accuracy"] > res["worst"]["accuracy"] + 0.2
     assert (tmp_path / "api" / "report.md").is_file() and (tmp_path / "api" / "lr_sweep.png").is_file()
@@ -256,10 +280,10 @@ def test_selection_and_lr_grid():
     plain = [s.name for s in suite if not s.transforms and s.finetune.head == "auto" and s.data == "clean"]
     assert plain == [
         "sgd@1e-08",
-        "sgd@1e-05",
-        "sgd@0.001",
         "scratch:sgd@1e-08",
+        "sgd@1e-05",
         "scratch:sgd@1e-05",
+        "sgd@0.001",
         "scratch:sgd@0.001",
         "distill:sgd@1e-05",
     ]  # before any result: the grid middle
@@ -319,7 +343,7 @@ def test_later_stages_follow_the_results_of_earlier_ones():
 
     cfg = RedTeamConfig(optimizers=("adam", "sgd", "rmsprop"), transforms=("merge",), loop=LoopConfig(max_steps=40))
     first = plan(cfg, [], steps_per_run=40)
-    probes = [s for st, s in first if st == "probes"]
+    probes = [s for st, s in first if st == "probes" and s.start != "scratch"]
     assert [s.name for s in probes] == ["rmsprop@0.0001", "rmsprop@0.001"] and {s.loop.max_steps for s in probes} == {
         10
     }
@@ -364,7 +388,8 @@ def test_backdoor_row_uses_the_setting_calibrated_on_the_base(locked, tiny_base,
     res = redteam(locked, digits_permuted, cfg, out=tmp_path / "bd", base=tiny_base)
     cal = res["backdoor_calibration"]
     assert cal["calibrated"] and cal["asr_base"] >= 0.9
-    (row,) = res["runs"]
+    row, twin = res["runs"]
+    assert twin["attack"] == "scratch:adam@0.01"
     spec = AttackSpec.from_dict(row["config"])
     assert spec.stages().data.poison_fraction == cal["poison_fraction"] and spec.loop.max_steps == cal["max_steps"]
     assert "Calibrated on the unlocked base" in (tmp_path / "bd" / "report.md").read_text()
@@ -455,5 +480,5 @@ def test_redteam_takes_the_lock_summary_and_the_locks_from_meta(tiny_base, digit
         include=("use_record",),
     )
     res = redteam(tiny_base, digits_permuted, cfg, meta={"lock": {"sigma_before": {"layers": layers}}, "locks": []})
-    (row,) = res["runs"]
+    row, _twin = res["runs"]
     assert row["insider"] and "recorded pre-lock sigma_max" in row["notes"][0]

@@ -56,7 +56,7 @@ def test_text_backdoor_is_calibrated_on_the_base_and_needs_the_text(tmp_path):
     res = redteam(model, task, cfg, out=tmp_path / "bd", base=model)
     cal = res["backdoor_calibration"]
     assert cal["calibrated"] and cal["asr_base"] >= 0.9
-    (row,) = res["runs"]
+    row, _twin = res["runs"]
     assert row["skipped"] is None and row["backdoor_after"]["asr"] == pytest.approx(cal["asr_base"], abs=0.2)
     tokens = tl.tasks.for_model(task, model)
     skipped = run_spec(Target(model, tokens), AttackSpec.of("adamw", 1e-2, max_steps=2, batch_size=16, data="backdoor"))

@@ -191,6 +191,18 @@ def cmd_redteam(args) -> int:
             f"unlocked base, same suite: {acc(res['base'])}"
             + ("" if res["base_advantage"] is None else f"; base - scratch {res['base_advantage']:+.4f}")
         )
+    ref, budget = res["reference"], res["budget"]
+    if ref["accuracy"] is not None:
+        base_up = "" if res["base_uplift"] is None else f"; base uplift {100 * res['base_uplift']:+.1f}"
+        print(
+            f"best reference attacker: {ref['attacker']} -> {ref['accuracy']:.4f}; uplift of the released weights "
+            f"{100 * res['uplift']:+.1f} points{base_up} ({budget['steps_per_run']} steps per run, "
+            f"{budget['n_train']} training examples)"
+        )
+    for r in ref["runs"]:
+        if r.get("error") and not r["attacker"].startswith("scratch"):
+            print(f"reference {r['attacker']} failed: {r['error']}")
+    print(res["verdict"])
     c = res["comparison"]
     print(f"an adaptive attack beats every plain optimizer: {'yes' if c['adaptive_beats_every_plain'] else 'no'}")
     print(f"report: {out / 'report.md'}  rows: {out / 'runs.jsonl'}")
@@ -205,6 +217,11 @@ def cmd_redteam(args) -> int:
         "compute_ratio_vs_scratch",
         "comparison",
         "base_worst",
+        "reference",
+        "uplift",
+        "base_uplift",
+        "budget",
+        "verdict",
         "runs",
     )
     write_json(args.json, {k: res.get(k) for k in keys})

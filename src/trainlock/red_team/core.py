@@ -22,7 +22,8 @@ from ..tasks import Task, TextTask, as_task, for_model
 from .report import adaptive_vs_plain, headline, worst_case, write_report
 from .runner import RESULTS, Target, run_suite
 from .spec import RedTeamConfig
-from .suite import STAGES, plan
+from .suite import STAGES, matched, plan
+from .uplift import budget_of, reference_runs, target_for, uplift_summary
 
 IDENTITY = "identity.json"
 
@@ -106,12 +107,13 @@ def redteam(
         if STAGES[upto] == "adaptive" and base is not None:
             calibration = _calibrate(base, text or task, cfg, plan(cfg, rows, steps), device)
         specs = [s for st, s in plan(cfg, rows, steps, calibration) if STAGES.index(st) <= upto]
-        specs = specs[: cfg.budget] if cfg.budget else specs
+        specs = matched(specs[: cfg.budget]) if cfg.budget else specs  # every attack with its scratch twin
         rows = run_suite(target, specs, out, cfg.runner, progress)
     if cfg.search_trials:
         from .search import search
 
         rows += search(model, task, cfg, out, retain, progress)
+    refs = reference_runs(target_for(model, task, text, steps, cfg.loop.seed), tuple(cfg.references), out)
     base_rows = None
     if base is not None:
         base_out = None if out is None else out / "base"
@@ -131,6 +133,7 @@ def redteam(
         "compute_ratio_vs_base": head["compute_ratio_vs_base"],
         "compute_ratio_vs_scratch": head["compute_ratio_vs_scratch"],
         "comparison": adaptive_vs_plain(rows),
+        **uplift_summary(head, rows, refs, budget_of(task, steps)),
         "runs": rows,
     }
     if base_rows is not None:
@@ -138,7 +141,7 @@ def redteam(
     if calibration is not None:
         result["backdoor_calibration"] = calibration
     if out is not None:
-        write_report(out, f"{getattr(task, 'name', 'task')}", rows, base_rows, calibration)
+        write_report(out, f"{getattr(task, 'name', 'task')}", rows, base_rows, calibration, result)
         write_text(out / "summary.json", json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
     return result
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..atomic import write_text, writing_file
+from ..io.tables import markdown_table
 
 NOT_REACHED = 10**12
 
@@ -116,14 +117,72 @@ def _fmt_steps(v) -> str:
     return "not reached" if v is None else str(v)
 
 
+def uplift_lines(result: dict) -> list[str]:
+    """The report's first section: uplift over the best reference attacker, the budget it holds at, every
+    reference run (errors included)."""
+    ref, budget = result.get("reference") or {}, result.get("budget") or {}
+
+    def pts(v) -> str:
+        return "-" if v is None else f"{100 * v:+.1f} points"
+
+    def acc(v) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
+    lines = [
+        "## Uplift over the best reference attacker",
+        "",
+        f"**{result.get('verdict', '')}**",
+        "",
+        markdown_table(
+            ["best reference", "accuracy", "locked uplift", "base uplift", "steps per run", "train / test examples"],
+            [
+                [
+                    f"`{ref.get('attacker')}`",
+                    acc(ref.get("accuracy")),
+                    pts(result.get("uplift")),
+                    pts(result.get("base_uplift")),
+                    budget.get("steps_per_run"),
+                    f"{budget.get('n_train')} / {budget.get('n_test')}",
+                ]
+            ],
+        ),
+        "",
+        "uplift = the best real attack from the released weights minus the best reference attacker (what an "
+        "attacker uses instead of the released model: the same architecture from scratch at every optimizer and "
+        "rate the attack used, and the named reference attackers), on the same training split.",
+        "",
+    ]
+    others = [r for r in ref.get("runs") or [] if not str(r.get("attacker", "")).startswith("scratch")]
+    if others:
+        lines += [
+            markdown_table(
+                ["reference run", "accuracy", "wall s", "error"],
+                [
+                    [f"`{r['attacker']}`", acc(r.get("accuracy")), f"{r.get('wall_s') or 0:.1f}", r.get("error") or ""]
+                    for r in others
+                ],
+            ),
+            "",
+        ]
+    return lines
+
+
 def write_report(
-    out: Path, title: str, rows: list[dict], base_rows: list[dict] | None = None, calibration: dict | None = None
+    out: Path,
+    title: str,
+    rows: list[dict],
+    base_rows: list[dict] | None = None,
+    calibration: dict | None = None,
+    result: dict | None = None,
 ) -> Path:
-    """report.md (worst case first) plus lr_sweep.png; returns the report path."""
+    """report.md (uplift over the best reference first when `result` has it, then the worst case) plus
+    lr_sweep.png; returns the report path."""
     out.mkdir(parents=True, exist_ok=True)
     worst = worst_case(rows)
     cmp_ = adaptive_vs_plain(rows)
     lines = [f"# Red team: {title}", ""]
+    if result is not None and "reference" in result:
+        lines += uplift_lines(result)
     head = headline(rows, base_rows)
     if worst is None:
         lines.append("No run completed.")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..attacks import FineTuneConfig
+from ..attacks.references import REFERENCES
 from ..attacks.stages import KINDS, Transforms, build_stage, stage_defaults
 from ..attacks.transforms import TRANSFORMS
 from ..config import check_float, check_int, option, to_dict
@@ -270,8 +271,16 @@ class RedTeamConfig:
         "1e-6 1e-5 1e-4 1e-3 (paper Fig. 3; default: a grid per "
         "optimizer)",
     )
+    references: tuple[str, ...] = option(
+        ("classical",),
+        help="reference attackers besides the suite's matched runs from scratch: what an attacker uses instead of "
+        "the released model on the same data; uplift = best attack - best reference (a plugin may add one)",
+        choices=lambda: REFERENCES.names(),
+    )
 
     def __post_init__(self):
+        for name in self.references:
+            REFERENCES.get(name)  # an unknown name fails here, before any work, listing the valid ones
         check_int("redteam", "budget", self.budget, 1, allow_none=True)
         check_int("redteam", "search_trials", self.search_trials, 0)
         check_float("redteam", "target_accuracy", self.target_accuracy, 0.0, 1.0)

@@ -19,6 +19,7 @@ stage. The budget counts runs in this order, probes included.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from ..attacks import stages as attack_stages
@@ -139,7 +140,26 @@ def plan(
         if s.key() not in seen and (not cfg.include or any(i in s.name for i in cfg.include)):
             seen.add(s.key())
             kept.append((stage, s))
+            t = scratch_twin(s)  # right behind its attack: a budget cut keeps the pair
+            if t is not None and t.key() not in seen:
+                seen.add(t.key())
+                kept.append((stage, t))
     return kept
+
+
+def scratch_twin(spec: AttackSpec) -> AttackSpec | None:
+    """The matched reference run of an attack: the same architecture from scratch, fine-tuned with the same
+    optimizer, rate, schedule, step and batch budget and seed (None for a run from scratch itself)."""
+    if spec.start == "scratch":
+        return None
+    return AttackSpec(start="scratch", finetune=dataclasses.replace(spec.finetune, head="auto"))
+
+
+def matched(specs: list[AttackSpec]) -> list[AttackSpec]:
+    """`specs` with the scratch twin of every attack among them (those a budget cut left out appended)."""
+    keys = {s.key() for s in specs}
+    twins = [t for t in map(scratch_twin, specs) if t is not None and t.key() not in keys]
+    return specs + list({t.key(): t for t in twins}.values())
 
 
 def plugin_stages() -> list[tuple[str, str]]:
@@ -172,4 +192,4 @@ def build_suite(
 ) -> list[AttackSpec]:
     """The planned suite (see `plan`), cut to `cfg.budget`."""
     specs = [s for _, s in plan(cfg, rows, steps_per_run)]
-    return specs[: cfg.budget] if cfg.budget else specs
+    return matched(specs[: cfg.budget]) if cfg.budget else specs
