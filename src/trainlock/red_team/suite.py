@@ -134,6 +134,8 @@ def plan(
         ("adaptive", best(head="reset")),
         ("adaptive", _backdoor(best, backdoor)),
     ]
+    if "probe" in attack_stages.STAGES["train"]:  # logistic regression on the frozen features: cheap and strong
+        out.append(("adaptive", best(train="probe")))
     out += [("adaptive", best(**attack_stages.example(kind, name))) for kind, name in plugin_stages()]
     seen, kept = set(), []
     for stage, s in out:

@@ -1,0 +1,59 @@
+"""`headstart`: per data budget, the model's best attack beside the best reference attacker (uplift)."""
+
+import json
+
+import pytest
+
+from trainlock.cli.main import main
+from trainlock.red_team.headstart import HeadstartConfig, headstart
+from trainlock.red_team.runner import RunnerConfig
+
+
+def test_headstart_per_budget(tiny_base, digits_permuted, tmp_path):
+    cfg = HeadstartConfig(
+        budgets=(40, 120),
+        steps=15,
+        lrs=(1e-3,),
+        optimizer="adam",
+        batch_size=32,
+        test_samples=200,
+        runner=RunnerConfig(workers=0),
+    )
+    res = headstart(tiny_base, digits_permuted, cfg, out=tmp_path)
+    assert [b["n"] for b in res["budgets"]] == [40, 120]
+    for b in res["budgets"]:
+        attackers = {r["attacker"] for r in b["reference_runs"]}
+        assert "scratch:adam@0.001" in attackers and any(a.startswith("classical") for a in attackers)
+        best_ref = max(r["accuracy"] for r in b["reference_runs"] if r["accuracy"] is not None)
+        assert b["reference"]["accuracy"] == best_ref
+        best_model = max(r["accuracy"] for r in b["model_runs"] if r["accuracy"] is not None)
+        assert b["model"]["accuracy"] == best_model
+        assert b["uplift"] == pytest.approx(best_model - best_ref)
+    on_disk = json.loads((tmp_path / "headstart.json").read_text())
+    assert on_disk["budgets"][0]["n"] == 40 and (tmp_path / "headstart.png").is_file()
+    assert "| 40 |" in (tmp_path / "headstart.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def tiny_base_dir(tiny_base, tmp_path_factory):
+    from trainlock.io.artifacts import save
+
+    d = tmp_path_factory.mktemp("hs") / "base"
+    save(tiny_base, d, {"task": "digits"})
+    return d
+
+
+@pytest.mark.parametrize(
+    "flags,msg",
+    [
+        (["--budgets", "0"], "budgets"),
+        (["--budgets", "100000"], "exceed"),
+        (["--references", "nope"], "--plugin"),
+        (["--lrs", "-1"], "lrs"),
+    ],
+)
+def test_bad_input_exits_2_before_work(flags, msg, tiny_base_dir, tmp_path, capsys):
+    assert main(["headstart", str(tiny_base_dir), "--task", "digits", "--out", str(tmp_path / "o"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "headstart.json").exists()
