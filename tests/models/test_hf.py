@@ -184,9 +184,11 @@ def test_cli_attack_records_the_scratch_baseline(toy, tmp_path):
     ]
     assert main(argv) == 0
     out = json.loads((tmp_path / "a.json").read_text())
-    assert 0 <= out["scratch_accuracy"] <= 1 and out["advantage"] == pytest.approx(
-        out["accuracy"] - out["scratch_accuracy"]
-    )
+    assert 0 <= out["scratch_accuracy"] <= 1
+    ref = out["reference"]  # the best of scratch and the classical reference (TF-IDF + LR on the raw texts)
+    assert any(r["attacker"] == "classical:tfidf+lr" and r["accuracy"] is not None for r in ref["runs"])
+    assert ref["accuracy"] == max(r["accuracy"] for r in ref["runs"] if r["accuracy"] is not None)
+    assert out["uplift"] == pytest.approx(out["accuracy"] - ref["accuracy"])
     assert out["scratch_lr"] == 0.01
     grid = [*argv[:-1], str(tmp_path / "g.json"), "--scratch-lrs", "1e-9", "--test-samples", "7"]
     assert main(grid) == 0

@@ -57,6 +57,15 @@ def add_attack(p) -> None:
         help="the unlocked base model, attacked the same way for 'base - scratch' (default: the base "
         "recorded by `trainlock lock`, when it is still there)",
     )
+    p.add_argument(
+        "--references",
+        nargs="*",
+        default=["classical"],
+        metavar="NAME",
+        help="reference attackers besides scratch (what an attacker uses instead of this model on the same data; "
+        "default: classical); the report gives uplift = this attack - the best reference. `--references` alone: "
+        "scratch only",
+    )
     add_subset_flags(p)
     add_checkpoint_flags(p, where="--save")
     add_config_flags(p, FineTuneConfig)
@@ -65,12 +74,18 @@ def add_attack(p) -> None:
 def cmd_attack(args) -> int:
     from ..api import attack
     from ..attacks import FineTuneConfig
+    from ..attacks.references import REFERENCES
     from ..io.artifacts import load, save
     from ..tasks import get
 
     if args.save:
         check_output_dir(args.save, [args.model_dir], args.overwrite, flag="--save")
     check_output_file(args.json)
+    for name in args.references:
+        REFERENCES.get(name)  # an unknown reference fails before any work
+    for lr in args.scratch_lrs:
+        if not lr > 0:
+            raise ValueError(f"--scratch-lrs must be positive, got {lr:g}")
     cfg = config_from_args(FineTuneConfig, args)
     checkpoint = checkpoint_for(args, args.save, flag="--save")
     model, meta = load(args.model_dir)
@@ -97,19 +112,46 @@ def cmd_attack(args) -> int:
 
 
 def _baselines(args, meta: dict, model, cfg, res, task) -> dict:
-    """The from-scratch run and, when the base is at hand, the base's run: accuracies and advantages."""
+    """The reference attackers (scratch: the same architecture re-initialized, the same attack; and
+    --references) and, when the base is at hand, the base's run: accuracies and uplifts over the best reference."""
     from ..api import attack
-    from ..attacks.scratch import advantage, scratch_baseline
+    from ..attacks.references import ReferenceRun, ReferenceTarget, best_reference, run_reference
+    from ..attacks.scratch import scratch_baseline
     from ..io.artifacts import ArtifactError, load
+    from ..tasks import TextTask, for_model
 
     sres = scratch_baseline(model, cfg, task, progress=True, lrs=tuple(args.scratch_lrs))
     scratch, lr = sres.accuracy, sres.config["loop"]["lr"]
-    out = {"scratch_accuracy": scratch, "scratch_lr": lr, "advantage": advantage(res.accuracy, scratch)}
-    grid = f", best over lr {sorted({cfg.loop.lr, *args.scratch_lrs})}: lr {lr:g}" if args.scratch_lrs else ""
-    print(
-        f"from scratch (same architecture re-initialized, same attack{grid}): {scratch:.4f}; attacker's advantage "
-        f"(this model - scratch): {out['advantage']:+.4f}"
+    runs = [
+        ReferenceRun(
+            f"scratch:{cfg.loop.optimizer}@{lr:g}",
+            scratch,
+            n_train=len(task.y_train) if not isinstance(task, TextTask) else len(task.labels_train),
+        ).to_dict()
+    ]
+    target = ReferenceTarget(
+        for_model(task, model), model, task if isinstance(task, TextTask) else None, res.steps, cfg.loop.seed
     )
+    for name in args.references:
+        runs += [r.to_dict() for r in run_reference(name, target)]
+    best = best_reference(runs) or {"accuracy": None, "attacker": None}
+    uplift = None if best["accuracy"] is None else res.accuracy - best["accuracy"]
+    out = {
+        "scratch_accuracy": scratch,
+        "scratch_lr": lr,
+        "reference": {**best, "runs": runs},
+        "uplift": uplift,
+        "budget": {"steps": res.steps, "n_train": runs[0]["n_train"]},
+    }
+    grid = f", best over lr {sorted({cfg.loop.lr, *args.scratch_lrs})}: lr {lr:g}" if args.scratch_lrs else ""
+    print(f"from scratch (same architecture re-initialized, same attack{grid}): {scratch:.4f}")
+    for r in runs[1:]:
+        print(f"reference {r['attacker']}: " + (f"failed: {r['error']}" if r.get("error") else f"{r['accuracy']:.4f}"))
+    if uplift is not None:
+        print(
+            f"uplift over the best reference ({best['attacker']}, {best['accuracy']:.4f}): {100 * uplift:+.1f} "
+            f"points ({res.steps} steps, {runs[0]['n_train']} training examples)"
+        )
     base_dir = args.base or meta.get("base")
     if base_dir and Path(base_dir).resolve() != Path(args.model_dir).resolve():
         try:
@@ -118,11 +160,15 @@ def _baselines(args, meta: dict, model, cfg, res, task) -> dict:
             print(f"no base comparison: {e}")
             return out
         base_acc = attack(base, cfg, task, progress=True).accuracy
-        out.update(base_accuracy=base_acc, base_advantage=advantage(base_acc, scratch))
-        print(
-            f"base {base_dir}: {base_acc:.4f}; base - scratch {out['base_advantage']:+.4f} (a lock matters only "
-            f"where this is large)"
-        )
+        base_uplift = None if best["accuracy"] is None else base_acc - best["accuracy"]
+        out.update(base_accuracy=base_acc, base_uplift=base_uplift)
+        if base_uplift is not None:
+            note = (
+                " (nothing to protect on this task)"
+                if base_uplift < 0.05
+                else " (a lock matters only where this is large)"
+            )
+            print(f"base {base_dir}: {base_acc:.4f}; base uplift {100 * base_uplift:+.1f} points{note}")
     return out
 
 
