@@ -150,11 +150,15 @@ def plan(
 
 
 def scratch_twin(spec: AttackSpec) -> AttackSpec | None:
-    """The matched reference run of an attack: the same architecture from scratch, fine-tuned with the same
-    optimizer, rate, schedule, step and batch budget and seed (None for a run from scratch itself)."""
+    """The matched reference run of an attack: the same architecture from scratch, trained by the same train stage
+    (fine-tuning, LoRA, the probe) with the same optimizer, rate, schedule, step and batch budget and seed (None
+    for a run from scratch itself)."""
     if spec.start == "scratch":
         return None
-    return AttackSpec(start="scratch", finetune=dataclasses.replace(spec.finetune, head="auto"))
+    options = {spec.train: spec.options[spec.train]} if spec.train in spec.options else {}
+    return AttackSpec(
+        start="scratch", train=spec.train, options=options, finetune=dataclasses.replace(spec.finetune, head="auto")
+    )
 
 
 def matched(specs: list[AttackSpec]) -> list[AttackSpec]:

@@ -1,13 +1,15 @@
-"""Reference `classical`: what an attacker fits without any neural network (scikit-learn only).
+"""Reference `classical`: what an attacker fits without the released model (scikit-learn; a small CNN for images).
 
     text (`target.text`)       TF-IDF of word 1-2 grams and char_wb 3-5 grams (sublinear tf) + logistic regression
     images / feature vectors   logistic regression on the flattened, standardized pixels
-    images (C, H, W)           also the repo's small CNN (`cnn`) trained from scratch for a fixed budget
-                               (`cnn_epochs` of Adam at 1e-3, batch 64; 0 leaves it out), no early stopping
+    images (C, H, W)           also the repo's small CNN (`cnn`) trained from scratch for a fixed budget of
+                               Adam at 1e-3, batch 64, no early stopping: the target's step budget (the attack
+                               side's steps per run, as base.py asks of trained references), else `cnn_steps`
 
 The regularization C of every logistic regression is chosen by stratified k-fold cross-validation on the
 attacker's training split only (`select_logistic`: C in `cs`, folds = min(`folds`, smallest class count), the
-folds shuffled with the target's seed); the refit on the whole training split is scored once on the test split.
+folds shuffled with the target's seed; a split over `cv_max` examples is cross-validated on a stratified subsample
+of that size); the refit on the whole training split is scored once on the test split.
 The text pipeline is cross-validated as a whole (the vocabularies and IDF weights are refit inside every fold),
 so the C chosen never saw its validation fold. The red team's `probe` train stage uses the same selection on the
 released model's frozen features.
@@ -28,10 +30,13 @@ import numpy as np
 from ...config import check_int, option
 from .base import ReferenceRun, ReferenceTarget, register_reference
 
-CS = (0.1, 1.0, 10.0, 100.0)  # logistic regression's C grid: strong to weak regularization
+# logistic regression's C grid, strong to weak regularization: standardized activations of a few hundred
+# dimensions from a few hundred examples want C <= 0.1, TF-IDF wants C >= 10 (a larger C fits slower, no better)
+CS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
 FOLDS = 5
+CV_MAX = 5000  # C is chosen on a stratified subsample of at most this many examples (MNIST: 30 fits of 4k, not 48k)
 MAX_ITER = 2000  # lbfgs iterations: enough for C=100 on standardized or TF-IDF features
-CNN_EPOCHS = 10  # the small CNN's fixed budget (Adam 1e-3, batch 64): enough to converge on 8x8 to 32x32 images
+CNN_STEPS = 2000  # the small CNN's budget without a target budget (Adam 1e-3, batch 64): digits ~90 epochs, MNIST ~2
 PAIR_SEPARATOR = " [SEP] "  # joins a sentence-pair task's two texts into one document
 
 
@@ -44,6 +49,7 @@ class LogisticChoice:
     cv_accuracy: float | None  # mean validation accuracy of that C (None: no fold possible, C fixed at 1)
     folds: int  # 0 when no cross-validation was possible
     convergence_warnings: int  # lbfgs runs that hit max_iter (0 for a clean fit)
+    cv_samples: int  # training examples the cross-validation used (a subsample above `cv_max`)
 
 
 def logistic(max_iter: int = MAX_ITER):
@@ -76,22 +82,35 @@ def tfidf_logistic(max_iter: int = MAX_ITER):
 
 
 def select_logistic(
-    pipeline, x_train, y_train, cs: tuple[float, ...] = CS, folds: int = FOLDS, seed: int = 0
+    pipeline,
+    x_train,
+    y_train,
+    cs: tuple[float, ...] = CS,
+    folds: int = FOLDS,
+    seed: int = 0,
+    cv_max: int | None = CV_MAX,
 ) -> LogisticChoice:
     """Choose the C of `pipeline`'s last step ("lr") by stratified k-fold accuracy on (x_train, y_train), then
     refit the whole pipeline with it (a grid search, as GridSearchCV's, whose feature steps are fit once per fold
     and shared by every C: TF-IDF on long documents costs more than the regressions).
 
     k = min(`folds`, smallest class count), folds shuffled with `seed`; ties go to the first C of `cs`. With a
-    class of a single example no fold is possible and C is 1. ValueError for fewer than two classes."""
+    class of a single example no fold is possible and C is 1. A training split over `cv_max` examples is
+    cross-validated on a stratified subsample of `cv_max` (seeded); the refit uses every example. ValueError for
+    fewer than two classes."""
     from sklearn.base import clone
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold, train_test_split
 
     y_train = np.asarray(y_train)
     classes, counts = np.unique(y_train, return_counts=True)
     if len(classes) < 2:
         raise ValueError(f"the training split has {len(classes)} class(es) ({classes.tolist()}): nothing to fit")
+    x_cv, y_cv = x_train, y_train
+    if cv_max is not None and len(y_train) > cv_max:
+        keep = train_test_split(np.arange(len(y_train)), train_size=cv_max, stratify=y_train, random_state=seed)[0]
+        x_cv, y_cv = _rows(x_train, np.sort(keep)), y_train[np.sort(keep)]
+        counts = np.unique(y_cv, return_counts=True)[1]
     k = min(int(folds), int(counts.min()))
     features, lr = pipeline[:-1], pipeline[-1]
     with warnings.catch_warnings(record=True) as caught:
@@ -99,21 +118,21 @@ def select_logistic(
         cv_accuracy = None
         if k >= 2:
             scores = np.zeros((k, len(cs)))  # (fold, C) validation accuracy
-            split = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y_train)), y_train)
+            split = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y_cv)), y_cv)
             for i, (fit_idx, val_idx) in enumerate(split):
                 prep = clone(features)
-                z_fit = prep.fit_transform(_rows(x_train, fit_idx), y_train[fit_idx])
-                z_val = prep.transform(_rows(x_train, val_idx))
+                z_fit = prep.fit_transform(_rows(x_cv, fit_idx), y_cv[fit_idx])
+                z_val = prep.transform(_rows(x_cv, val_idx))
                 for j, c in enumerate(cs):
-                    model = clone(lr).set_params(C=c).fit(z_fit, y_train[fit_idx])
-                    scores[i, j] = model.score(z_val, y_train[val_idx])
+                    model = clone(lr).set_params(C=c).fit(z_fit, y_cv[fit_idx])
+                    scores[i, j] = model.score(z_val, y_cv[val_idx])
             best = int(np.argmax(scores.mean(0)))  # the first of equal means
             c, cv_accuracy = float(cs[best]), float(scores.mean(0)[best])
         else:
             c = 1.0
         est = clone(pipeline).set_params(**{f"{pipeline.steps[-1][0]}__C": c}).fit(x_train, y_train)
     warned = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
-    return LogisticChoice(est, c, cv_accuracy, k if k >= 2 else 0, warned)
+    return LogisticChoice(est, c, cv_accuracy, k if k >= 2 else 0, warned, len(y_cv))
 
 
 def _rows(x, idx: np.ndarray):
@@ -139,8 +158,12 @@ class Classical:
 
     cs: tuple[float, ...] = option(CS, "logistic regression C values tried by cross-validation")
     folds: int = option(FOLDS, "most cross-validation folds (fewer when a class has fewer training examples)")
+    cv_max: int = option(CV_MAX, "most training examples the choice of C is cross-validated on (the refit uses all)")
     max_iter: int = option(MAX_ITER, "lbfgs iterations per fit")
-    cnn_epochs: int = option(CNN_EPOCHS, "epochs of the small CNN trained from scratch on images (0: none)")
+    cnn: bool = option(True, "also train the small CNN from scratch on images")
+    cnn_steps: int | None = option(
+        None, f"the CNN's optimizer steps (default: the target's step budget, else {CNN_STEPS})"
+    )
 
     def __post_init__(self):
         self.cs = tuple(float(c) for c in self.cs)
@@ -148,7 +171,8 @@ class Classical:
             raise ValueError(f"classical: cs must be positive numbers, got {self.cs!r}")
         check_int("classical", "folds", self.folds, 2)
         check_int("classical", "max_iter", self.max_iter, 1)
-        check_int("classical", "cnn_epochs", self.cnn_epochs, 0)
+        check_int("classical", "cv_max", self.cv_max, 2)
+        check_int("classical", "cnn_steps", self.cnn_steps, 1, allow_none=True)
 
     def __call__(self, target: ReferenceTarget) -> list[ReferenceRun]:
         if target.text is not None:
@@ -171,12 +195,13 @@ class Classical:
                 "classical:pixels+lr", standardized_logistic, target.seed, flat[0], task.y_train, flat[1], task.y_test
             )
         ]
-        if self.cnn_epochs and len(task.input_shape) == 3 and min(task.input_shape[1:]) >= 4:
-            runs.append(self._cnn(task, target.seed))
+        if self.cnn and len(task.input_shape) == 3 and min(task.input_shape[1:]) >= 4:
+            steps = self.cnn_steps or target.steps or CNN_STEPS
+            runs.append(self._cnn(task, steps, target.seed))
         return runs
 
-    def _cnn(self, task, seed: int) -> ReferenceRun:
-        """The repo's small CNN (two conv blocks) trained from scratch for `cnn_epochs`, scored once on the test split."""
+    def _cnn(self, task, steps: int, seed: int) -> ReferenceRun:
+        """The repo's small CNN (two conv blocks) trained from scratch for `steps`, scored once on the test split."""
         import torch
 
         from ...models import build
@@ -188,14 +213,16 @@ class Classical:
             y_train = _labels(task.y_train)
             if len(np.unique(y_train)) < 2:
                 raise ValueError(f"the training split has 1 class(es) ({np.unique(y_train).tolist()}): nothing to fit")
-            loop = LoopConfig(optimizer="adam", lr=1e-3, epochs=self.cnn_epochs, batch_size=64, seed=seed)
+            per_epoch = -(-len(y_train) // 64)
+            epochs = -(-steps // per_epoch)
+            loop = LoopConfig(optimizer="adam", lr=1e-3, epochs=epochs, max_steps=steps, batch_size=64, seed=seed)
             with torch.random.fork_rng(devices=[]):  # the init is seeded; the caller's random stream is kept
                 torch.manual_seed(seed)
                 model = build("cnn", input_shape=task.input_shape, num_classes=task.num_classes)
             res = fit(model, task, loop, progress=False)
             run.accuracy = accuracy(model, task.x_test, task.y_test)
             run.details = {
-                "epochs": self.cnn_epochs,
+                "epochs": epochs,
                 "steps": res.steps,
                 "optimizer": "adam@0.001",
                 "batch_size": loop.batch_size,
@@ -213,12 +240,13 @@ class Classical:
         run = ReferenceRun(attacker=name, n_train=len(y_train))
         try:
             y_train, y_test = _labels(y_train), _labels(y_test)
-            choice = select_logistic(make(self.max_iter), x_train, y_train, self.cs, self.folds, seed)
+            choice = select_logistic(make(self.max_iter), x_train, y_train, self.cs, self.folds, seed, self.cv_max)
             run.accuracy = float(choice.estimator.score(x_test, y_test))
             run.details = {
                 "C": choice.C,
                 "cv_accuracy": choice.cv_accuracy,
                 "folds": choice.folds,
+                "cv_samples": choice.cv_samples,
                 "cs": list(self.cs),
                 "n_test": len(y_test),
                 "features": _n_features(choice.estimator),

@@ -1,7 +1,7 @@
 """Attack stages, one per file, registered by kind and name (see base.py): a red-team run chains
 start -> transforms -> data -> train -> fold. Importing this package registers the built-in ones."""
 
-from . import backdoor, clean, distill, finetune, lora, released, reverse, scratch  # noqa: F401  (they register)
+from . import backdoor, clean, distill, finetune, lora, probe, released, reverse, scratch  # noqa: F401  (they register)
 from .base import (
     KINDS,
     STAGES,
