@@ -40,8 +40,9 @@ def ranked(rows: list[dict]) -> list[dict]:
 
 
 def worst_case(rows: list[dict]) -> dict | None:
-    """The strongest attack: {"attack", "config", "accuracy", "steps_to_target", "diverged", "key"}."""
-    top = ranked(rows)
+    """The strongest attack that uses the model: {"attack", "config", "accuracy", "steps_to_target", "diverged",
+    "key"}. Runs from scratch are reference runs (an attacker's alternative, see `uplift`), not attacks on it."""
+    top = [r for r in ranked(rows) if _start(r) != "scratch"]
     if not top:
         return None
     r = top[0]
@@ -200,12 +201,34 @@ def write_report(
         lk, sc, bs = head["locked"], head["scratch"], head["base"]
         ins = " (insider)" if next((r for r in rows if r.get("key") == worst["key"]), {}).get("insider") else ""
         lines += [
-            "| attack task | base | locked | scratch | locked - scratch | base - scratch | worst attack | "
-            "steps to target (base / locked / scratch) | compute locked / base | locked / scratch |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-            f"| {title} | {f(bs)} | {f(lk)} | {f(sc)} | {g(head['advantage'], '+.4f')} | "
-            f"{g(head['base_advantage'], '+.4f')} | `{worst['attack']}`{ins} | {stt(bs)} / {stt(lk)} / {stt(sc)} | "
-            f"{g(head['compute_ratio_vs_base'], '.2f')} | {g(head['compute_ratio_vs_scratch'], '.2f')} |",
+            markdown_table(
+                [
+                    "attack task",
+                    "base",
+                    "locked",
+                    "scratch",
+                    "locked - scratch",
+                    "base - scratch",
+                    "worst attack",
+                    "steps to target (base / locked / scratch)",
+                    "compute locked / base",
+                    "locked / scratch",
+                ],
+                [
+                    [
+                        title,
+                        f(bs),
+                        f(lk),
+                        f(sc),
+                        g(head["advantage"], "+.4f"),
+                        g(head["base_advantage"], "+.4f"),
+                        f"`{worst['attack']}`{ins}",
+                        f"{stt(bs)} / {stt(lk)} / {stt(sc)}",
+                        g(head["compute_ratio_vs_base"], ".2f"),
+                        g(head["compute_ratio_vs_scratch"], ".2f"),
+                    ]
+                ],
+            ),
             "",
             "base / locked: the best accuracy any attack in the suite reached from those weights (distillation "
             "counts as an attack on the locked model; insider runs do not); scratch: the best from the same architecture "
@@ -237,37 +260,51 @@ def write_report(
             f"Best adaptive attack: {show(cmp_['best_adaptive'])}; best plain optimizer: "
             f"{show(cmp_['best_plain'])}. An adaptive attack beats every plain optimizer: **{yes}**."
         )
+
+    def auth(r: dict) -> str:
+        a = r.get("authorized_after_transform")
+        return "" if a is None else f"{a:.4f}"
+
     lines += [
         "",
         "## Every run, strongest first",
         "",
-        "| # | attack | accuracy | steps to target | authorized after transform | diverged | insider | s |",
-        "|---|---|---|---|---|---|---|---|",
+        markdown_table(
+            ["#", "attack", "accuracy", "steps to target", "authorized after transform", "diverged", "insider", "s"],
+            [
+                [
+                    i,
+                    f"`{r['attack']}`",
+                    f"{r['accuracy']:.4f}",
+                    _fmt_steps(r.get("steps_to_target")),
+                    auth(r),
+                    "yes" if r.get("diverged") else "",
+                    "yes" if r.get("insider") else "",
+                    f"{r.get('wall_s', 0):.1f}",
+                ]
+                for i, r in enumerate(ranked(rows), 1)
+            ],
+        ),
     ]
-    for i, r in enumerate(ranked(rows), 1):
-        auth = r.get("authorized_after_transform")
-        auth = "" if auth is None else f"{auth:.4f}"
-        div = "yes" if r.get("diverged") else ""
-        ins = "yes" if r.get("insider") else ""
-        lines.append(
-            f"| {i} | `{r['attack']}` | {r['accuracy']:.4f} | {_fmt_steps(r.get('steps_to_target'))} | "
-            f"{auth} | {div} | {ins} | {r.get('wall_s', 0):.1f} |"
-        )
     certified = [r for r in ranked(rows) if r.get("certificates_after")]
     if certified:
+
+        def held(r: dict) -> str:
+            after = r["certificates_after"]
+            return after.get("error") or f"{sum(bool(v) for v in after.values())}/{len(after)}"
+
+        def first(r: dict) -> str:
+            return ", ".join(f"{k.split(':')[0]}: {v}" for k, v in (r.get("lock_first_broken") or {}).items()) or "-"
+
         lines += [
             "",
             "## The lock's certificates after each attack",
             "",
-            "| attack | accuracy | certificates holding after | first broken at step (plain runs) |",
-            "|---|---|---|---|",
+            markdown_table(
+                ["attack", "accuracy", "certificates holding after", "first broken at step (plain runs)"],
+                [[f"`{r['attack']}`", f"{r['accuracy']:.4f}", held(r), first(r)] for r in certified],
+            ),
         ]
-        for r in certified:
-            after = r["certificates_after"]
-            held = after.get("error") or f"{sum(bool(v) for v in after.values())}/{len(after)}"
-            first = r.get("lock_first_broken") or {}
-            first = ", ".join(f"{k.split(':')[0]}: {v}" for k, v in first.items()) or "-"
-            lines.append(f"| `{r['attack']}` | {r['accuracy']:.4f} | {held} | {first} |")
     poisoned = [r for r in rows if r.get("backdoor_after")]
     if poisoned:
         if calibration is None:
@@ -288,15 +325,29 @@ def write_report(
             "",
             cal,
             "",
-            "| attack | clean acc before | clean F1 before | ASR before | clean acc after | clean F1 after | ASR after |",
-            "|---|---|---|---|---|---|---|",
+            markdown_table(
+                [
+                    "attack",
+                    "clean acc before",
+                    "clean F1 before",
+                    "ASR before",
+                    "clean acc after",
+                    "clean F1 after",
+                    "ASR after",
+                ],
+                [
+                    [
+                        f"`{r['attack']}`",
+                        *(
+                            f"{m[k]:.4f}"
+                            for m in (r["backdoor_before"], r["backdoor_after"])
+                            for k in ("clean_accuracy", "clean_f1", "asr")
+                        ),
+                    ]
+                    for r in poisoned
+                ],
+            ),
         ]
-        for r in poisoned:
-            b, a = r["backdoor_before"], r["backdoor_after"]
-            lines.append(
-                f"| `{r['attack']}` | {b['clean_accuracy']:.4f} | {b['clean_f1']:.4f} | {b['asr']:.4f} | "
-                f"{a['clean_accuracy']:.4f} | {a['clean_f1']:.4f} | {a['asr']:.4f} |"
-            )
     skipped = [r for r in rows if r.get("skipped")]
     if skipped:
         lines += ["", "## Skipped: the transform does not apply to this architecture", ""]
