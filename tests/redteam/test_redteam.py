@@ -288,6 +288,8 @@ def test_selection_and_lr_grid():
         "sgd@0.001",
         "scratch:sgd@0.001",
         "distill:sgd@1e-05",
+        "sgd@1e-05[probe]",  # logistic regression on the frozen features, and its twin probing fresh ones
+        "scratch:sgd@1e-05[probe]",
     ]  # before any result: the grid middle
     from trainlock.registry import UnknownNameError
 

@@ -362,9 +362,18 @@ def cmd_headstart(args) -> int:
     task = tasks.get(args.task)  # an unknown task fails here, before any work
     name = Path(args.model).name
     out = Path(args.out or f"runs/headstart-{name}-{args.task.replace(':', '_').replace('/', '_')}")
-    check_output_dir(out, [args.model], overwrite=True)
+    check_output_dir(out, [args.model] if Path(args.model).is_dir() else [], overwrite=True)
     check_output_file(args.json)
-    model = load(args.model)[0]
+    if Path(args.model).is_dir():
+        model = load(args.model)[0]
+    else:  # a registered model, built pretrained with a fresh head for the task (e.g. minilm-l6, effnet-lite0)
+        from ..models import MODELS, build
+
+        if args.model not in MODELS:
+            raise ValueError(
+                f"{args.model!r} is neither a model directory nor a registered model ({', '.join(MODELS.names())})"
+            )
+        model = build(args.model, input_shape=getattr(task, "input_shape", None), num_classes=task.num_classes)
     with exclusive(out):
         res = headstart(model, task, cfg, out=out, progress=True)
     print(format_headstart(res))
