@@ -1,4 +1,4 @@
-"""The honest lock table: every lock through one red-team subset, worst case (largest advantage) first."""
+"""The honest lock table: every lock through one red-team subset, worst case (largest uplift) first."""
 
 import json
 
@@ -34,7 +34,7 @@ def test_lock_table_rows_and_cli(tiny_base, digits, digits_permuted, tmp_path, c
     cfg = TableConfig(budget=6, steps=5, batch_size=32, runner=RunnerConfig(workers=0), optimizers=("adam",))
     res = lock_table(tiny_base, digits, [digits_permuted], specs, tmp_path, cfg)
     assert [r["lock"] for r in res["rows"]] and {r["lock"] for r in res["rows"]} == {"none", "specdef"}
-    advs = [r["max_advantage"] for r in res["rows"]]
+    advs = [r["max_uplift"] for r in res["rows"]]
     assert advs == sorted(advs, reverse=True)  # worst case first
     none = next(r for r in res["rows"] if r["lock"] == "none")
     assert (
@@ -51,7 +51,8 @@ def test_lock_table_rows_and_cli(tiny_base, digits, digits_permuted, tmp_path, c
     assert main(["locks"]) == 0 and "sophon" in capsys.readouterr().out
 
 
-def test_rescore_uses_the_best_scratch_of_any_row_and_is_idempotent():
+def test_rescore_of_an_old_table_uses_the_best_scratch_of_any_row_and_is_idempotent():
+    """A table written before references existed (scratch and advantage) is read with scratch as the reference."""
     from trainlock.tune.table import rescore
 
     def row(name, worst, scratch):
@@ -68,13 +69,14 @@ def test_rescore_uses_the_best_scratch_of_any_row_and_is_idempotent():
         "rows": [row("a", 0.80, 0.70), row("b", 0.75, 0.78), row("c", 0.90, 0.60)],
     }
     once = rescore(res)
-    assert once["scratch_best"] == {"t": 0.78}
-    assert [r["lock"] for r in once["rows"]] == ["c", "a", "b"]  # largest advantage first
-    assert [round(r["tasks"]["t"]["advantage"], 6) for r in once["rows"]] == [0.12, 0.02, -0.03]
-    assert [r["tasks"]["t"]["scratch_own"] for r in once["rows"]] == [0.60, 0.70, 0.78]
+    assert once["reference_best"] == {"t": 0.78}
+    assert [r["lock"] for r in once["rows"]] == ["c", "a", "b"]  # largest uplift first
+    assert [round(r["tasks"]["t"]["uplift"], 6) for r in once["rows"]] == [0.12, 0.02, -0.03]
+    assert [r["tasks"]["t"]["reference_own"] for r in once["rows"]] == [0.60, 0.70, 0.78]
+    assert all("advantage" not in r["tasks"]["t"] for r in once["rows"])
     twice = rescore(json.loads(json.dumps(once)))
     assert twice == json.loads(json.dumps(once))
-    assert "adv = worst - the best from scratch of any row (t 0.780)" in format_table(once)
+    assert "uplift = worst - the best reference attacker of any row (t 0.780)" in format_table(once)
 
 
 def test_rows_are_red_teamed_as_released(tiny_base, digits, digits_permuted, tmp_path):

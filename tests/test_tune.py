@@ -16,32 +16,32 @@ from trainlock.tune.study import _choose, _pareto
 
 def test_pareto_and_choice():
     trials = [
-        {"number": 0, "utility": 0.9, "advantage": 0.3},
-        {"number": 1, "utility": 0.8, "advantage": 0.1},
-        {"number": 2, "utility": 0.7, "advantage": 0.2},
-        {"number": 3, "utility": 0.95, "advantage": 0.4},
+        {"number": 0, "utility": 0.9, "uplift": 0.3},
+        {"number": 1, "utility": 0.8, "uplift": 0.1},
+        {"number": 2, "utility": 0.7, "uplift": 0.2},
+        {"number": 3, "utility": 0.95, "uplift": 0.4},
     ]
     front = _pareto(trials)
     assert {t["number"] for t in front} == {0, 1, 3}  # 2 is beaten by 1 on both
-    assert _choose(front, base_utility=0.95, floor=0.06)["number"] == 0  # least advantage within 6 points of base
+    assert _choose(front, base_utility=0.95, floor=0.06)["number"] == 0  # least uplift within 6 points of base
     assert _choose(front, base_utility=0.99, floor=0.01)["number"] == 3  # none that useful: the most useful
 
 
-def test_common_scratch_scores_every_trial_against_the_best_scratch():
-    from trainlock.tune import common_scratch
+def test_common_reference_scores_every_trial_against_the_best_reference():
+    from trainlock.tune import common_reference
 
     trials = [
-        {"number": 0, "utility": 0.97, "advantage": 0.02, "worst": 0.84, "scratch": 0.82},
-        {"number": 1, "utility": 0.97, "advantage": 0.01, "worst": 0.85, "scratch": 0.84},
+        {"number": 0, "utility": 0.97, "uplift": 0.02, "worst": 0.84, "reference": 0.82},
+        {"number": 1, "utility": 0.97, "uplift": 0.01, "worst": 0.85, "reference": 0.84},
     ]
-    # by its own scratch, trial 1 looks better (+1 vs +2 points); its worst case is worse: it only drew a
-    # stronger scratch run, which an attacker on trial 0's model can use too
+    # by its own reference, trial 1 looks better (+1 vs +2 points); its worst case is worse: it only drew a
+    # stronger reference run, which an attacker on trial 0's model can use too
     assert _choose(_pareto([dict(t) for t in trials]), 0.97, 0.01)["number"] == 1
-    scored = common_scratch([dict(t) for t in trials])
-    assert [round(t["advantage"], 6) for t in scored] == [0.0, 0.01]
-    assert [t["advantage_own"] for t in scored] == [0.02, 0.01]
+    scored = common_reference([dict(t) for t in trials])
+    assert [round(t["uplift"], 6) for t in scored] == [0.0, 0.01]
+    assert [t["uplift_own"] for t in scored] == [0.02, 0.01]
     assert _choose(_pareto(scored), 0.97, 0.01)["number"] == 0
-    assert common_scratch([dict(t) for t in scored]) == scored  # idempotent
+    assert common_reference([dict(t) for t in scored]) == scored  # idempotent
 
 
 def test_tune_writes_front_chosen_lock_and_resumes(tiny_base, digits, digits_permuted, tmp_path):
@@ -49,11 +49,12 @@ def test_tune_writes_front_chosen_lock_and_resumes(tiny_base, digits, digits_per
     res = tune(tiny_base, digits, digits_permuted, cfg, out=tmp_path, report_tasks=("mnist",))
     assert len(res["trials"]) == 2 and res["pareto"] and res["chosen"]
     for t in res["trials"]:
-        assert 0.0 <= t["utility"] <= 1.0 and -1.0 <= t["advantage"] <= 1.0
-        assert t["advantage_own"] == pytest.approx(t["worst"] - t["scratch"])
-        assert t["advantage"] == pytest.approx(t["worst"] - res["scratch_best"])  # one baseline for the study
+        assert 0.0 <= t["utility"] <= 1.0 and -1.0 <= t["uplift"] <= 1.0
+        assert t["reference"] >= t["scratch"]  # the best of the scratch twins and the classical reference
+        assert t["uplift_own"] == pytest.approx(t["worst"] - t["reference"])
+        assert t["uplift"] == pytest.approx(t["worst"] - res["reference_best"])  # one baseline for the study
         assert "alpha" in t["params"] and t["lock_config"]["alpha"] == pytest.approx(t["params"]["alpha"])
-    assert res["scratch_best"] == max(t["scratch"] for t in res["trials"])
+    assert res["reference_best"] == max(t["reference"] for t in res["trials"])
     saved = json.loads((tmp_path / "pareto.json").read_text())
     assert saved["tuning_task"] == digits_permuted.name and saved["report_tasks"] == ["mnist"]
     _model, meta = load(tmp_path / "chosen" / "model")

@@ -12,7 +12,7 @@ from trainlock.cli.main import main
 from trainlock.paper import demo_text
 
 
-def test_text_demo_prints_locked_base_scratch_and_advantages(monkeypatch, tmp_path, capsys):
+def test_text_demo_prints_locked_base_reference_and_uplifts(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(tl.models, "build", lambda name, **kw: tiny("bert"))
     monkeypatch.setattr(tl.tasks, "get", lambda name: toy_task(120))
     monkeypatch.setattr(
@@ -33,9 +33,10 @@ def test_text_demo_prints_locked_base_scratch_and_advantages(monkeypatch, tmp_pa
     )
     assert main(["demo", "--quick", "--out", str(tmp_path), "--device", "cpu"]) == 0
     text = capsys.readouterr().out
-    assert "from scratch" in text and "locked - scratch" in text and "base - scratch" in text
+    assert "from scratch" in text and "best reference attacker" in text and "uplift without a lock" in text
     res = json.loads((tmp_path / "results.json").read_text())
     u = res["unauthorized"]
-    assert u["advantage"] == pytest.approx(u["locked"]["accuracy"] - u["scratch"]["accuracy"])
-    assert u["base_advantage"] == pytest.approx(u["base"]["accuracy"] - u["scratch"]["accuracy"])
+    assert u["reference"]["accuracy"] >= u["scratch"]["accuracy"]
+    assert u["uplift"] == pytest.approx(u["locked"]["accuracy"] - u["reference"]["accuracy"])
+    assert u["base_uplift"] == pytest.approx(u["base"]["accuracy"] - u["reference"]["accuracy"])
     assert (tmp_path / "redteam" / "report.md").is_file() and (tmp_path / "locked" / "trainlock.json").is_file()

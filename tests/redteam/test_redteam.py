@@ -380,7 +380,8 @@ def test_worst_case_covers_the_core_grid_and_scratch_whatever_the_budget(tiny_ba
     assert res["worst"]["accuracy"] >= best - 1e-9
     assert res["scratch"]["accuracy"] >= best_scratch - 1e-9
     assert res["reference"]["accuracy"] >= res["scratch"]["accuracy"]
-    assert res["advantage"] == pytest.approx(res["locked"]["accuracy"] - res["scratch"]["accuracy"])
+    assert res["uplift"] == pytest.approx(res["locked"]["accuracy"] - res["reference"]["accuracy"])
+    assert "advantage" not in res  # renamed: scratch is one reference among others
 
 
 def test_backdoor_row_uses_the_setting_calibrated_on_the_base(locked, tiny_base, digits_permuted, tmp_path):

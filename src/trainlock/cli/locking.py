@@ -221,10 +221,10 @@ SIGN_DESCRIPTION = (
 TUNE_DESCRIPTION = """\
 Search a lock's hyper-parameters against the red team (Optuna, two objectives): each trial locks a copy of
 MODEL_DIR, measures authorized utility on --retain-task, then runs the first --budget runs of the red-team
-suite on --attack-task and reads the attacker's advantage over scratch (best accuracy from the locked
-weights minus the best from the same architecture re-initialized). Maximize utility, minimize advantage; the
-front scores every trial against the study's best run from scratch. Writes pareto.json, pareto.png, trial-N/
-(each lock and its red-team rows) and chosen/ (the Pareto trial with least advantage among those within
+suite on --attack-task and reads the uplift over the best reference attacker (best accuracy from the locked
+weights minus the best of the matched runs from scratch and the classical reference). Maximize utility, minimize
+uplift; the front scores every trial against the study's best reference run. Writes pareto.json, pareto.png, trial-N/
+(each lock and its red-team rows) and chosen/ (the Pareto trial with least uplift among those within
 --utility-floor of the base's utility). Resumable: the study is SQLite in --out (or --storage URL); a rerun
 adds only the missing trials. Tune on a task you will not report: --report-tasks names those, and tuning on
 one is refused."""
@@ -276,12 +276,12 @@ def cmd_tune(args) -> int:
             progress=True,
         )
     print(f"base utility on {res['retain_task']}: {res['base_utility']:.4f}; tuned against {res['tuning_task']}")
-    if res["scratch_best"] is not None:
-        print(f"advantage: the trial's worst case minus the study's best from scratch ({res['scratch_best']:.4f})")
-    print(f"{'trial':>5} {'utility':>8} {'advantage':>10}  params")
+    if res["reference_best"] is not None:
+        print(f"uplift: the trial's worst case minus the study's best reference ({res['reference_best']:.4f})")
+    print(f"{'trial':>5} {'utility':>8} {'uplift':>10}  params")
     for t in sorted(res["pareto"], key=lambda t: -t["utility"]):
         mark = " <- chosen" if res["chosen"] and t["number"] == res["chosen"]["number"] else ""
-        print(f"{t['number']:>5} {t['utility']:>8.4f} {t['advantage']:>+10.4f}  {t['params']}{mark}")
+        print(f"{t['number']:>5} {t['utility']:>8.4f} {t['uplift']:>+10.4f}  {t['params']}{mark}")
     print(
         f"{len(res['trials'])} trials, {len(res['pareto'])} on the Pareto front -> {out} (pareto.json, pareto.png"
         f"{', chosen/' if res['chosen'] else ''})"
@@ -295,7 +295,7 @@ Without flags: the registered lock types. With --run: the honest lock table. Eve
 file or inline JSON object {row name: lock spec, or null for the unlocked base}) locks MODEL_DIR on
 --retain-task, then the same red-team subset runs on each --attack-tasks task (tasks not used to tune any
 lock); per lock: utility vs base, lock time, and per task the worst case, the best from scratch, the
-attacker's advantage, and the fewest steps to come within 2 points of the base's best (cost to bypass).
+uplift over the best reference attacker, and the fewest steps to come within 2 points of the base's best (cost to bypass).
 Written to --out/table.json (resumable); --table DIR prints a table already written."""
 
 

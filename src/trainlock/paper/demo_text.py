@@ -9,8 +9,8 @@
    re-initialized: the floor any attacker has), then spectral clipping and a logit-temperature reset.
 
 The table: authorized accuracy (base vs locked), then on bbc-news the best a blind attacker reaches from the
-locked weights, from the base's, and from scratch, with the advantages over scratch. A lock protects something
-only if locked - scratch is well below base - scratch.
+locked weights, from the base's, from scratch, and the best reference attacker (scratch or the classical TF-IDF
+model), with the uplifts over it. A lock protects something only if the locked uplift is well below the base's.
 """
 
 from __future__ import annotations
@@ -160,8 +160,11 @@ def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = Tru
             "locked": pick(rt["locked"]),
             "base": pick(rt["base"]),
             "scratch": pick(rt["scratch"]),
-            "advantage": rt["advantage"],
-            "base_advantage": rt["base_advantage"],
+            "reference": {"accuracy": rt["reference"]["accuracy"], "attack": rt["reference"]["attacker"]},
+            "uplift": rt["uplift"],
+            "base_uplift": rt["base_uplift"],
+            "budget": rt["budget"],
+            "verdict": rt["verdict"],
         },
         "wall_s": time.perf_counter() - t0,
     }
@@ -176,16 +179,20 @@ def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = Tru
 
 def table(results: dict) -> str:
     a, u = results["authorized"], results["unauthorized"]
-    f = lambda r: "-" if r is None else f"{r['accuracy']:.4f}  ({r['attack']})"
+    f = lambda r: "-" if r is None or r.get("accuracy") is None else f"{r['accuracy']:.4f}  ({r['attack']})"
     adv = lambda v: "-" if v is None else f"{100 * v:+.1f} points"
-    return "\n".join(
-        [
-            f"{'authorized: ' + a['task']:<40} base {a['base']:.4f}   locked {a['locked']:.4f}",
-            f"unauthorized: {u['task']} (best of the red team, chance {u['chance']:.2f})",
-            f"  {'from the locked weights':<38} {f(u['locked'])}",
-            f"  {'from the unlocked base':<38} {f(u['base'])}",
-            f"  {'from scratch (re-initialized)':<38} {f(u['scratch'])}",
-            f"  {'attacker advantage, locked - scratch':<38} {adv(u['advantage'])}",
-            f"  {'head start without a lock, base - scratch':<38} {adv(u['base_advantage'])}",
-        ]
-    )
+    if "uplift" not in u:  # results written before references existed
+        u = {**u, "reference": u["scratch"], "uplift": u.get("advantage"), "base_uplift": u.get("base_advantage")}
+    lines = [
+        f"{'authorized: ' + a['task']:<40} base {a['base']:.4f}   locked {a['locked']:.4f}",
+        f"unauthorized: {u['task']} (best of the red team, chance {u['chance']:.2f})",
+        f"  {'from the locked weights':<38} {f(u['locked'])}",
+        f"  {'from the unlocked base':<38} {f(u['base'])}",
+        f"  {'from scratch (re-initialized)':<38} {f(u['scratch'])}",
+        f"  {'best reference attacker':<38} {f(u['reference'])}",
+        f"  {'uplift of the locked weights':<38} {adv(u['uplift'])}",
+        f"  {'uplift without a lock (the base)':<38} {adv(u['base_uplift'])}",
+    ]
+    if u.get("verdict"):
+        lines.append(f"  {u['verdict']}")
+    return "\n".join(lines)

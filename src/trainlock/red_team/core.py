@@ -128,8 +128,6 @@ def redteam(
         "locked": head["locked"],
         "scratch": head["scratch"],
         "base": head["base"],
-        "advantage": head["advantage"],
-        "base_advantage": head["base_advantage"],
         "compute_ratio_vs_base": head["compute_ratio_vs_base"],
         "compute_ratio_vs_scratch": head["compute_ratio_vs_scratch"],
         "comparison": adaptive_vs_plain(rows),

@@ -199,6 +199,12 @@ def write_report(
             return "-" if x is None else _fmt_steps(x["steps_to_target"])
 
         lk, sc, bs = head["locked"], head["scratch"], head["base"]
+        res = result or {}
+        ref = (res.get("reference") or {}).get("accuracy")
+        ref_acc = "-" if ref is None else f"{ref:.4f}"
+        up, base_up = res.get("uplift"), res.get("base_uplift")
+        if result is None:  # no reference measured: scratch is the only one
+            ref_acc, up, base_up = f(sc), head["advantage"], head["base_advantage"]
         ins = " (insider)" if next((r for r in rows if r.get("key") == worst["key"]), {}).get("insider") else ""
         lines += [
             markdown_table(
@@ -207,8 +213,9 @@ def write_report(
                     "base",
                     "locked",
                     "scratch",
-                    "locked - scratch",
-                    "base - scratch",
+                    "best reference",
+                    "locked uplift",
+                    "base uplift",
                     "worst attack",
                     "steps to target (base / locked / scratch)",
                     "compute locked / base",
@@ -220,8 +227,9 @@ def write_report(
                         f(bs),
                         f(lk),
                         f(sc),
-                        g(head["advantage"], "+.4f"),
-                        g(head["base_advantage"], "+.4f"),
+                        ref_acc,
+                        g(up, "+.4f"),
+                        g(base_up, "+.4f"),
                         f"`{worst['attack']}`{ins}",
                         f"{stt(bs)} / {stt(lk)} / {stt(sc)}",
                         g(head["compute_ratio_vs_base"], ".2f"),
@@ -231,9 +239,10 @@ def write_report(
             ),
             "",
             "base / locked: the best accuracy any attack in the suite reached from those weights (distillation "
-            "counts as an attack on the locked model; insider runs do not); scratch: the best from the same architecture "
-            "re-initialized, over the same optimizers and learning rates. A lock leaves the attacker no "
-            "advantage when locked - scratch is about 0; it matters only where base - scratch is large. "
+            "counts as an attack on the locked model; insider runs do not); scratch: the best from the same "
+            "architecture re-initialized, each attack matched by a run at its optimizer, rate and steps; best "
+            "reference: the best of those and the reference attackers. A lock leaves the attacker nothing when the "
+            "locked uplift is about 0; it matters only where the base's uplift is large. "
             "Steps to target: the fewest over the suite (distillation steps included).",
             "",
         ]

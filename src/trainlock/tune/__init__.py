@@ -2,6 +2,6 @@
 the search spaces (`spaces`, registered per lock with `trainlock.locks.register_space`); the lock table
 (`table`)."""
 
-from .study import TuneConfig, common_scratch, tune
+from .study import TuneConfig, common_reference, tune
 
-__all__ = ["TuneConfig", "common_scratch", "tune"]
+__all__ = ["TuneConfig", "common_reference", "tune"]

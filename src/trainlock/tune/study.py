@@ -3,9 +3,10 @@
 Each trial locks a copy of the model with hyper-parameters drawn from the lock type's search space (`SPACES`:
 specdef, sophon, repnoise, immunize, spectral-cap, sparsity), measures authorized utility (test accuracy on
 the retain task), then runs a red-team subset of `budget` runs on the attack task and reads the attacker's
-advantage over scratch (the best blind accuracy from the locked weights minus the best from the re-initialized
-architecture). Objectives: utility (maximize) and advantage (minimize). The Pareto front and the chosen trial
-score every trial against the study's best scratch run (`common_scratch`). The study lives in SQLite
+uplift over the best reference attacker (the best blind accuracy from the locked weights minus the best of the
+suite's matched runs from scratch and the classical reference, on the same data). Objectives: utility (maximize)
+and uplift (minimize). The Pareto front and the chosen trial score every trial against the study's best
+reference (`common_reference`). The study lives in SQLite
 (out/tune.db) or any Optuna RDB URL, so a killed study resumes; every trial's lock and red-team rows stay
 under out/trial-N/.
 
@@ -58,7 +59,7 @@ class TuneConfig:
     batch_size: int = option(64, "red-team minibatch size")
     utility_floor: float = option(
         0.01,
-        "the chosen lock: least advantage among trials within this much of the "
+        "the chosen lock: least uplift among trials within this much of the "
         "base's utility (else the most useful trial)",
     )
     storage: str | None = option(None, "Optuna storage URL (default: SQLite in the output directory)")
@@ -74,31 +75,31 @@ class TuneConfig:
         return to_dict(self)
 
 
-def _best_scratch(trials: list[dict]) -> float | None:
-    return max((t["scratch"] for t in trials if t.get("scratch") is not None), default=None)
+def _best_reference(trials: list[dict]) -> float | None:
+    return max((t["reference"] for t in trials if t.get("reference") is not None), default=None)
 
 
-def common_scratch(trials: list[dict]) -> list[dict]:
-    """Score every trial against the study's best from-scratch run: scratch training does not depend on the lock
-    (the architecture re-initialized, the same data), and an attacker can use whichever setting any trial's red team
-    found best. A trial's own scratch runs depend on the rates its probes chose, so its own advantage (kept as
-    `advantage_own`; Optuna's objective during the study) mixes the lock with that luck. Idempotent."""
-    best = _best_scratch(trials)
+def common_reference(trials: list[dict]) -> list[dict]:
+    """Score every trial against the study's best reference run: the references do not depend on the lock (the
+    architecture re-initialized, the classical models, the same data), and an attacker can use whichever setting any
+    trial's red team found best. A trial's own scratch runs depend on the rates its probes chose, so its own uplift
+    (kept as `uplift_own`; Optuna's objective during the study) mixes the lock with that luck. Idempotent."""
+    best = _best_reference(trials)
     for t in trials:
-        t.setdefault("advantage_own", t["advantage"])
+        t.setdefault("uplift_own", t["uplift"])
         if best is not None and t.get("worst") is not None:
-            t["advantage"] = t["worst"] - best
+            t["uplift"] = t["worst"] - best
     return trials
 
 
 def _pareto(trials: list[dict]) -> list[dict]:
-    """Trials no other trial beats on both objectives (utility up, advantage down)."""
+    """Trials no other trial beats on both objectives (utility up, uplift down)."""
 
     def dominated(a, b):
         return (
             b["utility"] >= a["utility"]
-            and b["advantage"] <= a["advantage"]
-            and (b["utility"] > a["utility"] or b["advantage"] < a["advantage"])
+            and b["uplift"] <= a["uplift"]
+            and (b["utility"] > a["utility"] or b["uplift"] < a["uplift"])
         )
 
     return [a for a in trials if not any(dominated(a, b) for b in trials)]
@@ -108,7 +109,7 @@ def _choose(front: list[dict], base_utility: float, floor: float) -> dict | None
     if not front:
         return None
     useful = [t for t in front if t["utility"] >= base_utility - floor]
-    return min(useful, key=lambda t: t["advantage"]) if useful else max(front, key=lambda t: t["utility"])
+    return min(useful, key=lambda t: t["uplift"]) if useful else max(front, key=lambda t: t["utility"])
 
 
 def tune(
@@ -162,15 +163,17 @@ def tune(
         res = lock(model, lk, retain=retain)
         utility = evaluate(res.model, retain)
         rt = redteam(res.model, attack, rt_cfg, out=d / "redteam")
-        adv = rt["advantage"]
+        adv = rt["uplift"]
         if adv is None or not math.isfinite(adv):
-            raise optuna.TrialPruned("the red-team subset had no finished run from scratch or from the weights")
+            raise optuna.TrialPruned("the red-team subset had no finished run from the weights or no reference")
         save(res.model, d / "model", {"task": retain.name, "metrics": {"accuracy": utility}, **res.record})
         trial.set_user_attr("lock_config", json.loads(json.dumps(to_dict(lock_cfg), default=str)))
         trial.set_user_attr("worst", rt["locked"]["accuracy"] if rt["locked"] else None)
         trial.set_user_attr("worst_attack", rt["locked"]["attack"] if rt["locked"] else None)
         trial.set_user_attr("scratch", rt["scratch"]["accuracy"] if rt["scratch"] else None)
-        logger.info("trial %d: utility %.4f, advantage %+.4f", trial.number, utility, adv)
+        trial.set_user_attr("reference", rt["reference"]["accuracy"])
+        trial.set_user_attr("reference_attacker", rt["reference"]["attacker"])
+        logger.info("trial %d: utility %.4f, uplift %+.4f", trial.number, utility, adv)
         return utility, adv
 
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -178,9 +181,9 @@ def tune(
     if remaining:  # on a shared study (--storage URL), every worker stops once the study holds enough trials
         states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
         study.optimize(objective, n_trials=remaining, callbacks=[optuna.study.MaxTrialsCallback(cfg.trials, states)])
-    trials = common_scratch(
+    trials = common_reference(
         [
-            {"number": t.number, "utility": t.values[0], "advantage": t.values[1], "params": t.params, **t.user_attrs}
+            {"number": t.number, "utility": t.values[0], "uplift": t.values[1], "params": t.params, **t.user_attrs}
             for t in study.trials
             if t.state == optuna.trial.TrialState.COMPLETE
         ]
@@ -194,7 +197,7 @@ def tune(
         "report_tasks": list(report_tasks),
         "base_utility": base_utility,
         "config": cfg.to_dict(),
-        "scratch_best": _best_scratch(trials),
+        "reference_best": _best_reference(trials),
         "trials": trials,
         "pareto": front,
         "chosen": chosen,
@@ -227,15 +230,15 @@ def _plot(trials, front, chosen, base_utility, path: Path) -> None:
     from ..atomic import writing_file
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    ax.scatter([t["utility"] for t in trials], [t["advantage"] for t in trials], c="0.6", label="trials")
+    ax.scatter([t["utility"] for t in trials], [t["uplift"] for t in trials], c="0.6", label="trials")
     f = sorted(front, key=lambda t: t["utility"])
-    ax.plot([t["utility"] for t in f], [t["advantage"] for t in f], "o-", color="C3", label="Pareto front")
+    ax.plot([t["utility"] for t in f], [t["uplift"] for t in f], "o-", color="C3", label="Pareto front")
     if chosen:
-        ax.plot([chosen["utility"]], [chosen["advantage"]], "*", ms=16, color="C2", label="chosen")
+        ax.plot([chosen["utility"]], [chosen["uplift"]], "*", ms=16, color="C2", label="chosen")
     ax.axvline(base_utility, color="k", lw=0.8, ls="--", label="base utility")
     ax.axhline(0.0, color="k", lw=0.5)
     ax.set_xlabel("authorized utility (test accuracy, higher is better)")
-    ax.set_ylabel("attacker's advantage over scratch (lower is better)")
+    ax.set_ylabel("uplift over the best reference attacker (lower is better)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     with writing_file(path, suffix=".png") as tmp:

@@ -34,7 +34,8 @@ def describe(budget: int, steps: int) -> str:
 
 def worst_case(model: nn.Module, task, out: Path, budget: int, steps: int, batch_size: int, study) -> dict:
     """{"locked": best blind accuracy from the released weights, "attack": its name, "scratch": the suite's
-    best from scratch, "advantage": locked - scratch, "runs": how many ran}."""
+    best from scratch, "reference" / "reference_attacker": the best reference attacker, "uplift": locked -
+    reference, "runs": how many ran}."""
     cfg = RedTeamConfig(
         loop=LoopConfig(device=study.device, max_steps=steps, batch_size=batch_size, epochs=10**6),
         budget=budget,
@@ -48,7 +49,9 @@ def worst_case(model: nn.Module, task, out: Path, budget: int, steps: int, batch
         "locked": None if best is None else best["accuracy"],
         "attack": None if best is None else best["attack"],
         "scratch": None if scratch is None else scratch["accuracy"],
-        "advantage": res["advantage"],
+        "reference": res["reference"]["accuracy"],
+        "reference_attacker": res["reference"]["attacker"],
+        "uplift": res["uplift"],
         "runs": len(res["runs"]),
         "out": str(out),
     }

@@ -118,7 +118,9 @@ def _redteam(locked, task, study, name, budget, steps):
         "locked": best and best["accuracy"],
         "attack": best and best["attack"],
         "scratch": scr and scr["accuracy"],
-        "advantage": res["advantage"],
+        "reference": res["reference"]["accuracy"],
+        "reference_attacker": res["reference"]["attacker"],
+        "uplift": res["uplift"],
         "runs": len(res["runs"]),
     }
 
@@ -178,7 +180,9 @@ def _table(summary: dict, study: Study) -> str:
             ]
         ]
         rt = res["redteam"]
-        adv = "-" if rt["advantage"] is None else f"{100 * rt['advantage']:+.1f}"
+        up = rt.get("uplift", rt.get("advantage"))  # results written before references: over scratch
+        adv = "-" if up is None else f"{100 * up:+.1f}"
+        ref = rt.get("reference", rt["scratch"])
         for role, c in res["cells"].items():
             p = PAPER[name][role]
             worst = f"{pct(rt['locked'])} ({rt['attack']}, accuracy)" if role == rt["task"] else "-"
@@ -200,8 +204,8 @@ def _table(summary: dict, study: Study) -> str:
             "",
             f"Red team on {rt['task']}: {rt['runs']} runs of {rt['steps']} steps (adamw/adam at "
             f"{', '.join(f'{x:g}' for x in REDTEAM_LRS)}, from the released weights and from scratch, then "
-            f"{' and '.join(redteam_cell.TRANSFORMS)}); worst {pct(rt['locked'])}, its scratch "
-            f"{pct(rt['scratch'])}, advantage {adv} points.",
+            f"{' and '.join(redteam_cell.TRANSFORMS)}); worst {pct(rt['locked'])}, best reference attacker "
+            f"{pct(ref)} ({rt.get('reference_attacker', 'scratch')}), uplift {adv} points.",
             "",
         ]
     return "\n".join(lines)
