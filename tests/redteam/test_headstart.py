@@ -20,7 +20,7 @@ def test_headstart_per_budget(tiny_base, digits_permuted, tmp_path):
         runner=RunnerConfig(workers=0),
     )
     res = headstart(tiny_base, digits_permuted, cfg, out=tmp_path)
-    assert [b["n"] for b in res["budgets"]] == [40, 120]
+    assert [(b["n"], b["steps"]) for b in res["budgets"]] == [(40, 15), (120, 15)]
     for b in res["budgets"]:
         attackers = {r["attacker"] for r in b["reference_runs"]}
         assert "scratch:adam@0.001" in attackers and any(a.startswith("classical") for a in attackers)
@@ -31,7 +31,29 @@ def test_headstart_per_budget(tiny_base, digits_permuted, tmp_path):
         assert b["uplift"] == pytest.approx(best_model - best_ref)
     on_disk = json.loads((tmp_path / "headstart.json").read_text())
     assert on_disk["budgets"][0]["n"] == 40 and (tmp_path / "headstart.png").is_file()
-    assert "| 40 |" in (tmp_path / "headstart.md").read_text()
+    assert "| 40 | 15 |" in (tmp_path / "headstart.md").read_text()
+
+
+def test_headstart_per_step_budget(tiny_base, digits_permuted, tmp_path):
+    """Several step budgets: one row per (n, steps); the trained references get each budget too."""
+    cfg = HeadstartConfig(
+        budgets=(60,),
+        steps=(3, 30),
+        lrs=(1e-3,),
+        optimizer="adam",
+        batch_size=32,
+        test_samples=150,
+        probe=False,
+        runner=RunnerConfig(workers=0),
+    )
+    res = headstart(tiny_base, digits_permuted, cfg, out=tmp_path)
+    assert [(b["n"], b["steps"]) for b in res["budgets"]] == [(60, 3), (60, 30)]
+    for b in res["budgets"]:
+        scratch = next(r for r in b["reference_runs"] if r["attacker"] == "scratch:adam@0.001")
+        assert scratch["details"]["steps"] == b["steps"]
+        cnn = next(r for r in b["reference_runs"] if r["attacker"] == "classical:cnn")
+        assert cnn["details"]["steps"] == b["steps"]
+    assert (tmp_path / "n60-s3" / "runs.jsonl").is_file() and (tmp_path / "n60-s30" / "runs.jsonl").is_file()
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,11 @@ class HeadstartConfig:
     """The data budgets and the attacks measured at each."""
 
     budgets: tuple[int, ...] = option((100, 300, 1000), "training-set sizes n (seeded subsets of the training split)")
-    steps: int = option(100, "optimizer steps per fine-tuning run (the references from scratch get the same)")
+    steps: tuple[int, ...] = option(
+        (100,),
+        "optimizer steps per run, one or more step budgets (e.g. 100 300 1000): the trained references (scratch, "
+        "the classical CNN) get the same, so each budget gives its own uplift",
+    )
     lrs: tuple[float, ...] = option((1e-4, 1e-3), "learning rates of the fine-tuning runs (and their scratch twins)")
     optimizer: str = option("adamw", "the fine-tuning optimizer")
     batch_size: int = option(16, "minibatch size")
@@ -59,14 +63,19 @@ class HeadstartConfig:
             check_int("headstart", "budgets", n, 2)
         for lr in self.lrs:
             check_float("headstart", "lrs", lr, 0.0, open_low=True)
-        check_int("headstart", "steps", self.steps, 1)
+        if isinstance(self.steps, int):
+            self.steps = (self.steps,)
+        if not self.steps:
+            raise ValueError("headstart: steps must list at least one step budget")
+        for s in self.steps:
+            check_int("headstart", "steps", s, 1)
         check_int("headstart", "batch_size", self.batch_size, 1)
         check_int("headstart", "test_samples", self.test_samples, 1, allow_none=True)
 
 
-def _specs(cfg: HeadstartConfig) -> list[AttackSpec]:
-    """Fine-tuning at each rate (and the probe), each with its scratch twin."""
-    common = {"max_steps": cfg.steps, "epochs": 10**6, "batch_size": cfg.batch_size}
+def _specs(cfg: HeadstartConfig, steps: int) -> list[AttackSpec]:
+    """Fine-tuning at each rate (and the probe), each with its scratch twin, at `steps` steps per run."""
+    common = {"max_steps": steps, "epochs": 10**6, "batch_size": cfg.batch_size}
     specs = [AttackSpec.of(cfg.optimizer, lr, **common) for lr in cfg.lrs]
     if cfg.probe and "probe" in STAGES["train"]:
         specs.append(AttackSpec.of(cfg.optimizer, cfg.lrs[0], train="probe", **common))
@@ -89,24 +98,26 @@ def headstart(
         raise ValueError(f"headstart: budgets {too_big} exceed the {n_max} training examples of {full.name!r}")
     for name in cfg.references:
         REFERENCES.get(name)  # before any work
-    specs = _specs(cfg)
     out = None if out is None else Path(out)
     rows = []
-    for n in sorted(cfg.budgets):
+    for n, steps in ((n, s) for n in sorted(cfg.budgets) for s in sorted(cfg.steps)):
         sub = full.subset(n_train=n, n_test=cfg.test_samples, seed=0)
         text = sub if isinstance(sub, TextTask) else None
         tokens = for_model(sub, model)
-        where = None if out is None else out / f"n{n}"
+        where = None if out is None else out / (f"n{n}" if len(cfg.steps) == 1 else f"n{n}-s{steps}")
         if where is not None:
             claim(where, identity(model, tokens))
-        runs = run_suite(Target(model, tokens, device=cfg.device, text=text), specs, where, cfg.runner, progress)
+        runs = run_suite(
+            Target(model, tokens, device=cfg.device, text=text), _specs(cfg, steps), where, cfg.runner, progress
+        )
         head = headline(runs)
-        refs = reference_runs(target_for(model, tokens, text, cfg.steps, 0), tuple(cfg.references), where)
-        summary = uplift_summary(head, runs, refs, budget_of(tokens, cfg.steps))
+        refs = reference_runs(target_for(model, tokens, text, steps, 0), tuple(cfg.references), where)
+        summary = uplift_summary(head, runs, refs, budget_of(tokens, steps))
         best, ref = head["locked"], summary["reference"]
         rows.append(
             {
                 "n": n,
+                "steps": steps,
                 "model": None if best is None else {"accuracy": best["accuracy"], "attack": best["attack"]},
                 "reference": {"accuracy": ref["accuracy"], "attacker": ref["attacker"]},
                 "reference_runs": ref["runs"],
@@ -119,7 +130,12 @@ def headstart(
             }
         )
         logger.info(
-            "n=%d: model %s, reference %s, uplift %s", n, best and best["accuracy"], ref["accuracy"], summary["uplift"]
+            "n=%d, %d steps: model %s, reference %s, uplift %s",
+            n,
+            steps,
+            best and best["accuracy"],
+            ref["accuracy"],
+            summary["uplift"],
         )
     result = {"task": full.name, "config": dataclasses.asdict(cfg), "budgets": rows}
     if out is not None:
@@ -130,7 +146,7 @@ def headstart(
 
 
 def format_headstart(result: dict) -> str:
-    """The learning-curve table: per n, the model's best, the best reference, the uplift."""
+    """The learning-curve table: per n and step budget, the model's best, the best reference, the uplift."""
 
     def acc(x) -> str:
         return "-" if x is None or x.get("accuracy") is None else f"{x['accuracy']:.4f}"
@@ -138,6 +154,7 @@ def format_headstart(result: dict) -> str:
     rows = [
         [
             r["n"],
+            r.get("steps", "-"),
             acc(r["model"]),
             "-" if r["model"] is None else f"`{r['model']['attack']}`",
             acc(r["reference"]),
@@ -146,7 +163,7 @@ def format_headstart(result: dict) -> str:
         ]
         for r in result["budgets"]
     ]
-    head = ["n (train)", "model's best", "attack", "best reference", "reference attacker", "uplift (points)"]
+    head = ["n (train)", "steps", "model's best", "attack", "best reference", "reference attacker", "uplift (points)"]
     return f"# Head start on {result['task']}\n\n" + markdown_table(head, rows)
 
 
@@ -157,13 +174,22 @@ def plot_headstart(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = result["budgets"]
-    ns = [r["n"] for r in rows]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    model = [None if r["model"] is None else r["model"]["accuracy"] for r in rows]
-    ref = [r["reference"]["accuracy"] for r in rows]
-    ax.plot(ns, model, "o-", label="the model's best attack")
-    ax.plot(ns, ref, "s--", label="best reference attacker")
+    budgets = sorted({r.get("steps") for r in result["budgets"]}, key=lambda v: v or 0)
+    for i, steps in enumerate(budgets):
+        rows = [r for r in result["budgets"] if r.get("steps") == steps]
+        ns = [r["n"] for r in rows]
+        at = "" if len(budgets) == 1 else f", {steps} steps"
+        ax.plot(
+            ns,
+            [None if r["model"] is None else r["model"]["accuracy"] for r in rows],
+            "o-",
+            color=f"C{i}",
+            label=f"the model's best attack{at}",
+        )
+        ax.plot(
+            ns, [r["reference"]["accuracy"] for r in rows], "s--", color=f"C{i}", label=f"best reference attacker{at}"
+        )
     ax.set_xscale("log")
     ax.set_xlabel("training examples n")
     ax.set_ylabel("test accuracy")
