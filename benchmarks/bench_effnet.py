@@ -25,10 +25,10 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from memory import reset_peak, status_mb
 
 from trainlock.locks import find_lockable, spectral_term
 from trainlock.models import build, pooled_features
@@ -139,19 +139,6 @@ def timing(args) -> None:
         f"{args.steps}) goal <= 1.10: {'ok' if r <= 1.10 else 'MISS'}",
         flush=True,
     )
-
-
-def status_mb(field: str) -> float:
-    """VmRSS / VmHWM of this process in MB (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return float(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current RSS
 
 
 def child(args) -> None:
