@@ -79,3 +79,26 @@ def test_bad_input_exits_2_before_work(flags, msg, tiny_base_dir, tmp_path, caps
     err = capsys.readouterr().err
     assert msg in err and "Traceback" not in err
     assert not (tmp_path / "o" / "headstart.json").exists()
+
+
+def test_reference_runs_are_computed_once_per_task_and_budget(digits):
+    """The trials of a tune study and the rows of a lock table share their references: one run per process."""
+    from dataclasses import dataclass
+
+    from trainlock.attacks.references import REFERENCES, ReferenceRun, ReferenceTarget, register_reference
+    from trainlock.red_team.uplift import reference_runs
+
+    calls = []
+    if "test-counting" not in REFERENCES:
+
+        @register_reference("test-counting")
+        @dataclass
+        class Counting:
+            def __call__(self, target):
+                calls.append(target.steps)
+                return [ReferenceRun("test-counting", accuracy=0.5)]
+
+    first = reference_runs(ReferenceTarget(digits, steps=7), ("test-counting",))
+    again = reference_runs(ReferenceTarget(digits, steps=7), ("test-counting",))
+    other = reference_runs(ReferenceTarget(digits, steps=8), ("test-counting",))  # another budget runs again
+    assert first == again == other and calls == [7, 8]

@@ -115,9 +115,10 @@ def _baselines(args, meta: dict, model, cfg, res, task) -> dict:
     """The reference attackers (scratch: the same architecture re-initialized, the same attack; and
     --references) and, when the base is at hand, the base's run: accuracies and uplifts over the best reference."""
     from ..api import attack
-    from ..attacks.references import ReferenceRun, ReferenceTarget, best_reference, run_reference
+    from ..attacks.references import ReferenceRun, ReferenceTarget, best_reference
     from ..attacks.scratch import scratch_baseline
     from ..io.artifacts import ArtifactError, load
+    from ..red_team.uplift import reference_runs
     from ..tasks import TextTask, for_model
 
     sres = scratch_baseline(model, cfg, task, progress=True, lrs=tuple(args.scratch_lrs))
@@ -132,8 +133,7 @@ def _baselines(args, meta: dict, model, cfg, res, task) -> dict:
     target = ReferenceTarget(
         for_model(task, model), model, task if isinstance(task, TextTask) else None, res.steps, cfg.loop.seed
     )
-    for name in args.references:
-        runs += [r.to_dict() for r in run_reference(name, target)]
+    runs += reference_runs(target, tuple(args.references))
     best = best_reference(runs) or {"accuracy": None, "attacker": None}
     uplift = None if best["accuracy"] is None else res.accuracy - best["accuracy"]
     out = {

@@ -17,13 +17,14 @@ import torch
 import torch.nn as nn
 
 from ..atomic import write_text
+from ..attacks.references import ReferenceTarget
 from ..io.hashing import tensor_sha256
 from ..tasks import Task, TextTask, as_task, for_model
 from .report import adaptive_vs_plain, headline, worst_case, write_report
 from .runner import RESULTS, Target, run_suite
 from .spec import RedTeamConfig
 from .suite import STAGES, matched, plan
-from .uplift import budget_of, reference_runs, target_for, uplift_summary
+from .uplift import budget_of, reference_runs, uplift_summary
 
 IDENTITY = "identity.json"
 
@@ -113,7 +114,7 @@ def redteam(
         from .search import search
 
         rows += search(model, task, cfg, out, retain, progress)
-    refs = reference_runs(target_for(model, task, text, steps, cfg.loop.seed), tuple(cfg.references), out)
+    refs = reference_runs(ReferenceTarget(task, model, text, steps, cfg.loop.seed), tuple(cfg.references), out)
     base_rows = None
     if base is not None:
         base_out = None if out is None else out / "base"

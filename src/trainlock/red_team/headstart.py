@@ -21,7 +21,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from ..atomic import write_text, writing_file
-from ..attacks.references import REFERENCES
+from ..attacks.references import REFERENCES, ReferenceTarget
 from ..attacks.stages import STAGES
 from ..config import check_float, check_int, option
 from ..io.tables import markdown_table
@@ -32,7 +32,7 @@ from .report import headline
 from .runner import Target, run_suite
 from .spec import AttackSpec
 from .suite import matched
-from .uplift import budget_of, reference_runs, target_for, uplift_summary
+from .uplift import budget_of, reference_runs, uplift_summary
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def headstart(
             Target(model, tokens, device=cfg.device, text=text), _specs(cfg, steps), where, cfg.runner, progress
         )
         head = headline(runs)
-        refs = reference_runs(target_for(model, tokens, text, steps, 0), tuple(cfg.references), where)
+        refs = reference_runs(ReferenceTarget(tokens, model, text, steps, 0), tuple(cfg.references), where)
         summary = uplift_summary(head, runs, refs, budget_of(tokens, steps))
         best, ref = head["locked"], summary["reference"]
         rows.append(

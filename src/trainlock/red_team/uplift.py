@@ -16,11 +16,10 @@ import json
 import logging
 from pathlib import Path
 
-import torch.nn as nn
-
 from ..atomic import write_text
 from ..attacks.references import ReferenceRun, ReferenceTarget, best_reference, run_reference
-from ..tasks import Task, TextTask
+from ..io.hashing import tensor_sha256
+from ..tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +27,22 @@ REFERENCES_FILE = "references.json"
 NOTHING_TO_PROTECT = 0.05  # a base uplift below 5 points: a lock has nothing to protect on the task
 
 
+_MEMO: dict[tuple, list[dict]] = {}  # this process's finished reference runs (see reference_runs)
+
+
+def _memo_key(name: str, target: ReferenceTarget) -> tuple:
+    t = target.task
+    data = tensor_sha256(t.x_train, t.y_train, t.x_test, t.y_test)
+    text = target.text
+    raw = None if text is None else hash((tuple(text.texts_train), tuple(text.texts_test)))  # tokens truncate
+    return name, data, raw, type(target.model).__name__, target.steps, target.seed
+
+
 def reference_runs(target: ReferenceTarget, names: tuple[str, ...], out: Path | None = None) -> list[dict]:
     """Every named reference attacker's runs on `target` (cached in out/references.json: the directory's identity
-    file already binds it to this model and task; a rerun retries only the references that errored)."""
+    file already binds it to this model and task; a rerun retries only the references that errored). Within a
+    process, finished runs are also kept by reference, task data, architecture, step budget and seed: the trials of
+    a `tune` study and the rows of a lock table attack the same task, and its references do not depend on the lock."""
     cached: dict[str, list[dict]] = {}
     path = None if out is None else Path(out) / REFERENCES_FILE
     if path is not None and path.is_file():
@@ -40,12 +52,13 @@ def reference_runs(target: ReferenceTarget, names: tuple[str, ...], out: Path | 
             cached = {}
     runs: dict[str, list[dict]] = {}
     for name in names:
-        old = cached.get(name)
+        old = cached.get(name) or _MEMO.get(_memo_key(name, target))
         if old and not any(r.get("error") for r in old):
             runs[name] = old
             continue
         logger.info("reference attacker %s on %s", name, target.task.name)
         runs[name] = [r.to_dict() for r in run_reference(name, target)]
+        _MEMO[_memo_key(name, target)] = runs[name]
     if path is not None:
         write_text(path, json.dumps(runs, indent=2, sort_keys=True))
     return [r for name in names for r in runs[name]]
@@ -106,8 +119,4 @@ def budget_of(task: Task, steps: int | None) -> dict:
     return {"steps_per_run": steps, "n_train": len(task.y_train), "n_test": len(task.y_test)}
 
 
-def target_for(model: nn.Module, task: Task, text: TextTask | None, steps: int | None, seed: int) -> ReferenceTarget:
-    return ReferenceTarget(task=task, model=model, text=text, steps=steps, seed=seed)
-
-
-__all__ = ["NOTHING_TO_PROTECT", "budget_of", "reference_runs", "scratch_runs", "target_for", "uplift_summary"]
+__all__ = ["NOTHING_TO_PROTECT", "budget_of", "reference_runs", "scratch_runs", "uplift_summary"]
