@@ -69,11 +69,10 @@ def locked_dir(base_dir):
     return out
 
 
-def test_an_unknown_lock_names_the_plugin_flag(base_dir, tmp_path, capsys):
-    if "noisy-top" in LOCKS:
-        pytest.skip("the plugin is loaded in this process already")
-    assert main(["lock", str(base_dir), "--out", str(tmp_path / "x"), "--spec", '{"type": "noisy-top"}']) == 2
-    assert "--plugin" in capsys.readouterr().err
+def test_an_unknown_lock_names_the_plugin_flag(base_dir, tmp_path):
+    r = _cli("lock", str(base_dir), "--out", str(tmp_path / "x"), "--spec", '{"type": "noisy-top"}')  # a fresh process
+    assert r.returncode == 2 and "unknown lock 'noisy-top'" in r.stderr and "--plugin" in r.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_plugin_lock_records_its_plugin_and_verifies(locked_dir, capsys):
