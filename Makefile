@@ -27,7 +27,7 @@ quick: install data models
 	$(VENV)/bin/trainlock demo --quick
 
 demo-vision: install data  # the MNIST -> Fashion-MNIST CNN demo (no pretrained head start to protect)
-	$(VENV)/bin/trainlock demo --vision
+	$(VENV)/bin/trainlock demo --cnn
 
 # PASSIVE: idle OpenMP threads sleep instead of spinning, so a loaded 2-core machine stays usable
 test: install data

@@ -14,6 +14,9 @@ from trainlock.train import LoopConfig, fit
 def _seed_and_threads():
     torch.manual_seed(0)
     torch.set_num_threads(2)
+    from trainlock.red_team import runner
+
+    runner._FRESH.clear()  # every test trains its own runs from scratch (a test may reuse them within itself)
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,7 @@ def test_text_demo_prints_locked_base_reference_and_uplifts(monkeypatch, tmp_pat
             workers=0,
         ),
     )
-    assert main(["demo", "--quick", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    assert main(["demo", "--text", "--quick", "--out", str(tmp_path), "--device", "cpu"]) == 0
     text = capsys.readouterr().out
     assert "from scratch" in text and "best reference attacker" in text and "uplift without a lock" in text
     res = json.loads((tmp_path / "results.json").read_text())

@@ -82,6 +82,14 @@ def test_table1_vision_end_to_end_and_resume(image_tasks, monkeypatch, tmp_path)
     assert len(data["runs"]) == 3 * (2 * 3 + 1)  # per task: 2 lrs x (base, locked, scratch) + the red team
     table = (tmp_path / "table.md").read_text()
     assert "80.0%" in table and "10.0%" in table and "Animal-MNIST" in table and "verdict" in table
+    # the red team's worst beside the best reference attacker (scratch or classical), and their difference
+    assert "best reference" in table and "| uplift |" in table and "advantage" not in table
+    up = data["summary"]["uplift"]["CIFAR"]
+    assert up["reference_attacker"].startswith(("scratch", "classical")) and 0.0 <= up["reference"] <= 1.0
+    rt = data["summary"]["redteam"]["CIFAR"]
+    assert up["reference"] >= max(rt["reference"], *(c["scratch"] for c in cells["CIFAR"].values()))
+    assert up["uplift"] == pytest.approx(rt["locked"] - up["reference"])
+    assert f"uplift {100 * up['uplift']:+.1f} points" in table
     assert (tmp_path / "table1-vision.png").stat().st_size > 1000
     # rerun: nothing is recomputed (attack would fail if called)
     monkeypatch.setattr(table1_vision, "attack", lambda *a, **k: pytest.fail("a finished run was recomputed"))
@@ -124,7 +132,15 @@ def test_fig4_grid_and_best_rates(image_tasks, monkeypatch, tmp_path):
     # the best base rate is the grid's argmax
     best = max(fig4_mod.grid("adamw"), key=lambda r: runs[f"adamw/base/lr{r:g}"]["accuracy"])
     assert opt["adamw"]["best_base_lr"] == best
-    assert "psgd" not in (tmp_path / "table.md").read_text()
+    table = (tmp_path / "table.md").read_text()
+    assert "psgd" not in table
+    # uplift over the best reference: the runs from scratch and the classical reference (pixels + lr, a CNN)
+    ref, summary = res["summary"]["reference"], res["summary"]
+    assert {"classical:pixels+lr", "classical:cnn"} <= {r["attacker"] for r in ref["runs"]}
+    assert ref["accuracy"] == max(r["accuracy"] for r in ref["runs"] if r.get("accuracy") is not None)
+    assert summary["uplift"] == pytest.approx(summary["worst_locked"][0] - ref["accuracy"])
+    assert "best reference" in table and f"uplift {100 * summary['uplift']:+.1f} points" in table
+    assert "advantage" not in table
 
 
 def test_unknown_name_is_refused(tmp_path):

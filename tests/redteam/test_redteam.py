@@ -17,6 +17,7 @@ from trainlock.red_team import (
     redteam,
     run_spec,
     run_suite,
+    runner,
     worst_case,
 )
 from trainlock.red_team.report import adaptive_vs_plain, write_report
@@ -106,9 +107,37 @@ def test_worst_case_is_order_independent():
 def test_worker_count_does_not_change_the_result(locked, digits, digits_permuted, tmp_path):
     specs = build_suite(RedTeamConfig(loop=LoopConfig(device="cpu", max_steps=20, batch_size=32), budget=4))
     one = run_suite(Target(locked, digits_permuted, digits), specs, None, workers=0, progress=False)
+    runner._FRESH.clear()  # the scratch twins too are run again, not reused
     two = run_suite(Target(locked, digits_permuted, digits), specs, None, workers=2, progress=False)
     assert [r.get("accuracy") for r in one] == [r.get("accuracy") for r in two]
     assert worst_case(one) == worst_case(two)
+
+
+def test_runs_from_scratch_are_shared_by_models_of_one_architecture(
+    locked, tiny_base, digits, digits_permuted, monkeypatch
+):
+    specs = build_suite(RedTeamConfig(loop=LoopConfig(device="cpu", max_steps=10, batch_size=32), budget=4))
+    fresh = {s.key() for s in specs if s.stages().start.fresh}
+    assert fresh and len(fresh) < len(specs)
+    first = run_suite(Target(locked, digits_permuted, digits), specs, None, workers=0, progress=False)
+    ran = []
+    real = runner.run_spec
+    monkeypatch.setattr(runner, "run_spec", lambda t, s: ran.append(s.key()) or real(t, s))
+    second = run_suite(Target(tiny_base, digits_permuted, digits), specs, None, workers=0, progress=False)
+    assert set(ran) == {s.key() for s in specs} - fresh  # the base's scratch twins were not trained again
+    reused = {r["key"]: r for r in second if r["key"] in fresh}
+    assert reused == {r["key"]: r for r in first if r["key"] in fresh}
+    runner._FRESH.clear()
+    ran.clear()
+    again = run_suite(Target(tiny_base, digits_permuted, digits), specs, None, workers=0, progress=False)
+    assert set(ran) == {s.key() for s in specs}  # nothing to reuse: every run trained
+    assert {r["key"]: r.get("accuracy") for r in again if r["key"] in fresh} == {
+        k: r.get("accuracy") for k, r in reused.items()
+    }  # what was reused is what training again gives
+    wider = tl.models.build("mlp", input_shape=digits.input_shape, num_classes=10, hidden=[48])
+    ran.clear()
+    run_suite(Target(wider, digits_permuted, digits), specs, None, workers=0, progress=False)
+    assert set(ran) == {s.key() for s in specs}  # another architecture: its own runs from scratch
 
 
 def test_interrupted_sweep_resumes_without_redoing_runs(locked, digits_permuted, tmp_path):
@@ -287,9 +316,9 @@ def test_selection_and_lr_grid():
         "scratch:sgd@1e-05",
         "sgd@0.001",
         "scratch:sgd@0.001",
-        "distill:sgd@1e-05",
         "sgd@1e-05[probe]",  # logistic regression on the frozen features, and its twin probing fresh ones
         "scratch:sgd@1e-05[probe]",
+        "distill:sgd@1e-05",
     ]  # before any result: the grid middle
     from trainlock.registry import UnknownNameError
 

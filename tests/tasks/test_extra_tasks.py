@@ -106,6 +106,21 @@ def test_cifar_decodes_a_synthetic_bigbench_task_and_caches_it(data_root):
     extra._load_cifar_from.cache_clear()
 
 
+def test_cifar_halves_are_class_disjoint_and_keep_the_split(data_root):
+    _write_cifar(data_root, classes=("cat", "ship", "deer"))
+    full = tasks.get("cifar10-bb")
+    vehicles, animals = tasks.get("cifar10-vehicles"), tasks.get("cifar10-animals")
+    assert vehicles.num_classes == 4 and animals.num_classes == 6
+    assert vehicles.meta["classes"][vehicles.y_train[0]] == "ship" and set(vehicles.y_train.tolist()) == {2}
+    assert {animals.meta["classes"][int(y)] for y in animals.y_train} == {"cat", "deer"}
+    for split in ("train", "test"):  # every image of the parent's split lands in exactly one half, same split
+        x, y = getattr(full, f"x_{split}"), getattr(full, f"y_{split}")
+        assert len(getattr(vehicles, f"y_{split}")) + len(getattr(animals, f"y_{split}")) == len(y)
+        cats = x[y == extra.CIFAR_CLASSES.index("cat")]
+        assert torch.equal(getattr(animals, f"x_{split}")[getattr(animals, f"y_{split}") == 1], cats)
+    extra._load_cifar_from.cache_clear()
+
+
 def test_cifar_refuses_unknown_classes_and_inputs_without_a_png(data_root):
     d = data_root / extra.CIFAR_TASK / extra.CIFAR_SUBTASK
     d.mkdir(parents=True)

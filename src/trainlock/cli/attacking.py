@@ -27,6 +27,39 @@ logger = logging.getLogger(__name__)
 _PER_RUN = ("optimizer", "lr", "lr_gamma", "weight_decay", "momentum")
 
 
+REFERENCE_MODEL_HELP = (
+    "the marginal-risk counterfactual: also attack another open model an attacker could use instead (built "
+    "pretrained with a fresh head, probed and fine-tuned at the same step budget), so the uplift is over the best "
+    "other open model, not only over scratch and classical: e.g. effnet-lite1 for an effnet-lite0 release, "
+    "smollm2-135m for a minilm-l6 one; a registered model name or hf:DIR (a local save_pretrained directory). "
+    "Adds the reference alternative:NAME; repeatable"
+)
+
+
+def add_reference_model_flag(p) -> None:
+    """--reference-model NAME|hf:DIR (repeatable, several per flag): appends `alternative:NAME` to the references."""
+    p.add_argument(
+        "--reference-model",
+        dest="reference_models",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="NAME|hf:DIR",
+        help=REFERENCE_MODEL_HELP,
+    )
+
+
+def reference_names(references, args) -> tuple[str, ...]:
+    """`references` and `alternative:NAME` for each --reference-model, each checked (a one-line ValueError
+    before any work: an unknown reference or model, an hf:DIR without config.json)."""
+    from ..attacks.references import check_reference
+
+    names = tuple(dict.fromkeys([*references, *(f"alternative:{m}" for m in args.reference_models)]))
+    for name in names:
+        check_reference(name)
+    return names
+
+
 def add_attack(p) -> None:
     from ..attacks import FineTuneConfig
 
@@ -66,6 +99,7 @@ def add_attack(p) -> None:
         "default: classical); the report gives uplift = this attack - the best reference. `--references` alone: "
         "scratch only",
     )
+    add_reference_model_flag(p)
     add_subset_flags(p)
     add_checkpoint_flags(p, where="--save")
     add_config_flags(p, FineTuneConfig)
@@ -74,15 +108,13 @@ def add_attack(p) -> None:
 def cmd_attack(args) -> int:
     from ..api import attack
     from ..attacks import FineTuneConfig
-    from ..attacks.references import REFERENCES
     from ..io.artifacts import load, save
     from ..tasks import get
 
     if args.save:
         check_output_dir(args.save, [args.model_dir], args.overwrite, flag="--save")
     check_output_file(args.json)
-    for name in args.references:
-        REFERENCES.get(name)  # an unknown reference fails before any work
+    args.references = reference_names(args.references, args)  # a bad name fails before any work
     for lr in args.scratch_lrs:
         if not lr > 0:
             raise ValueError(f"--scratch-lrs must be positive, got {lr:g}")
@@ -189,7 +221,13 @@ def add_redteam(p) -> None:
     p.add_argument("--retain-task", default=None, help="authorized task (default: the model's own)")
     p.add_argument("--json", default=None, help='write {"worst": ..., "runs": [...]} here')
     add_subset_flags(p)
-    add_config_flags(p, RedTeamConfig, skip=_PER_RUN)
+    add_config_flags(p, RedTeamConfig, skip=(*_PER_RUN, "steps", "seeds"))
+    fields = {f.name: f for f in dataclasses.fields(RedTeamConfig)}
+    for name, metavar in (("steps", "N"), ("seeds", "SEED")):  # one or more values: nargs="+"
+        p.add_argument(
+            f"--{name}", type=int, nargs="+", default=(), metavar=metavar, help=fields[name].metadata["help"]
+        )
+    add_reference_model_flag(p)
 
 
 def cmd_redteam(args) -> int:
@@ -199,6 +237,7 @@ def cmd_redteam(args) -> int:
     from ..red_team import RedTeamConfig, redteam
 
     cfg = config_from_args(RedTeamConfig, args)
+    cfg = dataclasses.replace(cfg, references=reference_names(cfg.references, args))  # bad names fail here
     out = Path(args.out or f"runs/redteam-{Path(args.model_dir).name}-{args.task.replace(':', '_').replace('/', '_')}")
     inputs = [args.model_dir] + ([args.base] if args.base else [])
     check_output_dir(out, inputs, overwrite=True)  # an existing --out is resumed (when it holds this model's runs)
@@ -243,9 +282,16 @@ def cmd_redteam(args) -> int:
         if r.get("error") and not r["attacker"].startswith("scratch"):
             print(f"reference {r['attacker']} failed: {r['error']}")
     print(res["verdict"])
+    at = res.get("worst_case_at")
+    if at is not None:  # several step budgets or seeds: one line per budget, min / median / max over the seeds
+        for b in res["budgets"]:
+            up = b["uplift"]
+            spread = "-" if up is None else " / ".join(f"{100 * up[k]:+.1f}" for k in ("min", "median", "max"))
+            print(f"{b['steps']} steps per run, {len(b['seeds'])} seed(s): uplift min / median / max {spread} points")
     c = res["comparison"]
     print(f"an adaptive attack beats every plain optimizer: {'yes' if c['adaptive_beats_every_plain'] else 'no'}")
-    print(f"report: {out / 'report.md'}  rows: {out / 'runs.jsonl'}")
+    rows = out / "runs.jsonl" if at is None else out / "steps-*" / "seed-*" / "runs.jsonl"
+    print(f"report: {out / 'report.md'}  rows: {rows}  trials to break: {res['trials_to_break']['png']}")
     keys = (
         "worst",
         "locked",
@@ -260,9 +306,12 @@ def cmd_redteam(args) -> int:
         "base_uplift",
         "budget",
         "verdict",
+        "worst_case_at",
+        "budgets",
+        "trials_to_break",
         "runs",
     )
-    write_json(args.json, {k: res.get(k) for k in keys})
+    write_json(args.json, {k: res.get(k) for k in keys if k in res or k != "worst_case_at"})
     return 0
 
 
@@ -329,7 +378,8 @@ Does MODEL give an attacker anything over their best alternative, and at which d
 training-set size in --budgets (seeded subsets of TASK's training split; the same test split), the model's
 best attack (fine-tuning at each --lrs, and the probe: logistic regression on its frozen features) beside
 every reference attacker on the same examples: the architecture from scratch at the same optimizer, rates and
-steps, and --references (classical: TF-IDF + logistic regression on text, logistic regression on pixels).
+steps, --references (classical: TF-IDF + logistic regression on text, logistic regression on pixels) and
+--reference-model (another open model, probed and fine-tuned the same way: alternative:NAME).
 Prints the table (uplift = model's best - best reference) and writes headstart.json / .md / .png to --out.
 A lock can only matter where the uplift is real: run this before locking. Resumable."""
 
@@ -342,6 +392,7 @@ def add_headstart(p) -> None:
     p.add_argument("--out", default=None, help="results directory (default runs/headstart-MODEL-TASK)")
     p.add_argument("--json", default=None, help='write {"budgets": [{"n", "model", "reference", "uplift"}]} here')
     add_config_flags(p, HeadstartConfig)
+    add_reference_model_flag(p)
 
 
 def cmd_headstart(args) -> int:
@@ -351,6 +402,7 @@ def cmd_headstart(args) -> int:
     from ..red_team.headstart import HeadstartConfig, format_headstart, headstart
 
     cfg = config_from_args(HeadstartConfig, args)
+    cfg = dataclasses.replace(cfg, references=reference_names(cfg.references, args))  # bad names fail here
     task = tasks.get(args.task)  # an unknown task fails here, before any work
     name = Path(args.model).name
     out = Path(args.out or f"runs/headstart-{name}-{args.task.replace(':', '_').replace('/', '_')}")

@@ -10,7 +10,10 @@ they are about.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
+import math
 from pathlib import Path
 
 import torch
@@ -19,14 +22,25 @@ import torch.nn as nn
 from ..atomic import write_text
 from ..attacks.references import ReferenceTarget
 from ..io.hashing import tensor_sha256
+from ..plotting import trials_to_break
 from ..tasks import Task, TextTask, as_task, for_model
-from .report import adaptive_vs_plain, headline, worst_case, write_report
+from .report import (
+    TRIALS_PNG,
+    adaptive_vs_plain,
+    headline,
+    spread,
+    trials_curve,
+    worst_case,
+    write_budgets_report,
+    write_report,
+)
 from .runner import RESULTS, Target, run_suite
 from .spec import RedTeamConfig
 from .suite import STAGES, matched, plan
 from .uplift import budget_of, reference_runs, uplift_summary
 
 IDENTITY = "identity.json"
+logger = logging.getLogger(__name__)
 
 
 def identity(model: nn.Module, task: Task, retain: Task | None = None) -> dict:
@@ -81,24 +95,86 @@ def redteam(
     directory's metadata, as `load` returns it) gives the recorded locks, meta["locks"] (per run: the step
     at which each certificate first broke and the certificates after), and the lock summary, meta["lock"]
     (what the insider sv-clip reads). With `out`, rows go to out/runs.jsonl (resumable) and report.md /
-    lr_sweep.png are written there.
+    lr_sweep.png / trials_to_break.png are written there.
+
+    With several step budgets or seeds (`config.steps`, `config.seeds`), the suite runs once per (budget, seed)
+    in out/steps-N/seed-S; the result's headline fields are those of the worst case for the defender (the pair
+    with the largest uplift, named in "worst_case_at"), "budgets" has one entry per step budget (every seed's row,
+    min / median / max of each number), and report.md leads with one row per budget.
     """
     source = as_task(task)
     text = source if isinstance(source, TextTask) else None  # for the backdoor's prefix trigger
     task = for_model(source, model)  # text is tokenized once here, not once per run
     retain = None if retain is None else for_model(as_task(retain, "retain"), model)
     cfg = config or RedTeamConfig()
-    steps = cfg.loop.total_steps(len(task.y_train))
-    if not plan(cfg, [], steps):
-        raise ValueError(
-            f"the suite is empty: no attack matches include={list(cfg.include)} among the registered "
-            f"optimizers and transforms (see `trainlock redteam --help`)"
-        )
+    pairs = budget_pairs(cfg, len(task.y_train))
+    for c in {p[2].loop.max_steps: p[2] for p in pairs}.values():
+        if not plan(c, [], c.loop.total_steps(len(task.y_train))):
+            raise ValueError(
+                f"the suite is empty: no attack matches include={list(cfg.include)} among the registered "
+                f"optimizers and transforms (see `trainlock redteam --help`)"
+            )
     out = Path(out) if out is not None else None
-    if out is not None:
+    title = f"{getattr(task, 'name', 'task')}"
+    if len(pairs) == 1:  # one step budget, one seed: the results directory as it always was
+        if out is not None:
+            _claim_all(out, model, base, task, retain)
+        return _redteam_one(model, task, text, retain, pairs[0][2], out, base, meta, progress, title)
+    where = {(steps, seed): f"steps-{steps}/seed-{seed}" for steps, seed, _ in pairs}
+    if out is not None:  # every directory is checked before any work
         claim(out, identity(model, task, retain))
-        if base is not None:
-            claim(out / "base", identity(base, task, retain))
+        for steps, seed, _ in pairs:
+            _claim_all(out / where[steps, seed], model, base, task, retain)
+    results = {}
+    for steps, seed, pair_cfg in pairs:
+        logger.info("red team at %d steps per run, seed %d", steps, seed)
+        sub = None if out is None else out / where[steps, seed]
+        results[steps, seed] = _redteam_one(
+            model, task, text, retain, pair_cfg, sub, base, meta, progress, f"{title}, {steps} steps, seed {seed}"
+        )
+    return _over_budgets(results, where, out, title)
+
+
+def budget_pairs(cfg: RedTeamConfig, n_train: int) -> list[tuple[int, int, RedTeamConfig]]:
+    """(steps per run, seed, the config of that run) for every step budget and seed of `cfg`, budgets in
+    increasing order. A listed step budget N sets the loop's max_steps to N and raises its epochs until N steps
+    fit; without `cfg.steps` and `cfg.seeds` the one pair's config is `cfg` itself."""
+    if not cfg.steps and not cfg.seeds:
+        return [(cfg.loop.total_steps(n_train), cfg.loop.seed, cfg)]
+    loops = []
+    for n in sorted(cfg.steps) or [None]:
+        loop = cfg.loop
+        if n is not None:
+            epochs = max(loop.epochs, math.ceil(n / loop.steps_per_epoch(n_train)))
+            loop = dataclasses.replace(loop, max_steps=n, epochs=epochs)
+        loops.append(loop)
+    return [
+        (loop.total_steps(n_train), seed, dataclasses.replace(cfg, loop=dataclasses.replace(loop, seed=seed)))
+        for loop in loops
+        for seed in cfg.seeds or (cfg.loop.seed,)
+    ]
+
+
+def _claim_all(out: Path, model: nn.Module, base: nn.Module | None, task: Task, retain: Task | None) -> None:
+    claim(out, identity(model, task, retain))
+    if base is not None:
+        claim(out / "base", identity(base, task, retain))
+
+
+def _redteam_one(
+    model: nn.Module,
+    task: Task,
+    text: TextTask | None,
+    retain: Task | None,
+    cfg: RedTeamConfig,
+    out: Path | None,
+    base: nn.Module | None,
+    meta: dict | None,
+    progress: bool,
+    title: str,
+) -> dict:
+    """The suite at one step budget and seed (cfg.loop's): rows, references, the base, report.md."""
+    steps = cfg.loop.total_steps(len(task.y_train))
     device = cfg.loop.device
     meta = meta or {}
     target = Target(model, task, retain, meta.get("locks"), device, text, meta.get("lock"))
@@ -139,8 +215,91 @@ def redteam(
         result["base_worst"] = worst_case(base_rows)
     if calibration is not None:
         result["backdoor_calibration"] = calibration
+    curves = {
+        "locked": trials_curve(rows),
+        "base": None if base_rows is None else trials_curve(base_rows),
+        "reference": result["reference"]["accuracy"],
+        "png": None,
+    }
+    result["budgets"] = [_budget_entry(steps, [_seed_row(result, cfg.loop.seed, ".")])]
+    result["trials_to_break"] = curves
     if out is not None:
-        write_report(out, f"{getattr(task, 'name', 'task')}", rows, base_rows, calibration, result)
+        panel = {"locked": [curves["locked"]], "base": [curves["base"] or []], "reference": [curves["reference"]]}
+        curves["png"] = str(trials_to_break({f"{steps} steps per run": panel}, out / TRIALS_PNG, title))
+        write_report(out, title, rows, base_rows, calibration, result)
+        write_text(out / "summary.json", json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
+    return result
+
+
+def _seed_row(res: dict, seed: int, where: str) -> dict:
+    """One (step budget, seed)'s numbers in a `budgets` entry."""
+
+    def acc(x: dict | None) -> float | None:
+        return None if x is None else x["accuracy"]
+
+    ref = res["reference"]
+    return {
+        "seed": seed,
+        "worst": acc(res["worst"]),
+        "locked": acc(res["locked"]),
+        "base": acc(res["base"]),
+        "reference": {"accuracy": ref["accuracy"], "attacker": ref["attacker"]},
+        "uplift": res["uplift"],
+        "base_uplift": res["base_uplift"],
+        "dir": where,
+    }
+
+
+def _budget_entry(steps: int, seeds: list[dict]) -> dict:
+    """A step budget over its seeds: every seed's row and min / median / max of each number."""
+    return {
+        "steps": steps,
+        "seeds": seeds,
+        "uplift": spread([s["uplift"] for s in seeds]),
+        "base_uplift": spread([s["base_uplift"] for s in seeds]),
+        "locked": spread([s["locked"] for s in seeds]),
+        "reference": spread([s["reference"]["accuracy"] for s in seeds]),
+    }
+
+
+def _defender_worst(item: tuple) -> tuple:
+    """Rank of a (budget, seed) for the defender: the largest uplift is the worst; unknown uplifts last, then the
+    locked accuracy."""
+    res = item[1]
+    up, locked = res["uplift"], res["locked"]
+    return (up is not None, -math.inf if up is None else up, -math.inf if locked is None else locked["accuracy"])
+
+
+def _over_budgets(results: dict, where: dict, out: Path | None, title: str) -> dict:
+    """The result over every (step budget, seed): the worst case for the defender at the top (its fields, as a
+    single budget's result, with `worst_case_at` naming its steps and seed), `budgets` with one entry per step
+    budget, and the trials-to-break curves (out/trials_to_break.png)."""
+    (steps, seed), worst = max(results.items(), key=_defender_worst)  # the first of equals: fewest steps
+    budgets = []
+    for n in sorted({k[0] for k in results}):
+        keys = [k for k in results if k[0] == n]
+        budgets.append(_budget_entry(n, [_seed_row(results[k], k[1], where[k]) for k in keys]))
+    n_budgets, n_seeds = len(budgets), len({k[1] for k in results})
+    result = {
+        **worst,
+        "budget": {**worst["budget"], "seed": seed},
+        "verdict": f"worst case over {n_budgets} step budget(s) x {n_seeds} seed(s), at {steps} steps per run, "
+        f"seed {seed}: {worst['verdict']}",
+        "worst_case_at": {"steps": steps, "seed": seed, "dir": where[steps, seed]},
+        "budgets": budgets,
+    }
+    panels = {}
+    for n in sorted({k[0] for k in results}):
+        rs = [results[k]["trials_to_break"] for k in results if k[0] == n]
+        panels[f"{n} steps per run"] = {
+            "locked": [r["locked"] for r in rs],
+            "base": [r["base"] for r in rs if r["base"]],
+            "reference": [r["reference"] for r in rs],
+        }
+    result["trials_to_break"] = {"panels": panels, "png": None}
+    if out is not None:
+        result["trials_to_break"]["png"] = str(trials_to_break(panels, out / TRIALS_PNG, title))
+        write_budgets_report(out, title, result)
         write_text(out / "summary.json", json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
     return result
 

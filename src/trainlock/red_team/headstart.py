@@ -21,7 +21,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from ..atomic import write_text, writing_file
-from ..attacks.references import REFERENCES, ReferenceTarget
+from ..attacks.references import ReferenceTarget, check_reference
 from ..attacks.stages import STAGES
 from ..config import check_float, check_int, option
 from ..io.tables import markdown_table
@@ -52,7 +52,11 @@ class HeadstartConfig:
     batch_size: int = option(16, "minibatch size")
     test_samples: int | None = option(None, "test examples (a seeded subset; default: the whole test split)")
     probe: bool = option(True, "also probe the frozen features (logistic regression), the cheapest strong attack")
-    references: tuple[str, ...] = option(("classical",), "reference attackers besides the runs from scratch")
+    references: tuple[str, ...] = option(
+        ("classical",),
+        "reference attackers besides the runs from scratch (alternative:MODEL: another open model, e.g. "
+        "alternative:effnet-lite1)",
+    )
     runner: RunnerConfig = option(factory=RunnerConfig, help="where the runs execute", flat=True)
     device: str = option("cpu", "cpu or cuda")
 
@@ -97,7 +101,7 @@ def headstart(
     if too_big:
         raise ValueError(f"headstart: budgets {too_big} exceed the {n_max} training examples of {full.name!r}")
     for name in cfg.references:
-        REFERENCES.get(name)  # before any work
+        check_reference(name)  # before any work
     out = None if out is None else Path(out)
     rows = []
     for n, steps in ((n, s) for n in sorted(cfg.budgets) for s in sorted(cfg.steps)):

@@ -8,6 +8,7 @@ from ..atomic import write_text, writing_file
 from ..io.tables import markdown_table
 
 NOT_REACHED = 10**12
+TRIALS_PNG = "trials_to_break.png"
 
 
 def _start(row: dict) -> str:
@@ -371,6 +372,13 @@ def write_report(
     plot = lr_plot(rows, out / "lr_sweep.png", base_rows)
     if plot:
         lines += ["", "## Accuracy versus learning rate (plain optimizers)", "", f"![lr sweep]({plot.name})"]
+    if (out / TRIALS_PNG).is_file():
+        lines += [
+            "",
+            "## Trials to break: best accuracy so far per attack run",
+            "",
+            f"![trials to break]({TRIALS_PNG})",
+        ]
     path = out / "report.md"
     write_text(path, "\n".join(lines) + "\n")
     return path
@@ -456,4 +464,105 @@ def search_plot(rows: list[dict], path: Path, base_rows: list[dict] | None = Non
     with writing_file(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
+    return path
+
+
+def trials_curve(rows: list[dict]) -> list[float]:
+    """Best accuracy so far over the attack runs (on the released weights: no run from scratch, no insider run),
+    in the suite's order: what an attacker has after k runs (a failed run counts 0)."""
+    out, best = [], 0.0
+    for r in rows:
+        if _start(r) == "scratch" or r.get("insider") or r.get("skipped"):
+            continue
+        best = max(best, r.get("accuracy") or 0.0)
+        out.append(best)
+    return out
+
+
+def spread(values: list) -> dict | None:
+    """{"min", "median", "max"} of the values that are not None; None when none is."""
+    import statistics
+
+    vs = [v for v in values if v is not None]
+    return None if not vs else {"min": min(vs), "median": statistics.median(vs), "max": max(vs)}
+
+
+def write_budgets_report(out: Path, title: str, result: dict) -> Path:
+    """report.md of a run over several step budgets and seeds: one row per step budget (min / median / max over
+    the seeds), the worst case for the defender first, every (budget, seed) below with its own report."""
+    budgets, at, data = result["budgets"], result.get("worst_case_at") or {}, result.get("budget") or {}
+    seeds = sorted({s["seed"] for b in budgets for s in b["seeds"]})
+
+    def acc(x: dict | None) -> str:
+        return "-" if x is None else f"{x['min']:.4f} / {x['median']:.4f} / {x['max']:.4f}"
+
+    def pts(x: dict | None) -> str:
+        return "-" if x is None else " / ".join(f"{100 * x[k]:+.1f}" for k in ("min", "median", "max"))
+
+    def one(v, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    lines = [
+        f"# Red team: {title}, {len(budgets)} step budget(s) x {len(seeds)} seed(s)",
+        "",
+        "## Uplift over the best reference attacker, per step budget",
+        "",
+        f"**{result.get('verdict', '')}** (the worst case for the defender: {at.get('dir')})",
+        "",
+        markdown_table(
+            [
+                "steps per run",
+                "seeds",
+                "locked (min / median / max)",
+                "best reference",
+                "locked uplift (points)",
+                "base uplift (points)",
+            ],
+            [
+                [
+                    b["steps"],
+                    len(b["seeds"]),
+                    acc(b["locked"]),
+                    acc(b["reference"]),
+                    pts(b["uplift"]),
+                    pts(b["base_uplift"]),
+                ]
+                for b in budgets
+            ],
+        ),
+        "",
+        f"Data budget: {data.get('n_train')} training / {data.get('n_test')} test examples; seeds "
+        f"{' '.join(map(str, seeds))}. Each row gives min / median / max over the seeds. uplift = the best real "
+        "attack from the released weights minus the best reference attacker (the same architecture from scratch at "
+        "every optimizer, rate and step budget the attack used, and the named reference attackers), at the same "
+        "step budget and seed. The headline (summary.json, --json) is the budget and seed with the largest uplift.",
+        "",
+        "## Every step budget and seed",
+        "",
+        markdown_table(
+            ["steps per run", "seed", "locked", "best reference", "locked uplift", "base uplift", "report"],
+            [
+                [
+                    b["steps"],
+                    s["seed"],
+                    one(s["locked"], ".4f"),
+                    f"{one(s['reference']['accuracy'], '.4f')} (`{s['reference']['attacker']}`)",
+                    one(s["uplift"], "+.4f"),
+                    one(s["base_uplift"], "+.4f"),
+                    f"[{s['dir']}]({s['dir']}/report.md)",
+                ]
+                for b in budgets
+                for s in b["seeds"]
+            ],
+        ),
+    ]
+    if (out / TRIALS_PNG).is_file():
+        lines += [
+            "",
+            "## Trials to break: best accuracy so far per attack run",
+            "",
+            f"![trials to break]({TRIALS_PNG})",
+        ]
+    path = Path(out) / "report.md"
+    write_text(path, "\n".join(lines) + "\n")
     return path

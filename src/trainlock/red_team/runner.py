@@ -34,6 +34,7 @@ from .spec import AttackSpec
 
 RESULTS = "runs.jsonl"
 _STATE: dict = {}  # per-process: the Target (set once per worker)
+_FRESH: dict[tuple, dict] = {}  # this process's finished runs from fresh weights (see _fresh_keys)
 
 
 @dataclass
@@ -157,6 +158,31 @@ def _stop(pool: ProcessPoolExecutor) -> None:
             proc.join(timeout=5)
 
 
+def _fresh_keys(target: Target, specs: list[AttackSpec]) -> dict[str, tuple]:
+    """{spec key: memo key} for the specs that start from fresh weights (scratch). Such a run does not read the
+    released weights, only what `reinitialized` leaves of them, so it is the same run whichever model of one
+    architecture is attacked: the key binds the re-initialized weights themselves (their hash, per seed), the
+    module tree, the task's and the retain task's data and the device. A lock table's rows and a red team's
+    base then share their scratch twins instead of training them again."""
+    from ..io.hashing import state_hashes, tensor_sha256
+    from ..train import reinitialized
+
+    fresh = [s for s in specs if s.stages().start.fresh]
+    if not fresh:
+        return {}
+    try:
+        t = target.task
+        data = tensor_sha256(t.x_train, t.y_train, t.x_test, t.y_test)
+        r = target.retain
+        retain = None if r is None else tensor_sha256(r.x_train, r.y_train, r.x_test, r.y_test)
+        seeds = {s.seed for s in fresh}
+        weights = {seed: state_hashes(reinitialized(target.model, seed))["state"] for seed in seeds}
+    except (ValueError, TypeError, RuntimeError):  # no reset_parameters, or unhashable state: no reuse
+        return {}
+    tree = hash((type(target.model).__qualname__, repr(target.model)))
+    return {s.key(): (s.key(), weights[s.seed], tree, data, retain, target.device) for s in fresh}
+
+
 def run_suite(
     target: Target,
     specs: Iterable[AttackSpec],
@@ -173,7 +199,10 @@ def run_suite(
     specs = list(specs)
     path = Path(out) / RESULTS if out is not None else None
     done = {r["key"]: r for r in read_rows(path)} if path else {}
-    todo = [s for s in specs if s.key() not in done]
+    memo = _fresh_keys(target, [s for s in specs if s.key() not in done])
+    reused = [s for s in specs if s.key() not in done and _FRESH.get(memo.get(s.key())) is not None]
+    skip = {s.key() for s in reused}
+    todo = [s for s in specs if s.key() not in done and s.key() not in skip]
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(todo), desc="red team", disable=None if progress else True)
@@ -181,11 +210,17 @@ def run_suite(
     def keep(row: dict) -> None:
         row = append_row(path, row) if path else RunRow.from_dict(row).to_dict()  # checked either way
         done[row["key"]] = row
+        if row["key"] in memo and not row.get("error"):
+            _FRESH[memo[row["key"]]] = row
         if on_row:
             on_row(row)
         bar.update(1)
         bar.set_postfix_str(f"{row['attack']}: {row.get('accuracy', row.get('skipped') or row.get('error'))}")
 
+    for s in reused:  # the same run from fresh weights, already made in this process (no bar step: no work)
+        row = _FRESH[memo[s.key()]]
+        row = append_row(path, row) if path else row
+        done[row["key"]] = row
     try:
         if runner.backend == "ray" and todo:
             ray_map(target, todo, runner, keep)

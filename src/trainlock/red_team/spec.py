@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..attacks import FineTuneConfig
-from ..attacks.references import REFERENCES
+from ..attacks.references import check_reference
 from ..attacks.stages import KINDS, Transforms, build_stage, stage_defaults
 from ..attacks.transforms import TRANSFORMS
 from ..config import check_float, check_int, option, to_dict
@@ -274,13 +274,35 @@ class RedTeamConfig:
     references: tuple[str, ...] = option(
         ("classical",),
         help="reference attackers besides the suite's matched runs from scratch: what an attacker uses instead of "
-        "the released model on the same data; uplift = best attack - best reference (a plugin may add one)",
-        choices=lambda: REFERENCES.names(),
+        "the released model on the same data; uplift = best attack - best reference (a plugin may add one); "
+        "alternative:MODEL is another public model fine-tuned and probed like the released one",
+    )
+    steps: tuple[int, ...] = option(
+        factory=tuple,
+        help="step budgets, one or more (e.g. 100 300 1000): the suite runs once per budget and seed, each run "
+        "exactly that many optimizer steps (epochs raised to reach it), the attack and its references alike; the "
+        "report leads with one row per budget and its headline is the worst case (default: the loop's max_steps)",
+    )
+    seeds: tuple[int, ...] = option(
+        factory=tuple,
+        help="seeds, one or more (e.g. 0 1 2): the suite runs once per seed and step budget; the report gives "
+        "min / median / max over them (default: the loop's seed)",
     )
 
     def __post_init__(self):
+        for name, low in (("steps", 1), ("seeds", 0)):  # one value or several, each once
+            values = getattr(self, name)
+            values = (values,) if isinstance(values, int) else values
+            if not isinstance(values, (tuple, list)):
+                raise ValueError(f"redteam: {name} must be a list of integers, got {values!r}")
+            for v in values:
+                check_int("redteam", name, v, low)
+            dup = sorted({v for v in values if list(values).count(v) > 1})
+            if dup:
+                raise ValueError(f"redteam: {name} lists {', '.join(map(str, dup))} more than once")
+            setattr(self, name, tuple(values))
         for name in self.references:
-            REFERENCES.get(name)  # an unknown name fails here, before any work, listing the valid ones
+            check_reference(name)  # an unknown name or model fails here, before any work, listing the valid ones
         check_int("redteam", "budget", self.budget, 1, allow_none=True)
         check_int("redteam", "search_trials", self.search_trials, 0)
         check_float("redteam", "target_accuracy", self.target_accuracy, 0.0, 1.0)

@@ -2,8 +2,9 @@
 
 1. coverage: the core optimizers (adam, sgd) over the core learning rates (1e-4, 1e-3, 1e-2, or
    `--lrs`) on the released weights, and the same grid from scratch (the architecture
-   re-initialized: an attacker can always ignore the weights). Any budget of 2 x 2 x 3 = 12 runs or
-   more holds all of them, so the worst case is at least their best.
+   re-initialized: an attacker can always ignore the weights), then the probe (logistic regression on the
+   frozen features, and its twin on fresh ones). Any budget of 2 x 2 x 3 + 2 = 14 runs or more holds all of
+   them, so the worst case is at least their best.
 2. probes: every other optimizer family over its own learning-rate grid, each run a quarter of the
    step budget (successive halving's first rung).
 3. full runs: each probed family at the learning rate its probes found best, with the whole budget, and the
@@ -86,6 +87,14 @@ def plan(
     coverage = [AttackSpec.of(o, lr, **common) for o in core for lr in core_lrs]
     out += [("coverage", s) for s in coverage]
     out += [("coverage", AttackSpec.of(o, lr, start="scratch", **common)) for o in core for lr in core_lrs]
+    usual = {"adam": 1e-3, "sgd": 1e-2}  # before any result: the usual rate when the grid has it, else its middle
+
+    def default_lr(o: str) -> float:
+        return usual[o] if usual.get(o) in core_lrs else core_lrs[len(core_lrs) // 2]
+
+    if "probe" in attack_stages.STAGES["train"]:  # logistic regression on the frozen features: no optimizer step,
+        # the cheapest strong attack (on a pretrained vision model the strongest): no budget cut leaves it out
+        out.append(("coverage", AttackSpec.of(core[0], default_lr(core[0]), train="probe", **common)))
 
     others = [o for o in optimizers if o not in core]
     probe_steps = max(1, steps_per_run // 4) if steps_per_run else None
@@ -109,11 +118,6 @@ def plan(
         (s for s in plain if done.get(s.key(), {}).get("accuracy") is not None),
         key=lambda s: -done[s.key()]["accuracy"],
     )
-    usual = {"adam": 1e-3, "sgd": 1e-2}  # before any result: the usual rate when the grid has it, else its middle
-
-    def default_lr(o: str) -> float:
-        return usual[o] if usual.get(o) in core_lrs else core_lrs[len(core_lrs) // 2]
-
     tops = ranked[:2] or [AttackSpec.of(o, default_lr(o), **common) for o in core]
     first = tops[0]
 
@@ -134,8 +138,6 @@ def plan(
         ("adaptive", best(head="reset")),
         ("adaptive", _backdoor(best, backdoor)),
     ]
-    if "probe" in attack_stages.STAGES["train"]:  # logistic regression on the frozen features: cheap and strong
-        out.append(("adaptive", best(train="probe")))
     out += [("adaptive", best(**attack_stages.example(kind, name))) for kind, name in plugin_stages()]
     seen, kept = set(), []
     for stage, s in out:

@@ -235,6 +235,45 @@ TASKS.add(
     TaskSpec("cifar10-bb", load_cifar10_bb, _cifar_present, cifar_hint(), "CIFAR-10 test images, 32x32, 8k/2k"),
 )
 
+# two class-disjoint halves of cifar10-bb: a model released for one, an attacker who wants the other
+CIFAR_SPLITS = {
+    "cifar10-vehicles": ("airplane", "automobile", "ship", "truck"),
+    "cifar10-animals": ("bird", "cat", "deer", "dog", "frog", "horse"),
+}
+
+
+def _cifar_classes(name: str) -> Task:
+    """cifar10-bb restricted to CIFAR_SPLITS[name] (labels renumbered 0..k-1 in that order; its train/test split)."""
+    full = load_cifar10_bb()
+    keep = [CIFAR_CLASSES.index(c) for c in CIFAR_SPLITS[name]]
+    relabel = np.full(len(CIFAR_CLASSES), -1)
+    relabel[keep] = np.arange(len(keep))
+
+    def part(x, y) -> tuple[np.ndarray, np.ndarray]:
+        new = relabel[y.numpy()]
+        return x.numpy()[new >= 0], new[new >= 0]
+
+    x_train, y_train = part(full.x_train, full.y_train)
+    x_test, y_test = part(full.x_test, full.y_test)
+    meta = {k: v for k, v in full.meta.items() if k not in ("index_train", "index_test")}
+    task = _image_task(name, x_train, y_train, x_test, y_test, f"{full.description}: {name}", **meta)
+    task.meta.update(classes=list(CIFAR_SPLITS[name]), parent="cifar10-bb")
+    task.num_classes = len(keep)
+    return task
+
+
+for _name, _classes in CIFAR_SPLITS.items():
+    TASKS.add(
+        _name,
+        TaskSpec(
+            _name,
+            functools.partial(_cifar_classes, _name),
+            _cifar_present,
+            cifar_hint(),
+            f"CIFAR-10 test images, {len(_classes)} classes ({', '.join(_classes)})",
+        ),
+    )
+
 # ---------------------------------------------------------------- animal-mnist (pip package)
 
 ANIMAL_HINT = "pip install --no-deps animal-mnist==0.4"

@@ -16,10 +16,17 @@ A reference is one file, registered once:
 It returns one `ReferenceRun` per setting it tried (their best is what the reports use), and never raises for a
 task it cannot fit: it returns a run with `error` set, which reports show as a row, never as a silent
 best-of-the-rest.
+
+A reference that takes one argument names the option it goes to (`argument = "model"`, a ClassVar); the
+name `NAME:ARG` (split at the first ':') looks it up with that option set, e.g. `alternative:effnet-lite1`
+is `Alternative(model="effnet-lite1")` and `alternative:hf:/models/bert` is `Alternative(model="hf:/models/bert")`.
+`check_reference(name)` raises a one-line ValueError for a name that cannot run (commands call it before any
+work).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,7 +34,7 @@ from typing import Protocol
 
 import torch.nn as nn
 
-from ...registry import Registry
+from ...registry import Registry, UnknownNameError
 from ...tasks import Task, TextTask
 
 
@@ -65,7 +72,33 @@ class Reference(Protocol):
     def __call__(self, target: ReferenceTarget) -> list[ReferenceRun]: ...
 
 
-REFERENCES: Registry[Callable[..., Reference]] = Registry("reference attacker")
+def split_reference(name: str) -> tuple[str, str | None]:
+    """("alternative", "effnet-lite1") from "alternative:effnet-lite1" (split at the first ':'); (name, None)."""
+    head, sep, arg = str(name).partition(":")
+    return head, (arg if sep else None)
+
+
+class ReferenceRegistry(Registry):
+    """The reference registry: a lookup of `NAME:ARG` gives NAME's factory with ARG bound to its `argument`."""
+
+    def get(self, name: str):
+        head, arg = split_reference(name)
+        factory = super().get(head)
+        if arg is None:
+            return factory
+        key = getattr(factory, "argument", None)
+        if key is None:
+            raise ValueError(f"reference attacker {head!r} takes no argument, got {name!r} (write {head!r})")
+        return functools.partial(factory, **{key: arg})
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(split_reference(name)[0])
+
+    def origin(self, name: str) -> str | None:
+        return super().origin(split_reference(name)[0])
+
+
+REFERENCES: Registry[Callable[..., Reference]] = ReferenceRegistry("reference attacker")
 
 
 def register_reference(name: str) -> Callable[[type], type]:
@@ -73,8 +106,21 @@ def register_reference(name: str) -> Callable[[type], type]:
     return REFERENCES.register(name)
 
 
+def check_reference(name: str) -> None:
+    """Raise a one-line ValueError when reference `name` cannot run: an unknown reference, an argument it does
+    not take, or one its options refuse (e.g. `alternative:` with an unknown model or an hf:DIR without
+    config.json). Builds the reference's options only: no model, no data."""
+    try:
+        REFERENCES.get(name)()
+    except UnknownNameError as e:
+        raise ValueError(str(e)) from None
+    except TypeError as e:  # a required option the name does not give
+        raise ValueError(f"reference attacker {name!r}: {e}") from None
+
+
 def run_reference(name: str, target: ReferenceTarget, **options) -> list[ReferenceRun]:
-    """Run reference `name`; an exception becomes one run with its error (reports show it as a row)."""
+    """Run reference `name` (`NAME:ARG` sets NAME's argument, see the module); an exception becomes one run with
+    its error (reports show it as a row)."""
     t0 = time.perf_counter()
     try:
         runs = list(REFERENCES.get(name)(**options)(target))
@@ -99,6 +145,8 @@ __all__ = [
     "ReferenceRun",
     "ReferenceTarget",
     "best_reference",
+    "check_reference",
     "register_reference",
     "run_reference",
+    "split_reference",
 ]

@@ -8,7 +8,8 @@ computed in eval mode under no_grad, in batches, by forward hooks:
     <trunk>.<i>    the output of each direct child of the main trunk: the ModuleList or Sequential with the
                    most direct children (a transformer's layers, an MLP's body, a CNN's feature stack); a child
                    whose output is not a tensor with a batch dimension (or a tuple starting with one, as a
-                   transformer layer's) is left out, and so is the head
+                   transformer layer's) is left out, and so is the head; at most `max_blocks` (8) children,
+                   evenly spaced, the deepest always (EfficientNet-Lite0's 16 blocks cost 16 fits otherwise)
 
 Pooling to one vector per example: a (N, D) output as it is; token inputs (N, 3, L): a (N, L, D) output is
 averaged over the attention mask's tokens; any other (N, C, ...) output is averaged over every axis after C
@@ -41,6 +42,15 @@ from ...models import find_head
 from .base import AttackState, StageNotApplicable, register_stage
 
 LAYERS = ("all", "head")
+MAX_BLOCKS = 8  # trunk blocks probed at most: each costs a cross-validated fit (an EfficientNet-Lite0 has 16)
+
+
+def spread(blocks: list, n: int | None) -> list:
+    """At most `n` of `blocks`, evenly spaced, the last always kept (all of them when n is None or enough)."""
+    if n is None or len(blocks) <= n:
+        return blocks
+    step = len(blocks) / n
+    return [blocks[len(blocks) - 1 - int(i * step)] for i in reversed(range(n))]
 
 
 def trunk(model: nn.Module, head: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -77,15 +87,20 @@ def _pool(out, mask: torch.Tensor | None, n: int) -> torch.Tensor | None:
 
 @torch.no_grad()
 def probe_features(
-    model: nn.Module, x: torch.Tensor, layers: str = "all", batch_size: int | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: str = "all",
+    batch_size: int | None = None,
+    max_blocks: int | None = MAX_BLOCKS,
 ) -> dict[str, np.ndarray]:
     """{feature set: (N, D) float64} of `model` on `x`: the head's input first, then the trunk's children in
-    order (layers="all"); computed in eval mode in batches (default 1024 images or 64 token sequences), the
-    model's training mode restored. A set some batch gave no tensor for is left out."""
+    order (layers="all"; at most `max_blocks` of them, evenly spaced, the deepest always); computed in eval mode
+    in batches (default 1024 images or 64 token sequences), the model's training mode restored. A set some batch
+    gave no tensor for is left out."""
     head_name, head = find_head(model)
     sets: list[tuple[str, nn.Module]] = [(f"{head_name}:input", head)]
     if layers == "all":
-        sets += trunk(model, head)
+        sets += spread(trunk(model, head), max_blocks)
     tokens = not x.is_floating_point() and x.ndim == 3 and x.shape[1] == 3  # (N, 3, L): ids, mask, types
     if batch_size is None:
         batch_size = 64 if tokens else 1024
@@ -130,6 +145,47 @@ def _cv(choice) -> float:
     return -1.0 if choice.cv_accuracy is None else choice.cv_accuracy
 
 
+def fit_probe(
+    model: nn.Module,
+    x_train: torch.Tensor,
+    y_train: np.ndarray,
+    x_test: torch.Tensor,
+    y_test: np.ndarray,
+    settings: Probe | None = None,
+    seed: int = 0,
+) -> dict | None:
+    """The probe of the module docstring on `model`'s frozen features: every feature set's standardized logistic
+    regression (C by cross-validation, `select_logistic`), the set with the best cross-validation accuracy refit
+    and scored once on the test split. `settings`: the stage's options (layers, folds, batch size, most blocks;
+    default: its defaults). {"layer", "cv_accuracy", "C", "folds", "features", "test_accuracy", "cv_by_layer"};
+    None when no feature set was computed. The stage and the `alternative` reference use it."""
+    from ..references.classical import select_logistic, standardized_logistic
+
+    p = settings or Probe()
+    feats_train = probe_features(model, x_train, p.layers, p.batch_size, p.max_blocks)
+    feats_test = probe_features(model, x_test, p.layers, p.batch_size, p.max_blocks)
+    choices = {
+        name: select_logistic(standardized_logistic(), f, y_train, folds=p.folds, seed=seed)
+        for name, f in feats_train.items()
+        if name in feats_test
+    }
+    if not choices:
+        return None
+    head = [n for n in choices if n.endswith(":input")]
+    prefer = head + [n for n in reversed(choices) if n not in head]  # ties: the head's input, the deepest block
+    layer = max(prefer, key=lambda n: _cv(choices[n]))  # the first of equal scores
+    won = choices[layer]
+    return {
+        "layer": layer,
+        "cv_accuracy": won.cv_accuracy,
+        "C": won.C,
+        "folds": won.folds,
+        "features": int(feats_train[layer].shape[1]),
+        "test_accuracy": float(won.estimator.score(feats_test[layer], y_test)),
+        "cv_by_layer": {n: c.cv_accuracy for n, c in choices.items()},
+    }
+
+
 @register_stage("train", "probe", example={"train": "probe"})
 @dataclass
 class Probe:
@@ -141,6 +197,9 @@ class Probe:
     )
     folds: int = option(5, "most cross-validation folds for C (fewer when a class has fewer training examples)")
     batch_size: int | None = option(None, "examples per forward pass (default: 1024 images, 64 token sequences)")
+    max_blocks: int = option(
+        MAX_BLOCKS, "at most this many trunk blocks probed, evenly spaced, the deepest always (each costs a CV fit)"
+    )
     requires: ClassVar[tuple[str, ...]] = ("sklearn",)  # optional packages the stage imports
     trains_weights: ClassVar[bool] = False  # fits a classifier beside the model: the row's steps are 0
 
@@ -149,10 +208,9 @@ class Probe:
             raise ValueError(f"probe: layers must be one of {LAYERS}, got {self.layers!r}")
         check_int("probe", "folds", self.folds, 2)
         check_int("probe", "batch_size", self.batch_size, 1, allow_none=True)
+        check_int("probe", "max_blocks", self.max_blocks, 1)
 
     def __call__(self, state: AttackState) -> None:
-        from ..references.classical import select_logistic, standardized_logistic
-
         t0 = time.perf_counter()
         if state.after:  # e.g. the backdoor's attack success rate: it would measure the released head, not the probe
             raise StageNotApplicable(
@@ -163,34 +221,15 @@ class Probe:
         y_train, y_test = train.y_train.numpy(), test.y_test.numpy()
         if len(np.unique(y_train)) < 2:
             raise StageNotApplicable(f"probe: the training split has one class ({np.unique(y_train).tolist()})")
-        feats_train = probe_features(state.model, train.x_train, self.layers, self.batch_size)
-        feats_test = probe_features(state.model, test.x_test, self.layers, self.batch_size)
-        choices = {
-            name: select_logistic(standardized_logistic(), f, y_train, folds=self.folds, seed=state.seed)
-            for name, f in feats_train.items()
-            if name in feats_test
-        }
-        if not choices:
+        probe = fit_probe(state.model, train.x_train, y_train, test.x_test, y_test, self, state.seed)
+        if probe is None:
             raise StageNotApplicable("probe: no feature set (the head's input was never computed)")
-        head = [n for n in choices if n.endswith(":input")]
-        prefer = head + [n for n in reversed(choices) if n not in head]  # ties: the head's input, the deepest block
-        layer = max(prefer, key=lambda n: _cv(choices[n]))  # the first of equal scores
-        won = choices[layer]
-        acc = float(won.estimator.score(feats_test[layer], y_test))
+        acc = probe["test_accuracy"]
         row = state.row
         row.accuracy_before_fold, row.curve, row.evals = acc, [acc], [[0, acc]]
         row.steps, row.steps_to_target = 0, 0 if acc >= state.spec.finetune.target_accuracy else None
         state.spend(0)
-        row.extra["probe"] = {
-            "layer": layer,
-            "cv_accuracy": won.cv_accuracy,
-            "C": won.C,
-            "folds": won.folds,
-            "features": int(feats_train[layer].shape[1]),
-            "test_accuracy": acc,
-            "cv_by_layer": {n: c.cv_accuracy for n, c in choices.items()},
-            "wall_s": time.perf_counter() - t0,
-        }
+        row.extra["probe"] = {**probe, "wall_s": time.perf_counter() - t0}
 
         def probe_accuracy(state: AttackState) -> None:  # after the unchanged model was scored
             state.row.accuracy = acc

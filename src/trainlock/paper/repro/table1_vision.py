@@ -1,7 +1,9 @@
 """Table 1, vision half: a BatchNorm ResNet-18 trained on MNIST (Adadelta lr 1, step-LR gamma 0.7), locked
 with SpecDef at the same settings (alpha 0.5, top-k 1), then fine-tuned on CIFAR-10, a KMNIST stand-in and
 Fashion-MNIST with the paper's attack (AdamW lr 0.1, weight decay 0.01, batch 32) and at lr 1e-3 and 1e-4;
-the unlocked base and the architecture re-initialized (scratch) get the same attacks.
+the unlocked base and the architecture re-initialized (scratch) get the same attacks. Per task, the uplift is
+the red team's worst case minus the best reference attacker: the best of the grid's scratch runs and the red
+team's references (its own runs from scratch and the classical reference, `trainlock.red_team.uplift`).
 
 Offline stand-ins: CIFAR-10 is BIG-bench's 10k test images (seeded 8k/2k split, greyscale 28x28 for the
 MNIST model); KMNIST is not offline, Animal-MNIST (10 animal classes, 28x28) stands in for it.
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from ... import tasks
 from ...api import attack
 from ...attacks import FineTuneConfig
+from ...attacks.references import best_reference
 from ...attacks.scratch import scratch_baseline
 from ...io.tables import markdown_table
 from ...train import LoopConfig
@@ -99,6 +102,7 @@ def run(study: Study, progress: bool = False) -> dict:
                 locked, task, study.out / f"redteam-{name}", s.redteam_budget, s.redteam_steps, 32, study
             ),
         )
+    summary["uplift"] = {col: _uplift(summary, col) for _, col, _ in ATTACK_TASKS}
     plots = [_plot(summary, study)]
     return study.finish(summary, _table(summary, s, study), plots)
 
@@ -119,8 +123,9 @@ def _table(summary: dict, s: Settings, study: Study) -> str:
         "our base",
         "our locked",
         "scratch (same lr)",
-        "scratch (best of all)",
+        "best reference",
         "red team worst",
+        "uplift",
         "verdict",
     ]
     rows = [
@@ -134,13 +139,13 @@ def _table(summary: dict, s: Settings, study: Study) -> str:
             "-",
             "-",
             "-",
+            "-",
             "reproduced" if a["locked"] >= a["base"] - 0.01 else f"not reproduced: {pct(a['base'] - a['locked'])} lost",
         ]
     ]
     for _name, col, desc in ATTACK_TASKS:
         cells = summary["cells"][col]
-        rt = summary["redteam"][col]
-        best_scratch = _best_scratch(summary, col)
+        rt, up = summary["redteam"][col], _uplift(summary, col)
         for lr, c in cells.items():
             paper = PAPER[col] if lr == "0.1" else (None, None)
             rows.append(
@@ -152,8 +157,9 @@ def _table(summary: dict, s: Settings, study: Study) -> str:
                     pct(c["base"]),
                     pct(c["locked"]),
                     pct(c["scratch"]),
-                    pct(best_scratch),
+                    f"{pct(up['reference'])} ({up['reference_attacker']})",
                     f"{pct(rt['locked'])} ({rt['attack']})",
+                    _points(up["uplift"]),
                     f"{c['verdict']}: {c['why']}",
                 ]
             )
@@ -167,26 +173,39 @@ def _table(summary: dict, s: Settings, study: Study) -> str:
         "",
         markdown_table(head, rows),
         "",
-        "The lock protects something only where the released weights give an attacker more than a re-initialized "
-        "model does: compare 'red team worst' with 'scratch (best of all)', the best from-scratch run of the "
-        "AdamW grid and of the red team.",
+        "The lock protects something only where the released weights give an attacker more than their best "
+        "alternative: uplift = 'red team worst' - 'best reference', the best reference attacker on the same data "
+        "(the AdamW grid's runs from scratch, the red team's runs from scratch and the classical reference: "
+        "logistic regression on pixels and a small CNN).",
         "",
     ]
     for _name, col, _ in ATTACK_TASKS:
-        rt = summary["redteam"][col]
-        adv = rt["locked"] - _best_scratch(summary, col)
+        rt, up = summary["redteam"][col], _uplift(summary, col)
         notes.append(
-            f"- {col}: red team worst {pct(rt['locked'])} vs scratch (best of all) "
-            f"{pct(_best_scratch(summary, col))}: attacker's advantage {100 * adv:+.1f} points."
+            f"- {col}: red team worst {pct(rt['locked'])} vs best reference {pct(up['reference'])} "
+            f"({up['reference_attacker']}): uplift {_points(up['uplift'])} points."
         )
     return "\n".join(notes) + "\n"
 
 
-def _best_scratch(summary: dict, col: str) -> float:
-    """The best from-scratch accuracy: the AdamW grid's and the red team's own scratch runs."""
-    grid = max(c["scratch"] for c in summary["cells"][col].values())
-    rt = summary["redteam"][col].get("scratch")
-    return grid if rt is None else max(grid, rt)
+def _points(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:+.1f}"
+
+
+def _uplift(summary: dict, col: str) -> dict:
+    """{"reference", "reference_attacker", "uplift"} on one task: the best reference attacker (`best_reference`
+    over the AdamW grid's scratch runs and the red team's best reference; results written before references: its
+    best scratch run) and the red team's worst case minus it."""
+    runs = [{"attacker": f"scratch:adamw@{lr}", "accuracy": c["scratch"]} for lr, c in summary["cells"][col].items()]
+    rt = summary["redteam"][col]
+    if rt.get("reference") is not None:
+        runs.append({"attacker": rt.get("reference_attacker") or "red team reference", "accuracy": rt["reference"]})
+    elif rt.get("scratch") is not None:
+        runs.append({"attacker": "scratch (red team)", "accuracy": rt["scratch"]})
+    finite = [r for r in runs if isinstance(r["accuracy"], (int, float))]  # a diverged run reads back as "nan"
+    best = best_reference(finite) or {"accuracy": None, "attacker": None}
+    up = None if best["accuracy"] is None or rt.get("locked") is None else rt["locked"] - best["accuracy"]
+    return {"reference": best["accuracy"], "reference_attacker": best["attacker"], "uplift": up}
 
 
 def _plot(summary: dict, study: Study) -> str:
@@ -201,6 +220,9 @@ def _plot(summary: dict, study: Study) -> str:
         ax.plot([0.1], [PAPER[col][0]], "k^", label="paper base")
         ax.plot([0.1], [PAPER[col][1]], "kv", label="paper SpecDef")
         ax.axhline(summary["redteam"][col]["locked"], color="r", lw=0.8, label="red team worst")
+        ref = _uplift(summary, col)["reference"]
+        if ref is not None:
+            ax.axhline(ref, color="C7", ls="--", lw=0.8, label="best reference")
         ax.axhline(0.1, color="gray", lw=0.5)
         ax.set_title(col)
         ax.set_xlabel("AdamW learning rate")
