@@ -1,5 +1,5 @@
 """The EfficientNet demo end to end: the real architecture, randomly initialized at 32 px, on small digits-based
-stand-ins for CIFAR-10 (3 channels) and animal-mnist (1 channel); the real one needs the weights and minutes."""
+stand-ins for CIFAR-10 vehicles (3 channels) and a held-back task (1 channel); the real one needs the weights and minutes."""
 
 import dataclasses
 import json
@@ -16,12 +16,12 @@ def small_tasks(monkeypatch, digits):
     small = digits.subset(120, 60)
     rgb = dataclasses.replace(
         small,
-        name="cifar10-bb",
+        name="cifar10-vehicles",
         x_train=small.x_train.expand(-1, 3, -1, -1).contiguous(),
         x_test=small.x_test.expand(-1, 3, -1, -1).contiguous(),
     )
-    other = dataclasses.replace(tl.tasks.permuted(small, seed=1), name="animal-mnist")
-    monkeypatch.setattr(tl.tasks, "get", lambda name: rgb if name == "cifar10-bb" else other)
+    other = dataclasses.replace(tl.tasks.permuted(small, seed=1), name="cifar10-animals")
+    monkeypatch.setattr(tl.tasks, "get", lambda name: rgb if name == "cifar10-vehicles" else other)
 
 
 def test_effnet_demo_prints_locked_base_reference_and_uplifts(monkeypatch, small_tasks, tmp_path, capsys):
@@ -40,21 +40,24 @@ def test_effnet_demo_prints_locked_base_reference_and_uplifts(monkeypatch, small
             lock_steps=2,
             attack_steps=3,
             lrs=(1e-3,),
+            held_back=("cifar10-animals",),
             workers=0,
         ),
     )
     assert main(["demo", "--quick", "--out", str(tmp_path), "--device", "cpu"]) == 0
     text = capsys.readouterr().out
-    assert "best reference attacker" in text and "uplift without a lock" in text and "held back: animal-mnist" in text
+    assert (
+        "best reference attacker" in text and "uplift without a lock" in text and "held back: cifar10-animals" in text
+    )
     res = json.loads((tmp_path / "results.json").read_text())
-    assert res["model"] == "effnet-lite0" and res["authorized"]["task"] == "cifar10-bb"
+    assert res["model"] == "effnet-lite0" and res["authorized"]["task"] == "cifar10-vehicles"
     (u,) = res["held_back"]
-    rt = json.loads((tmp_path / "redteam" / "animal-mnist" / "summary.json").read_text())
+    rt = json.loads((tmp_path / "redteam" / "cifar10-animals" / "summary.json").read_text())
     assert u["reference"]["accuracy"] == rt["reference"]["accuracy"]
     assert u["uplift"] == pytest.approx(u["locked"]["accuracy"] - u["reference"]["accuracy"])
     assert u["base_uplift"] == pytest.approx(u["base"]["accuracy"] - u["reference"]["accuracy"])
     assert u["budget"] == {"steps_per_run": 3, "n_train": 80, "n_test": 40}
-    rows = [json.loads(line) for line in (tmp_path / "redteam" / "animal-mnist" / "runs.jsonl").open()]
+    rows = [json.loads(line) for line in (tmp_path / "redteam" / "cifar10-animals" / "runs.jsonl").open()]
     names = {r["attack"] for r in rows}
     assert {"adam@0.001", "scratch:adam@0.001", "adam@0.001[probe]"} <= names  # the probe is never cut
     assert any("sv-clip" in n for n in names)
