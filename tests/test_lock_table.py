@@ -112,3 +112,22 @@ def test_peak_memory_sees_a_freed_allocation():
         x = torch.ones(256, 2**18)  # 256 MB, touched
         del x
     assert peak["mb"] >= before["mb"] + 200  # the peak keeps what was freed before the block ended
+
+
+def test_seeds_give_the_best_of_any_seed_and_the_uplift_spread(tiny_base, digits, digits_permuted, tmp_path):
+    specs = {"none": None}
+    cfg = TableConfig(
+        budget=2, steps=5, batch_size=32, runner=RunnerConfig(workers=0), optimizers=("adam",), seeds=(0, 1)
+    )
+    res = lock_table(tiny_base, digits, [digits_permuted], specs, tmp_path, cfg)
+    cell = res["rows"][0]["tasks"][digits_permuted.name]
+    per_seed = json.loads((tmp_path / "none" / digits_permuted.name / "summary.json").read_text())["budgets"][0][
+        "seeds"
+    ]
+    assert [s["seed"] for s in per_seed] == cell["seeds"] == [0, 1]
+    assert cell["worst"] == max(s["locked"] for s in per_seed)  # the attacker keeps their best seed
+    assert cell["reference_own"] == max(s["reference"]["accuracy"] for s in per_seed)
+    ups = sorted(s["uplift"] for s in per_seed)
+    assert cell["uplift_seeds"]["min"] == ups[0] and cell["uplift_seeds"]["max"] == ups[-1]
+    assert (tmp_path / "none" / digits_permuted.name / "steps-5" / "seed-1" / "runs.jsonl").is_file()
+    assert "(seeds " in format_table(res)

@@ -51,7 +51,30 @@ class TableConfig:
         help="one learning-rate grid for every optimizer (default: a grid "
         "per optimizer; pretrained transformers want e.g. 1e-5 1e-4 1e-3)",
     )
+    seeds: tuple[int, ...] = option(
+        (0,),
+        "red-team seeds, one or more (e.g. 0 1 2): each lock and task is attacked once per seed; the worst case is "
+        "the best attack of any seed, the reference the best of any seed, and the table shows the uplift's "
+        "min..max over seeds",
+    )
     device: str = option("cpu", "cpu or cuda")
+
+
+def _over_seeds(res: dict) -> dict:
+    """A red-team result over its seeds: the best locked accuracy and best reference of any seed (the attacker
+    picks their best run), the attack that reached it, and the per-seed uplift's min / median / max."""
+    rows = [s for b in res.get("budgets") or [] for s in b["seeds"]]
+    locked = [s["locked"] for s in rows if s["locked"] is not None]
+    refs = [s["reference"]["accuracy"] for s in rows if s["reference"]["accuracy"] is not None]
+    best = max(rows, key=lambda s: -1 if s["locked"] is None else s["locked"], default=None)
+    ups = sorted(s["uplift"] for s in rows if s["uplift"] is not None)
+    return {
+        "worst": max(locked) if locked else None,
+        "reference": max(refs) if refs else None,
+        "seeds": [s["seed"] for s in rows],
+        "best_seed": None if best is None else best["seed"],
+        "uplift_seeds": {"min": ups[0], "median": ups[len(ups) // 2], "max": ups[-1]} if ups else None,
+    }
 
 
 @contextmanager
@@ -115,11 +138,12 @@ def lock_table(
         optimizers=tuple(cfg.optimizers),
         transforms=tuple(cfg.transforms),
         lrs=tuple(cfg.lrs),
+        seeds=tuple(cfg.seeds),
     )
     base_best = {}
     for task in attacks:
         res = redteam(base, task, rt_cfg, out=out / "none" / task.name)
-        base_best[task.name] = res["locked"]["accuracy"] if res["locked"] else None
+        base_best[task.name] = _over_seeds(res)["worst"]
     rows = []
     for name, spec in locks.items():
         d = out / name
@@ -150,15 +174,17 @@ def lock_table(
         }
         for task in attacks:
             res = redteam(model, task, rt_cfg, out=d / task.name)
-            worst, scratch = res["locked"], res["scratch"]
+            worst, scratch, seeds = res["locked"], res["scratch"], _over_seeds(res)
             level = None if base_best[task.name] is None else base_best[task.name] - cfg.bypass_margin
             row["tasks"][task.name] = {
-                "worst": worst and worst["accuracy"],
+                "worst": seeds["worst"],
                 "worst_attack": worst and worst["attack"],
                 "scratch": scratch and scratch["accuracy"],
-                "reference": res["reference"]["accuracy"],
+                "reference": seeds["reference"],
                 "reference_attacker": res["reference"]["attacker"],
                 "uplift": res["uplift"],
+                "seeds": seeds["seeds"],
+                "uplift_seeds": seeds["uplift_seeds"],
                 "base_best": base_best[task.name],
                 "bypass_steps": None if level is None else _bypass_steps(res["runs"], level),
             }
@@ -225,6 +251,9 @@ def format_table(result: dict) -> str:
         for t in tasks:
             c = r["tasks"][t]
             adv = "-" if c["uplift"] is None else f"{c['uplift']:+.3f}"
+            spread = c.get("uplift_seeds")
+            if spread and len(c.get("seeds") or ()) > 1:  # each seed's own uplift (over its own reference)
+                adv += f" (seeds {spread['min']:+.3f}..{spread['max']:+.3f})"
             cells.append(
                 f"{f(c['worst'])} / {adv} / {'not bypassed' if c['bypass_steps'] is None else c['bypass_steps']}"
             )
