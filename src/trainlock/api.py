@@ -8,6 +8,7 @@ tl.save(result.model, "runs/locked", {"task": "mnist", **result.record})
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,11 @@ def as_lock(lock) -> Lock:
             f"{', '.join(LOCKS.names())}); a lock from a plugin needs the plugin loaded"
         )
     if isinstance(lock, str) and lock.lstrip()[:1] not in ("{", "[") and not Path(lock).is_file():
+        looks_like_file = lock not in LOCKS and (
+            Path(lock).suffix.lower() in (".json", ".yaml", ".yml") or "/" in lock or "\\" in lock
+        )
+        if looks_like_file:  # a spec file that is not there: say so, not "unknown lock"
+            raise ValueError(f"lock spec file {lock!r} does not exist")
         return LOCKS.get(lock).from_config({})  # a name; an unknown one raises, listing the valid names
     if isinstance(lock, (str, Path, dict, list, tuple)):
         return lock_factory(lock)
@@ -92,6 +98,13 @@ def lock(
         record["conservation"] = conservation_certificate(
             model, locked, retain, history=history, objective_key="retain_loss" if history else None
         )
+        kl = record["conservation"]["kl"]["mean"]
+        if not math.isfinite(kl):  # the weights blew up: outputs are inf / nan, nothing a certificate can claim
+            raise ValueError(
+                f"{lk.name}: the lock diverged: the locked model's outputs on {retain.name} are not finite "
+                f"(KL {kl}){f' ({report.stopped})' if report is not None and report.stopped else ''}; "
+                "lower the learning rate"
+            )
     return LockResult(model=locked, record=record, report=report)
 
 

@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -87,17 +88,55 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
-def stale_copies(path: Path) -> list[Path]:
-    """Complete directories that a killed replace_dir left beside `path` (newest first)."""
-    return sorted(path.parent.glob(f".{path.name}.new-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+def _siblings(path: Path) -> list[Path]:
+    """The temporary directories replace_dir makes beside `path` (`.NAME.new-XXXXXXXX`, `.NAME.old-XXXXXXXX`)."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(new|old)-[a-z0-9_]{{8}}")
+    try:
+        return [p for p in path.parent.iterdir() if pattern.fullmatch(p.name) and p.is_dir()]
+    except OSError:
+        return []
+
+
+def stale_copies(path: Path, complete: Callable[[Path], bool] | None = None) -> list[Path]:
+    """Directories that a killed replace_dir left beside `path` (newest first; new copies before old ones at the
+    same time), only those `complete(dir)` accepts when given (a copy killed while it was built is incomplete)."""
+    path = Path(path)
+    found = []
+    for p in _siblings(path):
+        try:
+            found.append((p.stat().st_mtime, ".new-" in p.name, p))
+        except OSError:
+            continue
+    found.sort(key=lambda t: (t[0], t[1]), reverse=True)
+    return [p for _, _, p in found if complete is None or complete(p)]
+
+
+def remove_stale_copies(path: str | Path) -> list[Path]:
+    """Remove what killed replace_dir runs left beside `path`; call it holding `exclusive(path)` (a running
+    writer's own temporary directory is otherwise not told from a dead one's). Returns the removed paths."""
+    gone = _siblings(Path(path))
+    for p in gone:
+        shutil.rmtree(p, ignore_errors=True)
+    return gone
 
 
 def replace_dir(path: str | Path, build: Callable[[Path], None], keep: Callable[[Path], bool] | None = None) -> Path:
     """Build a directory with `build(tmp)` and put it at `path`, complete or not at all.
 
     Files already in `path` that `keep(file)` accepts (default: every file `build` did not write) are
-    carried over, so replacing a model directory loses none of the user's other files."""
+    carried over, so replacing a model directory loses none of the user's other files. An existing `path`
+    that is not a directory is refused (ValueError; nothing is moved). The write holds `exclusive(path)`, and
+    once it is in place the temporary directories of earlier killed writes to `path` are removed."""
     path = Path(path)
+    with exclusive(path):
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{path} exists and is not a directory; a directory cannot replace a file (nothing moved)")
+        _replace_dir(path, build, keep)
+        remove_stale_copies(path)
+    return path
+
+
+def _replace_dir(path: Path, build: Callable[[Path], None], keep: Callable[[Path], bool] | None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.new-", dir=path.parent))
     os.chmod(tmp, _default_mode(0o777))
@@ -144,31 +183,56 @@ class Busy(ValueError):
     """Another process holds the lock on an output path."""
 
 
+_HELD: dict[str, int] = {}  # this process's locks: path -> depth (a nested exclusive() on a held path is free)
+
+
 @contextlib.contextmanager
 def exclusive(path: str | Path) -> Iterator[None]:
     """Hold an exclusive lock on output `path` (a file `.NAME.lock` beside it) for the block; a second
     process asking for the same path fails at once with `Busy` instead of interleaving its writes.
-    The lock dies with the process (flock), so a killed run never leaves a stale lock."""
+    The lock dies with the process (flock), so a killed run never leaves a stale lock. Within one process
+    the lock nests: a block inside another on the same path holds it already."""
     import fcntl
 
     path = Path(path)
+    key = str(path.resolve())
+    if _HELD.get(key):
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.parent / f".{path.name}.lock"
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    for _attempt in range(20):
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
             raise Busy(
                 f"{path} is being written by another trainlock process (pid {holder}); wait for it to "
                 f"finish or choose another output"
             ) from None
+        try:  # the file we locked is still the one at `lock` (its holder unlinks it on release)
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except OSError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    else:
+        raise Busy(f"{path}: could not take the output lock {lock}; another process keeps replacing it")
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _HELD[key] = 1
         try:
             yield
         finally:
+            _HELD.pop(key, None)
             with contextlib.suppress(OSError):
                 os.unlink(lock)
     finally:

@@ -141,6 +141,20 @@ def check_float(
         raise ValueError(f"{owner}: {name} must be {need.strip()}{' (or unset)' if allow_none else ''}, got {value!r}")
 
 
+def check_regex(owner: str, name: str, value: Any, allow_none: bool = True) -> None:
+    """ValueError unless `value` is a string that compiles as a regular expression (or None when allowed)."""
+    import re
+
+    if value is None and allow_none:
+        return
+    if not isinstance(value, str):
+        raise ValueError(f"{owner}: {name} must be a regular expression (a string), got {value!r}")
+    try:
+        re.compile(value)
+    except re.error as e:
+        raise ValueError(f"{owner}: {name} is not a valid regular expression ({value!r}: {e})") from None
+
+
 def to_json(cfg: Any) -> str:
     return json.dumps(to_dict(cfg), sort_keys=True, indent=2)
 

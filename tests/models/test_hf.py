@@ -110,7 +110,7 @@ def test_csv_and_jsonl_loaders(tmp_path):
         ("b.csv", "text,label\nhi,1\n,0\n", "row 3: column 'text' is missing or empty"),
         ("c.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": 0\n', "line 2: not valid JSON"),
         ("d.jsonl", '{"text": "a", "label": [1]}\n', "line 1: column 'label' must be an integer or a string"),
-        ("e.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": 1}\n', "needs at least 2 labels"),
+        ("e.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": 1}\n', "a classifier needs at least 2"),
         ("f.csv", "text,label,split\na,1,train\nb,0,valid\n", "split must be 'train' or 'test'"),
     ],
 )

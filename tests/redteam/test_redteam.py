@@ -413,6 +413,21 @@ def test_worst_case_covers_the_core_grid_and_scratch_whatever_the_budget(tiny_ba
     assert "advantage" not in res  # renamed: scratch is one reference among others
 
 
+def test_no_backdoor_calibration_when_the_budget_cuts_the_backdoor(locked, tiny_base, digits_permuted, monkeypatch):
+    from trainlock.attacks import backdoor
+
+    monkeypatch.setattr(backdoor, "calibrate", lambda *a, **k: pytest.fail("calibrated a backdoor that never runs"))
+    cfg = RedTeamConfig(
+        loop=LoopConfig(max_steps=5, batch_size=32, device="cpu"),
+        runner=RunnerConfig(workers=0),
+        optimizers=("adam",),
+        lrs=(1e-2,),
+        budget=3,
+    )
+    res = redteam(locked, digits_permuted, cfg, base=tiny_base)
+    assert "backdoor_calibration" not in res and not any("backdoor" in r["attack"] for r in res["runs"])
+
+
 def test_backdoor_row_uses_the_setting_calibrated_on_the_base(locked, tiny_base, digits_permuted, tmp_path):
     cfg = RedTeamConfig(
         loop=LoopConfig(max_steps=45, batch_size=32, device="cpu"),

@@ -69,7 +69,8 @@ def test_builtin_task_shapes(name):
     if len(shape) == 3:  # images live in [0, 1]
         assert float(task.x_train.min()) >= 0 and float(task.x_train.max()) <= 1
     assert torch.isfinite(task.x_test).all()
-    assert tasks.get(name) is task  # cached
+    again = tasks.get(name)  # from the loader's cache, as a copy: an in-place edit of one cannot reach the other
+    assert again is not task and again.x_train is not task.x_train and torch.equal(again.x_train, task.x_train)
 
 
 def test_registry_lists_every_task_with_exact_hints():

@@ -102,6 +102,8 @@ def regularization_path(
                 "lambda": lam,
                 "steps": res.steps,
                 "stopped": res.stopped,
+                # a run that met a non-finite loss (or ended non-finite) checks no bound: reported as diverged
+                "diverged": bool(res.stopped) or not all(map(math.isfinite, (c_end, norm))),
                 "norm": norm,
                 "C_start": c_start,
                 "C_end": c_end,

@@ -186,6 +186,7 @@ def finetune(
 
         model = merge_lora(model)
     final = accuracy(model, task.x_test, task.y_test)
+    diverged = res.stopped or _blown_up(model, task.x_test)
     return AttackResult(
         task=task.name,
         config=cfg.to_dict(),
@@ -195,8 +196,29 @@ def finetune(
         losses=res.losses,
         steps_to_target=first[0] if first else None,
         steps=res.steps,
-        diverged=res.stopped,
+        diverged=diverged,
         wall_s=time.perf_counter() - t0,
         model=model,
         monitor_first_broken=dict(getattr(monitor, "first_broken", {})) if monitor is not None else None,
     )
+
+
+def _blown_up(model: nn.Module, x) -> str | None:
+    """Why the run counts as diverged although every loss it saw was finite (the last step blew the weights
+    up: the model's outputs are inf / nan), or None."""
+    try:
+        params = list(model.parameters())
+        if not all(bool(torch.isfinite(p).all()) for p in params):
+            return "non-finite weights after the last step"
+        device = params[0].device if params else torch.device("cpu")
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            out = model(x[:64].to(device))
+        model.train(was)
+        out = out.logits if hasattr(out, "logits") else out
+        if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all()):
+            return "non-finite outputs after the last step (the weights blew up)"
+    except Exception:  # a model this check cannot call is judged by its losses alone
+        return None
+    return None

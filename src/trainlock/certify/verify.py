@@ -16,6 +16,8 @@ reason); `report.ok` is True when every row holds. What is checked:
   against the record hash in the safetensors header; an edited, added or removed field gives a row
   naming it (e.g. "metrics.accuracy"). The hash binds the claims to the weights file; it does not stop
   someone who rewrites both (that is what `trainlock sign` is for);
+* files: for a Hugging Face model, config.json, the tokenizer and generation files against the SHA-256
+  bound in meta["files"] (missing, changed and unbound files are named);
 * certificate: each stored certificate in meta["certificates"] is internally consistent (its
   `holds` flag agrees with `measured relation required`);
 * lock: every lock in meta["locks"] is rebuilt (`trainlock.locks.factory.lock_from_meta`) and
@@ -45,7 +47,17 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from ..io.artifacts import META, WEIGHTS, ArtifactError, _json_default, read_header, read_meta, record_hashes
+from ..io.artifacts import (
+    META,
+    WEIGHTS,
+    ArtifactError,
+    _json_default,
+    changed_fields,
+    file_problems,
+    read_header,
+    read_meta,
+    record_hashes,
+)
 from ..io.hashing import file_sha256 as _file_sha256
 from ..io.hashing import state_hashes, state_sha256
 
@@ -326,30 +338,35 @@ def _check_record(report: VerifyReport, header: dict, meta: dict) -> None:
             f"every field of {META} (but weights_sha256, checked against the file) matches the header's hash",
         )
         return
-    try:
-        fields = json.loads(header.get("record_fields") or "{}")
-    except json.JSONDecodeError:
-        fields = {}
-    changed = sorted(k for k in set(fields) | set(got["fields"]) if fields.get(k) != got["fields"].get(k))
-    whole = {k for k in changed if "." not in k and (k not in fields or k not in got["fields"])}  # added / removed
-    named = sorted(
-        whole | {k for k in changed if k.split(".")[0] not in whole and not any(c.startswith(k + ".") for c in changed)}
-    ) or ["(the header's field list)"]
-    for key in named:
-        what = (
-            "added after saving"
-            if key not in fields
-            else "removed after saving"
-            if key not in got["fields"]
-            else "edited after saving"
-        )
+    for key, how in changed_fields(header, meta):
         report.add(
             "record",
             key,
             None,
             None,
             False,
-            f"{META} field {key!r} was {what}: it no longer matches the record hash bound to the weights",
+            f"{META} field {key!r} was {how} after saving: it no longer matches the record hash bound to the weights",
+        )
+
+
+def _check_files(report: VerifyReport, path: Path, meta: dict) -> None:
+    """A Hugging Face model's config.json, tokenizer and generation files against meta["files"]."""
+    arch = meta.get("architecture")
+    if not (isinstance(arch, dict) and arch.get("name") == "hf"):
+        return
+    problems = file_problems(path, meta)
+    files = meta.get("files") if isinstance(meta.get("files"), dict) else {}
+    if problems:
+        for p in problems:
+            report.add("files", p.split(" ")[0], None, None, False, p)
+    else:
+        report.add(
+            "files",
+            f"{len(files)} files",
+            len(files),
+            len(files),
+            True,
+            f"config.json and the tokenizer files match the SHA-256 bound in {META}",
         )
 
 
@@ -503,6 +520,11 @@ def _which_copy(report: VerifyReport, meta: dict) -> None:
             True,
             f"a public release (private fields left out: {', '.join(rel.get('dropped') or []) or 'none'})",
         )
+        if rel.get("card_sha256"):  # the model card (README.md) quotes the claims: bound by its hash in the record
+            from ..io.release import CARD, card_problem
+
+            problem = card_problem(report.model_dir, meta)
+            report.add("release", f"model card {CARD}", None, None, problem is None, problem or "matches its SHA-256")
         return
     private = [k for k in ("lock", "base", "train") if k in meta]
     if private and meta.get("locks"):
@@ -556,6 +578,7 @@ def verify(model_dir: str | Path, model: nn.Module | None = None, public_key: st
     _check_tensors(report, tensors, meta)
     _check_header(report, header, meta)
     _check_record(report, header, meta)
+    _check_files(report, path, meta)
     stored = _stored_certificates(report, meta)
     _check_locks(report, tensors, meta, stored, model, path)
     _check_conservation(report, meta)

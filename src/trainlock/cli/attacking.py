@@ -15,6 +15,9 @@ from .common import (
     checkpoint_for,
     config_from_args,
     done_with,
+    float_type,
+    int_type,
+    load_base,
     load_with_task,
     subset_task,
     write_json,
@@ -77,7 +80,7 @@ def add_attack(p) -> None:
     )
     p.add_argument(
         "--scratch-lrs",
-        type=float,
+        type=float_type(0, open_low=True),
         nargs="+",
         default=(),
         metavar="LR",
@@ -121,6 +124,10 @@ def cmd_attack(args) -> int:
     cfg = config_from_args(FineTuneConfig, args)
     checkpoint = checkpoint_for(args, args.save, flag="--save")
     model, meta = load(args.model_dir)
+    # the base for 'base - scratch', checked before any work (a user's --base that fails is refused)
+    base = load_base(
+        args.base or (meta.get("base") if args.scratch else None), args.model_dir, meta, given=bool(args.base)
+    )
     task = subset_task(get(args.task), args)  # once: the attack, the scratch baseline and the base share it
     res = attack(model, cfg, task, progress=True, checkpoint=checkpoint)
     reached = f"{res.steps_to_target} steps" if res.steps_to_target is not None else "not reached"
@@ -132,7 +139,7 @@ def cmd_attack(args) -> int:
         logger.warning("diverged: %s", res.diverged)
     out = res.to_dict()
     if args.scratch:
-        out.update(_baselines(args, meta, model, cfg, res, task))
+        out.update(_baselines(args, meta, model, cfg, res, task, base[0]))
     if args.save:
         with writing(args.save):
             save(
@@ -143,13 +150,12 @@ def cmd_attack(args) -> int:
     return 0
 
 
-def _baselines(args, meta: dict, model, cfg, res, task) -> dict:
+def _baselines(args, meta: dict, model, cfg, res, task, base=None) -> dict:
     """The reference attackers (scratch: the same architecture re-initialized, the same attack; and
     --references) and, when the base is at hand, the base's run: accuracies and uplifts over the best reference."""
     from ..api import attack
     from ..attacks.references import ReferenceRun, ReferenceTarget, best_reference
     from ..attacks.scratch import scratch_baseline
-    from ..io.artifacts import ArtifactError, load
     from ..red_team.uplift import reference_runs
     from ..tasks import TextTask, for_model
 
@@ -185,12 +191,7 @@ def _baselines(args, meta: dict, model, cfg, res, task) -> dict:
             f"points ({res.steps} steps, {runs[0]['n_train']} training examples)"
         )
     base_dir = args.base or meta.get("base")
-    if base_dir and Path(base_dir).resolve() != Path(args.model_dir).resolve():
-        try:
-            base, _ = load(base_dir)
-        except ArtifactError as e:
-            print(f"no base comparison: {e}")
-            return out
+    if base is not None:  # loaded and checked before the attack (load_base)
         base_acc = attack(base, cfg, task, progress=True).accuracy
         base_uplift = None if best["accuracy"] is None else base_acc - best["accuracy"]
         out.update(base_accuracy=base_acc, base_uplift=base_uplift)
@@ -223,9 +224,9 @@ def add_redteam(p) -> None:
     add_subset_flags(p)
     add_config_flags(p, RedTeamConfig, skip=(*_PER_RUN, "steps", "seeds"))
     fields = {f.name: f for f in dataclasses.fields(RedTeamConfig)}
-    for name, metavar in (("steps", "N"), ("seeds", "SEED")):  # one or more values: nargs="+"
+    for name, metavar, low in (("steps", "N", 1), ("seeds", "SEED", 0)):  # one or more values: nargs="+"
         p.add_argument(
-            f"--{name}", type=int, nargs="+", default=(), metavar=metavar, help=fields[name].metadata["help"]
+            f"--{name}", type=int_type(low), nargs="+", default=(), metavar=metavar, help=fields[name].metadata["help"]
         )
     add_reference_model_flag(p)
 
@@ -243,7 +244,7 @@ def cmd_redteam(args) -> int:
     check_output_dir(out, inputs, overwrite=True)  # an existing --out is resumed (when it holds this model's runs)
     check_output_file(args.json)
     model, meta = load(args.model_dir)
-    base = load(args.base)[0] if args.base else None
+    base = load_base(args.base, args.model_dir, meta)[0]  # the lock's own base, checked before any work
     retain_name = args.retain_task or meta.get("task")
     retain = tasks.get(retain_name) if retain_name else None
     with exclusive(out):
@@ -258,8 +259,8 @@ def cmd_redteam(args) -> int:
             progress=True,
         )
     w = res["worst"]
-    if w is None:
-        print("no run completed; see the report")
+    if w is None:  # exit 1 (after the report and --json): there is no result to read
+        print(f"no run completed (every attack errored or was skipped); see {out / 'report.md'}")
     else:
         steps = "not reached" if w["steps_to_target"] is None else w["steps_to_target"]
         print(f"worst case: {w['attack']} -> accuracy {w['accuracy']:.4f} on {args.task} (steps to target: {steps})")
@@ -312,7 +313,7 @@ def cmd_redteam(args) -> int:
         "runs",
     )
     write_json(args.json, {k: res.get(k) for k in keys if k in res or k != "worst_case_at"})
-    return 0
+    return 0 if w is not None else 1
 
 
 RELEARN_DESCRIPTION = (

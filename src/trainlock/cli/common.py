@@ -77,8 +77,8 @@ def add_config_flags(
         kwargs: dict[str, Any] = {"dest": _dest(prefix, f.name), "default": value}
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            kwargs["type"] = kind
+        else:  # numbers: refused at parse time unless finite (the config checks the range, naming the flag)
+            kwargs["type"] = {int: int_type(), float: float_type()}.get(kind, kind)
             if many:
                 kwargs["nargs"] = "*"
         if "choices" in f.metadata:
@@ -111,7 +111,17 @@ def config_from_args(cls: type, args: argparse.Namespace, defaults: Any = None, 
         elif _dest(prefix, f.name) in given:
             v = given[_dest(prefix, f.name)]
             changes[f.name] = tuple(v) if isinstance(v, list) else v
-    return dataclasses.replace(defaults, **changes)
+    try:
+        return dataclasses.replace(defaults, **changes)
+    except ValueError as e:  # the config's own check (ranges): say which flag, once (nested configs named it already)
+        text = str(e)
+        if not text.startswith("--"):
+            for f in dataclasses.fields(cls):
+                if dataclasses.is_dataclass(getattr(defaults, f.name)) or not f.metadata.get("cli", True):
+                    continue
+                if f": {f.name} " in text or text.startswith(f"{f.name} "):
+                    raise ValueError(f"{_flag(prefix, f.name)}: {text}") from e
+        raise
 
 
 def load_with_task(args) -> tuple:
@@ -139,7 +149,10 @@ def check_output_dir(
     out: str | Path, inputs: Iterable[str | Path] = (), overwrite: bool = False, flag: str = "--out"
 ) -> Path:
     """Refuse, before any work, an output directory that is an input, inside one, holds one, is an
-    existing non-empty directory (without --overwrite), or cannot be created."""
+    existing non-empty directory (without --overwrite), or cannot be created.
+
+    Before the emptiness check it takes the output lock (`hold_output`), kept until the command ends: a second
+    process on the same output is refused at once (one line), and two runs cannot both pass the check."""
     out = Path(out).resolve()
     for given in inputs:
         src = Path(given).resolve()
@@ -151,12 +164,16 @@ def check_output_dir(
             raise ValueError(f"{flag} {out} is inside {src} (or holds it); choose a directory outside the input")
     if out.exists() and not out.is_dir():
         raise ValueError(f"{flag} {out} exists and is not a directory")
+    _check_writable(out.parent if not out.exists() else out, flag)
+    try:
+        hold_output(out)
+    except OSError as e:
+        raise ValueError(f"{flag}: cannot take the output lock beside {out} ({e.strerror or e})") from None
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ValueError(
             f"{flag} {out} exists and is not empty; pass --overwrite to replace the model there "
             f"(other files in it are kept)"
         )
-    _check_writable(out.parent if not out.exists() else out, flag)
     return out
 
 
@@ -183,7 +200,7 @@ def _check_writable(directory: Path, flag: str) -> None:
 def add_checkpoint_flags(p: argparse.ArgumentParser, where: str = "--out") -> None:
     p.add_argument(
         "--checkpoint-every",
-        type=int,
+        type=int_type(1),
         default=None,
         metavar="N",
         help=f"write a resumable checkpoint every N steps (a hidden file beside {where}; removed when the run ends)",
@@ -204,12 +221,91 @@ def checkpoint_for(args, out: str | Path | None, flag: str = "--out"):
     if out is None:
         raise ValueError(f"--checkpoint-every and --resume need {flag}: the checkpoint is kept beside it")
     from ..train import Checkpoint
+    from ..train.checkpoint import check_identity
 
     out = Path(out)
     path = out.parent / f".{out.name}.checkpoint.safetensors"
     if resume and not path.is_file():
         print(f"no checkpoint at {path}: starting from the beginning")
-    return Checkpoint(path, every=every if every is not None else 200, resume=resume)
+    ck = Checkpoint(path, every=every if every is not None else 200, resume=resume, identity=run_identity(args))
+    check_identity(ck)  # a checkpoint of another run (other flags, another input model): refused before work
+    return ck
+
+
+# flags that do not change what a run computes (or name where it writes): not part of its identity
+_NOT_IDENTITY = {"fn", "command", "resume", "checkpoint_every", "debug", "threads", "plugin", "overwrite", "json"}
+
+
+def run_identity(args) -> dict:
+    """What a resumable run is: its flags (by name) and the SHA-256 of its input model's weights and record."""
+    flags = {}
+    for dest, value in sorted(vars(args).items()):
+        if dest in _NOT_IDENTITY or dest in ("model_dir", "out", "save") or callable(value):
+            continue
+        flags["--" + dest.replace("_", "-")] = list(value) if isinstance(value, tuple) else value
+    out: dict = {"flags": flags}
+    model_dir = getattr(args, "model_dir", None)
+    if model_dir is not None:
+        from ..io.artifacts import ArtifactError, read_header, read_meta
+
+        try:
+            meta, header = read_meta(model_dir), read_header(model_dir)
+            out["input"] = {
+                "MODEL_DIR weights": meta.get("weights_sha256"),
+                "MODEL_DIR trainlock.json": header.get("record_sha256"),
+            }
+        except ArtifactError:
+            pass  # the command's own load reports it
+    return out
+
+
+def load_base(base_dir: str | Path | None, model_dir: str | Path, meta: dict, flag: str = "--base", given: bool = True):
+    """(base model, its meta) for 'base - scratch' comparisons, checked before any work: the directory loads
+    (verified), is not the model itself, and is the base the lock recorded (`base_state_sha256`), or, for a
+    lock that recorded none, has the model's architecture. (None, None) without `base_dir`. A base the user
+    gave (`given`) that fails is refused (ValueError / ArtifactError); the recorded default only warns."""
+    from ..io.artifacts import ArtifactError, architecture_of, load
+
+    if not base_dir:
+        return None, None
+    try:
+        if Path(base_dir).resolve() == Path(model_dir).resolve():
+            raise ValueError(f"{flag} {base_dir} is the model itself, not its unlocked base")
+        base, bmeta = load(base_dir)
+        state = (bmeta.get("hashes") or {}).get("state")
+        if state is not None and state == (meta.get("hashes") or {}).get("state"):
+            raise ValueError(f"{flag} {base_dir} holds the same weights as {model_dir}: the model itself, not its base")
+        recorded = meta.get("base_state_sha256")
+        if recorded is not None and recorded != state:
+            raise ValueError(
+                f"{flag} {base_dir} is not the base this lock was made from (its weights' state hash "
+                f"{str(state)[:16]}... != recorded base_state_sha256 {str(recorded)[:16]}...)"
+            )
+        mine, theirs = architecture_of(meta), architecture_of(bmeta)
+        if recorded is None and mine is not None and theirs is not None and mine != theirs:
+            raise ValueError(
+                f"{flag} {base_dir} is a {theirs[0]} {theirs[1]} but {model_dir} is a {mine[0]} {mine[1]}: not its base"
+            )
+    except (ValueError, ArtifactError) as e:
+        if given:
+            raise
+        print(f"no base comparison: {e}")
+        return None, None
+    return base, bmeta
+
+
+_HELD_OUTPUTS = contextlib.ExitStack()  # output locks a command holds until it ends (released by `release_outputs`)
+
+
+def hold_output(path) -> None:
+    """Take the output lock on `path` (`writing(path)`) now and keep it until `release_outputs()` (which `main`
+    calls when the command ends): every writing command holds its output from before any work."""
+    _HELD_OUTPUTS.enter_context(writing(path))
+
+
+def release_outputs() -> None:
+    """Release every lock `hold_output` took."""
+    _HELD_OUTPUTS.close()
 
 
 def writing(path):
@@ -229,11 +325,48 @@ def done_with(checkpoint) -> None:
             checkpoint.path.unlink()
 
 
-def _positive_int(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return n
+def int_type(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high]; anything else (nan, 1e30, abc, out of range) is
+    refused at parse time with one line naming the flag."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = None
+        if n is None or (low is not None and n < low) or (high is not None and n > high):
+            need = (
+                "an integer" + (f" >= {low}" if low is not None else "") + (f" <= {high}" if high is not None else "")
+            )
+            raise argparse.ArgumentTypeError(f"must be {need}, got {text!r}")
+        return n
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_type(low: float | None = None, high: float | None = None, open_low: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in [low, high] ((low, high] with `open_low`); nan, inf, 1e400 and
+    text are refused at parse time with one line naming the flag."""
+    import math
+
+    def parse(text: str) -> float:
+        try:
+            x = float(text)
+        except ValueError:
+            x = math.nan
+        ok = math.isfinite(x) and (low is None or (x > low if open_low else x >= low)) and (high is None or x <= high)
+        if not ok:
+            lo = "" if low is None else (f" > {low:g}" if open_low else f" >= {low:g}")
+            hi = "" if high is None else f"{' and' if lo else ''} <= {high:g}"
+            raise argparse.ArgumentTypeError(f"must be a finite number{lo}{hi}, got {text!r}")
+        return x
+
+    parse.__name__ = "number"
+    return parse
+
+
+_positive_int = int_type(1)
 
 
 def add_subset_flags(p: argparse.ArgumentParser) -> None:

@@ -95,7 +95,9 @@ def cmd_lock(args) -> int:
             f"{c['lock']}: {c['invariant']}: measured {c['measured']:.6g} {c['relation']} required "
             f"{c['required']:.6g}: {'holds' if c['holds'] else 'FAILS'}"
         )
-    out = carried_meta(meta, base=str(args.model_dir), **record)
+    # the base by path and by weights: `attack --base` / `redteam --base` refuse any other model as this lock's base
+    base_state = (meta.get("hashes") or {}).get("state")
+    out = carried_meta(meta, base=str(args.model_dir), base_state_sha256=base_state, **record)
     cons = record.get("conservation")
     if cons is not None:
         acc = cons["accuracy"]
@@ -146,7 +148,9 @@ RELEASE_DESCRIPTION = (
     "Write what a model owner publishes: the same weights, the architecture, the certificates "
     "and the lock entries a third party re-checks with `trainlock verify`, and nothing that helps "
     "an attacker (no pre-lock spectrum, no lock history, no retain-task curve, no base path, no "
-    "per-layer drift). MODEL_DIR, the owner's copy with the private record, is left as it is."
+    "per-layer drift). MODEL_DIR, the owner's copy with the private record, is left as it is. The copy "
+    "is also a model card (README.md: what the lock claims, its certificates, the label names and, with "
+    "--redteam DIR, the red team's summary), bound to the weights like every claim; files are world-readable."
 )
 
 
@@ -154,19 +158,35 @@ def add_release(p) -> None:
     p.add_argument("model_dir", help="the owner's locked model directory (kept as it is)")
     p.add_argument("--out", required=True, help="directory to write the public copy to")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    p.add_argument(
+        "--redteam",
+        default=None,
+        metavar="DIR",
+        help="a `trainlock redteam` results directory of this model: its summary (worst case, best reference, "
+        "uplift, base uplift, budget, date) goes into the model card README.md and the bound record",
+    )
+    p.add_argument(
+        "--labels",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="the class names, in label order, for the model card (and config.json's id2label for a Hugging "
+        "Face model); default: the task's names for a text model, else the class indices",
+    )
 
 
 def cmd_release(args) -> int:
     from ..atomic import exclusive
     from ..io.release import release
 
-    check_output_dir(args.out, [args.model_dir], args.overwrite)
+    check_output_dir(args.out, [args.model_dir] + ([args.redteam] if args.redteam else []), args.overwrite)
     with exclusive(args.out):
-        path, meta = release(args.model_dir, args.out)
+        path, meta = release(args.model_dir, args.out, redteam=args.redteam, labels=args.labels)
     dropped = meta["release"]["dropped"]
     print(
         f"wrote the public copy {path}: the same weights, architecture, certificates and lock entries; left out: "
-        f"{', '.join(dropped) or 'nothing private was there'}"
+        f"{', '.join(dropped) or 'nothing private was there'}; model card {path / 'README.md'}"
+        + ("" if args.redteam else " (no red-team summary: --redteam DIR adds it)")
     )
     print(f"check it with: trainlock verify {path}   (sign it with: trainlock sign {path} --key PRIVATE.pem)")
     return 0
@@ -192,8 +212,10 @@ def add_sign(p) -> None:
 
 
 def cmd_sign(args) -> int:
+    from ..io.artifacts import check_binding
     from ..io.signing import SIGNED_INFO, sign
 
+    check_binding(args.model_dir, unverified=False)  # a signature must not vouch for claims that no longer hold
     path = sign(args.model_dir, args.key)
     print(
         f"signed {args.model_dir}: {path} (signer and time in {SIGNED_INFO}); check it with: trainlock verify "
@@ -282,11 +304,18 @@ def cmd_tune(args) -> int:
     for t in sorted(res["pareto"], key=lambda t: -t["utility"]):
         mark = " <- chosen" if res["chosen"] and t["number"] == res["chosen"]["number"] else ""
         print(f"{t['number']:>5} {t['utility']:>8.4f} {t['uplift']:>+10.4f}  {t['params']}{mark}")
+    write_json(args.json, {k: v for k, v in res.items() if k != "trials"})
+    if not res["trials"]:  # every trial pruned: nothing to choose, no plot
+        print(
+            f"0 trials finished -> {out} (pareto.json only): every trial was pruned, its red-team subset had no "
+            f"finished run from the locked weights or no reference; raise --budget (12 holds the suite's coverage "
+            f"stage, locked and from scratch)"
+        )
+        return 1
     print(
         f"{len(res['trials'])} trials, {len(res['pareto'])} on the Pareto front -> {out} (pareto.json, pareto.png"
         f"{', chosen/' if res['chosen'] else ''})"
     )
-    write_json(args.json, {k: v for k, v in res.items() if k != "trials"})
     return 0
 
 
@@ -321,8 +350,20 @@ def cmd_locks(args) -> int:
     if args.table:
         path = Path(args.table) / "table.json"
         if not path.is_file():
-            raise ValueError(f"{path} does not exist; build it with trainlock locks --run MODEL_DIR ...")
-        print(format_table(json.loads(path.read_text())))
+            raise ValueError(f"--table: {path} does not exist; build it with trainlock locks --run MODEL_DIR ...")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"--table: {path} is not valid JSON ({e})") from None
+        if not isinstance(data, dict) or not {"attack_tasks", "rows", "base_utility"} <= set(data):
+            raise ValueError(
+                f"--table: {path} is not a lock table (a JSON object with attack_tasks, rows and base_utility, as "
+                f"trainlock locks --run writes it)"
+            )
+        try:
+            print(format_table(data))
+        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as e:
+            raise ValueError(f"--table: {path} is not a complete lock table ({type(e).__name__}: {e})") from None
         return 0
     if not args.run:
         import sys
@@ -342,15 +383,22 @@ def cmd_locks(args) -> int:
 
     if not args.specs or not args.attack_tasks:
         raise ValueError("--run needs --specs and --attack-tasks")
-    text = Path(args.specs).read_text() if Path(args.specs).is_file() else args.specs
-    specs = json.loads(text)
+    inline = args.specs.lstrip().startswith(("{", "["))
+    if not inline and not Path(args.specs).is_file():
+        raise ValueError(f"--specs: no file {args.specs!r} (give a JSON file or an inline JSON object)")
+    text = args.specs if inline else Path(args.specs).read_text(encoding="utf-8-sig")
+    try:
+        specs = json.loads(text)
+    except json.JSONDecodeError as e:
+        where = "inline JSON" if inline else args.specs
+        raise ValueError(f"--specs: {where} is not valid JSON ({e})") from None
     if not isinstance(specs, dict):
         raise ValueError("--specs must be a JSON object {row name: lock spec or null}")
     cfg = config_from_args(TableConfig, args)
+    out = Path(args.out or f"runs/locks-{Path(args.run).name}")
+    check_output_dir(out, [args.run], overwrite=True)  # and its lock, before any work
     model, meta = load(args.run)
     retain_name = args.retain_task or meta.get("task")
-    out = Path(args.out or f"runs/locks-{Path(args.run).name}")
-    check_output_dir(out, [args.run], overwrite=True)
     with exclusive(out):
         res = lock_table(
             model,

@@ -35,15 +35,26 @@ Your own lock, attack stage, task, model, transform, optimizer or search space, 
 
 DATA_PARALLEL = ("train", "lock", "attack")  # the commands that run under torchrun (see train/distributed.py)
 
+# the commands that only read a model (they write no model directory): they take --unverified
+UNVERIFIED = ("eval", "attack", "headstart", "redteam", "relearn", "diagnose", "compact", "locks")
+
 # (name, one-line help, description, add_arguments(parser) or None, run(args) -> exit code)
 COMMANDS = [*models.COMMANDS, *locking.COMMANDS, *attacking.COMMANDS, *studies.COMMANDS]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose refusals are one line on stderr (exit 2): what is wrong and where the
+    flags are listed, not the whole usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the flags)\n")
 
 
 def build_parser(only: Iterable[str] | None = None) -> argparse.ArgumentParser:
     """The parser: every command's flags when `only` is None, else only those of the commands named in
     `only` (the others are listed with their one-line help, which is all `trainlock --help` shows)."""
     only = None if only is None else set(only)
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="trainlock",
         description="Lock models against unauthorized fine-tuning, and attack the lock.",
         epilog=EPILOG,
@@ -77,6 +88,14 @@ def build_parser(only: Iterable[str] | None = None) -> argparse.ArgumentParser:
         )
         if add is not None and (only is None or name in only):
             add(s)
+            if name in UNVERIFIED:
+                s.add_argument(
+                    "--unverified",
+                    action="store_true",
+                    help="use a model whose record or files do not match its weights, or are not bound (an edited "
+                    "trainlock.json, a changed or missing tokenizer, an older trainlock's directory), with a "
+                    "warning; refused by default",
+                )
         s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         s.add_argument("--threads", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         s.add_argument("--plugin", action="append", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -173,6 +192,15 @@ def main(argv: list[str] | None = None) -> int:
         if not distributed.is_main():
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (one copy of the report, from rank 0; open till exit)
     try:
+        if getattr(args, "unverified", False):
+            if getattr(args, "save", None):
+                raise ValueError(
+                    "--unverified cannot be used with --save: the saved model would bind claims nobody checked"
+                )
+            from ..io.artifacts import unverified_loads
+
+            with unverified_loads():
+                return args.fn(args)
         return args.fn(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -180,10 +208,50 @@ def main(argv: list[str] | None = None) -> int:
     except (UnknownNameError, ValueError, json.JSONDecodeError, *_data_errors()) as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        print(f"error: {_os_error(e, args, argv) if isinstance(e, OSError) else e}", file=sys.stderr)
+        return 1 if type(e).__name__ == "BindingError" else 2  # claims or files that fail verification: 1, as verify
     finally:
+        from .common import release_outputs
+
+        release_outputs()  # the output locks the command took before its work (check_output_dir)
         distributed.shutdown()
+
+
+def _os_error(e: OSError, args: argparse.Namespace, argv: list[str]) -> str:
+    """An OS error as one line naming the flag (or argument) whose path it is about, not "[Errno 17] File
+    exists: 'x'": the flag is the one whose value is the path or a directory above it."""
+    import errno
+    from pathlib import Path
+
+    name = e.filename
+    if name is None:
+        return str(e)
+    try:
+        target = Path(os.fsdecode(name)).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return str(e)
+    flag = None
+    for dest, value in vars(args).items():
+        if not isinstance(value, str) or not value or dest in ("command", "fn"):
+            continue
+        try:
+            p = Path(value).resolve()
+        except (OSError, RuntimeError, ValueError):
+            continue
+        if p == target or p in target.parents or target in p.parents:
+            option = "--" + dest.replace("_", "-")
+            flag = option if any(a == option or a.startswith(option + "=") for a in argv) else dest.upper()
+            break
+    why = {
+        errno.EEXIST: "exists and is not a directory" if target.is_file() else "already exists",
+        errno.ENOTDIR: "a part of the path is a file, not a directory",
+        errno.EACCES: "permission denied",
+        errno.ENOENT: "no such file or directory",
+        errno.ENOSPC: "no space left on the device",
+        errno.EROFS: "read-only file system",
+    }.get(e.errno, e.strerror or type(e).__name__)
+    where = f"{os.fsdecode(name)}" if flag is None else f"{flag} {os.fsdecode(name)}"
+    return f"{where}: {why}"
 
 
 def _data_errors() -> tuple[type[Exception], ...]:

@@ -14,6 +14,7 @@ from .common import (
     checkpoint_for,
     config_from_args,
     done_with,
+    int_type,
     load_with_task,
     subset_task,
     write_json,
@@ -56,7 +57,7 @@ def add_train(p) -> None:
     p.add_argument("--model-kwargs", default=None, help="JSON of size options, e.g. '{\"hidden\": [64]}'")
     p.add_argument(
         "--max-length",
-        type=int,
+        type=int_type(1),
         default=None,
         help="text models: tokens per input, longer texts are cut (default: 128)",
     )
@@ -76,17 +77,20 @@ def cmd_train(args) -> int:
     cfg = config_from_args(LoopConfig, args, _train_defaults())
     checkpoint = checkpoint_for(args, args.out)
     task = subset_task(tasks.get(args.task), args)
-    kwargs = json.loads(args.model_kwargs) if args.model_kwargs else {}
-    if not isinstance(kwargs, dict):
-        raise ValueError(f"--model-kwargs must be a JSON object, got {args.model_kwargs!r}")
+    kwargs = model_kwargs(args)
     import torch
 
     torch.manual_seed(cfg.seed)  # the initial weights too follow --seed
     if args.max_length is not None:
         kwargs["max_length"] = args.max_length
-    model = models.build(
-        args.model, input_shape=getattr(task, "input_shape", None), num_classes=task.num_classes, **kwargs
-    )
+    try:
+        model = models.build(
+            args.model, input_shape=getattr(task, "input_shape", None), num_classes=task.num_classes, **kwargs
+        )
+    except ValueError as e:  # a size option the model refuses: say it came from --model-kwargs
+        if any(f"{k} " in str(e) or f"'{k}'" in str(e) for k in kwargs if k != "max_length"):
+            raise ValueError(f"--model-kwargs: {e}") from None
+        raise
     res = fit(model, task, cfg, hooks=LoopHooks(checkpoint=checkpoint), desc=f"train {args.model} on {task.name}")
     acc = evaluate(model, task)
     print(f"{args.model} on {task.name}: test accuracy {acc:.4f} after {res.steps} steps")
@@ -103,13 +107,34 @@ def cmd_train(args) -> int:
     return 0
 
 
+def model_kwargs(args) -> dict:
+    """--model-kwargs as a dict, refused (one line naming the flag) unless it is a JSON object of size options
+    that the task and the other flags do not set already."""
+    if not args.model_kwargs:
+        return {}
+    try:
+        kwargs = json.loads(args.model_kwargs)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--model-kwargs is not valid JSON ({e}): {args.model_kwargs!r}") from None
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"--model-kwargs must be a JSON object, got {args.model_kwargs!r}")
+    for key in ("input_shape", "num_classes"):
+        if key in kwargs:
+            raise ValueError(f"--model-kwargs: {key} comes from the task; remove it from --model-kwargs")
+    if "max_length" in kwargs and args.max_length is not None and kwargs["max_length"] != args.max_length:
+        raise ValueError(
+            f"--model-kwargs sets max_length {kwargs['max_length']!r} and --max-length {args.max_length}; give one"
+        )
+    return kwargs
+
+
 def add_eval(p) -> None:
     p.add_argument("model_dir")
     p.add_argument("--task", default=None, help="task (default: the model's own task)")
     p.add_argument("--json", default=None, help='write {"accuracy": ...} here')
     p.add_argument(
         "--test-samples",
-        type=int,
+        type=int_type(1),
         default=None,
         metavar="N",
         help="evaluate on a seeded subset of N test samples (default: all)",

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_config_flags, check_output_file, config_from_args, load_with_task, write_json
+from .common import (
+    add_config_flags,
+    check_output_file,
+    config_from_args,
+    float_type,
+    int_type,
+    load_with_task,
+    write_json,
+)
 
 
 def add_diagnose(p) -> None:
@@ -13,14 +21,18 @@ def add_diagnose(p) -> None:
     p.add_argument("--base", default=None, help="unlocked base model directory: shown side by side")
     p.add_argument("--out", default=None, help="plot directory (default: runs/diagnose-<name>)")
     p.add_argument("--json", default=None, help="write the full results here")
-    p.add_argument("--samples", type=int, default=64, help="test samples in the batch (default: 64)")
+    p.add_argument("--samples", type=int_type(1), default=64, help="test samples in the batch (default: 64)")
 
 
 def cmd_diagnose(args) -> int:
     from .. import tasks
     from ..analysis.diagnostics import diagnose, format_table, plot_diagnostics, to_json
     from ..io.artifacts import load
+    from .common import check_output_dir
 
+    out = Path(args.out or f"runs/diagnose-{Path(args.model_dir).name}")
+    # never into (or around) a model it reads: a signed or verified directory would change under its signature
+    check_output_dir(out, [args.model_dir] + ([args.base] if args.base else []), overwrite=True)
     check_output_file(args.json)
     model, _meta, name = load_with_task(args)
     task = tasks.get(name)
@@ -29,7 +41,6 @@ def cmd_diagnose(args) -> int:
         results["base"] = diagnose(load(args.base)[0], task, n=args.samples)
     results["locked" if args.base else "model"] = diagnose(model, task, n=args.samples)
     print(format_table(results))
-    out = Path(args.out or f"runs/diagnose-{Path(args.model_dir).name}")
     print(f"plots: {plot_diagnostics(results, out / 'diagnostics.png')}")
     write_json(args.json, to_json(results))
     return 0
@@ -40,15 +51,15 @@ def add_compact(p) -> None:
     p.add_argument("--task", default=None, help="task (default: the model's own task)")
     p.add_argument(
         "--lambdas",
-        type=float,
+        type=float_type(0, open_low=True),
         nargs="+",
         default=[1e-4, 1e-3, 1e-2, 1e-1],
         help="penalty strengths (default: 1e-4 1e-3 1e-2 1e-1)",
     )
-    p.add_argument("--steps", type=int, default=100, help="SGD steps per lambda (default: 100)")
-    p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (default: 0.05)")
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=64, help="minibatch size (default: 64)")
-    p.add_argument("--seed", type=int, default=0, help="data-order seed (default: 0)")
+    p.add_argument("--steps", type=int_type(1), default=100, help="SGD steps per lambda (default: 100)")
+    p.add_argument("--lr", type=float_type(0, open_low=True), default=0.05, help="SGD learning rate (default: 0.05)")
+    p.add_argument("--batch-size", dest="batch_size", type=int_type(1), default=64, help="minibatch size (default: 64)")
+    p.add_argument("--seed", type=int_type(0), default=0, help="data-order seed (default: 0)")
     p.add_argument("--json", default=None, help="write the path and the report here")
 
 
@@ -63,12 +74,16 @@ def cmd_compact(args) -> int:
         model, task, lambdas=args.lambdas, steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed
     )
     print("regularization path: SGD on CE + lambda ||theta||^2; bound sqrt(C/lambda), C = end objective")
-    print(f"{'lambda':>10} {'||theta||':>10} {'bound':>10} {'holds':>6} {'accuracy':>9}")
+    print(f"{'lambda':>10} {'||theta||':>10} {'bound':>10} {'holds':>8} {'accuracy':>9}")
     for r in path:
-        print(
-            f"{r['lambda']:>10.3g} {r['norm']:>10.4f} {r['bound']:>10.4f} {'yes' if r['holds'] else 'NO':>6} "
-            f"{r['accuracy']:>9.4f}"
-        )
+        holds = "DIVERGED" if r["diverged"] else "yes" if r["holds"] else "NO"
+        print(f"{r['lambda']:>10.3g} {r['norm']:>10.4f} {r['bound']:>10.4f} {holds:>8} {r['accuracy']:>9.4f}")
+    for r in path:
+        if r["diverged"]:
+            print(
+                f"lambda {r['lambda']:g}: the run diverged ({r['stopped'] or 'non-finite objective'}); "
+                f"its row checks no bound: lower --lr"
+            )
     rep = compaction_report(model, task)
     print(f"\npruning / quantization (base accuracy {rep['base_accuracy']:.4f})")
     print(f"{'transform':<20} {'accuracy':>9}  detail")

@@ -12,13 +12,21 @@ and "locks" (JSON of meta["certificates"] and meta["locks"], [] when absent), "c
 SHA-256 of the canonical JSON of every field of trainlock.json but weights_sha256, which is the
 hash of this very file) and "record_fields" (one hash per field, so an edit can be named).
 `verify` checks the header and the JSON agree.
+
+A Hugging Face model's config.json, tokenizer and generation files are hashed into meta["files"] (so bound
+like any field). `load` refuses a directory whose binding is missing or broken (`binding_problems`: no or
+another weights_sha256, an edited, added or removed field, a changed, missing or unbound file) unless
+`unverified=True` (or inside `unverified_loads()`: the CLI's --unverified), which warns instead.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -37,10 +45,15 @@ from .hashing import state_hashes
 WEIGHTS = "model.safetensors"
 META = "trainlock.json"
 FORMAT = 1
+logger = logging.getLogger(__name__)
 
 
 class ArtifactError(RuntimeError):
     """A model directory is missing, incomplete, corrupt, or does not match its model."""
+
+
+class BindingError(ArtifactError):
+    """A model directory whose record or files no longer match its weights, or are not bound (the CLI exits 1)."""
 
 
 def model_name(model: nn.Module) -> str | None:
@@ -77,18 +90,177 @@ def record_hashes(meta: dict) -> dict:
     return {"record": _sha(canonical_json(meta)), "fields": fields}
 
 
+# Files beside the weights that transformers reads when it rebuilds a Hugging Face model (config, tokenizer,
+# generation settings): a Hugging Face model directory binds them in meta["files"]; `load` refuses one of
+# these that is unbound, missing or changed.
+HF_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.*",
+    "merges.txt",
+    "*.model",
+    "chat_template*",
+    "preprocessor_config.json",
+)
+_UNVERIFIED: contextvars.ContextVar[bool] = contextvars.ContextVar("trainlock_unverified", default=False)
+
+
+@contextlib.contextmanager
+def unverified_loads():
+    """Within it, `load` warns instead of refusing a model whose binding is missing or broken (the CLI's
+    --unverified, for commands that only read a model)."""
+    token = _UNVERIFIED.set(True)
+    try:
+        yield
+    finally:
+        _UNVERIFIED.reset(token)
+
+
+def bound_files(directory: str | Path) -> dict[str, str]:
+    """{file name: SHA-256} of every file in `directory` that transformers reads (`HF_FILES`)."""
+    directory = Path(directory)
+    return {f.name: _sha256(f) for f in sorted(directory.iterdir()) if f.is_file() and _hf_file(f.name)}
+
+
+def _hf_file(name: str) -> bool:
+    import fnmatch
+
+    return any(fnmatch.fnmatch(name, pattern) for pattern in HF_FILES)
+
+
+def binding_problems(path: str | Path, meta: dict | None = None, header: dict | None = None) -> list[str]:
+    """What is wrong with the binding of a model directory's record and files to its weights, one line each
+    (empty: all bound). Checked: weights_sha256 is recorded and is the file's, the record hash in the
+    safetensors header is that of trainlock.json (an edited, added or removed field is named), and for a
+    Hugging Face model every file transformers reads (config.json, tokenizer, generation config) is bound."""
+    path = Path(path)
+    meta = read_meta(path) if meta is None else meta
+    header = read_header(path) if header is None else header
+    out = []
+    expected = meta.get("weights_sha256")
+    if not expected:
+        out.append(f"{META} records no weights_sha256, so {WEIGHTS} cannot be checked")
+    elif _sha256(path / WEIGHTS) != expected:
+        out.append(f"{WEIGHTS}: SHA-256 differs from the weights_sha256 recorded in {META}")
+    want = header.get("record_sha256")
+    if want is None:
+        out.append(
+            f"the claims in {META} are not bound to the weights (saved by trainlock "
+            f"{meta.get('trainlock_version', '< 0.2.0')}, before records were bound)"
+        )
+    elif record_hashes(meta)["record"] != want:
+        out += [f"{META} field {k!r} was {how} after saving" for k, how in changed_fields(header, meta)]
+    return out + file_problems(path, meta)
+
+
+def file_problems(path: str | Path, meta: dict) -> list[str]:
+    """For a Hugging Face model: each file transformers reads that is unbound, missing or changed since saving."""
+    path = Path(path)
+    arch = meta.get("architecture")
+    if not (isinstance(arch, dict) and arch.get("name") == "hf"):
+        return []
+    files = meta.get("files")
+    if not isinstance(files, dict):
+        return [
+            f"config.json and the tokenizer files are not bound to the weights (saved by trainlock "
+            f"{meta.get('trainlock_version', '?')}, before they were bound)"
+        ]
+    out = []
+    present = {f.name for f in path.iterdir() if f.is_file() and _hf_file(f.name)}
+    for name in sorted(set(files) | present):
+        if name not in files:
+            out.append(f"{name} was added after saving: it is not bound to the weights")
+        elif not (path / name).is_file():
+            out.append(f"{name} is missing (bound to the weights when the model was saved)")
+        elif _sha256(path / name) != files[name]:
+            out.append(f"{name} was changed after saving: its SHA-256 differs from the one bound to the weights")
+    return out
+
+
+def changed_fields(header: dict, meta: dict) -> list[tuple[str, str]]:
+    """[(field, "edited" | "added" | "removed")] where trainlock.json differs from the record bound in the header."""
+    got = record_hashes(meta)
+    try:
+        fields = json.loads(header.get("record_fields") or "{}")
+    except json.JSONDecodeError:
+        fields = {}
+    if not isinstance(fields, dict):
+        fields = {}
+    changed = sorted(k for k in set(fields) | set(got["fields"]) if fields.get(k) != got["fields"].get(k))
+    whole = {k for k in changed if "." not in k and (k not in fields or k not in got["fields"])}  # added / removed
+    named = sorted(
+        whole | {k for k in changed if k.split(".")[0] not in whole and not any(c.startswith(k + ".") for c in changed)}
+    )
+    if not named:
+        return [("(the header's field list)", "edited")]
+    return [(k, "added" if k not in fields else "removed" if k not in got["fields"] else "edited") for k in named]
+
+
+def check_binding(path: str | Path, unverified: bool | None = None, meta: dict | None = None) -> list[str]:
+    """Raise ArtifactError naming the first problem of `binding_problems`; with `unverified` (default: inside
+    `unverified_loads()`) log each problem as a warning instead. Returns the problems."""
+    path = Path(path)
+    problems = binding_problems(path, meta)
+    if not problems:
+        return []
+    if unverified is None:
+        unverified = _UNVERIFIED.get()
+    if unverified:
+        for p in problems:
+            logger.warning("%s: UNVERIFIED: %s", path, p)
+        return problems
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    raise BindingError(f"{path}: {problems[0]}{more}; {_rebind_hint(problems, path)}")
+
+
+def _rebind_hint(problems: list[str], path: Path) -> str:
+    if all("before" in p for p in problems):  # written by an older trainlock: nothing was changed, just unbound
+        return (
+            f"load it with --unverified (Python: load(path, unverified=True)) to use it as it is, or, once you "
+            f"trust its files, bind them by saving it again: trainlock.save(*trainlock.load({str(path)!r}, "
+            f"unverified=True), {str(path)!r})"
+        )
+    return (
+        "refusing a model whose claims or files no longer match its weights (`trainlock verify` lists every "
+        "difference); --unverified (Python: unverified=True) loads it anyway, with a warning"
+    )
+
+
+def architecture_of(meta: dict) -> tuple[str, str] | None:
+    """(architecture name, its defining settings as text) of a record, for telling models apart; None when
+    it records none. Hugging Face models compare by class; the others by name and kwargs."""
+    arch = meta.get("architecture")
+    if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
+        return None
+    kwargs = arch.get("kwargs") if isinstance(arch.get("kwargs"), dict) else {}
+    if arch["name"] == "hf":
+        return "hf", str(kwargs.get("class"))
+    return arch["name"], canonical_json(kwargs)
+
+
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def save(model: nn.Module, path: str | Path, meta: dict | None = None) -> Path:
+def save(model: nn.Module, path: str | Path, meta: dict | None = None, files: dict[str, str] | None = None) -> Path:
     """Write `model` and `meta` to directory `path` (created). Returns the directory.
 
     `meta` must be JSON-serializable (tensors, tuples and dataclasses are converted); a value that is
-    not raises ValueError before anything is written. The directory is written complete or not at all:
-    a killed save leaves the previous directory (or none) in place, and files of the user's already in
-    the directory are kept."""
+    not, or a field `load` would refuse (e.g. a task that is not a name), raises ValueError before anything
+    is written. An existing `path` that is not a directory is refused. The directory is written complete or
+    not at all: a killed save leaves the previous directory (or none) in place, and files of the user's
+    already in the directory are kept. `files`: {name: text} written beside the weights in the same step
+    (e.g. a release's model card)."""
     path = Path(path)
+    files = dict(files or {})
+    for name in files:
+        if not name or "/" in name or "\\" in name or name.startswith(".") or name in (WEIGHTS, META):
+            raise ValueError(f"save: {name!r} cannot be an extra file name (a plain name, not {WEIGHTS} or {META})")
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"save: {path} exists and is not a directory; nothing was written (choose another path)")
     from ..train import distributed
 
     if not distributed.is_main():  # under torchrun every rank holds the same model; rank 0 writes it
@@ -115,15 +287,27 @@ def save(model: nn.Module, path: str | Path, meta: dict | None = None) -> Path:
     except (TypeError, ValueError) as e:
         raise ValueError(f"save: the metadata is not JSON-serializable ({e}); nothing was written") from None
     meta.pop("weights_sha256", None)
+    problem = record_problem(meta)
+    if problem:  # what load would refuse is refused here, before anything is written
+        raise ValueError(f"save: {problem}; nothing was written")
     header = header_metadata(meta)
 
     def build(tmp: Path) -> None:
-        save_file(tensors, str(tmp / WEIGHTS), metadata=header)
+        for name, text in files.items():
+            (tmp / name).write_text(text)
         if hf:  # config.json and the tokenizer: transformers' from_pretrained loads the directory as it is
             model.model.config.architectures = [type(model.model).__name__]
             model.model.config.save_pretrained(tmp)
             if model.tokenizer is not None:
                 model.tokenizer.save_pretrained(tmp)
+            generation = getattr(model.model, "generation_config", None)
+            if generation is not None and getattr(model.model, "can_generate", lambda: False)():
+                generation.save_pretrained(tmp)
+            meta["files"] = bound_files(tmp)  # bound by the record hash like any field (see load)
+            final_header = header_metadata(meta)
+        else:
+            final_header = header
+        save_file(tensors, str(tmp / WEIGHTS), metadata=final_header)
         meta["weights_sha256"] = _sha256(tmp / WEIGHTS)
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
 
@@ -184,7 +368,7 @@ def read_meta(path: str | Path) -> dict:
     """The parsed `trainlock.json` of a model directory."""
     path = Path(path)
     if not path.is_dir():
-        left = stale_copies(path) if not path.exists() else []
+        left = stale_copies(path, complete=_loadable) if not path.exists() else []
         hint = f"; a complete copy from an interrupted save is at {left[0]}" if left else ""
         raise ArtifactError(f"{path}: not a model directory (expected {WEIGHTS} and {META} inside){hint}")
     meta_file = path / META
@@ -196,17 +380,39 @@ def read_meta(path: str | Path) -> dict:
         raise ArtifactError(f"{meta_file}: not valid JSON ({e})") from None
     if not isinstance(meta, dict):
         raise ArtifactError(f"{meta_file}: expected a JSON object")
-    for key, kinds, need in (
-        ("task", (str,), "a task name"),
-        ("locks", (list,), "a list of {type, config}"),
-        ("certificates", (list,), "a list"),
-        ("metrics", (dict,), "an object"),
-        ("hashes", (dict,), "an object"),
-        ("lock", (dict,), "an object"),
-    ):
-        if meta.get(key) is not None and not isinstance(meta[key], kinds):
-            raise ArtifactError(f"{meta_file}: {key!r} must be {need}, got {_clip(meta[key])}")
+    problem = record_problem(meta)
+    if problem:
+        raise ArtifactError(f"{meta_file}: {problem}")
     return meta
+
+
+RECORD_TYPES = (
+    ("task", (str,), "a task name"),
+    ("locks", (list,), "a list of {type, config}"),
+    ("certificates", (list,), "a list"),
+    ("metrics", (dict,), "an object"),
+    ("hashes", (dict,), "an object"),
+    ("lock", (dict,), "an object"),
+)
+
+
+def record_problem(meta: dict) -> str | None:
+    """What `read_meta` refuses in a parsed trainlock.json (a field of the wrong type), or None. `save` checks the
+    same before writing, so it never writes a directory that `load` then refuses."""
+    for key, kinds, need in RECORD_TYPES:
+        if meta.get(key) is not None and not isinstance(meta[key], kinds):
+            return f"{key!r} must be {need}, got {_clip(meta[key])}"
+    return None
+
+
+def _loadable(directory: Path) -> bool:
+    """Whether an interrupted save's copy is complete: its record reads and its weights match the recorded hash."""
+    try:
+        meta = read_meta(directory)
+        weights = directory / WEIGHTS
+        return bool(meta.get("weights_sha256")) and weights.is_file() and _sha256(weights) == meta["weights_sha256"]
+    except (ArtifactError, OSError):
+        return False
 
 
 def _build_checked(arch, tensors: dict, where: str) -> nn.Module:
@@ -303,8 +509,13 @@ def rebuild(
     return model
 
 
-def load(path: str | Path, model: nn.Module | None = None) -> tuple[nn.Module, dict]:
-    """Load a model directory. Built-in architectures are rebuilt; pass `model` for any other."""
+def load(path: str | Path, model: nn.Module | None = None, unverified: bool | None = None) -> tuple[nn.Module, dict]:
+    """Load a model directory. Built-in architectures are rebuilt; pass `model` for any other.
+
+    Refuses (ArtifactError) a directory whose binding is missing or broken (`binding_problems`: no or another
+    weights_sha256, a field of trainlock.json edited, added or removed since saving, a Hugging Face config or
+    tokenizer file unbound, missing or changed) unless `unverified` (default: inside `unverified_loads()`),
+    then it logs a warning per problem."""
     path = Path(path)
     meta = read_meta(path)
     weights = path / WEIGHTS
@@ -321,4 +532,5 @@ def load(path: str | Path, model: nn.Module | None = None) -> tuple[nn.Module, d
     except (SafetensorError, OSError, ValueError) as e:
         raise ArtifactError(f"{weights}: unreadable safetensors file ({e})") from None
     model = rebuild(tensors, meta, model, where=str(path), directory=path)
+    check_binding(path, unverified, meta)  # after the rebuild: a malformed field gets its own message first
     return model, meta

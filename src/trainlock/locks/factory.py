@@ -36,7 +36,7 @@ def read_spec(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"lock spec file {str(path)!r} does not exist")
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not part of the spec
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             import yaml

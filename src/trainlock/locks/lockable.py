@@ -69,6 +69,10 @@ def find_lockable(
     """The lockable weights of `model`, in module order. Raises ValueError when there are none."""
     if conv_mode not in ("reshape", "operator"):
         raise ValueError(f"conv_mode must be 'reshape' or 'operator', got {conv_mode!r}")
+    from ..config import check_regex
+
+    check_regex("lockable weights", "include", include)  # ValueError naming it, not re.error
+    check_regex("lockable weights", "exclude", exclude)
     inc = re.compile(include) if include else None
     exc = re.compile(exclude) if exclude else None
     found: list[Lockable] = []

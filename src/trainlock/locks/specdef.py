@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import check_float, check_int, option, to_dict
+from ..config import check_float, check_int, check_regex, option, to_dict
 from ..linalg.spectral import SpectralState
 from ..tasks import Task, for_model
 from ..train import (
@@ -76,6 +76,8 @@ class SpecDefConfig:
             raise ValueError(f"retain must be one of {RETAIN_LOSSES}, got {self.retain!r}")
         if not 0 <= self.tol < 1:
             raise ValueError(f"specdef: tol must be in [0, 1), got {self.tol}")
+        check_regex("specdef", "include", self.include)
+        check_regex("specdef", "exclude", self.exclude)
 
     def to_dict(self) -> dict:
         return to_dict(self)

@@ -25,6 +25,7 @@ def build(name: str, **kwargs) -> nn.Module:
         kwargs.pop("input_shape", None)
         return from_directory(name[3:], **kwargs)
     builder = MODELS.get(name)
+    check_kwargs(name, builder, kwargs)
     try:
         return builder(**kwargs)
     except TypeError as e:  # a bad keyword: say which model and what it accepts
@@ -95,3 +96,71 @@ def pooled_features(model: nn.Module, x, batch_size: int = 256):
         handle.remove()
         model.train(was)
     return torch.cat(out) if out else torch.empty(0, head.in_features)
+
+
+def check_kwargs(name: str, builder: ModelBuilder, kwargs: dict) -> None:
+    """ValueError naming the key when a keyword's value does not fit the builder's annotation (`hidden: "64"`
+    where a list of integers is wanted would otherwise build one layer per character). Keywords the builder
+    does not take, and unannotated ones, are left to the call (its TypeError names what it accepts)."""
+    import inspect
+    import typing
+
+    try:
+        params = inspect.signature(builder).parameters
+        hints = typing.get_type_hints(builder.__init__ if isinstance(builder, type) else builder)
+    except (TypeError, ValueError, NameError):
+        return
+    for key, value in kwargs.items():
+        if key in params and key in hints and not _fits(value, hints[key]):
+            raise ValueError(f"model {name!r}: {key} must be {_describe(hints[key])}, got {value!r}")
+
+
+def _fits(value, tp) -> bool:
+    import collections.abc
+    import math
+    import numbers
+    import types
+    import typing
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is typing.Any:
+        return True
+    if origin is typing.Union or isinstance(tp, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:  # numpy's integers too (a task's num_classes may be one)
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if tp is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, collections.abc.Sequence) or tp in (list, tuple, collections.abc.Sequence):
+        if not isinstance(value, (list, tuple)):
+            return False
+        inner = [a for a in args if a is not Ellipsis]
+        return len(inner) != 1 or all(_fits(v, inner[0]) for v in value)
+    return True
+
+
+def _describe(tp) -> str:
+    import collections.abc
+    import types
+    import typing
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union or isinstance(tp, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    names = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false", type(None): "null"}
+    if tp in names:
+        return names[tp]
+    if origin in (list, tuple, collections.abc.Sequence):
+        inner = [a for a in args if a is not Ellipsis]
+        if len(inner) == 1 and inner[0] in names:
+            return "a list of " + names[inner[0]].split(" ", 1)[1].replace("integer", "integers").replace(
+                "number", "numbers"
+            ).replace("string", "strings")
+        return "a list"
+    return getattr(tp, "__name__", str(tp))

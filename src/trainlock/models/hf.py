@@ -35,6 +35,12 @@ class HFClassifier(nn.Module):
         super().__init__()
         if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
             raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
+        limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        if isinstance(limit, int) and max_length > limit:  # longer inputs index past the position table
+            raise ValueError(
+                f"max_length (--max-length) {max_length} is more than this model's {limit} positions "
+                f"(max_position_embeddings); use at most {limit}"
+            )
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -101,6 +107,10 @@ def from_directory(
     path = Path(path)
     if not path.is_dir():
         raise ValueError(f"{path}: not a directory with a Hugging Face model (config.json)")
+    if not gguf_file and not (path / "config.json").is_file():  # else the tokenizer's loader fails first, vaguely
+        raise ValueError(
+            f"{path}: no config.json, so not a Hugging Face model directory (write one with save_pretrained)"
+        )
     kw = {"local_files_only": True, "trust_remote_code": False}
     if gguf_file:
         kw["gguf_file"] = gguf_file

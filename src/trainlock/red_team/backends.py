@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,7 +37,7 @@ class RunnerConfig:
     )
     workers: int = option(
         2,
-        "runs at the same time (local: pool size, 0 = in this process; ray: runs in "
+        "runs at the same time (local: pool size, 0 = in this process, at most twice the CPU count; ray: runs in "
         "flight, 0 = as many as the cluster schedules)",
     )
     address: str | None = option(
@@ -49,8 +50,20 @@ class RunnerConfig:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         check_int("runner", "workers", self.workers, 0)
+        cap = max_local_workers()
+        if self.backend == "local" and self.workers > cap:  # each worker is a process holding the model and data
+            raise ValueError(
+                f"runner: workers {self.workers} is more than twice this machine's {os.cpu_count() or 1} CPUs "
+                f"(at most {cap} with the local backend; more only with --backend ray)"
+            )
         check_float("runner", "cpus_per_run", self.cpus_per_run, 0.0)
         check_float("runner", "gpus_per_run", self.gpus_per_run, 0.0)
+
+
+def max_local_workers() -> int:
+    """The most workers the local backend accepts: twice the machine's CPU count (more only oversubscribe it and
+    multiply the memory: each worker holds a copy of the model and the data)."""
+    return 2 * (os.cpu_count() or 1)
 
 
 def _ray():

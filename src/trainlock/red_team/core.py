@@ -107,6 +107,10 @@ def redteam(
     task = for_model(source, model)  # text is tokenized once here, not once per run
     retain = None if retain is None else for_model(as_task(retain, "retain"), model)
     cfg = config or RedTeamConfig()
+    if cfg.storage is not None:  # a bad URL fails here, not after the whole suite ran
+        from .search import check_storage
+
+        check_storage(cfg.storage)
     pairs = budget_pairs(cfg, len(task.y_train))
     for c in {p[2].loop.max_steps: p[2] for p in pairs}.values():
         if not plan(c, [], c.loop.total_steps(len(task.y_train))):
@@ -180,12 +184,15 @@ def _redteam_one(
     target = Target(model, task, retain, meta.get("locks"), device, text, meta.get("lock"))
     rows: list[dict] = []
     calibration = None
+    tried: set[str] = set()  # a run that errored is retried once per call (not again by each later stage)
     for upto in range(len(STAGES)):  # later stages are planned from the results of earlier ones
         if STAGES[upto] == "adaptive" and base is not None:
-            calibration = _calibrate(base, text or task, cfg, plan(cfg, rows, steps), device)
+            planned = plan(cfg, rows, steps)
+            planned = planned[: cfg.budget] if cfg.budget else planned  # a backdoor the budget cuts: no calibration
+            calibration = _calibrate(base, text or task, cfg, planned, device)
         specs = [s for st, s in plan(cfg, rows, steps, calibration) if STAGES.index(st) <= upto]
         specs = matched(specs[: cfg.budget]) if cfg.budget else specs  # every attack with its scratch twin
-        rows = run_suite(target, specs, out, cfg.runner, progress)
+        rows = run_suite(target, specs, out, cfg.runner, progress, tried=tried)
     if cfg.search_trials:
         from .search import search
 

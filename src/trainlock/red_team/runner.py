@@ -2,7 +2,8 @@
 
 Each run uses one torch thread whatever the pool size, so a run's numbers (and the worst case)
 do not depend on the worker count. Rows are appended to `runs.jsonl` as runs finish; a restarted
-sweep skips every spec whose key is already there.
+sweep skips every spec whose key is already there, but for runs that ended in an error: those run again,
+and their new row, appended later, wins.
 """
 
 from __future__ import annotations
@@ -52,14 +53,18 @@ class Target:
     lock_summary: dict | None = None  # a model directory's meta["lock"] (sv-clip's use_record reads it)
 
 
-def _die_with_parent() -> None:
-    """In a pool worker: exit when the main process dies, even by kill -9 (no orphans blocked forever)."""
+def _die_with_parent(parent: int | None = None) -> None:
+    """In a pool worker: exit when the main process dies, even by kill -9 (no orphans blocked forever).
+    `parent`: the main process's pid, taken before the fork (a parent that died between the fork and this call
+    is caught here: the death signal is only armed from now on)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     try:  # Linux: the kernel sends SIGKILL when the parent exits
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    if parent is not None and os.getppid() != parent:  # orphaned already, before the signal was armed
+        os._exit(1)
     parent = os.getppid()
 
     def watch() -> None:  # elsewhere (and as a second guard): poll the parent's pid
@@ -71,9 +76,9 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _init(target: Target, worker: bool = False) -> None:
+def _init(target: Target, worker: bool = False, parent: int | None = None) -> None:
     if worker:
-        _die_with_parent()
+        _die_with_parent(parent)
     torch.set_num_threads(1)
     _STATE["target"] = target
 
@@ -190,19 +195,28 @@ def run_suite(
     workers: RunnerConfig | int = 2,
     progress: bool = True,
     on_row: Callable[[dict], None] | None = None,
+    tried: set[str] | None = None,
 ) -> list[dict]:
-    """Run every spec not already in `out/runs.jsonl` against `target`; returns all rows (old and new) in
-    spec order, each in the `RunRow.to_dict()` form (what runs.jsonl holds). `workers`: a local pool size, or a RunnerConfig (backend and workers). Local runs on CUDA (or
-    with workers <= 0, or a single run) go one at a time in this process."""
+    """Run every spec not already in `out/runs.jsonl` (or there only as an error row: retried, the new row
+    appended after the old one) against `target`; returns all rows (old and new) in
+    spec order, each in the `RunRow.to_dict()` form (what runs.jsonl holds; the last row of a key wins). `workers`: a local pool size, or a RunnerConfig (backend and workers). Local runs on CUDA (or
+    with workers <= 0, or a single run) go one at a time in this process. `tried`: the keys already run by the
+    caller's earlier calls (a suite run in stages): their error rows are kept, not retried again; the keys run
+    here are added to it."""
     runner = workers if isinstance(workers, RunnerConfig) else RunnerConfig(workers=workers)
     workers = runner.workers
     specs = list(specs)
     path = Path(out) / RESULTS if out is not None else None
+    # the last row of a key wins (a rerun appends a retried run's row after its old one); a run that errored is
+    # run again, one that was skipped (its stage does not apply) or finished is kept
     done = {r["key"]: r for r in read_rows(path)} if path else {}
+    done = {k: r for k, r in done.items() if not r.get("error") or (tried is not None and k in tried)}
     memo = _fresh_keys(target, [s for s in specs if s.key() not in done])
     reused = [s for s in specs if s.key() not in done and _FRESH.get(memo.get(s.key())) is not None]
     skip = {s.key() for s in reused}
     todo = [s for s in specs if s.key() not in done and s.key() not in skip]
+    if tried is not None:
+        tried.update(s.key() for s in specs)
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(todo), desc="red team", disable=None if progress else True)
@@ -236,7 +250,10 @@ def run_suite(
             # fork where the platform has it (as DataLoader workers do; no __main__ guard needed in
             # user scripts); spawn elsewhere
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(target, True))
+            # no more processes than runs (a fork pool starts all its workers at once)
+            pool = ProcessPoolExecutor(
+                min(workers, len(todo)), mp_context=ctx, initializer=_init, initargs=(target, True, os.getpid())
+            )
             try:
                 futures = [pool.submit(_worker, s) for s in todo]
                 for fut in as_completed(futures):

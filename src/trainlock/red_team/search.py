@@ -7,6 +7,7 @@ spec already has a row reuses it instead of training again.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -19,6 +20,54 @@ from ..tasks import Task
 from .row import append_row, migrate, read_rows
 from .runner import RESULTS, Target, run_spec
 from .spec import AttackSpec, RedTeamConfig
+
+
+def check_storage(url: str | None, flag: str = "--storage") -> None:
+    """Refuse, before any work, an Optuna storage URL that cannot work: one that does not parse, names an unknown
+    database scheme or a driver that is not installed, or (SQLite) a file that is not a database or cannot be
+    created. Other databases are not connected to here (a server may be down only for now)."""
+    if url is None:
+        return
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as e:
+        raise ValueError(
+            f"{flag} {url!r} is not a database URL ({e}); e.g. sqlite:///study.db or postgresql+psycopg://USER@HOST/DB"
+        ) from None
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(
+            f"{flag} {url!r}: unknown database scheme {parsed.drivername!r} (e.g. sqlite, postgresql+psycopg, "
+            f"mysql+pymysql)"
+        ) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as e:
+        raise ValueError(f"{flag} {url!r}: the {parsed.drivername} driver is not installed ({e})") from None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    path = Path(parsed.database)
+    if path.is_dir():
+        raise ValueError(f"{flag} {url!r}: {path} is a directory, not an SQLite file")
+    if path.exists():
+        try:
+            con = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
+            try:
+                con.execute("PRAGMA schema_version").fetchone()
+            finally:
+                con.close()
+        except sqlite3.Error as e:
+            raise ValueError(f"{flag} {url!r}: {path} is not a readable SQLite database ({e})") from None
+    elif not path.parent.is_dir():
+        raise ValueError(f"{flag} {url!r}: the directory {path.parent} does not exist")
+    elif not os.access(path.parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {url!r}: cannot create {path} (permission denied)")
 
 
 def open_study(optuna, tries: int = 5, **kwargs):

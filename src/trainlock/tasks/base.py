@@ -16,6 +16,29 @@ class TaskDataError(RuntimeError):
     """A task's data is missing, unreadable, or does not fit the model."""
 
 
+MAX_CLASSES = 100_000  # a label beyond this is an id, a hash or a typo, not a class index
+
+
+def check_label_range(source: str, top: int, what: str = "the labels") -> None:
+    """TaskDataError when the largest label is no class index of a sane classifier (every loader alike)."""
+    if top >= MAX_CLASSES:
+        raise TaskDataError(
+            f"{source}: {what} go up to {top}; labels are class indices 0..K-1 with K at most {MAX_CLASSES:,} "
+            f"(remap them first, e.g. np.unique(y, return_inverse=True))"
+        )
+
+
+def check_classes(source: str, train_labels, names: list[str] | None = None) -> None:
+    """TaskDataError when the training labels hold fewer than two classes (every loader alike): a model trained
+    on one class reaches 'accuracy 1.0' by predicting it, which measures nothing. `names`: the label names."""
+    found = sorted({int(v) for v in train_labels})
+    if len(found) < 2:
+        shown = ", ".join(repr(names[i]) if names else str(i) for i in found) or "none"
+        raise TaskDataError(
+            f"{source}: the training labels hold one class only ({shown}); a classifier needs at least 2 classes"
+        )
+
+
 @dataclass
 class Task:
     """A classification task. Inputs are float32 `(N, *input_shape)`, labels int64 `(N,)`.

@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import zlib
 from pathlib import Path
 
 from .base import TaskDataError
@@ -117,27 +118,22 @@ def fetch(tasks: tuple[str, ...] = DEFAULT_TASKS, sdist: str | Path | None = Non
         sdist = found[-1]
     sdist = Path(sdist)
     if not sdist.is_file():
-        raise TaskDataError(f"no such file: {sdist}")
+        raise TaskDataError(f"--sdist: no such file: {sdist}")
     want = {t: f"/bigbench/benchmark_tasks/{t}/" for t in tasks}
     written: dict[str, Path] = {}
-    with tarfile.open(sdist, "r:*") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            for t, part in want.items():
-                i = member.name.find(part)
-                if i < 0:
-                    continue
-                rel = Path(member.name[i + len(part) :])
-                if ".." in rel.parts or rel.is_absolute():
-                    continue
-                out = dest / t / rel
-                out.parent.mkdir(parents=True, exist_ok=True)
-                src = tar.extractfile(member)
-                tmp = out.with_name(out.name + ".part")
-                tmp.write_bytes(src.read())
-                tmp.replace(out)
-                written[t] = dest / t
+    try:
+        tar = tarfile.open(sdist, "r:*")  # noqa: SIM115  (closed below, after the extraction)
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise TaskDataError(
+            f"--sdist: {sdist} is not a readable tar archive; give the bigbench-1.0.0.tar.gz source package "
+            f"({type(e).__name__})"
+        ) from None
+    try:
+        _extract(tar, want, dest, written)
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise TaskDataError(f"--sdist: {sdist} is truncated or corrupt ({type(e).__name__}: {e})") from None
+    finally:
+        tar.close()
     missing = [t for t in tasks if t not in written]
     if missing:
         raise TaskDataError(
@@ -145,6 +141,27 @@ def fetch(tasks: tuple[str, ...] = DEFAULT_TASKS, sdist: str | Path | None = Non
             f"(directory names under bigbench/benchmark_tasks)"
         )
     return [written[t] for t in tasks]
+
+
+def _extract(tar, want: dict[str, str], dest: Path, written: dict[str, Path]) -> None:
+    """Extract the members under each wanted task directory into dest/TASK (no path leaves it)."""
+    for member in tar:
+        if not member.isfile():
+            continue
+        for t, part in want.items():
+            i = member.name.find(part)
+            if i < 0:
+                continue
+            rel = Path(member.name[i + len(part) :])
+            if ".." in rel.parts or rel.is_absolute():
+                continue
+            out = dest / t / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            src = tar.extractfile(member)
+            tmp = out.with_name(out.name + ".part")
+            tmp.write_bytes(src.read())
+            tmp.replace(out)
+            written[t] = dest / t
 
 
 def _register() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import Task, TaskDataError
+from .base import Task, TaskDataError, check_classes, check_label_range
 
 ONLINE_HINT = "pip install 'trainlock[online]'"
 NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
@@ -42,6 +42,7 @@ def task_from_arrays(name: str, arrays: dict[str, np.ndarray], source: str, desc
             f"{source}: train and test inputs differ in shape: x_train {tuple(x_train.shape[1:])} "
             f"vs x_test {tuple(x_test.shape[1:])} per example"
         )
+    check_classes(source, np.unique(y_train))
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     return Task(
         name=name,
@@ -83,6 +84,8 @@ def _labels(y: np.ndarray, key: str, source: str) -> np.ndarray:
         raise TaskDataError(f"{source}: {key} has dtype {y.dtype}; labels must be integers (e.g. y.astype(np.int64))")
     if len(y) and y.min() < 0:
         raise TaskDataError(f"{source}: {key} has negative labels (min {int(y.min())}); use 0..K-1")
+    if len(y):
+        check_label_range(source, int(y.max()), f"the labels of {key}")  # before the cast: a uint64 beyond int64 would wrap
     return y.astype(np.int64)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .base import Task, TaskDataError
+from .base import Task, TaskDataError, check_classes, check_label_range
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
@@ -141,14 +141,14 @@ def from_rows(name: str, rows: list[dict], source: str, description: str = "") -
     if all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
         if min(raw) < 0:
             raise TaskDataError(f"{source}: labels must be >= 0 or strings, got {min(raw)}")
+        check_label_range(source, max(raw))
         names = [str(i) for i in range(max(raw) + 1)]
         labels = list(raw)
     else:
         names = sorted({str(v) for v in raw})
         index = {n: i for i, n in enumerate(names)}
         labels = [index[str(v)] for v in raw]
-    if len(set(labels)) < 2:
-        raise TaskDataError(f"{source}: needs at least 2 labels, found only {sorted({str(v) for v in raw})}")
+    check_classes(source, labels, names)
     splits = [str(r.get("split") or "").lower() for r in rows]
     if any(splits):
         bad = sorted({s for s in splits if s not in ("train", "test")})
@@ -165,6 +165,7 @@ def from_rows(name: str, rows: list[dict], source: str, description: str = "") -
         raise TaskDataError(
             f"{source}: both the train and the test split need rows ({len(train_idx)} train, {len(test_idx)} test)"
         )
+    check_classes(source, {labels[i] for i in train_idx}, names)
 
     def col(key, idx):
         return [str(rows[i].get(key) or "") for i in idx]
@@ -207,7 +208,7 @@ def load_csv(path: str | Path) -> TextTask:
     if not path.is_file():
         raise TaskDataError(f"csv file not found: {path}")
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a BOM is not part of the first column's name
             reader = csv.DictReader(f)
             if not reader.fieldnames or not {"text", "label"} <= set(reader.fieldnames):
                 raise TaskDataError(
@@ -227,7 +228,7 @@ def load_jsonl(path: str | Path) -> TextTask:
         raise TaskDataError(f"jsonl file not found: {path}")
     rows = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
         raise TaskDataError(f"{path}: not UTF-8 text ({e})") from None
     for i, line in enumerate(lines):

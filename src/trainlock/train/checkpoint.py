@@ -38,6 +38,9 @@ class Checkpoint:
     every: int = 200  # optimizer steps between writes
     resume: bool = False  # continue from `path` when it exists (else start afresh and overwrite it)
     state: Stateful | None = None  # more state to carry (e.g. SpecDef's power-iteration warm starts)
+    # what the run is (its flags, the hash of its input weights): written into the checkpoint, and a resume
+    # whose identity differs is refused (`check_identity`) before any work
+    identity: dict | None = None
 
     def __post_init__(self):
         self.path = Path(self.path)
@@ -83,11 +86,14 @@ def _unpack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
-def save_state(path: str | Path, state: dict) -> Path:
-    """Write nested `state` (dicts, lists, tuples, tensors, numbers, strings) to `path` atomically."""
+def save_state(path: str | Path, state: dict, identity: dict | None = None) -> Path:
+    """Write nested `state` (dicts, lists, tuples, tensors, numbers, strings) to `path` atomically, with the
+    run's `identity` (JSON) in the header."""
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _pack(state, tensors)
     meta = {"format": FORMAT, "state": json.dumps(skeleton, allow_nan=True)}
+    if identity is not None:
+        meta["identity"] = json.dumps(identity, sort_keys=True, default=str)
     with writing_file(path, suffix=".safetensors") as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return Path(path)
@@ -120,3 +126,45 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def read_identity(path: str | Path) -> dict | None:
+    """The identity a checkpoint was written with (None: written without one)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({e})") from None
+    try:
+        return json.loads(meta["identity"]) if "identity" in meta else None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: damaged checkpoint identity ({e})") from None
+
+
+def check_identity(ck: Checkpoint) -> None:
+    """Before any work: refuse to resume from a checkpoint of another run (other flags, another input model),
+    naming what differs."""
+    if ck.identity is None or not ck.resume or not ck.path.is_file():
+        return
+    stored = read_identity(ck.path)
+    hint = f"delete {ck.path} or drop --resume to start afresh"
+    if stored is None:
+        raise CheckpointError(f"{ck.path} was written without its run's identity (an older trainlock); {hint}")
+    now = json.loads(json.dumps(ck.identity, sort_keys=True, default=str))
+    diffs = []
+    for key in sorted(set(stored) | set(now)):
+        a, b = stored.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += [(f"{sub}", a.get(sub), b.get(sub)) for sub in sorted(set(a) | set(b)) if a.get(sub) != b.get(sub)]
+        elif a != b:
+            diffs.append((key, a, b))
+    if diffs:
+        what = "; ".join(f"{name}: {_show(old)} in the checkpoint, {_show(new)} now" for name, old, new in diffs[:3])
+        raise CheckpointError(
+            f"--resume: {ck.path} was written by a run with another loop configuration or input ({what}); {hint}"
+        )
+
+
+def _show(value) -> str:
+    text = "unset" if value is None else json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -294,6 +294,7 @@ def fit(
                     "rng": rng_state(),
                     "extra": ck.state.state_dict() if ck.state else None,
                 },
+                identity=ck.identity,
             )
         except TypeError as e:
             raise CheckpointError(f"optimizer {cfg.optimizer!r}: its state cannot be checkpointed ({e})") from None

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import torch.nn as nn
 
 from ..api import lock
 from ..atomic import write_text
-from ..config import check_int, option, to_dict
+from ..config import check_float, check_int, option, to_dict
 from ..io.artifacts import save
 from ..locks import LOCKS, SPACES
 from ..red_team import RedTeamConfig, RunnerConfig, redteam
@@ -70,6 +71,8 @@ class TuneConfig:
     def __post_init__(self):
         for name in ("trials", "budget", "steps", "batch_size"):
             check_int("tune", name, getattr(self, name), 1)
+        check_int("tune", "seed", self.seed, 0)
+        check_float("tune", "utility_floor", self.utility_floor, 0.0, 1.0)
 
     def to_dict(self) -> dict:
         return to_dict(self)
@@ -128,15 +131,24 @@ def tune(
     except ImportError:
         raise ImportError("tune needs Optuna: pip install 'trainlock[redteam]'") from None
     cfg = cfg or TuneConfig()
+    from ..red_team.search import check_storage
+
+    check_storage(cfg.storage)  # a bad URL fails here, not after the first trial's work
     if cfg.lock not in SPACES:
         raise ValueError(
             f"no search space for lock {cfg.lock!r}; tunable: {', '.join(SPACES.names())} (a plugin's "
             f"lock needs --plugin, and its space registered with @register_space)"
         )
-    if getattr(attack, "name", None) in report_tasks:
-        raise ValueError(f"the tuning task {attack.name!r} is also a report task: tune on a task you will not report")
+    from ..tasks.lookup import same_task
+
+    clash = next((r for r in report_tasks if same_task(getattr(attack, "name", None), r)), None)
+    if clash is not None:  # compared by resolved path: data/./x.npz is data/x.npz
+        raise ValueError(
+            f"the tuning task {attack.name!r} is also a report task ({clash!r}): tune on a task you will not report"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _claim_study(out, model, retain, attack, cfg)  # a study of another base, task or search is refused before work
     if not progress:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     retain = for_model(retain, model)
@@ -180,7 +192,10 @@ def tune(
     remaining = max(0, cfg.trials - len(done))
     if remaining:  # on a shared study (--storage URL), every worker stops once the study holds enough trials
         states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
-        study.optimize(objective, n_trials=remaining, callbacks=[optuna.study.MaxTrialsCallback(cfg.trials, states)])
+        with _quiet_interrupt():  # Ctrl-C: the caller's one line, not Optuna's traceback of the trial it stopped
+            study.optimize(
+                objective, n_trials=remaining, callbacks=[optuna.study.MaxTrialsCallback(cfg.trials, states)]
+            )
     trials = common_reference(
         [
             {"number": t.number, "utility": t.values[0], "uplift": t.values[1], "params": t.params, **t.user_attrs}
@@ -218,7 +233,82 @@ def tune(
         shutil.copytree(src / "redteam", dst / "redteam")
     if trials:
         _plot(trials, front, chosen, base_utility, out / "pareto.png")
+    result["plot"] = str(out / "pareto.png") if trials else None
     return result
+
+
+STUDY_IDENTITY = "study.json"
+_NOT_STUDY = ("trials", "storage", "device", "runner")  # more trials extend a study; where it runs is not what it is
+
+
+def study_identity(model: nn.Module, retain: Task, attack: Task, cfg: TuneConfig) -> dict:
+    """What a study's trials are about: the base's weights (state hash), the tasks, the lock and the search settings."""
+    from ..io.hashing import state_hashes
+
+    return {
+        "base_state_sha256": state_hashes(model)["state"],
+        "retain_task": getattr(retain, "name", None),
+        "attack_task": getattr(attack, "name", None),
+        **{f"--{k.replace('_', '-')}": v for k, v in to_dict(cfg).items() if k not in _NOT_STUDY},
+    }
+
+
+def _claim_study(out: Path, model: nn.Module, retain: Task, attack: Task, cfg: TuneConfig) -> None:
+    """Resume `out` only when it is a study of this base, these tasks and this search; else refuse, naming
+    what differs. A new study directory records its identity (`study.json`)."""
+    ident = json.loads(json.dumps(study_identity(model, retain, attack, cfg), default=str))
+    f = out / STUDY_IDENTITY
+    if f.is_file():
+        try:
+            old = json.loads(f.read_text())
+        except json.JSONDecodeError:
+            old = {}
+        diff = sorted(k for k in set(ident) | set(old) if old.get(k) != ident.get(k))
+        if diff:
+            what = "; ".join(f"{k}: {_short(old.get(k))} there, {_short(ident.get(k))} now" for k in diff[:3])
+            raise ValueError(
+                f"{out} holds a tune study of another {'base model' if 'base_state_sha256' in diff else 'setting'} "
+                f"({what}); its trials would be reported as this one's. Choose another --out (or delete {out})"
+            )
+        return
+    if any(out.glob("trial-*")) or (out / "tune.db").is_file() or (out / "pareto.json").is_file():
+        raise ValueError(
+            f"{out} holds a tune study without a record of which base it tuned ({STUDY_IDENTITY}); choose another "
+            f"--out (or delete {out} to start over)"
+        )
+    write_text(f, json.dumps(ident, indent=2, sort_keys=True))
+
+
+def _short(value) -> str:
+    text = "unset" if value is None else json.dumps(value, default=str)
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+class _DropInterrupted(logging.Filter):
+    """Drops Optuna's report of a trial stopped by Ctrl-C (a warning with the KeyboardInterrupt's traceback, and
+    its "failed with value None" line); every other record passes."""
+
+    def __init__(self):
+        super().__init__()
+        self.interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info
+        if exc and exc[0] is not None and issubclass(exc[0], KeyboardInterrupt):
+            self.interrupted = True
+            return False
+        return not (self.interrupted and "failed with value" in record.getMessage())
+
+
+@contextmanager
+def _quiet_interrupt():
+    log = logging.getLogger("optuna.study._optimize")
+    f = _DropInterrupted()
+    log.addFilter(f)
+    try:
+        yield
+    finally:
+        log.removeFilter(f)
 
 
 def _plot(trials, front, chosen, base_utility, path: Path) -> None:

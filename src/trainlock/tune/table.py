@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from ..api import lock
 from ..atomic import write_text
-from ..config import option, to_dict
+from ..config import check_float, check_int, option, to_dict
 from ..io.artifacts import load, save
 from ..io.tables import markdown_table
 from ..red_team import RedTeamConfig, RunnerConfig, redteam
@@ -58,6 +58,17 @@ class TableConfig:
         "min..max over seeds",
     )
     device: str = option("cpu", "cpu or cuda")
+
+    def __post_init__(self):
+        for name in ("budget", "steps", "batch_size"):
+            check_int("table", name, getattr(self, name), 1)
+        check_float("table", "bypass_margin", self.bypass_margin, 0.0, 1.0)
+        for lr in self.lrs:
+            check_float("table", "lrs", lr, 0.0, open_low=True)
+        for seed in self.seeds:
+            check_int("table", "seeds", seed, 0)
+        if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
+            raise ValueError(f"table: seeds must be one or more distinct integers, got {list(self.seeds)}")
 
 
 def _over_seeds(res: dict) -> dict:
