@@ -11,6 +11,7 @@ from trainlock.attacks.backdoor import BackdoorConfig
 from trainlock.attacks.relearn import RelearnConfig
 from trainlock.certify.verify import verify
 from trainlock.config import from_dict, to_dict
+from trainlock.io.artifacts import BindingError
 from trainlock.locks import LOCKS, RecordedLock, SpecDefConfig, specdef_loop
 from trainlock.locks.factory import lock_from_meta
 from trainlock.optimizers import OPTIMIZERS
@@ -62,7 +63,9 @@ def test_version_01_flat_configs_load():
 
 
 def test_version_01_locked_model_loads_and_verifies():
-    model, meta = tl.load(V01 / "locked")
+    with pytest.raises(BindingError, match="unverified"):  # 0.1 did not bind the claims: refused unless asked
+        tl.load(V01 / "locked")
+    model, meta = tl.load(V01 / "locked", unverified=True)
     assert meta["trainlock_version"] == "0.1.0" and "lr" in meta["locks"][0]["config"]  # the flat SpecDefLockConfig
     lock = lock_from_meta(meta)  # migrated on read: the measured sigma_max moves from the config to the record
     recorded = meta["locks"][0]["config"]["recorded_sigma_max"]

@@ -152,6 +152,7 @@ def add_reproduce(p) -> None:
 
 def cmd_reproduce(args) -> int:
     out = args.out or f"runs/reproduce/{args.figure}"
+    runner = _runner(args)  # the runner flags are checked before any work, whichever figure
     if args.figure in ("fig1", "fig2"):
         from ..paper.reproduce import run
 
@@ -165,7 +166,7 @@ def cmd_reproduce(args) -> int:
     quick = True if args.quick is None else args.quick
     device = str(resolve_device(args.device))
     with exclusive(out):
-        res = reproduce(args.figure, out, quick=quick, device=device, progress=True, runner=_runner(args))
+        res = reproduce(args.figure, out, quick=quick, device=device, progress=True, runner=runner)
     print(Path(out, "table.md").read_text())
     print(
         f"{args.figure} ({'quick' if quick else 'full'}, {device}): {res['runs']} runs -> {out} "

@@ -113,8 +113,8 @@ def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = Tru
     base_acc = evaluate(base, auth)
     say(f"      base accuracy on {AUTHORIZED}: {base_acc:.4f}")
 
-    say(f"[2/4] locking with SpecDef (alpha 0.5, top-k 1, ce+kl, AdamW 1e-4, {p.lock_steps} steps)")
-    lock_loop = LoopConfig(optimizer="adamw", lr=1e-4, max_steps=p.lock_steps, weight_decay=0.0, **loop)
+    say(f"[2/4] locking with SpecDef (alpha 0.5, top-k 1, ce+kl, AdamW 1e-3, {p.lock_steps} steps)")
+    lock_loop = LoopConfig(optimizer="adamw", lr=1e-3, max_steps=p.lock_steps, weight_decay=0.0, **loop)
     res = lock(base, SpecDefConfig(loop=lock_loop, alpha=0.5, top_k=1, retain="ce+kl"), retain=auth, progress=progress)
     locked, rep = res.model, res.report
     say(

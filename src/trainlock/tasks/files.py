@@ -84,8 +84,8 @@ def _labels(y: np.ndarray, key: str, source: str) -> np.ndarray:
         raise TaskDataError(f"{source}: {key} has dtype {y.dtype}; labels must be integers (e.g. y.astype(np.int64))")
     if len(y) and y.min() < 0:
         raise TaskDataError(f"{source}: {key} has negative labels (min {int(y.min())}); use 0..K-1")
-    if len(y):
-        check_label_range(source, int(y.max()), f"the labels of {key}")  # before the cast: a uint64 beyond int64 would wrap
+    if len(y):  # checked before the cast: a uint64 beyond int64 would wrap
+        check_label_range(source, int(y.max()), f"the labels of {key}")
     return y.astype(np.int64)
 
 
