@@ -373,14 +373,16 @@ def test_old_flat_rows_resume_without_running_again(tiny_base, digits_permuted, 
         AttackSpec.of("sgd", 0.01, max_steps=30, transforms=(("merge", {}),)),
         AttackSpec.of(data="backdoor", options={"backdoor": {"poison_fraction": 0.3}}),
     ]
+    old = read_rows(tmp_path / "runs.jsonl")
+    assert [r["key"] for r in old] == [s.key() for s in specs]  # every spec finds its (re-keyed) row
+    assert [r["attack"] for r in old] == [s.name for s in specs] == [r["attack"] for r in _v1_rows()]
+    assert old[0]["accuracy"] == 0.42 and "kaboom" in old[1]["error"] and old[1]["insider"] is False
+    assert [AttackSpec.from_dict(r["config"]) for r in old] == specs  # configs read back in today's form
+    assert all(s.key() != s.legacy_key() for s in specs)
     ran = []
     rows = run_suite(Target(tiny_base, digits_permuted), specs, tmp_path, workers=0, progress=False, on_row=ran.append)
-    assert ran == []  # every spec found its (re-keyed) row
-    assert [r["key"] for r in rows] == [s.key() for s in specs]
-    assert [r["attack"] for r in rows] == [s.name for s in specs] == [r["attack"] for r in _v1_rows()]
-    assert rows[0]["accuracy"] == 0.42 and "kaboom" in rows[1]["error"] and rows[1]["insider"] is False
-    assert [AttackSpec.from_dict(r["config"]) for r in rows] == specs  # configs read back in today's form
-    assert all(s.key() != s.legacy_key() for s in specs)
+    assert [r["key"] for r in ran] == [specs[1].key()]  # only the row that errored runs again
+    assert [r["key"] for r in rows] == [s.key() for s in specs] and rows[0] == old[0] and rows[2] == old[2]
 
 
 def test_a_row_whose_config_lacks_a_field_added_since_is_rekeyed(tmp_path):

@@ -91,6 +91,12 @@ def _block_size(k: int, n: int, m: int, oversample: int | None) -> int:
     return max(k, min(k + p, n, m))
 
 
+def _no_autocast(t: Tensor):
+    """Autocast off on `t`'s device: singular values are computed in fp32 (or W's own wider dtype) even
+    when the caller's forward pass runs under bf16 autocast (`--precision bf16`)."""
+    return torch.autocast(device_type=t.device.type, enabled=False)
+
+
 def top_singular_values(
     W: Tensor,
     k: int = 1,
@@ -133,7 +139,8 @@ def top_singular_values(
     def rmatvec(U: Tensor) -> Tensor:  # W^T U as (U^T W)^T: the thin W.T @ U is a slow path on CPU
         return (U.T @ Wd).T
 
-    sigma, V, done = _block_power(lambda V: work @ V, rmatvec, V0, k, steps, _tol(tol, work.dtype))
+    with _no_autocast(W):
+        sigma, V, done = _block_power(lambda V: work @ V, rmatvec, V0, k, steps, _tol(tol, work.dtype))
     return sigma.to(W.dtype), SpectralState(V, prior + done)
 
 
@@ -159,11 +166,13 @@ def conv_singular_values(
         raise ValueError("conv_singular_values supports numeric zero padding only")
     in_shape = (c_in, h, w)
     n = c_in * h * w
-    out_shape = F.conv2d(torch.zeros(1, *in_shape).to(weight), weight.detach(), **kw).shape[1:]
+    with _no_autocast(weight):
+        out_shape = F.conv2d(torch.zeros(1, *in_shape).to(weight), weight.detach(), **kw).shape[1:]
     m = int(torch.tensor(out_shape).prod())
     r = _block_size(k, n, m, oversample)
     # output_padding so conv_transpose maps back exactly onto in_shape
-    probe = F.conv_transpose2d(torch.zeros(1, *out_shape).to(weight), weight.detach(), **kw)
+    with _no_autocast(weight):
+        probe = F.conv_transpose2d(torch.zeros(1, *out_shape).to(weight), weight.detach(), **kw)
     out_pad = (h - probe.shape[2], w - probe.shape[3])
 
     def matvec(V: Tensor) -> Tensor:  # (n, r) -> (m, r)
@@ -180,5 +189,6 @@ def conv_singular_values(
         steps, prior = (300 if iters is None else iters), 0
     else:
         V0, steps, prior = state.V, (0 if iters is None else iters), state.iters
-    sigma, V, done = _block_power(matvec, rmatvec, V0, k, steps, _tol(tol, weight.dtype))
+    with _no_autocast(weight):
+        sigma, V, done = _block_power(matvec, rmatvec, V0, k, steps, _tol(tol, weight.dtype))
     return sigma, SpectralState(V, prior + done)

@@ -55,8 +55,9 @@ def log_kappa(features: torch.Tensor, eps: float) -> torch.Tensor:
     """log of the condition number of the centred feature matrix (B, D) (half of log kappa(F^T F)), over its
     min(B - 1, D) singular values (centring B rows leaves rank at most B - 1), smoothed as
     log sigma_max - log(sigma_min + eps * sigma_max) so that the gradient never vanishes at a zero sigma_min."""
-    f = features.float()
-    s = torch.linalg.svdvals(f - f.mean(0, keepdim=True))
+    f = features.float()  # fp32 also under bf16 autocast (--precision bf16)
+    with torch.autocast(device_type=f.device.type, enabled=False):
+        s = torch.linalg.svdvals(f - f.mean(0, keepdim=True))
     r = max(1, min(f.shape[0] - 1, f.shape[1]))
     return torch.log(s[0]) - torch.log(s[r - 1] + eps * s[0])
 

@@ -84,7 +84,8 @@ class SpecDefConfig:
 
 
 def spectral_term(lockables: list[Lockable], k: int) -> torch.Tensor:
-    """Mean of the union of every lockable weight's top-k singular values (scalar, differentiable)."""
+    """Mean of the union of every lockable weight's top-k singular values (scalar, differentiable), in the
+    weights' dtype (fp32) also under bf16 autocast (`--precision bf16`): linalg.spectral switches autocast off."""
     return torch.cat([l.sigma(k) for l in lockables]).mean()
 
 

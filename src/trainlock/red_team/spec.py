@@ -54,7 +54,10 @@ def _sha16(data: dict) -> str:
 def config_key(config: dict) -> str:
     """The version-2 key of a spec's dict (`AttackSpec.to_dict()`)."""
     d = json.loads(json.dumps(config))
-    d.get("finetune", {}).get("loop", {}).pop("device", None)
+    loop = d.get("finetune", {}).get("loop", {})
+    loop.pop("device", None)
+    if loop.get("precision") == "fp32":  # the default, and what every run before the option was: same keys
+        loop.pop("precision")
     return _sha16({"v": KEY_VERSION, **d})
 
 

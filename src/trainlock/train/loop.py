@@ -23,6 +23,7 @@ from ..optimizers import make_optimizer, step_mode
 from ..tasks import Task, for_model
 from . import distributed
 from .checkpoint import Checkpoint, CheckpointError, load_state, rng_state, save_state, set_rng_state
+from .precision import PRECISIONS, autocast, check_precision, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,13 @@ class LoopConfig:
     weight_decay: float | None = option(None, "weight decay (default: the optimizer's own)")
     momentum: float | None = option(None, "SGD momentum (default 0.9)")
     device: str = option("auto", "cpu, cuda, or auto (CUDA when present)")
+    precision: str = option(
+        "fp32",
+        "fp32, or bf16 autocast around the forward pass and loss (weights, gradients, evaluation and the "
+        "spectral term stay fp32); auto: bf16 for a CNN or transformer on a device with native bf16 "
+        "(a CUDA GPU that supports it; a CPU with avx512_bf16 or AMX), else fp32",
+        choices=lambda: PRECISIONS,
+    )
     snapshot_every: int = option(200, "steps between last-good-state snapshots (non-finite guard)", cli=False)
 
     def __post_init__(self):
@@ -129,6 +137,7 @@ class LoopConfig:
         check_float("loop", "weight_decay", self.weight_decay, 0.0, allow_none=True)
         check_float("loop", "momentum", self.momentum, 0.0, 1.0, allow_none=True)
         check_device(self.device)
+        check_precision(self.precision)
 
     def to_dict(self) -> dict:
         return to_dict(self)
@@ -160,15 +169,17 @@ def _optimizer(model: nn.Module, cfg: LoopConfig) -> torch.optim.Optimizer:
     return make_optimizer(cfg.optimizer, params, cfg.lr, model=model, **opts)
 
 
-def _step(opt, mode: str, model, loss_fn: LossFn, xb, yb) -> tuple[float, dict, bool]:
+def _step(opt, mode: str, model, loss_fn: LossFn, xb, yb, precision: str = "fp32") -> tuple[float, dict, bool]:
     """One optimizer step. Returns (loss value before the step, extras, ok); ok=False on a
-    non-finite loss, in which case no update was made (except inside an L-BFGS closure)."""
+    non-finite loss, in which case no update was made (except inside an L-BFGS closure).
+    `precision` ('fp32' or 'bf16'): bf16 runs the forward pass and the loss under autocast."""
     if mode == "closure":
         box: dict = {}
 
         def closure():
             opt.zero_grad(set_to_none=True)
-            loss, extras = loss_fn(model, xb, yb)
+            with autocast(precision, xb.device):
+                loss, extras = loss_fn(model, xb, yb)
             box.setdefault("first", (float(loss.detach()), extras))
             if math.isfinite(float(loss.detach())):
                 loss.backward()
@@ -178,7 +189,8 @@ def _step(opt, mode: str, model, loss_fn: LossFn, xb, yb) -> tuple[float, dict, 
         value, extras = box["first"]
         finite = math.isfinite(value) and all(torch.isfinite(p).all() for p in model.parameters())
         return value, extras, finite
-    loss, extras = loss_fn(model, xb, yb)
+    with autocast(precision, xb.device):
+        loss, extras = loss_fn(model, xb, yb)
     value, finite = distributed.all_finite(float(loss.detach()), loss.device)  # one decision on every rank
     if not finite:
         return value, extras, False
@@ -234,6 +246,9 @@ def fit(
     model.to(device).train()
     opt = _optimizer(model, cfg)
     mode = step_mode(opt)
+    precision = resolve_precision(cfg.precision, model, device)
+    if cfg.precision == "auto":
+        logger.debug("%s: precision auto -> %s on %s", desc, precision, device)
     if distributed.world_size() > 1:  # launched by torchrun: every rank trains on a shard of each minibatch
         if mode != "plain":
             raise ValueError(
@@ -257,7 +272,10 @@ def fit(
     start_epoch, skip = 0, 0
     if ck is not None and ck.resume and ck.path.is_file():
         state = load_state(ck.path)
-        if state.get("config") != to_dict(cfg) or state.get("total") != total:
+        saved = state.get("config")
+        if isinstance(saved, dict):  # written before the precision option: those runs were fp32
+            saved = {"precision": "fp32", **saved}
+        if saved != to_dict(cfg) or state.get("total") != total:
             raise CheckpointError(
                 f"{ck.path} was written by a run with another loop configuration; delete it or "
                 f"drop --resume to start afresh"
@@ -310,7 +328,7 @@ def fit(
                 due = res.steps % cfg.snapshot_every == 0 and res.steps > 0
                 candidate = _snapshot(model) if due else None  # good once its loss proves finite
                 xb, yb = distributed.shard(xb, yb)
-                value, extras, ok = _step(opt, mode, model, loss_fn, xb.to(device), yb.to(device))
+                value, extras, ok = _step(opt, mode, model, loss_fn, xb.to(device), yb.to(device), precision)
                 if ok and candidate is not None:
                     good, good_step = candidate, res.steps
                 if not ok:

@@ -1,0 +1,71 @@
+"""Training precision: fp32, or bf16 autocast around the forward pass and the loss.
+
+`--precision auto` picks bf16 when both hold:
+
+- the device computes bf16 natively: a CUDA GPU with `torch.cuda.is_bf16_supported()`, or a CPU with
+  avx512_bf16 or AMX tiles (`torch.cpu._is_avx512_bf16_supported()` / `_is_amx_tile_supported()`);
+  bf16 on other CPUs is emulated and slower than fp32;
+- the model is a CNN or a transformer: it has a convolution (any module whose class name contains
+  "Conv": torch's Conv1d/2d/3d, GPT-2's Conv1D) or an attention block (`nn.MultiheadAttention` or any
+  module whose class name contains "Attention"). Plain MLPs stay fp32: their matrices are small, and the
+  casts autocast adds cost about as much as bf16 saves.
+
+Otherwise fp32. Only the forward pass and the loss run under autocast; weights, gradients and optimizer
+state stay fp32, evaluation runs in fp32, and singular values (the SpecDef spectral term, linalg.spectral)
+are computed in fp32 with autocast switched off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn as nn
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"loop: precision must be one of {PRECISIONS}, got {precision!r}")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether `device` computes bf16 natively (not by emulation)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+    return False
+
+
+def benefits_from_bf16(model: nn.Module) -> bool:
+    """The model is a CNN or a transformer: it has a convolution or an attention block."""
+    for m in model.modules():
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.MultiheadAttention)):
+            return True
+        name = type(m).__name__
+        if "Conv" in name or "Attention" in name:
+            return True
+    return False
+
+
+def resolve_precision(precision: str, model: nn.Module, device: torch.device) -> str:
+    """'fp32' or 'bf16': `precision` itself, or what 'auto' picks for this model on this device."""
+    check_precision(precision)
+    if precision != "auto":
+        return precision
+    return "bf16" if bf16_supported(device) and benefits_from_bf16(model) else "fp32"
+
+
+def autocast(precision: str, device: torch.device):
+    """A context for the forward pass and the loss: bf16 autocast for 'bf16', nothing for 'fp32'."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def fp32(device_type: str = "cpu"):
+    """A context that switches autocast off (for computations that must stay fp32 inside an autocast region)."""
+    return torch.autocast(device_type=device_type, enabled=False)
