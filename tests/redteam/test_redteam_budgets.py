@@ -133,15 +133,19 @@ def test_single_budget_keeps_its_layout_and_keys(fresh, tiny_base, digits_permut
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--steps", "0"], "steps must be an integer >= 1, got 0"),
-        (["--steps", "100", "-1"], "steps must be an integer >= 1, got -1"),
+        (["--steps", "0"], "--steps: must be an integer >= 1, got '0'"),  # refused by the parser
+        (["--steps", "100", "-1"], "--steps: must be an integer >= 1, got '-1'"),
         (["--steps", "100", "100"], "steps lists 100 more than once"),
         (["--seeds", "0", "1", "0"], "seeds lists 0 more than once"),
     ],
 )
 def test_cli_rejects_bad_budgets_before_any_work(flags, message, tmp_path, capsys):
     # the model directory does not exist: loading it would fail with another message
-    assert main(["redteam", str(tmp_path / "missing"), "--task", "digits", "--out", str(tmp_path / "o"), *flags]) == 2
+    try:
+        code = main(["redteam", str(tmp_path / "missing"), "--task", "digits", "--out", str(tmp_path / "o"), *flags])
+    except SystemExit as e:  # the parser's own refusal
+        code = e.code
+    assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not (tmp_path / "o").exists()

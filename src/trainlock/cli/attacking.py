@@ -274,9 +274,10 @@ def cmd_redteam(args) -> int:
     ref, budget = res["reference"], res["budget"]
     if ref["accuracy"] is not None:
         base_up = "" if res["base_uplift"] is None else f"; base uplift {100 * res['base_uplift']:+.1f}"
+        up = "unknown (no attack finished)" if res["uplift"] is None else f"{100 * res['uplift']:+.1f} points"
         print(
             f"best reference attacker: {ref['attacker']} -> {ref['accuracy']:.4f}; uplift of the released weights "
-            f"{100 * res['uplift']:+.1f} points{base_up} ({budget['steps_per_run']} steps per run, "
+            f"{up}{base_up} ({budget['steps_per_run']} steps per run, "
             f"{budget['n_train']} training examples)"
         )
     for r in ref["runs"]:
