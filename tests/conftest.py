@@ -37,3 +37,13 @@ def tiny_base(digits):
     model = tl.models.build("mlp", input_shape=digits.input_shape, num_classes=10, hidden=[32])
     fit(model, digits, LoopConfig(optimizer="adam", lr=1e-2, epochs=5, batch_size=32, device="cpu"), progress=False)
     return model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A saved 8-unit MLP trained briefly on digits: a model directory for CLI tests (do not write into it)."""
+    torch.manual_seed(0)
+    digits = tl.tasks.get("digits")
+    model = tl.models.build("mlp", input_shape=digits.input_shape, num_classes=10, hidden=[8])
+    fit(model, digits, LoopConfig(optimizer="adam", lr=1e-2, max_steps=20, device="cpu"), progress=False)
+    return tl.save(model, tmp_path_factory.mktemp("tiny") / "base", {"task": "digits"})

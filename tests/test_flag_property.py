@@ -14,9 +14,7 @@ import re
 import signal
 
 import pytest
-import torch
 
-import trainlock as tl
 from trainlock.cli import main
 from trainlock.cli.main import COMMANDS, build_parser
 
@@ -83,12 +81,8 @@ SAMPLE = [
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    digits = tl.tasks.get("digits")
-    model = tl.models.build("mlp", input_shape=digits.input_shape, num_classes=10, hidden=[8])
-    tl.train.fit(model, digits, tl.LoopConfig(optimizer="adam", lr=1e-2, max_steps=20, device="cpu"), progress=False)
-    return tl.save(model, tmp_path_factory.mktemp("flags") / "base", {"task": "digits"})
+def model_dir(tiny_model_dir):
+    return tiny_model_dir
 
 
 class _TooSlow(BaseException):

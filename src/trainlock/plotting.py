@@ -31,13 +31,7 @@ def accuracy_curves(panels: dict[str, list[dict]], path: str | Path, title: str 
         ax.legend(fontsize=8, loc="lower right")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with writing_file(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _band(curves: list[list[float]]) -> tuple[list[int], list[float], list[float], list[float]]:
@@ -86,6 +80,13 @@ def trials_to_break(panels: dict[str, dict], path: str | Path, title: str = "") 
     axes[0][0].set_ylabel("best accuracy so far")
     if title:
         fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Write `fig` to `path` as a PNG (atomically: complete or absent), close it, return the path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

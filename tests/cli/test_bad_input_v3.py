@@ -10,7 +10,6 @@ import struct
 
 import numpy as np
 import pytest
-import torch
 
 import trainlock as tl
 from trainlock.cli import main
@@ -18,12 +17,8 @@ from trainlock.tasks import TaskDataError
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    torch.manual_seed(0)
-    digits = tl.tasks.get("digits")
-    model = tl.models.build("mlp", input_shape=digits.input_shape, num_classes=10, hidden=[8])
-    tl.train.fit(model, digits, tl.LoopConfig(optimizer="adam", lr=1e-2, max_steps=20, device="cpu"), progress=False)
-    return tl.save(model, tmp_path_factory.mktemp("v3") / "base", {"task": "digits"})
+def base(tiny_model_dir):
+    return tiny_model_dir
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from ..io.artifacts import save
 from ..locks import SpecDefConfig
 from ..red_team import RedTeamConfig, RunnerConfig, redteam
 from ..train import LoopConfig, evaluate, fit
+from .demo_text import attack_summary
 
 logger = logging.getLogger(__name__)
 
@@ -133,22 +134,8 @@ def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = Tru
         )
         target = tasks.get(name).subset(p.n_attack, p.n_test, seed=i)
         rt = redteam(locked, target, cfg, out=out / "redteam" / name, base=base, retain=auth, progress=progress)
-        pick = lambda r: None if r is None else {"attack": r["attack"], "accuracy": r["accuracy"]}
-        held_back.append(
-            {
-                "task": name,
-                "chance": target.chance,
-                "locked": pick(rt["locked"]),
-                "base": pick(rt["base"]),
-                "scratch": pick(rt["scratch"]),
-                "reference": {"accuracy": rt["reference"]["accuracy"], "attack": rt["reference"]["attacker"]},
-                "uplift": rt["uplift"],
-                "base_uplift": rt["base_uplift"],
-                "budget": rt["budget"],
-                "verdict": rt["verdict"],
-                "report": str(out / "redteam" / name / "report.md"),
-            }
-        )
+        summary = attack_summary(rt, name, target.chance)
+        held_back.append({**summary, "report": str(out / "redteam" / name / "report.md")})
 
     say("[4/4] results")
     results = {

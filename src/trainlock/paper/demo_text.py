@@ -147,25 +147,13 @@ def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = Tru
     say("[4/4] results")
     save(base, out / "base", {"task": AUTHORIZED, "metrics": {"accuracy": base_acc}})
     save(locked, out / "locked", {"task": AUTHORIZED, "metrics": {"accuracy": rep.accuracy_after}, **res.record})
-    pick = lambda r: None if r is None else {"attack": r["attack"], "accuracy": r["accuracy"]}
     results = {
         "kind": "text",
         "quick": quick,
         "plan": asdict(p),
         "authorized": {"task": AUTHORIZED, "base": base_acc, "locked": rep.accuracy_after},
         "lock": rep.summary(),
-        "unauthorized": {
-            "task": UNAUTHORIZED,
-            "chance": target.chance,
-            "locked": pick(rt["locked"]),
-            "base": pick(rt["base"]),
-            "scratch": pick(rt["scratch"]),
-            "reference": {"accuracy": rt["reference"]["accuracy"], "attack": rt["reference"]["attacker"]},
-            "uplift": rt["uplift"],
-            "base_uplift": rt["base_uplift"],
-            "budget": rt["budget"],
-            "verdict": rt["verdict"],
-        },
+        "unauthorized": attack_summary(rt, UNAUTHORIZED, target.chance),
         "wall_s": time.perf_counter() - t0,
     }
     write_text(out / "results.json", json.dumps(results, indent=2, sort_keys=True))
@@ -175,6 +163,24 @@ def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = Tru
         "models": [str(out / "base"), str(out / "locked")],
     }
     return results
+
+
+def attack_summary(rt: dict, task: str, chance: float) -> dict:
+    """What a demo keeps of a red team's result on one held-back task: the best attack from the locked weights,
+    the base and scratch, the best reference attacker, the uplifts, the budget and the verdict."""
+    pick = lambda r: None if r is None else {"attack": r["attack"], "accuracy": r["accuracy"]}
+    return {
+        "task": task,
+        "chance": chance,
+        "locked": pick(rt["locked"]),
+        "base": pick(rt["base"]),
+        "scratch": pick(rt["scratch"]),
+        "reference": {"accuracy": rt["reference"]["accuracy"], "attack": rt["reference"]["attacker"]},
+        "uplift": rt["uplift"],
+        "base_uplift": rt["base_uplift"],
+        "budget": rt["budget"],
+        "verdict": rt["verdict"],
+    }
 
 
 def table(results: dict) -> str:
