@@ -5,7 +5,7 @@
     result["runs"]    # one row per run (RunRow.to_dict())
 
 Also here: a results directory's identity (`identity`, `claim`): rows are resumed only for the model and task
-they are about.
+they are about, and (`binding`) only under the config they were run with.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from ..attacks.references import ReferenceTarget
 from ..io.hashing import tensor_sha256
 from ..plotting import trials_to_break
 from ..tasks import Task, TextTask, as_task, for_model
+from . import binding
+from .binding import IDENTITY  # noqa: F401  (the identity file's name, as before)
 from .report import (
     TRIALS_PNG,
     adaptive_vs_plain,
@@ -34,12 +36,11 @@ from .report import (
     write_budgets_report,
     write_report,
 )
-from .runner import RESULTS, Target, run_suite
+from .runner import Target, run_suite
 from .spec import RedTeamConfig
 from .suite import STAGES, matched, plan
 from .uplift import budget_of, reference_runs, uplift_summary
 
-IDENTITY = "identity.json"
 logger = logging.getLogger(__name__)
 
 
@@ -56,26 +57,10 @@ def identity(model: nn.Module, task: Task, retain: Task | None = None) -> dict:
 
 
 def claim(out: Path, ident: dict) -> None:
-    """Resume `out` only when its rows are about the same model and task; else refuse, naming the difference."""
-    f = Path(out) / IDENTITY
-    if f.is_file():
-        try:
-            old = json.loads(f.read_text())
-        except json.JSONDecodeError:
-            old = {}
-        diff = sorted(k for k in ident if old.get(k) != ident[k])
-        if diff:
-            raise ValueError(
-                f"{out} holds red-team runs of another {' and '.join(diff)}; resuming would report "
-                f"their numbers as this model's. Choose another --out (or delete {out} to start over)"
-            )
-        return
-    if (Path(out) / RESULTS).is_file():
-        raise ValueError(
-            f"{out} holds red-team runs without a record of which model they attacked; choose another "
-            f"--out (or delete {out / RESULTS} to start over)"
-        )
-    write_text(f, json.dumps(ident, indent=2, sort_keys=True))
+    """Resume `out` only when its rows are about the same model and task; else refuse, naming the difference.
+    (`redteam` also binds the config: see `binding`.)"""
+    binding.identity_diff(Path(out), ident)
+    binding.write(Path(out), ident, None)
 
 
 def redteam(
@@ -122,13 +107,12 @@ def redteam(
     title = f"{getattr(task, 'name', 'task')}"
     if len(pairs) == 1:  # one step budget, one seed: the results directory as it always was
         if out is not None:
-            _claim_all(out, model, base, task, retain)
+            _bind(out, model, base, task, retain, [(out, cfg, True)])
         return _redteam_one(model, task, text, retain, pairs[0][2], out, base, meta, progress, title)
     where = {(steps, seed): f"steps-{steps}/seed-{seed}" for steps, seed, _ in pairs}
     if out is not None:  # every directory is checked before any work
-        claim(out, identity(model, task, retain))
-        for steps, seed, _ in pairs:
-            _claim_all(out / where[steps, seed], model, base, task, retain)
+        dirs = [(out, cfg, False)] + [(out / where[steps, seed], c, True) for steps, seed, c in pairs]
+        _bind(out, model, base, task, retain, dirs)
     results = {}
     for steps, seed, pair_cfg in pairs:
         logger.info("red team at %d steps per run, seed %d", steps, seed)
@@ -159,10 +143,32 @@ def budget_pairs(cfg: RedTeamConfig, n_train: int) -> list[tuple[int, int, RedTe
     ]
 
 
-def _claim_all(out: Path, model: nn.Module, base: nn.Module | None, task: Task, retain: Task | None) -> None:
-    claim(out, identity(model, task, retain))
-    if base is not None:
-        claim(out / "base", identity(base, task, retain))
+def _bind(
+    out: Path,
+    model: nn.Module,
+    base: nn.Module | None,
+    task: Task,
+    retain: Task | None,
+    dirs: list[tuple[Path, RedTeamConfig, bool]],
+) -> None:
+    """Check every results directory of this call (dir, its config, whether it holds a base/ of `base`'s runs)
+    against the model, task and config it was made for, then record them (binding.json, identity.json), all
+    before the first run: a refusal leaves nothing changed, a killed run leaves its directories bound."""
+    ident = identity(model, task, retain)
+    base_ident = None if base is None else identity(base, task, retain)
+    records, warnings = [], []
+    for d, c, has_base in dirs:
+        record, notes = binding.check(d, ident, c)
+        records.append((d, record, has_base))
+        warnings += [n for n in notes if n not in warnings]
+        if has_base and base_ident is not None:
+            binding.identity_diff(d / "base", base_ident)
+    for note in warnings:
+        logger.warning("%s: %s", out, note)
+    for d, record, has_base in records:
+        binding.write(d, ident, record)
+        if has_base and base_ident is not None:
+            binding.write(d / "base", base_ident, None)
 
 
 def _redteam_one(
