@@ -83,6 +83,67 @@ def trials_to_break(panels: dict[str, dict], path: str | Path, title: str = "") 
     return _save(fig, path)
 
 
+def utility_uplift(points: list[dict], path: str | Path, goal: dict | None = None, title: str = "") -> Path:
+    """Utility (x) against uplift (y), one dot per point {"label", "x", "y", "lo", "hi" (a seed range, or None),
+    "base", "pareto", "goal", "y_goal" (the uplift the goal reads, when it is not y; optional)}: seed ranges as error
+    bars, the Pareto points joined by a line, the base marked, the y = 0 "no lead" line, and goal = {"x_min",
+    "y_max"} shaded (x >= x_min, y <= y_max). Writes a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    for p in points:
+        if p.get("lo") is not None and p.get("hi") is not None:
+            mid, half = (p["lo"] + p["hi"]) / 2, (p["hi"] - p["lo"]) / 2
+            ax.errorbar([p["x"]], [mid], yerr=[half], fmt="none", ecolor="0.6", capsize=3, lw=1)
+    rest = [p for p in points if not p.get("base")]
+    ax.scatter([p["x"] for p in rest], [p["y"] for p in rest], c="C0", s=22, zorder=3, label="locks")
+    front = sorted((p for p in points if p.get("pareto")), key=lambda p: p["x"])
+    if front:
+        ax.plot(
+            [p["x"] for p in front],
+            [p["y"] for p in front],
+            "o-",
+            color="C3",
+            mfc="none",
+            ms=9,
+            lw=1.4,
+            label="Pareto front",
+        )
+    checked = [p for p in points if p.get("y_goal") is not None and p["y_goal"] != p["y"]]
+    for i, p in enumerate(checked):
+        ax.plot([p["x"]] * 2, [p["y"], p["y_goal"]], ":", color="C2", lw=0.8)
+        ax.plot([p["x"]], [p["y_goal"]], "D", ms=4, mfc="none", color="C2", label=None if i else "on the goal's tasks")
+    for p in points:
+        if p.get("base"):
+            ax.plot([p["x"]], [p["y"]], "s", ms=9, color="k", zorder=4, label="base (no lock)")
+        if p.get("goal"):
+            starred = p is next(q for q in points if q.get("goal"))
+            y = p["y"] if p.get("y_goal") is None else p["y_goal"]
+            ax.plot([p["x"]], [y], "*", ms=14, color="C2", zorder=5, label="reaches the goal" if starred else None)
+        label = p["label"] if len(p["label"]) <= 28 else p["label"][:27] + "…"
+        ax.annotate(label, (p["x"], p["y"]), fontsize=6, xytext=(4, 3), textcoords="offset points")
+    ax.axhline(0.0, color="k", lw=0.8, ls=":", label="no lead over the reference")
+    xs = [p["x"] for p in points] + ([goal["x_min"]] if goal else []) or [0.0]
+    ys = [v for p in points for v in (p["y"], p.get("lo"), p.get("hi"), p.get("y_goal")) if v is not None] + [0.0]
+    ys += [goal["y_max"]] if goal else []
+    dx, dy = max(max(xs) - min(xs), 1.0) * 0.08, max(max(ys) - min(ys), 1.0) * 0.08
+    x0, x1, y0, y1 = min(xs) - dx, max(xs) + dx, min(ys) - dy, max(ys) + dy
+    if goal:
+        ax.fill_between([goal["x_min"], x1], y0, goal["y_max"], color="C2", alpha=0.15, lw=0, label="goal")
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_xlabel("authorized utility (test accuracy, %; higher is better)")
+    ax.set_ylabel("worst-case uplift over the best reference (points; lower is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    if title:
+        ax.set_title(title, fontsize=8)
+    return _save(fig, path)
+
+
 def _save(fig, path: str | Path) -> Path:
     """Write `fig` to `path` as a PNG (atomically: complete or absent), close it, return the path."""
     import matplotlib.pyplot as plt

@@ -325,7 +325,20 @@ file or inline JSON object {row name: lock spec, or null for the unlocked base})
 --retain-task, then the same red-team subset runs on each --attack-tasks task (tasks not used to tune any
 lock); per lock: utility vs base, lock time, and per task the worst case, the best from scratch, the
 uplift over the best reference attacker, and the fewest steps to come within 2 points of the base's best (cost to bypass).
-Written to --out/table.json (resumable); --table DIR prints a table already written."""
+Written to --out/table.json (resumable); --table DIR prints a table already written.
+
+--frontier: the utility-uplift frontier. With --run, every spec is first swept over its lock's main dial (specdef:
+alpha 0.9 0.5 0.1, spectral-cap: max_sigma, sparsity: fraction, ...; rows NAME@FIELD=VALUE; a spec that sets its
+dial stays one point, a dial given as a list sweeps those values; composites and locks without a dial stay one
+point) and the unlocked base is added as row "none"; then the table is built and read back as points: utility
+against the worst-case uplift over the held-back tasks (min..max over --seeds), the Pareto set, and the goal
+check: uplift <= 2 points on every task where the base's uplift is >= 10 points, at utility >= the base's - 1
+point (else the nearest point and its distance). Writes --out/frontier.json and frontier.png and prints it. With
+--table DIR it redraws from DIR/table.json (into DIR, or --out). Example:
+  trainlock locks --run runs/base --retain-task mnist --attack-tasks fashion-mnist \\
+      --specs '{"specdef": {"type": "specdef"}, "cap": {"type": "spectral-cap", "max_sigma": [4, 2, 1]}}' \\
+      --frontier --budget 14 --seeds 0 1 2 --out runs/frontier
+  trainlock locks --table runs/frontier --frontier"""
 
 
 def add_locks(p) -> None:
@@ -337,6 +350,12 @@ def add_locks(p) -> None:
     p.add_argument("--retain-task", default=None, help="authorized task (default: the model's own)")
     p.add_argument("--attack-tasks", nargs="+", default=[], metavar="TASK", help="held-back unauthorized tasks")
     p.add_argument("--out", default=None, help="results directory (default: runs/locks-MODEL)")
+    p.add_argument(
+        "--frontier",
+        action="store_true",
+        help="the utility-uplift frontier: with --run, sweep each spec over its lock's main dial first; with --run "
+        "or --table, write frontier.json and frontier.png (Pareto set, goal check) and print it",
+    )
     add_subset_flags(p)
     add_config_flags(p, TableConfig)
 
@@ -347,6 +366,11 @@ def cmd_locks(args) -> int:
 
     from ..tune.table import format_table
 
+    if args.frontier and not (args.table or args.run):
+        raise ValueError(
+            "--frontier needs --run MODEL_DIR --specs ... --attack-tasks ... (sweep and build the table) or "
+            "--table DIR (redraw from DIR/table.json)"
+        )
     if args.table:
         path = Path(args.table) / "table.json"
         if not path.is_file():
@@ -361,10 +385,16 @@ def cmd_locks(args) -> int:
                 f"trainlock locks --run writes it)"
             )
         try:
-            print(format_table(data))
+            if not args.frontier:
+                print(format_table(data))
+                return 0
+            from ..tune.frontier import format_frontier, frontier
+
+            res = frontier(data)
+            text = format_frontier(res)
         except (KeyError, TypeError, IndexError, AttributeError, ValueError) as e:
             raise ValueError(f"--table: {path} is not a complete lock table ({type(e).__name__}: {e})") from None
-        return 0
+        return _frontier_out(res, text, Path(args.out or args.table))
     if not args.run:
         import sys
 
@@ -394,6 +424,22 @@ def cmd_locks(args) -> int:
         raise ValueError(f"--specs: {where} is not valid JSON ({e})") from None
     if not isinstance(specs, dict):
         raise ValueError("--specs must be a JSON object {row name: lock spec or null}")
+    if args.frontier:
+        from ..tune.frontier import expand
+
+        notes: list[str] = []
+        given = len(specs)
+        try:
+            specs = expand(specs, notes=notes)
+        except ValueError as e:
+            raise ValueError(f"--specs: {e}") from None
+        if not any(v is None for v in specs.values()):
+            if "none" in specs:
+                raise ValueError("--specs: a row is called 'none' but is not the base (null); rename it")
+            specs = {"none": None, **specs}  # the base's red team runs anyway: its row costs nothing more
+        for line in notes:
+            print(f"frontier: {line}")
+        print(f"frontier: {given} specs -> {len(specs)} rows: {', '.join(specs)}")
     cfg = config_from_args(TableConfig, args)
     out = Path(args.out or f"runs/locks-{Path(args.run).name}")
     check_output_dir(out, [args.run], overwrite=True)  # and its lock, before any work
@@ -411,6 +457,20 @@ def cmd_locks(args) -> int:
         )
     print(format_table(res))
     print(f"-> {out / 'table.json'}")
+    if args.frontier:
+        from ..tune.frontier import format_frontier, frontier
+
+        fr = frontier(res)
+        return _frontier_out(fr, format_frontier(fr), out)
+    return 0
+
+
+def _frontier_out(res: dict, text: str, out) -> int:
+    from ..tune.frontier import save_frontier
+
+    print(text, end="")
+    paths = save_frontier(res, out)
+    print(f"-> {paths[0]}, {paths[1]}")
     return 0
 
 
