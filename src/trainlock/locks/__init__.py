@@ -9,11 +9,14 @@ from . import (  # noqa: F401  (importing each module registers its lock)
     fresh_distill,
     frozen,
     immunize,
+    mlac,
+    probe_adversary,
     repnoise,
     sophon,
     sparsity,
     specdef_reparam,
     spectral_cap,
+    undo,
 )
 from .base import (
     LOCKS,

@@ -13,6 +13,9 @@ the base's other knowledge that those inputs do not reach. `keep` (regular expre
 copies some base parameters unchanged instead, e.g. the embeddings, for the utility-for-protection trade-off.
 `data` names the task whose training split is distilled when it should be more than the retain task handed to
 `apply` (a table or a study may hand over a small subset; the authorized task's whole split buys utility back).
+`augment` shows teacher and student the same augmented views of those inputs (`trainlock.locks.augment`).
+The start, the distillation loop and the certificate's sketch are shared with `undo` (`trainlock.locks.undo`),
+which starts from a partly noised copy of the base instead of a fresh one.
 
 The cost is utility: a fresh network trained on the authorized data alone is what the base's pretraining was
 for. The claim is empirical (the lock table measures the attacker's advantage); the certificate checks only
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +39,8 @@ import torch.nn.functional as F
 from ..config import check_float, option
 from ..tasks import Task, for_model
 from ..train import LoopConfig, LoopHooks, clone_model, fit, reinitialized
-from .base import Certificate, Locked, TaskLock, register_lock, trained
+from . import augment as _augment
+from .base import Certificate, Locked, LockReport, TaskLock, register_lock, trained
 
 SKETCH = 256  # count-sketch buckets per weight: unrelated weights read |cos| ~ 1/16
 
@@ -68,17 +73,25 @@ class FreshDistillConfig:
         "handed over); e.g. the retain task's own name, to distill on all of it when a "
         "subset is handed over. Its classes must be the retain task's",
     )
+    augment: str = option("none", _augment.HELP, choices=lambda: _augment.KINDS)
 
     def __post_init__(self):
-        check_float("fresh-distill", "temperature", self.temperature, 0.0, open_low=True)
-        check_float("fresh-distill", "ce_weight", self.ce_weight, 0.0)
+        check_distill("fresh-distill", self)
         check_float("fresh-distill", "max_cosine", self.max_cosine, 0.0, 1.0)
-        self.keep = (self.keep,) if isinstance(self.keep, str) else tuple(self.keep)
-        for pat in self.keep:
-            try:
-                re.compile(pat)
-            except re.error as e:
-                raise ValueError(f"fresh-distill: keep pattern {pat!r} is not a regular expression ({e})") from None
+
+
+def check_distill(owner: str, cfg) -> None:
+    """Check the settings every distillation lock shares (temperature, ce_weight, keep, augment); `keep`
+    becomes a tuple."""
+    check_float(owner, "temperature", cfg.temperature, 0.0, open_low=True)
+    check_float(owner, "ce_weight", cfg.ce_weight, 0.0)
+    _augment.check_kind(owner, cfg.augment)
+    cfg.keep = (cfg.keep,) if isinstance(cfg.keep, str) else tuple(cfg.keep)
+    for pat in cfg.keep:
+        try:
+            re.compile(pat)
+        except re.error as e:
+            raise ValueError(f"{owner}: keep pattern {pat!r} is not a regular expression ({e})") from None
 
 
 def _sketch(w: torch.Tensor, seed: int) -> torch.Tensor:
@@ -95,6 +108,113 @@ def _sketch(w: torch.Tensor, seed: int) -> torch.Tensor:
 def _weights(model: nn.Module, keep: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """The matrices (2-D and up) that were re-initialized, by name."""
     return {n: p for n, p in model.named_parameters() if p.dim() >= 2 and not any(re.search(k, n) for k in keep)}
+
+
+def fresh_student(model: nn.Module, seed: int, keep: tuple[str, ...], owner: str) -> tuple[nn.Module, list[str]]:
+    """The distillation's fresh start: `reinitialized(model, seed)` (each module's own `reset_parameters`; a
+    parameter no module resets, such as a transformer's position table, stays the base's), with the parameters
+    that `keep` matches copied from the base and frozen for the distillation. Returns (student, kept names)."""
+    student = reinitialized(model, seed)
+    base = dict(model.named_parameters())
+    unmatched = [k for k in keep if not any(re.search(k, n) for n in base)]
+    if unmatched:
+        raise ValueError(f"{owner}: keep pattern(s) {unmatched} match no parameter")
+    kept = []
+    with torch.no_grad():
+        for n, p in student.named_parameters():
+            if any(re.search(k, n) for k in keep):
+                p.copy_(base[n])
+                p.requires_grad_(False)  # unchanged by the distillation (the loop steps only what needs grad)
+                kept.append(n)
+    return student, kept
+
+
+def distill_tasks(lock: TaskLock, model: nn.Module, retain: Task | None) -> tuple[Task, Task]:
+    """(the retain task, the task whose training inputs are distilled: the config's `data`, else the retain
+    task), both fitted to `model`; checks that they speak the same classes and that `augment` suits them."""
+    if retain is None:
+        raise ValueError(f"{lock.name}: apply needs the retain (authorized) task: its inputs are what is distilled")
+    retain = for_model(retain, model)
+    cfg = lock.cfg
+    data = retain if cfg.data is None else for_model(lock.task(cfg.data), model)
+    if data.num_classes != retain.num_classes:
+        raise ValueError(
+            f"{lock.name}: data task {cfg.data!r} has {data.num_classes} classes, the retain task "
+            f"{retain.name!r} has {retain.num_classes}"
+        )
+    if cfg.augment != "none":
+        _augment.check_inputs(lock.name, cfg.augment, data.x_train[:1])  # before any training
+    return retain, data
+
+
+def distill(
+    owner: str,
+    model: nn.Module,
+    student: nn.Module,
+    retain: Task,
+    data: Task,
+    cfg,
+    seed: int,
+    kept: Sequence[str] = (),
+    progress: bool = False,
+    checkpoint=None,
+) -> LockReport:
+    """Train `student` (in place) to reproduce `model` on `data`'s training inputs, under `cfg.loop`:
+
+        T^2 KL(softmax(model(x) / T) || softmax(student(x) / T)) + ce_weight * CE(student(x), y)
+
+    with x the `cfg.augment` view of the batch (the same view for teacher and student; a mixed-up row, which has
+    no label, gets the KL term only). `kept` parameters are frozen during the run and released as ordinary
+    ones. The augmentation draws from torch's global CPU generator, seeded with `seed` here (a loop checkpoint
+    saves and restores it). Returns the run report (`trained`: accuracy on `retain` before and after)."""
+    teacher = clone_model(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    aug = _augment.Augmenter.for_model(cfg.augment, model, owner)
+    t = cfg.temperature
+    sums = {"ce": 0.0, "n": 0}
+
+    def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        x, plain = aug(x)
+        logits = m(x)
+        with torch.no_grad():
+            ref = F.log_softmax(teacher(x) / t, dim=1)
+        kl = F.kl_div(F.log_softmax(logits / t, dim=1), ref, log_target=True, reduction="batchmean") * t * t
+        if plain is None:
+            ce = F.cross_entropy(logits, y)
+        elif bool(plain.any()):
+            ce = F.cross_entropy(logits[plain], y[plain])
+        else:
+            ce = logits.sum() * 0.0  # every row mixed: no label to score
+        sums["ce"] += float(ce.detach())
+        sums["n"] += 1
+        return kl + cfg.ce_weight * ce, {}
+
+    def on_epoch(epoch: int) -> dict:  # the retain loss per epoch, as the conservation certificate reads it
+        log = {"retain_loss": sums["ce"] / max(1, sums["n"])}
+        sums.update(ce=0.0, n=0)
+        return log
+
+    teacher.to(next(student.parameters()).device)
+
+    def run():
+        if cfg.augment != "none":
+            torch.manual_seed(seed)
+        res = fit(
+            student,
+            data,
+            cfg.loop,
+            loss_fn,
+            LoopHooks(on_epoch=on_epoch, checkpoint=checkpoint),
+            desc=owner,
+            progress=progress,
+        )
+        for n, p in student.named_parameters():
+            if n in kept:
+                p.requires_grad_(True)  # released as an ordinary model
+        return res
+
+    return trained(model, student, retain, cfg, run)
 
 
 @dataclass
@@ -119,71 +239,11 @@ class FreshDistillLock(TaskLock):
     record_cls = FreshDistillRecord
 
     def apply(self, model: nn.Module, retain: Task | None = None, *, progress: bool = False, checkpoint=None) -> Locked:
-        if retain is None:
-            raise ValueError(
-                "fresh-distill: apply needs the retain (authorized) task: its inputs are what is distilled"
-            )
-        retain = for_model(retain, model)
         cfg = self.cfg
-        data = retain if cfg.data is None else for_model(self.task(cfg.data), model)
-        if data.num_classes != retain.num_classes:
-            raise ValueError(
-                f"fresh-distill: data task {cfg.data!r} has {data.num_classes} classes, the retain task "
-                f"{retain.name!r} has {retain.num_classes}"
-            )
+        retain, data = distill_tasks(self, model, retain)
         seed = secrets.randbits(31) if cfg.seed is None else cfg.seed
-        teacher = clone_model(model).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        student = reinitialized(model, seed)
-        base = dict(model.named_parameters())
-        kept = []
-        with torch.no_grad():
-            for n, p in student.named_parameters():
-                if any(re.search(k, n) for k in cfg.keep):
-                    p.copy_(base[n])
-                    p.requires_grad_(False)  # unchanged by the distillation (the loop steps only what needs grad)
-                    kept.append(n)
-        unmatched = [k for k in cfg.keep if not any(re.search(k, n) for n in base)]
-        if unmatched:
-            raise ValueError(f"fresh-distill: keep pattern(s) {unmatched} match no parameter")
-        t = cfg.temperature
-
-        def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor):
-            logits = m(x)
-            with torch.no_grad():
-                ref = F.log_softmax(teacher(x) / t, dim=1)
-            kl = F.kl_div(F.log_softmax(logits / t, dim=1), ref, log_target=True, reduction="batchmean") * t * t
-            ce = F.cross_entropy(logits, y)
-            sums["ce"] += float(ce.detach())
-            sums["n"] += 1
-            return kl + cfg.ce_weight * ce, {}
-
-        sums = {"ce": 0.0, "n": 0}
-
-        def on_epoch(epoch: int) -> dict:  # the retain loss per epoch, as the conservation certificate reads it
-            log = {"retain_loss": sums["ce"] / max(1, sums["n"])}
-            sums.update(ce=0.0, n=0)
-            return log
-
-        teacher.to(next(student.parameters()).device)
-
-        def run():
-            res = fit(
-                student,
-                data,
-                cfg.loop,
-                loss_fn,
-                LoopHooks(on_epoch=on_epoch, checkpoint=checkpoint),
-                desc="fresh-distill",
-                progress=progress,
-            )
-            for n, p in student.named_parameters():
-                if n in kept:
-                    p.requires_grad_(True)  # released as an ordinary model
-            return res
-
-        report = trained(model, student, retain, cfg, run)
+        student, kept = fresh_student(model, seed, cfg.keep, self.name)
+        report = distill(self.name, model, student, retain, data, cfg, seed, kept, progress, checkpoint)
         sketches = {n: [round(v, 6) for v in _sketch(w, seed).tolist()] for n, w in _weights(model, cfg.keep).items()}
         return Locked(student, FreshDistillRecord(retain.name, seed, sketches), report)
 

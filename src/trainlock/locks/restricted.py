@@ -189,10 +189,17 @@ class RestrictedLock(TaskLock):
                     cleanup()
 
         report = trained(model, locked, retain, self.cfg, run)
-        claim = self.cfg.attack.max_accuracy
-        claim = min(1.0, restricted.chance + 0.10) if claim is None else claim
+        claim = self.attack_claim(restricted)
         record = self.record_cls(retain_task=retain.name, max_accuracy=claim, **self.after_apply(locked, restricted))
         return Locked(locked, record, report)
+
+    def attack_claim(self, restricted: Task) -> float | None:
+        """The simulated attack's claim apply records: the config's, else the restricted task's chance + 0.10;
+        None for a lock whose config has no simulated attack (it certifies something else)."""
+        attack = getattr(self.cfg, "attack", None)
+        if attack is None:
+            return None
+        return min(1.0, restricted.chance + 0.10) if attack.max_accuracy is None else attack.max_accuracy
 
     def after_apply(self, locked: nn.Module, restricted: Task) -> dict:
         """Extra record fields the lock measures on its result (none by default)."""

@@ -38,51 +38,16 @@ import torch
 import torch.nn as nn
 
 from ...config import check_int, option
-from ...models import find_head
+from ...models.blocks import (  # noqa: F401  (spread, trunk: moved down to models.blocks, still importable here)
+    LAYERS,
+    MAX_BLOCKS,
+    feature_modules,
+    is_tokens,
+    pool,
+    spread,
+    trunk,
+)
 from .base import AttackState, StageNotApplicable, register_stage
-
-LAYERS = ("all", "head")
-MAX_BLOCKS = 8  # trunk blocks probed at most: each costs a cross-validated fit (an EfficientNet-Lite0 has 16)
-
-
-def spread(blocks: list, n: int | None) -> list:
-    """At most `n` of `blocks`, evenly spaced, the last always kept (all of them when n is None or enough)."""
-    if n is None or len(blocks) <= n:
-        return blocks
-    step = len(blocks) / n
-    return [blocks[len(blocks) - 1 - int(i * step)] for i in reversed(range(n))]
-
-
-def trunk(model: nn.Module, head: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, module) of the direct children of the model's main trunk (see the module docstring), the head and
-    any child holding it left out; [] for a model without a ModuleList or Sequential."""
-    best: tuple[str, nn.Module] | None = None
-    for name, mod in model.named_modules():
-        if isinstance(mod, (nn.ModuleList, nn.Sequential)) and (best is None or len(mod) > len(best[1])):
-            best = (name, mod)
-    if best is None:
-        return []
-    prefix = f"{best[0]}." if best[0] else ""
-    return [
-        (prefix + name, child)
-        for name, child in best[1].named_children()
-        if not any(m is head for m in child.modules())
-    ]
-
-
-def _pool(out, mask: torch.Tensor | None, n: int) -> torch.Tensor | None:
-    """One (N, D) float vector per example from a module's output, None when it has no batch dimension."""
-    if isinstance(out, (tuple, list)) and out:
-        out = out[0]
-    if not isinstance(out, torch.Tensor) or out.ndim < 2 or out.shape[0] != n:
-        return None
-    out = out.detach().float()
-    if out.ndim == 2:
-        return out
-    if mask is not None and out.ndim == 3 and out.shape[1] == mask.shape[1]:  # (N, L, D) over the real tokens
-        m = mask.to(out.device, out.dtype).unsqueeze(-1)  # (N, L, 1)
-        return (out * m).sum(1) / m.sum(1).clamp(min=1.0)
-    return out.flatten(2).mean(2)  # (N, C, ...) -> (N, C)
 
 
 @torch.no_grad()
@@ -97,11 +62,8 @@ def probe_features(
     order (layers="all"; at most `max_blocks` of them, evenly spaced, the deepest always); computed in eval mode
     in batches (default 1024 images or 64 token sequences), the model's training mode restored. A set some batch
     gave no tensor for is left out."""
-    head_name, head = find_head(model)
-    sets: list[tuple[str, nn.Module]] = [(f"{head_name}:input", head)]
-    if layers == "all":
-        sets += spread(trunk(model, head), max_blocks)
-    tokens = not x.is_floating_point() and x.ndim == 3 and x.shape[1] == 3  # (N, 3, L): ids, mask, types
+    sets = feature_modules(model, layers, max_blocks)  # shared with the locks that train against a probe
+    tokens = is_tokens(x)  # (N, 3, L): ids, mask, types
     if batch_size is None:
         batch_size = 64 if tokens else 1024
     got: dict[str, list[torch.Tensor | None]] = {name: [] for name, _ in sets}
@@ -109,7 +71,7 @@ def probe_features(
 
     def hook(name: str, pre: bool):
         def fn(_module, args, out=None):
-            got[name].append(_pool(args[0] if pre and args else out, batch["mask"], batch["n"]))
+            got[name].append(pool(args[0] if pre and args else out, batch["mask"], batch["n"]))
 
         return fn
 
