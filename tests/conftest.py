@@ -1,3 +1,6 @@
+import os
+import tempfile
+
 import pytest
 import torch
 from hypothesis import settings
@@ -5,6 +8,9 @@ from hypothesis import settings
 # property tests draw the same examples on every run (fixed seeds, like the rest of the suite)
 settings.register_profile("trainlock", derandomize=True, database=None)
 settings.load_profile("trainlock")
+
+# tokenized tasks are cached on disk: the tests write theirs to a throwaway directory, never ~/.cache
+os.environ.setdefault("TRAINLOCK_TOKEN_CACHE", tempfile.mkdtemp(prefix="trainlock-tokens-"))
 
 import trainlock as tl
 from trainlock.train import LoopConfig, fit

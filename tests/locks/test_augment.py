@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import trainlock as tl
 from trainlock.locks import LOCKS
 from trainlock.locks import augment as A
-from trainlock.locks.fresh_distill import FreshDistillConfig, distill
+from trainlock.locks.fresh_distill import FreshDistillConfig, FreshDistillLock, distill
 from trainlock.locks.undo import UndoConfig
 from trainlock.train import LoopConfig
 
@@ -191,7 +191,7 @@ def test_teacher_and_student_see_the_same_augmented_batch(digits):
     base_acc = tl.train.evaluate(base, digits)  # evaluation is never augmented: it shows the raw test inputs
     raw = set(map(bytes, (r.numpy().tobytes() for r in digits.x_train)))
     Spy.seen.clear()
-    report = distill("fresh-distill", base, copy.deepcopy(student), digits, digits, cfg, seed=5)
+    report = distill(FreshDistillLock(cfg), base, copy.deepcopy(student), (digits, digits), seed=5)
     training = [x for x in Spy.seen if len(x) == 16]  # (student, teacher) per step; not the shape probes
     assert len(training) == 2 * 3
     assert report.steps == 3 and report.accuracy_before == pytest.approx(base_acc)

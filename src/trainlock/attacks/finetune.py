@@ -16,7 +16,7 @@ import torch.nn as nn
 from ..config import check_float, check_int, option, to_dict
 from ..models import find_head, replace_head
 from ..tasks import Task, for_model
-from ..train import Checkpoint, LoopConfig, LoopHooks, accuracy, clone_model, fit, resolve_device
+from ..train import Checkpoint, LoopConfig, LoopHooks, accuracy, clone_model, fit, predict, resolve_device
 
 HEAD_MODES = ("auto", "keep", "reset")
 
@@ -166,8 +166,11 @@ def finetune(
             check(step)
         return monitor(step, loss, extras) if monitor is not None else None
 
+    last: dict = {}  # the last epoch's test logits: the final accuracy when nothing changed the model since
+
     def on_epoch(epoch: int) -> dict:
-        return {"accuracy": accuracy(model, task.x_test, task.y_test)}
+        last["logits"] = predict(model, task.x_test)
+        return {"accuracy": _accuracy(last["logits"], task.y_test)}
 
     if checkpoint is not None:
         checkpoint.state = _Checks(evals, first)
@@ -185,8 +188,12 @@ def finetune(
         from .lora import merge_lora
 
         model = merge_lora(model)
-    final = accuracy(model, task.x_test, task.y_test)
-    diverged = res.stopped or _blown_up(model, task.x_test)
+    # the last epoch ended the run (no early stop, no merge since): its evaluation is the final one
+    logits = last.get("logits") if res.stopped is None and cfg.lora is None and res.epochs else None
+    if logits is None:
+        logits = predict(model, task.x_test)
+    final = _accuracy(logits, task.y_test)
+    diverged = res.stopped or _blown_up(model, task.x_test, logits)
     return AttackResult(
         task=task.name,
         config=cfg.to_dict(),
@@ -203,13 +210,24 @@ def finetune(
     )
 
 
-def _blown_up(model: nn.Module, x) -> str | None:
+def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """`trainlock.train.accuracy` from logits already computed (a non-finite row counts as wrong)."""
+    ok = (logits.argmax(1) == y) & torch.isfinite(logits).all(1)
+    return float(ok.float().mean())
+
+
+def _blown_up(model: nn.Module, x, logits: torch.Tensor | None = None) -> str | None:
     """Why the run counts as diverged although every loss it saw was finite (the last step blew the weights
-    up: the model's outputs are inf / nan), or None."""
+    up: the model's outputs are inf / nan), or None. `logits`: the final model's eval-mode outputs on `x`,
+    when already computed (its first 64 rows are what this would compute)."""
     try:
         params = list(model.parameters())
         if not all(bool(torch.isfinite(p).all()) for p in params):
             return "non-finite weights after the last step"
+        if logits is not None and len(logits):
+            if not bool(torch.isfinite(logits[:64]).all()):
+                return "non-finite outputs after the last step (the weights blew up)"
+            return None
         device = params[0].device if params else torch.device("cpu")
         was = model.training
         model.eval()

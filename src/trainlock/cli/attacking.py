@@ -247,6 +247,8 @@ def cmd_redteam(args) -> int:
     base = load_base(args.base, args.model_dir, meta)[0]  # the lock's own base, checked before any work
     retain_name = args.retain_task or meta.get("task")
     retain = tasks.get(retain_name) if retain_name else None
+    if retain is not None and args.test_samples is not None:  # its accuracy per run on as many test samples
+        retain = retain.subset(n_test=args.test_samples, seed=0)
     with exclusive(out):
         res = redteam(
             model,

@@ -383,7 +383,7 @@ def add_subset_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="evaluate on a seeded subset of N test samples (default: all; a large text test set costs "
-        "minutes per evaluation on a CPU)",
+        "minutes per evaluation on a CPU; redteam cuts the authorized task's test split to N too)",
     )
 
 

@@ -148,18 +148,17 @@ def distill_tasks(lock: TaskLock, model: nn.Module, retain: Task | None) -> tupl
 
 
 def distill(
-    owner: str,
+    lock: TaskLock,
     model: nn.Module,
     student: nn.Module,
-    retain: Task,
-    data: Task,
-    cfg,
+    tasks: tuple[Task, Task],
     seed: int,
     kept: Sequence[str] = (),
     progress: bool = False,
     checkpoint=None,
 ) -> LockReport:
-    """Train `student` (in place) to reproduce `model` on `data`'s training inputs, under `cfg.loop`:
+    """Train `student` (in place) to reproduce `model` on `data`'s training inputs (`tasks` = (retain, data), as
+    `distill_tasks` gives them), under the lock's `cfg.loop`:
 
         T^2 KL(softmax(model(x) / T) || softmax(student(x) / T)) + ce_weight * CE(student(x), y)
 
@@ -167,6 +166,7 @@ def distill(
     no label, gets the KL term only). `kept` parameters are frozen during the run and released as ordinary
     ones. The augmentation draws from torch's global CPU generator, seeded with `seed` here (a loop checkpoint
     saves and restores it). Returns the run report (`trained`: accuracy on `retain` before and after)."""
+    owner, cfg, (retain, data) = lock.name, lock.cfg, tasks
     teacher = clone_model(model).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -243,7 +243,7 @@ class FreshDistillLock(TaskLock):
         retain, data = distill_tasks(self, model, retain)
         seed = secrets.randbits(31) if cfg.seed is None else cfg.seed
         student, kept = fresh_student(model, seed, cfg.keep, self.name)
-        report = distill(self.name, model, student, retain, data, cfg, seed, kept, progress, checkpoint)
+        report = distill(self, model, student, (retain, data), seed, kept, progress, checkpoint)
         sketches = {n: [round(v, 6) for v in _sketch(w, seed).tolist()] for n, w in _weights(model, cfg.keep).items()}
         return Locked(student, FreshDistillRecord(retain.name, seed, sketches), report)
 

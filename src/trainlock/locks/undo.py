@@ -173,7 +173,7 @@ class UndoLock(TaskLock):
         sketches = {n: _sketch(w, sketch_seed) for n, w in base.items()}
         start = dict(student.named_parameters())
         start_cos = {n: round(float((_sketch(start[n], sketch_seed) * s).sum().abs()), 6) for n, s in sketches.items()}
-        report = distill(self.name, model, student, retain, data, cfg, seed, kept, progress, checkpoint)
+        report = distill(self, model, student, (retain, data), seed, kept, progress, checkpoint)
         report.config["seed"] = seed  # the owner's copy only (the run report); the public record never has it
         record = UndoRecord(
             retain.name,

@@ -71,6 +71,10 @@ def pool(out, mask: torch.Tensor | None, n: int) -> torch.Tensor | None:
     out = out.float()
     if out.ndim == 2:
         return out
+    if mask is not None and out.ndim == 3 and out.shape[1] != mask.shape[1]:
+        used = mask.any(0).nonzero()  # a text model cut the batch after its longest row (dynamic padding)?
+        longest = int(used.max()) + 1 if len(used) else 1
+        mask = mask[:, :longest] if out.shape[1] == longest else None
     if mask is not None and out.ndim == 3 and out.shape[1] == mask.shape[1]:  # (N, L, D) over the real tokens
         m = mask.to(out.device, out.dtype).unsqueeze(-1)  # (N, L, 1)
         return (out * m).sum(1) / m.sum(1).clamp(min=1.0)

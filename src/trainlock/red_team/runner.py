@@ -99,8 +99,12 @@ def _score(state: AttackState) -> None:
     """The red team's numbers on the final model: accuracy on the attack task and the authorized one, the
     recorded locks' certificates, then whatever the stages asked for (`state.after`)."""
     row, model = state.row, state.model
-    final = state.adapted(state.task)
-    row.accuracy = accuracy(model, final.x_test, final.y_test)
+    res = state.result
+    if res is not None and res.model is model and state.train_task is state.task:
+        row.accuracy = res.accuracy  # trained on the attack task itself, nothing changed since: its final test
+    else:
+        final = state.adapted(state.task)
+        row.accuracy = accuracy(model, final.x_test, final.y_test)
     retain = state.adapted(state.retain)
     if retain is not None:
         row.authorized_after_attack = accuracy(model, retain.x_test, retain.y_test)
@@ -163,16 +167,24 @@ def _stop(pool: ProcessPoolExecutor) -> None:
             proc.join(timeout=5)
 
 
+def _architecture_only(spec: AttackSpec) -> bool:
+    """The run starts from fresh weights and reads nothing else of the released model (scratch; a plugin's start
+    says so with `reads_released = False`). A distilled student is fresh weights too, but it learns the released
+    model's outputs: its run differs from one released model to the next."""
+    start = spec.stages().start
+    return bool(start.fresh) and not getattr(start, "reads_released", spec.start != "scratch")
+
+
 def _fresh_keys(target: Target, specs: list[AttackSpec]) -> dict[str, tuple]:
-    """{spec key: memo key} for the specs that start from fresh weights (scratch). Such a run does not read the
-    released weights, only what `reinitialized` leaves of them, so it is the same run whichever model of one
-    architecture is attacked: the key binds the re-initialized weights themselves (their hash, per seed), the
-    module tree, the task's and the retain task's data and the device. A lock table's rows and a red team's
-    base then share their scratch twins instead of training them again."""
+    """{spec key: memo key} for the specs that start from fresh weights and read nothing else of the released model
+    (scratch). Such a run does not read the released weights, only what `reinitialized` leaves of them, so it is the
+    same run whichever model of one architecture is attacked: the key binds the re-initialized weights themselves
+    (their hash, per seed), the module tree, the task's and the retain task's data and the device. A lock table's
+    rows and a red team's base then share their scratch twins instead of training them again."""
     from ..io.hashing import state_hashes, tensor_sha256
     from ..train import reinitialized
 
-    fresh = [s for s in specs if s.stages().start.fresh]
+    fresh = [s for s in specs if _architecture_only(s)]
     if not fresh:
         return {}
     try:

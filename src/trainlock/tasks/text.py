@@ -77,16 +77,26 @@ class TextTask:
             pairs_test=te[2],
         )
 
-    def encode(self, tokenizer, max_length: int) -> Task:
-        """A tensor Task: x (N, 3, L) int64 = input ids, attention mask, token type ids."""
+    def encode(self, tokenizer, max_length: int, cache: bool = True) -> Task:
+        """A tensor Task: x (N, 3, L) int64 = input ids, attention mask, token type ids, padded to `max_length`
+        (an HFClassifier cuts each right-padded batch to its longest row). Each split is tokenized once per
+        tokenizer and max_length: later calls read it from the token cache (`trainlock.tasks.token_cache`;
+        `cache=False` tokenizes again and leaves the cache alone)."""
 
-        def enc(texts, pairs):
+        def tokenize(texts, pairs):
             out = tokenizer(
                 texts, pairs, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt"
             )
             ids = out["input_ids"]
             types = out.get("token_type_ids", torch.zeros_like(ids))
             return torch.stack([ids, out["attention_mask"], types], dim=1).long()
+
+        def enc(texts, pairs):
+            if not cache:
+                return tokenize(texts, pairs)
+            from .token_cache import encoded
+
+            return encoded(texts, pairs, tokenizer, max_length, lambda: tokenize(texts, pairs))
 
         return Task(
             name=self.name,

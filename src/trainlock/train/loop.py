@@ -57,15 +57,47 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def batches(
-    x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled minibatches of (x, y); the order is fixed by `seed`."""
+def batch_order(n: int, batch_size: int, seed: int, lengths: torch.Tensor | None = None, bucket: int = 0) -> list:
+    """The example indices of each minibatch of one epoch, fixed by `seed`: a seeded shuffle cut into batches.
+
+    With `bucket` > 0 and `lengths` (one per example, e.g. tokens), the shuffled order is cut into chunks of
+    `bucket` batches; within a chunk the examples are sorted by length before being cut into batches, and the
+    chunk's batches are shuffled (seeded), so each batch holds sequences of similar length (less padding) while
+    the data order stays random from chunk to chunk. Every example is in exactly one batch either way."""
     g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(y), generator=g)
-    for i in range(0, len(y), batch_size):
-        idx = order[i : i + batch_size]
+    order = torch.randperm(n, generator=g)
+    if bucket <= 0 or lengths is None:
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if len(lengths) != n:
+        raise ValueError(f"lengths: {len(lengths)} values for {n} examples")
+    out = []
+    span = bucket * batch_size
+    for c in range(0, n, span):
+        chunk = order[c : c + span]
+        chunk = chunk[torch.argsort(lengths[chunk], stable=True)]
+        parts = [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        out += [parts[int(j)] for j in torch.randperm(len(parts), generator=g)]
+    return out
+
+
+def batches(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    seed: int,
+    lengths: torch.Tensor | None = None,
+    bucket: int = 0,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled minibatches of (x, y); the order is fixed by `seed` (`bucket`, `lengths`: see `batch_order`)."""
+    for idx in batch_order(len(y), batch_size, seed, lengths, bucket):
         yield x[idx], y[idx]
+
+
+def token_lengths(x: torch.Tensor) -> torch.Tensor | None:
+    """Tokens per example of a tokenized text split (N, 3, L): the attention mask's sum; None for other inputs."""
+    if x.is_floating_point() or x.dim() != 3 or x.shape[1] != 3:
+        return None
+    return x[:, 1].sum(dim=-1)
 
 
 def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -231,8 +263,12 @@ def fit(
     hooks: LoopHooks | None = None,
     desc: str = "train",
     progress: bool = True,
+    length_buckets: int = 0,
 ) -> LoopResult:
     """Minimise `loss_fn` over `task`'s training split. Returns the per-step losses and epoch logs.
+
+    `length_buckets` > 0 (tokenized text only): batches of similar length, sorted within chunks of that many
+    batches (see `batch_order`); fewer padded tokens per step, another data order than the default (0).
 
     `hooks.on_step(step, loss, extras)` may return True to stop; `hooks.on_epoch(epoch)` returns a
     dict to log. A non-finite loss restores the last good snapshot and stops with `result.stopped` set.
@@ -261,6 +297,8 @@ def fit(
             distributed.broadcast_parameters(model)
         progress = progress and distributed.is_main()
     x, y = task.x_train, task.y_train
+    check_int("fit", "length_buckets", length_buckets, 0)
+    lengths = token_lengths(x) if length_buckets else None
     total = cfg.total_steps(len(y))
     per_step = cfg.schedule == "linear"  # the linear schedule moves every step; step-LR every epoch
     if per_step:
@@ -320,7 +358,8 @@ def fit(
     bar = tqdm(total=total, initial=res.steps, desc=desc, disable=None if progress else True, leave=False)
     try:
         for epoch in range(start_epoch, cfg.epochs):
-            for i, (xb, yb) in enumerate(batches(x, y, cfg.batch_size, seed=cfg.seed * 100_003 + epoch)):
+            epoch_batches = batches(x, y, cfg.batch_size, cfg.seed * 100_003 + epoch, lengths, length_buckets)
+            for i, (xb, yb) in enumerate(epoch_batches):
                 if epoch == start_epoch and i < skip:
                     continue  # done before the checkpoint
                 if res.steps >= total:

@@ -11,15 +11,24 @@ from ..tasks import Task, as_task, for_model
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """Logits (N, C) in eval mode, computed in chunks (default: 1024 images, or 64 token sequences, whose
-    activations are sequence-length times larger); restores the model's training mode."""
+    activations are sequence-length times larger); restores the model's training mode. Token sequences are
+    chunked longest first (a text model cuts each chunk to its longest row), the logits returned in `x`'s order."""
+    from .loop import token_lengths
+
     if batch_size is None:
         batch_size = 1024 if x.is_floating_point() else 64
+    lengths = token_lengths(x) if len(x) > batch_size else None
+    order = None if lengths is None else torch.argsort(lengths, descending=True, stable=True)
+    xs = x if order is None else x[order]
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    out = [model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+    out = [model(xs[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(xs), batch_size)]
     model.train(was_training)
-    return torch.cat(out)
+    logits = torch.cat(out)
+    if order is not None:
+        logits = logits[torch.argsort(order)]
+    return logits
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> float:

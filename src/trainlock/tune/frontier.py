@@ -70,15 +70,17 @@ def expand(specs: dict, sweep_fixed: bool = False, notes: list[str] | None = Non
     "NAME@FIELD=VALUE". A spec that sets its dial stays one point (`sweep_fixed` sweeps it anyway: the default
     values and its own); a dial given as a list ({"type": "specdef", "alpha": [0.9, 0.3]}) sweeps those values.
     None (the unlocked base), composites (a list of specs, or type "composite") and locks without a dial stay
-    one point. What was not swept, and why, is appended to `notes` (and logged)."""
+    one point. What was not swept, and why, is appended to `notes` (logged when
+    `notes` is None)."""
     if not isinstance(specs, dict):
         raise ValueError("frontier: the specs are a JSON object {row name: lock spec or null}")
     out: dict = {}
 
-    def say(line: str) -> None:
-        logger.info("frontier: %s", line)
+    def say(line: str) -> None:  # to the caller's list when it prints them, else to the log
         if notes is not None:
             notes.append(line)
+        else:
+            logger.info("frontier: %s", line)
 
     def add(name: str, spec) -> None:
         if name in out:

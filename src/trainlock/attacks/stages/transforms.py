@@ -29,5 +29,21 @@ class Transforms:
         state.model = applied.model
         state.folds += applied.folds
         state.row.notes += applied.notes
-        if retain is not None:
+        if retain is not None and self.transforms:
             state.row.authorized_after_transform = accuracy(state.model, retain.x_test, retain.y_test)
+        elif retain is not None:
+            state.row.authorized_after_transform = _start_accuracy(state.model, retain)
+
+
+_START: dict[tuple, float] = {}  # (module tree, weights hash, retain test-split hash) -> accuracy, this process
+
+
+def _start_accuracy(model, retain) -> float:
+    """The authorized accuracy of a run's start weights, untransformed: every plain run from the released weights
+    (and every run from scratch at one seed) starts from the same ones, so it is measured once per process."""
+    from ...io.hashing import state_hashes, tensor_sha256
+
+    key = (repr(model), state_hashes(model)["state"], tensor_sha256(retain.x_test, retain.y_test))
+    if key not in _START:
+        _START[key] = accuracy(model, retain.x_test, retain.y_test)
+    return _START[key]
