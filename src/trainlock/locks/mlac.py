@@ -38,29 +38,18 @@ import torch
 import torch.nn as nn
 
 from ..config import check_float, check_int, option
-from ..models.blocks import MAX_BLOCKS
-from ..train import LoopConfig
 from .base import register_lock
-from .probing import REDUCTIONS, FeatureTap, ProbeCheck, ProbeTargetLock, check_probe_settings, on_device, retain_loss
+from .probe_adversary import ProbeAdversaryConfig
+from .probing import FeatureTap, ProbeTargetLock, check_probe_settings, on_device, retain_loss
 from .restricted import SimulatedAttack, endless
 from .sophon import INNER_OPTIMIZERS, SUPPRESSIONS, SophonConfig, suppression_gradients
 
 
 @dataclass
-class MLACConfig:
-    restricted: str | None = option(
-        None,
-        "the proxy restricted task (a task name) trained against and certified on; never a held-back task "
-        "the red team scores",
-    )
-    proxies: tuple[str, ...] = option(
-        (), "more proxy tasks the adversaries train against, one per step in turn after `restricted` (not certified)"
-    )
-    loop: LoopConfig = option(
-        factory=lambda: LoopConfig(optimizer="adam", lr=1e-4, epochs=1),
-        help="the outer loop, over the authorized task's training split",
-    )
-    alpha: float = option(0.5, "weight of the adversarial term in [0, 1]; 1 - alpha weighs the retain loss")
+class MLACConfig(ProbeAdversaryConfig):
+    """probe-adversary's settings (the proxy tasks, the loop, the probe adversary's features and ridge fit, the
+    retain loss, the certificate's probe: `alpha` weighs the whole adversarial term) and the simulated fine-tuning's."""
+
     probe_weight: float = option(
         0.5, "share of the adversarial term given to the probe adversary; the rest goes to simulated fine-tuning"
     )
@@ -74,30 +63,7 @@ class MLACConfig:
         "the fine-tuning adversary's score: ice, inverse cross-entropy -log(1 - p_y); klu, KL to uniform",
         choices=lambda: SUPPRESSIONS,
     )
-    layers: str = option(
-        "all",
-        "the probe adversary's features: all, the head's input and the trunk blocks the probe attack reads; "
-        "head, the head's input only (the paper's adversary reads the final representation)",
-        choices=lambda: ("head", "all"),
-    )
-    max_blocks: int = option(
-        MAX_BLOCKS, "layers=all: at most this many trunk blocks, evenly spaced, the deepest always"
-    )
-    lam: tuple[float, ...] = option(
-        (0.01, 0.1, 1.0),
-        "the batch ridge probe's penalties per example, on standardized features; the best held-out fit over "
-        "them counts, as the attacker's cross-validation picks its C",
-    )
-    probe_batch: int = option(256, "proxy examples per step for the probe adversary (halved: fit / held out)")
-    reduce: str = option(
-        "max",
-        "how the feature sets' probe terms combine: max (the most informative set, the one the attacker's probe "
-        "picks), or mean",
-        choices=lambda: REDUCTIONS,
-    )
-    kl_weight: float = option(1.0, "weight of KL(base || locked) on the retain batch, beside its cross-entropy")
     attack: SimulatedAttack = option(factory=SimulatedAttack, help="the certificate's simulated fine-tuning attack")
-    probe: ProbeCheck = option(factory=ProbeCheck, help="the certificate's probe")
 
     def __post_init__(self):
         check_probe_settings("mlac", self)
