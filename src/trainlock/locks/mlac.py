@@ -19,8 +19,9 @@ proxy batch (`trainlock.locks.probing`: standardized features, fitted on one hal
 held-out R^2 the lock drives to zero; its gradient flows through the closed-form solution into the trunk.
 
 Differences from the paper: the inner loop is first order (no second derivatives through it) with one fixed
-optimizer and rate rather than sampled adversary configurations; the fine-tuning adversary reuses the model's
-own first outputs as its head instead of a freshly initialized one; the adversary's loss is the bounded inverse
+optimizer and rate rather than sampled adversary configurations (the fine-tuning adversary puts a freshly
+initialized linear head of the proxy task's classes on the head's input features at every outer step, as the
+paper's adversaries do, so proxy tasks need not share the authorized task's classes); the adversary's loss is the bounded inverse
 cross-entropy rather than the negated cross-entropy; the probe adversary (a closed-form head on frozen
 features, the attack that needs no optimizer step) is our addition to the paper's fine-tuning adversary; and
 the authorized task is kept with cross-entropy plus KL to the base rather than cross-entropy alone.
@@ -63,7 +64,10 @@ class MLACConfig(ProbeAdversaryConfig):
         "the fine-tuning adversary's score: ice, inverse cross-entropy -log(1 - p_y); klu, KL to uniform",
         choices=lambda: SUPPRESSIONS,
     )
-    attack: SimulatedAttack = option(factory=SimulatedAttack, help="the certificate's simulated fine-tuning attack")
+    attack: SimulatedAttack = option(
+        factory=lambda: SimulatedAttack(head="fresh"),
+        help="the certificate's simulated fine-tuning attack (a fresh head, as the lock's adversary uses)",
+    )
 
     def __post_init__(self):
         check_probe_settings("mlac", self)
@@ -112,6 +116,7 @@ class MLACLock(ProbeTargetLock):
             suppression=cfg.suppression,
         )
         tap = FeatureTap(locked, cfg.layers, cfg.max_blocks) if cfg.probe_weight > 0 else None
+        head_tap = FeatureTap(locked, "head") if cfg.probe_weight < 1 else None  # the fine-tuner's fresh head
         base = self.base_copy(locked) if cfg.kl_weight > 0 else None
         sums = {"suppression": 0.0, "probe_r2": 0.0, "probe_accuracy": 0.0, "retain_loss": 0.0, "n": 0}
         turn = [0]
@@ -122,7 +127,7 @@ class MLACLock(ProbeTargetLock):
             task, dev = tasks[i], x.device
             adv = torch.zeros((), device=dev)
             if cfg.probe_weight < 1:
-                grads, sup = suppression_gradients(m, on_device(ft_streams[i], dev), inner, task)
+                grads, sup = suppression_gradients(m, on_device(ft_streams[i], dev), inner, task, head_tap)
                 params = [p for p in m.parameters() if p.requires_grad]
                 surrogate = sum((p * g.to(p.dtype)).sum() for p, g in zip(params, grads, strict=False))
                 adv = adv + (1 - cfg.probe_weight) * surrogate
@@ -140,8 +145,9 @@ class MLACLock(ProbeTargetLock):
             return cfg.alpha * adv + (1.0 - cfg.alpha) * keep, {}
 
         def cleanup():
-            if tap is not None:
-                tap.close()
+            for t in (tap, head_tap):
+                if t is not None:
+                    t.close()
 
         return loss_fn, sums, cleanup
 

@@ -20,9 +20,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import option
+from ..models.base import replace_head
 from ..tasks import Task, for_model
 from ..train import LoopConfig, LoopHooks, accuracy, batches, clone_model, evaluate, fit
 from .base import Certificate, Locked, TaskLock, trained
+
+HEADS = ("own", "fresh")
 
 
 @dataclass
@@ -33,6 +36,18 @@ class SimulatedAttack:
     lr: float = option(1e-3, "its learning rate")
     steps: int = option(100, "its steps (batch 64, the restricted task's training split)")
     test_samples: int = option(1000, "restricted test samples it is scored on")
+    head: str = option(
+        "own",
+        "own: the attack trains the model's first num_classes outputs; fresh: it puts a new linear head of the "
+        "restricted task's classes on the head's input first (an attacker with a new label set; needed when "
+        "the task has more classes than the model has outputs)",
+        choices=lambda: HEADS,
+    )
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise ValueError(f"simulated attack: head must be one of {HEADS}, got {self.head!r}")
+
     max_accuracy: float | None = option(
         None,
         "the claim: accuracy after the attack <= this (default, set by apply: the restricted task's chance + 0.10)",
@@ -71,9 +86,11 @@ def kl_uniform(logits: torch.Tensor) -> torch.Tensor:
 
 
 def simulated_attack(model: nn.Module, task: Task, attack: SimulatedAttack, seed: int = 0) -> float:
-    """Restricted-task test accuracy after `attack` fine-tunes a copy of `model` (model's own outputs, first
-    num_classes of them; the copy is thrown away)."""
+    """Restricted-task test accuracy after `attack` fine-tunes a copy of `model` (the model's own outputs, first
+    num_classes of them, or with `attack.head` "fresh" a new head seeded with `seed`; the copy is thrown away)."""
     m = clone_model(model)
+    if attack.head == "fresh":
+        replace_head(m, task.num_classes, seed)
     t = for_model(task, m)
     loop = LoopConfig(
         optimizer=attack.optimizer,

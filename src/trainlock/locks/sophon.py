@@ -68,20 +68,44 @@ class SophonConfig:
             raise ValueError(f"sophon: suppression must be one of {SUPPRESSIONS}, got {self.suppression!r}")
 
 
-def suppression_gradients(model: nn.Module, batches, cfg: SophonConfig, task: Task) -> tuple[list, float]:
+def suppression_gradients(model: nn.Module, batches, cfg: SophonConfig, task: Task, head=None) -> tuple[list, float]:
     """First-order gradients of the mean suppression loss over the simulated fine-tuning trajectory, one
-    tensor per parameter of `model` (in named_parameters order), and that mean loss."""
+    tensor per parameter of `model` (in named_parameters order), and that mean loss.
+
+    `head`: None, the simulated adversary fine-tunes the model's own first outputs (its head is kept); else a
+    feature tap on the head's input (`trainlock.locks.probing.FeatureTap(model, "head")`): the adversary puts a
+    freshly initialized linear head of the task's classes on those features (nn.Linear's initialization, from
+    torch's generator) and fine-tunes it with the trunk, as an attacker with a new task does; the released
+    head then gets no gradient."""
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters() if p.requires_grad}
     acc = [torch.zeros_like(params[n]) for n in names]
     moments = {n: (torch.zeros_like(params[n]), torch.zeros_like(params[n])) for n in names}
+    fresh: dict[str, torch.Tensor] = {}  # the fresh head's weight and bias, and their Adam moments
+    fresh_moments: dict[str, tuple] = {}
     total = 0.0
     was_training = model.training
     model.eval()  # simulated steps do not move BatchNorm statistics
+
+    def logits_of(x: torch.Tensor) -> torch.Tensor:
+        if head is None:
+            return fit_logits(functional_call(model, params, (x,)), task, "sophon")
+        _, feats = head.read(lambda inp: functional_call(model, params, (inp,)), x)
+        if not feats:
+            raise ValueError("sophon: the head's input could not be read as (N, D) features")
+        f = next(iter(feats.values()))
+        if not fresh:
+            lin = nn.Linear(f.shape[1], task.num_classes)
+            fresh.update(weight=lin.weight.detach().to(f.device), bias=lin.bias.detach().to(f.device))
+            for k in ("weight", "bias"):
+                fresh[k].requires_grad_(True)
+                fresh_moments[k] = (torch.zeros_like(fresh[k]), torch.zeros_like(fresh[k]))
+        return F.linear(f, fresh["weight"], fresh["bias"])
+
     try:
         for k in range(cfg.inner_steps + 1):
             x, y = next(batches)
-            logits = fit_logits(functional_call(model, params, (x,)), task, "sophon")
+            logits = logits_of(x)
             sup = inverse_ce(logits, y) if cfg.suppression == "ice" else kl_uniform(logits)
             last = k == cfg.inner_steps
             g_sup = torch.autograd.grad(sup, [params[n] for n in names], retain_graph=not last, allow_unused=True)
@@ -91,13 +115,20 @@ def suppression_gradients(model: nn.Module, batches, cfg: SophonConfig, task: Ta
             total += float(sup.detach())
             if not last:
                 ft = F.cross_entropy(logits, y)
-                g_ft = torch.autograd.grad(ft, [params[n] for n in names], allow_unused=True)
+                heads = list(fresh)
+                grads = torch.autograd.grad(
+                    ft, [params[n] for n in names] + [fresh[h] for h in heads], allow_unused=True
+                )
+                g_ft, g_head = grads[: len(names)], grads[len(names) :]
                 params = {
                     n: (params[n] - cfg.inner_lr * _direction(cfg, moments[n], g, k) if g is not None else params[n])
                     .detach()
                     .requires_grad_(True)
                     for n, g in zip(names, g_ft, strict=False)
                 }
+                for h, g in zip(heads, g_head, strict=True):
+                    step = cfg.inner_lr * _direction(cfg, fresh_moments[h], g, k)
+                    fresh[h] = (fresh[h] - step).detach().requires_grad_(True)
     finally:
         model.train(was_training)
     n = cfg.inner_steps + 1

@@ -1,5 +1,6 @@
 """The one training loop (non-finite guard, progress bar, step-LR) and evaluation helpers."""
 
+from .batchnorm import batchnorms, recalibrate_batchnorm
 from .checkpoint import Checkpoint, CheckpointError
 from .loop import LoopConfig, LoopHooks, LoopResult, batches, clone_model, fit, reinitialized, resolve_device
 from .metrics import accuracy, evaluate, predict
@@ -12,10 +13,12 @@ __all__ = [
     "LoopResult",
     "accuracy",
     "batches",
+    "batchnorms",
     "clone_model",
     "evaluate",
     "fit",
     "predict",
+    "recalibrate_batchnorm",
     "reinitialized",
     "resolve_device",
 ]
