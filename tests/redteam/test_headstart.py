@@ -102,3 +102,32 @@ def test_reference_runs_are_computed_once_per_task_and_budget(digits):
     again = reference_runs(ReferenceTarget(digits, steps=7), ("test-counting",))
     other = reference_runs(ReferenceTarget(digits, steps=8), ("test-counting",))  # another budget runs again
     assert first == again == other and calls == [7, 8]
+
+
+def test_the_references_on_disk_are_kept_per_step_budget(digits, tmp_path, monkeypatch):
+    """A rerun into the same directory at another --steps trained the references again (it reused the first
+    budget's before); the same budget reads them back; an older file keyed by the attacker alone is not trusted."""
+    import json
+
+    from trainlock.attacks.references import ReferenceRun, ReferenceTarget
+    from trainlock.red_team import uplift
+
+    calls = []
+
+    def fake(name, target):
+        calls.append(target.steps)
+        return [ReferenceRun(name, accuracy=target.steps / 100)]
+
+    monkeypatch.setattr(uplift, "run_reference", fake)
+    monkeypatch.setattr(uplift, "_MEMO", {})
+    (tmp_path / uplift.REFERENCES_FILE).write_text(json.dumps({"test-disk": [{"attacker": "x", "accuracy": 0.99}]}))
+    a = uplift.reference_runs(ReferenceTarget(digits, steps=5), ("test-disk",), tmp_path)
+    uplift._MEMO.clear()  # a new process: only the file remembers
+    b = uplift.reference_runs(ReferenceTarget(digits, steps=10), ("test-disk",), tmp_path)
+    uplift._MEMO.clear()
+    c = uplift.reference_runs(ReferenceTarget(digits, steps=5), ("test-disk",), tmp_path)
+    assert [r["accuracy"] for r in (a[0], b[0], c[0])] == [0.05, 0.1, 0.05] and calls == [5, 10]
+    assert sorted(json.loads((tmp_path / uplift.REFERENCES_FILE).read_text())) == [
+        "test-disk @ 10 steps, seed 0",
+        "test-disk @ 5 steps, seed 0",
+    ]

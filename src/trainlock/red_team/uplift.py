@@ -38,9 +38,15 @@ def _memo_key(name: str, target: ReferenceTarget) -> tuple:
     return name, data, raw, type(target.model).__name__, target.steps, target.seed
 
 
+def _disk_key(name: str, target: ReferenceTarget) -> str:
+    """The references.json key: the attacker at this step budget and seed (the directory binds model and task)."""
+    return f"{name} @ {target.steps if target.steps is not None else 'any'} steps, seed {target.seed}"
+
+
 def reference_runs(target: ReferenceTarget, names: tuple[str, ...], out: Path | None = None) -> list[dict]:
-    """Every named reference attacker's runs on `target` (cached in out/references.json: the directory's identity
-    file already binds it to this model and task; a rerun retries only the references that errored). Within a
+    """Every named reference attacker's runs on `target` (cached in out/references.json by attacker, step budget
+    and seed: the directory's identity file already binds it to this model and task; a rerun retries only the
+    references that errored; entries of older directories, keyed by the attacker alone, are not trusted). Within a
     process, finished runs are also kept by reference, task data, architecture, step budget and seed: the trials of
     a `tune` study and the rows of a lock table attack the same task, and its references do not depend on the lock."""
     cached: dict[str, list[dict]] = {}
@@ -52,7 +58,8 @@ def reference_runs(target: ReferenceTarget, names: tuple[str, ...], out: Path | 
             cached = {}
     runs: dict[str, list[dict]] = {}
     for name in names:
-        old = cached.get(name) or _MEMO.get(_memo_key(name, target))
+        key = _disk_key(name, target)
+        old = cached.get(key) or _MEMO.get(_memo_key(name, target))
         if old and not any(r.get("error") for r in old):
             runs[name] = old
             continue
@@ -60,7 +67,9 @@ def reference_runs(target: ReferenceTarget, names: tuple[str, ...], out: Path | 
         runs[name] = [r.to_dict() for r in run_reference(name, target)]
         _MEMO[_memo_key(name, target)] = runs[name]
     if path is not None:
-        write_text(path, json.dumps(runs, indent=2, sort_keys=True))
+        kept = {k: v for k, v in cached.items() if " @ " in k}  # other budgets' runs stay; old name-only keys go
+        kept.update({_disk_key(name, target): runs[name] for name in names})
+        write_text(path, json.dumps(kept, indent=2, sort_keys=True))
     return [r for name in names for r in runs[name]]
 
 
