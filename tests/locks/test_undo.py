@@ -14,7 +14,7 @@ from trainlock.io.release import public_meta
 from trainlock.locks import LOCKS
 from trainlock.locks import undo as undo_module
 from trainlock.locks.fresh_distill import fresh_student
-from trainlock.locks.undo import UndoConfig, noised
+from trainlock.locks.undo import UndoConfig, noised, ramp
 from trainlock.train import reinitialized
 
 LOOP = {"optimizer": "adam", "lr": 3e-3, "epochs": 2, "batch_size": 32, "device": "cpu"}
@@ -60,6 +60,24 @@ def test_the_start_interpolates_each_parameter_exactly(tiny_base):
     assert torch.equal(kept_start.body[0].weight, start.body[0].weight)
     with pytest.raises(ValueError, match="noise"):
         noised(tiny_base, 1.5, seed)
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.2, 0.5, 0.8, 1.0])
+def test_the_depth_profile_ramps_towards_the_output_with_the_same_mean(tiny_base, noise):
+    """profile "depth": each tensor is (1 - w) b + w f with w the ramp's value at its place in state-dict order;
+    the ramp is monotone, within [0, 1], and its mean is the uniform profile's noise."""
+    w = ramp(noise, 4)
+    assert w == sorted(w) and all(0 <= v <= 1 for v in w) and sum(w) / 4 == pytest.approx(noise)
+    assert ramp(0.25, 2) == pytest.approx([0.125, 0.375]) and ramp(0.75, 2) == pytest.approx([0.625, 0.875])
+    seed = 11
+    start, _ = noised(tiny_base, noise, seed, profile="depth")
+    fresh = reinitialized(tiny_base, seed).state_dict()
+    names = list(tiny_base.state_dict())
+    for name, v in zip(names, ramp(noise, len(names)), strict=True):
+        b = tiny_base.state_dict()[name]
+        torch.testing.assert_close(start.state_dict()[name], (1 - v) * b + v * fresh[name])
+    with pytest.raises(ValueError, match="profile"):
+        UndoConfig(profile="middle")
 
 
 def test_config_checks():

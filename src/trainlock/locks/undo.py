@@ -19,7 +19,11 @@ restricted-domain lock first, e.g. `[{"type": "repnoise", ...}, {"type": "undo",
 paper's recipe); (2) the noise is the weighted average with a random initialization that the paper describes,
 the random part at the architecture's own initialization scale (no further scale factor: `noise` is the only
 dial); (3) the paper distills on broad pretraining-like data, this lock on the authorized task's inputs (or
-the `data` task's), optionally augmented.
+the `data` task's), optionally augmented; (4) `profile: depth` (ours) puts the same mean noise where a
+network's transferable, task-level features live: a linear ramp over the tensors from the input (least noise)
+to the output (most). The hypothesis: the early layers' generic features are what the authorized task costs
+most to relearn and what an attacker's reference (a small CNN from scratch) learns anyway, while the deep
+layers hold the pretrained lead; so at equal mean noise, depth should keep more utility for the same uplift.
 
 The noise seed is a secret. Whoever knows it and `noise` computes (theta - noise * theta_fresh) / (1 - noise)
 = theta_base + Delta / (1 - noise) (Delta: the distillation's update), the base up to the training. It is
@@ -60,6 +64,7 @@ from . import augment as _augment
 from .base import Certificate, Locked, TaskLock, register_lock
 from .fresh_distill import SKETCH, _sketch, _weights, check_distill, distill, distill_tasks, fresh_student
 
+PROFILES = ("uniform", "depth")
 MIN_GAP = 1e-3  # a start within this cosine of the base's weight was not moved by the noise: not certified
 
 
@@ -100,10 +105,18 @@ class UndoConfig:
         "classes must be the retain task's",
     )
     augment: str = option("none", _augment.HELP, choices=lambda: _augment.KINDS)
+    profile: str = option(
+        "uniform",
+        "where the noise goes: uniform, every weight at `noise` (the paper); depth (ours), a linear ramp over the "
+        "noised tensors in the model's order, from the input (least) to the output (most), whose mean is `noise`",
+        choices=lambda: PROFILES,
+    )
 
     def __post_init__(self):
         check_distill("undo", self)
         check_float("undo", "noise", self.noise, 0.0, 1.0)
+        if self.profile not in PROFILES:
+            raise ValueError(f"undo: profile must be one of {PROFILES}, got {self.profile!r}")
         check_float("undo", "max_closed", self.max_closed, 0.0, 1.0)
 
 
@@ -115,27 +128,49 @@ class UndoRecord:
     start: dict | None = option(None, "{weight name: the noised start's cosine to the base weight, by the sketch}")
 
 
+def ramp(noise: float, n: int) -> list[float]:
+    """The depth profile's noise for n tensors in order: a linear ramp in [0, 1] whose mean is `noise`, from
+    2 noise t to the output for noise <= 1/2 (t in (0, 1), the tensor's mid-point position), else from
+    1 - 2 (1 - noise) (1 - t); noise 0 and 1 give all 0 and all 1."""
+    ts = [(i + 0.5) / n for i in range(n)]
+    if noise <= 0.5:
+        return [2 * noise * t for t in ts]
+    return [1 - 2 * (1 - noise) * (1 - t) for t in ts]
+
+
 def noised(
-    model: nn.Module, noise: float, seed: int, keep: tuple[str, ...] = (), owner: str = "undo"
+    model: nn.Module,
+    noise: float,
+    seed: int,
+    keep: tuple[str, ...] = (),
+    owner: str = "undo",
+    profile: str = "uniform",
 ) -> tuple[nn.Module, list[str]]:
-    """UNDO's start: a copy of `model` whose floating-point parameters and buffers are (1 - noise) * base +
-    noise * fresh, fresh = `fresh_student(model, seed, keep)` (what fresh-distill starts from); kept
+    """UNDO's start: a copy of `model` whose floating-point parameters and buffers are (1 - w) * base + w * fresh,
+    fresh = `fresh_student(model, seed, keep)` (what fresh-distill starts from), w = `noise` for every tensor
+    (profile "uniform") or `ramp(noise, n)` over the n mixed tensors in state-dict order (profile "depth"); kept
     parameters stay the base's (frozen, as fresh-distill's), other entries (integer counters) are the base's
-    unless noise == 1. noise=0 gives the base's values exactly, noise=1 fresh-distill's start exactly.
+    unless w == 1. noise=0 gives the base's values exactly, noise=1 fresh-distill's start exactly.
     Returns (student, kept names)."""
     check_float(owner, "noise", noise, 0.0, 1.0)
+    if profile not in PROFILES:
+        raise ValueError(f"{owner}: profile must be one of {PROFILES}, got {profile!r}")
     student, kept = fresh_student(model, seed, keep, owner)
     base = model.state_dict()
     seen: set[int] = set()
+    mixed = []
+    for name, t in student.state_dict(keep_vars=True).items():
+        if name in kept or id(t) in seen:  # kept: the base's already; a tied tensor: mixed once
+            continue
+        seen.add(id(t))
+        mixed.append((name, t))
+    weights = [noise] * len(mixed) if profile == "uniform" else ramp(noise, len(mixed))
     with torch.no_grad():
-        for name, t in student.state_dict(keep_vars=True).items():
-            if name in kept or id(t) in seen:  # kept: the base's already; a tied tensor: mixed once
-                continue
-            seen.add(id(t))
+        for (name, t), w in zip(mixed, weights, strict=True):
             b = base[name].to(t.device)
             if t.is_floating_point():
-                t.copy_((1 - noise) * b + noise * t)
-            elif noise < 1:
+                t.copy_((1 - w) * b + w * t)
+            elif w < 1:
                 t.copy_(b)
     return student, kept
 
@@ -167,7 +202,7 @@ class UndoLock(TaskLock):
         cfg = self.cfg
         retain, data = distill_tasks(self, model, retain)
         seed = secrets.randbits(31) if cfg.seed is None else cfg.seed
-        student, kept = noised(model, cfg.noise, seed, cfg.keep, self.name)
+        student, kept = noised(model, cfg.noise, seed, cfg.keep, self.name, cfg.profile)
         sketch_seed = secrets.randbits(31)  # independent of the noise seed, which stays out of the record
         base = _weights(model, cfg.keep)
         sketches = {n: _sketch(w, sketch_seed) for n, w in base.items()}
