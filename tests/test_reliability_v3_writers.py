@@ -361,3 +361,47 @@ def test_a_hugging_face_release_names_its_labels_in_config_json(tmp_path):
     assert report.ok and [r.holds for r in report.rows if r.subject == "model card README.md"] == [True], report.table()
     with pytest.raises(ValueError, match="names 3 classes"):
         release(owner, tmp_path / "pub2", labels=["a", "b", "c"])
+
+
+@pytest.mark.parametrize("command", ["keygen", "sign", "fetch"])
+def test_keygen_sign_and_fetch_take_their_output_lock_first(command, model_dir, tmp_path, monkeypatch, capsys):
+    """The issue's "sign, keygen and fetch take no output lock": each now refuses at once, one line, while another
+    process writes its output (the key directory, the model directory, the BIG-bench cache), and writes nothing."""
+    from trainlock.tasks import bigbench
+
+    monkeypatch.setattr(bigbench, "cache_dir", lambda: tmp_path / "cache" / "bigbench")
+    keys = tmp_path / "keys"
+    target = {"keygen": keys, "sign": Path(model_dir), "fetch": tmp_path / "cache" / "bigbench"}[command]
+    argv = {
+        "keygen": ["keygen", "--out", str(keys)],
+        "sign": ["sign", str(model_dir), "--key", str(tmp_path / "nokey.pem")],
+        "fetch": ["fetch", "bigbench", "--tasks", "cifar10_classification", "--sdist", str(tmp_path / "none.tar.gz")],
+    }[command]
+    before = sorted(p.name for p in Path(model_dir).iterdir())
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom trainlock.atomic import exclusive\nwith exclusive(sys.argv[1]):\n"
+            "    print('held', flush=True)\n    time.sleep(30)\n",
+            str(target),
+        ],
+        env=ENV,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        assert main(argv) == 2
+        _one_line_error(capsys, "being written by another trainlock process")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not keys.exists() and sorted(p.name for p in Path(model_dir).iterdir()) == before
+
+
+@pytest.mark.parametrize("field,value", [("cpus_per_run", 0.0), ("cpus_per_run", 1e30), ("gpus_per_run", 1e30)])
+def test_per_run_reservations_are_checked_before_any_work(field, value):
+    """--cpus-per-run 0 and 1e30 were accepted (the local backend ignores them; Ray rejects them after starting)."""
+    with pytest.raises(ValueError, match=field):
+        RunnerConfig(**{field: value})
+    assert RunnerConfig(gpus_per_run=0.0, cpus_per_run=0.5).cpus_per_run == 0.5

@@ -13,6 +13,7 @@ from .common import (
     checkpoint_for,
     config_from_args,
     done_with,
+    hold_output,
     subset_task,
     write_json,
     writing,
@@ -200,6 +201,7 @@ def add_keygen(p) -> None:
 def cmd_keygen(args) -> int:
     from ..io.signing import fingerprint, keygen
 
+    hold_output(args.out)  # two keygens into one directory: the second refused at once
     private, public = keygen(args.out, overwrite=args.overwrite)
     print(f"wrote {private} (keep it secret; mode 0600) and {public}")
     print(f"public key fingerprint {fingerprint(public.read_bytes())}")
@@ -215,6 +217,7 @@ def cmd_sign(args) -> int:
     from ..io.artifacts import check_binding
     from ..io.signing import SIGNED_INFO, sign
 
+    hold_output(args.model_dir)  # nothing else writes the directory while its files are hashed and signed
     check_binding(args.model_dir, unverified=False)  # a signature must not vouch for claims that no longer hold
     path = sign(args.model_dir, args.key)
     print(

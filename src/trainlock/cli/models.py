@@ -14,6 +14,7 @@ from .common import (
     checkpoint_for,
     config_from_args,
     done_with,
+    hold_output,
     int_type,
     load_with_task,
     subset_task,
@@ -179,6 +180,7 @@ def add_fetch(p) -> None:
 def cmd_fetch(args) -> int:
     from ..tasks import bigbench
 
+    hold_output(bigbench.cache_dir())  # two fetches at once would extract over each other
     for d in bigbench.fetch(tuple(args.tasks), args.sdist):
         print(f"extracted {d}")
     return 0

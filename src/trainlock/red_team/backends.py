@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("local", "ray")
 
 
+MAX_PER_RUN = 1024  # CPUs or GPUs one run may reserve: more is a typo, which Ray would reject after the start-up
+
+
 @dataclass
 class RunnerConfig:
     """Where and how many runs execute at once."""
@@ -56,8 +59,8 @@ class RunnerConfig:
                 f"runner: workers {self.workers} is more than twice this machine's {os.cpu_count() or 1} CPUs "
                 f"(at most {cap} with the local backend; more only with --backend ray)"
             )
-        check_float("runner", "cpus_per_run", self.cpus_per_run, 0.0)
-        check_float("runner", "gpus_per_run", self.gpus_per_run, 0.0)
+        check_float("runner", "cpus_per_run", self.cpus_per_run, 0.0, MAX_PER_RUN, open_low=True)  # Ray needs > 0
+        check_float("runner", "gpus_per_run", self.gpus_per_run, 0.0, MAX_PER_RUN)
 
 
 def max_local_workers() -> int:
