@@ -32,14 +32,17 @@ def option(
     cli: bool = True,
     flat: bool = False,
     private: bool = False,
+    omit_default: bool = False,
 ) -> Any:
     """A dataclass field with its help text (and, optionally, a callable giving its valid names).
 
     `factory` makes a mutable default (a nested config, a dict); `cli=False` keeps the field off the
     command line (it is still saved and loaded); `flat=True` gives a nested config's fields unprefixed
     flags (--workers, not --runner-workers), as the `loop` field's; `private=True` keeps the field out of a
-    public release (`trainlock release` drops it from the lock's recorded config)."""
-    meta = {"help": help, "cli": cli, "flat": flat, "private": private}
+    public release (`trainlock release` drops it from the lock's recorded config); `omit_default=True` leaves the
+    field out of `to_dict` while it holds its default (a field added later: records, run keys and bindings written
+    before it stay the same)."""
+    meta = {"help": help, "cli": cli, "flat": flat, "private": private, "omit_default": omit_default}
     if choices is not None:
         meta["choices"] = choices
     if factory is not None:
@@ -59,8 +62,19 @@ def nested_types(cls: type) -> dict[str, type]:
 
 def to_dict(cfg: Any) -> dict:
     """The config as a plain dict, nested configs as nested dicts (tuples become lists, so it survives
-    JSON unchanged)."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+    JSON unchanged). Fields marked `omit_default` are left out while they hold their default."""
+    d = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    _drop_defaults(cfg, d)
+    return d
+
+
+def _drop_defaults(cfg: Any, d: dict) -> None:
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.metadata.get("omit_default") and f.default is not dataclasses.MISSING and value == f.default:
+            d.pop(f.name, None)
+        elif dataclasses.is_dataclass(value) and isinstance(d.get(f.name), dict):
+            _drop_defaults(value, d[f.name])
 
 
 def _route_flat(cls: type, data: dict, nested: dict[str, type]) -> dict:

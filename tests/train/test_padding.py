@@ -7,6 +7,8 @@ import copy
 import pytest
 import torch
 
+from trainlock.config import from_dict
+
 pytest.importorskip("transformers")  # the `text` extra; installed by `make test`
 
 from hf_tiny import WORDS, tiny, toy_task
@@ -109,6 +111,32 @@ def test_fit_with_length_buckets_trains_on_every_example():
     assert sum(seen) < steps * int(task.x_train[:, 1].sum(-1).max())  # shorter batches than the longest row
     with pytest.raises(ValueError, match="length_buckets"):
         fit(model, task, cfg, progress=False, length_buckets=-1)
+
+
+def test_the_length_buckets_flag_is_the_fit_argument_and_leaves_old_keys_alone():
+    """`--length-buckets N` (LoopConfig.length_buckets) gives fit(..., length_buckets=N)'s batches; at its default
+    the field is not in the config's dict, so run keys, records and bindings written before it stay the same."""
+    model = _long("bert")
+    task = model.encode_task(_varied(48))
+    widths = {}
+    for name, cfg, arg in [
+        ("argument", LoopConfig(optimizer="adam", lr=1e-3, epochs=1, batch_size=8, device="cpu"), 4),
+        ("field", LoopConfig(optimizer="adam", lr=1e-3, epochs=1, batch_size=8, device="cpu", length_buckets=4), 0),
+        ("none", LoopConfig(optimizer="adam", lr=1e-3, epochs=1, batch_size=8, device="cpu"), 0),
+    ]:
+        seen = widths[name] = []
+
+        def loss(m, xb, yb, seen=seen):
+            seen.append(int(trim_padding(xb).shape[-1]))
+            return torch.nn.functional.cross_entropy(m(xb), yb), {}
+
+        fit(_long("bert"), task, cfg, loss_fn=loss, progress=False, length_buckets=arg)
+    assert widths["argument"] == widths["field"] != widths["none"]
+    assert "length_buckets" not in LoopConfig().to_dict()
+    assert LoopConfig(length_buckets=3).to_dict()["length_buckets"] == 3
+    assert from_dict(LoopConfig, LoopConfig(length_buckets=3).to_dict()).length_buckets == 3
+    with pytest.raises(ValueError, match="length_buckets"):
+        LoopConfig(length_buckets=-2)
 
 
 def _no_dropout(model: HFClassifier) -> HFClassifier:
