@@ -44,14 +44,14 @@ class SimulatedAttack:
         choices=lambda: HEADS,
     )
 
-    def __post_init__(self):
-        if self.head not in HEADS:
-            raise ValueError(f"simulated attack: head must be one of {HEADS}, got {self.head!r}")
-
     max_accuracy: float | None = option(
         None,
         "the claim: accuracy after the attack <= this (default, set by apply: the restricted task's chance + 0.10)",
     )
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise ValueError(f"simulated attack: head must be one of {HEADS}, got {self.head!r}")
 
 
 def endless(task: Task, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

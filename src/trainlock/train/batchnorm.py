@@ -6,13 +6,14 @@ a small momentum such as the TensorFlow-style 0.01 of EfficientNet) scores in ev
 no longer describe its activations: train-mode loss falls while eval-mode accuracy is chance. The fix is the
 one SWA uses (Izmailov et al. 2018, `torch.optim.swa_utils.update_bn`): reset each BatchNorm's running mean
 and variance and recompute them as a cumulative average (momentum None) over a pass of the inputs in train
-mode, no gradient, nothing else changed.
+mode, no gradient, nothing else changed (torch's `update_bn` does the pass).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from torch.optim.swa_utils import update_bn
 
 
 def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -32,20 +33,7 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 6
         raise ValueError(f"recalibrate_batchnorm: batch_size must be >= 2 (batch statistics), got {batch_size}")
     if len(x) < 2:
         raise ValueError(f"recalibrate_batchnorm: needs at least 2 inputs, got {len(x)}")
-    momenta = [m.momentum for m in layers]
-    was_training = model.training
     device = next(model.parameters()).device
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative moving average: every batch weighs the same
-    model.train()
-    try:
-        for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size]
-            if len(xb) >= 2:  # a 1-row tail has no batch variance
-                model(xb.to(device))
-    finally:
-        for m, mom in zip(layers, momenta, strict=True):
-            m.momentum = mom
-        model.train(was_training)
+    chunks = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
+    update_bn((c for c in chunks if len(c) >= 2), model, device)  # a 1-row tail has no batch variance
     return len(layers)
