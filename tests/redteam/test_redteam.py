@@ -492,7 +492,7 @@ def test_headline_leaves_insider_runs_out_of_the_attackers_best():
     base = [row("a", 0.95, steps=20)]
     h = headline(rows, base)
     assert h["locked"]["attack"] == "a" and h["worst"]["attack"] == "b"
-    assert h["advantage"] == pytest.approx(0.5) and h["base_advantage"] == pytest.approx(0.65)
+    assert h["scratch_uplift"] == pytest.approx(0.5) and h["base_scratch_uplift"] == pytest.approx(0.65)
     assert h["compute_ratio_vs_base"] == pytest.approx(2.0) and h["compute_ratio_vs_scratch"] is None
 
 

@@ -1,6 +1,6 @@
 """The from-scratch baseline: the same architecture re-initialized, attacked with the same optimizer, data
-and step budget. A lock protects something only where fine-tuning the released weights beats this
-(`base - scratch` large); the attacker's advantage on a locked model is `locked - scratch`.
+and step budget. It is one reference attacker among others (`attacks/references`): a lock
+protects something only where the released weights beat the best of them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from ..tasks import Task
 from ..train import reinitialized
 from .finetune import AttackResult, FineTuneConfig, finetune
 
-__all__ = ["advantage", "reinitialized", "scratch_baseline"]  # reinitialized lives in train (locks use it too)
+__all__ = ["reinitialized", "scratch_baseline"]  # reinitialized lives in train (locks use it too)
 
 
 def scratch_baseline(
@@ -31,8 +31,3 @@ def scratch_baseline(
         if best is None or res.accuracy > best.accuracy:
             best = res
     return best
-
-
-def advantage(attacked: float, scratch: float) -> float:
-    """How much the released weights help the attacker: accuracy after attacking them minus from scratch."""
-    return float(attacked) - float(scratch)

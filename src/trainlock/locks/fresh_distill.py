@@ -18,10 +18,10 @@ The start, the distillation loop and the certificate's sketch are shared with `u
 which starts from a partly noised copy of the base instead of a fresh one.
 
 The cost is utility: a fresh network trained on the authorized data alone is what the base's pretraining was
-for. The claim is empirical (the lock table measures the attacker's advantage); the certificate checks only
-that the released weights are not the base's: every re-initialized weight's cosine similarity to the base's
-weight, estimated from a 256-bucket count sketch recorded at lock time (Johnson-Lindenstrauss), stays
-below `max_cosine`. An attacker holding the base does not need this model; one without it gets no more than
+for. The claim is empirical (the lock table measures the attacker's uplift over the best reference); the
+certificate checks only that the released weights are not the base's: every re-initialized weight's cosine
+similarity to the base's weight, estimated from a 256-bucket count sketch recorded at lock time
+(Johnson-Lindenstrauss), stays below `max_cosine`. An attacker holding the base does not need this model; one without it gets no more than
 the authorized task's behaviour, which a distillation attack on the released model also gets.
 """
 
@@ -272,7 +272,7 @@ class FreshDistillLock(TaskLock):
                 proof_of_gap=(
                     "none proven: the released weights were trained from a fresh initialization on the "
                     "authorized task's inputs only, so the base's knowledge those inputs do not reach is not "
-                    "in them; the lock table measures the attacker's advantage over scratch"
+                    "in them; the lock table measures the attacker's uplift over the best reference attacker"
                 ),
                 preservation="none needed: nothing is deformed, so nothing can be undone to recover the base",
                 threat_model="release-time",

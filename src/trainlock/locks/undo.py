@@ -241,7 +241,7 @@ class UndoLock(TaskLock):
                     "initialization and were trained only to reproduce the base on the authorized task's "
                     "inputs; the check shows they did not walk back to the base, not that the base's knowledge "
                     "beyond those inputs is gone (it survives in proportion to the start's cosine c0); the lock "
-                    "table measures the attacker's advantage"
+                    "table measures the attacker's uplift over the best reference attacker"
                 ),
                 preservation="none needed: a release-time property of these weights",
                 threat_model="release-time",

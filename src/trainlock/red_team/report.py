@@ -74,7 +74,8 @@ def _ratio(a: int | None, b: int | None) -> float | None:
 
 def headline(rows: list[dict], base_rows: list[dict] | None = None) -> dict:
     """The report's first table as data: a real attacker's best from the released weights ("locked"; insider
-    runs, which read the lock's private record, are left out of it), from scratch, and (with base rows) from the unlocked base; the advantages locked - scratch and base - scratch;
+    runs, which read the lock's private record, are left out of it), from scratch, and (with base rows) from the unlocked base;
+    the uplifts over scratch alone (locked - scratch, base - scratch: scratch is one reference among others);
     the fewest steps to target of each and the ratios locked / base and locked / scratch (how much longer
     the attacker needs; None where a target was not reached)."""
     released = [r for r in rows if _start(r) != "scratch" and not r.get("insider")]
@@ -93,8 +94,8 @@ def headline(rows: list[dict], base_rows: list[dict] | None = None) -> dict:
         "locked": locked,
         "scratch": scratch,
         "base": base,
-        "advantage": adv(locked, scratch),
-        "base_advantage": adv(base, scratch),
+        "scratch_uplift": adv(locked, scratch),
+        "base_scratch_uplift": adv(base, scratch),
         "worst": worst_case(rows),
         "compute_ratio_vs_base": _ratio(st(locked), st(base)),
         "compute_ratio_vs_scratch": _ratio(st(locked), st(scratch)),
@@ -205,7 +206,7 @@ def write_report(
         ref_acc = "-" if ref is None else f"{ref:.4f}"
         up, base_up = res.get("uplift"), res.get("base_uplift")
         if result is None:  # no reference measured: scratch is the only one
-            ref_acc, up, base_up = f(sc), head["advantage"], head["base_advantage"]
+            ref_acc, up, base_up = f(sc), head["scratch_uplift"], head["base_scratch_uplift"]
         ins = " (insider)" if next((r for r in rows if r.get("key") == worst["key"]), {}).get("insider") else ""
         lines += [
             markdown_table(

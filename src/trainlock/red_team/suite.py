@@ -110,7 +110,7 @@ def plan(
         full.append(AttackSpec.of(opt, best.loop.lr if best else grid[len(grid) // 2], **common))
     out += [("full", s) for s in full]
     # the same runs from scratch: the baseline gets every optimizer the attack gets (at the rate the probes chose
-    # on the released weights), so an advantage is never a stronger optimizer's against a weaker one's
+    # on the released weights), so an uplift over scratch is never a stronger optimizer's against a weaker one's
     out += [("full", AttackSpec.of(s.loop.optimizer, s.loop.lr, start="scratch", **common)) for s in full]
 
     plain = coverage + full
