@@ -126,6 +126,26 @@ def test_classical_cross_validates_a_large_split_on_a_subsample(digits):
     assert run.accuracy > 0.9  # the refit uses every training example
 
 
+def test_c_path_stops_after_patience_cs_without_a_better_cv_accuracy():
+    """Separable data: every C scores 1.0, so the first C stays the best and the path stops `patience` Cs later."""
+    from trainlock.attacks.references.classical import select_logistic, standardized_logistic
+
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 2
+    x = y[:, None] * 10.0 + rng.normal(size=(60, 4))
+    tried = {p: select_logistic(standardized_logistic(), x, y, patience=p) for p in (1, 2, None)}
+    assert {p: c.cs_tried for p, c in tried.items()} == {1: 2, 2: 3, None: len(CS)}
+    assert all(c.C == min(CS) and c.cv_accuracy == 1.0 for c in tried.values())  # ties: the first C of the grid
+
+
+def test_classical_c_path_stop_keeps_the_full_grids_choice(digits):
+    small, cs = digits.subset(n_train=300, seed=0), (0.1, 1.0, 10.0, 100.0, 1000.0)  # its CV peaks at C = 1
+    (early,) = _classical(small, cnn=False, cs=cs)
+    (full,) = _classical(small, cnn=False, cs=cs, patience=None)
+    assert full.details["cs_tried"] == len(cs) and early.details["cs_tried"] == 4
+    assert early.details["C"] == full.details["C"] and early.accuracy == full.accuracy
+
+
 def test_classical_cnn_on_digits_is_seeded_and_budgeted(digits):
     small = digits.subset(n_train=500, seed=0)
     target = ReferenceTarget(task=small, steps=100, seed=0)  # the attack side's steps per run: the CNN's budget

@@ -112,12 +112,14 @@ def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = Tru
     base = models.build(MODEL, input_shape=auth.input_shape, num_classes=auth.num_classes, size=p.size)
     fit(base, auth, LoopConfig(optimizer="adam", lr=1e-3, max_steps=p.train_steps, **loop), progress=progress)
     base_acc = evaluate(base, auth)
+    stages = {"train_s": time.perf_counter() - t0}
     say(f"      base accuracy on {AUTHORIZED}: {base_acc:.4f}")
 
     say(f"[2/4] locking with SpecDef (alpha 0.5, top-k 1, ce+kl, AdamW 1e-3, {p.lock_steps} steps)")
     lock_loop = LoopConfig(optimizer="adamw", lr=1e-3, max_steps=p.lock_steps, weight_decay=0.0, **loop)
     res = lock(base, SpecDefConfig(loop=lock_loop, alpha=0.5, top_k=1, retain="ce+kl"), retain=auth, progress=progress)
     locked, rep = res.model, res.report
+    stages["lock_s"] = time.perf_counter() - t0 - stages["train_s"]
     say(
         f"      locked accuracy {rep.accuracy_after:.4f}; mean top-1 sigma {rep.sigma_before['mean_topk']:.4g} -> "
         f"{rep.sigma_after['mean_topk']:.4g}"
@@ -132,10 +134,11 @@ def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = Tru
             f"[3/4] red team on {name} ({p.n_attack} training images, {p.attack_steps} steps per run): Adam at "
             f"{', '.join(f'{x:g}' for x in p.lrs)}, the probe, sv-clip; each from scratch too; locked and base"
         )
-        target = tasks.get(name).subset(p.n_attack, p.n_test, seed=i)
+        target, t1 = tasks.get(name).subset(p.n_attack, p.n_test, seed=i), time.perf_counter()
         rt = redteam(locked, target, cfg, out=out / "redteam" / name, base=base, retain=auth, progress=progress)
         summary = attack_summary(rt, name, target.chance)
         held_back.append({**summary, "report": str(out / "redteam" / name / "report.md")})
+        stages[f"redteam_{name}_s"] = time.perf_counter() - t1
 
     say("[4/4] results")
     results = {
@@ -147,6 +150,7 @@ def run(quick: bool = False, out: str | Path = "runs/demo", progress: bool = Tru
         "lock": rep.summary(),
         "held_back": held_back,
         "wall_s": time.perf_counter() - t0,
+        "stages": stages,  # wall seconds of each step
     }
     write_text(out / "results.json", json.dumps(results, indent=2, sort_keys=True))
     results["written"] = {

@@ -36,6 +36,7 @@ CS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
 FOLDS = 5
 CV_MAX = 5000  # C is chosen on a stratified subsample of at most this many examples (MNIST: 30 fits of 4k, not 48k)
 MAX_ITER = 2000  # lbfgs iterations: enough for C=100 on standardized or TF-IDF features
+PATIENCE = 2  # the C path stops after this many Cs in a row without a better mean validation accuracy
 CNN_STEPS = 2000  # the small CNN's budget without a target budget (Adam 1e-3, batch 64): digits ~90 epochs, MNIST ~2
 PAIR_SEPARATOR = " [SEP] "  # joins a sentence-pair task's two texts into one document
 
@@ -50,6 +51,7 @@ class LogisticChoice:
     folds: int  # 0 when no cross-validation was possible
     convergence_warnings: int  # lbfgs runs that hit max_iter (0 for a clean fit)
     cv_samples: int  # training examples the cross-validation used (a subsample above `cv_max`)
+    cs_tried: int = 0  # Cs of the grid cross-validated before the path stopped (`patience`)
 
 
 def logistic(max_iter: int = MAX_ITER):
@@ -89,6 +91,7 @@ def select_logistic(
     folds: int = FOLDS,
     seed: int = 0,
     cv_max: int | None = CV_MAX,
+    patience: int | None = PATIENCE,
 ) -> LogisticChoice:
     """Choose the C of `pipeline`'s last step ("lr") by stratified k-fold accuracy on (x_train, y_train), then
     refit the whole pipeline with it (a grid search, as GridSearchCV's, whose feature steps are fit once per fold
@@ -97,7 +100,13 @@ def select_logistic(
     k = min(`folds`, smallest class count), folds shuffled with `seed`; ties go to the first C of `cs`. With a
     class of a single example no fold is possible and C is 1. A training split over `cv_max` examples is
     cross-validated on a stratified subsample of `cv_max` (seeded); the refit uses every example. ValueError for
-    fewer than two classes."""
+    fewer than two classes.
+
+    The Cs are tried from strong to weak regularization, every fold's fit warm-started at the last C's optimum;
+    the path stops after `patience` Cs in a row whose mean validation accuracy is not above the best so far
+    (None: the whole grid). Weak regularization is where lbfgs is slow (pixels or TF-IDF with more features
+    than examples are separable, and C = 100 runs to max_iter), and past a validation peak it is rarely better:
+    the early stop changes the choice only when the mean accuracy over C has a second, higher peak."""
     from sklearn.base import clone
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import StratifiedKFold, train_test_split
@@ -117,23 +126,29 @@ def select_logistic(
         warnings.simplefilter("always", ConvergenceWarning)
         cv_accuracy = None
         if k >= 2:
-            scores = np.zeros((k, len(cs)))  # (fold, C) validation accuracy
             split = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y_cv)), y_cv)
-            for i, (fit_idx, val_idx) in enumerate(split):
+            folds_data = []  # (features fit, labels fit, features val, labels val, the fold's warm-started model)
+            for fit_idx, val_idx in split:
                 prep = clone(features)
                 z_fit = prep.fit_transform(_rows(x_cv, fit_idx), y_cv[fit_idx])
-                z_val = prep.transform(_rows(x_cv, val_idx))
-                model = clone(lr).set_params(warm_start=True)  # along the path: each C starts at the last's optimum
-                for j in np.argsort(cs, kind="stable"):  # weak to strong regularization is the slow direction
-                    model.set_params(C=cs[j]).fit(z_fit, y_cv[fit_idx])
-                    scores[i, j] = model.score(z_val, y_cv[val_idx])
-            best = int(np.argmax(scores.mean(0)))  # the first of equal means
-            c, cv_accuracy = float(cs[best]), float(scores.mean(0)[best])
+                lr_fold = clone(lr).set_params(warm_start=True)  # along the path: each C starts at the last's optimum
+                folds_data.append((z_fit, y_cv[fit_idx], prep.transform(_rows(x_cv, val_idx)), y_cv[val_idx], lr_fold))
+            means = np.full(len(cs), -np.inf)  # mean validation accuracy per C (-inf: not tried)
+            top, since = -np.inf, 0
+            for j in np.argsort(cs, kind="stable"):  # strong to weak regularization
+                means[j] = np.mean(
+                    [m.set_params(C=cs[j]).fit(zf, yf).score(zv, yv) for zf, yf, zv, yv, m in folds_data]
+                )
+                top, since = (means[j], 0) if means[j] > top else (top, since + 1)
+                if patience is not None and since >= patience:
+                    break
+            best = int(np.argmax(means))  # the first of equal means
+            c, cv_accuracy, tried = float(cs[best]), float(means[best]), int(np.isfinite(means).sum())
         else:
-            c = 1.0
+            c, tried = 1.0, 0
         est = clone(pipeline).set_params(**{f"{pipeline.steps[-1][0]}__C": c}).fit(x_train, y_train)
     warned = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
-    return LogisticChoice(est, c, cv_accuracy, k if k >= 2 else 0, warned, len(y_cv))
+    return LogisticChoice(est, c, cv_accuracy, k if k >= 2 else 0, warned, len(y_cv), tried)
 
 
 def _rows(x, idx: np.ndarray):
@@ -161,6 +176,9 @@ class Classical:
     folds: int = option(FOLDS, "most cross-validation folds (fewer when a class has fewer training examples)")
     cv_max: int = option(CV_MAX, "most training examples the choice of C is cross-validated on (the refit uses all)")
     max_iter: int = option(MAX_ITER, "lbfgs iterations per fit")
+    patience: int | None = option(
+        PATIENCE, "stop the C path after this many Cs in a row without a better CV accuracy (None: every C)"
+    )
     cnn: bool = option(True, "also train the small CNN from scratch on images")
     cnn_steps: int | None = option(
         None, f"the CNN's optimizer steps (default: the target's step budget, else {CNN_STEPS})"
@@ -173,6 +191,7 @@ class Classical:
         check_int("classical", "folds", self.folds, 2)
         check_int("classical", "max_iter", self.max_iter, 1)
         check_int("classical", "cv_max", self.cv_max, 2)
+        check_int("classical", "patience", self.patience, 1, allow_none=True)
         check_int("classical", "cnn_steps", self.cnn_steps, 1, allow_none=True)
 
     def __call__(self, target: ReferenceTarget) -> list[ReferenceRun]:
@@ -241,7 +260,9 @@ class Classical:
         run = ReferenceRun(attacker=name, n_train=len(y_train))
         try:
             y_train, y_test = _labels(y_train), _labels(y_test)
-            choice = select_logistic(make(self.max_iter), x_train, y_train, self.cs, self.folds, seed, self.cv_max)
+            choice = select_logistic(
+                make(self.max_iter), x_train, y_train, self.cs, self.folds, seed, self.cv_max, self.patience
+            )
             run.accuracy = float(choice.estimator.score(x_test, y_test))
             run.details = {
                 "C": choice.C,
@@ -249,6 +270,7 @@ class Classical:
                 "folds": choice.folds,
                 "cv_samples": choice.cv_samples,
                 "cs": list(self.cs),
+                "cs_tried": choice.cs_tried,
                 "n_test": len(y_test),
                 "features": _n_features(choice.estimator),
             }
