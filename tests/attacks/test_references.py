@@ -146,6 +146,25 @@ def test_classical_c_path_stop_keeps_the_full_grids_choice(digits):
     assert early.details["C"] == full.details["C"] and early.accuracy == full.accuracy
 
 
+def test_row_span_fits_the_same_logistic_regression_with_fewer_coefficients():
+    """Wide data (d > n): the fit in the training rows' span is the full fit, to lbfgs's tolerance."""
+    from trainlock.attacks.references.classical import standardized_logistic
+
+    rng = np.random.default_rng(0)
+    y = np.arange(80) % 4
+    x = rng.normal(size=(80, 500)) + 0.3 * np.eye(4)[y] @ rng.normal(size=(4, 500))
+    x_test = rng.normal(size=(200, 500))
+    span = standardized_logistic().set_params(lr__C=0.1).fit(x, y)
+    full = Pipeline([("scale", StandardScaler()), ("lr", LogisticRegression(C=0.1, max_iter=MAX_ITER))]).fit(x, y)
+    basis = span.named_steps["span"].basis_
+    # the standardized rows are centered: their span has n - 1 dimensions (the intercept carries the last)
+    assert basis.shape == (500, 79) and np.allclose(basis.T @ basis, np.eye(79), atol=1e-10)
+    assert span.named_steps["lr"].coef_.shape == (4, 79)
+    np.testing.assert_allclose(span.predict_proba(x_test), full.predict_proba(x_test), atol=2e-3)
+    tall = standardized_logistic().fit(x[:, :50], y)  # d <= n: nothing to gain, the identity
+    assert tall.named_steps["span"].basis_ is None and tall.named_steps["lr"].coef_.shape == (4, 50)
+
+
 def test_classical_cnn_on_digits_is_seeded_and_budgeted(digits):
     small = digits.subset(n_train=500, seed=0)
     target = ReferenceTarget(task=small, steps=100, seed=0)  # the attack side's steps per run: the CNN's budget

@@ -62,11 +62,14 @@ def logistic(max_iter: int = MAX_ITER):
 
 
 def standardized_logistic(max_iter: int = MAX_ITER):
-    """StandardScaler + logistic regression (step "lr"): dense features (pixels, a model's activations)."""
+    """StandardScaler + logistic regression (step "lr") in the training rows' span (`RowSpan`): dense features
+    (pixels, a model's activations)."""
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    return Pipeline([("scale", StandardScaler()), ("lr", logistic(max_iter))])
+    from .span import RowSpan
+
+    return Pipeline([("scale", StandardScaler()), ("span", RowSpan()), ("lr", logistic(max_iter))])
 
 
 def tfidf_logistic(max_iter: int = MAX_ITER):
