@@ -44,6 +44,17 @@ def test_attack_is_deterministic_and_leaves_input_alone(tiny_base, digits_permut
     assert all(torch.equal(p, q) for p, q in zip(before, tiny_base.parameters(), strict=True))
 
 
+def test_epoch_curve_off_trains_the_same_run_without_per_epoch_evaluations(tiny_base, digits_permuted):
+    from trainlock.red_team import AttackSpec
+
+    cfg = tl.FineTuneConfig(**dict(ATTACK, loop=dataclasses.replace(ATTACK["loop"], epochs=2)))
+    on, off = (tl.attack(tiny_base, dataclasses.replace(cfg, epoch_curve=c), digits_permuted) for c in (True, False))
+    assert len(on.curve) == 2 and off.curve == [] and on.curve[-1] == off.accuracy
+    assert on.accuracy == off.accuracy and on.losses == off.losses and on.evals == off.evals
+    assert "epoch_curve" not in cfg.to_dict()  # the default is left out: keys and records written before it hold
+    assert AttackSpec.of("adam", 1e-3, epoch_curve=False).key() == AttackSpec.of("adam", 1e-3).key()
+
+
 def test_steps_to_target_is_the_first_crossing(tiny_base, digits_permuted):
     res = tl.attack(tiny_base, tl.FineTuneConfig(**ATTACK), digits_permuted)
     first = next(s for s, acc in res.evals if acc >= 0.6)

@@ -33,6 +33,12 @@ class FineTuneConfig:
     target_accuracy: float = option(0.7, "accuracy whose first crossing gives steps_to_target")
     eval_every: int = option(50, "steps between accuracy checks for steps_to_target")
     eval_samples: int = option(2000, "test samples used by those checks (the final accuracy uses all)")
+    epoch_curve: bool = option(
+        True,
+        "test accuracy after every epoch (the run's curve); off: the final accuracy only, one evaluation of the "
+        "test split less per epoch (the training is the same either way)",
+        omit_default=True,
+    )
     lora: int | None = option(
         None,
         "LoRA rank: train low-rank adapters (and the head) instead of every weight, "
@@ -178,7 +184,7 @@ def finetune(
         model,
         task,
         cfg.loop,
-        hooks=LoopHooks(on_step, on_epoch, checkpoint),
+        hooks=LoopHooks(on_step, on_epoch if cfg.epoch_curve else None, checkpoint),
         desc=f"attack {task.name}",
         progress=progress,
     )
@@ -198,7 +204,7 @@ def finetune(
         task=task.name,
         config=cfg.to_dict(),
         accuracy=final,
-        curve=[e["accuracy"] for e in res.epochs],
+        curve=[e["accuracy"] for e in res.epochs if "accuracy" in e],
         evals=evals,
         losses=res.losses,
         steps_to_target=first[0] if first else None,

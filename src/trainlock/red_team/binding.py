@@ -13,6 +13,8 @@ Every config field is bound except those that cannot change a finished run's num
 - `runner.*` (backend, workers, Ray's address and per-run resources): a run's row is the same wherever it runs
   (one torch thread per run, fixed seeds; see `backends`).
 - `storage`: where the search's Optuna study lives; the search reports the trials of the study it opens.
+- `epoch_curve`: whether runs log their accuracy after every epoch; the training and the final accuracy are the same
+  either way (evaluation draws no random numbers and updates no statistics), so rows are keyed without it.
 - `budget`: the suite is planned in a fixed order and cut to the budget, and each row is keyed by its full attack
   spec, so a larger budget adds runs after the ones there and a smaller one reports the first runs of the same plan
   (rows beyond it stay in runs.jsonl, unreported). The binding records the latest budget.
@@ -45,7 +47,7 @@ BINDING = "binding.json"
 VERSION = 1
 logger = logging.getLogger(__name__)
 
-NEUTRAL = ("runner", "storage")  # where runs execute and where the search study lives
+NEUTRAL = ("runner", "storage", "epoch_curve")  # where runs execute, where the search study lives, what is logged
 GROWING = ("budget", "search_trials")
 DEVICE = "loop.device"
 # the red team sets these per run: they are not flags of `redteam` (cli/attacking.py's _PER_RUN)

@@ -54,6 +54,7 @@ def _sha16(data: dict) -> str:
 def config_key(config: dict) -> str:
     """The version-2 key of a spec's dict (`AttackSpec.to_dict()`)."""
     d = json.loads(json.dumps(config))
+    d.get("finetune", {}).pop("epoch_curve", None)  # what is recorded along the way, not what the run does
     loop = d.get("finetune", {}).get("loop", {})
     loop.pop("device", None)
     if loop.get("precision") == "fp32":  # the default, and what every run before the option was: same keys
@@ -252,6 +253,11 @@ class RedTeamConfig:
     budget: int | None = option(None, "at most this many runs, in the suite's priority order (default: all)")
     runner: RunnerConfig = option(factory=RunnerConfig, help="backend and workers", flat=True)
     target_accuracy: float = option(0.7, "accuracy that defines steps_to_target")
+    epoch_curve: bool = option(
+        False,
+        "record every run's test accuracy after each epoch (an evaluation of the test split per epoch; the red "
+        "team ranks runs by their final accuracy alone)",
+    )
     search_trials: int = option(0, "Optuna trials after the suite (resumable)")
     storage: str | None = option(
         None,

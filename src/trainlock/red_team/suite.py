@@ -76,6 +76,7 @@ def plan(
         "seed": cfg.loop.seed,
         "target_accuracy": cfg.target_accuracy,
         "schedule": cfg.loop.schedule,
+        "epoch_curve": cfg.epoch_curve,
     }
     optimizers = [OPTIMIZERS.get(o) and o for o in cfg.optimizers] or OPTIMIZERS.names()  # get() names the valid ones
     transforms = [TRANSFORMS.get(t) and t for t in cfg.transforms] or TRANSFORMS.names()
