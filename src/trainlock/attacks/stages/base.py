@@ -97,6 +97,7 @@ class AttackState:
     folds: list[Callable[[nn.Module], nn.Module] | None] = field(default_factory=list)
     result: AttackResult | None = None
     after: list[Callable[[AttackState], None]] = field(default_factory=list)  # run on the final model, in order
+    scored: bool = False  # the train stage scored the row and left the weights alone (the probe): nothing to re-run
 
     @property
     def seed(self) -> int:

@@ -192,8 +192,4 @@ class Probe:
         row.steps, row.steps_to_target = 0, 0 if acc >= state.spec.finetune.target_accuracy else None
         state.spend(0)
         row.extra["probe"] = {**probe, "wall_s": time.perf_counter() - t0}
-
-        def probe_accuracy(state: AttackState) -> None:  # after the unchanged model was scored
-            state.row.accuracy = acc
-
-        state.after.append(probe_accuracy)
+        row.accuracy, state.scored = acc, True  # the classifier beside the model is the attack's; its weights stay
