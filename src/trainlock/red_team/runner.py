@@ -79,8 +79,21 @@ def _die_with_parent(parent: int | None = None) -> None:
 def _init(target: Target, worker: bool = False, parent: int | None = None) -> None:
     if worker:
         _die_with_parent(parent)
+        one_blas_thread()
     torch.set_num_threads(1)
     _STATE["target"] = target
+
+
+def one_blas_thread() -> None:
+    """Numpy's BLAS (OpenBLAS: scikit-learn's probe and reference fits) to one thread in this process. A worker
+    inherits OMP_NUM_THREADS = the core count, and OpenBLAS's threads spin while they wait: two workers' fits
+    then fight over two cores (a probe took 107 s in a worker, 37 s alone). No-op without threadpoolctl (it comes
+    with scikit-learn, the only user of those fits)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def _certify(locks: list | None, model: nn.Module) -> dict | None:

@@ -1,0 +1,23 @@
+"""A red-team worker's threads."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("threadpoolctl")
+
+
+def test_a_worker_runs_numpy_blas_on_one_thread():
+    """Workers inherit OMP_NUM_THREADS = the cores; their scikit-learn fits must not spin BLAS threads beside the
+    other workers (a probe ran 3x slower in a pool of two)."""
+    code = (
+        "import numpy, threadpoolctl\n"
+        "from trainlock.red_team.runner import one_blas_thread\n"
+        "one_blas_thread()\n"
+        "print(sorted({i['num_threads'] for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas'}))\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[1]"
