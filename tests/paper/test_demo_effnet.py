@@ -30,7 +30,7 @@ def test_effnet_demo_prints_locked_base_reference_and_uplifts(monkeypatch, small
     monkeypatch.setattr(
         demo_effnet,
         "vision_plan",
-        lambda quick: demo_effnet.VisionPlan(
+        lambda quick, full=False: demo_effnet.VisionPlan(
             size=32,
             n_train=100,
             n_attack=80,
@@ -42,6 +42,7 @@ def test_effnet_demo_prints_locked_base_reference_and_uplifts(monkeypatch, small
             lrs=(1e-3,),
             held_back=("cifar10-animals",),
             workers=0,
+            sv_clip=True,
         ),
     )
     assert main(["demo", "--quick", "--out", str(tmp_path), "--device", "cpu"]) == 0
@@ -62,3 +63,16 @@ def test_effnet_demo_prints_locked_base_reference_and_uplifts(monkeypatch, small
     assert {"adam@0.001", "scratch:adam@0.001", "adam@0.001[probe]"} <= names  # the probe is never cut
     assert any("sv-clip" in n for n in names)
     assert (tmp_path / "locked" / "trainlock.json").is_file() and (tmp_path / "base" / "trainlock.json").is_file()
+    assert set(res["stages"]) == {"train_s", "lock_s", "redteam_cifar10-animals_s"}
+
+
+def test_the_default_demo_cuts_the_runs_the_full_one_never_needed():
+    default, full = demo_effnet.vision_plan(False), demo_effnet.vision_plan(False, full=True)
+    quick = demo_effnet.vision_plan(True)
+    assert default.lrs == (1e-3,) and not default.sv_clip and not quick.sv_clip
+    assert (
+        full.lrs == (1e-4, 1e-3) and full.sv_clip and dataclasses.replace(full, lrs=(1e-3,), sv_clip=False) == default
+    )
+    # each rate and the probe with their scratch twins; the full plan adds sv-clip before the two Adam runs
+    assert demo_effnet._redteam_config(default, "cpu").budget == 4
+    assert demo_effnet._redteam_config(full, "cpu").budget == 8
