@@ -135,7 +135,7 @@ def test_c_path_stops_after_patience_cs_without_a_better_cv_accuracy():
     x = y[:, None] * 10.0 + rng.normal(size=(60, 4))
     tried = {p: select_logistic(standardized_logistic(), x, y, patience=p) for p in (1, 2, None)}
     assert {p: c.cs_tried for p, c in tried.items()} == {1: 2, 2: 3, None: len(CS)}
-    assert all(c.C == min(CS) and c.cv_accuracy == 1.0 for c in tried.values())  # ties: the first C of the grid
+    assert all(min(CS) == c.C and c.cv_accuracy == 1.0 for c in tried.values())  # ties: the first C of the grid
 
 
 def test_classical_c_path_stop_keeps_the_full_grids_choice(digits):
