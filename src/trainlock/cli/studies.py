@@ -191,8 +191,8 @@ def add_demo(p) -> None:
     size.add_argument(
         "--full",
         action="store_true",
-        help="the EfficientNet demo's whole red team: also Adam at 1e-4 and spectral clipping before each run, which "
-        "the default leaves out (neither changed its result; about twice as long)",
+        help="the EfficientNet demo's whole red team: also Adam at 1e-4 and spectral clipping before the Adam runs, "
+        "which the default leaves out (neither was ever the best attack; twice the red team's runs)",
     )
     kind = p.add_mutually_exclusive_group()
     kind.add_argument(

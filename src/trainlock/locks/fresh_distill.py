@@ -21,8 +21,9 @@ The cost is utility: a fresh network trained on the authorized data alone is wha
 for. The claim is empirical (the lock table measures the attacker's uplift over the best reference); the
 certificate checks only that the released weights are not the base's: every re-initialized weight's cosine
 similarity to the base's weight, estimated from a 256-bucket count sketch recorded at lock time
-(Johnson-Lindenstrauss), stays below `max_cosine`. An attacker holding the base does not need this model; one without it gets no more than
-the authorized task's behaviour, which a distillation attack on the released model also gets.
+(Johnson-Lindenstrauss), stays below `max_cosine`. An attacker holding the base does not need this model; one
+without it gets no more than the authorized task's behaviour, which a distillation attack on the released model
+also gets.
 """
 
 from __future__ import annotations

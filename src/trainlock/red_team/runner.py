@@ -113,17 +113,17 @@ def _score(state: AttackState) -> None:
     recorded locks' certificates, then whatever the stages asked for (`state.after`)."""
     row, model = state.row, state.model
     res = state.result
-    if state.scored and not state.folds:  # the weights are the transforms' output: nothing new to measure
-        row.authorized_after_attack = row.authorized_after_transform
-    else:
+    if not state.scored:  # (a scored row was scored by its train stage: the probe's classifier beside the model)
         if res is not None and res.model is model and state.train_task is state.task:
             row.accuracy = res.accuracy  # trained on the attack task itself, nothing changed since: its final test
-        elif not state.scored:
+        else:
             final = state.adapted(state.task)
             row.accuracy = accuracy(model, final.x_test, final.y_test)
-        retain = state.adapted(state.retain)
-        if retain is not None:
-            row.authorized_after_attack = accuracy(model, retain.x_test, retain.y_test)
+    retain = state.adapted(state.retain)
+    if retain is not None and state.scored and not state.folds:  # the transforms' output, measured after them
+        row.authorized_after_attack = row.authorized_after_transform
+    elif retain is not None:
+        row.authorized_after_attack = accuracy(model, retain.x_test, retain.y_test)
     if state.locks:
         row.lock_first_broken = state.result.monitor_first_broken if state.result is not None else None
         row.certificates_after = _certify(state.locks, model)

@@ -107,9 +107,8 @@ def select_logistic(
 
     The Cs are tried from strong to weak regularization, every fold's fit warm-started at the last C's optimum;
     the path stops after `patience` Cs in a row whose mean validation accuracy is not above the best so far
-    (None: the whole grid). Weak regularization is where lbfgs is slow (pixels or TF-IDF with more features
-    than examples are separable, and C = 100 runs to max_iter), and past a validation peak it is rarely better:
-    the early stop changes the choice only when the mean accuracy over C has a second, higher peak."""
+    (None: the whole grid). Every C costs a fit per fold, and past a validation peak a weaker C is rarely
+    better: the early stop changes the choice only when the mean accuracy over C has a second, higher peak."""
     from sklearn.base import clone
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import StratifiedKFold, train_test_split
