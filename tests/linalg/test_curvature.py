@@ -72,18 +72,87 @@ def test_lanczos_random_symmetric_matrix():
     A = torch.randn(n, n, generator=g, dtype=torch.float64)
     A = (A + A.T) / 2
     ref = torch.linalg.eigvalsh(A)
-    top = lanczos(lambda v: A @ v, n, k=3, iters=n, tol=1e-10, seed=0)
-    bot = lanczos(lambda v: A @ v, n, k=3, iters=n, tol=1e-10, seed=0, which="smallest")
+    top = lanczos(lambda v: A @ v, n, k=3, options=LanczosOptions(iters=n, tol=1e-10))
+    bot = lanczos(lambda v: A @ v, n, k=3, which="smallest", options=LanczosOptions(iters=n, tol=1e-10))
     assert torch.allclose(top.eigenvalues, ref.flip(0)[:3], rtol=1e-8)
     assert torch.allclose(bot.eigenvalues, ref[:3], rtol=1e-8)
     assert bool(top.converged.all()) and bool(bot.converged.all())
     assert (top.residuals <= 1e-10 * top.eigenvalues.abs()).all()
 
 
+def _recorded(A, dtype):
+    """A matvec in `dtype` (its rounding is what loses orthogonality) that keeps every vector it is given: the
+    Lanczos basis."""
+    seen = []
+
+    def mv(v):
+        seen.append(v.clone())
+        return (A.to(dtype) @ v.to(dtype)).double()
+
+    return mv, seen
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_partial_reorthogonalization_keeps_the_basis_semi_orthogonal(dtype):
+    # eigenvalues 1/i^2 (a few large, a long tail near 0, like a Hessian's): converged Ritz vectors make plain
+    # Lanczos lose orthogonality fast, so a full run must reorthogonalize some steps and may skip others
+    g = torch.Generator().manual_seed(5)
+    n = 400
+    U, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    d = 1.0 / torch.arange(1, n + 1, dtype=torch.float64) ** 2
+    A = (U * d) @ U.T
+    eps = torch.finfo(dtype).eps
+    results = {}
+    for reorth in ("partial", "full"):
+        mv, seen = _recorded(A, dtype)
+        opts = LanczosOptions(iters=120, tol=1e-300, reorth=reorth, eps=eps)
+        results[reorth] = lanczos(mv, n, k=4, options=opts)
+        Q = torch.stack(seen)
+        loss = (Q @ Q.T - torch.eye(len(seen), dtype=torch.float64)).abs().max()
+        assert loss <= (eps**0.5 if reorth == "partial" else 1e3 * torch.finfo(torch.float64).eps), loss
+    part, full = results["partial"], results["full"]
+    assert torch.allclose(part.eigenvalues, d[:4], rtol=1e3 * eps, atol=0), part.eigenvalues
+    assert torch.allclose(part.eigenvalues, full.eigenvalues, rtol=1e3 * eps, atol=0)
+
+
+def test_partial_reorthogonalization_skips_steps():
+    # the same spectrum, counted: the partial run reorthogonalizes some of its steps, the full run every one, and
+    # both find the same 8 eigenvalues to float64 accuracy
+    g = torch.Generator().manual_seed(5)
+    n = 400
+    U, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    d = 1.0 / torch.arange(1, n + 1, dtype=torch.float64) ** 2
+    A = (U * d) @ U.T
+    real = torch.Tensor.__matmul__
+    passes, results = {}, {}
+    for reorth in ("partial", "full"):
+        calls = [0]
+
+        def counting(a, b, calls=calls):
+            calls[0] += a.dim() == 2 and a.shape[0] != n  # Q[:j+1] @ w: one per pass against the basis
+            return real(a, b)
+
+        torch.Tensor.__matmul__ = counting
+        try:
+            results[reorth] = lanczos(lambda v: A @ v, n, k=8, options=LanczosOptions(tol=1e-12, reorth=reorth))
+        finally:
+            torch.Tensor.__matmul__ = real
+        passes[reorth] = calls[0]
+    part, full = results["partial"], results["full"]
+    assert part.iters == full.iters > 20
+    assert passes["full"] >= full.iters and 0 < passes["partial"] < part.iters / 2, passes
+    assert torch.allclose(part.eigenvalues, d[:8], rtol=1e-12, atol=0)
+
+
+def test_lanczos_options_refuse_unknown_reorth():
+    with pytest.raises(ValueError, match="reorth"):
+        LanczosOptions(reorth="none")
+
+
 def test_lanczos_small_operator_and_breakdown():
     # diag with a 2-dim invariant subspace from the start vector's view: still exact, no hang
     A = torch.diag(torch.tensor([3.0, 1.0, -2.0], dtype=torch.float64))
-    r = lanczos(lambda v: A @ v, 3, k=3, tol=1e-12)
+    r = lanczos(lambda v: A @ v, 3, k=3, options=LanczosOptions(tol=1e-12))
     assert torch.allclose(r.eigenvalues, torch.tensor([3.0, 1.0, -2.0], dtype=torch.float64))
     assert r.iters == 3 and bool(r.converged.all())
 
@@ -177,7 +246,7 @@ def test_condition_estimate_diagonal_quadratic():
 def test_lanczos_breakdown_restarts_and_keeps_multiplicity():
     # the Krylov space of diag(2,2,2,1,1) is 2-dim: Lanczos breaks down and restarts orthogonally
     A = torch.diag(torch.tensor([2.0, 2.0, 2.0, 1.0, 1.0], dtype=torch.float64))
-    r = lanczos(lambda v: A @ v, 5, k=3, tol=1e-12)
+    r = lanczos(lambda v: A @ v, 5, k=3, options=LanczosOptions(tol=1e-12))
     # each Krylov block sees the eigenvalue 2 once: after one restart it is found twice, then 1
     # (single-vector Lanczos cannot promise full multiplicity); all values are exact eigenvalues
     assert torch.allclose(r.eigenvalues, torch.tensor([2.0, 2.0, 1.0], dtype=torch.float64))

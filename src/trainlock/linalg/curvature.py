@@ -17,7 +17,7 @@ import itertools
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import torch
@@ -168,7 +168,7 @@ def hvp(
 
 
 def _matvec(model: torch.nn.Module, loss_fn: LossFn, batch: Any, chunks: int, reuse_graph: bool):
-    """A flat float64 matvec x -> H x, and the dimension. With ``reuse_graph`` (only for
+    """A flat float64 matvec x -> H x, the dimension and the first parameter (its device and dtype). With ``reuse_graph`` (only for
     chunks == 1) the first-gradient graph is built once and reused by every product."""
     params = _params(model)
     n = sum(p.numel() for p in params)
@@ -184,7 +184,7 @@ def _matvec(model: torch.nn.Module, loss_fn: LossFn, batch: Any, chunks: int, re
         def mv(x: Tensor) -> Tensor:
             return torch.cat([h.reshape(-1) for h in hvp(model, loss_fn, batch, x, chunks=chunks)]).double()
 
-    return mv, n, params[0].device
+    return mv, n, params[0]
 
 
 # --------------------------------------------------------------------------- Lanczos
@@ -197,28 +197,79 @@ def _wanted(theta: Tensor, k: int, which: str) -> Tensor:
     return torch.arange(m - 1, m - 1 - k, -1) if which == "largest" else torch.arange(k)
 
 
+@dataclass
+class LanczosOptions:
+    """How Lanczos runs (`lanczos`, and `hessian_spectrum` on Hessian-vector products)."""
+
+    iters: int | None = option(None, "Krylov steps at most (default: enough for the tolerance, capped)")
+    tol: float = option(1e-6, "stop when every wanted eigenvalue's residual is below tol * |eigenvalue|")
+    chunks: int = option(1, "split the batch into this many chunks per product (memory)")
+    seed: int = option(0, "seed of the random start vector")
+    reuse_graph: bool = option(True, "build the first-gradient graph once (False: a fresh `hvp` per product)")
+    warn: bool = option(True, "warn with ConvergenceWarning when a value is not converged")
+    reorth: str = option(
+        "partial",
+        "partial: reorthogonalize the Krylov basis only when Simon's estimate of its loss of orthogonality passes "
+        "sqrt(eps) (semi-orthogonality: Ritz values as accurate as full reorthogonalization's); full: at every step",
+        choices=lambda: REORTH,
+    )
+    eps: float | None = option(
+        None,
+        "relative rounding error of one matvec, for the partial estimate (default: float64's in `lanczos`; "
+        "`hessian_spectrum` uses the parameters' dtype's)",
+    )
+
+    def __post_init__(self):
+        if self.reorth not in REORTH:
+            raise ValueError(f"lanczos: reorth must be one of {REORTH}, got {self.reorth!r}")
+
+
+REORTH = ("partial", "full")
+
+
+def _omega(omega: Tensor, prev: Tensor, alpha: list, beta: list, b: float, eps: float, scale: float) -> Tensor:
+    """Simon's recurrence (1984): estimates of q_{j+1} . q_k (k <= j+1) from those of q_j (`omega`, length j+1)
+    and q_{j-1} (`prev`, length j), the tridiagonal so far (alpha_0..alpha_j, beta_0..beta_{j-1}) and b =
+    beta_j. Each entry is pushed away from zero by the local rounding term eps * scale / b (the worst case of
+    Simon's random term), so the estimate errs on the side of reorthogonalizing."""
+    j = len(alpha) - 1
+    a = torch.tensor(alpha, dtype=torch.float64)
+    bt = torch.tensor(beta, dtype=torch.float64)  # beta_0 .. beta_{j-1}
+    new = torch.empty(j + 2, dtype=torch.float64)
+    if j:
+        t = bt * omega[1 : j + 1] + (a[:j] - a[j]) * omega[:j]  # beta_k w_{j,k+1} + (alpha_k - alpha_j) w_{j,k}
+        t[1:] += bt[: j - 1] * omega[: j - 1]  # + beta_{k-1} w_{j,k-1}
+        t -= bt[j - 1] * prev[:j]  # - beta_{j-1} w_{j-1,k}
+        new[:j] = (t + torch.sign(t) * eps * scale) / b
+        new[:j][t == 0] = eps * scale / b
+    new[j] = eps * scale / b  # the three-term recurrence orthogonalizes q_{j+1} against q_j locally
+    new[j + 1] = 1.0
+    return new
+
+
 def lanczos(
     matvec: Callable[[Tensor], Tensor],
     n: int,
     k: int = 1,
-    iters: int | None = None,
-    tol: float = 1e-6,
-    seed: int = 0,
     which: str = "largest",
+    options: LanczosOptions | None = None,
     device: torch.device | str | None = None,
 ) -> LanczosResult:
-    """Lanczos with full reorthogonalization, in float64, on a symmetric operator of size n.
+    """Lanczos in float64 on a symmetric operator of size n, with the basis kept orthogonal (see
+    `LanczosOptions.reorth`: partial by default, as PROPACK does; full on request).
 
     ``matvec`` maps a float64 vector (n,) to (n,). Stops as soon as the k wanted Ritz values
     (see ``which``) all have residual <= tol * |value|, or after ``iters`` steps (default
     min(n, max(64, 16 k))). The whole Krylov basis (iters x n, float64) is kept in memory."""
+    o = options or LanczosOptions()
     if which not in ("largest", "smallest"):
         raise ValueError(f"lanczos: which must be 'largest' or 'smallest', got {which!r}")
     if n < 1 or k < 1:
         raise ValueError(f"lanczos: need n >= 1 and k >= 1, got n={n}, k={k}")
     k = min(k, n)
-    iters = min(n, max(64, 16 * k) if iters is None else max(int(iters), 1))
-    gen = torch.Generator().manual_seed(seed)
+    iters = min(n, max(64, 16 * k) if o.iters is None else max(int(o.iters), 1))
+    eps = torch.finfo(torch.float64).eps if o.eps is None else float(o.eps)
+    gen = torch.Generator().manual_seed(o.seed)
 
     def rand(Q: Tensor, m: int) -> Tensor:
         q = torch.randn(n, generator=gen, dtype=torch.float64).to(device)
@@ -229,6 +280,8 @@ def lanczos(
     Q = torch.empty(iters + 1, n, dtype=torch.float64, device=device)  # rows filled as they are reached
     alpha, beta = [], []  # beta[j] couples q_j and q_{j+1}
     Q[0] = rand(Q, 0)
+    omega, prev = torch.ones(1, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
+    again = False  # Simon: after reorthogonalizing q_{j+1}, q_{j+2} must be too
     theta = res = conv = None
     m = 0
     for j in range(iters):
@@ -237,13 +290,18 @@ def lanczos(
         alpha.append(a.item())
         w = w - a * Q[j] - (beta[-1] * Q[j - 1] if j else 0.0)  # the three-term recurrence
         b = w.norm().item()
-        for _ in range(2):  # full reorthogonalization; a second pass only if the first cancelled much
-            w = w - Q[: j + 1].T @ (Q[: j + 1] @ w)  # (Daniel-Gragg-Kaufman-Stewart: "twice is enough")
-            b, before = w.norm().item(), b
-            if b > before / math.sqrt(2):
-                break
+        scale = max(abs(x) for x in alpha) + (max(beta) if beta else 0.0)  # ~ ||T|| <= ||A||
+        new = _omega(omega, prev, alpha, beta, b, eps, scale) if b > 0 else None
+        if o.reorth == "full" or again or new is None or float(new[: j + 1].abs().max()) > math.sqrt(eps):
+            for _ in range(2):  # reorthogonalize; a second pass only if the first cancelled much
+                w = w - Q[: j + 1].T @ (Q[: j + 1] @ w)  # (Daniel-Gragg-Kaufman-Stewart: "twice is enough")
+                b, before = w.norm().item(), b
+                if b > before / math.sqrt(2):
+                    break
+            again = not again and o.reorth == "partial"
+            if new is not None:
+                new[: j + 1] = eps
         m = j + 1
-        scale = max(abs(x) for x in alpha) + (max(beta) if beta else 0.0)
         if b <= 1e-12 * max(scale, 1e-300):  # invariant subspace: exact Ritz values here
             b = 0.0
         T = torch.diag(torch.tensor(alpha, dtype=torch.float64))
@@ -253,28 +311,22 @@ def lanczos(
         theta, S = torch.linalg.eigh(T)
         sel = _wanted(theta, k, which)
         res = (b * S[-1, sel]).abs()
-        conv = res <= tol * theta[sel].abs()
+        conv = res <= o.tol * theta[sel].abs()
         if (len(sel) == k and bool(conv.all())) or m == n:
             break
         beta.append(b)
-        Q[j + 1] = w / b if b > 0 else rand(Q, j + 1)  # restart orthogonally after a breakdown
+        if b > 0:
+            Q[j + 1] = w / b
+        else:  # restart orthogonally after a breakdown
+            Q[j + 1] = rand(Q, j + 1)
+            new = torch.full((j + 2,), eps, dtype=torch.float64)
+            new[-1] = 1.0
+        omega, prev = new, omega
     sel = _wanted(theta, k, which)
     return LanczosResult(theta[sel].clone(), res, conv, m)
 
 
 # --------------------------------------------------------------------------- public Hessian API
-
-
-@dataclass
-class LanczosOptions:
-    """How `hessian_spectrum` runs Lanczos on Hessian-vector products."""
-
-    iters: int | None = option(None, "Krylov steps at most (default: enough for the tolerance, capped)")
-    tol: float = option(1e-6, "stop when every wanted eigenvalue's residual is below tol * |eigenvalue|")
-    chunks: int = option(1, "split the batch into this many chunks per product (memory)")
-    seed: int = option(0, "seed of the random start vector")
-    reuse_graph: bool = option(True, "build the first-gradient graph once (False: a fresh `hvp` per product)")
-    warn: bool = option(True, "warn with ConvergenceWarning when a value is not converged")
 
 
 def hessian_spectrum(
@@ -289,8 +341,10 @@ def hessian_spectrum(
     extreme Hessian eigenvalues; warns with ConvergenceWarning when any is not converged."""
     o = options or LanczosOptions()
     tol = o.tol
-    mv, n, device = _matvec(model, loss_fn, batch, o.chunks, o.reuse_graph)
-    result = lanczos(mv, n, k=k, iters=o.iters, tol=tol, seed=o.seed, which=which, device=device)
+    mv, n, p = _matvec(model, loss_fn, batch, o.chunks, o.reuse_graph)
+    if o.eps is None:  # a product in the parameters' precision: its rounding drives the loss of orthogonality
+        o = replace(o, eps=torch.finfo(p.dtype).eps)
+    result = lanczos(mv, n, k=k, which=which, options=o, device=p.device)
     if o.warn and not bool(result.converged.all()):
         warnings.warn(
             f"Lanczos ({which}) did not converge in {result.iters} iterations: "
