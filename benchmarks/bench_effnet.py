@@ -28,6 +28,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from goals import report
 from memory import reset_peak, status_mb
 
 from trainlock.locks import find_lockable, spectral_term
@@ -139,6 +140,7 @@ def timing(args) -> None:
         f"{args.steps}) goal <= 1.10: {'ok' if r <= 1.10 else 'MISS'}",
         flush=True,
     )
+    report("EfficientNet-Lite0 SpecDef lock step / fine-tuning step", r, "<=", 1.10)
 
 
 def child(args) -> None:
@@ -189,6 +191,7 @@ def main() -> None:
         f"ratio {lock / fine:.3f} goal <= 1.25: {'ok' if lock / fine <= 1.25 else 'MISS'}; above the built model: "
         f"{fine - fl:.0f} / {lock - ll:.0f} MB"
     )
+    report("EfficientNet-Lite0 lock peak memory / fine-tuning peak", lock / fine, "<=", 1.25)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from goals import report
+
 
 def throughput(runs: int, steps: int) -> list[tuple[str, float, float]]:
     """[(setting, runs per minute, start-up seconds)] for local x1, local x2, ray x2."""
@@ -76,6 +78,7 @@ import torch.nn.functional as F
 import trainlock as tl
 from trainlock.locks import find_lockable, spectral_term
 from trainlock.train import distributed
+from goals import report
 distributed.init_from_env()
 model_name, steps, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 torch.manual_seed(0)
@@ -155,6 +158,8 @@ def main() -> None:
         f"  ray x2 / local x2 = {by['ray x2'] / by['local x2']:.2f} (goal >= 0.9); "
         f"local x2 / local x1 = {by['local x2'] / by['local x1']:.2f} (goal >= 1.7 on 2 cores)"
     )
+    report("red-team runs/min: Ray x2 / local x2", by["ray x2"] / by["local x2"], ">=", 0.9)
+    report("red-team runs/min: local x2 / local x1", by["local x2"] / by["local x1"], ">=", 1.7)
 
     print(
         f"\ndata-parallel SpecDef step ({args.model}, global batch {args.batch_size}, {threads} cores split over "

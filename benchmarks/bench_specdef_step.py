@@ -15,6 +15,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from goals import report
 
 import trainlock as tl
 from trainlock.locks import find_lockable, spectral_term
@@ -68,6 +69,7 @@ def main() -> None:
         f"(median of {len(ratios)} paired blocks; quartiles {q[0]:.3f}-{q[2]:.3f}) "
         f"goal <= 1.10: {'ok' if ratio <= 1.10 else 'MISS'}"
     )
+    report(f"SpecDef step / retain-only step ({args.model})", ratio, "<=", 1.10)
 
 
 if __name__ == "__main__":

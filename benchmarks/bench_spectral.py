@@ -14,6 +14,7 @@ import statistics
 import time
 
 import torch
+from goals import report
 
 from trainlock.linalg.spectral import top_singular_values
 
@@ -70,6 +71,9 @@ def main() -> None:
                 f"{'x'.join(map(str, shape)):>12} {k:>3} {r['svdvals_s'] * 1e3:>11.1f} {r['topk_s'] * 1e3:>9.2f} "
                 f"{r['ratio']:>8.0f} {r['rel_err']:>9.1e} {r['cold_iters']:>10}  {ok}"
             )
+            name = f"warm top-{k} singular values {'x'.join(map(str, shape))}"
+            report(f"{name}: svdvals time / top-k time", r["ratio"], ">=", 100)
+            report(f"{name}: relative error", r["rel_err"], "<=", 1e-3, unit="")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import argparse
 import time
 
 import torch
+from goals import report
 
 import trainlock as tl
 from trainlock.red_team.vmap_sweep import batched_sgd_sweep, sequential_sgd_sweep
@@ -41,6 +42,7 @@ def main() -> None:
             f"{name:>12}: sequential {t_seq:6.2f} s | vmap {t_vm:6.2f} s | ratio {t_seq / t_vm:5.2f} "
             f"(goal >= 2: {'ok' if t_seq / t_vm >= 2 else 'MISS'}) | max accuracy difference {diff:.4f}"
         )
+        report(f"8-lr SGD sweep, one by one / vmap ({name})", t_seq / t_vm, ">=", 2.0)
 
 
 if __name__ == "__main__":
