@@ -39,8 +39,11 @@ def batched_sgd_sweep(
     task = for_model(task, model)
     buffers = {k: v.detach() for k, v in model.named_buffers()}
     stacked = {k: v.detach().unsqueeze(0).repeat(len(lrs), *[1] * v.dim()) for k, v in model.named_parameters()}
-    velocity = {k: torch.zeros_like(v) for k, v in stacked.items()}
+    names = list(stacked)
+    params = [stacked[k] for k in names]
     lr = torch.tensor(lrs, dtype=torch.float32)
+    lr_of = [lr.view(-1, *[1] * (p.dim() - 1)) for p in params]  # each copy's rate, broadcast over its tensor
+    velocity: list[torch.Tensor] = []
 
     def loss(params, x, y):
         return F.cross_entropy(functional_call(model, (params, buffers), (x,)), y)
@@ -51,10 +54,14 @@ def batched_sgd_sweep(
         for xb, yb in batches(task.x_train, task.y_train, batch_size, seed=seed * 100_003 + epoch):
             if done >= steps:
                 break
-            g = grads_of(stacked, xb, yb)
-            for k in stacked:
-                velocity[k] = g[k] if done == 0 else momentum * velocity[k] + g[k]
-                stacked[k] = stacked[k] - lr.view(-1, *[1] * (stacked[k].dim() - 1)) * velocity[k]
+            g = grads_of(dict(zip(names, params, strict=True)), xb, yb)
+            grads = [g[k] for k in names]
+            if done == 0:  # torch.optim.SGD: the first step's buffer is the gradient itself
+                velocity = [t.clone() for t in grads]
+            else:  # v = momentum * v + g, in place on every tensor at once
+                torch._foreach_mul_(velocity, momentum)
+                torch._foreach_add_(velocity, grads)
+            torch._foreach_sub_(params, torch._foreach_mul(velocity, lr_of))  # p -= lr * v
             done += 1
         epoch += 1
 
@@ -62,6 +69,7 @@ def batched_sgd_sweep(
         return functional_call(model, (params, buffers), (x,))
 
     with torch.no_grad():
+        stacked = dict(zip(names, params, strict=True))
         out = vmap(logits, in_dims=(0, None))(stacked, task.x_test)  # (L, N, C)
         ok = (out.argmax(-1) == task.y_test) & torch.isfinite(out).all(-1)
     return ok.float().mean(1).tolist(), stacked
