@@ -533,3 +533,36 @@ def test_redteam_takes_the_lock_summary_and_the_locks_from_meta(tiny_base, digit
     res = redteam(tiny_base, digits_permuted, cfg, meta={"lock": {"sigma_before": {"layers": layers}}, "locks": []})
     row, _twin = res["runs"]
     assert row["insider"] and "recorded pre-lock sigma_max" in row["notes"][0]
+
+
+def test_references_train_beside_the_base_and_match_in_process(
+    locked, tiny_base, digits_permuted, tmp_path, monkeypatch
+):
+    """With a base and a pool, the references run in a side process while the base's runs go (`beside`), then are
+    read back from references.json: the same numbers as computed in this process (workers 0)."""
+    from trainlock.red_team import core
+
+    calls = []
+    real = core.beside
+
+    def spy(fn, *args):
+        calls.append(fn.__name__)
+        return real(fn, *args)
+
+    monkeypatch.setattr(core, "beside", spy)
+    from trainlock.red_team import uplift
+
+    results = {}
+    for workers in (2, 0):
+        monkeypatch.setattr(uplift, "_MEMO", {})  # each computes its references (not another test's, not the other's)
+        cfg = RedTeamConfig(
+            loop=LoopConfig(device="cpu", max_steps=20, batch_size=32),
+            runner=RunnerConfig(workers=workers),
+            budget=2,
+            include=("adam@0.001",),
+        )
+        results[workers] = redteam(locked, digits_permuted, cfg, out=tmp_path / f"w{workers}", base=tiny_base)
+    assert calls == ["reference_runs"]  # once: the pool run, not the in-process one
+    refs = {w: {r["attacker"]: r["accuracy"] for r in res["reference"]["runs"]} for w, res in results.items()}
+    assert any(a.startswith("classical") for a in refs[2]) and refs[2] == refs[0]
+    assert (tmp_path / "w2" / "references.json").is_file()

@@ -21,3 +21,24 @@ def test_a_worker_runs_numpy_blas_on_one_thread():
     env = {**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[1]"
+
+
+def _pid_and_threads(x):
+    import torch
+
+    return os.getpid(), torch.get_num_threads(), x * 2
+
+
+def _fails():
+    raise RuntimeError("side job failed")
+
+
+def test_beside_runs_in_another_process_and_reraises():
+    from trainlock.red_team.runner import beside
+
+    with beside(_pid_and_threads, 21) as fut:
+        here = os.getpid()
+    pid, threads, value = fut.result()
+    assert value == 42 and threads == 1 and pid != here
+    with pytest.raises(RuntimeError, match="side job failed"), beside(_fails):
+        pass

@@ -10,6 +10,7 @@ they are about, and (`binding`) only under the config they were run with.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -36,7 +37,7 @@ from .report import (
     write_budgets_report,
     write_report,
 )
-from .runner import Target, run_suite
+from .runner import Target, beside, run_suite
 from .spec import RedTeamConfig
 from .suite import STAGES, matched, plan
 from .uplift import budget_of, reference_runs, uplift_summary
@@ -203,15 +204,20 @@ def _redteam_one(
         from .search import search
 
         rows += search(model, task, cfg, out, retain, progress)
-    refs = reference_runs(ReferenceTarget(task, model, text, steps, cfg.loop.seed), tuple(cfg.references), out)
+    ref_target, names = ReferenceTarget(task, model, text, steps, cfg.loop.seed), tuple(cfg.references)
     base_rows = None
     if base is not None:
         base_out = None if out is None else out / "base"
-        base_rows = run_suite(
-            Target(base, task, retain, None, device, text), specs, base_out, cfg.runner, progress
-        )  # the same attacks as the locked model got
+        # the references do not depend on any run: they train beside the base's runs (a pool of few runs leaves a
+        # core idle) and are read back from out/references.json
+        side = out is not None and names and cfg.runner.backend == "local" and cfg.runner.workers > 0
+        with beside(reference_runs, ref_target, names, out) if side and device == "cpu" else contextlib.nullcontext():
+            base_rows = run_suite(
+                Target(base, task, retain, None, device, text), specs, base_out, cfg.runner, progress
+            )  # the same attacks as the locked model got
         if cfg.search_trials:
             base_rows += search(base, task, cfg, base_out, retain, progress)
+    refs = reference_runs(ref_target, names, out)
     head = headline(rows, base_rows)
     result = {
         "worst": worst_case(rows),

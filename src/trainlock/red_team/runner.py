@@ -18,7 +18,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +82,45 @@ def _init(target: Target, worker: bool = False, parent: int | None = None) -> No
         one_blas_thread()
     torch.set_num_threads(1)
     _STATE["target"] = target
+
+
+_SIDE: dict = {}  # in a side process (`beside`): the call it makes
+
+
+def _side_init(parent: int, fn: Callable, args: tuple) -> None:
+    _die_with_parent(parent)
+    one_blas_thread()
+    torch.set_num_threads(1)
+    _SIDE["call"] = (fn, args)
+
+
+def _side_run():
+    fn, args = _SIDE["call"]
+    return fn(*args)
+
+
+@contextlib.contextmanager
+def beside(fn: Callable, *args):
+    """Run ``fn(*args)`` in one forked process (one torch and one BLAS thread) while the caller's block runs; yields
+    its Future and waits for it on leaving (re-raising its error). The arguments reach the process by the fork, not
+    by pickling (a model and its task data are not copied through a pipe). Where the platform cannot fork, the call
+    runs right here, before the block. Ctrl-C or an error in the block kills the process."""
+    if "fork" not in mp.get_all_start_methods():
+        done: Future = Future()
+        done.set_result(fn(*args))
+        yield done
+        return
+    pool = ProcessPoolExecutor(
+        1, mp_context=mp.get_context("fork"), initializer=_side_init, initargs=(os.getpid(), fn, args)
+    )
+    try:
+        future = pool.submit(_side_run)
+        yield future
+        future.result()
+    except BaseException:
+        _stop(pool)
+        raise
+    pool.shutdown(wait=True)
 
 
 def one_blas_thread() -> None:
