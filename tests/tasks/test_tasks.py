@@ -372,3 +372,17 @@ def test_permutation_is_fixed_bijection(shape):
     if len(shape) == 3:  # one permutation of pixel positions, shared by all channels
         flat = task.x_train.reshape(20, shape[0], -1)
         assert torch.equal(p1.x_train.reshape(20, shape[0], -1), flat[:, :, perm])
+
+
+def test_first_k_classes_form():
+    """`NAME[:K]`: the task cut to classes 0..K-1 (a restricted proxy for a model with K outputs)."""
+    full = tasks.get("digits")
+    cut = tasks.get("digits[:4]")
+    assert cut.name == "digits[:4]" and cut.num_classes == 4
+    assert set(cut.y_train.tolist()) == {0, 1, 2, 3} and set(cut.y_test.tolist()) <= {0, 1, 2, 3}
+    keep = full.y_train < 4
+    assert torch.equal(cut.x_train, full.x_train[keep]) and torch.equal(cut.y_train, full.y_train[keep])
+    assert len(cut.y_test) == int((full.y_test < 4).sum())
+    for bad, msg in (("digits[:1]", "2..10"), ("digits[:11]", "2..10"), ("digits[:x]", "")):
+        with pytest.raises((TaskDataError, UnknownNameError), match=msg):
+            tasks.get(bad)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from pathlib import Path
 
 from ..registry import UnknownNameError
@@ -26,14 +27,18 @@ FORMS = (
     "npz:PATH (x_train/y_train/x_test/y_test arrays), idx:DIR (MNIST-format IDX files), "
     "csv:PATH / jsonl:PATH (text, label, optional text_pair and split), "
     "bigbench:TASK (a BIG-bench task fetched once with `trainlock fetch bigbench --tasks TASK`), "
-    "torchvision:NAME, hf:DATASET"
+    "torchvision:NAME, hf:DATASET; any of them followed by [:K] keeps its first K classes (mnist[:4])"
 )
 
 
 def get(name: str) -> Task:
-    """The Task called `name`: a registered name or one of the npz:/idx:/torchvision:/hf: forms."""
+    """The Task called `name`: a registered name or one of the npz:/idx:/torchvision:/hf: forms; any of them
+    followed by `[:K]` keeps its first K classes (`mnist[:4]`: digits 0-3, for a model with 4 outputs)."""
     if not isinstance(name, str):
         raise TaskDataError(f"a task name is a string (e.g. 'mnist', 'npz:PATH'), got {type(name).__name__}: {name!r}")
+    m = _FIRST.fullmatch(name)
+    if m:
+        return first_classes(get(m.group(1)), int(m.group(2)), name)
     for prefix, loader in _PREFIXES.items():
         if name.startswith(prefix):
             arg = name[len(prefix) :]
@@ -47,6 +52,30 @@ def get(name: str) -> Task:
     if not spec.available():
         raise TaskDataError(f"task {name!r} needs data that is not installed; install it with: {spec.install_hint}")
     return fresh_copy(spec.load())
+
+
+_FIRST = re.compile(r"(.+)\[:(\d+)\]")
+
+
+def first_classes(task: Task, k: int, name: str) -> Task:
+    """`task` cut to its examples of classes 0..k-1 (a restricted proxy domain with as many classes as a model
+    has outputs); refuses a text task, k < 2 and k above the task's classes."""
+    if not isinstance(task, Task):
+        raise TaskDataError(f"task {name!r}: [:K] keeps the first K classes of a tensor task, not of {task.name!r}")
+    if not 2 <= k <= task.num_classes:
+        raise TaskDataError(f"task {name!r}: K must be in 2..{task.num_classes} (the task's classes), got {k}")
+    tr, te = task.y_train < k, task.y_test < k
+    return dataclasses.replace(
+        task,
+        name=name,
+        x_train=task.x_train[tr],
+        y_train=task.y_train[tr],
+        x_test=task.x_test[te],
+        y_test=task.y_test[te],
+        num_classes=k,
+        description=f"{task.description} (classes 0-{k - 1})",
+        meta=copy.deepcopy(task.meta),
+    )
 
 
 def fresh_copy(task):
