@@ -168,8 +168,8 @@ def hvp(
 
 
 def _matvec(model: torch.nn.Module, loss_fn: LossFn, batch: Any, chunks: int, reuse_graph: bool):
-    """A flat float64 matvec x -> H x, the dimension and the first parameter (its device and dtype). With ``reuse_graph`` (only for
-    chunks == 1) the first-gradient graph is built once and reused by every product."""
+    """A flat float64 matvec x -> H x, the dimension and the first parameter (its device and dtype). With
+    ``reuse_graph`` (only for chunks == 1) the first-gradient graph is built once and reused by every product."""
     params = _params(model)
     n = sum(p.numel() for p in params)
     if reuse_graph and chunks <= 1:
