@@ -78,7 +78,6 @@ import torch.nn.functional as F
 import trainlock as tl
 from trainlock.locks import find_lockable, spectral_term
 from trainlock.train import distributed
-from goals import report
 distributed.init_from_env()
 model_name, steps, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 torch.manual_seed(0)
