@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -119,13 +120,12 @@ def _grad_terms(loss: Tensor, params: list[Tensor]) -> list[Tensor | None]:
 def _second(grads: list, params: list[Tensor], v: Sequence[Tensor], retain: bool) -> list[Tensor]:
     """H v from kept first gradients (``retain`` keeps their graph for another product)."""
     idx = [i for i, g in enumerate(grads) if g is not None]
-    out = [torch.zeros_like(p) for p in params]
     if not idx:
-        return out
+        return [torch.zeros_like(p) for p in params]
     hv = torch.autograd.grad(
         [grads[i] for i in idx], params, grad_outputs=[v[i] for i in idx], retain_graph=retain, allow_unused=True
     )
-    return [h.detach() if h is not None else o for h, o in zip(hv, out, strict=False)]
+    return [h.detach() if h is not None else torch.zeros_like(p) for h, p in zip(hv, params, strict=False)]
 
 
 def _as_list(v: Tensor | Sequence[Tensor], params: list[Tensor]) -> list[Tensor]:
@@ -190,11 +190,11 @@ def _matvec(model: torch.nn.Module, loss_fn: LossFn, batch: Any, chunks: int, re
 # --------------------------------------------------------------------------- Lanczos
 
 
-def _wanted(theta: Tensor, k: int, which: str) -> Tensor:
+def _wanted(theta: np.ndarray, k: int, which: str) -> np.ndarray:
     """Indices of the k wanted Ritz values (theta ascending), most extreme first."""
-    m = theta.numel()
+    m = len(theta)
     k = min(k, m)
-    return torch.arange(m - 1, m - 1 - k, -1) if which == "largest" else torch.arange(k)
+    return np.arange(m - 1, m - 1 - k, -1) if which == "largest" else np.arange(k)
 
 
 @dataclass
@@ -227,22 +227,22 @@ class LanczosOptions:
 REORTH = ("partial", "full")
 
 
-def _omega(omega: Tensor, prev: Tensor, alpha: list, beta: list, b: float, eps: float, scale: float) -> Tensor:
+def _omega(omega: np.ndarray, prev: np.ndarray, alpha: list, beta: list, b: float, eps: float, scale: float):
     """Simon's recurrence (1984): estimates of q_{j+1} . q_k (k <= j+1) from those of q_j (`omega`, length j+1)
     and q_{j-1} (`prev`, length j), the tridiagonal so far (alpha_0..alpha_j, beta_0..beta_{j-1}) and b =
     beta_j. Each entry is pushed away from zero by the local rounding term eps * scale / b (the worst case of
-    Simon's random term), so the estimate errs on the side of reorthogonalizing."""
+    Simon's random term), so the estimate errs on the side of reorthogonalizing. (numpy: these are a few dozen
+    numbers, and a torch call's overhead per step would show beside the product itself.)"""
     j = len(alpha) - 1
-    a = torch.tensor(alpha, dtype=torch.float64)
-    bt = torch.tensor(beta, dtype=torch.float64)  # beta_0 .. beta_{j-1}
-    new = torch.empty(j + 2, dtype=torch.float64)
+    a, bt = np.asarray(alpha), np.asarray(beta)  # beta_0 .. beta_{j-1}
+    new = np.empty(j + 2)
+    local = eps * scale / b
     if j:
         t = bt * omega[1 : j + 1] + (a[:j] - a[j]) * omega[:j]  # beta_k w_{j,k+1} + (alpha_k - alpha_j) w_{j,k}
         t[1:] += bt[: j - 1] * omega[: j - 1]  # + beta_{k-1} w_{j,k-1}
         t -= bt[j - 1] * prev[:j]  # - beta_{j-1} w_{j-1,k}
-        new[:j] = (t + torch.sign(t) * eps * scale) / b
-        new[:j][t == 0] = eps * scale / b
-    new[j] = eps * scale / b  # the three-term recurrence orthogonalizes q_{j+1} against q_j locally
+        new[:j] = (t + np.where(t < 0, -local * b, local * b)) / b
+    new[j] = local  # the three-term recurrence orthogonalizes q_{j+1} against q_j locally
     new[j + 1] = 1.0
     return new
 
@@ -280,22 +280,26 @@ def lanczos(
     Q = torch.empty(iters + 1, n, dtype=torch.float64, device=device)  # rows filled as they are reached
     alpha, beta = [], []  # beta[j] couples q_j and q_{j+1}
     Q[0] = rand(Q, 0)
-    omega, prev = torch.ones(1, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
+    omega, prev = np.ones(1), np.zeros(0)
     again = False  # Simon: after reorthogonalizing q_{j+1}, q_{j+2} must be too
     theta = res = conv = None
     m = 0
     for j in range(iters):
         w = matvec(Q[j]).to(torch.float64).reshape(-1)
-        a = torch.dot(w, Q[j])
-        alpha.append(a.item())
-        w = w - a * Q[j] - (beta[-1] * Q[j - 1] if j else 0.0)  # the three-term recurrence
-        b = w.norm().item()
+        if w.untyped_storage().data_ptr() == Q.untyped_storage().data_ptr():
+            w = w.clone()  # a matvec that hands back its input: the updates below are in place
+        a = float(torch.dot(w, Q[j]))
+        alpha.append(a)
+        w.sub_(Q[j], alpha=a)  # the three-term recurrence, in place
+        if j:
+            w.sub_(Q[j - 1], alpha=beta[-1])
+        b = float(w.norm())
         scale = max(abs(x) for x in alpha) + (max(beta) if beta else 0.0)  # ~ ||T|| <= ||A||
         new = _omega(omega, prev, alpha, beta, b, eps, scale) if b > 0 else None
-        if o.reorth == "full" or again or new is None or float(new[: j + 1].abs().max()) > math.sqrt(eps):
+        if o.reorth == "full" or again or new is None or float(np.abs(new[: j + 1]).max()) > math.sqrt(eps):
             for _ in range(2):  # reorthogonalize; a second pass only if the first cancelled much
-                w = w - Q[: j + 1].T @ (Q[: j + 1] @ w)  # (Daniel-Gragg-Kaufman-Stewart: "twice is enough")
-                b, before = w.norm().item(), b
+                w.sub_(Q[: j + 1].T @ (Q[: j + 1] @ w))  # (Daniel-Gragg-Kaufman-Stewart: "twice is enough")
+                b, before = float(w.norm()), b
                 if b > before / math.sqrt(2):
                     break
             again = not again and o.reorth == "partial"
@@ -304,26 +308,23 @@ def lanczos(
         m = j + 1
         if b <= 1e-12 * max(scale, 1e-300):  # invariant subspace: exact Ritz values here
             b = 0.0
-        T = torch.diag(torch.tensor(alpha, dtype=torch.float64))
-        if beta:
-            off = torch.tensor(beta, dtype=torch.float64)
-            T += torch.diag(off, 1) + torch.diag(off, -1)
-        theta, S = torch.linalg.eigh(T)
+        T = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1)  # the tridiagonal (m x m): numpy, see _omega
+        theta, S = np.linalg.eigh(T)
         sel = _wanted(theta, k, which)
-        res = (b * S[-1, sel]).abs()
-        conv = res <= o.tol * theta[sel].abs()
+        res = np.abs(b * S[-1, sel])
+        conv = res <= o.tol * np.abs(theta[sel])
         if (len(sel) == k and bool(conv.all())) or m == n:
             break
         beta.append(b)
         if b > 0:
-            Q[j + 1] = w / b
+            torch.div(w, b, out=Q[j + 1])
         else:  # restart orthogonally after a breakdown
             Q[j + 1] = rand(Q, j + 1)
-            new = torch.full((j + 2,), eps, dtype=torch.float64)
+            new = np.full(j + 2, eps)
             new[-1] = 1.0
         omega, prev = new, omega
     sel = _wanted(theta, k, which)
-    return LanczosResult(theta[sel].clone(), res, conv, m)
+    return LanczosResult(torch.from_numpy(theta[sel].copy()), torch.from_numpy(res), torch.from_numpy(conv), m)
 
 
 # --------------------------------------------------------------------------- public Hessian API
