@@ -90,9 +90,16 @@ def test_auto_resolution(monkeypatch):
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
     attn = nn.Sequential(nn.MultiheadAttention(8, 2))
     monkeypatch.setattr(prec, "bf16_supported", lambda device: True)
+    monkeypatch.setattr(prec, "fast_bf16_convolutions", lambda device: True)
     assert prec.resolve_precision("auto", cnn, CPU) == "bf16"
     assert prec.resolve_precision("auto", attn, CPU) == "bf16"
     assert prec.resolve_precision("auto", mlp, CPU) == "fp32"  # no conv, no attention
+    # a CPU with avx512_bf16 but no AMX: bf16 convolutions measured slower (EfficientNet 0.69x), attention faster
+    monkeypatch.setattr(prec, "fast_bf16_convolutions", lambda device: False)
+    assert prec.resolve_precision("auto", cnn, CPU) == "fp32"
+    assert prec.resolve_precision("auto", attn, CPU) == "bf16"
+    both = nn.Sequential(nn.Conv2d(1, 8, 3), nn.MultiheadAttention(8, 2))  # a conv stem under attention
+    assert prec.model_kind(both) == "transformer" and prec.resolve_precision("auto", both, CPU) == "bf16"
     monkeypatch.setattr(prec, "bf16_supported", lambda device: False)
     assert prec.resolve_precision("auto", cnn, CPU) == "fp32"
     # explicit choices are taken as given
@@ -104,8 +111,11 @@ def test_cpu_support_check(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert not prec.bf16_supported(CPU)
+    assert not prec.fast_bf16_convolutions(CPU)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert prec.bf16_supported(CPU) and not prec.fast_bf16_convolutions(CPU)  # avx512_bf16 alone
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert prec.bf16_supported(CPU)
+    assert prec.bf16_supported(CPU) and prec.fast_bf16_convolutions(CPU)
 
 
 def test_auto_in_fit_uses_the_resolution(digits, monkeypatch):
@@ -113,6 +123,7 @@ def test_auto_in_fit_uses_the_resolution(digits, monkeypatch):
     seen, _ = _activation_dtypes_auto(digits)
     assert set(seen) == {torch.float32}
     monkeypatch.setattr(prec, "bf16_supported", lambda device: True)
+    monkeypatch.setattr(prec, "fast_bf16_convolutions", lambda device: True)
     seen, _ = _activation_dtypes_auto(digits)
     assert set(seen) == {torch.bfloat16}
 

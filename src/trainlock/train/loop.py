@@ -149,8 +149,9 @@ class LoopConfig:
     precision: str = option(
         "fp32",
         "fp32, or bf16 autocast around the forward pass and loss (weights, gradients, evaluation and the "
-        "spectral term stay fp32); auto: bf16 for a CNN or transformer on a device with native bf16 "
-        "(a CUDA GPU that supports it; a CPU with avx512_bf16 or AMX), else fp32",
+        "spectral term stay fp32); auto: bf16 for a transformer on a device with native bf16 (a CUDA GPU that "
+        "supports it; a CPU with avx512_bf16 or AMX), and for a CNN where bf16 convolutions are fast (CUDA, or "
+        "a CPU with AMX: without AMX they were slower than fp32 here), else fp32",
         choices=lambda: PRECISIONS,
     )
     snapshot_every: int = option(200, "steps between last-good-state snapshots (non-finite guard)", cli=False)

@@ -5,10 +5,13 @@
 - the device computes bf16 natively: a CUDA GPU with `torch.cuda.is_bf16_supported()`, or a CPU with
   avx512_bf16 or AMX tiles (`torch.cpu._is_avx512_bf16_supported()` / `_is_amx_tile_supported()`);
   bf16 on other CPUs is emulated and slower than fp32;
-- the model is a CNN or a transformer: it has a convolution (any module whose class name contains
-  "Conv": torch's Conv1d/2d/3d, GPT-2's Conv1D) or an attention block (`nn.MultiheadAttention` or any
-  module whose class name contains "Attention"). Plain MLPs stay fp32: their matrices are small, and the
-  casts autocast adds cost about as much as bf16 saves.
+- the model is a transformer (an attention block: `nn.MultiheadAttention` or any module whose class name
+  contains "Attention"), or a CNN (a convolution: torch's Conv1d/2d/3d or a module whose class name contains
+  "Conv", such as GPT-2's Conv1D) on a device whose bf16 convolutions are fast: a CUDA GPU, or a CPU with AMX
+  tiles. On a CPU with avx512_bf16 but no AMX (the one this was measured on), bf16 autocast made MiniLM-L6's
+  step 1.59x faster and slowed the convolutional ones: EfficientNet-Lite0 0.69x, the small CNN 0.85x
+  (`benchmarks/bench_precision.py`, notes/speed.md), so such CNNs stay fp32. Plain MLPs stay fp32: their
+  matrices are small, and the casts autocast adds cost about as much as bf16 saves.
 
 Otherwise fp32. Only the forward pass and the loss run under autocast; weights, gradients and optimizer
 state stay fp32, evaluation runs in fp32, and singular values (the SpecDef spectral term, linalg.spectral)
@@ -40,15 +43,29 @@ def bf16_supported(device: torch.device) -> bool:
     return False
 
 
-def benefits_from_bf16(model: nn.Module) -> bool:
-    """The model is a CNN or a transformer: it has a convolution or an attention block."""
+def fast_bf16_convolutions(device: torch.device) -> bool:
+    """Whether bf16 convolutions beat fp32 ones on `device`: a CUDA GPU with bf16, or a CPU with AMX tiles."""
+    if device.type == "cuda":
+        return bf16_supported(device)
+    return device.type == "cpu" and bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def model_kind(model: nn.Module) -> str | None:
+    """'transformer' (an attention block), 'cnn' (a convolution, no attention) or None."""
+    kind = None
     for m in model.modules():
-        if isinstance(m, (nn.modules.conv._ConvNd, nn.MultiheadAttention)):
-            return True
         name = type(m).__name__
-        if "Conv" in name or "Attention" in name:
-            return True
-    return False
+        if isinstance(m, nn.MultiheadAttention) or "Attention" in name:
+            return "transformer"
+        if isinstance(m, nn.modules.conv._ConvNd) or "Conv" in name:
+            kind = "cnn"
+    return kind
+
+
+def benefits_from_bf16(model: nn.Module, device: torch.device) -> bool:
+    """A transformer, or a CNN on a device with fast bf16 convolutions (see the module's docstring)."""
+    kind = model_kind(model)
+    return kind == "transformer" or (kind == "cnn" and fast_bf16_convolutions(device))
 
 
 def resolve_precision(precision: str, model: nn.Module, device: torch.device) -> str:
@@ -56,7 +73,7 @@ def resolve_precision(precision: str, model: nn.Module, device: torch.device) ->
     check_precision(precision)
     if precision != "auto":
         return precision
-    return "bf16" if bf16_supported(device) and benefits_from_bf16(model) else "fp32"
+    return "bf16" if bf16_supported(device) and benefits_from_bf16(model, device) else "fp32"
 
 
 def autocast(precision: str, device: torch.device):
