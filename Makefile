@@ -50,7 +50,7 @@ test-all: install data postgres  # slow tests too (a throwaway PostgreSQL server
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -m "not gpu"
 
 # every speed and memory figure beside its goal, in one run: each benchmark's output in runs/bench/, the goals
-# table last and in runs/bench/summary.md (about 45 min on 2 cores, the demo's timings included; a quiet machine:
+# table last and in runs/bench/summary.md (about 30 min on 2 cores, the demo timings included; a quiet machine:
 # ratios only hold when nothing else runs)
 bench: install data models cifar
 	$(PIP) $(PIN) -e '.[bench]'

@@ -7,7 +7,7 @@ last, with the machine's state (cores, load average before and after, torch vers
 
     python benchmarks/run_all.py [--out runs/bench] [--only NAME ...] [--skip NAME ...]
 
-About 45 min on 2 cores (the default demo alone is about 10).
+About 30 min on 2 cores (the default demo alone is about 10).
 """
 
 from __future__ import annotations
