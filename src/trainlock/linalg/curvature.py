@@ -241,7 +241,7 @@ def _omega(omega: np.ndarray, prev: np.ndarray, alpha: list, beta: list, b: floa
         t = bt * omega[1 : j + 1] + (a[:j] - a[j]) * omega[:j]  # beta_k w_{j,k+1} + (alpha_k - alpha_j) w_{j,k}
         t[1:] += bt[: j - 1] * omega[: j - 1]  # + beta_{k-1} w_{j,k-1}
         t -= bt[j - 1] * prev[:j]  # - beta_{j-1} w_{j-1,k}
-        new[:j] = (t + np.where(t < 0, -local * b, local * b)) / b
+        new[:j] = (t + np.copysign(eps * scale, t)) / b  # |t| grown by the rounding term, sign kept
     new[j] = local  # the three-term recurrence orthogonalizes q_{j+1} against q_j locally
     new[j + 1] = 1.0
     return new
