@@ -12,9 +12,11 @@ run the float32 model, so errors near 1e-7..1e-6 are float32 rounding. Rows:
 Printed: median time, time ratio to "lanczos (reuse graph)", matvecs, relative error vs truth.
 Then, at matched accuracy (the issue's goal: no slower than the reference at <= --target error):
 for each method, the loosest tolerance in a ladder (1e-1, 5e-2, 2e-2, ... 1e-6) whose answer is within --target
-of the truth, its median time, and the Lanczos / reference time ratio.
+of the truth for every start seed 0..--seeds-1 (each method draws its random start vector from the seed), the
+median over --reps of the time for all seeds together, and the Lanczos / reference time ratio. One seed alone is a
+coin toss: the start vector's share of the top eigenvector decides the matvecs (session 14, seed 0: 20 for both).
 
-    python benchmarks/bench_hessian.py [--reps 3] [--batch 128] [--tol 1e-6] [--power-tol 1e-6]
+    python benchmarks/bench_hessian.py [--reps 3] [--seeds 5] [--batch 128] [--tol 1e-6] [--power-tol 1e-6]
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ def main() -> None:
     ap.add_argument("--tol", type=float, default=1e-6, help="Lanczos relative residual tolerance")
     ap.add_argument("--power-tol", type=float, default=1e-6, help="power iteration relative change tolerance")
     ap.add_argument("--target", type=float, default=1e-3, help="relative error for the matched-accuracy table")
+    ap.add_argument("--seeds", type=int, default=5, help="start vectors (seeds 0..N-1) in the matched-accuracy table")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
     if args.threads:
@@ -136,8 +139,8 @@ def main() -> None:
         PyHessian = None
         print("reference library not installed (pyhessian: pip install 'trainlock[bench]')")
 
-    def run_pyhessian(tol):
-        torch.manual_seed(0)  # pyhessian draws its start vector from the global RNG
+    def run_pyhessian(tol, seed=0):
+        torch.manual_seed(seed)  # pyhessian draws its start vector from the global RNG
         with warnings.catch_warnings():  # its loss.backward(create_graph=True) warns about a cycle
             warnings.simplefilter("ignore", UserWarning)
             h = PyHessian(model, torch.nn.CrossEntropyLoss(), data=batch, cuda=False)
@@ -156,26 +159,33 @@ def main() -> None:
         err = abs(lam - truth) / abs(truth)
         print(f"{name:<24}{t:>10.3f}{t / base:>10.2f}{its_s:>10}{lam:>18.10g}{err:>11.2e}")
 
+    # matched accuracy over several random start vectors: one draw decides how much of the top eigenvector
+    # the start holds, so a single seed can favour either method (seed 0: 20 matvecs for both)
+    seeds = range(args.seeds)
     methods = {
-        "lanczos (reuse graph)": lambda tol: float(
-            hessian_spectrum(model, loss_fn, batch, 1, options=LanczosOptions(tol=tol, warn=False)).eigenvalues[0]
+        "lanczos (reuse graph)": lambda tol, s: float(
+            hessian_spectrum(model, loss_fn, batch, 1, options=LanczosOptions(tol=tol, warn=False, seed=s)).eigenvalues[
+                0
+            ]
         ),
-        "power iteration": lambda tol: power_iteration(model, batch, tol)[0],
+        "power iteration": lambda tol, s: power_iteration(model, batch, tol, seed=s)[0],
     }
     if PyHessian is not None:
         methods["pyhessian 0.1 (power)"] = run_pyhessian
-    print(f"\nmatched accuracy: loosest tolerance with rel err <= {args.target:g}")
-    print(f"{'method':<24}{'tol':>8}{'time s':>10}{'matvecs':>10}{'rel err':>11}")
+    print(
+        f"\nmatched accuracy over start seeds 0..{args.seeds - 1}: loosest tolerance with rel err <= {args.target:g} "
+        "for every seed; time and matvecs summed over the seeds"
+    )
+    print(f"{'method':<24}{'tol':>8}{'time s':>10}{'matvecs':>10}{'max err':>11}")
     best = {}
     for name, fn in methods.items():
         for tol in LADDER:
-            if abs(fn(tol) - truth) <= args.target * abs(truth):
-                t, lam = timed(lambda: fn(tol), args.reps)
+            if all(abs(fn(tol, s) - truth) <= args.target * abs(truth) for s in seeds):
+                t, lams = timed(lambda: [fn(tol, s) for s in seeds], args.reps)
                 best[name] = t
-                print(
-                    f"{name:<24}{tol:>8.0e}{t:>10.3f}{count_matvecs(lambda: fn(tol)):>10}"
-                    f"{abs(lam - truth) / abs(truth):>11.2e}"
-                )
+                mv = sum(count_matvecs(lambda: fn(tol, s)) for s in seeds)
+                err = max(abs(lam - truth) / abs(truth) for lam in lams)
+                print(f"{name:<24}{tol:>8.0e}{t:>10.3f}{mv:>10}{err:>11.2e}")
                 break
         else:
             print(f"{name:<24}{'none':>8}")
@@ -183,10 +193,15 @@ def main() -> None:
     if ref and "lanczos (reuse graph)" in best:
         ratio = best["lanczos (reuse graph)"] / ref
         print(
-            f"lanczos / pyhessian time at <= {args.target:g} error: {ratio:.2f}  "
+            f"lanczos / pyhessian time at <= {args.target:g} error over {args.seeds} seeds: {ratio:.2f}  "
             f"(goal <= 1: {'met' if ratio <= 1 else 'missed'})"
         )
-        report(f"Hessian lambda_max time / PyHessian's at <= {args.target:g} error (CNN)", ratio, "<=", 1.0)
+        report(
+            f"Hessian lambda_max time / PyHessian's at <= {args.target:g} error, {args.seeds} start seeds (CNN)",
+            ratio,
+            "<=",
+            1.0,
+        )
 
 
 if __name__ == "__main__":
