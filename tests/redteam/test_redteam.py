@@ -535,12 +535,13 @@ def test_redteam_takes_the_lock_summary_and_the_locks_from_meta(tiny_base, digit
     assert row["insider"] and "recorded pre-lock sigma_max" in row["notes"][0]
 
 
-def test_references_train_beside_the_base_and_match_in_process(
+def test_references_train_beside_the_suite_or_the_base_and_match_in_process(
     locked, tiny_base, digits_permuted, tmp_path, monkeypatch
 ):
-    """With a base and a pool, the references run in a side process while the base's runs go (`beside`), then are
-    read back from references.json: the same numbers as computed in this process (workers 0)."""
-    from trainlock.red_team import core
+    """The references run in a side process (`beside`) while the locked model's suite goes where it leaves a core
+    idle, else while the base's pool goes, and are read back from references.json: the same numbers as computed in
+    this process (no spare core, no pool)."""
+    from trainlock.red_team import core, uplift
 
     calls = []
     real = core.beside
@@ -550,19 +551,33 @@ def test_references_train_beside_the_base_and_match_in_process(
         return real(fn, *args)
 
     monkeypatch.setattr(core, "beside", spy)
-    from trainlock.red_team import uplift
-
-    results = {}
-    for workers in (2, 0):
+    results, seen = {}, {}
+    for name, workers, spare in (("pool", 2, False), ("spare", 0, True), ("here", 0, False)):
         monkeypatch.setattr(uplift, "_MEMO", {})  # each computes its references (not another test's, not the other's)
+        monkeypatch.setattr(core, "_spare_core", lambda cfg, spare=spare: spare)
         cfg = RedTeamConfig(
             loop=LoopConfig(device="cpu", max_steps=20, batch_size=32),
             runner=RunnerConfig(workers=workers),
             budget=2,
             include=("adam@0.001",),
         )
-        results[workers] = redteam(locked, digits_permuted, cfg, out=tmp_path / f"w{workers}", base=tiny_base)
-    assert calls == ["reference_runs"]  # once: the pool run, not the in-process one
+        calls.clear()
+        results[name] = redteam(locked, digits_permuted, cfg, out=tmp_path / name, base=tiny_base)
+        seen[name] = list(calls)
+        assert (tmp_path / name / "references.json").is_file()
+    assert seen == {"pool": ["reference_runs"], "spare": ["reference_runs"], "here": []}
     refs = {w: {r["attacker"]: r["accuracy"] for r in res["reference"]["runs"]} for w, res in results.items()}
-    assert any(a.startswith("classical") for a in refs[2]) and refs[2] == refs[0]
-    assert (tmp_path / "w2" / "references.json").is_file()
+    assert any(a.startswith("classical") for a in refs["here"]) and refs["pool"] == refs["spare"] == refs["here"]
+
+
+def test_a_spare_core_is_one_the_suite_leaves_idle(monkeypatch):
+    from trainlock.red_team import core
+
+    monkeypatch.setattr(core.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    cfg = RedTeamConfig(runner=RunnerConfig(workers=0))
+    monkeypatch.setattr(core.torch, "get_num_threads", lambda: 1)
+    assert core._spare_core(cfg)
+    monkeypatch.setattr(core.torch, "get_num_threads", lambda: 2)
+    assert not core._spare_core(cfg)
+    assert core._spare_core(RedTeamConfig(runner=RunnerConfig(workers=1)))
+    assert not core._spare_core(RedTeamConfig(runner=RunnerConfig(workers=2)))

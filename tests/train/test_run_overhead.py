@@ -46,10 +46,13 @@ def test_the_start_weights_authorized_accuracy_is_measured_once(tiny_base, digit
     specs = [AttackSpec.of(o, lr, max_steps=3, batch_size=32) for o in ("adam", "sgd") for lr in (1e-3, 1e-2)]
     specs += [AttackSpec.of("adam", 1e-3, max_steps=3, batch_size=32, start="scratch")]
     rows = run_suite(Target(tiny_base, digits_permuted, digits), specs, workers=0, progress=False)
-    assert len(transforms_stage._START) == 2  # the released weights and the fresh ones at seed 0
+    assert len(transforms_stage._START) == 1  # the released weights; the scratch run is not measured at all
     released = accuracy(tiny_base, digits.x_test, digits.y_test)
     assert [r["authorized_after_transform"] for r in rows[:4]] == [released] * 4
-    assert all(r["authorized_after_attack"] is not None for r in rows)
+    assert all(r["authorized_after_attack"] is not None for r in rows[:4])
+    scratch = rows[4]
+    assert scratch["attack"].startswith("scratch")  # random weights: no authorized accuracy to report
+    assert "authorized_after_transform" not in scratch and "authorized_after_attack" not in scratch
 
 
 def test_scratch_runs_are_shared_across_models_of_one_architecture_distilled_ones_are_not(

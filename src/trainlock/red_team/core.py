@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -172,6 +173,14 @@ def _bind(
             binding.write(d / "base", base_ident, None)
 
 
+def _spare_core(cfg: RedTeamConfig) -> bool:
+    """The local suite leaves a CPU core idle: its runs in this process use fewer torch threads than there are
+    cores, or its worker pool (one thread each) has fewer workers than cores."""
+    busy = cfg.runner.workers if cfg.runner.workers > 0 else torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return busy < cores
+
+
 def _redteam_one(
     model: nn.Module,
     task: Task,
@@ -192,30 +201,35 @@ def _redteam_one(
     rows: list[dict] = []
     calibration = None
     tried: set[str] = set()  # a run that errored is retried once per call (not again by each later stage)
-    for upto in range(len(STAGES)):  # later stages are planned from the results of earlier ones
-        if STAGES[upto] == "adaptive" and base is not None:
-            planned = plan(cfg, rows, steps)
-            planned = planned[: cfg.budget] if cfg.budget else planned  # a backdoor the budget cuts: no calibration
-            calibration = _calibrate(base, text or task, cfg, planned, device)
-        specs = [s for st, s in plan(cfg, rows, steps, calibration) if STAGES.index(st) <= upto]
-        specs = matched(specs[: cfg.budget]) if cfg.budget else specs  # every attack with its scratch twin
-        rows = run_suite(target, specs, out, cfg.runner, progress, tried=tried)
-    if cfg.search_trials:
-        from .search import search
-
-        rows += search(model, task, cfg, out, retain, progress)
     ref_target, names = ReferenceTarget(task, model, text, steps, cfg.loop.seed), tuple(cfg.references)
+    # the references do not depend on any run: they train in a side process (read back from out/references.json
+    # below) beside the suite where it leaves a core idle, else beside the base's runs (a small pool's tail)
+    side = out is not None and bool(names) and cfg.runner.backend == "local" and device == "cpu"
+    early = side and _spare_core(cfg)
+    with beside(reference_runs, ref_target, names, out) if early else contextlib.nullcontext():
+        for upto in range(len(STAGES)):  # later stages are planned from the results of earlier ones
+            if STAGES[upto] == "adaptive" and base is not None:
+                planned = plan(cfg, rows, steps)
+                planned = planned[: cfg.budget] if cfg.budget else planned  # a backdoor the budget cuts: no calibration
+                calibration = _calibrate(base, text or task, cfg, planned, device)
+            specs = [s for st, s in plan(cfg, rows, steps, calibration) if STAGES.index(st) <= upto]
+            specs = matched(specs[: cfg.budget]) if cfg.budget else specs  # every attack with its scratch twin
+            rows = run_suite(target, specs, out, cfg.runner, progress, tried=tried)
+        if cfg.search_trials:
+            from .search import search
+
+            rows += search(model, task, cfg, out, retain, progress)
     base_rows = None
     if base is not None:
         base_out = None if out is None else out / "base"
-        # the references do not depend on any run: they train beside the base's runs (a pool of few runs leaves a
-        # core idle) and are read back from out/references.json
-        side = out is not None and names and cfg.runner.backend == "local" and cfg.runner.workers > 0
-        with beside(reference_runs, ref_target, names, out) if side and device == "cpu" else contextlib.nullcontext():
+        late = side and not early and cfg.runner.workers > 0
+        with beside(reference_runs, ref_target, names, out) if late else contextlib.nullcontext():
             base_rows = run_suite(
                 Target(base, task, retain, None, device, text), specs, base_out, cfg.runner, progress
             )  # the same attacks as the locked model got
         if cfg.search_trials:
+            from .search import search
+
             base_rows += search(base, task, cfg, base_out, retain, progress)
     refs = reference_runs(ref_target, names, out)
     head = headline(rows, base_rows)

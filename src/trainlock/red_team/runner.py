@@ -184,7 +184,7 @@ def run_spec(target: Target, spec: AttackSpec) -> RunRow:
         task=for_model(target.task, target.model),
         spec=spec,
         row=RunRow.of(spec),
-        retain=target.retain,
+        retain=target.retain if getattr(stages.start, "authorized", True) else None,
         text=target.text,
         device=target.device,
         locks=None if stages.start.fresh else target.locks,

@@ -141,7 +141,9 @@ class AttackState:
 
 @runtime_checkable
 class StartStage(Protocol):
-    """Sets `state.model`: the attacker's starting weights."""
+    """Sets `state.model`: the attacker's starting weights. An optional class attribute `authorized = False` says
+    the start holds nothing of the released model (random weights): the run then skips the two evaluations on
+    the authorized task, whose numbers would only measure chance."""
 
     fresh: bool  # True: not the released weights (no transform applies; the recorded locks are not watched)
 

@@ -15,6 +15,7 @@ class Scratch:
     """Fresh weights of the released architecture (seed: the run's); no released weight, no lock to watch."""
 
     fresh: ClassVar[bool] = True
+    authorized: ClassVar[bool] = False  # random weights hold no authorized task: its columns stay empty
 
     def __call__(self, state: AttackState) -> None:
         state.model = reinitialized(state.released, state.seed)
