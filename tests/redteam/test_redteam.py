@@ -319,6 +319,10 @@ def test_selection_and_lr_grid():
         "sgd@1e-05[probe]",  # logistic regression on the frozen features, and its twin probing fresh ones
         "scratch:sgd@1e-05[probe]",
         "distill:sgd@1e-05",
+        "sgd@1e-05[lora]",  # rank-8 adapters at the best rate and at 10x it, each with its twin
+        "scratch:sgd@1e-05[lora]",
+        "sgd@0.0001[lora]",
+        "scratch:sgd@0.0001[lora]",
     ]  # before any result: the grid middle
     from trainlock.registry import UnknownNameError
 

@@ -11,7 +11,8 @@
    same run from scratch (the baseline gets every optimizer the attacker gets).
 4. adaptive: every weight-space transform followed by the two best (optimizer, learning rate) pairs
    found so far, sv-clip reading the lock's private record (marked insider), distillation into a
-   fresh student, a fresh head, and the backdoor data mode.
+   fresh student, LoRA (rank 8, at the best rate and at 10x it: adapters often want a larger one), a fresh
+   head, and the backdoor data mode.
 
 Stages 3 and 4 depend on results: `build_suite(cfg, rows)` plans with the rows at hand (before any,
 it assumes adam 1e-3 and sgd 1e-2 and the middle of each grid), and `redteam` re-plans after each
@@ -134,8 +135,11 @@ def plan(
         ]
     if "sv-clip" in transforms:  # the insider variant, marked as such in the reports
         out.append(("adaptive", best(transforms=(("sv-clip", {"use_record": True}),))))
+    lora = {"train": "lora", "options": {"lora": {"rank": 8}}}  # low-rank adapters: the usual rate and 10x it
     out += [
         ("adaptive", best(start="distill")),
+        ("adaptive", best(**lora)),
+        ("adaptive", AttackSpec.of(first.loop.optimizer, 10 * first.loop.lr, **{**common, **lora})),
         ("adaptive", best(head="reset")),
         ("adaptive", _backdoor(best, backdoor)),
     ]

@@ -14,7 +14,8 @@ from .base import AttackState, register_stage
 @register_stage("train", "lora", example={"train": "lora", "options": {"lora": {"rank": 2}}})
 @dataclass
 class LoRA:
-    """The spec's fine-tuning with LoRA adapters of `rank` on every Linear but the head. No lock monitor: the
+    """The spec's fine-tuning with LoRA adapters of `rank` on every Linear but the head (a CNN whose only Linear
+    is its head: on its ungrouped convolutions; see attacks/lora.py). No lock monitor: the
     adapters wrap the weights a lock measures until they are merged (the final model is re-certified)."""
 
     rank: int = option(8, "LoRA rank")
