@@ -44,9 +44,9 @@ class RunnerConfig:
         "flight, 0 = as many as the cluster schedules). Each local worker is a process holding its own copy of "
         "the model, the optimizer state and the task: measured peak resident memory per worker about 1.0 GB for "
         "the MNIST CNN, 1.9 GB for MiniLM-L6 (batch 16, 128 tokens), 2.2 GB for EfficientNet-Lite0 (96 px, "
-        "batch 32), beside the parent's 1.2 GB (notes/speed.md); choose --workers so that fits in memory. With a "
-        "base to compare (--base), the reference attackers train in one more single-threaded process while the "
-        "base's runs go",
+        "batch 32), beside the parent's 1.2 GB (notes/speed.md); choose --workers so that fits in memory. The "
+        "reference attackers train in one more single-threaded process beside the suite when it leaves a core "
+        "idle (fewer workers, or in-process threads, than cores), else beside the base's runs (--base)",
     )
     address: str | None = option(
         None, "ray: an existing cluster ('auto' or HOST:PORT; default: start a local Ray instance with --workers CPUs)"
