@@ -9,9 +9,15 @@ fp32 / bf16 (> 1: bf16 is faster). Models:
 - `minilm-l6`: MiniLM-L6 with a fresh head, batch 16 x 64 random tokens, AdamW (when its package is installed);
 - `effnet-lite0`: EfficientNet-Lite0 at 96 px on 32x32 RGB inputs, batch 32, Adam (when installed).
 
-    python benchmarks/bench_precision.py [--quick] [--blocks 4] [--steps 3]
+Then accuracy (`--accuracy`): each demo's first stage (fine-tuning the pretrained model on its authorized task,
+the demo's own sizes, recipe and seed: `paper/demo_effnet.py`, `paper/demo_text.py`) once in fp32 and once under
+bf16 autocast, and the test accuracies side by side. Goal: bf16 within 1 point of fp32. `--accuracy quick` uses
+`make quick`'s sizes, `none` skips it.
 
-`--quick`: the small CNN only. Also prints whether `--precision auto` picks bf16 for each model here.
+    python benchmarks/bench_precision.py [--quick] [--blocks 4] [--steps 3] [--accuracy full|quick|none]
+
+`--quick`: the small CNN only (and no accuracy part). Also prints whether `--precision auto` picks bf16 for each
+model here.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import statistics
 import time
 
 import torch
+from goals import report
 
 import trainlock as tl
 from trainlock.optimizers import make_optimizer, step_mode
@@ -84,11 +91,59 @@ def bench(name, make, blocks, steps):
     print(f"{name:14s} fp32 {f:8.1f} ms/step   bf16 {h:8.1f} ms/step   fp32/bf16 {f / h:5.2f}x   auto -> {auto}")
 
 
+def demo_accuracy(name: str, quick: bool) -> None:
+    """Test accuracy after the demo's fine-tuning of `name` (effnet-lite0 or minilm-l6), fp32 then bf16."""
+    from trainlock import models, tasks
+    from trainlock.tasks import for_model
+    from trainlock.train import LoopConfig, evaluate, fit
+
+    if name == "effnet-lite0":
+        from trainlock.paper.demo_effnet import AUTHORIZED, vision_plan
+
+        p = vision_plan(quick)
+        task = tasks.get(AUTHORIZED).subset(p.n_train, p.n_test)
+        kw = {"input_shape": task.input_shape, "num_classes": task.num_classes, "size": p.size}
+        loop = {"optimizer": "adam", "lr": 1e-3, "epochs": 1000, "schedule": "linear"}
+    else:
+        from trainlock.paper.demo_text import AUTHORIZED, text_plan
+
+        p = text_plan(quick)
+        task = tasks.get(AUTHORIZED).subset(p.n_train, p.n_test)
+        kw = {"num_classes": task.num_classes, "max_length": p.max_length}
+        loop = {"optimizer": "adamw", "lr": 5e-5, "epochs": 100, "weight_decay": 0.01, "schedule": "linear"}
+    acc, secs = {}, {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        try:
+            model = models.build(name, **kw)
+        except (ValueError, ImportError, OSError) as e:
+            print(f"{name:14s} accuracy skipped: {str(e).splitlines()[0][:100]}")
+            return
+        t = time.perf_counter()
+        cfg = LoopConfig(max_steps=p.train_steps, batch_size=p.batch_size, device="cpu", precision=precision, **loop)
+        fit(model, for_model(task, model), cfg, progress=False)
+        secs[precision] = time.perf_counter() - t
+        acc[precision] = evaluate(model, for_model(task, model))
+    diff = 100 * (acc["bf16"] - acc["fp32"])
+    n_test = len(getattr(task, "labels_test", None) or task.y_test)
+    print(
+        f"{name:14s} {AUTHORIZED} ({p.train_steps} steps, {n_test} test): fp32 {acc['fp32']:.4f} "
+        f"({secs['fp32']:.0f} s)   bf16 {acc['bf16']:.4f} ({secs['bf16']:.0f} s)   bf16 - fp32 {diff:+.1f} points"
+    )
+    report(f"{name} demo fine-tuning: |bf16 - fp32| test accuracy", abs(diff), "<=", 1.0, unit=" points")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="the small CNN only")
     ap.add_argument("--blocks", type=int, default=4, help="alternating fp32/bf16 blocks")
     ap.add_argument("--steps", type=int, default=3, help="steps per block")
+    ap.add_argument(
+        "--accuracy",
+        choices=("full", "quick", "none"),
+        default="full",
+        help="the demos' fine-tuning in fp32 and bf16: their default sizes, `make quick`'s, or not at all",
+    )
     args = ap.parse_args()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
@@ -97,6 +152,10 @@ def main():
     names = ["cnn"] if args.quick else list(MODELS)
     for name in names:
         bench(name, MODELS[name], args.blocks, args.steps if name != "cnn" else max(args.steps, 20))
+    if args.quick or args.accuracy == "none":
+        return
+    for name in ("effnet-lite0", "minilm-l6"):
+        demo_accuracy(name, args.accuracy == "quick")
 
 
 if __name__ == "__main__":
