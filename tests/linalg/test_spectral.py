@@ -96,3 +96,52 @@ def test_conv_operator_norm_differs_from_reshaped_kernel():
     op, _ = conv_singular_values(conv, (6, 6))
     reshaped, _ = top_singular_values(conv.weight, 1)
     assert not torch.isclose(op, reshaped.detach(), rtol=1e-3).item()
+
+
+def test_a_warm_call_reads_the_matrix_once_and_alternates_sides():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(7)
+    m, n, k = 96, 160, 3
+    W = torch.randn(m, n, dtype=torch.float64)
+    _, state = top_singular_values(W, k)
+    r = state.V.shape[1]
+    sides = []
+    for _ in range(4):
+        W = W + 1e-4 * torch.randn_like(W)
+        with FlopCounterMode(display=False) as fc:
+            sigma, state = top_singular_values(W, k, state)
+        sides.append(state.left)
+        products = fc.get_total_flops() / (2 * m * n * r)  # multiplications by W (the small SVDs are not counted)
+        assert products == pytest.approx(1.0, abs=0.05), products
+        torch.testing.assert_close(sigma, torch.linalg.svdvals(W)[:k], rtol=1e-6, atol=0)
+    assert sides == [False, True, False, True]  # the cold start ends on the left side
+    assert state.V.shape == ((m, r) if state.left else (n, r))
+
+
+@pytest.mark.parametrize("shape", [(24, 24), (30, 18)])
+def test_gradient_of_a_left_half_step_matches_svdvals(shape):
+    torch.manual_seed(8)
+    W = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    _, state = top_singular_values(W.detach(), 2)
+    assert state.left  # so the next call multiplies by W^T
+    sigma, nxt = top_singular_values(W, 2, state)
+    assert not nxt.left and nxt.V.shape[0] == shape[1]
+    torch.testing.assert_close(sigma.detach(), torch.linalg.svdvals(W.detach())[:2], rtol=1e-9, atol=0)
+    sigma.sum().backward()
+    torch.testing.assert_close(W.grad, _ref_grad(W, 2), rtol=1e-5, atol=1e-5)
+
+
+def test_conv_warm_calls_alternate_and_keep_the_gradient():
+    torch.manual_seed(9)
+    conv = nn.Conv2d(3, 4, 3, padding=1, bias=False).double()
+    _, state = conv_singular_values(conv, (6, 6), k=2)
+    sigma, state2 = conv_singular_values(conv, (6, 6), k=2, state=state)  # the left half-step: conv_transpose
+    assert state.left and not state2.left
+    ref = torch.linalg.svdvals(_dense_conv_matrix(conv, (6, 6)))[:2]
+    torch.testing.assert_close(sigma.detach(), ref.detach(), rtol=1e-8, atol=1e-8)
+    sigma.sum().backward()
+    g = conv.weight.grad.clone()
+    conv.weight.grad = None
+    torch.linalg.svdvals(_dense_conv_matrix(conv, (6, 6)))[:2].sum().backward()
+    torch.testing.assert_close(g, conv.weight.grad, rtol=1e-5, atol=1e-5)

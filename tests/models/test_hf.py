@@ -15,6 +15,7 @@ import trainlock as tl
 from hf_tiny import WORDS, tiny, toy_task
 from trainlock.certify.verify import verify
 from trainlock.locks import SpecDefConfig, find_lockable, specdef_loop
+from trainlock.models.hf import trim_padding
 from trainlock.tasks import TaskDataError
 from trainlock.tasks.text import from_rows, load_csv, load_jsonl
 
@@ -61,11 +62,17 @@ def test_train_lock_save_and_from_pretrained(kind, toy, tmp_path):
     x = toy.encode(model.tokenizer, 8).x_test[:6]
     ours, meta = tl.load(d)
     hf = AutoModelForSequenceClassification.from_pretrained(d, local_files_only=True).eval()
-    kw = {"input_ids": x[:, 0], "attention_mask": x[:, 1]}
+    cut = trim_padding(x)  # what our wrapper feeds the model (dynamic padding)
+    assert cut.shape[-1] < x.shape[-1]  # so both lengths below are exercised
+    kw = {"input_ids": cut[:, 0], "attention_mask": cut[:, 1]}
+    full = {"input_ids": x[:, 0], "attention_mask": x[:, 1]}
     if kind == "bert":
-        kw["token_type_ids"] = x[:, 2]
+        kw["token_type_ids"], full["token_type_ids"] = cut[:, 2], x[:, 2]
     with torch.no_grad():
-        assert torch.equal(ours.eval()(x), hf(**kw).logits)
+        assert torch.equal(ours.eval()(x), hf(**kw).logits)  # the same computation, bit for bit
+        # padded positions are masked: the untrimmed batch gives the same logits up to float rounding (the
+        # attention's reductions run over another length; 2e-8 apart on an AVX2 CPU, equal on an AVX-512 one)
+        torch.testing.assert_close(ours(x), hf(**full).logits, rtol=1e-5, atol=1e-6)
         assert torch.equal(ours(x), res.model.eval()(x))
     assert meta["architecture"]["name"] == "hf" and hf.config.num_labels == 2
     assert json.loads((d / "config.json").read_text())["architectures"] == [type(model.model).__name__]

@@ -1,9 +1,11 @@
 """Top-k singular values by warm-started block power iteration, differentiable in the weights.
 
-The bases are detached; the values are the Ritz values sigma(W V) of the current right basis V,
-computed with autograd through W, so d sigma_i / dW = u_i v_i^T exactly for the Ritz pairs
-(for k=1 this is the familiar u v^T of spectral normalisation). Each call advances the basis by
-one full iteration (two products with W); a cold start iterates to tolerance first.
+The bases are detached; the values are the Ritz values of the current basis, sigma(W V) for a right
+basis V or sigma(U^T W) for a left basis U, computed with autograd through W, so d sigma_i / dW =
+u_i v_i^T exactly for the Ritz pairs (for k=1 this is the familiar u v^T of spectral normalisation).
+Each warm call is one half-step of the block power iteration: one product with W (W V or W^T U), whose
+singular vectors are the other side's basis for the next call. So a call reads W once, not twice, and
+the basis alternates sides; a cold start iterates to tolerance first.
 
 The same routine runs on any linear operator given its forward map (with autograd) and adjoint
 (without): dense matrices, and convolutions as true operators through conv / conv_transpose.
@@ -22,10 +24,19 @@ Tensor = torch.Tensor
 
 
 class SpectralState(NamedTuple):
-    """Warm-start state: an orthonormal right basis (n, r) for matrices, (r, *in_shape) for operators."""
+    """Warm-start state: an orthonormal basis, (n, r) on the input side or (m, r) on the output side
+    (`left`), for a matrix (m, n) or an operator flattened to one (m outputs, n inputs)."""
 
     V: Tensor
-    iters: int  # iterations run so far (cold start included)
+    iters: int  # iterations run so far (cold start included; a warm call counts one)
+    left: bool = False  # V spans the output (left) side: the next call multiplies by W^T
+
+
+def _expected(state: SpectralState | None, m: int, n: int, r: int, device: torch.device) -> bool:
+    """Whether `state` can warm-start an (m, n) operator at basis width r on `device`."""
+    if state is None or state.V.device != device:
+        return False
+    return tuple(state.V.shape) == ((m, r) if state.left else (n, r))
 
 
 def _orth(x: Tensor) -> Tensor:
@@ -33,44 +44,49 @@ def _orth(x: Tensor) -> Tensor:
     return torch.linalg.qr(x, mode="reduced").Q
 
 
+def _ritz(Y: Tensor) -> tuple[Tensor, Tensor]:
+    """Singular values of Y (p, r), differentiable, and an orthonormal basis of its columns ordered by them
+    (detached): the Ritz values of a basis and the other side's basis for the next half-step."""
+    if Y.shape[1] == 1:  # plain power iteration: sigma = ||W v||, u = W v / sigma
+        sigma = torch.linalg.vector_norm(Y, dim=0)  # (1,)
+        return sigma, Y.detach() / sigma.detach().clamp_min(1e-30)
+    Q, S, _ = torch.linalg.svd(Y, full_matrices=False)  # the gradient flows through S only
+    return S, Q.detach()
+
+
 def _block_power(
     matvec: Callable[[Tensor], Tensor],
     rmatvec: Callable[[Tensor], Tensor],
-    V: Tensor,
+    B: Tensor,
     k: int,
     iters: int,
     tol: float,
-) -> tuple[Tensor, Tensor, int]:
-    """Block power iteration on columns. V: (n, r) orthonormal. matvec: (n, r) -> (m, r).
+    left: bool = False,
+) -> tuple[Tensor, Tensor, bool, int]:
+    """Block power iteration on columns. B: an orthonormal basis, (n, r) of the input side or, when `left`,
+    (m, r) of the output side. matvec: (n, r) -> (m, r); rmatvec: (m, r) -> (n, r); both differentiable
+    through W when called with grad enabled.
 
-    Runs up to `iters` no-grad iterations (stopping early when the top-k Ritz values change by
-    less than `tol`, relatively), then one differentiable Rayleigh-Ritz step and one more
-    no-grad basis update for the next call. Returns (sigma (k,), next V (n, r), iterations).
+    Runs up to `iters` no-grad full iterations (stopping early when the top-k Ritz values change by
+    less than `tol`, relatively), then one differentiable half-step: sigma from W V (or W^T U), whose
+    singular vectors are the basis for the next call, on the other side. Returns (sigma (k,), next
+    basis, whether it is a left basis, iterations).
     """
     done = 0
     with torch.no_grad():
+        if iters > 0 and left:  # full iterations start from the input side
+            B, left = _orth(rmatvec(B)), False
         prev = None
         for _ in range(iters):
-            U = _orth(matvec(V))  # (m, r)
-            V, R = torch.linalg.qr(rmatvec(U), mode="reduced")  # (n, r), (r, r); U^T W V = R^T
+            U = _orth(matvec(B))  # (m, r)
+            B, R = torch.linalg.qr(rmatvec(U), mode="reduced")  # (n, r), (r, r); U^T W V = R^T
             done += 1
             est = torch.linalg.svdvals(R)[:k]
             if prev is not None and torch.all((est - prev).abs() <= tol * est.abs().clamp_min(1e-30)):
                 break
             prev = est
-    Y = matvec(V)  # (m, r), differentiable through W
-    if Y.shape[1] == 1:  # plain power iteration: sigma = ||W v||, u = W v / sigma
-        sigma = torch.linalg.vector_norm(Y, dim=0)  # (1,)
-        U = Y.detach() / sigma.detach().clamp_min(1e-30)
-        with torch.no_grad():
-            Z = rmatvec(U)  # (n, 1)
-            V = Z / torch.linalg.vector_norm(Z).clamp_min(1e-30)
-        return sigma, V, done + 1
-    U, S, _ = torch.linalg.svd(Y, full_matrices=False)  # S: Ritz values, svdvals(W V); U: (m, r)
-    sigma = S[:k]  # (k,); the gradient flows through S only: d sigma_i / dW = u_i (V q_i)^T
-    with torch.no_grad():
-        V = _orth(rmatvec(U.detach()))  # advance the basis for the next call
-    return sigma, V, done + 1
+    sigma, B = _ritz(rmatvec(B) if left else matvec(B))  # one product with W, differentiable
+    return sigma[:k], B, not left, done + 1
 
 
 def _tol(tol: float | None, dtype: torch.dtype) -> float:
@@ -128,20 +144,20 @@ def top_singular_values(
         raise ValueError("top_singular_values: the matrix has NaN or infinite entries")
     work = W2.float() if W2.dtype in (torch.float16, torch.bfloat16) else W2
     r = _block_size(k, n, m, oversample)
-    if state is None or state.V.shape != (n, r) or state.V.device != W.device:
+    if not _expected(state, m, n, r, W.device):
         g = torch.Generator().manual_seed(0)
-        V0 = _orth(torch.randn(n, r, generator=g, dtype=work.dtype).to(W.device))
-        steps, prior = (300 if iters is None else iters), 0
+        B0 = _orth(torch.randn(n, r, generator=g, dtype=work.dtype).to(W.device))
+        steps, prior, left = (300 if iters is None else iters), 0, False
     else:
-        V0, steps, prior = state.V.to(work.dtype), (0 if iters is None else iters), state.iters
+        B0, steps, prior, left = state.V.to(work.dtype), (0 if iters is None else iters), state.iters, state.left
     Wd = work.detach()
 
     def rmatvec(U: Tensor) -> Tensor:  # W^T U as (U^T W)^T: the thin W.T @ U is a slow path on CPU
-        return (U.T @ Wd).T
+        return (U.T @ (work if torch.is_grad_enabled() else Wd)).T
 
     with _no_autocast(W):
-        sigma, V, done = _block_power(lambda V: work @ V, rmatvec, V0, k, steps, _tol(tol, work.dtype))
-    return sigma.to(W.dtype), SpectralState(V, prior + done)
+        sigma, B, left, done = _block_power(lambda V: work @ V, rmatvec, B0, k, steps, _tol(tol, work.dtype), left)
+    return sigma.to(W.dtype), SpectralState(B, prior + done, left)
 
 
 def conv_singular_values(
@@ -179,16 +195,17 @@ def conv_singular_values(
         x = V.T.reshape(r, *in_shape)  # (r, C, H, W)
         return F.conv2d(x, weight, **kw).reshape(r, m).T
 
-    def rmatvec(U: Tensor) -> Tensor:  # (m, r) -> (n, r), the adjoint, no grad
+    def rmatvec(U: Tensor) -> Tensor:  # (m, r) -> (n, r), the adjoint (differentiable when grad is on)
         y = U.T.reshape(r, *out_shape)
-        return F.conv_transpose2d(y, weight.detach(), output_padding=out_pad, **kw).reshape(r, n).T
+        w = weight if torch.is_grad_enabled() else weight.detach()
+        return F.conv_transpose2d(y, w, output_padding=out_pad, **kw).reshape(r, n).T
 
-    if state is None or state.V.shape != (n, r):
+    if not _expected(state, m, n, r, weight.device):
         g = torch.Generator().manual_seed(0)
-        V0 = _orth(torch.randn(n, r, generator=g).to(weight))
-        steps, prior = (300 if iters is None else iters), 0
+        B0 = _orth(torch.randn(n, r, generator=g).to(weight))
+        steps, prior, left = (300 if iters is None else iters), 0, False
     else:
-        V0, steps, prior = state.V, (0 if iters is None else iters), state.iters
+        B0, steps, prior, left = state.V, (0 if iters is None else iters), state.iters, state.left
     with _no_autocast(weight):
-        sigma, V, done = _block_power(matvec, rmatvec, V0, k, steps, _tol(tol, weight.dtype))
-    return sigma, SpectralState(V, prior + done)
+        sigma, B, left, done = _block_power(matvec, rmatvec, B0, k, steps, _tol(tol, weight.dtype), left)
+    return sigma, SpectralState(B, prior + done, left)

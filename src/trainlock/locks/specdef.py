@@ -115,14 +115,15 @@ class _SpecDefState:
         return {
             "sums": dict(self.sums),
             "spectral": [
-                None if lk.state is None else {"V": lk.state.V, "iters": lk.state.iters} for lk in self.lockables
+                None if lk.state is None else {"V": lk.state.V, "iters": lk.state.iters, "left": lk.state.left}
+                for lk in self.lockables
             ],
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.sums.update(state["sums"])
         for lk, s in zip(self.lockables, state["spectral"], strict=False):
-            lk.state = None if s is None else SpectralState(s["V"].to(lk.param.device), s["iters"])
+            lk.state = None if s is None else SpectralState(s["V"].to(lk.param.device), s["iters"], s.get("left", False))
 
 
 def specdef(
