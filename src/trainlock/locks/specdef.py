@@ -123,7 +123,9 @@ class _SpecDefState:
     def load_state_dict(self, state: dict) -> None:
         self.sums.update(state["sums"])
         for lk, s in zip(self.lockables, state["spectral"], strict=False):
-            lk.state = None if s is None else SpectralState(s["V"].to(lk.param.device), s["iters"], s.get("left", False))
+            lk.state = (
+                None if s is None else SpectralState(s["V"].to(lk.param.device), s["iters"], s.get("left", False))
+            )
 
 
 def specdef(
