@@ -11,7 +11,8 @@ fp32 / bf16 (> 1: bf16 is faster). Models:
 
 Then accuracy (`--accuracy`): each demo's first stage (fine-tuning the pretrained model on its authorized task,
 the demo's own sizes, recipe and seed: `paper/demo_effnet.py`, `paper/demo_text.py`) once in fp32 and once under
-bf16 autocast, and the test accuracies side by side. Goal: bf16 within 1 point of fp32. `--accuracy quick` uses
+bf16 autocast, and the test accuracies side by side. Goal: bf16 within 1 point of fp32 (not measured on a CPU without
+native bf16, where it is emulated: the line says so). `--accuracy quick` uses
 `make quick`'s sizes, `none` skips it.
 
     python benchmarks/bench_precision.py [--quick] [--blocks 4] [--steps 3] [--accuracy full|quick|none]
@@ -27,12 +28,12 @@ import statistics
 import time
 
 import torch
-from goals import report
+from goals import report, unmeasured
 
 import trainlock as tl
 from trainlock.optimizers import make_optimizer, step_mode
 from trainlock.train.loop import _step, cross_entropy
-from trainlock.train.precision import resolve_precision
+from trainlock.train.precision import bf16_supported, resolve_precision
 
 
 def small_cnn():
@@ -149,13 +150,22 @@ def main():
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"avx512_bf16 {torch.cpu._is_avx512_bf16_supported()}, amx {torch.cpu._is_amx_tile_supported()}"
     )
+    native = bf16_supported(torch.device("cpu"))
     names = ["cnn"] if args.quick else list(MODELS)
     for name in names:
-        bench(name, MODELS[name], args.blocks, args.steps if name != "cnn" else max(args.steps, 20))
+        blocks, steps = args.blocks, args.steps if name != "cnn" else max(args.steps, 20)
+        if not native and name != "cnn":  # emulated bf16: 13-18x slower per step; one block shows the ratio
+            blocks, steps = 1, 1
+        bench(name, MODELS[name], blocks, steps)
     if args.quick or args.accuracy == "none":
         return
     for name in ("effnet-lite0", "minilm-l6"):
-        demo_accuracy(name, args.accuracy == "quick")
+        if native:
+            demo_accuracy(name, args.accuracy == "quick")
+        else:  # the bf16 fine-tuning alone would take 25-45 min here
+            why = "this CPU has no native bf16 (no avx512_bf16 or AMX): bf16 is emulated, 13-18x slower than fp32"
+            print(f"{name:14s} accuracy skipped: {why}")
+            unmeasured(f"{name} demo fine-tuning: |bf16 - fp32| test accuracy", "<=", 1.0, why, unit=" points")
 
 
 if __name__ == "__main__":

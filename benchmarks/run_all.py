@@ -102,8 +102,10 @@ def main() -> None:
     text = "\n".join(summary) + "\n"
     (out / "summary.md").write_text(text)
     print("\n" + text, end="")
-    missed = sum(r[-1] != "ok" for r in rows)
-    print(f"{len(rows) - missed} of {len(rows)} goals met; written to {out / 'summary.md'}")
+    na = sum(r[-1] == "n/a" for r in rows)
+    met = sum(r[-1] == "ok" for r in rows)
+    unmeasurable = f" ({na} not measurable on this machine)" if na else ""
+    print(f"{met} of {len(rows) - na} goals met{unmeasurable}; written to {out / 'summary.md'}")
 
 
 if __name__ == "__main__":

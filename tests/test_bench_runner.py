@@ -34,6 +34,8 @@ def test_summary_collects_every_goal_and_marks_failures(run_all, tmp_path, monke
         "print('a table line')\n"
         "report('fast thing', 0.5, '<=', 1.0)\n"
         "report('slow thing', 3.0, '<=', 1.0, unit=' s')\n"
+        "from goals import unmeasured\n"
+        "unmeasured('bf16 thing', '<=', 1.0, 'no native bf16 here', unit=' points')\n"
     )
     (tmp_path / "bad.py").write_text("raise SystemExit(3)\n")
     monkeypatch.setattr(mod, "HERE", tmp_path)
@@ -45,7 +47,8 @@ def test_summary_collects_every_goal_and_marks_failures(run_all, tmp_path, monke
     assert "| slow thing | 3 s | <= 1 s | MISS |" in summary
     assert "| bad | failed (exit 3;" in summary
     assert "a table line" in (tmp_path / "out" / "good.txt").read_text()
-    assert "1 of 3 goals met" in capsys.readouterr().out
+    assert "| bf16 thing | not measured: no native bf16 here | <= 1 points | n/a |" in summary
+    assert "1 of 3 goals met (1 not measurable on this machine)" in capsys.readouterr().out
 
 
 def test_unknown_benchmark_is_refused(run_all, monkeypatch):

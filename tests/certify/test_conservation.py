@@ -222,3 +222,25 @@ def test_verify_rechecks_a_saved_conservation_certificate(tiny_base, stored, tmp
     (path / META).write_text(json.dumps(meta))
     bad = {(r.check, r.subject): r for r in verify(path).rows if not r.holds}
     assert ("conservation", "pinsker") in bad and "tv.mean" in bad["header", "conservation"].reason
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_feature_drift_equals_the_mean_norm_of_each_inputs_change(channels_last):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(4 * 25, 3))
+    other = copy.deepcopy(net)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = torch.randn(7, 2, 5, 5)
+    if channels_last:
+        net, other = net.to(memory_format=torch.channels_last), other.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    drift, _, _ = feature_drift(net, other, x, layers=["0", "2"], batch_size=3)  # batches of 3, 3 and 1
+    with torch.no_grad():
+        for name, f in (("0", lambda m: m[0](x)), ("2", lambda m: m(x))):
+            a, b = f(net).double().reshape(7, -1), f(other).double().reshape(7, -1)
+            ref_drift, ref_norm = float((b - a).norm(dim=1).mean()), float(a.norm(dim=1).mean())
+            assert drift[name]["drift"] == pytest.approx(ref_drift, rel=1e-5)
+            assert drift[name]["ref_norm"] == pytest.approx(ref_norm, rel=1e-5)
+            assert drift[name]["relative"] == pytest.approx(ref_drift / ref_norm, rel=1e-5)

@@ -121,3 +121,20 @@ def test_non_finite_lock_stops_and_keeps_the_last_good_state(tiny_base, digits):
     assert all(torch.isfinite(p).all() for p in rep.model.parameters())
     with pytest.raises(ValueError, match="left the model unchanged"):  # and no certificate for a lock not there
         tl.lock(tiny_base, cfg, digits)
+
+
+def test_the_final_accuracy_comes_from_the_last_epochs_measurement(tiny_base, digits, monkeypatch):
+    import trainlock.locks.base as base
+
+    calls = []
+    monkeypatch.setattr(base, "evaluate", lambda m, t: calls.append(m) or evaluate(m, t))
+    cfg = tl.SpecDefConfig(alpha=0.5, loop=specdef_loop(lr=5.0, epochs=2, batch_size=32, device="cpu"))
+    rep = tl.lock(tiny_base, cfg, digits).report
+    assert calls == [tiny_base]  # only the accuracy before: the last epoch ended on the last step
+    assert rep.history[-1]["step"] == rep.steps
+    assert rep.accuracy_after == rep.history[-1]["retain_accuracy"] == evaluate(rep.model, digits)
+    # a loop that stops between epochs (max_steps) also ends with an epoch entry at its last step
+    calls.clear()
+    cfg = tl.SpecDefConfig(alpha=0.5, loop=specdef_loop(lr=5.0, epochs=2, max_steps=5, batch_size=32, device="cpu"))
+    rep = tl.lock(tiny_base, cfg, digits).report
+    assert rep.steps == 5 and len(calls) == 1 and rep.accuracy_after == evaluate(rep.model, digits)

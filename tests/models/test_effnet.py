@@ -195,3 +195,27 @@ def test_a_changed_weights_file_is_refused(monkeypatch):
     monkeypatch.setitem(E.WEIGHTS, "efficientnet-lite0", (pip_name, module, filename, "0" * 64))
     with pytest.raises(ValueError, match="SHA-256"):
         build("effnet-lite0", input_shape=(1, 8, 8), num_classes=10, size=32)
+
+
+@pytest.mark.parametrize("size", [32, 96])
+def test_lightened_trunk_is_the_packages_function_bit_for_bit(size):
+    torch.manual_seed(0)
+    ours = tiny(input_shape=(3, 32, 32), num_classes=4, size=size)
+    plain = E._arch().from_name("efficientnet-lite0", image_size=size, drop_connect_rate=0.0, dropout_rate=0.0)
+    del plain._fc, plain._dropout, plain._avg_pooling
+    plain.load_state_dict(ours.trunk.state_dict())
+    plain.to(memory_format=torch.channels_last)
+    moved = [m for m in ours.trunk.modules() if isinstance(m, nn.Conv2d) and m.padding != (0, 0)]
+    assert moved and all(isinstance(m.static_padding, nn.Identity) for m in moved)
+    assert all(m.inplace for m in ours.trunk.modules() if isinstance(m, nn.ReLU6))
+    x = ours.front(torch.rand(6, 3, 32, 32))
+    for train in (False, True):
+        ours.train(train), plain.train(train)
+        a = ours.trunk.extract_features(x.clone().requires_grad_(train))
+        b = plain.extract_features(x.clone().requires_grad_(train))
+        assert torch.equal(a, b)
+    a.square().mean().backward()  # in-place ReLU6 leaves every gradient computable, and the same
+    b.square().mean().backward()
+    grads = {n: p.grad for n, p in plain.named_parameters()}
+    for n, p in ours.trunk.named_parameters():  # equal up to float rounding (the padded convolution's backward
+        torch.testing.assert_close(p.grad, grads[n], rtol=1e-4, atol=1e-7)  # sums in another order)

@@ -129,6 +129,21 @@ def imagenet_state_dict(variant: str) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _lighten(trunk: nn.Module) -> None:
+    """The same function at less cost: a symmetric "same" padding (every stride-1 convolution) moves into the
+    convolution itself instead of an explicit ZeroPad2d copy of the input, and ReLU6 works in place (it follows a
+    BatchNorm, whose backward does not need its output). Outputs are bit for bit the package's (tests); the
+    stride-2 convolutions' asymmetric TF padding stays as it is. Forward and backward about 10% faster on CPU."""
+    for mod in trunk.modules():
+        pad = getattr(mod, "static_padding", None)
+        if isinstance(pad, nn.ZeroPad2d) and isinstance(mod, nn.Conv2d):
+            left, right, top, bottom = pad.padding
+            if left == right and top == bottom and mod.padding == (0, 0):
+                mod.padding, mod.static_padding = (top, left), nn.Identity()
+        if isinstance(mod, nn.ReLU6):
+            mod.inplace = True
+
+
 class EffNetLite(nn.Module):
     """ImageNetFront -> EfficientNet-Lite trunk -> global average pool -> Linear `head` (see the module doc).
 
@@ -172,6 +187,7 @@ class EffNetLite(nn.Module):
         # image_size=size: the TF-style "same" padding is computed for this input size, once
         trunk = _arch().from_name(self.variant, image_size=size, drop_connect_rate=0.0, dropout_rate=0.0)
         del trunk._fc, trunk._dropout, trunk._avg_pooling  # replaced by our pooling and head
+        _lighten(trunk)
         self.trunk = trunk
         self.head = nn.Linear(trunk._bn1.num_features, self.num_classes)  # 1280 -> num_classes
         if self.head.weight.device.type != "meta":  # the same head for the same seed, whatever the global RNG
