@@ -123,3 +123,15 @@ def test_fit_with_linear_schedule_takes_the_scheduled_steps(digits):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="schedule"):
         LoopConfig(schedule="cosine")
+
+
+def test_eval_batch_size_small_for_images_on_cpu_and_predict_does_not_depend_on_it():
+    from trainlock.train.metrics import eval_batch_size, predict
+
+    images, tokens = torch.rand(5, 1, 8, 8), torch.zeros(5, 3, 7, dtype=torch.long)
+    assert eval_batch_size(images) == 32 and eval_batch_size(images, "cuda") == 1024
+    assert eval_batch_size(tokens) == eval_batch_size(tokens, "cuda") == 64
+    torch.manual_seed(0)
+    model = tl.models.build("cnn", input_shape=[1, 8, 8], num_classes=10, channels=[4, 8], hidden=16)
+    x = torch.rand(100, 1, 8, 8)
+    torch.testing.assert_close(predict(model, x), predict(model, x, batch_size=1024), rtol=1e-5, atol=1e-6)

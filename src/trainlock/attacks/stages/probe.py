@@ -47,6 +47,7 @@ from ...models.blocks import (  # noqa: F401  (spread, trunk: moved down to mode
     spread,
     trunk,
 )
+from ...train.metrics import eval_batch_size
 from .base import AttackState, StageNotApplicable, register_stage
 
 
@@ -60,12 +61,13 @@ def probe_features(
 ) -> dict[str, np.ndarray]:
     """{feature set: (N, D) float64} of `model` on `x`: the head's input first, then the trunk's children in
     order (layers="all"; at most `max_blocks` of them, evenly spaced, the deepest always); computed in eval mode
-    in batches (default 1024 images or 64 token sequences), the model's training mode restored. A set some batch
+    in batches (default `eval_batch_size`: 32 images on a CPU, 1024 on a GPU, 64 token sequences), the model's training mode restored. A set some batch
     gave no tensor for is left out."""
     sets = feature_modules(model, layers, max_blocks)  # shared with the locks that train against a probe
     tokens = is_tokens(x)  # (N, 3, L): ids, mask, types
+    device = next(model.parameters()).device
     if batch_size is None:
-        batch_size = 64 if tokens else 1024
+        batch_size = eval_batch_size(x, device)
     got: dict[str, list[torch.Tensor | None]] = {name: [] for name, _ in sets}
     batch: dict = {}
 
@@ -81,7 +83,6 @@ def probe_features(
     ]
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     try:
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size].to(device)
@@ -158,7 +159,9 @@ class Probe:
         "all", "head: the head's input only; all: also every block of the main trunk", choices=lambda: LAYERS
     )
     folds: int = option(5, "most cross-validation folds for C (fewer when a class has fewer training examples)")
-    batch_size: int | None = option(None, "examples per forward pass (default: 1024 images, 64 token sequences)")
+    batch_size: int | None = option(
+        None, "examples per forward pass (default: 32 images on a CPU, 1024 on a GPU, 64 token sequences)"
+    )
     max_blocks: int = option(
         MAX_BLOCKS, "at most this many trunk blocks probed, evenly spaced, the deepest always (each costs a CV fit)"
     )
