@@ -7,8 +7,8 @@ Each warm call is one half-step of the block power iteration: one product with W
 singular vectors are the other side's basis for the next call. So a call reads W once, not twice, and
 the basis alternates sides; a cold start iterates to tolerance first.
 
-The same routine runs on any linear operator given its forward map (with autograd) and adjoint
-(without): dense matrices, and convolutions as true operators through conv / conv_transpose.
+The same routine runs on any linear operator given its forward map and adjoint (each differentiable
+when grad is on): dense matrices, and convolutions as true operators through conv / conv_transpose.
 """
 
 from __future__ import annotations

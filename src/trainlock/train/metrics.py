@@ -11,8 +11,8 @@ from ..tasks import Task, as_task, for_model
 def eval_batch_size(x: torch.Tensor, device: torch.device | str = "cpu") -> int:
     """Inputs per forward pass in evaluation: 64 token sequences; images 1024 on a GPU and 32 on a CPU, where
     large batches are slower: their activations fall out of cache (500 images through EfficientNet-Lite0 at 96 px
-    on 2 cores: 1.6 s in batches of 32, 2.5 s of 128, 4.6-5.1 s of 1024; the small MNIST CNN 0.65 s / 0.84 s for 32 /
-    1024 on 5,000 images; notes/speed.md)."""
+    on 2 cores: 1.6 s in batches of 32, 2.5 s of 128, 4.6-5.1 s of 1024; the small MNIST CNN 0.65-0.70 s / 0.84 s for
+    32 / 1024 on 5,000 images; notes/speed.md)."""
     if not x.is_floating_point():
         return 64
     return 1024 if torch.device(device).type == "cuda" else 32

@@ -61,8 +61,8 @@ def probe_features(
 ) -> dict[str, np.ndarray]:
     """{feature set: (N, D) float64} of `model` on `x`: the head's input first, then the trunk's children in
     order (layers="all"; at most `max_blocks` of them, evenly spaced, the deepest always); computed in eval mode
-    in batches (default `eval_batch_size`: 32 images on a CPU, 1024 on a GPU, 64 token sequences), the model's training mode restored. A set some batch
-    gave no tensor for is left out."""
+    in batches (default `eval_batch_size`: 32 images on a CPU, 1024 on a GPU, 64 token sequences), the model's
+    training mode restored. A set some batch gave no tensor for is left out."""
     sets = feature_modules(model, layers, max_blocks)  # shared with the locks that train against a probe
     tokens = is_tokens(x)  # (N, 3, L): ids, mask, types
     device = next(model.parameters()).device
