@@ -208,6 +208,7 @@ def test_lightened_trunk_is_the_packages_function_bit_for_bit(size):
     moved = [m for m in ours.trunk.modules() if isinstance(m, nn.Conv2d) and m.padding != (0, 0)]
     assert moved and all(isinstance(m.static_padding, nn.Identity) for m in moved)
     assert all(m.inplace for m in ours.trunk.modules() if isinstance(m, nn.ReLU6))
+    assert sum(isinstance(m, E.SameDepthwise) for m in ours.trunk.modules()) == 16  # every MBConv's depthwise
     x = ours.front(torch.rand(6, 3, 32, 32))
     for train in (False, True):
         ours.train(train), plain.train(train)

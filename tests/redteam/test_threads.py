@@ -42,3 +42,17 @@ def test_beside_runs_in_another_process_and_reraises():
     assert value == 42 and threads == 1 and pid != here
     with pytest.raises(RuntimeError, match="side job failed"), beside(_fails):
         pass
+
+
+def test_the_probes_imports_happen_before_the_fork():
+    """A pool of probes imports scikit-learn once, in the parent, not once per worker and per pool."""
+    code = (
+        "import sys\n"
+        "from trainlock.red_team.runner import _import_for_workers\n"
+        "from trainlock.red_team.spec import AttackSpec\n"
+        "_import_for_workers([AttackSpec.of('adam', 1e-3)])\n"
+        "assert 'sklearn' not in sys.modules\n"
+        "_import_for_workers([AttackSpec.of('adam', 1e-3), AttackSpec.of('adam', 1e-3, train='probe')])\n"
+        "assert 'sklearn.linear_model' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
