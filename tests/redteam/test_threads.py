@@ -23,6 +23,21 @@ def test_a_worker_runs_numpy_blas_on_one_thread():
     assert out.stdout.strip() == "[1]"
 
 
+def test_libraries_a_worker_loads_later_start_with_one_thread():
+    """scipy's OpenBLAS and scikit-learn's OpenMP, first imported inside a worker by a probe, after its limit was
+    set, started with one thread per core and slowed the probes 3x."""
+    code = (
+        "import threadpoolctl, torch\n"
+        "from trainlock.red_team.runner import one_blas_thread\n"
+        "one_blas_thread()\n"
+        "import sklearn.linear_model, scipy.linalg\n"
+        "print(sorted({i['num_threads'] for i in threadpoolctl.threadpool_info()}))\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[1]"
+
+
 def _pid_and_threads(x):
     import torch
 

@@ -124,15 +124,20 @@ def beside(fn: Callable, *args):
 
 
 def one_blas_thread() -> None:
-    """Numpy's BLAS (OpenBLAS: scikit-learn's probe and reference fits) to one thread in this process. A worker
-    inherits OMP_NUM_THREADS = the core count, and OpenBLAS's threads spin while they wait: two workers' fits
-    then fight over two cores (a probe took 107 s in a worker, 37 s alone). No-op without threadpoolctl (it comes
-    with scikit-learn, the only user of those fits)."""
+    """One thread for the BLAS and OpenMP pools of this worker process (scikit-learn's probe and reference fits). A
+    worker inherits OMP_NUM_THREADS = the core count, and those pools' threads spin while they wait: two workers'
+    fits then fight over two cores (a probe took 107 s in a worker, 37 s alone). The limit covers the libraries
+    loaded already (threadpoolctl) and, through the environment, those a run loads later: scipy's OpenBLAS and
+    scikit-learn's OpenMP, first imported by a probe inside a worker, started with 2 threads each and made the
+    quick demo's probe runs 3x slower (session 17). The threadpoolctl part is a no-op without it (it comes with
+    scikit-learn, the only user of those fits)."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         return
-    threadpool_limits(limits=1, user_api="blas")
+    threadpool_limits(limits=1)
 
 
 def _certify(locks: list | None, model: nn.Module) -> dict | None:
