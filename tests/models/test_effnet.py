@@ -220,3 +220,14 @@ def test_lightened_trunk_is_the_packages_function_bit_for_bit(size):
     grads = {n: p.grad for n, p in plain.named_parameters()}
     for n, p in ours.trunk.named_parameters():  # equal up to float rounding (the padded convolution's backward
         torch.testing.assert_close(p.grad, grads[n], rtol=1e-4, atol=1e-7)  # sums in another order)
+
+
+def test_a_block_still_traces_symbolically():
+    """torch.fx reads the MBConv blocks as graphs (the weight-space transforms walk them): the depthwise
+    convolutions' shape-dependent dispatch must not break a trace that worked before it (blocks 0 and 1 did)."""
+    model = tiny(input_shape=(3, 32, 32), num_classes=4, size=32)
+    block = model.trunk._blocks[1]
+    assert any(isinstance(m, E.SameDepthwise) for m in block.modules())
+    graph = torch.fx.Tracer().trace(block)
+    convs = [n for n in graph.nodes if n.op == "call_function" and n.target is torch.conv2d]
+    assert len(convs) == sum(isinstance(m, nn.Conv2d) for m in block.modules())
