@@ -218,3 +218,95 @@ def test_cli_run_frontier_sweeps_builds_and_draws(tiny_model_dir, tmp_path, caps
     res = json.loads((out / "frontier.json").read_text())
     assert res["base"] == "none" and {p["row"] for p in res["points"]} == {r["lock"] for r in table["rows"]}
     assert (out / "frontier.png").stat().st_size > 0 and text.rstrip().splitlines()[-2].startswith("goal: ")
+
+
+# ---------------------------------------------------------------- lock seeds
+
+
+def test_expand_locks_a_randomized_lock_once_per_seed_and_says_which_rows_are_one_draw():
+    notes = []
+    specs = {
+        "none": None,
+        "u": {"type": "undo", "noise": [0.5, 0.75]},
+        "fixed": {"type": "undo", "noise": 0.5, "seed": 7},  # its seed is set: one draw
+        "sd": {"type": "specdef", "alpha": 0.5},  # draws no seed
+        "comp": [{"type": "frozen", "names": ["bias"]}],
+    }
+    out = expand(specs, notes=notes, lock_seeds=(1, 2))
+    assert list(out) == [
+        "none",
+        "u@noise=0.5#lock-seed=1",
+        "u@noise=0.5#lock-seed=2",
+        "u@noise=0.75#lock-seed=1",
+        "u@noise=0.75#lock-seed=2",
+        "fixed",
+        "sd",
+        "comp",
+    ]
+    assert out["u@noise=0.75#lock-seed=2"] == {"type": "undo", "noise": 0.75, "seed": 2}
+    assert out["fixed"] == specs["fixed"] and specs["u"] == {"type": "undo", "noise": [0.5, 0.75]}
+    said = "\n".join(notes)
+    assert "fixed: seed 7 set: one draw" in said and "sd: specdef draws no lock seed: one draw" in said
+    assert "comp: composite draws no lock seed: one draw" in said
+    assert list(expand({"u": {"type": "undo", "noise": 0.5}})) == ["u"]  # no lock seeds: as before
+    with pytest.raises(ValueError, match="distinct integers"):
+        expand({"u": {"type": "undo"}}, lock_seeds=(1, 1))
+    with pytest.raises(ValueError, match="kept for the rows of lock seeds"):
+        expand({"u#lock-seed=1": {"type": "specdef", "alpha": 0.5}}, lock_seeds=(1,))
+
+
+def test_frontier_scores_a_randomized_lock_by_its_worst_draw():
+    """Draw 1 alone would reach the goal (utility 89.5, uplift 1.5 on a); draw 2 keeps 20 points of uplift and
+    draw 3 costs utility: the merged point has the lowest utility and the highest uplift, and misses."""
+    table = _table(with_winner=False)
+    table["rows"] += [
+        _row("u#lock-seed=1", 0.895, {"a": 0.515, "b": 0.50}),
+        _row("u#lock-seed=2", 0.90, {"a": 0.70, "b": 0.50}, seeds={"a": (0.18, 0.22)}),
+        _row("u#lock-seed=3", 0.87, {"a": 0.55, "b": 0.60}),
+    ]
+    for r in table["rows"][-3:]:
+        r["spec"] = {"type": "undo", "noise": 0.5, "seed": int(r["lock"][-1])}
+    res = frontier(table)
+    pts = _points(res)
+    assert not any("#lock-seed=" in name for name in pts)
+    u = pts["u"]
+    assert u["utility"] == pytest.approx(0.87) and u["uplift"] == pytest.approx(0.20) and u["worst_task"] == "a"
+    assert u["goal_uplift"] == pytest.approx(0.20) and not u["reaches_goal"] and not u["base"]
+    assert u["utility_shortfall"] == pytest.approx(0.02) and u["uplift_excess"] == pytest.approx(0.18)
+    assert u["spec"] == {"type": "undo", "noise": 0.5}  # the seed is a draw's, not the point's
+    assert u["uplift_seeds"]["min"] == pytest.approx(0.015) and u["uplift_seeds"]["max"] == pytest.approx(0.22)
+    assert [(d["lock_seed"], d["utility"]) for d in u["draws"]] == [(1, 0.895), (2, 0.90), (3, 0.87)]
+    assert res["goal"]["reached"] is False and res["goal"]["nearest"]["row"] == "low"
+    assert [p["row"] for p in res["points"]].index("u") < [p["row"] for p in res["points"]].index("mid")
+    text = format_frontier(res)
+    assert "worst of 3 lock seeds" in text and "u: seed 1 89.5% / +1.5, seed 2 90.0% / +20.0" in text
+    # the one lucky draw alone, as a row of its own, would have reached the goal
+    table["rows"] = [*table["rows"][:-3], dict(table["rows"][-3], lock="lucky")]
+    assert frontier(table)["goal"]["reaching"] == ["lucky"]
+
+
+def test_cli_lock_seeds_without_a_frontier_run_is_refused_in_one_line(tmp_path, capsys):
+    assert main(["locks", "--table", str(tmp_path), "--lock-seeds", "1", "2"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "--lock-seeds goes with --frontier --run" in err[0]
+
+
+def test_cli_run_frontier_with_lock_seeds_locks_each_draw(tiny_model_dir, tmp_path, capsys):
+    loop = {"optimizer": "adam", "lr": 1e-3, "max_steps": 3, "batch_size": 32, "device": "cpu"}
+    specs = {"u": {"type": "undo", "noise": 0.5, "loop": loop}}
+    out = tmp_path / "fr"
+    argv = ["locks", "--run", str(tiny_model_dir), "--specs", json.dumps(specs), "--attack-tasks", "digits"]
+    argv += ["--frontier", "--out", str(out), "--budget", "1", "--steps", "2", "--batch-size", "32"]
+    argv += ["--optimizers", "adam", "--workers", "0", "--train-samples", "128", "--test-samples", "64"]
+    assert main([*argv, "--lock-seeds", "3", "4"]) == 0
+    text = capsys.readouterr().out
+    assert "frontier: 1 specs -> 3 rows: none, u#lock-seed=3, u#lock-seed=4" in text
+    table = json.loads((out / "table.json").read_text())
+    rows = {r["lock"]: r for r in table["rows"]}
+    assert rows["u#lock-seed=3"]["spec"]["seed"] == 3 and rows["u#lock-seed=4"]["spec"]["seed"] == 4
+    res = json.loads((out / "frontier.json").read_text())
+    assert {p["row"] for p in res["points"]} == {"none", "u"}
+    u = next(p for p in res["points"] if p["row"] == "u")
+    assert [d["lock_seed"] for d in u["draws"]] == [3, 4]
+    assert u["utility"] == min(rows[f"u#lock-seed={s}"]["utility"] for s in (3, 4))
+    assert "worst of 2 lock seeds" in text

@@ -336,8 +336,9 @@ dial stays one point, a dial given as a list sweeps those values; composites and
 point) and the unlocked base is added as row "none"; then the table is built and read back as points: utility
 against the worst-case uplift over the held-back tasks (min..max over --seeds), the Pareto set, and the goal
 check: uplift <= 2 points on every task where the base's uplift is >= 10 points, at utility >= the base's - 1
-point (else the nearest point and its distance). Writes --out/frontier.json and frontier.png and prints it. With
---table DIR it redraws from DIR/table.json (into DIR, or --out). Example:
+point (else the nearest point and its distance). A randomized lock (undo's noise, fresh-distill's start) is a
+different model at each locking: --lock-seeds 1 2 3 locks it once per seed and scores its point by the worst draw.
+Writes --out/frontier.json and frontier.png and prints it. With --table DIR it redraws from DIR/table.json (into DIR, or --out). Example:
   trainlock locks --run runs/base --retain-task mnist --attack-tasks fashion-mnist \\
       --specs '{"specdef": {"type": "specdef"}, "cap": {"type": "spectral-cap", "max_sigma": [4, 2, 1]}}' \\
       --frontier --budget 14 --seeds 0 1 2 --out runs/frontier
@@ -359,6 +360,16 @@ def add_locks(p) -> None:
         help="the utility-uplift frontier: with --run, sweep each spec over its lock's main dial first; with --run "
         "or --table, write frontier.json and frontier.png (Pareto set, goal check) and print it",
     )
+    p.add_argument(
+        "--lock-seeds",
+        nargs="+",
+        type=int,
+        default=[],
+        metavar="S",
+        help="with --frontier: lock each point of a randomized lock (undo, fresh-distill: a spec without its own "
+        "seed) once per seed, as rows NAME#lock-seed=S, and score the point by its worst draw (lowest utility, "
+        "highest uplift); other locks are one draw. The red team's seeds are --seeds",
+    )
     add_subset_flags(p)
     add_config_flags(p, TableConfig)
 
@@ -369,6 +380,8 @@ def cmd_locks(args) -> int:
 
     from ..tune.table import format_table
 
+    if args.lock_seeds and not (args.frontier and args.run):
+        raise ValueError("--lock-seeds goes with --frontier --run MODEL_DIR (it adds rows before the table is built)")
     if args.frontier and not (args.table or args.run):
         raise ValueError(
             "--frontier needs --run MODEL_DIR --specs ... --attack-tasks ... (sweep and build the table) or "
@@ -433,7 +446,7 @@ def cmd_locks(args) -> int:
         notes: list[str] = []
         given = len(specs)
         try:
-            specs = expand(specs, notes=notes)
+            specs = expand(specs, notes=notes, lock_seeds=tuple(args.lock_seeds))
         except ValueError as e:
             raise ValueError(f"--specs: {e}") from None
         if not any(v is None for v in specs.values()):
