@@ -131,3 +131,27 @@ def test_the_references_on_disk_are_kept_per_step_budget(digits, tmp_path, monke
         "test-disk @ 10 steps, seed 0",
         "test-disk @ 5 steps, seed 0",
     ]
+
+
+def test_references_read_back_from_disk_serve_the_next_directory_in_the_process(digits, tmp_path, monkeypatch):
+    """A resumed lock table reads the base's references from its directory; its new rows (other directories,
+    the same task, budget and seed) trained the references again until the file's runs went into the memo."""
+    from trainlock.attacks.references import ReferenceRun, ReferenceTarget
+    from trainlock.red_team import uplift
+
+    calls = []
+
+    def fake(name, target):
+        calls.append(target.steps)
+        return [ReferenceRun(name, accuracy=0.42)]
+
+    monkeypatch.setattr(uplift, "run_reference", fake)
+    monkeypatch.setattr(uplift, "_MEMO", {})
+    first, resumed, new = tmp_path / "none", tmp_path / "row-a", tmp_path / "row-b"
+    uplift.reference_runs(ReferenceTarget(digits, steps=5), ("test-disk",), first)
+    uplift._MEMO.clear()  # a new process: only the file remembers
+    again = uplift.reference_runs(ReferenceTarget(digits, steps=5), ("test-disk",), first)
+    row = uplift.reference_runs(ReferenceTarget(digits, steps=5), ("test-disk",), resumed)
+    other = uplift.reference_runs(ReferenceTarget(digits, steps=6), ("test-disk",), new)  # another budget: trains
+    assert calls == [5, 6] and again == row and row[0]["accuracy"] == 0.42 and other[0]["accuracy"] == 0.42
+    assert (resumed / uplift.REFERENCES_FILE).is_file()  # the new row's directory records them too

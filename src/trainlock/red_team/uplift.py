@@ -47,8 +47,9 @@ def reference_runs(target: ReferenceTarget, names: tuple[str, ...], out: Path | 
     """Every named reference attacker's runs on `target` (cached in out/references.json by attacker, step budget
     and seed: the directory's identity file already binds it to this model and task; a rerun retries only the
     references that errored; entries of older directories, keyed by the attacker alone, are not trusted). Within a
-    process, finished runs are also kept by reference, task data, architecture, step budget and seed: the trials of
-    a `tune` study and the rows of a lock table attack the same task, and its references do not depend on the lock."""
+    process, finished runs (and runs read back from a file) are also kept by reference, task data, architecture, step
+    budget and seed: the trials of a `tune` study and the rows of a lock table attack the same task, and its
+    references do not depend on the lock."""
     cached: dict[str, list[dict]] = {}
     path = None if out is None else Path(out) / REFERENCES_FILE
     if path is not None and path.is_file():
@@ -62,6 +63,8 @@ def reference_runs(target: ReferenceTarget, names: tuple[str, ...], out: Path | 
         old = cached.get(key) or _MEMO.get(_memo_key(name, target))
         if old and not any(r.get("error") for r in old):
             runs[name] = old
+            # read back from disk, they serve this process's next rows too (a resumed lock table's new rows)
+            _MEMO.setdefault(_memo_key(name, target), old)
             continue
         logger.info("reference attacker %s on %s", name, target.task.name)
         runs[name] = [r.to_dict() for r in run_reference(name, target)]
