@@ -338,7 +338,8 @@ against the worst-case uplift over the held-back tasks (min..max over --seeds), 
 check: uplift <= 2 points on every task where the base's uplift is >= 10 points, at utility >= the base's - 1
 point (else the nearest point and its distance). A randomized lock (undo's noise, fresh-distill's start) is a
 different model at each locking: --lock-seeds 1 2 3 locks it once per seed and scores its point by the worst draw.
-Writes --out/frontier.json and frontier.png and prints it. With --table DIR it redraws from DIR/table.json (into DIR, or --out). Example:
+Writes --out/frontier.json and frontier.png and prints it. With --table DIR it redraws from DIR/table.json (into
+DIR, or --out). Example:
   trainlock locks --run runs/base --retain-task mnist --attack-tasks fashion-mnist \\
       --specs '{"specdef": {"type": "specdef"}, "cap": {"type": "spectral-cap", "max_sigma": [4, 2, 1]}}' \\
       --frontier --budget 14 --seeds 0 1 2 --out runs/frontier

@@ -12,12 +12,14 @@ Pareto set (higher utility, lower uplift), and the goal check:
 Tasks where the base's uplift is under PROTECT have nothing to protect: they are left out of the goal check and
 listed.
 
+When no point reaches the goal, the nearest one is named with its distance (utility shortfall, uplift excess,
+both in points).
+
 A lock that draws a random seed (undo's noise, fresh-distill's initialization: a `seed` field its spec leaves
-unset) is a different model at each locking. `expand(..., lock_seeds=[1, 2, 3])` locks such rows once per seed
+unset) is a different model at each locking. `expand(..., lock_seeds=(1, 2, 3))` locks such rows once per seed
 (rows "NAME#lock-seed=S"), and `frontier` merges a row's draws into one point scored by its worst draw: the
 lowest utility and the highest uplift of any draw (each draw and the span are kept). An owner cannot pick the
-draw with the least uplift without scoring draws on the held-back tasks, which the frontier rules out. When no point reaches the goal, the nearest one is named with its distance (utility shortfall, uplift
-excess, both in points). `save_frontier` writes frontier.json and frontier.png; `format_frontier` prints it.
+draw with the least uplift without scoring draws on the held-back tasks, which the frontier rules out. `save_frontier` writes frontier.json and frontier.png; `format_frontier` prints it.
 Accuracies and uplifts are fractions throughout (0.01 = 1 point); the text and the plot show points.
 """
 
@@ -166,44 +168,45 @@ def _merge_draws(points: list[dict]) -> list[dict]:
     highest uplift and goal uplift (None if any draw has none), the uplift's span over every draw and red-team
     seed; `draws` keeps each draw's {seed, utility, uplift, goal_uplift}. Other points pass through."""
     groups: dict[str, list[dict]] = {}
-    out: list[dict] = []
+    order: list[dict | str] = []  # a point as it is, or the name of a group, at its first draw's place
     for p in points:
         name, sep, seed = p["row"].partition(DRAW)
         if not sep:
-            out.append(p)
+            order.append(p)
             continue
         if name not in groups:
             groups[name] = []
-            out.append({"row": name})  # its place, filled below
+            order.append(name)
         groups[name].append({**p, "lock_seed": int(seed)})
-    for q in out:
-        draws = groups.get(q["row"]) if "utility" not in q else None
-        if not draws:
-            continue
-        draws.sort(key=lambda d: d["lock_seed"])
-        ups = [d["uplift"] for d in draws]
-        goals = [d["goal_uplift"] for d in draws]
-        worst = max((d for d in draws if d["uplift"] is not None), key=lambda d: d["uplift"], default=draws[0])
-        lo = [d["uplift_seeds"]["min"] if d["uplift_seeds"] else d["uplift"] for d in draws]
-        hi = [d["uplift_seeds"]["max"] if d["uplift_seeds"] else d["uplift"] for d in draws]
-        spec = {k: v for k, v in (draws[0]["spec"] or {}).items() if k != "seed"}
-        q.update(
-            spec=spec,
-            utility=min(d["utility"] for d in draws),
-            uplift=None if None in ups else max(ups),
-            worst_task=worst["worst_task"],
-            uplift_seeds=None
-            if None in ups
-            else {
-                "min": min(lo),
-                "max": max(hi),
-                "seeds": max(d["uplift_seeds"]["seeds"] if d["uplift_seeds"] else 1 for d in draws),
-            },
-            base=False,
-            goal_uplift=None if None in goals else max(goals),
-            draws=[{k: d[k] for k in ("lock_seed", "utility", "uplift", "goal_uplift")} for d in draws],
-        )
-    return out
+    return [q if isinstance(q, dict) else _worst_draw(q, groups[q]) for q in order]
+
+
+def _worst_draw(name: str, draws: list[dict]) -> dict:
+    """One point for a randomized lock's draws (see `_merge_draws`)."""
+    draws = sorted(draws, key=lambda d: d["lock_seed"])
+    ups = [d["uplift"] for d in draws]
+    goals = [d["goal_uplift"] for d in draws]
+    worst = max((d for d in draws if d["uplift"] is not None), key=lambda d: d["uplift"], default=draws[0])
+    lo = [d["uplift_seeds"]["min"] if d["uplift_seeds"] else d["uplift"] for d in draws]
+    hi = [d["uplift_seeds"]["max"] if d["uplift_seeds"] else d["uplift"] for d in draws]
+    spec = {k: v for k, v in (draws[0]["spec"] or {}).items() if k != "seed"}
+    return {
+        "row": name,
+        "spec": spec,
+        "utility": min(d["utility"] for d in draws),
+        "uplift": None if None in ups else max(ups),
+        "worst_task": worst["worst_task"],
+        "uplift_seeds": None
+        if None in ups
+        else {
+            "min": min(lo),
+            "max": max(hi),
+            "seeds": max(d["uplift_seeds"]["seeds"] if d["uplift_seeds"] else 1 for d in draws),
+        },
+        "base": False,
+        "goal_uplift": None if None in goals else max(goals),
+        "draws": [{k: d[k] for k in ("lock_seed", "utility", "uplift", "goal_uplift")} for d in draws],
+    }
 
 
 def _base_row(rows: list[dict]) -> dict | None:
