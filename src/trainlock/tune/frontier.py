@@ -10,17 +10,15 @@ Pareto set (higher utility, lower uplift), and the goal check:
     >= PROTECT (10 points), at a utility >= the base's - UTILITY_DROP (1 point).
 
 Tasks where the base's uplift is under PROTECT have nothing to protect: they are left out of the goal check and
-listed.
-
-When no point reaches the goal, the nearest one is named with its distance (utility shortfall, uplift excess,
-both in points).
+listed. When no point reaches the goal, the nearest one is named with its distance (utility shortfall, uplift
+excess, both in points). `save_frontier` writes frontier.json and frontier.png; `format_frontier` prints it.
+Accuracies and uplifts are fractions throughout (0.01 = 1 point); the text and the plot show points.
 
 A lock that draws a random seed (undo's noise, fresh-distill's initialization: a `seed` field its spec leaves
 unset) is a different model at each locking. `expand(..., lock_seeds=(1, 2, 3))` locks such rows once per seed
 (rows "NAME#lock-seed=S"), and `frontier` merges a row's draws into one point scored by its worst draw: the
 lowest utility and the highest uplift of any draw (each draw and the span are kept). An owner cannot pick the
-draw with the least uplift without scoring draws on the held-back tasks, which the frontier rules out. `save_frontier` writes frontier.json and frontier.png; `format_frontier` prints it.
-Accuracies and uplifts are fractions throughout (0.01 = 1 point); the text and the plot show points.
+draw with the least uplift without scoring draws on the held-back tasks, which the frontier rules out.
 """
 
 from __future__ import annotations
